@@ -1,0 +1,68 @@
+# robust-pt developer tasks.
+#
+#   make setup        create .venv, install robust-pt (editable, [dev]) with the tested pins in
+#                     constraints.txt, torchattacks (--no-deps), and the offline NLTK data.
+#                     Idempotent: re-runs only what changed (a few seconds when nothing did).
+#   make test         setup, then the test suite, offline
+#   make demo         setup, then `robust-pt demo`
+#   make constraints  rewrite constraints.txt with the versions installed in .venv
+#   make clean        build outputs and caches of Python / pytest (keeps .venv and .cache)
+#   make distclean    clean, plus .venv and .cache
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+PIP := $(BIN)/python -m pip
+PYTEST_ARGS ?=
+
+# Not a dependency in pyproject.toml: its metadata pulls torchvision and an old requests
+# that break the environment. Nothing in it imports torchvision.
+TORCHATTACKS := torchattacks==3.5.1
+
+# What constraints.txt pins (besides the comments at its top).
+PINNED := torch transformers tokenizers huggingface-hub textattack foolbox peft safetensors \
+          numpy pandas scipy scikit-learn typer rich matplotlib nltk pyyaml pytest
+
+.PHONY: setup test demo constraints clean distclean
+
+setup: $(STAMP)
+	@$(BIN)/python scripts/setup_nltk.py
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The slow part (pip) runs only when the venv is new or the packaging files changed.
+$(STAMP): pyproject.toml setup.py constraints.txt | $(BIN)/python
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q --no-deps $(TORCHATTACKS)
+	@touch $@
+
+test: setup
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+demo: setup
+	$(BIN)/robust-pt demo
+
+# Pins the exact versions now in .venv (local labels such as +cpu dropped). The venv
+# already has them, so the stamp is refreshed and the next `make setup` skips pip.
+constraints: $(STAMP)
+	@set -euo pipefail; \
+	tmp=$$(mktemp constraints.txt.XXXXXX); chmod 644 $$tmp; \
+	grep '^#' constraints.txt > $$tmp || true; \
+	freeze=$$($(PIP) freeze --exclude-editable); \
+	for p in $(PINNED); do \
+	  line=$$(grep -i "^$$p==" <<<"$$freeze" || true); \
+	  if [ -z "$$line" ]; then line=$$(grep -i "^$${p//-/_}==" <<<"$$freeze" || true); fi; \
+	  if [ -z "$$line" ]; then echo "constraints: $$p is not installed" >&2; rm -f $$tmp; exit 1; fi; \
+	  echo "$${line%%+*}" >> $$tmp; \
+	done; \
+	mv $$tmp constraints.txt; touch $(STAMP); cat constraints.txt
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) .cache

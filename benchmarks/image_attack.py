@@ -1,0 +1,167 @@
+"""Benchmark: our attack engine against a plain torchattacks loop, and against the floor.
+
+    python benchmarks/image_attack.py [--model CKPT] [--n 512] [--eps 1/255,2/255,4/255,8/255] [--steps 10]
+
+Measured in one run, on one model (default: the demo prompt-tuned VQA checkpoint,
+<cache>/zoo/prompt-shapes-vqa), PGD-k at every eps:
+
+(a) wall time of a plain loop that runs torchattacks' PGD on every example at every eps
+    (then one forward pass to score it), divided by the wall time of `robust_pt.evaluate`
+    (clean pass, only correct examples attacked, only survivors go to the next eps, early
+    stop), with the robust accuracy of both per eps (target: >= 2x, same accuracy up to
+    the monotone survivor rule and random starts);
+(b) our wall time divided by the floor: the forward+backward and forward-only example
+    passes our engine actually performed, times the measured cost of one of each at the
+    same batch size (target: <= 1.2; the rest is bookkeeping, I/O and batch shrinkage).
+
+Prints a table and the two ratios; --json writes them too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv=None):
+    from robust_pt.zoo import entry_dir
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(entry_dir("shapes-vqa", "prompt")),
+                    help="checkpoint directory (default: <cache>/zoo/prompt-shapes-vqa)")
+    ap.add_argument("--task", default=None, help="task (default: the one the model was tuned on)")
+    ap.add_argument("--n", type=int, default=512, help="examples")
+    ap.add_argument("--eps", default="1/255,2/255,4/255,8/255")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("ROBUST_PT_THREADS", "1")))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return ap.parse_args(argv)
+
+
+def _median_time(fn, reps: int = 3) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def unit_costs(model, task, batch_size: int) -> tuple[float, float]:
+    """Seconds per example of one forward+backward (input gradient) and one forward pass."""
+    import torch.nn.functional as F
+
+    from robust_pt.predict import images_of
+
+    exs = [task[i] for i in range(min(batch_size, len(task)))]
+    x = images_of(exs)
+    y = torch.tensor([e.label for e in exs])
+    texts = [e.text for e in exs]
+
+    def grad():
+        xa = x.clone().requires_grad_(True)
+        loss = F.cross_entropy(model.candidate_logits(xa, texts, task.answers), y)
+        torch.autograd.grad(loss, xa)
+
+    def fwd():
+        with torch.no_grad():
+            model.candidate_logits(x, texts, task.answers)
+
+    return _median_time(grad) / len(exs), _median_time(fwd) / len(exs)
+
+
+def plain_loop(model, task, n: int, eps_list, steps: int, batch_size: int, seed: int) -> list[float]:
+    """torchattacks PGD on every example at every eps, then one forward pass to score it."""
+    import torchattacks
+
+    from robust_pt.models.base import BoundClassifier
+    from robust_pt.predict import images_of
+
+    torch.manual_seed(seed)
+    accs = []
+    for eps in eps_list:
+        correct = 0
+        for s in range(0, n, batch_size):
+            exs = [task[i] for i in range(s, min(n, s + batch_size))]
+            x = images_of(exs)
+            y = torch.tensor([e.label for e in exs])
+            bound = BoundClassifier(model, [e.text for e in exs], task.answers)
+            adv = torchattacks.PGD(bound, eps=eps, alpha=eps / 4, steps=steps, random_start=True)(x, y)
+            with torch.no_grad():
+                correct += int((bound(adv).argmax(-1) == y).sum())
+        accs.append(correct / n)
+    return accs
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("ROBUST_PT_QUIET", "1")
+    import robust_pt as rpt
+    from robust_pt.attacks import parse_eps
+    from robust_pt.engine import eps_label
+    from robust_pt.errors import RobustPTError
+
+    try:
+        model = rpt.load_model(args.model)
+    except RobustPTError as err:
+        sys.exit(f"error: {err} (build the demo checkpoints with `robust-pt demo`, or pass --model)")
+    task_name = args.task or model.trained_task
+    task = rpt.load_task(task_name, split="test", limit=args.n, seed=0, size=model.image_size)
+    if task.kind != "closed":
+        sys.exit(f"error: the benchmark needs a closed-answer task, {task_name} is {task.kind}")
+    n = len(task)
+    eps_list = sorted(parse_eps(args.eps))
+    print(f"model {args.model} ({model.display_name}), task {task_name}, n={n}, PGD-{args.steps}, "
+          f"eps {', '.join(eps_label(e) for e in eps_list)}, batch {args.batch_size}, {args.threads} thread(s)")
+
+    t_grad, t_fwd = unit_costs(model, task, args.batch_size)
+
+    t = time.perf_counter()
+    run = rpt.evaluate(model, task, attack="pgd", eps=eps_list, steps=args.steps, batch_size=args.batch_size,
+                       seed=args.seed, progress=False, samples=0)
+    t_ours = time.perf_counter() - t
+
+    t = time.perf_counter()
+    plain = plain_loop(model, task, n, eps_list, args.steps, args.batch_size, args.seed)
+    t_plain = time.perf_counter() - t
+
+    st = run.stats
+    floor = st["grad_evals"] * t_grad + st["fwd_evals"] * t_fwd
+    s = run.summary.sort_values("eps")
+    rows = [{"eps": eps_label(e), "clean": float(c), "robust_ours": float(r), "robust_plain": p}
+            for e, c, r, p in zip(s["eps"], s["clean"], s["robust"], plain)]
+    print(f"\n{'eps':>7} {'clean':>7} {'robust (ours)':>14} {'robust (plain loop)':>20}")
+    for r in rows:
+        print(f"{r['eps']:>7} {r['clean']:7.3f} {r['robust_ours']:14.3f} {r['robust_plain']:20.3f}")
+    plain_grads = len(eps_list) * n * args.steps
+    print(f"\n(a) plain torchattacks loop {t_plain:.1f} s / our engine {t_ours:.1f} s = "
+          f"{t_plain / t_ours:.2f}x faster (target >= 2x)")
+    print(f"    example forward+backward passes: plain {plain_grads}, ours {st['grad_evals']} "
+          f"({st['grad_evals'] / plain_grads:.1%}); forward-only: plain {len(eps_list) * n}, ours {st['fwd_evals']}")
+    print(f"(b) our wall time / floor = {t_ours:.1f} s / {floor:.1f} s = {t_ours / floor:.2f} (target <= 1.2)")
+    print(f"    floor = {st['grad_evals']} fwd+bwd x {t_grad * 1e3:.2f} ms + {st['fwd_evals']} fwd x "
+          f"{t_fwd * 1e3:.2f} ms (per example, measured at batch {args.batch_size})")
+    out = {"model": args.model, "task": task_name, "n": n, "steps": args.steps, "batch_size": args.batch_size,
+           "threads": args.threads, "rows": rows, "t_ours": t_ours, "t_plain": t_plain,
+           "speedup": t_plain / t_ours, "floor": floor, "floor_ratio": t_ours / floor, "t_grad": t_grad,
+           "t_fwd": t_fwd, "stats": st}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""CLI commands that make and inspect checkpoints: pretrain, train, eval, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cli import app, fail
+from .errors import RobustPTError
+
+
+@app.command()
+def pretrain(out: Path = typer.Option(..., help="Output checkpoint directory."),
+             preset: str = typer.Option("small", help="Model size: tiny or small."),
+             steps: int = typer.Option(12000, help="Optimisation steps."),
+             batch_size: int = typer.Option(64),
+             lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 1e-3)."),
+             seed: int = typer.Option(0),
+             threads: int = typer.Option(2, help="torch threads."),
+             overwrite: bool = typer.Option(False, help="Replace a different checkpoint in --out.")):
+    """Pretrain the built-in miniature OFA on the multi-task ShapesWorld mix."""
+    from .tuning.config import TrainConfig
+    from .tuning.train import pretrain as _pretrain
+
+    try:
+        meta = _pretrain(out, preset, TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                                  threads=threads), overwrite=overwrite)
+    except RobustPTError as err:
+        fail(err)
+    _print_metrics({f"base ({k})": {"method": "pretrain", "task": k, "clean_metrics": v}
+                    for k, v in meta["clean_metrics"].items()})
+
+
+@app.command()
+def train(base: str = typer.Option(..., help="Base checkpoint dir (or builtin:base-small), or a Hugging Face "
+                                             "model directory (ViLT, BLIP, CLIP; tuned through peft)."),
+          task: str = typer.Option(..., help="Downstream task, e.g. shapes-vqa or vqav2:DIR."),
+          method: str = typer.Option("prompt", help="finetune, prompt, adapter, bitfit or lora; Hugging Face bases: "
+                                                    "finetune, lora, prompt or ia3."),
+          out: Path = typer.Option(..., help="Output checkpoint directory."),
+          prompt_length: int = typer.Option(16), prompt_depth: str = typer.Option("both"),
+          prompt_reparam: bool = typer.Option(False, "--prompt-reparam/--no-prompt-reparam"),
+          adapter_dim: int = typer.Option(32), lora_r: int = typer.Option(8),
+          steps: int = typer.Option(600), batch_size: int = typer.Option(64),
+          lr: Optional[float] = typer.Option(None, help="Peak learning rate (default per method)."),
+          train_size: int = typer.Option(20000), eval_size: int = typer.Option(1000),
+          seed: int = typer.Option(0), threads: int = typer.Option(2),
+          overwrite: bool = typer.Option(False, help="Replace a different checkpoint in --out."),
+          device: str = typer.Option("auto", help="Hugging Face bases: auto, cpu, cuda or cuda:N.")):
+    """Tune a base checkpoint on one task with one method; writes a checkpoint directory."""
+    from .tuning.config import TrainConfig, TuningConfig
+    from .tuning.hf_train import is_hf_dir
+    from .tuning.train import tune
+
+    if is_hf_dir(base):
+        from .tuning.hf_train import HFTrainConfig, train_hf
+
+        try:
+            cfg = HFTrainConfig(method=method, steps=steps, batch_size=batch_size, lr=lr, prompt_length=prompt_length,
+                                lora_r=lora_r, seed=seed, train_size=train_size, eval_size=eval_size,
+                                threads=threads, device=device)
+            meta = train_hf(base, task, cfg, out, overwrite=overwrite)
+        except RobustPTError as err:
+            fail(err)
+        _print_metrics({str(out): meta})
+        return
+    try:
+        tcfg = TuningConfig(method=method, prompt_length=prompt_length, prompt_depth=prompt_depth,
+                            prompt_reparam=prompt_reparam, adapter_dim=adapter_dim, lora_r=lora_r)
+        tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, train_size=train_size,
+                         eval_size=eval_size, threads=threads)
+        meta = tune(base, task, tcfg, tc, out, overwrite=overwrite)
+    except RobustPTError as err:
+        fail(err)
+    _print_metrics({str(out): meta})
+
+
+@app.command("eval")
+def eval_(model: str = typer.Option(..., help="Checkpoint directory."),
+          task: Optional[str] = typer.Option(None, help="Task (default: the one it was tuned on)."),
+          split: str = typer.Option("test"), limit: Optional[int] = typer.Option(None),
+          seed: int = typer.Option(0), batch_size: int = typer.Option(128)):
+    """Print the clean metric of a checkpoint on a task."""
+    from .api import load_model, load_task
+    from .errors import TaskError
+    from .predict import evaluate_clean
+
+    try:
+        m = load_model(model)
+        name = task or m.meta.get("task")
+        if not name:
+            raise TaskError(f"{model} was not tuned on a task; pass --task")
+        t = load_task(name, split=split, limit=limit, seed=seed, size=m.image_size,
+                      **({"resize": m.resize_mode} if ":" in name and getattr(m, "resize_mode", None) else {}))
+        metrics = evaluate_clean(m, t, batch_size=batch_size)
+    except RobustPTError as err:
+        fail(err)
+    _print_metrics({model: {**m.meta, "task": name, "clean_metrics": metrics}})
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("reports/demo"), help="Where the demo report goes."),
+         zoo_only: bool = typer.Option(False, help="Only build the checkpoints and print their clean metrics.")):
+    """Run recipes/demo.yaml: build or reuse the demo checkpoints, attack them, write the report."""
+    from .recipe import load_recipe, run_recipe
+    from .zoo import build_zoo
+
+    try:
+        recipe = load_recipe("demo")
+        _print_metrics({str(d): meta for d, meta in build_zoo(recipe).values()})
+        if not zoo_only:
+            run_recipe(recipe, out)
+    except RobustPTError as err:
+        fail(err)
+
+
+@app.command("run")
+def run(recipe: str = typer.Argument(..., help="A recipe file, or the name of a shipped one (see `list recipes`)."),
+        out: Optional[Path] = typer.Option(None, help="Report directory (default reports/<recipe name>).")):
+    """Run a recipe: tune what is missing, attack everything (resumable), write the report."""
+    from .recipe import run_recipe
+
+    try:
+        run_recipe(recipe, out)
+    except RobustPTError as err:
+        fail(err)
+
+
+def _print_metrics(rows: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="clean metrics")
+    for col in ("checkpoint", "method", "task", "metrics", "trainable"):
+        table.add_column(col)
+    for name, meta in rows.items():
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in (meta.get("clean_metrics") or {}).items())
+        frac = meta.get("trainable_fraction")
+        table.add_row(str(name), str(meta.get("method", "")), str(meta.get("task", "")), metrics,
+                      "" if frac is None else f"{meta['trainable_params']:,} ({100 * frac:.2f}%)")
+    Console().print(table)

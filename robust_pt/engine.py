@@ -1,0 +1,1129 @@
+"""The evaluation loop: clean pass, attack the survivors, sweep eps, stream records.
+
+    run = evaluate(model, task, attack="pgd", eps=[1/255, 2/255, 4/255, 8/255], seed=0, out="runs/x")
+    run.summary   # one row per (model, task, attack, eps)
+    run.records   # one row per (example, eps)
+
+For every fixed batch of examples (deterministic order, so a resumed run meets the same
+batches):
+
+1. Clean pass. Examples already wrong are not robust and are not attacked.
+2. eps values in increasing order. Only examples still standing are attacked: an
+   adversarial found at eps1 lies inside every larger ball, so its record is reused at
+   every larger eps (robust accuracy is non-increasing in eps by construction).
+   Captioning has no "correct": every example is attacked at every eps and keeps, per
+   example, its worst (lowest-CIDEr) caption over all eps so far.
+3. The batch's records for all eps are appended to records.jsonl together (store.py);
+   an interrupted run resumes at the first batch without records.
+
+Random starts are seeded per (seed, example id, eps, restart), library attacks per
+(seed, batch, eps, restart), text attacks per (seed, example id, eps), so results do not
+depend on resuming.
+
+Text attacks (kind: text) have no eps-ball: their eps is the word budget (the largest
+fraction of the question's words they may change), so a text preset runs one pseudo-eps
+row (e.g. 0.25) unless --eps sweeps budgets. Their records add the adversarial text,
+words changed (count, fraction and the example's limit) and TextAttack's query count;
+joint attacks (kind: joint) sweep the image eps and add the same text fields.
+
+Scale (robust_pt/distributed.py): under torchrun, or with nproc > 1, rank k of W attacks
+the batches b with b % W == k into runs/<id>/shards/rank-K/ and rank 0 merges them into
+the single-process records and summary. Examples are generated or read one batch at a
+time and a run store with a directory keeps no records in memory, so memory during the
+loop does not grow with the number of examples (Run.records, built at the end, does).
+An out-of-memory error halves the examples per forward pass (the batch, its seeds and
+records stay the same) and retries; batch_size="auto" probes the largest that fits on CUDA.
+
+`evaluate` also accepts any torch image classifier (nn.Module, (N,C,H,W) in [0,1] ->
+logits) with `(images, labels)` tensors: they become a small in-memory closed task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attacks import Attack, build
+from .errors import AttackError, ConfigError, RobustPTError, TaskError
+from .models.base import VLModel
+from .predict import images_of, predict, predict_embeds
+from .store import RunStore
+from .tasks.base import CAPTION, CLOSED, GROUND, Example, Task
+
+SUMMARY_COLUMNS = ["model", "task", "attack", "eps", "eps_label", "n", "metric", "clean", "robust", "drop",
+                   "rel_drop", "success_rate", "mean_linf", "mean_l2", "n_attacked", "n_broken", "mean_steps",
+                   "backend", "norm", "kind", "early_stop", "seed"]
+TEXT_KINDS = ("text", "joint")
+# record fields of text and joint attacks (besides queries)
+TEXT_FIELDS = ("adv_text", "words_changed", "words_fraction", "max_words")
+NO_TEXT = {"adv_text": None, "words_changed": 0, "words_fraction": 0.0, "max_words": None}
+
+
+@dataclass
+class Run:
+    """The result of `evaluate`: summary and records as DataFrames, plus where they live."""
+
+    summary: Any  # pandas.DataFrame
+    records: Any  # pandas.DataFrame
+    config: dict
+    path: Path | None
+    stats: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Run(path={self.path}, rows={len(self.summary)}, records={len(self.records)})"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def eps_label(eps: float) -> str:
+    """Short decimals as they are (0.25, 1); other multiples of 1/255 as 8/255; else the number."""
+    short = f"{eps:g}"
+    if len(short) <= 4:
+        return short
+    k = eps * 255
+    if abs(k - round(k)) < 1e-6 and round(k) >= 1:
+        return f"{int(round(k))}/255"
+    return f"{eps:g}"
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from any parts (stable across processes and platforms)."""
+    text = "|".join(f"{p:.12g}" if isinstance(p, float) else str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2 ** 63 - 1)
+
+
+def state_sha256(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names and raw bytes, sorted by name)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _checkpoint_info(path: Path) -> dict:
+    from .tuning import checkpoint as ckpt
+
+    info: dict[str, Any] = {"path": str(path)}
+    if (path / ckpt.WEIGHTS).exists():
+        info["sha256"] = {ckpt.WEIGHTS: ckpt.sha256_file(path / ckpt.WEIGHTS)}
+    try:
+        import json
+
+        meta = json.loads((path / ckpt.META).read_text())
+        if "base" in meta:
+            info["base"] = meta["base"]
+    except Exception:
+        pass
+    return info
+
+
+class TensorTask(Task):
+    """An in-memory closed task over (images, labels) for plain image classifiers."""
+
+
+def tensor_task(images, labels, n_classes: int) -> Task:
+    x = torch.as_tensor(images).detach().float().cpu()
+    y = torch.as_tensor(labels).detach().long().cpu().reshape(-1)
+    if x.dim() != 4:
+        raise TaskError(f"images must be a (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    if x.shape[0] != y.shape[0]:
+        raise TaskError(f"{x.shape[0]} images but {y.shape[0]} labels")
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise TaskError("images must lie in [0, 1] (normalise inside the model, not before)")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise TaskError(f"labels must lie in 0..{n_classes - 1} (the classifier has {n_classes} outputs)")
+    arr = x.numpy()
+    exs = [Example(id=str(i), image=arr[i], text="", target=str(int(y[i])), label=int(y[i]))
+           for i in range(x.shape[0])]
+    h = hashlib.sha256(arr.tobytes())
+    h.update(y.numpy().tobytes())
+    t = TensorTask(name="tensors", kind=CLOSED, split="-", metric="accuracy",
+                   answers=[str(k) for k in range(n_classes)], image_size=int(x.shape[-1]), _examples=exs)
+    t.sha256 = h.hexdigest()  # type: ignore[attr-defined]
+    return t
+
+
+class _Limited(Task):
+    """The first `n` examples of another task."""
+
+    def __init__(self, base: Task, n: int):
+        super().__init__(name=base.name, kind=base.kind, split=base.split, metric=base.metric,
+                         answers=base.answers, image_size=base.image_size, seed=base.seed)
+        self._base, self._n = base, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> Example:
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._base[i]
+
+    def example_scores(self, examples, predictions):
+        return self._base.example_scores(examples, predictions)
+
+    def corpus_metrics(self, examples, predictions):
+        return self._base.corpus_metrics(examples, predictions)
+
+
+def _positive_int(name: str, value, error=ConfigError) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) <= 0:
+        raise error(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------- resolution
+
+def _resolve_model(model, load: dict | None = None) -> tuple[nn.Module, dict, str]:
+    """(module, checkpoint info, display name); `load`: device, precision, base for load_model."""
+    load = {k: v for k, v in (load or {}).items() if v is not None}
+    if isinstance(model, (str, Path)):
+        from .api import load_model
+
+        m = load_model(model, **load)
+        path = Path(str(model))
+        info = _checkpoint_info(path) if path.is_dir() else {"path": str(model)}
+        name = path.name if path.is_dir() else str(model)
+        return m, info, name
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a checkpoint directory or a torch nn.Module, got {type(model).__name__}")
+    if isinstance(model, VLModel):
+        return model, {}, model.display_name
+    return model, {}, type(model).__name__
+
+
+def _resolve_task(model: nn.Module, task, split: str, limit: int | None, task_seed: int) -> tuple[Task, dict]:
+    vl = isinstance(model, VLModel)
+    if isinstance(task, (tuple, list)) and len(task) == 2 and not isinstance(task[0], str):
+        if vl:
+            raise TaskError("a vision-language model needs a task with questions (e.g. shapes-vqa), not "
+                            "(images, labels) tensors")
+        images, labels = task
+        x = torch.as_tensor(images)
+        with torch.no_grad():
+            was = model.training
+            model.eval()
+            n_classes = int(model(x[:1].float().to(_device(model))).shape[-1])
+            model.train(was)
+        t = tensor_task(images, labels, n_classes)
+        if limit is not None:
+            t = _Limited(t, min(limit, len(t)))
+        return t, {"name": "tensors", "n": len(t), "sha256": t._base.sha256 if isinstance(t, _Limited)
+                   else t.sha256}
+    if not vl:
+        raise TaskError("a plain image classifier is evaluated on (images, labels) tensors: "
+                        "evaluate(classifier, (images, labels), ...)")
+    trained = model.trained_task
+    if task is None:
+        if not trained:
+            raise TaskError(f"model {model.display_name} was not tuned on a task; pass a task (e.g. --task shapes-vqa)")
+        task = trained
+    if isinstance(task, str):
+        from .tasks import TASKS, load_task
+
+        if task not in TASKS:
+            load_task(task, split=split, limit=1)  # raises the one-line "unknown task" error
+        if trained and task != trained:
+            raise TaskError(f"model {model.display_name} was tuned on {trained}, not {task}; attack it on "
+                            f"--task {trained} or pass a checkpoint tuned on {task}")
+        # real datasets are resized as the model's processor does (robust_pt/tasks/formats.py)
+        resize = {"resize": model.resize_mode} if ":" in task and getattr(model, "resize_mode", None) else {}
+        t = load_task(task, split=split, limit=limit, seed=task_seed, size=model.image_size, **resize)
+    elif isinstance(task, Task):
+        t = task
+        if trained and t.name != trained:
+            raise TaskError(f"model {model.display_name} was tuned on {trained}, not {t.name}; attack it on "
+                            f"{trained} or pass a checkpoint tuned on {t.name}")
+        if limit is not None and limit < len(t):
+            t = _Limited(t, limit)
+    else:
+        raise TaskError(f"task must be a task name, a Task or (images, labels) tensors, got {type(task).__name__}")
+    kinds = getattr(model, "task_kinds", None)  # Hugging Face models say which task kinds they serve
+    if kinds is not None and t.kind not in kinds:
+        raise TaskError(f"{getattr(model, 'architecture', None) or model.display_name} cannot serve the {t.kind} task "
+                        f"{t.name}; it serves {', '.join(kinds)} tasks")
+    if t.image_size != model.image_size:
+        raise TaskError(f"task {t.name} has {t.image_size}px images but the model expects {model.image_size}px; "
+                        f"load the task with size={model.image_size}")
+    if len(t) == 0:
+        raise TaskError(f"task {t.name} has no examples")
+    return t, {"name": t.name, "split": t.split, "seed": t.seed, "n": len(t), "image_size": t.image_size,
+               "kind": t.kind}
+
+
+def _device(model: nn.Module):
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- context
+
+@dataclass
+class _Ctx:
+    model: nn.Module
+    vl: bool
+    task: Task
+    attack: Attack
+    eps: list[float]
+    seed: int
+    samples: int
+    store: RunStore
+    device: Any
+    refs_all: list | None = None
+    text_runner: Any = None  # attacks.text.TextRunner, built on first use
+    clean_logits: dict = field(default_factory=dict)  # text attacks: example index -> clean logits (this batch)
+    clean_features: dict = field(default_factory=dict)  # text attacks: example index -> image features (this batch)
+    text_cache: dict = field(default_factory=dict)  # joint text-image: example id -> text stage (eps-free)
+    sample_counts: dict = field(default_factory=dict)
+    chunk: int | None = None  # examples per pass after an out-of-memory error (None: the whole batch)
+    stats: dict = field(default_factory=lambda: {"grad_evals": 0, "fwd_evals": 0, "gen_evals": 0,
+                                                 "clean_seconds": 0.0, "attack_seconds": 0.0,
+                                                 "batches_run": 0, "examples_run": 0})
+
+    @property
+    def kind(self) -> str:
+        return self.task.kind
+
+    @property
+    def early_stop(self) -> bool:
+        return bool(self.attack.spec.early_stop and self.kind == CLOSED)
+
+
+def _scores(ctx: _Ctx, examples: Sequence[Example], index: Sequence[int], preds: list) -> np.ndarray:
+    """Per-example task scores; captions: CIDEr-D with document frequencies from all the run's references."""
+    if ctx.kind != CAPTION:
+        return np.asarray(ctx.task.example_scores(examples, preds), dtype=float)
+    from .tasks.metrics import cider_per_example
+
+    assert ctx.refs_all is not None
+    hyps = [""] * len(ctx.refs_all)
+    for i, p in zip(index, preds):
+        hyps[i] = p
+    return cider_per_example(ctx.refs_all, hyps)[list(index)]
+
+
+def _answer(ctx: _Ctx, p) -> str:
+    if ctx.kind == CLOSED:
+        return ctx.task.answers[int(p)]
+    return str(p)
+
+
+# ----------------------------------------------------------------------------- one attack call
+
+@dataclass
+class _Outcome:
+    preds: list  # closed: candidate index; generative: text
+    scores: np.ndarray
+    linf: np.ndarray
+    l2: np.ndarray
+    steps: np.ndarray
+    queries: int | None
+    adv: torch.Tensor | None  # adversarial images (image attacks), for samples
+    extra: list[dict] | None = None  # per example: text fields and queries (text and joint attacks)
+
+
+def _attack_rows(ctx: _Ctx, b: int, examples: list[Example], index: list[int], x0: torch.Tensor,
+                 eps: float, restart: int) -> _Outcome:
+    """Attack these examples (a subset of batch b) once at eps."""
+    from .attacks import objectives as ob
+
+    spec, model, kind = ctx.attack.spec, ctx.model, ctx.kind
+    texts = [ex.text for ex in examples]
+    labels = torch.tensor([ex.label for ex in examples], device=ctx.device) if kind == CLOSED else None
+    seeds = [derive_seed(ctx.seed, ex.id, eps, restart) for ex in examples]
+    st = ctx.stats
+    if spec.kind in TEXT_KINDS:
+        return _text_rows(ctx, b, examples, index, x0, eps, labels, seeds)
+    if spec.kind == "image":
+        from .attacks.image import flat_norms, run_image_attack
+
+        if not ctx.vl:
+            obj = ob.ClassifierImage(model, labels)
+        elif kind == CLOSED:
+            obj = ob.ClosedImage(model, texts, ctx.task.answers, labels)
+        else:
+            obj = ob.GenerativeImage(model, texts, [ex.target for ex in examples])
+        clf = obj.classifier if hasattr(obj, "classifier") else None
+        r = run_image_attack(spec, obj, x0, eps, seeds=seeds, batch_seed=derive_seed(ctx.seed, "batch", b, eps, restart),
+                             early_stop=ctx.early_stop, classifier=clf,
+                             n_classes=len(ctx.task.answers) if kind == CLOSED else None)
+        st["grad_evals"] += r.grad_evals
+        st["fwd_evals"] += r.fwd_evals
+        linf, l2 = flat_norms(r.adv - x0)
+        if kind == CLOSED:
+            preds = r.logits.argmax(-1).tolist()
+        else:
+            preds = predict(model, ctx.task, r.adv, texts)
+            st["gen_evals"] += len(examples)
+        adv, steps, queries = r.adv, r.steps, r.queries
+    else:
+        from .attacks.embedding import run_embedding_attack
+
+        with torch.no_grad():
+            e0 = model.embed(x0, texts)
+        if kind == CLOSED:
+            obj = ob.ClosedEmbeds(model, e0.text_mask, ctx.task.answers, labels)
+        else:
+            obj = ob.GenerativeEmbeds(model, e0.text_mask, [ex.target for ex in examples])
+        r = run_embedding_attack(spec, obj, e0, eps, seeds=seeds, early_stop=ctx.early_stop)
+        st["grad_evals"] += r.grad_evals
+        st["fwd_evals"] += r.fwd_evals
+        if kind == CLOSED:
+            preds = r.logits.argmax(-1).tolist()
+        else:
+            preds = predict_embeds(model, ctx.task, r.adv)
+            st["gen_evals"] += len(examples)
+        linf, l2, adv, steps, queries = r.linf, r.l2, None, r.steps, None
+    scores = _scores(ctx, examples, index, preds)
+    return _Outcome(preds, scores, linf.detach().cpu().double().numpy(), l2.detach().cpu().double().numpy(),
+                    steps.cpu().numpy(), queries, adv)
+
+
+def _runner(ctx: _Ctx):
+    if ctx.text_runner is None:
+        from .attacks.text import TextRunner
+
+        ctx.text_runner = TextRunner(ctx.attack.spec, ctx.model, ctx.task.answers)
+    return ctx.text_runner
+
+
+def _text_fields(tr, *, queries_if_none=0) -> dict:
+    from .attacks.text import words_fraction
+
+    if tr is None:
+        return {**NO_TEXT, "queries": queries_if_none}
+    return {"adv_text": tr.adv_text, "words_changed": tr.words_changed,
+            "words_fraction": words_fraction(tr.words_changed, tr.n_words), "max_words": tr.max_words,
+            "queries": tr.queries}
+
+
+def _stack(tensors: list) -> torch.Tensor | None:
+    return torch.stack(tensors) if tensors and all(t is not None for t in tensors) else None
+
+
+def _text_rows(ctx: _Ctx, b: int, examples: list[Example], index: list[int], x0: torch.Tensor, eps: float,
+               labels: torch.Tensor, seeds: list[int]) -> _Outcome:
+    """Text attacks (eps = the word budget) and joint attacks (eps = the image eps) on these examples."""
+    spec, model, st = ctx.attack.spec, ctx.model, ctx.stats
+    runner = _runner(ctx)
+    B = len(examples)
+    q0, r0 = runner.scorer.queries, runner.scorer.rows
+    if spec.kind == "text":
+        res = runner.run_many(x0, [ex.text for ex in examples], [ex.label for ex in examples], fraction=eps,
+                              seeds=[derive_seed(ctx.seed, ex.id, eps, "text") for ex in examples],
+                              known=[ctx.clean_logits.get(i) for i in index],
+                              features=_stack([ctx.clean_features.get(i) for i in index]))
+        logits = torch.stack([r.logits for r in res])
+        extra = [_text_fields(r) for r in res]
+        zeros = np.zeros(B)
+        steps, linf, l2, adv = np.zeros(B, dtype=np.int64), zeros, zeros, None
+    else:
+        from .attacks.joint import run_joint
+
+        text_seeds = [derive_seed(ctx.seed, ex.id, eps if spec.method == "image-text" else "any", "text")
+                      for ex in examples]
+        r = run_joint(spec, runner, model, ctx.task.answers, x0, [ex.text for ex in examples], labels, eps,
+                      seeds=seeds, batch_seed=derive_seed(ctx.seed, "batch", b, eps, 0), text_seeds=text_seeds,
+                      early_stop=ctx.early_stop, ids=[ex.id for ex in examples],
+                      text_cache=ctx.text_cache if spec.method == "text-image" else None,
+                      known=[ctx.clean_logits.get(i) for i in index],
+                      features=_stack([ctx.clean_features.get(i) for i in index]))
+        logits = r.logits
+        st["grad_evals"] += r.grad_evals
+        st["fwd_evals"] += r.fwd_evals
+        extra = [_text_fields(tr) for tr in r.text]
+        steps = r.steps.cpu().numpy()
+        linf, l2 = r.linf.detach().cpu().double().numpy(), r.l2.detach().cpu().double().numpy()
+        adv = r.adv
+    st["text_queries"] = st.get("text_queries", 0) + runner.scorer.queries - q0
+    st["text_model_rows"] = st.get("text_model_rows", 0) + runner.scorer.rows - r0
+    preds = logits.argmax(-1).tolist()
+    scores = _scores(ctx, examples, index, preds)
+    return _Outcome(preds, scores, linf, l2, steps, None, adv, extra)
+
+
+# ----------------------------------------------------------------------------- one batch
+
+def _run_batch(ctx: _Ctx, b: int, start: int, examples: list[Example]) -> tuple[list[dict], int]:
+    """All records (every eps) of batch b; also returns how many survive the largest eps."""
+    model, kind, spec = ctx.model, ctx.kind, ctx.attack.spec
+    n = len(examples)
+    index = list(range(start, start + n))
+    x0 = images_of(examples, ctx.device)
+    texts = [ex.text for ex in examples]
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if kind == CLOSED:
+            if ctx.vl:
+                if spec.kind in TEXT_KINDS:  # text attacks start from the original text: keep its logits and
+                    e = model.embed(x0, texts)  # the image features for the text attack
+                    clean_logits = model.candidate_logits_from_embeds(e, ctx.task.answers)
+                    ctx.clean_logits = {start + i: clean_logits[i].detach().cpu() for i in range(n)}
+                    ctx.clean_features = {start + i: e.image[i] for i in range(n)}
+                else:
+                    clean_logits = model.candidate_logits(x0, texts, ctx.task.answers)
+                clean_preds = clean_logits.argmax(-1).tolist()
+            else:
+                clean_preds = model(x0).argmax(-1).tolist()
+            ctx.stats["fwd_evals"] += n
+        else:
+            clean_preds = predict(model, ctx.task, x0, texts)
+            ctx.stats["gen_evals"] += n
+    clean_scores = _scores(ctx, examples, index, clean_preds)
+    ctx.stats["clean_seconds"] += time.perf_counter() - t0
+    clean_correct = [bool(s >= 0.5) for s in clean_scores] if kind != CAPTION else [None] * n
+
+    # per-example adversarial state: the record fields of the adversarial in force
+    found: list[dict | None] = [None] * n
+    records: list[dict] = []
+    text_like = spec.kind in TEXT_KINDS
+    ctx.text_cache = {}
+    t1 = time.perf_counter()
+    for eps in ctx.eps:
+        if kind == CAPTION:
+            rows = list(range(n))
+        else:
+            rows = [i for i in range(n) if clean_correct[i] and found[i] is None]
+        new: dict[int, dict] = {}
+        if rows:
+            restarts = spec.restarts if spec.method == "pgd" else 1
+            todo = rows
+            for restart in range(restarts):
+                sub = [examples[i] for i in todo]
+                with torch.enable_grad():
+                    out = _attack_rows(ctx, b, sub, [index[i] for i in todo], x0[todo], eps, restart)
+                still = []
+                for j, i in enumerate(todo):
+                    score = float(out.scores[j])
+                    prev = new.get(i)
+                    broken = (score < 0.5) if kind != CAPTION else (score < float(clean_scores[i]))
+                    cand = {"pred": _answer(ctx, out.preds[j]), "score": score, "linf": float(out.linf[j]),
+                            "l2": float(out.l2[j]), "steps": int(out.steps[j]) + (prev["steps"] if prev else 0),
+                            "queries": out.queries, "broken": broken,
+                            "_adv": None if out.adv is None else out.adv[j]}
+                    if out.extra is not None:
+                        cand.update(out.extra[j])
+                    better = prev is None or (score < prev["score"] if kind == CAPTION else broken)
+                    if better:
+                        new[i] = cand
+                    else:
+                        prev["steps"] = cand["steps"]  # iterations spent over all restarts
+                    if not new[i]["broken"]:
+                        still.append(i)
+                todo = still
+                if not todo:
+                    break
+        ctx.stats["examples_attacked"] = ctx.stats.get("examples_attacked", 0) + len(rows)
+        # samples: newly broken first, then the other attacked examples
+        if ctx.samples and spec.kind in ("image", "joint") and new:
+            _save_samples(ctx, eps, examples, x0, new)
+        for i in range(n):
+            ex = examples[i]
+            rec = {"batch": b, "index": index[i], "id": ex.id, "eps": eps,
+                   "clean_pred": _answer(ctx, clean_preds[i]), "clean_score": float(clean_scores[i]),
+                   "clean_correct": clean_correct[i], "early_stop": ctx.early_stop, "backend": spec.backend}
+            if ex.qtype:
+                rec["qtype"] = ex.qtype
+            if kind == CAPTION:
+                # the clean image lies in every ball: the worst caption so far starts as the clean one
+                cur = new[i]
+                worst = found[i] or {"pred": rec["clean_pred"], "score": rec["clean_score"], "linf": 0.0,
+                                     "l2": 0.0, "broken": False, "broken_at": None}
+                if cur["score"] < worst["score"]:
+                    worst = {**cur, "broken_at": eps}
+                found[i] = worst
+                rec.update(attacked=True, correct=None, pred=worst["pred"], score=worst["score"],
+                           linf=worst["linf"], l2=worst["l2"], steps=cur["steps"], queries=cur["queries"],
+                           broken_at=worst["broken_at"] if worst["broken"] else None)
+            elif not clean_correct[i]:
+                rec.update(attacked=False, correct=False, pred=rec["clean_pred"], score=rec["clean_score"],
+                           linf=0.0, l2=0.0, steps=0, queries=None, broken_at=None)
+                if text_like:
+                    rec.update(NO_TEXT)
+            elif i in new:
+                cur = new[i]
+                if cur["broken"]:
+                    found[i] = {**cur, "broken_at": eps}
+                rec.update(attacked=True, correct=not cur["broken"], pred=cur["pred"], score=cur["score"],
+                           linf=cur["linf"], l2=cur["l2"], steps=cur["steps"], queries=cur["queries"],
+                           broken_at=eps if cur["broken"] else None)
+                if text_like:
+                    rec.update({k: cur[k] for k in TEXT_FIELDS})
+            else:
+                adv = found[i]
+                assert adv is not None
+                rec.update(attacked=False, correct=False, pred=adv["pred"], score=adv["score"], linf=adv["linf"],
+                           l2=adv["l2"], steps=0, queries=None, broken_at=adv["broken_at"])
+                if text_like:
+                    rec.update({k: adv[k] for k in TEXT_FIELDS})
+            records.append(rec)
+    ctx.stats["attack_seconds"] += time.perf_counter() - t1
+    if kind == CAPTION:
+        survivors = sum(1 for i in range(n) if found[i] is None or not found[i]["broken"])
+    else:
+        survivors = sum(1 for i in range(n) if clean_correct[i] and found[i] is None)
+    return records, survivors
+
+
+def _save_samples(ctx: _Ctx, eps: float, examples, x0: torch.Tensor, new: dict[int, dict]) -> None:
+    folder = ctx.store.samples_dir()
+    if folder is None:
+        return
+    tag = "eps-" + eps_label(eps).replace("/", "-")
+    if tag not in ctx.sample_counts:
+        ctx.sample_counts[tag] = len(list(folder.glob(f"{tag}_*.png")))
+    left = ctx.samples - ctx.sample_counts[tag]
+    if left <= 0:
+        return
+    order = sorted(new, key=lambda i: (not new[i]["broken"], i))
+    for i in order[:left]:
+        adv = new[i]["_adv"]
+        if adv is None:
+            continue
+        name = f"{tag}_{_safe(examples[i].id)}_{'broken' if new[i]['broken'] else 'robust'}.png"
+        save_triptych(folder / name, x0[i], adv)
+        ctx.sample_counts[tag] += 1
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))[:60]
+
+
+def save_triptych(path: Path, clean: torch.Tensor, adv: torch.Tensor) -> None:
+    """clean | adversarial | amplified difference, side by side, as a PNG."""
+    from PIL import Image
+
+    c = clean.detach().cpu().float().clamp(0, 1)
+    a = adv.detach().cpu().float().clamp(0, 1)
+    d = a - c
+    m = float(d.abs().max())
+    amp = 0.5 + d / (2 * m) if m > 0 else torch.full_like(d, 0.5)
+    H, W = c.shape[-2:]
+    scale = max(1, 128 // max(H, W))
+    gap = torch.ones(c.shape[0], H, 2)
+    img = torch.cat([c, gap, a, gap, amp.clamp(0, 1)], -1)
+    arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    if arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    im = Image.fromarray(arr)
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    im.save(path)
+
+
+# ----------------------------------------------------------------------------- summary
+
+def summarize(records, *, model: str, task: Task, attack: Attack, eps: list[float], seed: int,
+              n: int) -> Any:
+    """One row per eps from the records (what run.summary holds)."""
+    import pandas as pd
+
+    spec = attack.spec
+    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(records)
+    rows = []
+    for e in eps:
+        d = df[np.isclose(df["eps"].astype(float), e, rtol=0, atol=1e-15)] if len(df) else df
+        clean = float(d["clean_score"].mean()) if len(d) else math.nan
+        robust = float(d["score"].mean()) if len(d) else math.nan
+        if task.kind == CAPTION:
+            broken = d["score"] < d["clean_score"]
+            denom = len(d)
+        else:
+            broken = d["clean_correct"].astype(bool) & ~d["correct"].astype(bool)
+            denom = int(d["clean_correct"].astype(bool).sum())
+        nb = int(broken.sum())
+        rows.append({
+            "model": model, "task": task.name, "attack": spec.name, "eps": e, "eps_label": eps_label(e),
+            "n": len(d), "metric": task.metric, "clean": clean, "robust": robust, "drop": clean - robust,
+            "rel_drop": (clean - robust) / clean if clean else math.nan,
+            "success_rate": nb / denom if denom else math.nan,
+            "mean_linf": float(d.loc[broken, "linf"].mean()) if nb else math.nan,
+            "mean_l2": float(d.loc[broken, "l2"].mean()) if nb else math.nan,
+            "n_attacked": int(d["attacked"].astype(bool).sum()) if len(d) else 0, "n_broken": nb,
+            "mean_steps": float(d.loc[d["attacked"].astype(bool), "steps"].mean()) if len(d) and d["attacked"].any()
+            else 0.0,
+            "backend": spec.backend, "norm": spec.norm, "kind": spec.kind,
+            "early_stop": bool(spec.early_stop and task.kind == CLOSED), "seed": seed,
+        })
+        if spec.kind in TEXT_KINDS:
+            # TextAttack's conventions: words changed over successful attacks, queries over attacked examples
+            att = d[d["attacked"].astype(bool)] if len(d) else d
+            q = att["queries"].dropna().astype(float) if len(att) else att
+            rows[-1].update(
+                mean_words_changed=float(d.loc[broken, "words_changed"].mean()) if nb else math.nan,
+                mean_words_fraction=float(d.loc[broken, "words_fraction"].mean()) if nb else math.nan,
+                mean_queries=float(q.mean()) if len(q) else math.nan)
+        if task.kind == CAPTION and len(d):
+            from .tasks.metrics import bleu4
+
+            d = d.sort_values("index")
+            refs = [list(task[int(i)].refs) for i in d["index"]]
+            rows[-1]["bleu4_clean"] = bleu4(refs, list(d["clean_pred"]))
+            rows[-1]["bleu4_robust"] = bleu4(refs, list(d["pred"]))
+    out = pd.DataFrame(rows)
+    cols = SUMMARY_COLUMNS + [c for c in out.columns if c not in SUMMARY_COLUMNS]
+    return out[[c for c in cols if c in out.columns]]
+
+
+RECORD_COLUMNS = ["batch", "index", "id", "eps", "attacked", "clean_correct", "correct", "clean_score", "score",
+                  "clean_pred", "pred", "linf", "l2", "steps", "queries", "broken_at", "early_stop", "backend", "qtype",
+                  "adv_text", "words_changed", "words_fraction", "max_words"]
+
+
+def records_frame(records: list[dict], model: str, task: str, attack: str):
+    """The records as a DataFrame in a fixed column order (fresh or read back from records.jsonl)."""
+    import pandas as pd
+
+    df = pd.DataFrame(records)
+    cols = [c for c in RECORD_COLUMNS if c in df.columns] + sorted(c for c in df.columns if c not in RECORD_COLUMNS)
+    df = df[cols]
+    if len(df):
+        df = df.sort_values(["index", "eps"], kind="stable").reset_index(drop=True)
+        df.insert(0, "attack", attack)
+        df.insert(0, "task", task)
+        df.insert(0, "model", model)
+    return df
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+def evaluate(model, task=None, attack: str | Path | Attack = "pgd", eps=None, seed: int = 0,
+             out: str | Path | None = None, *, batch_size: int | str = 32, limit: int | None = None,
+             split: str = "test", task_seed: int = 0, samples: int = 8, progress: bool = True,
+             on_batch: Callable[[int], None] | None = None, device=None, precision: str | None = None,
+             base=None, nproc: int | None = None, **overrides) -> Run:
+    """Attack `model` on `task` at every eps; returns a Run (summary, records).
+
+    model: a checkpoint directory, a VLModel, or any torch image classifier.
+    task: a task name (loaded at the model's image size), a Task, (images, labels)
+      tensors for a classifier, or None for the task the model was tuned on.
+    attack: a preset name, a path to a preset file, or an Attack; **overrides
+      (steps=, backend=, random_start=, early_stop=, restarts=, queries=, ...) adjust it.
+    eps: a number, a list, or a string such as "1/255,2/255"; default: the preset's grid.
+    out: a run directory; records stream there and a re-run resumes. None: in memory.
+    batch_size: examples per batch (the resume unit), or "auto": probed on CUDA (the largest
+      power of two whose forward+backward fits), 32 on CPU, the stored one when resuming.
+      An out-of-memory error halves the examples per forward pass and retries the batch.
+    on_batch: called with the batch index after each batch is stored (progress hooks;
+      raising from it stops the run, which a re-run then resumes).
+    device, precision, base: how a checkpoint directory is loaded (robust_pt.load_model):
+      auto/cpu/cuda, auto/fp32/bf16, and a peft adapter's base directory.
+    nproc: > 1 runs the batches on that many local processes (torch.distributed, one
+      shard each, merged into `out`); under torchrun the ranks are found from its variables
+      and nproc is left out. See robust_pt/distributed.py and docs/distributed.md.
+    """
+    from . import distributed as dd
+
+    if nproc is not None:
+        nproc = _positive_int("nproc", nproc)
+    where = dd.place()
+    if nproc is not None and nproc > 1:
+        if where.distributed:
+            raise ConfigError("nproc > 1 launches its own processes; under torchrun leave --nproc out")
+        return _launch(nproc, model=model, task=task, attack=attack, eps=eps, seed=seed, out=out,
+                       batch_size=batch_size, limit=limit, split=split, task_seed=task_seed, samples=samples,
+                       progress=progress, on_batch=on_batch, device=device, precision=precision, base=base,
+                       overrides=overrides)
+    args = dict(model=model, task=task, attack=attack, eps=eps, seed=seed, out=out, batch_size=batch_size,
+                limit=limit, split=split, task_seed=task_seed, samples=samples, device=device,
+                precision=precision, base=base, overrides=overrides)
+    if where.distributed:
+        return _evaluate_distributed(where, args, progress, on_batch)
+    prep = _prepare(**args)
+    return _evaluate_single(prep, progress, on_batch)
+
+
+@dataclass
+class _Prepared:
+    module: nn.Module
+    vl: bool
+    task: Task
+    attack: Attack
+    eps: list[float]
+    seed: int
+    samples: int
+    out: Path | None
+    config: dict
+    info: dict
+    model_name: str
+
+    @property
+    def n(self) -> int:
+        return len(self.task)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.config["batch_size"])
+
+    def n_batches(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+
+def _prepare(*, model, task, attack, eps, seed, out, batch_size, limit, split, task_seed, samples, device,
+             precision, base, overrides, world: int = 1) -> _Prepared:
+    """Validate everything, load the model and task, and fix the run's config (no writes)."""
+    from .distributed import check_world, parse_batch_size
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    batch_size = parse_batch_size(batch_size)
+    if limit is not None:
+        limit = _positive_int("limit", limit)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ConfigError(f"samples must be a non-negative integer, got {samples!r}")
+    atk = build(attack, **overrides)
+    eps_list = atk.eps_grid(eps)
+    module, ckpt_info, model_name = _resolve_model(model, {"device": device, "precision": precision, "base": base})
+    vl = isinstance(module, VLModel)
+    if atk.kind == "embedding" and not vl:
+        raise AttackError(f"{atk.name} perturbs text and image embeddings; a plain image classifier has none "
+                          f"(use an image attack such as pgd)")
+    if atk.kind in TEXT_KINDS and not vl:
+        raise AttackError(f"{atk.name} attacks the question text of a vision-language model; "
+                          f"{type(module).__name__} is an image-only classifier with no text input "
+                          f"(use an image attack such as pgd)")
+    t, task_id = _resolve_task(module, task, split, limit, task_seed)
+    if atk.kind in TEXT_KINDS:
+        if t.kind != CLOSED:
+            raise AttackError(f"{atk.name} needs logits over candidate answers (TextAttack's untargeted goal), which "
+                              f"the {t.kind} task {t.name} does not have; use a closed-answer task such as "
+                              f"shapes-vqa or shapes-ve")
+        from .attacks.text import check_resources
+
+        check_resources(atk.spec)
+    if t.kind != CLOSED and atk.needs_logits:
+        raise AttackError(f"{atk.describe()} needs logits over candidate answers, which the {t.kind} task {t.name} "
+                          f"does not have; use pgd, pgd-l2, fgsm, emb-fgsm or emb-pgd with the ours backend")
+    if t.kind not in (CLOSED, GROUND, CAPTION):
+        raise TaskError(f"task {t.name} of kind {t.kind} cannot be attacked; use one of its downstream tasks")
+    check_world(world, len(t))
+    out = Path(out) if out is not None else None
+    if batch_size == "auto":
+        batch_size = _auto_batch_size(module, vl, t, out)
+
+    meta = dict(getattr(module, "meta", None) or {}) if vl else {}
+    model_id = {"name": meta.get("name") if vl else type(module).__name__, "class": type(module).__name__,
+                "method": meta.get("method"), "trained_task": module.trained_task if vl else None,
+                "state_sha256": state_sha256(module)}
+    config = {"model": model_id, "task": task_id, "attack": atk.spec.identity, "eps": eps_list,
+              "batch_size": batch_size, "seed": seed}
+    model_meta = {k: meta[k] for k in ("name", "method", "task", "tuning", "trainable_params", "total_params",
+                                       "trainable_fraction", "clean_metrics") if k in meta}
+    info = {"model_name": model_name, "model_meta": model_meta, "checkpoint": ckpt_info,
+            "attack_preset": atk.spec.to_dict()}
+    return _Prepared(module=module, vl=vl, task=t, attack=atk, eps=eps_list, seed=seed, samples=samples, out=out,
+                     config=config, info=info, model_name=model_name)
+
+
+def _auto_batch_size(module: nn.Module, vl: bool, t: Task, out: Path | None) -> int:
+    """--batch-size auto: the stored one when resuming, probed on CUDA, a default on CPU."""
+    from . import distributed as dd
+    from .store import RUN_JSON
+
+    if out is not None and (out / RUN_JSON).exists():
+        try:
+            import json
+
+            stored = json.loads((out / RUN_JSON).read_text())["config"]["batch_size"]
+            if isinstance(stored, int) and stored > 0:
+                return stored
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # RunStore reports an unreadable run directory
+    if _device(module).type != "cuda":
+        return dd.CPU_BATCH
+    limit = 1 << max(0, (len(t) - 1).bit_length())  # no point probing past the examples
+    return dd.probe_batch_size(_fits_fn(module, vl, t), limit=min(limit, 1024))
+
+
+def _fits_fn(module: nn.Module, vl: bool, t: Task) -> Callable[[int], None]:
+    """fits(b): one forward and input-gradient pass on b examples (what an attack step costs)."""
+    dev = _device(module)
+    pool = [t[i] for i in range(min(len(t), 64))]
+
+    def fits(b: int) -> None:
+        exs = [pool[i % len(pool)] for i in range(b)]
+        x = images_of(exs, dev).requires_grad_(True)
+        was = module.training
+        module.eval()
+        try:
+            with torch.enable_grad():
+                if not vl:
+                    loss = module(x).float().logsumexp(-1).sum()
+                elif t.kind == CLOSED:
+                    loss = module.candidate_logits(x, [e.text for e in exs], t.answers).float().logsumexp(-1).sum()
+                else:
+                    loss = module.sequence_loss(x, [e.text for e in exs], [e.target for e in exs]).float().sum()
+                torch.autograd.grad(loss, x)
+        finally:
+            module.train(was)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    return fits
+
+
+def _new_ctx(prep: _Prepared, store: RunStore, samples: int) -> _Ctx:
+    ctx = _Ctx(model=prep.module, vl=prep.vl, task=prep.task, attack=prep.attack, eps=prep.eps, seed=prep.seed,
+               samples=samples, store=store, device=_device(prep.module))
+    if prep.task.kind == CAPTION:
+        ctx.refs_all = [list(prep.task[i].refs) for i in range(prep.n)]
+    return ctx
+
+
+def _attack_batch(ctx: _Ctx, b: int, start: int, examples: list[Example]) -> tuple[list[dict], int]:
+    """_run_batch, split into smaller forward passes after an out-of-memory error: the
+    batch (the resume unit, its seeds and records) stays the same, only the examples per
+    pass halve, for this and every later batch. The records keep the unsplit order."""
+    from .distributed import free_memory, is_oom
+
+    while True:
+        size = min(ctx.chunk or len(examples), len(examples))
+        try:
+            recs: list[dict] = []
+            surv = 0
+            for off in range(0, len(examples), size):
+                r, sv = _run_batch(ctx, b, start + off, examples[off:off + size])
+                recs += r
+                surv += sv
+            break
+        except Exception as err:  # noqa: BLE001 - only out-of-memory is retried
+            if not is_oom(err):
+                raise
+            free_memory()
+            if size <= 1:
+                raise AttackError("out of memory with a single example per pass; use a smaller model, fewer "
+                                  "restarts or a device with more memory") from None
+            ctx.chunk = size // 2
+            ctx.stats["oom_retries"] = ctx.stats.get("oom_retries", 0) + 1
+            ctx.stats["pass_size"] = ctx.chunk
+            _warn(f"out of memory with {size} examples per pass; retrying batch {b} with {ctx.chunk}")
+    if size < len(examples):
+        order = {e: k for k, e in enumerate(ctx.eps)}
+        recs.sort(key=lambda r: (order[r["eps"]], r["index"]))
+    return recs, surv
+
+
+def _warn(msg: str) -> None:
+    import os
+    import sys
+
+    if os.environ.get("ROBUST_PT_QUIET") != "1":
+        print(f"warning: {msg}", file=sys.stderr)
+
+
+def _run_batches(ctx: _Ctx, todo: list[tuple[int, int]], n: int, batch_size: int, store: RunStore,
+                 bar_label: str | None, total: int, done_examples: int,
+                 hooks: Sequence[Callable[[int], None]]) -> None:
+    """Attack these (batch, start) pairs in order; each batch's records go to `store`."""
+    from .progress import progress_bar
+
+    module = ctx.model
+    t = ctx.task
+    was_training = module.training
+    module.eval()
+    t_start = time.perf_counter()
+    bar = progress_bar(bar_label, total=total) if bar_label and todo else nullcontext(None)
+    survivors = 0
+    try:
+        with bar as advance:
+            if advance is not None and done_examples:
+                advance(done_examples, resumed=done_examples)
+            for b, s in todo:
+                # examples are generated (or read) lazily, one batch at a time
+                examples = [t[i] for i in range(s, min(n, s + batch_size))]
+                recs, surv = _attack_batch(ctx, b, s, examples)
+                store.append_batch(b, recs)
+                del recs, examples
+                survivors += surv
+                ctx.stats["batches_run"] += 1
+                ctx.stats["examples_run"] += min(batch_size, n - s)
+                if advance is not None:
+                    advance(min(batch_size, n - s), survivors=f"{survivors}@{eps_label(ctx.eps[-1])}")
+                for hook in hooks:
+                    hook(b)
+    finally:
+        module.train(was_training)
+        ctx.stats["wall_seconds"] = time.perf_counter() - t_start
+
+
+def _finish(prep: _Prepared, store: RunStore, stats: dict) -> Run:
+    """Summary from the completed records (sorted by example and eps, so it does not depend
+    on which process or run wrote which batch), written to the run directory."""
+    frame = records_frame(store.records, prep.model_name, prep.task.name, prep.attack.name)
+    summary = summarize(frame, model=prep.model_name, task=prep.task, attack=prep.attack, eps=prep.eps,
+                        seed=prep.seed, n=prep.n)
+    store.finish(summary.to_dict(orient="records"), stats, summary.to_csv(index=False))
+    return Run(summary=summary, records=frame, config=prep.config, path=store.path, stats=dict(stats))
+
+
+def _evaluate_single(prep: _Prepared, progress: bool, on_batch) -> Run:
+    from .distributed import merge, shard_dirs
+
+    store = RunStore(prep.out, prep.config, prep.info)
+    reorder = bool(store.done)
+    if prep.out is not None and shard_dirs(prep.out):  # the shards of an interrupted distributed run
+        merge(prep.out)
+        store = RunStore(prep.out, prep.config, prep.info)
+        reorder = True
+    n, bs = prep.n, prep.batch_size
+    todo = [(b, s) for b, s in enumerate(range(0, n, bs)) if b not in store.done]
+    done_examples = n - sum(min(bs, n - s) for _, s in todo)
+    ctx = _new_ctx(prep, store, prep.samples)
+    _run_batches(ctx, todo, n, bs, store, f"{prep.attack.name} {prep.task.name}" if progress else None, n,
+                 done_examples, [on_batch] if on_batch is not None else [])
+    if prep.out is not None and reorder:  # resumed: put the batches back in order
+        merge(prep.out)
+        store = RunStore(prep.out, prep.config, prep.info)
+    return _finish(prep, store, ctx.stats)
+
+
+def _merge_stats(all_stats: list[dict]) -> dict:
+    out: dict = {}
+    for st in all_stats:
+        for k, v in st.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[k] = max(out.get(k, 0), v) if k in ("wall_seconds", "pass_size") else out.get(k, 0) + v
+    out["world"] = len(all_stats)
+    out["ranks"] = all_stats
+    return out
+
+
+def _evaluate_distributed(where, args: dict, progress: bool, on_batch) -> Run:
+    """One rank of a torch.distributed run (see robust_pt/distributed.py for the protocol)."""
+    from . import distributed as dd
+    from .store import fingerprint
+
+    if args["out"] is None:
+        raise ConfigError("a distributed run writes its shards to a run directory; pass --out (out=...)")
+    created = dd.init(dd.rank_device(args["device"], where))
+    try:
+        # 1. prepare on every rank; agree on the batch size and the config
+        prep, err = None, None
+        try:
+            prep = _prepare(**{**args, "device": dd.rank_device(args["device"], where)}, world=where.world)
+        except RobustPTError as e:
+            err = e
+        sts = dd.gather(dd.status(err, batch_size=prep.batch_size if prep else None,
+                                  config=prep.config if prep else None))
+        dd.raise_first(sts, where, err)
+        assert prep is not None
+        auto = dd.parse_batch_size(args["batch_size"]) == "auto"
+        if auto:  # every rank probed its own device: the smallest answer fits them all
+            prep.config["batch_size"] = min(st["batch_size"] for st in sts)
+        configs = [{**st["config"], "batch_size": prep.config["batch_size"]} if auto else st["config"]
+                   for st in sts]
+        dd.check_config([{"fingerprint": fingerprint(c), "config": c} for c in configs])
+
+        # 2. rank 0 opens (or creates) the run directory; shards of ranks beyond this world
+        err, held = None, []
+        if where.main:
+            try:
+                main = RunStore(prep.out, prep.config, prep.info)
+                held = sorted(main.done)
+                for r, d in dd.shard_dirs(prep.out):
+                    if r >= where.world:
+                        held += sorted(dd.done_batches(d))
+            except RobustPTError as e:
+                err = e
+        sts = dd.gather(dd.status(err, done=held))
+        dd.raise_first(sts, where, err)
+        done = set(sts[0]["done"])
+
+        # 3. every rank opens its shard (resuming it) and says which batches it holds
+        err, store = None, None
+        try:
+            store = RunStore(dd.shard_dir(prep.out, where.rank), prep.config, {**prep.info, **dd.shard_info(where)})
+            store.set_status(**dd.shard_info(where))
+        except RobustPTError as e:
+            err = e
+        sts = dd.gather(dd.status(err, done=sorted(store.done) if store else []))
+        dd.raise_first(sts, where, err)
+        assert store is not None
+        for st in sts:
+            done |= set(st["done"])
+
+        # 4. attack this rank's batches
+        n, bs = prep.n, prep.batch_size
+        mine = [(b, b * bs) for b in dd.shard(prep.n_batches(), where)]
+        todo = [(b, s) for b, s in mine if b not in done]
+        total = sum(min(bs, n - s) for _, s in mine)
+        done_examples = total - sum(min(bs, n - s) for _, s in todo)
+        ctx = _new_ctx(prep, store, dd.sample_quota(prep.samples, where))
+        hooks = [h for h in (on_batch, dd.kill_hook(where)) if h is not None]
+        label = f"{prep.attack.name} {prep.task.name} [rank 0 of {where.world}]" if progress and where.main else None
+        err = None
+        try:
+            _run_batches(ctx, todo, n, bs, store, label, total, done_examples, hooks)
+        except Exception as e:  # noqa: BLE001 - every rank must reach the next collective
+            err = e
+        sts = dd.gather(dd.status(err, stats=ctx.stats))
+        dd.raise_first(sts, where, err)
+        stats = _merge_stats([st["stats"] for st in sts])
+
+        # 5. rank 0 merges the shards into the run directory and writes the summary
+        run, err = None, None
+        if where.main:
+            try:
+                have = dd.merge(prep.out)
+                missing = sorted(set(range(prep.n_batches())) - have)
+                if missing:
+                    raise dd.DistributedError(f"batches {missing[:5]} have no records after the merge; run the "
+                                              f"same command again")
+                run = _finish(prep, RunStore(prep.out, prep.config, prep.info), stats)
+            except RobustPTError as e:
+                err = e
+        sts = dd.gather(dd.status(err))
+        dd.raise_first(sts, where, err)
+        return run if run is not None else load_run(prep.out)
+    finally:
+        dd.finish(created)
+
+
+def _launch(nproc: int, *, model, task, attack, eps, seed, out, batch_size, limit, split, task_seed, samples,
+            progress, on_batch, device, precision, base, overrides) -> Run:
+    """evaluate(..., nproc=N) outside torchrun: start N local ranks, then read the merged run."""
+    from . import distributed as dd
+
+    if out is None:
+        raise ConfigError("nproc > 1 writes each process's shard to a run directory; pass --out (out=...)")
+    if on_batch is not None:
+        raise ConfigError("on_batch cannot reach other processes; leave it out with nproc > 1")
+    if limit is not None:
+        dd.check_world(nproc, _positive_int("limit", limit))
+    if isinstance(attack, Attack):
+        raise ConfigError("nproc > 1: pass the attack as a preset name or file, not an Attack object")
+    dd.launch(nproc, dict(model=model, task=task, attack=attack, eps=eps, seed=seed, out=str(out),
+                          batch_size=batch_size, limit=limit, split=split, task_seed=task_seed, samples=samples,
+                          progress=progress, device=device, precision=precision, base=base, **overrides))
+    return load_run(out)
+
+
+def load_run(path: str | Path) -> Run:
+    """A completed run directory as a Run (summary, records, config, stats)."""
+    import pandas as pd
+
+    from .store import read_run
+
+    meta, recs = read_run(path)
+    if meta.get("status") != "complete":
+        raise ConfigError(f"{path} holds an unfinished run; run the same command again to complete it")
+    cfg = meta["config"]
+    summary = pd.DataFrame(meta["summary"])
+    frame = records_frame(recs, meta.get("model_name", ""), cfg["task"]["name"], cfg["attack"]["name"])
+    return Run(summary=summary, records=frame, config=cfg, path=Path(path), stats=dict(meta.get("stats", {})))

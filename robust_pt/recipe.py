@@ -1,0 +1,219 @@
+"""Experiment recipes: base x tasks x tuning methods x attacks x eps, in one YAML file.
+
+    robust-pt run recipes/demo.yaml [--out reports/demo]
+
+A recipe is validated whole before any work starts (unknown keys, unknown tasks or
+attacks, eps grids that are not increasing, a missing base: one line each). Running it
+tunes what is missing (a checkpoint whose config matches is reused), runs every attack
+through the engine (each run directory resumes), then writes the report. Interrupting
+it at any point and running it again therefore ends with the same report.
+
+`nproc: N` (top level, or per attack entry) runs each attack on N local processes
+(torch.distributed; robust_pt/distributed.py); the report is the same as with one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError, ConfigError
+
+RECIPE_KEYS = {"name", "description", "base", "tasks", "tuning", "attacks", "examples", "seed", "batch_size",
+               "split", "zoo", "nproc"}
+TUNING_KEYS = {"method", "name", "prompt_length", "prompt_depth", "prompt_reparam", "prompt_dropout", "adapter_dim",
+               "lora_r", "lora_alpha", "steps", "batch_size", "lr", "train_size", "eval_size"}
+ATTACK_KEYS = {"attack", "eps", "tag", "steps", "queries", "backend", "restarts", "random_start", "early_stop",
+               "query_budget", "examples", "nproc"}
+_TRAIN_FIELDS = ("steps", "batch_size", "lr", "train_size", "eval_size")
+
+
+@dataclass(frozen=True)
+class TuningEntry:
+    name: str
+    tuning: Any  # TuningConfig
+    train: Any  # TrainConfig
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    attack: str
+    eps: tuple[float, ...] | None
+    tag: str
+    overrides: tuple[tuple[str, Any], ...]
+    examples: int | None
+    nproc: int | None = None  # processes for this attack (default: the recipe's nproc)
+
+    @property
+    def label(self) -> str:
+        return self.attack + (f"-{self.tag}" if self.tag else "")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    base: str
+    tasks: tuple[str, ...]
+    tuning: tuple[TuningEntry, ...]
+    attacks: tuple[AttackEntry, ...]
+    examples: int
+    seed: int
+    batch_size: int
+    split: str
+    zoo: str | None
+    path: Path | None = field(default=None, compare=False)
+    nproc: int = 1  # processes per attack run (torch.distributed, robust_pt/distributed.py)
+
+
+def _unknown(where: str, data: dict, allowed: set) -> None:
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise ConfigError(f"{where}: unknown key {extra[0]!r}; allowed keys: {', '.join(sorted(allowed))}")
+
+
+def _positive(where: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ConfigError(f"{where} must be a positive integer, got {v!r}")
+    return v
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A path to a recipe file, or the name of a shipped one (recipes/NAME.yaml)."""
+    from .paths import preset_dir
+
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = preset_dir("recipes") / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted(q.stem for q in preset_dir("recipes").glob("*.yaml"))
+    raise ConfigError(f"no recipe file {name_or_path}; pass a path or one of: {', '.join(known) or '(none)'}")
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Read and validate a recipe (everything is checked before any training starts)."""
+    import yaml
+
+    from .attacks import build
+    from .attacks.presets import parse_eps
+    from .tasks import TASKS
+    from .tuning.config import TrainConfig, TuningConfig
+
+    path = find_recipe(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of keys such as tasks, tuning, attacks")
+    where = f"recipe {path.name}"
+    _unknown(where, raw, RECIPE_KEYS)
+    for key in ("tasks", "tuning", "attacks"):
+        if not isinstance(raw.get(key), list) or not raw[key]:
+            raise ConfigError(f"{where}: '{key}' must be a non-empty list")
+    for t in raw["tasks"]:
+        if t not in TASKS or t == "shapes-pretrain":
+            raise ConfigError(f"{where}: unknown task {t!r}; choose from {', '.join(TASKS[:-1])}")
+    tunings = []
+    for i, entry in enumerate(raw["tuning"]):
+        if not isinstance(entry, dict) or "method" not in entry:
+            raise ConfigError(f"{where}: tuning[{i}] must be a mapping with a 'method'")
+        _unknown(f"{where}: tuning[{i}]", entry, TUNING_KEYS)
+        hyper = {k: v for k, v in entry.items() if k not in _TRAIN_FIELDS and k != "name"}
+        sched = {k: v for k, v in entry.items() if k in _TRAIN_FIELDS}
+        tc = TuningConfig(**hyper)
+        tunings.append(TuningEntry(entry.get("name", tc.method), tc,
+                                   TrainConfig(seed=int(raw.get("seed", 0)), **sched)))
+    names = [t.name for t in tunings]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: two tuning entries share a name; give each a distinct 'name'")
+    attacks = []
+    for i, entry in enumerate(raw["attacks"]):
+        if isinstance(entry, str):
+            entry = {"attack": entry}
+        if not isinstance(entry, dict) or "attack" not in entry:
+            raise ConfigError(f"{where}: attacks[{i}] must be a preset name or a mapping with 'attack'")
+        _unknown(f"{where}: attacks[{i}]", entry, ATTACK_KEYS)
+        eps = None
+        if "eps" in entry:
+            eps = parse_eps(entry["eps"])
+            if any(b <= a for a, b in zip(eps, eps[1:])):
+                raise ConfigError(f"{where}: attacks[{i}] ({entry['attack']}) eps grid {entry['eps']} is not "
+                                  f"increasing; list eps from smallest to largest")
+        overrides = tuple(sorted((k, v) for k, v in entry.items()
+                                 if k not in ("attack", "eps", "tag", "examples", "nproc")))
+        atk = build(entry["attack"], **dict(overrides))  # unknown attack / bad values fail here
+        atk.eps_grid(eps)
+        attacks.append(AttackEntry(entry["attack"], None if eps is None else tuple(eps), str(entry.get("tag", "")),
+                                   overrides, entry.get("examples"),
+                                   _positive(f"{where}: attacks[{i}] nproc", entry["nproc"]) if "nproc" in entry
+                                   else None))
+    labels = [a.label for a in attacks]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: two attack entries would share a run; give one a distinct 'tag'")
+    base = str(raw.get("base", "builtin:base-small"))
+    _check_base(base, path)
+    return Recipe(name=str(raw.get("name", path.stem)), description=str(raw.get("description", "")), base=base,
+                  tasks=tuple(raw["tasks"]), tuning=tuple(tunings), attacks=tuple(attacks),
+                  examples=_positive(f"{where}: examples", raw.get("examples", 256)),
+                  seed=int(raw.get("seed", 0)), batch_size=_positive(f"{where}: batch_size", raw.get("batch_size", 64)),
+                  split=str(raw.get("split", "test")), zoo=raw.get("zoo"), path=path,
+                  nproc=_positive(f"{where}: nproc", raw.get("nproc", 1)))
+
+
+def _check_base(base: str, recipe_path: Path) -> None:
+    from .tuning import checkpoint as ckpt
+
+    d = ckpt.builtin_dir(base[len(ckpt.BUILTIN_PREFIX):]) if base.startswith(ckpt.BUILTIN_PREFIX) else Path(base)
+    if not (d / ckpt.WEIGHTS).exists():
+        raise CheckpointError(f"recipe {recipe_path.name}: base checkpoint {base} is missing; make it with "
+                              f"`robust-pt pretrain --out {base}` or point 'base' at an existing one")
+
+
+def base_dir(base: str) -> Path:
+    from .tuning import checkpoint as ckpt
+
+    return ckpt.builtin_dir(base[len(ckpt.BUILTIN_PREFIX):]) if base.startswith(ckpt.BUILTIN_PREFIX) else Path(base)
+
+
+def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print) -> Path:
+    """Tune what is missing, attack everything (resumable), write the report; returns its dir."""
+    from .engine import evaluate
+    from .report import build
+    from .zoo import build_zoo
+
+    r = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    out = Path(out) if out is not None else Path("reports") / r.name
+    runs_dir = out / "runs"
+    t0 = time.time()
+    ckpts = build_zoo(r, log=log)
+    log(f"[{r.name}] checkpoints ready after {time.time() - t0:.0f} s")
+    run_paths = []
+    for (task, tname), (d, _meta) in ckpts.items():
+        for a in r.attacks:
+            run = runs_dir / f"{task}_{tname}_{a.label}"
+            t1 = time.time()
+            evaluate(d, task, attack=a.attack, eps=None if a.eps is None else list(a.eps), seed=r.seed, out=run,
+                     limit=a.examples or r.examples, split=r.split, batch_size=r.batch_size, progress=False,
+                     nproc=a.nproc or r.nproc, **dict(a.overrides))
+            log(f"[{r.name}] {run.name}: {time.time() - t1:.0f} s")
+            run_paths.append(run)
+    build(run_paths, out, allow_mixed=len(r.tasks) > 1, title=f"robust-pt: {r.name}")
+    log(f"[{r.name}] finished in {time.time() - t0:.0f} s; report in {out}")
+    return out
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    from .paths import preset_dir
+
+    out = []
+    for p in sorted(preset_dir("recipes").glob("*.yaml")):
+        try:
+            out.append((p.stem, load_recipe(p).description))
+        except Exception as err:  # a broken shipped recipe still shows up, with why
+            out.append((p.stem, f"(invalid: {err})"))
+    return out

@@ -1,0 +1,172 @@
+"""Robustness-gap reports: tables, statistics, figures and sanity checks from run directories.
+
+    import robust_pt as rpt
+    rep = rpt.report(["runs/ft-pgd", "runs/pt-pgd"], out="reports/vqa")
+    rep.summary    # one row per (task, model, attack, eps), with 95% CIs
+    rep.gaps       # each tuning method against finetuning: gap, CI, McNemar p
+    rep.sanity     # gradient-masking checks: pass / fail / not checked, with the reason
+    rep.findings   # one sentence per comparison
+
+Files written to `out`: report.md, report.html (self-contained), summary.csv, gaps.csv,
+summary.tex (booktabs), summary.json and figures/*.png. The pieces: load.py (reading
+runs), stats.py (bootstrap, McNemar), tables.py, sanity.py, plots.py, document.py with
+markdown.py / html.py / latex.py (writers) and check.py (baseline and CI gate).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import stats
+from .load import MixedRunsError, ReportError, RunData, load_runs
+
+__all__ = ["build", "Report", "ReportError", "MixedRunsError", "SCHEMA_VERSION"]
+
+#: Version of summary.json's layout (and of baselines made from it).
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Report:
+    runs: list[RunData]
+    summary: Any  # pandas.DataFrame, tables.SUMMARY_COLUMNS
+    gaps: Any  # pandas.DataFrame, tables.GAP_COLUMNS
+    sanity: Any  # pandas.DataFrame: check, description, task, model, method, status, detail
+    findings: list[str]
+    warnings: list[str]
+    notes: list[str]
+    seed: int
+    n_boot: int
+    created: str
+    version: str
+    title: str | None = None
+    out: Path | None = None
+    figures: dict = field(default_factory=dict)  # (kind, key) -> path relative to out
+    files: dict = field(default_factory=dict)  # name -> Path
+    text_examples: int = 8
+
+    def to_dict(self) -> dict:
+        from .document import as_plain
+
+        return as_plain({
+            "schema_version": SCHEMA_VERSION, "kind": "robust-pt-report", "robust_pt_version": self.version,
+            "created": self.created, "title": self.title,
+            "bootstrap": {"replicates": self.n_boot, "seed": self.seed, "level": stats.LEVEL,
+                          "method": "paired percentile bootstrap"},
+            "runs": [{"path": str(r.path), "model": r.model, "method": r.method, "task": r.task,
+                      "task_kind": r.task_kind, "metric": r.metric, "attack": r.attack, "attack_spec": r.attack_spec,
+                      "eps": r.eps, "examples": int(r.records["id"].nunique()), "records": len(r.records),
+                      "bad_lines": r.bad_lines, "unfinished_records": r.unfinished, "status": r.status}
+                     for r in self.runs],
+            "rows": self.summary.to_dict(orient="records"),
+            "gaps": self.gaps.to_dict(orient="records"),
+            "sanity": self.sanity.to_dict(orient="records"),
+            "findings": self.findings, "warnings": self.warnings, "notes": self.notes,
+            "figures": {f"{k[0]}:{k[1]}": v for k, v in self.figures.items()},
+        })
+
+    def __repr__(self) -> str:
+        return (f"Report(runs={len(self.runs)}, rows={len(self.summary)}, gaps={len(self.gaps)}, "
+                f"out={self.out})")
+
+
+def _int(name: str, v, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ReportError(f"{name} must be an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(s)).strip("-") or "x"
+
+
+def build(runs: str | Path | Iterable[str | Path], out: str | Path | None = None, *, allow_mixed: bool = False,
+          seed: int = stats.DEFAULT_SEED, n_boot: int = stats.DEFAULT_B, title: str | None = None,
+          figures: bool = True, gallery: int = 6, text_examples: int = 8) -> Report:
+    """Build a report from run directories (or folders of them); write it to `out` if given.
+
+    Raises RunDirError / ReportError (RobustPTError) on a missing or empty run directory, a
+    run without valid records, or runs of different tasks without allow_mixed. Corrupt
+    record lines are skipped and reported in `Report.warnings`.
+    """
+    from . import sanity, tables
+    from .. import __version__
+
+    seed = _int("seed", seed, 0)
+    n_boot = _int("n_boot", n_boot, 100)
+    if isinstance(runs, (str, Path)):
+        runs = [runs]
+    data = load_runs(list(runs), allow_mixed=allow_mixed)
+    summary = tables.summary_frame(data, n_boot, seed)
+    gap_rows, notes = tables.gap_rows(data, n_boot, seed)
+    gaps = tables.gap_frame(gap_rows)
+    import pandas as pd
+
+    san = pd.DataFrame(sanity.run_checks(data, n_boot, seed),
+                       columns=["check", "description", "task", "model", "method", "status", "detail"])
+    warnings = [w for r in data for w in r.warnings()]
+    rep = Report(runs=data, summary=summary, gaps=gaps, sanity=san, findings=tables.findings(gaps),
+                 warnings=warnings, notes=notes, seed=seed, n_boot=n_boot,
+                 created=time.strftime("%Y-%m-%d %H:%M:%S %z"), version=__version__, title=title,
+                 text_examples=text_examples)
+    if out is not None:
+        write(rep, Path(out), figures=figures, gallery=gallery)
+    return rep
+
+
+def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dict:
+    """Write every file of the report into `out` (created); returns {name: path}."""
+    from . import document, html, latex, markdown, plots
+
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"{out} exists and is not a directory; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    figdir = out / "figures"
+    if figures:
+        figdir.mkdir(exist_ok=True)
+        for old in figdir.glob("*.png"):
+            old.unlink()
+        s = rep.summary
+        for task in dict.fromkeys(s["task"]):
+            p = plots.metric_vs_eps(s, task, figdir / f"metric-vs-eps_{_safe(task)}.png")
+            rep.figures[("metric_vs_eps", task)] = str(p.relative_to(out))
+        for attack in dict.fromkeys(s["attack"]):
+            p = plots.degradation(s, attack, figdir / f"degradation_{_safe(attack)}.png")
+            rep.figures[("degradation", attack)] = str(p.relative_to(out))
+        if gallery:
+            for r in rep.runs:
+                items = plots.samples(r, gallery)
+                if items:
+                    p = plots.gallery(r, items, figdir / f"gallery_{_safe(r.name)}.png")
+                    rep.figures[("gallery", r.name)] = str(p.relative_to(out))
+    rep.out = out
+    doc = document.build_document(rep)
+    files = {"report.md": out / "report.md", "report.html": out / "report.html", "summary.csv": out / "summary.csv",
+             "gaps.csv": out / "gaps.csv", "summary.tex": out / "summary.tex", "summary.json": out / "summary.json"}
+    files["report.md"].write_text(markdown.render(doc))
+    files["report.html"].write_text(html.render(doc, out))
+    rep.summary.to_csv(files["summary.csv"], index=False)
+    rep.gaps.to_csv(files["gaps.csv"], index=False)
+    files["summary.tex"].write_text(latex.render(rep))
+    files["summary.json"].write_text(json.dumps(rep.to_dict(), indent=1))
+    files.update({f"figures/{Path(v).name}": out / v for v in rep.figures.values()})
+    rep.files = files
+    return files
+
+
+class _CallableModule(types.ModuleType):
+    """`robust_pt.report(...)` is the public API function, but importing this subpackage sets the
+    attribute `robust_pt.report` to the module (which shadows robust_pt's lazy __getattr__). So the
+    module itself is callable: calling it is calling build()."""
+
+    def __call__(self, *args, **kwargs) -> Report:
+        return build(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

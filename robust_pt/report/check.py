@@ -1,0 +1,280 @@
+"""The CI gate: a baseline of robust metrics and gaps, and a check of new runs against it.
+
+    robust-pt baseline RUN_OR_REPORT... --out reports/baseline.json
+    robust-pt check RUN_OR_REPORT... --baseline reports/baseline.json [--tolerance 0.02] [--junit out.xml]
+
+Inputs are run directories (a report is computed in memory), report folders (their
+summary.json) or summary.json files. The check passes when
+
+* every robust metric of the baseline is measured again and is at least
+  baseline - tolerance (tolerance in the metric's own units: 0.02 = 2 points of accuracy);
+* every gap whose baseline 95% CI excluded 0 keeps its sign (a gap that was significantly
+  positive must stay > 0, a significantly negative one < 0).
+
+Rows that are new (not in the baseline) pass and are listed as new. The JUnit XML has one
+test case per (task, model, attack, eps); gap regressions belong to the case of the
+compared (non-finetuning) model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+from xml.etree import ElementTree as ET
+
+from . import SCHEMA_VERSION, ReportError
+from .load import RUN_JSON, eps_label
+
+BASELINE_KIND = "robust-pt-baseline"
+REPORT_KIND = "robust-pt-report"
+DEFAULT_TOLERANCE = 0.02
+
+
+class BaselineError(ReportError):
+    """A missing, unreadable or incompatible baseline file."""
+
+
+def _key(task, model, attack, eps) -> tuple:
+    return (str(task), str(model), str(attack), round(float(eps), 10))
+
+
+def _read_summary(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except OSError as err:
+        raise ReportError(f"{path} is unreadable ({err.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path} is not valid JSON ({err}); rebuild it with `robust-pt report`") from None
+    if not isinstance(obj, dict) or obj.get("kind") != REPORT_KIND:
+        raise ReportError(f"{path} is not a robust-pt report summary.json; pass run directories or report folders")
+    v = obj.get("schema_version")
+    if v != SCHEMA_VERSION:
+        raise ReportError(f"{path} has report schema version {v!r}, this robust-pt reads version {SCHEMA_VERSION}; "
+                          f"rebuild the report with `robust-pt report`")
+    return obj
+
+
+def collect(inputs: Iterable[str | Path], allow_mixed: bool = False, n_boot: int | None = None,
+            seed: int | None = None) -> tuple[list[dict], list[dict], list[str], list[str]]:
+    """(metric rows, gap rows, warnings, sources) from run directories, report folders or summary.json files."""
+    from . import build, stats
+
+    run_dirs: list[Path] = []
+    rows: list[dict] = []
+    gaps: list[dict] = []
+    warnings: list[str] = []
+    sources: list[str] = []
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise ReportError("nothing to check; pass run directories or report folders")
+    for p in inputs:
+        summary = None
+        if p.is_file() and p.suffix == ".json":
+            summary = p
+        elif p.is_dir() and not (p / RUN_JSON).exists() and (p / "summary.json").exists():
+            summary = p / "summary.json"
+        if summary is not None:
+            obj = _read_summary(summary)
+            rows += obj.get("rows") or []
+            gaps += obj.get("gaps") or []
+            warnings += obj.get("warnings") or []
+            sources.append(str(summary))
+        else:
+            run_dirs.append(p)
+    if run_dirs:
+        rep = build(run_dirs, None, allow_mixed=allow_mixed, n_boot=n_boot or stats.DEFAULT_B,
+                    seed=stats.DEFAULT_SEED if seed is None else seed)
+        from .document import as_plain
+
+        rows += as_plain(rep.summary.to_dict(orient="records"))
+        gaps += as_plain(rep.gaps.to_dict(orient="records"))
+        warnings += rep.warnings
+        sources += [str(r.path) for r in rep.runs]
+    return rows, gaps, warnings, sources
+
+
+def make_baseline(inputs: Iterable[str | Path], allow_mixed: bool = False) -> dict:
+    rows, gaps, warnings, sources = collect(inputs, allow_mixed)
+    from .. import __version__
+
+    metrics = [{k: r.get(k) for k in ("task", "model", "method", "attack", "eps", "eps_label", "metric", "n", "clean",
+                                      "robust", "robust_lo", "robust_hi")} for r in rows]
+    gap_list = [{k: g.get(k) for k in ("task", "model", "method", "reference", "attack", "eps", "eps_label", "metric",
+                                       "n", "gap", "gap_lo", "gap_hi", "p")} for g in gaps]
+    return {"schema_version": SCHEMA_VERSION, "kind": BASELINE_KIND, "robust_pt_version": __version__,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), "sources": sources, "warnings": warnings,
+            "metrics": metrics, "gaps": gap_list}
+
+
+def save_baseline(inputs: Iterable[str | Path], out: str | Path, allow_mixed: bool = False) -> dict:
+    base = make_baseline(inputs, allow_mixed)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(base, indent=1) + "\n")
+    return base
+
+
+def load_baseline(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise BaselineError(f"baseline {p} does not exist; make one with `robust-pt baseline RUN... --out {p}`")
+    try:
+        obj = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BaselineError(f"baseline {p} is not valid JSON ({err}); re-create it with `robust-pt baseline`") from None
+    if not isinstance(obj, dict) or obj.get("kind") != BASELINE_KIND:
+        raise BaselineError(f"{p} is not a robust-pt baseline; make one with `robust-pt baseline RUN... --out {p}`")
+    v = obj.get("schema_version")
+    if v != SCHEMA_VERSION:
+        raise BaselineError(f"baseline {p} has schema version {v!r}, but this robust-pt reads version "
+                            f"{SCHEMA_VERSION}; re-create it with `robust-pt baseline`")
+    if not isinstance(obj.get("metrics"), list) or not isinstance(obj.get("gaps"), list):
+        raise BaselineError(f"baseline {p} lacks its metrics or gaps lists; re-create it with `robust-pt baseline`")
+    return obj
+
+
+@dataclass
+class Case:
+    task: str
+    model: str
+    attack: str
+    eps: float
+    eps_label: str
+    failures: list[str] = field(default_factory=list)
+    info: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.attack} eps={self.eps_label}"
+
+    @property
+    def classname(self) -> str:
+        return f"robust-pt.{self.task}.{self.model}"
+
+
+@dataclass
+class CheckResult:
+    passed: bool
+    regressions: list[str]
+    cases: list[Case]
+    new: list[str]
+    warnings: list[str]
+    tolerance: float
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+
+def _pts(x) -> str:
+    return f"{100 * float(x):.1f}" if x is not None and math.isfinite(float(x)) else "n/a"
+
+
+def _lab(r: dict) -> str:
+    return r.get("eps_label") or eps_label(float(r["eps"]))
+
+
+def compare(rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float = DEFAULT_TOLERANCE) -> CheckResult:
+    """Regressions of current rows/gaps against a baseline (see the module docstring)."""
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not math.isfinite(tolerance) \
+            or tolerance < 0:
+        raise ReportError(f"tolerance must be a number >= 0 (in metric units, 0.02 = 2 points), got {tolerance!r}")
+    cur = {_key(r["task"], r["model"], r["attack"], r["eps"]): r for r in rows}
+    cases: dict[tuple, Case] = {}
+
+    def case(task, model, attack, eps, label) -> Case:
+        k = _key(task, model, attack, eps)
+        if k not in cases:
+            cases[k] = Case(str(task), str(model), str(attack), float(eps), label)
+        return cases[k]
+
+    regressions: list[str] = []
+    for b in baseline["metrics"]:
+        k = _key(b["task"], b["model"], b["attack"], b["eps"])
+        c = case(b["task"], b["model"], b["attack"], b["eps"], _lab(b))
+        where = f"{b['task']} {b['model']} {b['attack']} eps={_lab(b)}"
+        r = cur.get(k)
+        if r is None:
+            msg = f"{where}: in the baseline but not measured now (run the same model, task and attack)"
+        else:
+            now, then = r.get("robust"), b.get("robust")
+            if now is None or then is None or not math.isfinite(float(now)):
+                msg = f"{where}: robust {b.get('metric', 'metric')} is not available now"
+            elif float(now) < float(then) - tolerance - 1e-12:
+                msg = (f"{where}: robust {b.get('metric', 'metric')} {_pts(now)} < baseline {_pts(then)} - "
+                       f"tolerance {_pts(tolerance)} (points)")
+            else:
+                c.info.append(f"robust {_pts(now)} (baseline {_pts(then)}, tolerance {_pts(tolerance)})")
+                continue
+        c.failures.append(msg)
+        regressions.append(msg)
+    cur_gaps = {(_key(g["task"], g["model"], g["attack"], g["eps"]), str(g["reference"])): g for g in gaps}
+    for b in baseline["gaps"]:
+        lo, hi, gap = b.get("gap_lo"), b.get("gap_hi"), b.get("gap")
+        if lo is None or hi is None or gap is None or not (lo > 0 or hi < 0):
+            continue  # the baseline could not tell the sign: nothing to keep
+        k = _key(b["task"], b["model"], b["attack"], b["eps"])
+        c = case(b["task"], b["model"], b["attack"], b["eps"], _lab(b))
+        where = f"{b['task']} {b['model']} {b['attack']} eps={_lab(b)}"
+        g = cur_gaps.get((k, str(b["reference"])))
+        sign = "+" if gap > 0 else "-"
+        if g is None or g.get("gap") is None:
+            msg = (f"{where}: gap vs finetuning ({b['reference']}) is not measured now "
+                   f"(baseline {sign}{_pts(abs(gap))} points, CI excluded 0)")
+        elif (g["gap"] > 0) != (gap > 0) or g["gap"] == 0:
+            msg = (f"{where}: gap vs finetuning ({b['reference']}) lost its sign: baseline {float(gap) * 100:+.1f}, "
+                   f"now {float(g['gap']) * 100:+.1f} points (baseline 95% CI {_pts(lo)} to {_pts(hi)} excluded 0)")
+        else:
+            c.info.append(f"gap vs {b['reference']} {float(g['gap']) * 100:+.1f} keeps its sign "
+                          f"(baseline {float(gap) * 100:+.1f})")
+            continue
+        c.failures.append(msg)
+        regressions.append(msg)
+    base_keys = {_key(b["task"], b["model"], b["attack"], b["eps"]) for b in baseline["metrics"]}
+    new = []
+    for k, r in cur.items():
+        if k not in base_keys:
+            c = case(r["task"], r["model"], r["attack"], r["eps"], _lab(r))
+            c.info.append("new: not in the baseline")
+            new.append(f"{r['task']} {r['model']} {r['attack']} eps={_lab(r)}")
+    ordered = sorted(cases.values(), key=lambda c: (c.task, c.model, c.attack, c.eps))
+    return CheckResult(not regressions, regressions, ordered, new, [], float(tolerance))
+
+
+def junit_xml(result: CheckResult, path: str | Path, baseline_path: str = "") -> Path:
+    """JUnit XML: one testsuite, one testcase per (task, model, attack, eps)."""
+    failures = sum(1 for c in result.cases if c.failures)
+    suite = ET.Element("testsuite", name="robust-pt check", tests=str(len(result.cases)), failures=str(failures),
+                       errors="0", skipped="0", timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="baseline", value=str(baseline_path))
+    ET.SubElement(props, "property", name="tolerance", value=f"{result.tolerance:g}")
+    for c in result.cases:
+        tc = ET.SubElement(suite, "testcase", classname=c.classname, name=c.name, time="0")
+        if c.failures:
+            f = ET.SubElement(tc, "failure", message=c.failures[0], type="regression")
+            f.text = "\n".join(c.failures)
+        if c.info:
+            ET.SubElement(tc, "system-out").text = "\n".join(c.info)
+    root = ET.Element("testsuites", name="robust-pt", tests=str(len(result.cases)), failures=str(failures))
+    root.append(suite)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(p, encoding="utf-8", xml_declaration=True)
+    return p
+
+
+def check(inputs: Iterable[str | Path], baseline: str | Path, tolerance: float = DEFAULT_TOLERANCE,
+          junit: str | Path | None = None, allow_mixed: bool = False) -> CheckResult:
+    """Check runs or reports against a baseline file; writes JUnit XML if asked."""
+    base = load_baseline(baseline)
+    rows, gaps, warnings, _ = collect(inputs, allow_mixed)
+    res = compare(rows, gaps, base, tolerance)
+    res.warnings = warnings
+    if junit is not None:
+        junit_xml(res, junit, str(baseline))
+    return res

@@ -1,0 +1,305 @@
+"""The report as a list of blocks, rendered to Markdown (markdown.py) and HTML (html.py).
+
+Blocks: Heading(level, text), Para(text), Bullets(items), Table(headers, rows, caption),
+Image(path relative to the report folder, alt, caption). A table cell is a string or a
+list of (text, style) segments with style None, "del" (a removed word), "ins" (an added
+word) or "code".
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from . import stats
+from .load import eps_label
+from .sanity import FAIL, RULE
+from .tables import method_name, points
+
+Cell = Union[str, list]
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+    style: str = ""  # "" or "warning" or "note"
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Cell]]
+    caption: str = ""
+    status_col: int | None = None  # a column holding pass / fail / not checked (coloured in HTML)
+
+
+@dataclass
+class Image:
+    path: str  # relative to the report folder
+    alt: str
+    caption: str = ""
+
+
+@dataclass
+class Document:
+    title: str
+    blocks: list = field(default_factory=list)
+
+    def add(self, *blocks) -> None:
+        self.blocks.extend(blocks)
+
+
+def ci(lo: float, hi: float) -> str:
+    return f"[{points(lo)}, {points(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+
+
+def signed(x: float) -> str:
+    return f"{100 * x:+.1f}" if math.isfinite(x) else "n/a"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%" if math.isfinite(x) else "n/a"
+
+
+def who(method: str, model: str) -> str:
+    return method_name(method) if method != "unknown" else "-"
+
+
+# ----------------------------------------------------------------------------- word diff
+
+def word_diff(old: str, new: str) -> tuple[list, list, int]:
+    """(old segments with removed words marked, new segments with added words marked, words changed)."""
+    a, b = str(old).split(), str(new).split()
+    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    left: list = []
+    right: list = []
+    changed = 0
+
+    def put(segs: list, words: list[str], style):
+        if not words:
+            return
+        if segs:
+            segs.append((" ", None))
+        segs.append((" ".join(words), style))
+
+    for op, i1, i2, j1, j2 in sm.get_opcodes():
+        if op == "equal":
+            put(left, a[i1:i2], None)
+            put(right, b[j1:j2], None)
+        else:
+            put(left, a[i1:i2], "del")
+            put(right, b[j1:j2], "ins")
+            changed += max(i2 - i1, j2 - j1)
+    return left, right, changed
+
+
+# ----------------------------------------------------------------------------- the document
+
+def wide_table(summary, task: str, attack: str) -> Table:
+    """Rows model / method; columns clean, then per eps the robust metric [CI] and the drop (relative)."""
+    d = summary[(summary["task"] == task) & (summary["attack"] == attack)]
+    eps = sorted(set(d["eps"].round(12)))
+    labels = {round(e, 12): lab for e, lab in zip(d["eps"], d["eps_label"])}
+    metric = d["metric"].iloc[0] if len(d) else "metric"
+    headers = ["Model", "Method", f"Clean {metric}"]
+    for e in eps:
+        headers += [f"eps={labels[e]} robust [95% CI]", f"eps={labels[e]} drop (rel.)"]
+    rows = []
+    for (method, model), dm in d.groupby(["method", "model"], sort=False):
+        cells: list[Cell] = [model, who(method, model), points(dm["clean"].iloc[0])]
+        for e in eps:
+            r = dm[abs(dm["eps"] - e) < 1e-12]
+            if not len(r):
+                cells += ["", ""]
+                continue
+            r = r.iloc[0]
+            cells += [f"{points(r['robust'])} {ci(r['robust_lo'], r['robust_hi'])}",
+                      f"{points(r['drop'])} ({pct(r['rel_drop'])})"]
+        rows.append(cells)
+    return Table(headers, rows, caption=f"{task}, {attack}: {metric} in points (x100); drop = clean - robust, "
+                                        f"relative drop = drop / clean; n = {int(d['n'].max()) if len(d) else 0} "
+                                        f"examples")
+
+
+def details_table(summary, task: str) -> Table:
+    """Per (model, attack, eps): attack success rate, perturbation size, queries and words changed."""
+    d = summary[summary["task"] == task]
+    extra = [(c, h) for c, h in (("mean_queries", "Queries"), ("mean_words_changed", "Words changed"))
+             if d[c].notna().any()]
+    headers = ["Model", "Method", "Attack", "eps", "n", "Success rate", "Mean L-inf", "Mean L2"] + [h for _, h in extra]
+    rows = []
+    for _, r in d.iterrows():
+        cells = [r["model"], who(r["method"], r["model"]), r["attack"], r["eps_label"], str(int(r["n"])),
+                 pct(r["success_rate"]), _num(r["mean_linf"]), _num(r["mean_l2"])]
+        rows.append(cells + [_num(r[c], 1) for c, _ in extra])
+    return Table(headers, rows, caption=(f"{task}: success rate = share of the examples right before the attack that "
+                                         f"it breaks; perturbation sizes are means over broken examples"))
+
+
+def _num(x, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def gap_table(gaps, task: str) -> Table:
+    d = gaps[gaps["task"] == task]
+    headers = ["Model", "Method", "vs finetuning", "Attack", "eps", "n", "Robust", "Finetuning robust",
+               "Gap [95% CI]", "Rel. drop gap [95% CI]", "b / c", "p"]
+    rows = []
+    for _, r in d.iterrows():
+        rows.append([r["model"], who(r["method"], r["model"]), r["reference"], r["attack"], r["eps_label"],
+                     str(int(r["n"])), points(r["robust"]), points(r["reference_robust"]),
+                     f"{signed(r['gap'])} {ci(r['gap_lo'], r['gap_hi'])}",
+                     f"{signed(r['rel_drop_gap'])} {ci(r['rel_drop_gap_lo'], r['rel_drop_gap_hi'])}",
+                     f"{int(r['b'])} / {int(r['c'])}",
+                     stats.format_p(r["p"]).replace("p ", "").replace("= ", "")
+                     + (" (McNemar)" if r["test"] == "mcnemar" else " (sign)")])
+    return Table(headers, rows, caption=(
+        f"{task}: gap = method - finetuning on the same examples (points; positive: the method keeps more); "
+        "rel. drop gap = finetuning's relative drop - the method's (positive: the method degrades less); b / c = "
+        "examples only the method / only finetuning gets right; p: McNemar's exact test (sign test for "
+        "non-binary scores)"))
+
+
+def sanity_table(sanity) -> Table:
+    rows = [[r["task"], r["model"], who(r["method"], r["model"]), r["description"], r["status"], r["detail"]]
+            for _, r in sanity.iterrows()]
+    return Table(["Task", "Model", "Method", "Check", "Status", "Detail"], rows, status_col=4)
+
+
+def runs_table(report) -> Table:
+    rows = []
+    for r in report.runs:
+        notes = []
+        if r.bad_lines:
+            notes.append(f"{len(r.bad_lines)} corrupt line(s) skipped")
+        if r.unfinished:
+            notes.append(f"{r.unfinished} unfinished record(s) left out")
+        if r.status and r.status != "complete":
+            notes.append(f"status {r.status}")
+        eps = ", ".join(eps_label(e) if r.eps_unit == "pixel" else f"{e:g}" for e in r.eps)
+        rows.append([str(r.path), r.model, who(r.method, r.model), r.task, r.attack, eps,
+                     str(r.records["id"].nunique()), str(len(r.records)), "; ".join(notes) or "ok"])
+    return Table(["Run", "Model", "Method", "Task", "Attack", "eps", "Examples", "Records", "Notes"], rows)
+
+
+def text_examples(run, limit: int = 8) -> list[list[Cell]]:
+    df = run.records
+    if "adv_text" not in df.columns or "text" not in df.columns:
+        return []
+    d = df[df["adv_text"].notna() & df["text"].notna()]
+    d = d[d["adv_text"].astype(str) != d["text"].astype(str)]
+    if not len(d):
+        return []
+    broken = (d["correct"] < 0.5) & (d["clean_correct"] > 0.5) if run.binary else d["score"] < d["clean_score"]
+    d = d.assign(_b=broken.astype(int)).sort_values(["_b", "eps"], ascending=[False, False], kind="stable")
+    d = d.drop_duplicates("id").head(limit)
+    rows = []
+    for _, r in d.iterrows():
+        left, right, changed = word_diff(r["text"], r["adv_text"])
+        wc = r.get("words_changed")
+        n = int(wc) if isinstance(wc, (int, float)) and math.isfinite(wc) else changed
+        rows.append([run.model, str(r["id"]), eps_label(r["eps"]) if run.eps_unit == "pixel" else f"{r['eps']:g}",
+                     left, right, f"{r.get('clean_pred')} -> {r.get('pred')}", str(n)])
+    return rows
+
+
+def build_document(report) -> Document:
+    s, g = report.summary, report.gaps
+    tasks = list(dict.fromkeys(s["task"]))
+    title = report.title or f"Robustness report: {', '.join(tasks)}"
+    doc = Document(title)
+    doc.add(Heading(1, title))
+    doc.add(Para(f"Made by robust-pt {report.version} from {len(report.runs)} run(s) on {report.created}. Metrics "
+                 f"are in points (x100). CIs: paired bootstrap, {report.n_boot} replicates, seed {report.seed}, "
+                 f"95% percentile interval; p-values: McNemar's exact test on paired correctness."))
+    for w in report.warnings:
+        doc.add(Para(f"Warning: {w}", "warning"))
+
+    doc.add(Heading(2, "Findings"))
+    items = list(report.findings)
+    failed = report.sanity[report.sanity["status"] == FAIL] if len(report.sanity) else report.sanity
+    for (task, model), grp in (failed.groupby(["task", "model"], sort=False) if len(failed) else []):
+        items.append(f"{task}, {model}: sanity check(s) failed ({', '.join(grp['check'])}); its robust numbers may "
+                     f"be overstated by gradient masking (see the sanity checks).")
+    items += report.notes
+    doc.add(Bullets(items) if items else Para("No comparison against finetuning: no finetuning run shares a task "
+                                              "and attack with another method."))
+
+    for task in tasks:
+        doc.add(Heading(2, task))
+        for attack in dict.fromkeys(s[s["task"] == task]["attack"]):
+            doc.add(Heading(3, f"{attack}"), wide_table(s, task, attack))
+        if len(g) and (g["task"] == task).any():
+            doc.add(Heading(3, "Gaps against finetuning"), gap_table(g, task))
+        doc.add(Heading(3, "Attack details"), details_table(s, task))
+        fig = report.figures.get(("metric_vs_eps", task))
+        if fig:
+            doc.add(Image(fig, f"{task}: robust metric vs eps", f"{task}: robust metric vs eps (clean at eps=0), "
+                                                                  f"95% CI shaded"))
+
+    degr = [(k[1], v) for k, v in report.figures.items() if k[0] == "degradation"]
+    if degr:
+        doc.add(Heading(2, "Relative degradation"))
+        for attack, fig in degr:
+            doc.add(Image(fig, f"relative degradation under {attack}",
+                          f"{attack}: relative degradation (1 - robust / clean) per task and method, 95% CI"))
+
+    doc.add(Heading(2, "Sanity checks (gradient masking)"))
+    doc.add(Para(RULE, "note"))
+    doc.add(sanity_table(report.sanity))
+
+    gal = [(k[1], v) for k, v in report.figures.items() if k[0] == "gallery"]
+    if gal:
+        doc.add(Heading(2, "Adversarial examples"))
+        for run_name, fig in gal:
+            doc.add(Image(fig, f"adversarial examples of {run_name}",
+                          f"{run_name}: clean | adversarial | amplified difference, with both predictions"))
+
+    text_rows = [row for r in report.runs for row in text_examples(r, report.text_examples)]
+    if text_rows:
+        doc.add(Heading(2, "Text attack examples"))
+        doc.add(Table(["Model", "Id", "eps", "Original (removed words struck)", "Adversarial (new words bold)",
+                       "Prediction", "Words changed"], text_rows))
+
+    doc.add(Heading(2, "Runs"), runs_table(report))
+    return doc
+
+
+def cell_text(cell: Cell) -> str:
+    if isinstance(cell, list):
+        return "".join(t for t, _ in cell)
+    return str(cell)
+
+
+def as_plain(x: Any) -> Any:
+    """JSON-safe: nan -> None, numpy scalars -> Python."""
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {k: as_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [as_plain(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x

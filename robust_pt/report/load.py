@@ -1,0 +1,442 @@
+"""Read run directories for reports: run.json + records.jsonl, nothing else.
+
+The reader is tolerant where a report can still be honest and strict where it cannot:
+
+* extra columns and unknown run.json keys are ignored;
+* a corrupt line (not JSON, not an object, or lacking `id`, `eps` and a score) is skipped,
+  counted and named (its line number) in `RunData.bad_lines`; the report shows it and the
+  CLI prints a warning line;
+* records of a batch without its `{"batch_done": b}` marker (a run still going, or one
+  killed mid-batch) are left out and counted, as the store does when it resumes; a file
+  with no markers at all (written by another tool) is read whole;
+* a missing or empty directory, a directory without run.json, an unreadable run.json or a
+  run without a single valid record raise RunDirError (the CLI prints one line, exit 2);
+* runs of different tasks raise MixedRunsError unless `allow_mixed` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..errors import RobustPTError, RunDirError
+
+RUN_JSON, RECORDS, SAMPLES, MARKER = "run.json", "records.jsonl", "samples", "batch_done"
+
+#: Tuning methods, and how reports name them in sentences and legends.
+METHOD_NAMES = {"finetune": "finetuning", "prompt": "prompt tuning", "adapter": "Adapter", "bitfit": "BitFit",
+                "lora": "LoRA", "pretrain": "the pretrained base", "ia3": "IA3", "prefix": "prefix tuning"}
+METHOD_ALIASES = {"ft": "finetune", "finetuned": "finetune", "finetuning": "finetune", "pt": "prompt",
+                  "prompt-tuning": "prompt", "prompttuning": "prompt", "base": "pretrain"}
+REFERENCE = "finetune"
+UNKNOWN = "unknown"
+
+#: Default metric name per task kind, when run.json does not say.
+KIND_METRIC = {"closed": "accuracy", "ground": "acc@0.5", "caption": "cider"}
+
+
+class ReportError(RobustPTError):
+    """Bad input to a report, baseline or check (the message says what to do)."""
+
+
+class MixedRunsError(ReportError):
+    """Runs of different tasks given together without allow_mixed."""
+
+
+@dataclass
+class RunData:
+    """One run directory as the report sees it."""
+
+    path: Path
+    meta: dict
+    task: str
+    task_kind: str
+    metric: str
+    model: str  # display / key name of the model
+    method: str  # tuning method (finetune, prompt, ...) or "unknown"
+    attack: str  # attack label (the preset name, plus the differing settings when two runs share it)
+    attack_spec: dict  # kind, method, norm, eps_unit, steps, queries, ...
+    eps: list[float]
+    records: Any  # pandas.DataFrame
+    bad_lines: list[int] = field(default_factory=list)
+    unfinished: int = 0  # records of batches without a batch_done marker (left out)
+    duplicates: int = 0  # (id, eps) records seen twice (the first kept)
+    status: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / SAMPLES
+
+    @property
+    def attack_name(self) -> str:
+        return str(self.attack_spec.get("name") or self.attack)
+
+    @property
+    def attack_method(self) -> str:
+        return str(self.attack_spec.get("method") or self.attack_name)
+
+    @property
+    def attack_kind(self) -> str:
+        return str(self.attack_spec.get("kind") or "image")
+
+    @property
+    def norm(self) -> str:
+        return str(self.attack_spec.get("norm") or "linf")
+
+    @property
+    def eps_unit(self) -> str:
+        return str(self.attack_spec.get("eps_unit") or ("pixel" if self.attack_kind == "image" else "rms"))
+
+    @property
+    def image_size(self) -> int | None:
+        v = (self.meta.get("config") or {}).get("task", {}).get("image_size")
+        return int(v) if isinstance(v, (int, float)) else None
+
+    @property
+    def binary(self) -> bool:
+        """Per-example correctness is 0/1 (closed and grounding tasks), so McNemar applies."""
+        c = self.records["correct"]
+        return bool(c.notna().all()) and self.task_kind != "caption"
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.bad_lines:
+            out.append(f"{self.path / RECORDS}: {len(self.bad_lines)} corrupt line(s) skipped "
+                       f"(line {_ranges(self.bad_lines)}); the report uses the {len(self.records)} valid records")
+        if self.unfinished:
+            out.append(f"{self.path / RECORDS}: {self.unfinished} record(s) of unfinished batches left out "
+                       f"(the run is still going or was interrupted; re-run the attack command to resume it)")
+        if self.duplicates:
+            out.append(f"{self.path / RECORDS}: {self.duplicates} duplicated (id, eps) record(s) ignored")
+        if self.status and self.status != "complete" and not self.unfinished:
+            out.append(f"{self.path}: run status is {self.status!r}, not complete")
+        return out
+
+
+def _ranges(lines: list[int], limit: int = 12) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'; long lists end with '... (N in all)'."""
+    parts: list[str] = []
+    start = prev = None
+    for x in sorted(lines):
+        if start is None:
+            start = prev = x
+        elif x == prev + 1:
+            prev = x
+        else:
+            parts.append(f"{start}-{prev}" if prev != start else str(start))
+            start = prev = x
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev != start else str(start))
+    if len(parts) > limit:
+        return ", ".join(parts[:limit]) + f", ... ({len(lines)} in all)"
+    return ", ".join(parts)
+
+
+# ----------------------------------------------------------------------------- records
+
+def _as_float(v) -> float:
+    if v is None or isinstance(v, bool):
+        return float(v) if isinstance(v, bool) else math.nan
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+def _as_bool(v) -> float:
+    """True/False/1/0 -> 1.0/0.0, None -> nan."""
+    if v is None:
+        return math.nan
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+        return float(bool(v))
+    return math.nan
+
+
+def _valid(obj) -> bool:
+    if not isinstance(obj, dict) or "id" not in obj or "eps" not in obj:
+        return False
+    if isinstance(obj["eps"], bool) or not math.isfinite(_as_float(obj["eps"])):
+        return False
+    has_score = obj.get("score") is not None and math.isfinite(_as_float(obj.get("score")))
+    has_correct = isinstance(obj.get("correct"), (bool, int, float)) and obj.get("correct") is not None
+    return has_score or has_correct
+
+
+def read_records(path: Path) -> tuple[list[dict], list[int], int]:
+    """(valid records, 1-based numbers of corrupt lines, records of unfinished batches)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise RunDirError(f"{path} is unreadable ({err.strerror}); check its permissions or re-run the attack") from None
+    lines = raw.split(b"\n")
+    bad: list[int] = []
+    items: list[tuple[int, dict]] = []  # (line, record) in order
+    markers: set[int] = set()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            bad.append(i)
+            continue
+        if isinstance(obj, dict) and MARKER in obj and len(obj) == 1:
+            try:
+                markers.add(int(obj[MARKER]))
+            except (TypeError, ValueError):
+                bad.append(i)
+            continue
+        if not _valid(obj):
+            bad.append(i)
+            continue
+        items.append((i, obj))
+    unfinished = 0
+    if markers:
+        kept = []
+        for i, obj in items:
+            b = obj.get("batch")
+            try:
+                b = int(b) if b is not None else None
+            except (TypeError, ValueError):
+                b = None
+            if b is None or b in markers:
+                kept.append(obj)
+            else:
+                unfinished += 1
+        records = kept
+    else:
+        records = [obj for _, obj in items]
+    return records, bad, unfinished
+
+
+def records_frame(records: list[dict]):
+    """A DataFrame with the columns reports use, normalised (extra columns kept)."""
+    import pandas as pd
+
+    df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=["id", "eps"])
+    df["id"] = df["id"].astype(str)
+    df["eps"] = [_as_float(v) for v in df["eps"]]
+    for col in ("correct", "clean_correct"):
+        df[col] = [_as_bool(v) for v in df[col]] if col in df.columns else math.nan
+    for col in ("score", "clean_score"):
+        df[col] = [_as_float(v) for v in df[col]] if col in df.columns else math.nan
+    # a score where only correctness was recorded, and the other way round
+    df["score"] = df["score"].where(df["score"].notna(), df["correct"])
+    df["clean_score"] = df["clean_score"].where(df["clean_score"].notna(), df["clean_correct"])
+    for col in ("linf", "l2", "queries", "steps", "words_changed"):
+        if col in df.columns:
+            df[col] = [_as_float(v) for v in df[col]]
+    for col in ("pred", "clean_pred"):
+        if col not in df.columns:
+            df[col] = None
+    return df
+
+
+def _clean_score_by_id(df):
+    """Examples missing clean_score take it from another eps of the same example (same clean pass)."""
+    if df["clean_score"].isna().any() and len(df):
+        fill = df.groupby("id")["clean_score"].transform("first")
+        df["clean_score"] = df["clean_score"].where(df["clean_score"].notna(), fill)
+    return df
+
+
+# ----------------------------------------------------------------------------- run.json
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except OSError as err:
+        raise RunDirError(f"{path} is unreadable ({err.strerror}); check its permissions") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); "
+                          f"re-run the attack into a fresh directory") from None
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{path} is not a robust-pt run.json (not an object); re-run the attack")
+    return obj
+
+
+def normalise_method(name: Any) -> str | None:
+    if not isinstance(name, str) or not name.strip():
+        return None
+    s = name.strip().lower()
+    s = METHOD_ALIASES.get(s, s)
+    return s
+
+
+def _method_from_name(name: str) -> str | None:
+    """'prompt-shapes-vqa' -> prompt; 'pt-vqa' -> prompt; 'ft_vqa' -> finetune."""
+    import re
+
+    for tok in re.split(r"[-_.\s/]+", name.lower()):
+        m = METHOD_ALIASES.get(tok, tok)
+        if m in METHOD_NAMES:
+            return m
+    return None
+
+
+def _checkpoint_meta(meta: dict, run_dir: Path) -> dict:
+    ck = meta.get("checkpoint") or {}
+    p = ck.get("path") if isinstance(ck, dict) else None
+    if not p:
+        return {}
+    for cand in (Path(p), run_dir.parent / p, run_dir.parent.parent / p):
+        f = cand / "meta.json"
+        try:
+            if f.is_file():
+                obj = json.loads(f.read_text())
+                return obj if isinstance(obj, dict) else {}
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+    return {}
+
+
+def model_identity(meta: dict, run_dir: Path) -> tuple[str, str]:
+    """(model name, tuning method) of a run, from the first place that says."""
+    cfg = meta.get("config") or {}
+    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    name = meta.get("model_name") or model_cfg.get("name") or (cfg.get("model") if isinstance(cfg.get("model"), str)
+                                                               else None) or "model"
+    candidates = [model_cfg.get("method"), (model_cfg.get("meta") or {}).get("method"),
+                  (model_cfg.get("tuning") or {}).get("method") if isinstance(model_cfg.get("tuning"), dict) else None,
+                  (meta.get("model_meta") or {}).get("method") if isinstance(meta.get("model_meta"), dict) else None,
+                  meta.get("method")]
+    method = next((normalise_method(m) for m in candidates if normalise_method(m)), None)
+    if method is None:
+        method = normalise_method(_checkpoint_meta(meta, run_dir).get("method"))
+    if method is None:
+        for n in (model_cfg.get("name"), meta.get("model_name")):
+            if isinstance(n, str) and (method := _method_from_name(n)):
+                break
+    return str(name), method or UNKNOWN
+
+
+def load_run(path: str | Path) -> RunData:
+    """One run directory; RunDirError when it is missing, empty or holds no valid record."""
+    p = Path(path)
+    if not p.exists():
+        raise RunDirError(f"run directory {p} does not exist; pass directories made by `robust-pt attack`")
+    if not p.is_dir():
+        raise RunDirError(f"{p} is not a directory; pass run directories made by `robust-pt attack`")
+    if not (p / RUN_JSON).exists():
+        if not any(p.iterdir()):
+            raise RunDirError(f"run directory {p} is empty; run `robust-pt attack --out {p} ...` first")
+        raise RunDirError(f"{p} is not a run directory (no {RUN_JSON}); pass directories made by `robust-pt attack`")
+    meta = _read_json(p / RUN_JSON)
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict):
+        raise RunDirError(f"{p / RUN_JSON} has no config; it was not written by robust-pt (re-run the attack)")
+    rec_path = p / RECORDS
+    if not rec_path.exists():
+        raise RunDirError(f"{p} has no {RECORDS} yet (the run has not finished a batch); run or resume it first")
+    records, bad, unfinished = read_records(rec_path)
+    if not records:
+        what = f"{len(bad)} corrupt line(s)" if bad else "no records"
+        raise RunDirError(f"{rec_path} holds no valid record ({what}); re-run the attack into a fresh directory")
+
+    task_cfg = cfg.get("task") if isinstance(cfg.get("task"), dict) else {"name": cfg.get("task")}
+    task = str(task_cfg.get("name") or "task")
+    kind = str(task_cfg.get("kind") or "closed")
+    summary = meta.get("summary") or []
+    metric = next((r.get("metric") for r in summary if isinstance(r, dict) and r.get("metric")), None)
+    metric = str(metric or task_cfg.get("metric") or KIND_METRIC.get(kind, "score"))
+    spec = cfg.get("attack") if isinstance(cfg.get("attack"), dict) else {"name": str(cfg.get("attack") or "attack")}
+    spec = dict(spec)
+    spec.setdefault("name", "attack")
+    model, method = model_identity(meta, p)
+    df = _clean_score_by_id(records_frame(records))
+    n0 = len(df)
+    df = df.drop_duplicates(["id", "eps"], keep="first").reset_index(drop=True)
+    eps = cfg.get("eps")
+    eps_list = sorted({float(e) for e in eps}) if isinstance(eps, list) and eps else sorted(set(df["eps"]))
+    return RunData(path=p, meta=meta, task=task, task_kind=kind, metric=metric, model=model, method=method,
+                   attack=str(spec["name"]), attack_spec=spec, eps=eps_list, records=df, bad_lines=bad,
+                   unfinished=unfinished, duplicates=n0 - len(df), status=str(meta.get("status") or ""))
+
+
+def expand(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories from the arguments: a run directory, or a folder of run directories."""
+    out: list[Path] = []
+    for a in paths:
+        p = Path(a)
+        if p.is_dir() and not (p / RUN_JSON).exists():
+            subs = sorted(d for d in p.iterdir() if d.is_dir() and (d / RUN_JSON).exists())
+            if subs:
+                out += subs
+                continue
+        out.append(p)
+    return out
+
+
+def _label_attacks(runs: list[RunData]) -> None:
+    """Two runs of one preset name with different settings get the differing settings in their label."""
+    by_name: dict[str, list[RunData]] = {}
+    for r in runs:
+        by_name.setdefault(r.attack_name, []).append(r)
+    for name, rs in by_name.items():
+        specs = [{k: v for k, v in r.attack_spec.items() if k not in ("eps", "description", "path")} for r in rs]
+        keys = sorted({k for s in specs for k in s if any(json.dumps(s.get(k), sort_keys=True, default=str)
+                                                          != json.dumps(specs[0].get(k), sort_keys=True, default=str)
+                                                          for s in specs)})
+        if not keys:
+            continue
+        for r, s in zip(rs, specs):
+            r.attack = f"{name}[" + ",".join(f"{k}={s.get(k)}" for k in keys) + "]"
+
+
+def load_runs(paths: Iterable[str | Path], allow_mixed: bool = False) -> list[RunData]:
+    """Every run, checked to be one task (unless allow_mixed) and free of duplicates."""
+    dirs = expand(paths)
+    if not dirs:
+        raise RunDirError("no run directory given; pass one or more directories made by `robust-pt attack`")
+    runs = [load_run(d) for d in dirs]
+    seen: dict[str, Path] = {}
+    uniq = []
+    for r in runs:
+        key = str(r.path.resolve())
+        if key in seen:
+            continue
+        seen[key] = r.path
+        uniq.append(r)
+    runs = uniq
+    tasks = sorted({r.task for r in runs})
+    if len(tasks) > 1 and not allow_mixed:
+        first = {t: next(str(r.path) for r in runs if r.task == t) for t in tasks}
+        listing = "; ".join(f"{t}: {first[t]}" for t in tasks)
+        raise MixedRunsError(f"runs of {len(tasks)} different tasks given ({listing}); report one task at a time "
+                             f"or pass --allow-mixed to report them side by side")
+    keys: dict[tuple, Path] = {}
+    for r in runs:
+        fp = r.meta.get("fingerprint") or json.dumps(r.meta.get("config"), sort_keys=True, default=str)
+        k = (fp, r.model, r.task)
+        if k in keys:
+            raise ReportError(f"{r.path} and {keys[k]} hold the same run; pass each run once")
+        keys[k] = r.path
+    _label_attacks(runs)
+    return runs
+
+
+def eps_label(eps: float) -> str:
+    """8/255 for multiples of 1/255, else the number (as the engine writes it)."""
+    k = eps * 255
+    if abs(k - round(k)) < 1e-6 and round(k) >= 1:
+        return f"{int(round(k))}/255"
+    return f"{eps:g}"
+
+
+def per_eps(run: RunData, eps: float):
+    """The run's records at one eps, indexed by example id."""
+    d = run.records
+    d = d[np.isclose(d["eps"].to_numpy(dtype=float), eps, rtol=0, atol=1e-12)]
+    return d.set_index("id")

@@ -1,0 +1,253 @@
+"""Sanity checks for gradient masking, run on every report.
+
+Each (task, model) gets five checks, each `pass`, `fail` or `not checked` with the reason:
+
+monotone     the robust metric is non-increasing in eps (within each run);
+huge-eps     at a very large eps (L-inf pixel eps >= 64/255, L2 pixel eps >= a quarter of
+             sqrt(pixels), embedding eps >= 1 RMS) the attack breaks nearly everything:
+             relative drop >= 90%;
+more-steps   PGD with more steps is never weaker than PGD with fewer (same norm, eps);
+black-box    a black-box attack (square) is never stronger than the strongest white-box
+             gradient attack (pgd, apgd) of the same norm at the same eps;
+fgsm-vs-pgd  FGSM is never stronger than the strongest PGD of the same kind and norm.
+
+Tolerance rule (so that sampling noise never fails a check): a check fails only when the
+95% paired-bootstrap CI of the violating difference lies entirely on the violating side of
+0 (e.g. robust(more steps) - robust(fewer steps) has CI lower bound > 0); for huge-eps,
+when the upper bound of the 95% CI of the relative drop is below 90%. A violation inside
+the CI passes, and the detail says so.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import stats
+from .load import RunData, eps_label, per_eps
+from .tables import common_eps, paired, run_matrix
+
+CHECKS = (
+    ("monotone", "robust metric non-increasing in eps"),
+    ("huge-eps", "attack succeeds at a very large eps"),
+    ("more-steps", "more PGD steps never weaker"),
+    ("black-box", "black-box never stronger than white-box"),
+    ("fgsm-vs-pgd", "FGSM never stronger than PGD"),
+)
+PASS, FAIL, NOT_CHECKED = "pass", "fail", "not checked"
+HUGE_LINF = 64 / 255
+HUGE_RMS = 1.0
+NEARLY_ALL = 0.90
+WHITE_BOX = ("pgd", "apgd")
+BLACK_BOX = ("square", "hopskipjump", "boundary", "spsa")
+RULE = ("A check fails only when the violation exceeds sampling noise: the 95% paired-bootstrap CI of the "
+        "violating difference lies entirely on the violating side of 0; the large-eps check fails when the upper "
+        f"bound of the 95% CI of the relative drop is below {NEARLY_ALL:.0%}. Violations within the CI pass, "
+        "with the violation noted.")
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}" if math.isfinite(x) else "n/a"
+
+
+def _lab(run: RunData, e: float) -> str:
+    return eps_label(e) if run.eps_unit == "pixel" else f"{e:g}"
+
+
+def _row(check: str, task: str, model: str, method: str, status: str, detail: str) -> dict:
+    title = dict(CHECKS)[check]
+    return {"check": check, "description": title, "task": task, "model": model, "method": method,
+            "status": status, "detail": detail}
+
+
+def _diff(worse: RunData, better: RunData, e: float, B: int, seed: int) -> tuple[float, float, float, int]:
+    """robust(worse) - robust(better) on paired examples at eps: (diff, lo, hi, n)."""
+    ids, dw, db = paired(worse, better, e)
+    if not ids:
+        return math.nan, math.nan, math.nan, 0
+    d, lo, hi = stats.paired_diff_ci(dw["score"].to_numpy(float), db["score"].to_numpy(float), B, seed)
+    return d, lo, hi, len(ids)
+
+
+def _robust(run: RunData, e: float) -> float:
+    d = per_eps(run, e)
+    return float(d["score"].mean()) if len(d) else math.nan
+
+
+# ----------------------------------------------------------------------------- the checks
+
+def check_monotone(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
+    swept = [r for r in runs if len(r.eps) >= 2]
+    if not swept:
+        return NOT_CHECKED, ("every run has a single eps; sweep several (e.g. --eps 1/255,2/255,4/255,8/255)")
+    fails, notes, steps = [], [], 0
+    for r in swept:
+        _, clean, scores = run_matrix(r)
+        reps = stats.bootstrap_means(scores, B, seed)
+        for j in range(len(r.eps) - 1):
+            a, b = scores[:, j], scores[:, j + 1]
+            ok = np.isfinite(a) & np.isfinite(b)
+            if not ok.any():
+                continue
+            steps += 1
+            d = float(b[ok].mean() - a[ok].mean())
+            if d <= 1e-12:
+                continue
+            lo, hi = stats.percentile_ci(reps[:, j + 1] - reps[:, j])
+            txt = (f"{r.attack} {_lab(r, r.eps[j])} -> {_lab(r, r.eps[j + 1])}: {_pts(d)} points "
+                   f"(95% CI {_pts(lo)} to {_pts(hi)})")
+            (fails if lo > 0 else notes).append(txt)
+    if not steps:
+        return NOT_CHECKED, "no two eps of a run share examples"
+    if fails:
+        return FAIL, "robust metric rises with eps beyond noise: " + "; ".join(fails)
+    if notes:
+        return PASS, f"{steps} eps steps in {len(swept)} run(s); rises within noise: " + "; ".join(notes)
+    return PASS, f"non-increasing over {steps} eps step(s) in {len(swept)} run(s)"
+
+
+def huge_threshold(run: RunData) -> float | None:
+    if run.attack_kind == "image" and run.eps_unit == "pixel":
+        if run.norm == "linf":
+            return HUGE_LINF
+        if run.norm == "l2" and run.image_size:
+            return 0.25 * math.sqrt(3 * run.image_size ** 2)
+        return None
+    if run.attack_kind == "embedding" and run.eps_unit == "rms":
+        return HUGE_RMS
+    return None
+
+
+def check_huge(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
+    cands = []
+    for r in runs:
+        t = huge_threshold(r)
+        if t is not None and r.eps and max(r.eps) >= t - 1e-12:
+            cands.append(r)
+    if not cands:
+        return NOT_CHECKED, (f"no run reaches a very large eps (L-inf >= {eps_label(HUGE_LINF)}, embedding >= "
+                             f"{HUGE_RMS:g} RMS); add one, e.g. --eps 1/255,2/255,4/255,8/255,128/255")
+    fails, passes = [], []
+    for r in cands:
+        e = max(r.eps)
+        d = per_eps(r, e)
+        c, s = d["clean_score"].to_numpy(float), d["score"].to_numpy(float)
+        if not np.nanmean(c) > 0:
+            passes.append(f"{r.attack} {_lab(r, e)}: clean metric is 0, nothing to break")
+            continue
+        reps = stats.bootstrap_means(np.column_stack([c, s]), B, seed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lo, hi = stats.percentile_ci(1 - reps[:, 1] / reps[:, 0])
+        rd = stats.rel_drop(float(np.nanmean(c)), float(np.nanmean(s)))
+        txt = f"{r.attack} eps={_lab(r, e)}: relative drop {100 * rd:.1f}% (95% CI {100 * lo:.1f} to {100 * hi:.1f})"
+        (fails if hi < NEARLY_ALL else passes).append(txt)
+    if fails:
+        return FAIL, (f"attack does not break nearly everything (>= {NEARLY_ALL:.0%}) at a very large eps, a sign "
+                      f"of gradient masking: " + "; ".join(fails))
+    return PASS, "; ".join(passes)
+
+
+def _by(runs, methods, kind=None, norm=None):
+    return [r for r in runs if r.attack_method in methods and (kind is None or r.attack_kind == kind)
+            and (norm is None or r.norm == norm)]
+
+
+def check_more_steps(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
+    pgd = _by(runs, ("pgd",))
+    pairs = []
+    for a in pgd:
+        for b in pgd:
+            sa, sb = a.attack_spec.get("steps"), b.attack_spec.get("steps")
+            if (isinstance(sa, (int, float)) and isinstance(sb, (int, float)) and sa < sb
+                    and (a.attack_kind, a.norm, a.eps_unit) == (b.attack_kind, b.norm, b.eps_unit)
+                    and common_eps(a, b)):
+                pairs.append((a, b))
+    if not pairs:
+        steps = sorted({str(r.attack_spec.get("steps")) for r in pgd})
+        why = (f"only one PGD step count ({', '.join(steps)}) per norm" if pgd else "no PGD run")
+        return NOT_CHECKED, f"{why}; add a PGD run with more steps at the same eps (e.g. --attack pgd --steps 50)"
+    fails, notes, n = [], [], 0
+    for few, many in pairs:
+        for e in common_eps(few, many):
+            d, lo, hi, k = _diff(many, few, e, B, seed)
+            if not k:
+                continue
+            n += 1
+            if d > 1e-12:
+                txt = (f"at eps={_lab(few, e)} {many.attack} leaves {100 * _robust(many, e):.1f}, {few.attack} "
+                       f"{100 * _robust(few, e):.1f}: more steps weaker by {100 * d:.1f} points "
+                       f"(95% CI {100 * lo:.1f} to {100 * hi:.1f})")
+                (fails if lo > 0 else notes).append(txt)
+    if not n:
+        return NOT_CHECKED, "the PGD runs with different steps share no examples"
+    if fails:
+        return FAIL, "more PGD steps are weaker beyond noise: " + "; ".join(fails)
+    return PASS, f"{n} comparison(s)" + ("; within noise: " + "; ".join(notes) if notes else "")
+
+
+def _strongest(whites: list[RunData], other: RunData, e: float) -> RunData | None:
+    cands = [w for w in whites if any(abs(e - f) <= 1e-12 for f in w.eps)
+             and (w.attack_kind, w.norm, w.eps_unit) == (other.attack_kind, other.norm, other.eps_unit)]
+    if not cands:
+        return None
+    return min(cands, key=lambda w: (_robust(w, e), w.attack))
+
+
+def _weaker_than(attackers: list[RunData], whites: list[RunData], what: str, B: int, seed: int,
+                 hint: str) -> tuple[str, str]:
+    fails, notes, n = [], [], 0
+    for r in attackers:
+        for e in r.eps:
+            w = _strongest(whites, r, e)
+            if w is None:
+                continue
+            d, lo, hi, k = _diff(w, r, e, B, seed)
+            if not k:
+                continue
+            n += 1
+            if d > 1e-12:
+                txt = (f"at eps={_lab(r, e)} {r.attack} leaves {100 * _robust(r, e):.1f}, {w.attack} "
+                       f"{100 * _robust(w, e):.1f}: {r.attack} stronger by {100 * d:.1f} points "
+                       f"(95% CI {100 * lo:.1f} to {100 * hi:.1f})")
+                (fails if lo > 0 else notes).append(txt)
+    if not n:
+        return NOT_CHECKED, hint
+    if fails:
+        return FAIL, f"{what} is stronger than white-box PGD beyond noise (gradient masking?): " + "; ".join(fails)
+    return PASS, f"{n} comparison(s)" + ("; stronger within noise: " + "; ".join(notes) if notes else "")
+
+
+def check_black_box(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
+    bb = _by(runs, BLACK_BOX)
+    wb = _by(runs, WHITE_BOX)
+    hint = ("needs a black-box run (e.g. --attack square) and a PGD run at the same eps and norm"
+            if not bb or not wb else "the black-box and PGD runs share no eps and norm")
+    return _weaker_than(bb, wb, "the black-box attack", B, seed, hint)
+
+
+def check_fgsm(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
+    fg = _by(runs, ("fgsm",))
+    wb = _by(runs, ("pgd",))
+    hint = ("needs an FGSM run and a PGD run at the same eps and norm (e.g. --attack fgsm and --attack pgd)"
+            if not fg or not wb else "the FGSM and PGD runs share no eps, kind and norm")
+    return _weaker_than(fg, wb, "FGSM", B, seed, hint)
+
+
+FUNCS = {"monotone": check_monotone, "huge-eps": check_huge, "more-steps": check_more_steps,
+         "black-box": check_black_box, "fgsm-vs-pgd": check_fgsm}
+
+
+def run_checks(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED) -> list[dict]:
+    """One row per (task, model, check)."""
+    out = []
+    keys = []
+    for r in runs:
+        if (r.task, r.model) not in keys:
+            keys.append((r.task, r.model))
+    for task, model in keys:
+        group = [r for r in runs if r.task == task and r.model == model]
+        for check, _ in CHECKS:
+            status, detail = FUNCS[check](group, B, seed)
+            out.append(_row(check, task, model, group[0].method, status, detail))
+    return out

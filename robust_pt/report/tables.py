@@ -1,0 +1,245 @@
+"""The numbers of a report: one row per (task, model, attack, eps), and the gaps.
+
+All metrics are kept in the task's own units (accuracy in [0, 1]); writers show them as
+points (x100). Every robust metric, drop and gap carries a paired-bootstrap 95% CI
+(stats.py); gaps carry McNemar's exact test.
+
+Gap convention: gap = metric(method) - metric(finetuning) on the same examples, so a
+positive gap means the method keeps more of the metric under attack; rel_drop_gap =
+rel_drop(finetuning) - rel_drop(method), positive when the method degrades less.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import stats
+from .load import METHOD_NAMES, REFERENCE, RunData, eps_label, per_eps
+
+SUMMARY_COLUMNS = ["task", "model", "method", "attack", "attack_method", "kind", "norm", "eps", "eps_label", "n",
+                   "metric", "clean", "clean_lo", "clean_hi", "robust", "robust_lo", "robust_hi", "drop", "drop_lo",
+                   "drop_hi", "rel_drop", "rel_drop_lo", "rel_drop_hi", "success_rate", "mean_linf", "mean_l2",
+                   "mean_queries", "mean_words_changed", "run"]
+GAP_COLUMNS = ["task", "attack", "eps", "eps_label", "metric", "model", "method", "reference", "n", "clean_gap",
+               "robust", "reference_robust", "gap", "gap_lo", "gap_hi", "rel_drop", "reference_rel_drop",
+               "rel_drop_gap", "rel_drop_gap_lo", "rel_drop_gap_hi", "b", "c", "p", "test"]
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
+def run_matrix(run: RunData) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, clean (n,), scores (n, E)) of a run, nan where an (id, eps) record is missing."""
+    df = run.records
+    ids = sorted(set(df["id"]))
+    pos = {i: k for k, i in enumerate(ids)}
+    n, E = len(ids), len(run.eps)
+    clean = np.full(n, math.nan)
+    scores = np.full((n, E), math.nan)
+    rows = df["id"].map(pos).to_numpy()
+    eps = df["eps"].to_numpy(dtype=float)
+    cs = df["clean_score"].to_numpy(dtype=float)
+    ss = df["score"].to_numpy(dtype=float)
+    for j, e in enumerate(run.eps):
+        sel = np.isclose(eps, e, rtol=0, atol=1e-12)
+        scores[rows[sel], j] = ss[sel]
+    ok = np.isfinite(cs)
+    clean[rows[ok]] = cs[ok]
+    return ids, clean, scores
+
+
+def summary_rows(run: RunData, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED) -> list[dict]:
+    """One row per eps of the run, with bootstrap CIs (the run's examples resampled together)."""
+    ids, clean, scores = run_matrix(run)
+    E = len(run.eps)
+    reps = stats.bootstrap_means(np.column_stack([clean, scores]), B, seed) if ids else np.full((B, E + 1), math.nan)
+    out = []
+    spec = run.attack_spec
+    for j, e in enumerate(run.eps):
+        present = np.isfinite(scores[:, j]) & np.isfinite(clean)
+        if not present.any():
+            continue
+        c = float(clean[present].mean())
+        r = float(scores[present, j].mean())
+        # CIs: replicate means over the rows present at this eps (clean over all rows of the run)
+        rep_r = reps[:, j + 1]
+        rep_c = reps[:, 0]
+        d = per_eps(run, e)
+        if run.binary:
+            cc = d["clean_correct"] > 0.5
+            broken = cc & (d["correct"] < 0.5)
+            denom = int(cc.sum())
+        else:
+            broken = d["score"] < d["clean_score"] - 1e-12
+            denom = len(d)
+        nb = int(broken.sum())
+        row = {
+            "task": run.task, "model": run.model, "method": run.method, "attack": run.attack,
+            "attack_method": run.attack_method, "kind": run.attack_kind, "norm": run.norm, "eps": float(e),
+            "eps_label": eps_label(e) if run.eps_unit == "pixel" else f"{e:g}", "n": int(present.sum()),
+            "metric": run.metric, "clean": c, "robust": r, "drop": c - r, "rel_drop": stats.rel_drop(c, r),
+            "success_rate": nb / denom if denom else math.nan,
+            "mean_linf": float(d.loc[broken, "linf"].mean()) if nb and "linf" in d else math.nan,
+            "mean_l2": float(d.loc[broken, "l2"].mean()) if nb and "l2" in d else math.nan,
+            "mean_queries": float(d["queries"].mean()) if "queries" in d and d["queries"].notna().any() else math.nan,
+            "mean_words_changed": (float(d["words_changed"].mean()) if "words_changed" in d
+                                   and d["words_changed"].notna().any() else math.nan),
+            "run": str(run.path),
+        }
+        row["clean_lo"], row["clean_hi"] = stats.percentile_ci(rep_c)
+        row["robust_lo"], row["robust_hi"] = stats.percentile_ci(rep_r)
+        row["drop_lo"], row["drop_hi"] = stats.percentile_ci(rep_c - rep_r)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            row["rel_drop_lo"], row["rel_drop_hi"] = stats.percentile_ci(1 - rep_r / rep_c)
+        out.append(row)
+    return out
+
+
+def paired(run_a: RunData, run_b: RunData, eps: float):
+    """Records of two runs at one eps on their common examples: (ids, a frame, b frame)."""
+    da, db = per_eps(run_a, eps), per_eps(run_b, eps)
+    common = sorted(set(da.index) & set(db.index))
+    return common, da.loc[common], db.loc[common]
+
+
+def common_eps(a: RunData, b: RunData) -> list[float]:
+    return [e for e in a.eps if any(abs(e - f) <= 1e-12 for f in b.eps)]
+
+
+def gap_row(run: RunData, ref: RunData, eps: float, B: int = stats.DEFAULT_B,
+            seed: int = stats.DEFAULT_SEED) -> dict | None:
+    """One comparison of `run` against the reference run at eps, or None without common examples."""
+    ids, da, dr = paired(run, ref, eps)
+    if not ids:
+        return None
+    a, r = da["score"].to_numpy(float), dr["score"].to_numpy(float)
+    ac, rc = da["clean_score"].to_numpy(float), dr["clean_score"].to_numpy(float)
+    reps = stats.bootstrap_means(np.column_stack([a, r, ac, rc]), B, seed)
+    lo, hi = stats.percentile_ci(reps[:, 0] - reps[:, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel_reps = (1 - reps[:, 1] / reps[:, 3]) - (1 - reps[:, 0] / reps[:, 2])
+    rlo, rhi = stats.percentile_ci(rel_reps)
+    if run.binary and ref.binary:
+        t = stats.mcnemar_exact(da["correct"].to_numpy(float), dr["correct"].to_numpy(float))
+    else:
+        t = stats.sign_test(a, r)
+    ra, rr = stats.rel_drop(float(np.nanmean(ac)), float(np.nanmean(a))), \
+        stats.rel_drop(float(np.nanmean(rc)), float(np.nanmean(r)))
+    return {"task": run.task, "attack": run.attack, "eps": float(eps),
+            "eps_label": eps_label(eps) if run.eps_unit == "pixel" else f"{eps:g}", "metric": run.metric,
+            "model": run.model, "method": run.method, "reference": ref.model, "n": len(ids),
+            "clean_gap": float(np.nanmean(ac) - np.nanmean(rc)), "robust": float(np.nanmean(a)),
+            "reference_robust": float(np.nanmean(r)), "gap": float(np.nanmean(a) - np.nanmean(r)),
+            "gap_lo": lo, "gap_hi": hi, "rel_drop": ra, "reference_rel_drop": rr, "rel_drop_gap": rr - ra,
+            "rel_drop_gap_lo": rlo, "rel_drop_gap_hi": rhi, "b": t.b, "c": t.c, "p": t.p, "test": t.test}
+
+
+def gap_rows(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED
+             ) -> tuple[list[dict], list[str]]:
+    """Every non-finetuning run against every finetuning run of its task and attack; plus notes."""
+    out: list[dict] = []
+    notes: list[str] = []
+    keys = sorted({(r.task, r.attack) for r in runs})
+    for task, attack in keys:
+        group = [r for r in runs if r.task == task and r.attack == attack]
+        refs = [r for r in group if r.method == REFERENCE]
+        others = [r for r in group if r.method != REFERENCE]
+        if not others:
+            continue
+        if not refs:
+            notes.append(f"{task}, {attack}: no finetuning run, so no gap against finetuning "
+                         f"(attack a finetuned checkpoint with the same attack to get one)")
+            continue
+        for run in others:
+            for ref in refs:
+                eps = common_eps(run, ref)
+                if not eps:
+                    notes.append(f"{task}, {attack}: {run.model} and {ref.model} share no eps; no gap computed")
+                for e in eps:
+                    row = gap_row(run, ref, e, B, seed)
+                    if row is None:
+                        notes.append(f"{task}, {attack} eps={eps_label(e)}: {run.model} and {ref.model} share no "
+                                     f"example ids (different task splits or seeds?); no gap computed")
+                    else:
+                        out.append(row)
+    return out, notes
+
+
+def summary_frame(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED):
+    import pandas as pd
+
+    rows = [row for r in runs for row in summary_rows(r, B, seed)]
+    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    order = {m: i for i, m in enumerate([REFERENCE, "prompt", "adapter", "bitfit", "lora"])}
+    if len(df):
+        df["_m"] = df["method"].map(lambda m: order.get(m, 99))
+        df = df.sort_values(["task", "attack", "_m", "model", "eps"], kind="stable").drop(columns="_m")
+    return df.reset_index(drop=True)
+
+
+def gap_frame(rows: list[dict]):
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=GAP_COLUMNS)
+    if len(df):
+        df = df.sort_values(["task", "attack", "model", "reference", "eps"], kind="stable")
+    return df.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- findings
+
+def points(x: float) -> str:
+    return f"{100 * x:.1f}" if math.isfinite(x) else "n/a"
+
+
+def _metric_words(metric: str) -> str:
+    return {"accuracy": "accuracy", "acc@0.5": "Acc@0.5", "cider": "CIDEr"}.get(metric, metric)
+
+
+def who(method: str, model: str, several: bool) -> str:
+    name = method_name(method) if method != "unknown" else model
+    return f"{name} ({model})" if several and method != "unknown" else name
+
+
+def finding(row: dict, several_models: bool = False, several_refs: bool = False) -> str:
+    """One sentence per comparison, whichever way it falls, with its CI and p-value."""
+    g, lo, hi = row["gap"], row["gap_lo"], row["gap_hi"]
+    subject = who(row["method"], row["model"], several_models)
+    ref = "finetuning" + (f" ({row['reference']})" if several_refs else "")
+    m = _metric_words(row["metric"])
+    test = "McNemar" if row["test"] == "mcnemar" else "sign test"
+    p = stats.format_p(row["p"])
+    if abs(g) < 5e-4:
+        core = f"{subject} keeps the same {m} as {ref} (difference {points(g)} points, 95% CI {points(lo)} to " \
+               f"{points(hi)}, {test} {p})"
+    else:
+        word = "more" if g > 0 else "less"
+        a, b = (lo, hi) if g > 0 else (-hi, -lo)
+        core = f"{subject} keeps {points(abs(g))} points {word} {m} than {ref} (95% CI {points(a)} to " \
+               f"{points(b)}, {test} {p})"
+    rg, rlo, rhi = row["rel_drop_gap"], row["rel_drop_gap_lo"], row["rel_drop_gap_hi"]
+    if math.isfinite(rg):
+        if abs(rg) < 5e-4:
+            tail = f"; its relative drop is the same (95% CI {points(-rhi)} to {points(-rlo)})"
+        elif rg > 0:
+            tail = f"; its relative drop is {points(rg)} points smaller (95% CI {points(rlo)} to {points(rhi)})"
+        else:
+            tail = f"; its relative drop is {points(-rg)} points larger (95% CI {points(-rhi)} to {points(-rlo)})"
+    else:
+        tail = ""
+    return f"{row['task']}, {row['attack']} eps={row['eps_label']}: {core}{tail}."
+
+
+def findings(gaps) -> list[str]:
+    out = []
+    if not len(gaps):
+        return out
+    for (task, attack), grp in gaps.groupby(["task", "attack"], sort=False):
+        several_models = grp.groupby("method")["model"].nunique().max() > 1
+        several_refs = grp["reference"].nunique() > 1
+        for _, row in grp.iterrows():
+            out.append(finding(row.to_dict(), several_models, several_refs))
+    return out

@@ -1,0 +1,70 @@
+"""Tasks: the embedded ShapesWorld tasks, their metrics and small helpers.
+
+    from robust_pt.tasks import load_task
+    task = load_task("shapes-vqa", split="test", limit=512, seed=0)
+    ex = task[0]                      # generated on demand
+    for batch in task.batches(64): ...
+
+Importing this package needs numpy only; torch is imported inside `stack_images`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..errors import TaskError
+from .base import CAPTION, CLOSED, GROUND, MIXED, Example, Task
+from .shapes_tasks import (PRETRAIN_SIZES, SPLIT_SIZES, VE_ANSWERS, VQA_ANSWERS, ShapesTask,
+                           make_task)
+
+TASKS: tuple[str, ...] = ("shapes-vqa", "shapes-ve", "shapes-ground", "shapes-caption", "shapes-pretrain")
+
+__all__ = [
+    "TASKS", "load_task", "stack_images", "Example", "Task", "ShapesTask",
+    "CLOSED", "GROUND", "CAPTION", "MIXED", "VQA_ANSWERS", "VE_ANSWERS",
+]
+
+
+def load_task(name: str, split: str = "test", limit: int | None = None, seed: int = 0,
+              size: int = 64, num_examples: int | None = None, resize: str = "squash") -> Task:
+    """A built-in task by name, or a real dataset as "NAME:DIR" (vqav2, snli-ve, refcoco,
+    refcoco+, refcocog, coco-captions; see robust_pt/tasks/formats.py).
+
+    Built-in: `num_examples` overrides the split size (train 20000, val and test 1000;
+    shapes-pretrain has only "train", 200000); `limit` then truncates it. Real datasets:
+    `limit` takes a subsample seeded by `seed`; images are resized to `size` (`resize`:
+    squash or crop, as the model's processor does)."""
+    from .formats import FORMATS, is_real
+
+    real = is_real(name)
+    if not real and name not in TASKS:
+        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}, or a dataset in its official "
+                        f"format: {', '.join(f'{f}:DIR' for f in FORMATS)}")
+    sizes = PRETRAIN_SIZES if name == "shapes-pretrain" else SPLIT_SIZES
+    if not real and split not in sizes:
+        raise TaskError(f"task {name} has no split {split!r}; use one of: {', '.join(sizes)}")
+    for label, value in (("limit", limit), ("num_examples", num_examples)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise TaskError(f"{label} must be a positive integer, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise TaskError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
+        raise TaskError(f"image size must be an integer >= 16, got {size!r}")
+    if real:
+        from .formats import load_real
+
+        return load_real(name, split=split, limit=limit, seed=seed, size=size, resize=resize)
+    n = num_examples if num_examples is not None else sizes[split]
+    if limit is not None:
+        n = min(n, limit)
+    return make_task(name, split, n, seed=seed, size=size)
+
+
+def stack_images(examples: Sequence[Example]):
+    """A float32 torch tensor (B, 3, H, W) of the examples' images."""
+    import numpy as np
+    import torch
+
+    if len(examples) == 0:
+        raise ValueError("stack_images needs at least one example")
+    return torch.from_numpy(np.stack([ex.image for ex in examples]).astype(np.float32, copy=False))

@@ -1,0 +1,334 @@
+"""`robust-pt train --base HF_DIR --method lora|prompt|ia3|finetune --task ...`.
+
+Tunes a Hugging Face model (ViltForQuestionAnswering, BlipForQuestionAnswering,
+CLIPModel; robust_pt/models/hf.py) on a task through peft and saves it in the standard
+formats, so the result loads in plain transformers / peft too:
+
+* finetune: every weight; saved with `save_pretrained` (config.json, model.safetensors)
+  together with the base's processor files.
+* lora, ia3: peft's LoraConfig / IA3Config on the attention (and, for IA3, feed-forward)
+  projections (TARGETS below); prompt: peft's PromptTuningConfig, ViLT only (as
+  SEQ_CLS, the task type whose forward prepends the virtual tokens in plain peft; BLIP
+  and CLIP have none, so plain peft would silently ignore the prompts). Saved with the
+  PeftModel's `save_pretrained` (adapter_config.json naming the base directory,
+  adapter_model.safetensors). The base's VQA head stays frozen (peft's SEQ_CLS keeps a
+  copy of it in the adapter; the copy is not trained), so only the method's own
+  parameters change.
+
+Losses, the ones evaluation uses: ViLT and CLIP on closed tasks, cross-entropy over the
+task's candidate logits; BLIP, the answer (or caption) sequence's token cross-entropy.
+ViLT answers with its id2label: lora / ia3 / prompt keep the head, train on the examples
+whose answer it has (at least half of the task's answers must be among its labels);
+finetune appends the missing answers to the head (new rows, the known rows kept).
+Evaluation after training: the built-in tasks' test split, a real dataset's val split.
+
+robust-pt adds robust_pt.json (method, task, schedule, clean metrics, parameter counts,
+the identity that makes a re-run with the same settings reuse the directory); plain
+transformers and peft ignore it. AdamW with linear warm-up and cosine decay, as the
+built-in tuning (robust_pt/tuning/train.py), in float32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, ConfigError, TaskError
+
+METHODS = ("finetune", "lora", "prompt", "ia3")
+DEFAULT_LR = {"finetune": 5e-5, "lora": 5e-4, "ia3": 3e-3, "prompt": 3e-2}
+TARGETS = {  # peft target modules per architecture: (LoRA targets, IA3 targets, IA3 feed-forward modules)
+    "ViltForQuestionAnswering": (["query", "value"], ["key", "value", "output.dense"], ["output.dense"]),
+    "BlipForQuestionAnswering": (["query", "value", "qkv"], ["key", "value", "output.dense", "qkv", "fc2"],
+                                 ["output.dense", "fc2"]),
+    "CLIPModel": (["q_proj", "v_proj"], ["k_proj", "v_proj", "fc2"], ["fc2"]),
+}
+
+
+@dataclass(frozen=True)
+class HFTrainConfig:
+    method: str = "lora"
+    steps: int = 300
+    batch_size: int = 16
+    lr: float | None = None  # None: DEFAULT_LR[method]
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    prompt_length: int = 16
+    lora_r: int = 8
+    seed: int = 0
+    train_size: int | None = None  # None: the whole train split
+    eval_size: int = 1000
+    threads: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r} for a Hugging Face base; choose one of "
+                              f"{', '.join(METHODS)} (adapter and bitfit are built-in-model methods)")
+        for name in ("steps", "batch_size", "prompt_length", "lora_r"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {v!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+
+    def identity(self) -> dict:
+        d = asdict(self)
+        for k in ("threads", "device"):
+            d.pop(k)
+        if self.method != "prompt":
+            d.pop("prompt_length")
+        if self.method != "lora":
+            d.pop("lora_r")
+        return d
+
+
+def is_hf_dir(path) -> bool:
+    """A Hugging Face model or peft adapter directory (not a robust-pt built-in checkpoint)."""
+    p = Path(str(path))
+    return p.is_dir() and not (p / "meta.json").exists() and \
+        ((p / "config.json").exists() or (p / "adapter_config.json").exists())
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_out(out: Path, identity: dict, overwrite: bool) -> dict | None:
+    """The saved meta when `out` already holds this very training run; None when free to write."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise CheckpointError(f"--out {out} is a file; choose a directory")
+    side = out / "robust_pt.json"
+    if side.exists():
+        try:
+            meta = json.loads(side.read_text())
+        except ValueError:
+            meta = {}
+        if meta.get("identity") == identity and any((out / f).exists() for f in ("model.safetensors",
+                                                                                  "adapter_model.safetensors")):
+            return meta
+    if not any(out.iterdir()):
+        return None
+    known = any((out / f).exists() for f in ("robust_pt.json", "config.json", "adapter_config.json", "meta.json"))
+    if not known:
+        raise CheckpointError(f"--out {out} is a non-empty directory that holds no checkpoint; choose another --out")
+    if not overwrite:
+        raise CheckpointError(f"--out {out} holds a different checkpoint; pass --overwrite to replace it or choose "
+                              f"another --out")
+    return None
+
+
+def _reheaded_vilt(net, answers: list[str]) -> list[str]:
+    """Append the task's answers missing from a ViLT head (finetune); returns the added answers."""
+    from torch import nn
+
+    from ..models.hf import _norm
+
+    cfg = net.config
+    labels = [str(cfg.id2label[i]) for i in range(len(cfg.id2label))]
+    have = {_norm(x) for x in labels}
+    missing = [a for a in dict.fromkeys(answers) if _norm(a) not in have]
+    if not missing:
+        return []
+    old = net.classifier[-1]
+    new = nn.Linear(old.in_features, old.out_features + len(missing))
+    with torch.no_grad():
+        new.weight.normal_(0.0, cfg.initializer_range)
+        new.bias.zero_()
+        new.weight[: old.out_features] = old.weight
+        new.bias[: old.out_features] = old.bias
+    net.classifier[-1] = new
+    labels += missing
+    cfg.id2label = dict(enumerate(labels))
+    cfg.label2id = {a: i for i, a in enumerate(labels)}
+    cfg.num_labels = len(labels)
+    return missing
+
+
+def _peft_config(arch: str, cfg: HFTrainConfig, net):
+    import peft
+
+    lora_t, ia3_t, ia3_ff = TARGETS[arch]
+    if cfg.method == "lora":
+        return peft.LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0, target_modules=lora_t)
+    if cfg.method == "ia3":
+        return peft.IA3Config(target_modules=ia3_t, feedforward_modules=ia3_ff)
+    if arch != "ViltForQuestionAnswering":
+        raise ConfigError(f"--method prompt needs a ViLT base: peft prepends prompt tokens in plain-peft forward "
+                          f"passes only for task types {arch} does not have, so the saved adapter would not work "
+                          f"outside robust-pt; use --method lora or ia3")
+    c = net.config
+    return peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=cfg.prompt_length,
+                                   token_dim=c.hidden_size, num_transformer_submodules=1,
+                                   num_attention_heads=c.num_attention_heads, num_layers=c.num_hidden_layers)
+
+
+def _loss(model, arch: str, task, batch, answerable) -> torch.Tensor | None:
+    from ..predict import images_of
+    from ..tasks.base import CLOSED
+
+    if task.kind == CLOSED and arch != "BlipForQuestionAnswering":
+        batch = [ex for ex in batch if ex.label >= 0 and answerable[ex.label]]
+        if not batch:
+            return None
+        e = model.embed(images_of(batch, model.device), [ex.text for ex in batch])
+        logits = model.candidate_logits_from_embeds(e, task.answers)
+        labels = torch.tensor([ex.label for ex in batch], device=logits.device)
+        return torch.nn.functional.cross_entropy(logits, labels)
+    e = model.embed(images_of(batch, model.device), [ex.text for ex in batch])
+    return model.sequence_loss_from_embeds(e, [ex.target for ex in batch]).mean()
+
+
+def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Path, overwrite: bool = False,
+             log=print) -> dict:
+    """Tune the Hugging Face model in `base` on `task_name` with `cfg.method`; save into `out`."""
+    from ..devices import resolve_device
+    from ..models.hf import SUPPORTED, architecture_of, load_transformers, wrap
+    from ..predict import evaluate_clean
+    from ..progress import progress_bar
+    from ..tasks import TASKS, load_task
+    from .train import _schedule
+
+    base_dir, out = Path(base).resolve(), Path(out)
+    if (base_dir / "adapter_config.json").exists():
+        raise CheckpointError(f"{base} is a peft adapter; train on a model directory ({', '.join(SUPPORTED)} saved "
+                              f"with save_pretrained)")
+    if not (base_dir / "config.json").exists():
+        raise CheckpointError(f"{base} holds no Hugging Face model (no config.json)")
+    arch = architecture_of(base_dir)
+    if task_name == "shapes-pretrain":
+        raise TaskError("shapes-pretrain is the pretraining mix; tune on one task (e.g. shapes-vqa)")
+    dev = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    identity = {"kind": "hf-tune", "architecture": arch, "base": str(base_dir),
+                "base_sha256": _sha256(base_dir / "model.safetensors") if (base_dir / "model.safetensors").exists()
+                else None, "task": task_name, "config": cfg.identity()}
+    reused = _check_out(out, identity, overwrite)
+    if reused is not None:
+        log(f"reusing {out} (same base, task, method and schedule)")
+        return reused
+
+    net, tok, ip = load_transformers(base_dir, arch)
+    probe = wrap(arch, net, tok, ip, {})
+    size, resize = probe.image_size, probe.resize_mode
+    train_task = load_task(task_name, split="train", limit=cfg.train_size, seed=cfg.seed, size=size, resize=resize)
+    if train_task.kind not in probe.task_kinds:
+        raise TaskError(f"{arch} cannot serve the {train_task.kind} task {train_task.name}; it serves "
+                        f"{', '.join(probe.task_kinds)} tasks")
+    added: list[str] = []
+    if arch == "ViltForQuestionAnswering" and train_task.answers:
+        if cfg.method == "finetune":
+            added = _reheaded_vilt(net, train_task.answers)
+        else:
+            from ..models.hf import _norm
+
+            have = {_norm(v) for v in net.config.id2label.values()}
+            missing = [a for a in train_task.answers if _norm(a) not in have]
+            if len(missing) > len(train_task.answers) / 2:
+                raise ConfigError(f"the base's id2label lacks {len(missing)} of the {len(train_task.answers)} answers "
+                                  f"of {task_name} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
+                                  f"{cfg.method} keeps the base's VQA head, so use --method finetune (which adds them) "
+                                  f"or a base whose id2label covers them")
+    torch.manual_seed(cfg.seed)
+    pm = None
+    if cfg.method == "finetune":
+        for p in net.parameters():
+            p.requires_grad_(True)
+        trained_net = net
+    else:
+        import peft
+
+        pm = peft.get_peft_model(net, _peft_config(arch, cfg, net))
+        for n, p in pm.named_parameters():
+            if "modules_to_save" in n:  # peft's SEQ_CLS head copy: kept, not trained
+                p.requires_grad_(False)
+        trained_net = pm
+    model = wrap(arch, trained_net, tok, ip, {"method": cfg.method})
+    model.to(dev)
+    answerable = [True] * len(train_task.answers or [])  # ViLT: answers its head has
+    if arch == "ViltForQuestionAnswering" and train_task.answers:
+        answerable = (model.candidate_index(train_task.answers) >= 0).tolist()
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in params)
+    total = sum(p.numel() for p in model.parameters())
+
+    lr = cfg.lr or DEFAULT_LR[cfg.method]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    sched = _schedule(opt, cfg.steps, cfg.warmup)
+    rng = np.random.default_rng(cfg.seed)
+    n = len(train_task)
+    bs = min(cfg.batch_size, n)
+    order, pos, losses = rng.permutation(n), 0, []
+    t0 = time.time()
+    model.train()
+    with progress_bar(f"{cfg.method} {arch} {train_task.name}", total=cfg.steps) as advance:
+        for _ in range(cfg.steps):
+            if pos + bs > n:
+                order, pos = rng.permutation(n), 0
+            batch = [train_task[int(i)] for i in order[pos: pos + bs]]
+            pos += bs
+            loss = _loss(model, arch, train_task, batch, answerable)
+            if loss is not None:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                losses.append(float(loss.detach()))
+            sched.step()
+            advance(1, loss=f"{np.mean(losses[-50:]) if losses else math.nan:.3f}")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    metrics, test_n = None, 0
+    eval_split = "test" if task_name in TASKS else "val"
+    if cfg.eval_size:
+        test = load_task(task_name, split=eval_split, limit=cfg.eval_size, seed=cfg.seed, size=size, resize=resize)
+        metrics, test_n = evaluate_clean(model, test, batch_size=32), len(test)
+
+    meta = {"format": "robust-pt-hf/1", "method": cfg.method, "name": out.name, "architecture": arch,
+            "task": task_name if task_name in TASKS else None, "task_spec": task_name, "kind": train_task.kind,
+            "answers": train_task.answers, "base": str(base_dir), "identity": identity, "lr": lr,
+            "train": asdict(cfg), "clean_metrics": metrics, "eval_split": eval_split, "eval_size": test_n,
+            "initial_loss": float(np.mean(losses[:10])) if losses else None,
+            "final_loss": float(np.mean(losses[-10:])) if losses else None, "answers_added_to_head": added,
+            "train_seconds": round(time.time() - t0, 1), "trainable_params": trainable, "total_params": total,
+            "trainable_fraction": trainable / total if total else None}
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        model.to("cpu")
+        if pm is None:
+            net.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            for f in ("preprocessor_config.json", "processor_config.json"):
+                if (base_dir / f).exists():
+                    shutil.copy2(base_dir / f, tmp / f)
+        else:
+            pm.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "robust_pt.json").write_text(json.dumps(meta, indent=1, default=str))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return meta

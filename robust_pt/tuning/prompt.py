@@ -1,0 +1,47 @@
+"""OFA-PT deep prompt tuning: per-layer prefix keys/values in encoder and decoder.
+
+As in OFA's PromptEncoder: an Embedding(length, layers*2*d), optionally
+reparameterised through an MLP (Linear d->2d, ReLU, Linear 2d->layers*2*d); dropout on
+the prefixes; the attention masks are extended to cover them (models/ofa.py) and the
+backbone is frozen.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PromptEncoder(nn.Module):
+    def __init__(self, length: int, n_layers: int, d: int, reparam: bool, dropout: float):
+        super().__init__()
+        self.length, self.n_layers, self.d, self.reparam = length, n_layers, d, reparam
+        self.register_buffer("positions", torch.arange(length), persistent=False)
+        if reparam:
+            self.embedding = nn.Embedding(length, d)
+            self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, n_layers * 2 * d))
+        else:
+            self.embedding = nn.Embedding(length, n_layers * 2 * d)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        p = self.embedding(self.positions)
+        if self.reparam:
+            p = self.mlp(p)
+        p = self.dropout(p).view(self.length, self.n_layers, 2, self.d)
+        p = p.unsqueeze(0).expand(batch, -1, -1, -1, -1)
+        return [(p[:, :, i, 0], p[:, :, i, 1]) for i in range(self.n_layers)]
+
+
+class DeepPrompt(nn.Module):
+    """Prefixes for the encoder, the decoder or both; called by MiniOFA.encode."""
+
+    def __init__(self, model, length: int, depth: str, reparam: bool, dropout: float):
+        super().__init__()
+        d = model.cfg.d_model
+        self.enc = PromptEncoder(length, len(model.encoder), d, reparam, dropout) if depth in ("encoder", "both") else None
+        self.dec = PromptEncoder(length, len(model.decoder), d, reparam, dropout) if depth in ("decoder", "both") else None
+
+    def forward(self, batch: int):
+        return (None if self.enc is None else self.enc(batch), None if self.dec is None else self.dec(batch))

@@ -1,0 +1,105 @@
+"""The CI gate: baseline, check, JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from robust_pt.report.check import BaselineError, check, load_baseline, save_baseline
+
+from .helpers import gate_runs
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gate")
+    runs = gate_runs(root / "base")
+    path = root / "reports" / "baseline.json"
+    save_baseline(runs, path)
+    return root, runs, path
+
+
+def test_baseline_file(baseline):
+    _, _, path = baseline
+    b = json.loads(path.read_text())
+    assert b["schema_version"] == 1 and b["kind"] == "robust-pt-baseline"
+    assert len(b["metrics"]) == 4 and len(b["gaps"]) == 2
+    g8 = [g for g in b["gaps"] if g["eps_label"] == "8/255"][0]
+    assert g8["gap"] == pytest.approx(0.4) and g8["gap_lo"] > 0  # the CI excludes 0: its sign is kept
+
+
+def test_identical_runs_pass_and_junit_parses(baseline, tmp_path):
+    _, runs, path = baseline
+    res = check(runs, path, junit=tmp_path / "junit.xml")
+    assert res.passed and res.exit_code == 0 and not res.regressions
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    cases = root.findall(".//testcase")
+    assert len(cases) == 4  # one per (task, model, attack, eps)
+    assert {c.get("name") for c in cases} == {"pgd eps=2/255", "pgd eps=8/255"}
+    assert {c.get("classname") for c in cases} == {"robust-pt.shapes-vqa.finetune-shapes-vqa",
+                                                   "robust-pt.shapes-vqa.prompt-shapes-vqa"}
+    assert not root.findall(".//failure") and root.find("testsuite").get("failures") == "0"
+
+
+def test_a_report_folder_checks_like_its_runs(baseline, tmp_path):
+    from robust_pt.report import build
+
+    _, runs, path = baseline
+    build(runs, tmp_path / "rep", n_boot=200, figures=False)
+    assert check([tmp_path / "rep"], path).passed
+    assert check([tmp_path / "rep" / "summary.json"], path).passed
+
+
+def test_small_drop_within_tolerance_passes(baseline, tmp_path):
+    _, _, path = baseline
+    runs = gate_runs(tmp_path, pt_wrong_at_8=31)  # 1 point lower
+    assert check(runs, path, tolerance=0.02).passed
+    assert not check(runs, path, tolerance=0.005).passed
+
+
+def test_degraded_run_fails_with_one_line_per_regression(baseline, tmp_path):
+    _, _, path = baseline
+    runs = gate_runs(tmp_path, pt_wrong_at_8=80)  # prompt tuning now below finetuning at 8/255
+    res = check(runs, path, junit=tmp_path / "j.xml")
+    assert not res.passed and res.exit_code == 1
+    assert len(res.regressions) == 2 and all("\n" not in r for r in res.regressions)
+    robust, gap = res.regressions
+    assert "shapes-vqa prompt-shapes-vqa pgd eps=8/255: robust accuracy 10.0 < baseline 60.0 - tolerance 2.0 (points)" in robust
+    assert "lost its sign: baseline +40.0, now -10.0 points" in gap
+    root = ET.parse(tmp_path / "j.xml").getroot()
+    failed = [c for c in root.iter("testcase") if c.find("failure") is not None]
+    assert [(c.get("classname"), c.get("name")) for c in failed] == [
+        ("robust-pt.shapes-vqa.prompt-shapes-vqa", "pgd eps=8/255")]
+    assert "lost its sign" in failed[0].find("failure").text
+
+
+def test_missing_rows_are_regressions(baseline, tmp_path):
+    _, runs, path = baseline
+    res = check(runs[:1], path)
+    assert not res.passed and any("not measured now" in r for r in res.regressions)
+
+
+def test_baseline_schema_and_kind_are_checked(baseline, tmp_path):
+    _, runs, path = baseline
+    b = json.loads(path.read_text())
+    b["schema_version"] = 99
+    other = tmp_path / "old.json"
+    other.write_text(json.dumps(b))
+    with pytest.raises(BaselineError, match="schema version 99"):
+        load_baseline(other)
+    with pytest.raises(BaselineError, match="does not exist"):
+        check(runs, tmp_path / "nope.json")
+
+
+def test_example_workflow_runs_the_gate():
+    from pathlib import Path
+
+    import yaml
+
+    wf = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "ci" / "robust-pt.yml").read_text())
+    steps = wf["jobs"]["robustness"]["steps"]
+    text = "\n".join(str(s.get("run", "")) for s in steps)
+    assert "robust-pt check" in text and "--baseline reports/baseline.json" in text and "--junit" in text
+    assert "robust-pt report" in text and "robust-pt baseline" in text
