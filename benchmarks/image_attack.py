@@ -19,7 +19,6 @@ Prints a table and the two ratios; --json writes them too.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -28,24 +27,16 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import add_seed_json, add_threads, model_parser  # benchmarks/_common.py, beside this script
 
 
 def parse_args(argv=None):
-    from robust_pt.zoo import entry_dir
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(entry_dir("shapes-vqa", "prompt")),
-                    help="checkpoint directory (default: <cache>/zoo/prompt-shapes-vqa)")
-    ap.add_argument("--task", default=None, help="task (default: the one the model was tuned on)")
-    ap.add_argument("--n", type=int, default=512, help="examples")
+    ap = model_parser(__doc__, n=512)
     ap.add_argument("--eps", default="1/255,2/255,4/255,8/255")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("ROBUST_PT_THREADS", "1")))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    add_threads(ap)
+    add_seed_json(ap)
     return ap.parse_args(argv)
 
 

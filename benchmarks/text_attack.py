@@ -24,35 +24,25 @@ writes the figures too. TextAttack is imported (and timed) before either run.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import add_seed_json, add_threads, model_parser  # benchmarks/_common.py, beside this script
 
 
 def parse_args(argv=None):
-    from robust_pt.zoo import entry_dir
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(entry_dir("shapes-vqa", "prompt")),
-                    help="checkpoint directory (default: <cache>/zoo/prompt-shapes-vqa)")
-    ap.add_argument("--task", default=None, help="task (default: the one the model was tuned on)")
-    ap.add_argument("--n", type=int, default=200, help="examples")
+    ap = model_parser(__doc__, n=200)
     ap.add_argument("--attack", default="deepwordbug", help="text attack preset")
     ap.add_argument("--eps", default=None, help="word budget (default: the preset's)")
     ap.add_argument("--batch-size", type=int, default=32, help="engine batch (the resume unit)")
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("ROBUST_PT_THREADS", "1")))
+    add_threads(ap)
     ap.add_argument("--repeat", type=int, default=1,
                     help="time both sides this many times, alternating, and compare the medians (noisy machines)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    add_seed_json(ap)
     return ap.parse_args(argv)
 
 

@@ -273,14 +273,19 @@ def _device(model: nn.Module):
 # ----------------------------------------------------------------------------- context
 
 @dataclass
-class _Ctx:
-    model: nn.Module
+class _Setup:
+    """What an evaluation runs, shared by _Prepared and the _Ctx made from it."""
     vl: bool
     task: Task
     attack: Attack
     eps: list[float]
     seed: int
     samples: int
+
+
+@dataclass
+class _Ctx(_Setup):
+    model: nn.Module
     store: RunStore
     device: Any
     refs_all: list | None = None
@@ -749,14 +754,8 @@ def evaluate(model, task=None, attack: str | Path | Attack = "pgd", eps=None, se
 
 
 @dataclass
-class _Prepared:
+class _Prepared(_Setup):
     module: nn.Module
-    vl: bool
-    task: Task
-    attack: Attack
-    eps: list[float]
-    seed: int
-    samples: int
     out: Path | None
     config: dict
     info: dict

@@ -5,6 +5,8 @@
   break; ~65 % accurate), trained once and cached in pytest's cache dir keyed by its
   recipe; as a checkpoint directory and as a loaded model. `vqa_task`: 48 counting
   questions of the shapes-vqa test split (a Task named shapes-vqa).
+* `cached_vqa_dir(..., recipe, name)`: the same training and caching for another recipe
+  (`text_vqa` of test_attacks_text.py).
 * `tiny_cnn`: a small CNN image classifier with fixed random weights and 48 random
   images labelled (mostly) by its own predictions.
 """
@@ -39,7 +41,11 @@ def _private_cache(tmp_path_factory):
         os.environ["ROBUST_PT_CACHE"] = old
 
 
-def _train_tiny(out):
+def train_vqa(out, recipe: dict, name: str) -> None:
+    """Finetune a MiniOFA on the shapes-vqa questions of `recipe` (its "qtype" or "qtypes") and save it to `out`.
+
+    With recipe["small_init"], the position and type embeddings start small (std 0.02).
+    """
     import numpy as np
 
     from robust_pt.models.ofa import build
@@ -48,11 +54,15 @@ def _train_tiny(out):
     from robust_pt.tasks.vocab import WORDS, bin_tokens
     from robust_pt.tuning import checkpoint as ckpt
 
-    r = TINY_RECIPE
+    r = recipe
+    qtypes = r["qtypes"] if "qtypes" in r else [r["qtype"]]
     torch.manual_seed(r["seed"])
     model = build(r["preset"], vocab=list(WORDS) + bin_tokens())
+    if r.get("small_init"):
+        for emb in (model.text_pos, model.type_embed, model.dec_pos):
+            torch.nn.init.normal_(emb.weight, std=0.02)
     task = load_task(r["task"], split="train", limit=3000, seed=r["seed"], size=model.image_size)
-    exs = [e for e in task if e.qtype == r["qtype"]]
+    exs = [e for e in task if e.qtype in qtypes]
     opt = torch.optim.AdamW(model.parameters(), lr=r["lr"])
     rng = np.random.default_rng(r["seed"])
     model.train()
@@ -63,30 +73,33 @@ def _train_tiny(out):
         loss.backward()
         opt.step()
     model.eval()
-    meta = {"method": "finetune", "name": "tiny-ft-vqa", "task": r["task"], "kind": task.kind,
+    meta = {"method": "finetune", "name": name, "task": r["task"], "kind": task.kind,
             "answers": task.answers, "recipe": r}
     model.meta = meta
     ckpt.save(model, out, meta)
 
 
+def cached_vqa_dir(pytestconfig, tmp_path_factory, tag: str, recipe: dict, name: str):
+    """Checkpoint directory of `train_vqa(recipe, name)`, kept in pytest's cache dir (keyed by the recipe) across
+    sessions, or in a temporary directory with -p no:cacheprovider; trained when missing or stale."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+    cache = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
+    d = cache.mkdir(f"robust-pt-{tag}-{key}") if cache is not None else tmp_path_factory.mktemp(tag)
+    try:
+        ok = json.loads((d / "meta.json").read_text()).get("recipe") == recipe
+    except Exception:
+        ok = False
+    if not ok:
+        train_vqa(d, recipe, name)
+    return d
+
+
 @pytest.fixture(scope="session")
 def tiny_vqa_dir(pytestconfig, tmp_path_factory):
     """Checkpoint directory of the tiny finetuned VQA model (cached across sessions)."""
-    import hashlib
-
-    key = hashlib.sha256(json.dumps(TINY_RECIPE, sort_keys=True).encode()).hexdigest()[:10]
-    cache = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
-    d = cache.mkdir(f"robust-pt-tiny-vqa-{key}") if cache is not None else tmp_path_factory.mktemp("tiny-vqa")
-    meta = d / "meta.json"
-    ok = False
-    if meta.exists():
-        try:
-            ok = json.loads(meta.read_text()).get("recipe") == TINY_RECIPE
-        except Exception:
-            ok = False
-    if not ok:
-        _train_tiny(d)
-    return d
+    return cached_vqa_dir(pytestconfig, tmp_path_factory, "tiny-vqa", TINY_RECIPE, "tiny-ft-vqa")
 
 
 @pytest.fixture(scope="session")

@@ -22,54 +22,16 @@ import robust_pt as rpt
 from robust_pt.errors import AttackError, ConfigError
 from robust_pt.tasks.base import Task
 
+from ._cli import assert_one_line_error, invoke
+from .conftest import cached_vqa_dir
+
 TEXT_RECIPE = {"preset": "tiny", "task": "shapes-vqa", "qtypes": ["colour", "exist", "shape"], "steps": 120,
                "batch": 32, "lr": 3e-3, "seed": 0, "small_init": True, "v": 1}
 
 
-def _train_text_model(out: Path) -> None:
-    from robust_pt.models.ofa import build
-    from robust_pt.predict import images_of
-    from robust_pt.tasks import load_task
-    from robust_pt.tasks.vocab import WORDS, bin_tokens
-    from robust_pt.tuning import checkpoint as ckpt
-
-    r = TEXT_RECIPE
-    torch.manual_seed(r["seed"])
-    model = build(r["preset"], vocab=list(WORDS) + bin_tokens())
-    for emb in (model.text_pos, model.type_embed, model.dec_pos):
-        torch.nn.init.normal_(emb.weight, std=0.02)
-    task = load_task(r["task"], split="train", limit=3000, seed=r["seed"], size=model.image_size)
-    exs = [e for e in task if e.qtype in r["qtypes"]]
-    opt = torch.optim.AdamW(model.parameters(), lr=r["lr"])
-    rng = np.random.default_rng(r["seed"])
-    model.train()
-    for _ in range(r["steps"]):
-        batch = [exs[int(i)] for i in rng.integers(0, len(exs), r["batch"])]
-        loss = model.sequence_loss(images_of(batch), [e.text for e in batch], [e.target for e in batch]).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    meta = {"method": "finetune", "name": "tiny-text-vqa", "task": r["task"], "kind": task.kind,
-            "answers": task.answers, "recipe": r}
-    model.meta = meta
-    ckpt.save(model, out, meta)
-
-
 @pytest.fixture(scope="session")
 def text_vqa_dir(pytestconfig, tmp_path_factory):
-    import hashlib
-
-    key = hashlib.sha256(json.dumps(TEXT_RECIPE, sort_keys=True).encode()).hexdigest()[:10]
-    cache = getattr(pytestconfig, "cache", None)
-    d = cache.mkdir(f"robust-pt-text-vqa-{key}") if cache is not None else tmp_path_factory.mktemp("text-vqa")
-    try:
-        ok = json.loads((d / "meta.json").read_text()).get("recipe") == TEXT_RECIPE
-    except (OSError, ValueError):
-        ok = False
-    if not ok:
-        _train_text_model(d)
-    return d
+    return cached_vqa_dir(pytestconfig, tmp_path_factory, "text-vqa", TEXT_RECIPE, "tiny-text-vqa")
 
 
 @pytest.fixture(scope="session")
@@ -381,25 +343,7 @@ def test_preset_validation():
 
 # ----------------------------------------------------------------------------- CLI
 
-def _cli():
-    from typer.testing import CliRunner
-
-    from robust_pt.cli import _register, app
-
-    _register()
-    return lambda *args: CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-
-
 def test_cli_text_attack_and_list(text_vqa_dir, tmp_path):
-    invoke = _cli()
     r = invoke("attack", "--model", text_vqa_dir, "--attack", "deepwordbug", "--limit", 8, "--batch-size", 8,
                "--query-budget", 40, "--out", tmp_path / "run")
     assert r.exit_code == 0, r.output
@@ -413,22 +357,21 @@ def test_cli_text_attack_and_list(text_vqa_dir, tmp_path):
 
 
 def test_cli_bad_text_input(tiny_vqa_dir, tiny_cnn, tmp_path, monkeypatch):
-    invoke = _cli()
-    _one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "deepwordbug", "--query-budget", 0),
-                    "--query-budget must be a positive integer")
+    assert_one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "deepwordbug", "--query-budget", 0),
+                          "--query-budget must be a positive integer")
     bad = tmp_path / "vectors.txt"
     bad.write_text("red 0.1 0.2 0.3\nblue 0.1 zero 0.3\n")
-    _one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "textfooler", "--embeddings", bad,
-                           "--out", tmp_path / "run"), "not in the counter-fitted format")
-    _one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "textfooler", "--out", tmp_path / "run"),
-                    "--embeddings PATH")
+    assert_one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "textfooler", "--embeddings", bad,
+                                 "--out", tmp_path / "run"), "not in the counter-fitted format")
+    assert_one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "textfooler",
+                                 "--out", tmp_path / "run"), "--embeddings PATH")
     assert not (tmp_path / "run").exists()
     # an image-only classifier behind --model
     import robust_pt.api
 
     monkeypatch.setattr(robust_pt.api, "load_model", lambda path, **kw: tiny_cnn[0])
-    _one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "pwws", "--out", tmp_path / "run"),
-                    "image-only classifier")
+    assert_one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "pwws", "--out", tmp_path / "run"),
+                          "image-only classifier")
 
 
 def test_import_stays_light():

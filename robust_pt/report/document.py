@@ -12,7 +12,7 @@ import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from . import stats
 from .load import eps_label
@@ -251,23 +251,15 @@ def build_document(report) -> Document:
             doc.add(Image(fig, f"{task}: robust metric vs eps", f"{task}: robust metric vs eps (clean at eps=0), "
                                                                   f"95% CI shaded"))
 
-    degr = [(k[1], v) for k, v in report.figures.items() if k[0] == "degradation"]
-    if degr:
-        doc.add(Heading(2, "Relative degradation"))
-        for attack, fig in degr:
-            doc.add(Image(fig, f"relative degradation under {attack}",
-                          f"{attack}: relative degradation (1 - robust / clean) per task and method, 95% CI"))
+    _add_figures(doc, report, "degradation", "Relative degradation", "relative degradation under {}",
+                 "{}: relative degradation (1 - robust / clean) per task and method, 95% CI")
 
     doc.add(Heading(2, "Sanity checks (gradient masking)"))
     doc.add(Para(RULE, "note"))
     doc.add(sanity_table(report.sanity))
 
-    gal = [(k[1], v) for k, v in report.figures.items() if k[0] == "gallery"]
-    if gal:
-        doc.add(Heading(2, "Adversarial examples"))
-        for run_name, fig in gal:
-            doc.add(Image(fig, f"adversarial examples of {run_name}",
-                          f"{run_name}: clean | adversarial | amplified difference, with both predictions"))
+    _add_figures(doc, report, "gallery", "Adversarial examples", "adversarial examples of {}",
+                 "{}: clean | adversarial | amplified difference, with both predictions")
 
     text_rows = [row for r in report.runs for row in text_examples(r, report.text_examples)]
     if text_rows:
@@ -279,10 +271,32 @@ def build_document(report) -> Document:
     return doc
 
 
+def _add_figures(doc: Document, report, kind: str, heading: str, alt: str, caption: str) -> None:
+    """A section `heading` with every figure of `kind` (report.figures keyed (kind, name)), if there is one;
+    `alt` and `caption` are formatted with the figure's name."""
+    figs = [(k[1], v) for k, v in report.figures.items() if k[0] == kind]
+    if figs:
+        doc.add(Heading(2, heading))
+        for name, fig in figs:
+            doc.add(Image(fig, alt.format(name), caption.format(name)))
+
+
 def cell_text(cell: Cell) -> str:
     if isinstance(cell, list):
         return "".join(t for t, _ in cell)
     return str(cell)
+
+
+def render_cell(cell: Cell, escape: Callable[[Any], str], marks: dict[str, tuple[str, str]]) -> str:
+    """A cell in a markup: each segment's text escaped and put between marks[style] (opening, closing);
+    a style with no marks (None) as plain text."""
+    if isinstance(cell, list):
+        out = []
+        for text, style in cell:
+            opening, closing = marks.get(style, ("", ""))
+            out.append(f"{opening}{escape(text)}{closing}")
+        return "".join(out)
+    return escape(cell)
 
 
 def as_plain(x: Any) -> Any:

@@ -15,7 +15,7 @@ import base64
 import html
 from pathlib import Path
 
-from .document import Bullets, Document, Heading, Image, Para, Table
+from .document import Bullets, Document, Heading, Image, Para, Table, render_cell
 from .sanity import FAIL, NOT_CHECKED, PASS
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -57,15 +57,11 @@ def _e(s) -> str:
     return html.escape(str(s), quote=True)
 
 
+MARKS = {"del": ("<del>", "</del>"), "ins": ("<ins>", "</ins>"), "code": ("<code>", "</code>")}
+
+
 def cell(c) -> str:
-    if isinstance(c, list):
-        out = []
-        for text, style in c:
-            t = _e(text)
-            out.append(f"<del>{t}</del>" if style == "del" else f"<ins>{t}</ins>" if style == "ins" else
-                       f"<code>{t}</code>" if style == "code" else t)
-        return "".join(out)
-    return _e(c)
+    return render_cell(c, _e, MARKS)
 
 
 def table(t: Table) -> str:

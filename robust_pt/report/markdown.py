@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from .document import Bullets, Document, Heading, Image, Para, Table
+from .document import Bullets, Document, Heading, Image, Para, Table, render_cell
 
 
 def _esc(s: str) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
+MARKS = {"del": ("~~", "~~"), "ins": ("**", "**"), "code": ("`", "`")}
+
+
 def cell(c) -> str:
-    if isinstance(c, list):
-        out = []
-        for text, style in c:
-            t = _esc(text)
-            out.append(f"~~{t}~~" if style == "del" else f"**{t}**" if style == "ins" else
-                       f"`{t}`" if style == "code" else t)
-        return "".join(out)
-    return _esc(c)
+    return render_cell(c, _esc, MARKS)
 
 
 def table(t: Table) -> str:

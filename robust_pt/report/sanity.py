@@ -153,6 +153,23 @@ def _by(runs, methods, kind=None, norm=None):
             and (norm is None or r.norm == norm)]
 
 
+def _excesses(comparisons, B: int, seed: int, say) -> tuple[list[str], list[str], int]:
+    """Each (worse, better, eps) of `comparisons` compared on their shared examples, where the attack of `worse`
+    should leave no more robust accuracy: (fails, notes, n). n counts the comparisons with shared examples; each
+    where `worse` leaves more is worded by say(worse, better, eps, excess) and its 95% CI, and is a fail when
+    the CI excludes 0, else a note (within noise)."""
+    fails, notes, n = [], [], 0
+    for worse, better, e in comparisons:
+        d, lo, hi, k = _diff(worse, better, e, B, seed)
+        if not k:
+            continue
+        n += 1
+        if d > 1e-12:
+            txt = f"{say(worse, better, e, d)} (95% CI {100 * lo:.1f} to {100 * hi:.1f})"
+            (fails if lo > 0 else notes).append(txt)
+    return fails, notes, n
+
+
 def check_more_steps(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
     pgd = _by(runs, ("pgd",))
     pairs = []
@@ -167,18 +184,13 @@ def check_more_steps(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
         steps = sorted({str(r.attack_spec.get("steps")) for r in pgd})
         why = (f"only one PGD step count ({', '.join(steps)}) per norm" if pgd else "no PGD run")
         return NOT_CHECKED, f"{why}; add a PGD run with more steps at the same eps (e.g. --attack pgd --steps 50)"
-    fails, notes, n = [], [], 0
-    for few, many in pairs:
-        for e in common_eps(few, many):
-            d, lo, hi, k = _diff(many, few, e, B, seed)
-            if not k:
-                continue
-            n += 1
-            if d > 1e-12:
-                txt = (f"at eps={_lab(few, e)} {many.attack} leaves {100 * _robust(many, e):.1f}, {few.attack} "
-                       f"{100 * _robust(few, e):.1f}: more steps weaker by {100 * d:.1f} points "
-                       f"(95% CI {100 * lo:.1f} to {100 * hi:.1f})")
-                (fails if lo > 0 else notes).append(txt)
+
+    def say(many: RunData, few: RunData, e: float, d: float) -> str:
+        return (f"at eps={_lab(few, e)} {many.attack} leaves {100 * _robust(many, e):.1f}, {few.attack} "
+                f"{100 * _robust(few, e):.1f}: more steps weaker by {100 * d:.1f} points")
+
+    more_vs_fewer = ((many, few, e) for few, many in pairs for e in common_eps(few, many))
+    fails, notes, n = _excesses(more_vs_fewer, B, seed, say)
     if not n:
         return NOT_CHECKED, "the PGD runs with different steps share no examples"
     if fails:
@@ -196,21 +208,12 @@ def _strongest(whites: list[RunData], other: RunData, e: float) -> RunData | Non
 
 def _weaker_than(attackers: list[RunData], whites: list[RunData], what: str, B: int, seed: int,
                  hint: str) -> tuple[str, str]:
-    fails, notes, n = [], [], 0
-    for r in attackers:
-        for e in r.eps:
-            w = _strongest(whites, r, e)
-            if w is None:
-                continue
-            d, lo, hi, k = _diff(w, r, e, B, seed)
-            if not k:
-                continue
-            n += 1
-            if d > 1e-12:
-                txt = (f"at eps={_lab(r, e)} {r.attack} leaves {100 * _robust(r, e):.1f}, {w.attack} "
-                       f"{100 * _robust(w, e):.1f}: {r.attack} stronger by {100 * d:.1f} points "
-                       f"(95% CI {100 * lo:.1f} to {100 * hi:.1f})")
-                (fails if lo > 0 else notes).append(txt)
+    def say(w: RunData, r: RunData, e: float, d: float) -> str:
+        return (f"at eps={_lab(r, e)} {r.attack} leaves {100 * _robust(r, e):.1f}, {w.attack} "
+                f"{100 * _robust(w, e):.1f}: {r.attack} stronger by {100 * d:.1f} points")
+
+    against_pgd = ((w, r, e) for r in attackers for e in r.eps if (w := _strongest(whites, r, e)) is not None)
+    fails, notes, n = _excesses(against_pgd, B, seed, say)
     if not n:
         return NOT_CHECKED, hint
     if fails:

@@ -5,25 +5,8 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from typer.testing import CliRunner
-
-from robust_pt.cli import _register, app
-
+from .._cli import assert_one_line_error, invoke
 from .helpers import FT, FT_CLEAN, gate_runs, golden_runs, write_run
-
-_register()
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def test_report_writes_every_file(tmp_path):
