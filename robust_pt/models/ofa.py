@@ -76,16 +76,17 @@ class Attention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.h, self.dk).transpose(1, 2)
 
-    def forward(self, x, kv=None, key_mask=None, causal=False, prefix=None):
-        """key_mask: (B, S) True = attend. prefix: (k, v) each (B, L, d), always attended."""
+    def forward(self, x, kv=None, key_mask=None, causal=False, prefix=None, pattern=None):
+        """key_mask: (B, S) True = attend. prefix: (k, v) each (B, L, d), always attended.
+        pattern: (T, S) True = query t may see key s, in place of the causal triangle."""
         kv = x if kv is None else kv
         q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
         B, T, S = x.shape[0], x.shape[1], kv.shape[1]
         mask = None
         if key_mask is not None:
             mask = key_mask[:, None, None, :].expand(B, 1, T, S)
-        if causal:
-            c = torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
+        if causal or pattern is not None:
+            c = torch.ones(T, S, dtype=torch.bool, device=x.device).tril() if pattern is None else pattern
             mask = c[None, None].expand(B, 1, T, S) if mask is None else mask & c
         if prefix is not None:
             pk, pv = self._split(prefix[0]), self._split(prefix[1])
@@ -133,8 +134,8 @@ class DecoderLayer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.adapter: nn.Module | None = None
 
-    def forward(self, y, y_mask, memory, memory_mask, prefix=None):
-        y = y + self.drop(self.self_attn(self.ln1(y), key_mask=y_mask, causal=True, prefix=prefix))
+    def forward(self, y, y_mask, memory, memory_mask, prefix=None, pattern=None):
+        y = y + self.drop(self.self_attn(self.ln1(y), key_mask=y_mask, causal=True, prefix=prefix, pattern=pattern))
         y = y + self.drop(self.cross_attn(self.ln2(y), kv=memory, key_mask=memory_mask))
         y = y + self.drop(self.ffn(self.ln3(y)))
         return y if self.adapter is None else y + self.adapter(y)
@@ -202,13 +203,16 @@ class MiniOFA(VLModel):
             x = layer(x, mask, None if enc_pre is None else enc_pre[i])
         return self.enc_ln_out(x), mask, dec_pre
 
-    def decode(self, memory, memory_mask, dec_pre, y_in: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits (B, T, V) for decoder inputs y_in (B, T)."""
+    def decode(self, memory, memory_mask, dec_pre, y_in: torch.Tensor, positions=None, pattern=None) -> torch.Tensor:
+        """Vocabulary logits (B, T, V) for decoder inputs y_in (B, T).
+
+        positions (T,) and pattern (T, T) override the default 0..T-1 positions and causal
+        self-attention, so several continuations of one prefix can share a single pass."""
         T = y_in.shape[1]
-        y = self.embed_tokens(y_in) + self.dec_pos.weight[:T]
+        y = self.embed_tokens(y_in) + (self.dec_pos.weight[:T] if positions is None else self.dec_pos(positions))
         y_mask = y_in != self.tok.pad_id
         for i, layer in enumerate(self.decoder):
-            y = layer(y, y_mask, memory, memory_mask, None if dec_pre is None else dec_pre[i])
+            y = layer(y, y_mask, memory, memory_mask, None if dec_pre is None else dec_pre[i], pattern)
         return self.dec_ln_out(y) @ self.embed_tokens.weight.t()
 
     # ---------------------------------------------------------------- VLModel API
@@ -240,16 +244,19 @@ class MiniOFA(VLModel):
         return (logp * (out != -100)).sum(1).view(B, K)
 
     def _single_token_scores(self, memory, mmask, dec_pre, first: torch.Tensor) -> torch.Tensor:
-        """log p(w | <bos>) + log p(<eos> | <bos> w) for every one-token candidate w, batched."""
-        B, K = memory.shape[0], first.shape[0]
-        bos = torch.full((B, 1), self.tok.bos_id, dtype=torch.long, device=memory.device)
-        lp1 = torch.log_softmax(self.decode(memory, mmask, dec_pre, bos)[:, 0], -1)[:, first]  # (B, K)
-        mem = memory.repeat_interleave(K, 0)
-        mm = mmask.repeat_interleave(K, 0)
-        pre = None if dec_pre is None else [(k.repeat_interleave(K, 0), v.repeat_interleave(K, 0)) for k, v in dec_pre]
-        y_in = torch.stack([bos[:, 0].repeat_interleave(K), first.repeat(B)], 1)
-        lp2 = torch.log_softmax(self.decode(mem, mm, pre, y_in)[:, 1], -1)[:, self.tok.eos_id].view(B, K)
-        return lp1 + lp2
+        """log p(w | <bos>) + log p(<eos> | <bos> w) for every one-token candidate w.
+
+        One decoder pass per example over [<bos>, w_1, ..., w_K]: every w_j sits at position 1
+        and sees only <bos> and itself, which is exactly the state of the sequence <bos> w_j,
+        so the memory is never copied K times (its cross-attention keys dominated the cost)."""
+        B, K, dev = memory.shape[0], first.shape[0], memory.device
+        bos = torch.full((1,), self.tok.bos_id, dtype=torch.long, device=dev)
+        y_in = torch.cat([bos, first]).expand(B, K + 1)
+        positions = torch.tensor([0] + [1] * K, device=dev)
+        pattern = torch.eye(K + 1, dtype=torch.bool, device=dev)
+        pattern[:, 0] = True
+        lp = torch.log_softmax(self.decode(memory, mmask, dec_pre, y_in, positions, pattern), -1)  # (B, K+1, V)
+        return lp[:, 0, first] + lp[:, 1:, self.tok.eos_id]
 
     @torch.no_grad()
     def generate_from_embeds(self, e: Embeds, max_len: int = 24, beam: int = 1) -> list[str]:

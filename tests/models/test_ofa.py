@@ -19,7 +19,24 @@ def _inputs(n=3, size=48):
                                                         "how many objects are there?"][:n]
 
 
-def test_single_token_fast_path_equals_general_scoring(model):
+@pytest.fixture(scope="module")
+def prompted():
+    """A tiny model with deep prompts in encoder and decoder (prefixes enter the decoder's self-attention)."""
+    from robust_pt.tuning.config import TuningConfig
+    from robust_pt.tuning.methods import apply_method
+
+    torch.manual_seed(0)
+    m = build("tiny", vocab=list(WORDS) + bin_tokens())
+    apply_method(m, TuningConfig(method="prompt", prompt_length=4, prompt_depth="both"))
+    with torch.no_grad():
+        for p in m.prompt.parameters():
+            p.normal_()  # prefixes that matter
+    return m.eval()
+
+
+@pytest.mark.parametrize("which", ["model", "prompted"])
+def test_single_token_fast_path_equals_general_scoring(which, request):
+    model = request.getfixturevalue(which)
     x, texts = _inputs()
     cands = ["red", "blue", "yes", "four"]
     fast = model.candidate_logits(x, texts, cands)
