@@ -104,14 +104,19 @@ def eval_(model: str = typer.Option(..., help="Checkpoint directory."),
 def demo(out: Path = typer.Option(Path("reports/demo"), help="Where the demo report goes."),
          zoo_only: bool = typer.Option(False, help="Only build the checkpoints and print their clean metrics.")):
     """Run recipes/demo.yaml: build or reuse the demo checkpoints, attack them, write the report."""
+    import time
+
     from .recipe import load_recipe, run_recipe
     from .zoo import build_zoo
 
+    t0 = time.time()
     try:
         recipe = load_recipe("demo")
-        _print_metrics({str(d): meta for d, meta in build_zoo(recipe).values()})
+        _print_metrics({d.name: meta for d, meta in build_zoo(recipe).values()})
+        print(f"[demo] checkpoints ready after {time.time() - t0:.0f} s", flush=True)
         if not zoo_only:
             run_recipe(recipe, out)
+            print(f"[demo] total {time.time() - t0:.0f} s, tuning included", flush=True)
     except RobustPTError as err:
         fail(err)
 
@@ -132,12 +137,19 @@ def _print_metrics(rows: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="clean metrics")
-    for col in ("checkpoint", "method", "task", "metrics", "trainable"):
+    table = Table(title="clean metrics on the test split")
+    for col in ("checkpoint", "method", "task", "metrics", "vs finetune", "trainable", "train s"):
         table.add_column(col)
+    finetuned = {m.get("task"): m.get("clean_metrics") or {} for m in rows.values() if m.get("method") == "finetune"}
     for name, meta in rows.items():
-        metrics = ", ".join(f"{k}={v:.3f}" for k, v in (meta.get("clean_metrics") or {}).items())
+        clean = meta.get("clean_metrics") or {}
+        n = meta.get("eval_size")
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in clean.items()) + (f" (n={n})" if n else "")
+        ref = finetuned.get(meta.get("task"), {})
+        gap = ", ".join(f"{100 * (v - ref[k]):+.1f} pts" for k, v in clean.items() if k in ref)
         frac = meta.get("trainable_fraction")
         table.add_row(str(name), str(meta.get("method", "")), str(meta.get("task", "")), metrics,
-                      "" if frac is None else f"{meta['trainable_params']:,} ({100 * frac:.2f}%)")
-    Console().print(table)
+                      "" if meta.get("method") == "finetune" else gap,
+                      "" if frac is None else f"{meta['trainable_params']:,} ({100 * frac:.2f}%)",
+                      str(meta.get("train_seconds", "")))
+    Console(width=max(120, Console().width)).print(table)

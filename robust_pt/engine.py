@@ -544,6 +544,8 @@ def _run_batch(ctx: _Ctx, b: int, start: int, examples: list[Example]) -> tuple[
                    "clean_correct": clean_correct[i], "early_stop": ctx.early_stop, "backend": spec.backend}
             if ex.qtype:
                 rec["qtype"] = ex.qtype
+            if not ex.image_decides:
+                rec["image_decides"] = False
             if kind == CAPTION:
                 # the clean image lies in every ball: the worst caption so far starts as the clean one
                 cur = new[i]
@@ -687,7 +689,7 @@ def summarize(records, *, model: str, task: Task, attack: Attack, eps: list[floa
 
 RECORD_COLUMNS = ["batch", "index", "id", "eps", "attacked", "clean_correct", "correct", "clean_score", "score",
                   "clean_pred", "pred", "linf", "l2", "steps", "queries", "broken_at", "early_stop", "backend", "qtype",
-                  "adv_text", "words_changed", "words_fraction", "max_words"]
+                  "image_decides", "adv_text", "words_changed", "words_fraction", "max_words"]
 
 
 def records_frame(records: list[dict], model: str, task: str, attack: str):

@@ -5,7 +5,9 @@ Each (task, model) gets five checks, each `pass`, `fail` or `not checked` with t
 monotone     the robust metric is non-increasing in eps (within each run);
 huge-eps     at a very large eps (L-inf pixel eps >= 64/255, L2 pixel eps >= a quarter of
              sqrt(pixels), embedding eps >= 1 RMS) the attack breaks nearly everything:
-             relative drop >= 90%;
+             relative drop >= 90%; image attacks are judged on the examples whose answer
+             the image decides (records with image_decides false, e.g. ShapesWorld VE's
+             "maybe" statements, are left out and counted in the detail);
 more-steps   PGD with more steps is never weaker than PGD with fewer (same norm, eps);
 black-box    a black-box attack (square) is never stronger than the strongest white-box
              gradient attack (pgd, apgd) of the same norm at the same eps;
@@ -131,9 +133,9 @@ def check_huge(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
     fails, passes = [], []
     for r in cands:
         e = max(r.eps)
-        d = per_eps(r, e)
+        d, left_out = _image_decided(r, per_eps(r, e))
         c, s = d["clean_score"].to_numpy(float), d["score"].to_numpy(float)
-        if not np.nanmean(c) > 0:
+        if not len(d) or not np.nanmean(c) > 0:
             passes.append(f"{r.attack} {_lab(r, e)}: clean metric is 0, nothing to break")
             continue
         reps = stats.bootstrap_means(np.column_stack([c, s]), B, seed)
@@ -141,11 +143,25 @@ def check_huge(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
             lo, hi = stats.percentile_ci(1 - reps[:, 1] / reps[:, 0])
         rd = stats.rel_drop(float(np.nanmean(c)), float(np.nanmean(s)))
         txt = f"{r.attack} eps={_lab(r, e)}: relative drop {100 * rd:.1f}% (95% CI {100 * lo:.1f} to {100 * hi:.1f})"
+        if left_out:
+            txt += f" on the {len(d)} examples the image decides ({left_out} decided by the text alone left out)"
         (fails if hi < NEARLY_ALL else passes).append(txt)
     if fails:
         return FAIL, (f"attack does not break nearly everything (>= {NEARLY_ALL:.0%}) at a very large eps, a sign "
                       f"of gradient masking: " + "; ".join(fails))
     return PASS, "; ".join(passes)
+
+
+def _image_decided(run: RunData, d):
+    """An image attack's records without the examples the text alone decides, and how many were left out.
+
+    No image perturbation should flip an answer the text fixes, so counting those examples
+    would make a sound attack look like gradient masking; embedding attacks also move the
+    text, so they keep every example."""
+    if run.attack_kind != "image" or "image_decides" not in d.columns:
+        return d, 0
+    keep = d["image_decides"].map(lambda v: v is not False).to_numpy(bool)
+    return d[keep], int((~keep).sum())
 
 
 def _by(runs, methods, kind=None, norm=None):

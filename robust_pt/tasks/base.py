@@ -28,6 +28,10 @@ class Example:
     refs: tuple[str, ...] = ()  # caption references (all of them)
     box: tuple[float, float, float, float] | None = None  # ground: x0, y0, x1, y1 in pixels
     qtype: str = ""  # question type, for per-type breakdowns (colour, count, ...)
+    # False when the text alone decides the answer (ShapesWorld VE's "maybe" statements about
+    # properties no image shows): no image perturbation should flip it, so the large-eps
+    # gradient-masking check leaves these examples out
+    image_decides: bool = True
 
 
 @dataclass

@@ -52,6 +52,7 @@ class Item(NamedTuple):
     qtype: str
     refs: tuple[str, ...] = ()
     box: tuple[float, float, float, float] | None = None
+    image_decides: bool = True  # see Example.image_decides
 
 
 # --------------------------------------------------------------------------- referring
@@ -218,7 +219,8 @@ def _ve(rng: np.random.Generator, size: int) -> Item:
             hyp = "there is one object" if m == 1 else f"there are {NUMBER_WORDS[m]} objects"
         if form == "exist":
             hyp = f"there is a {_exist_phrase(rng, scene, truth, allow_partial=False)}"
-    return Item(scene, f'does the image describe " {hyp} "?', answer, form)
+    # "maybe" statements name a property no image shows: the text alone decides them
+    return Item(scene, f'does the image describe " {hyp} "?', answer, form, image_decides=answer != "maybe")
 
 
 # --------------------------------------------------------------------------- grounding
@@ -307,7 +309,8 @@ class ShapesTask(Task):
         it = self._item(i)
         label = self.answers.index(it.target) if self.answers and it.target in self.answers else -1
         return Example(id=f"{self.name}:{self.split}:{self.seed}:{i}", image=it.scene.image, text=it.text,
-                       target=it.target, label=label, refs=it.refs, box=it.box, qtype=it.qtype)
+                       target=it.target, label=label, refs=it.refs, box=it.box, qtype=it.qtype,
+                       image_decides=it.image_decides)
 
     def scene(self, i: int) -> Scene:
         """The scene (image and scene graph) example i was made from."""

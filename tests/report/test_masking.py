@@ -74,3 +74,26 @@ def test_the_same_model_without_masking_passes(tmp_path):
     for check in ("huge-eps", "black-box", "fgsm-vs-pgd", "monotone"):
         row = status(rep, check)
         assert row["status"] == "pass", (check, row["detail"])
+
+
+def test_huge_eps_leaves_out_answers_the_text_decides(tmp_path):
+    """At a huge eps every example survives whose answer the text alone fixes (ShapesWorld VE's
+    "maybe" statements): counting them would call a sound attack gradient masking."""
+    from tests.report.helpers import write_run
+
+    n, text_decided = 40, set(range(0, 40, 3))  # 14 examples
+    clean = [True] * n
+    correct = {8 / 255: [i % 2 == 0 for i in range(n)], 0.5: [i in text_decided for i in range(n)]}
+    flag = {"image_decides": lambda i, e: i not in text_decided}
+    plain = write_run(tmp_path / "plain", "m", correct, clean)
+    flagged = write_run(tmp_path / "flagged", "m", correct, clean, extra=flag)
+    assert status(rpt.report([plain], n_boot=300), "huge-eps")["status"] == "fail"
+    row = status(rpt.report([flagged], n_boot=300), "huge-eps")
+    assert row["status"] == "pass", row["detail"]
+    assert "relative drop 100.0%" in row["detail"] and "14 decided by the text alone left out" in row["detail"]
+
+
+def test_shapes_ve_marks_its_maybe_statements_text_decided():
+    task = rpt.load_task("shapes-ve", split="test", limit=60, seed=0, size=48)
+    flags = {(ex.target, ex.image_decides) for ex in task}
+    assert flags == {("yes", True), ("no", True), ("maybe", False)}
