@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -58,6 +59,12 @@ from .models.base import VLModel
 from .predict import images_of, predict, predict_embeds
 from .store import RunStore
 from .tasks.base import CAPTION, CLOSED, GROUND, Example, Task
+
+# oneDNN keeps a compiled primitive per input shape. The engine's batches shrink as examples
+# break, so the cache fills with one-off shapes and the process grew with every batch (+50 MB
+# over 1024 examples in benchmarks/scale.py); without it memory stays flat at the same speed.
+# Read by oneDNN when it first runs, so it only helps a process that has not run a conv yet.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
 SUMMARY_COLUMNS = ["model", "task", "attack", "eps", "eps_label", "n", "metric", "clean", "robust", "drop",
                    "rel_drop", "success_rate", "mean_linf", "mean_l2", "n_attacked", "n_broken", "mean_steps",
