@@ -57,9 +57,9 @@ def test_prefixes_reach_every_layer_of_the_chosen_depth(monkeypatch, depth, enc,
     seen = []
     orig = ofa.Attention.forward
 
-    def spy(self, x, kv=None, key_mask=None, causal=False, prefix=None):
+    def spy(self, x, kv=None, key_mask=None, causal=False, prefix=None, **kw):
         seen.append((id(self), None if prefix is None else prefix[0].shape[1]))
-        return orig(self, x, kv, key_mask, causal, prefix)
+        return orig(self, x, kv, key_mask, causal, prefix, **kw)
 
     monkeypatch.setattr(ofa.Attention, "forward", spy)
     x, t, y = _batch(2)
