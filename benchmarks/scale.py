@@ -1,7 +1,8 @@
 """Benchmark: cost grows linearly with the examples, memory stays flat, and 2 processes beat 1.
 
     python benchmarks/scale.py [--model CKPT] [--sizes 128,256,512,1024] [--speedup-size 256]
-                               [--attack pgd] [--eps 2/255,8/255] [--steps 5] [--batch-size 32] [--json FILE]
+                               [--attack pgd] [--eps 2/255,8/255] [--steps 5] [--batch-size 32] [--repeat 3]
+                               [--json FILE]
 
 Measured in one run, on one model (default: the demo prompt-tuned VQA checkpoint,
 <cache>/zoo/prompt-shapes-vqa), each figure in a fresh subprocess:
@@ -9,7 +10,8 @@ Measured in one run, on one model (default: the demo prompt-tuned VQA checkpoint
 (a) for every size n: wall time of `robust_pt.evaluate` on the first n test examples
     (model already loaded, records streamed to a run directory) divided by n, and the
     process's peak resident memory (getrusage maxrss) with its growth over a warm-up
-    run on one batch. Targets: time per example within 15% across sizes (max/min <= 1.15),
+    run on one batch; each figure is the median of --repeat fresh processes, run in rounds
+    over all sizes. Targets: time per example within 15% across sizes (max/min <= 1.15),
     peak memory within 10% (max/min <= 1.10). The attack's forward+backward passes per
     example are printed too: they vary with how many examples survive, which is data,
     not scaling.
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +56,8 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the per-size runs")
+    ap.add_argument("--repeat", type=int, default=3, help="measure every size this many times (fresh processes, "
+                    "interleaved) and report the medians; this machine's timings wander by 10-20%% run to run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one measurement
@@ -138,14 +143,23 @@ def main(argv=None) -> dict:
     print(f"model {args.model}, {args.attack}-{args.steps} at eps {args.eps}, batch {args.batch_size}; "
           f"per-size runs: {args.threads} torch thread(s), {os.cpu_count()} CPU core(s)")
 
+    # rounds over all sizes, so that a slow spell of the machine hits every size alike
+    takes = {n: [] for n in sizes}
+    for _ in range(max(1, args.repeat)):
+        for n in sizes:
+            takes[n].append(_measure(args, f"size:{n}", args.threads))
     rows = []
-    print(f"\n{'n':>6} {'seconds':>9} {'ms/example':>11} {'grad/example':>13} {'peak MB':>9} {'growth MB':>10}")
+    print(f"\n{'n':>6} {'seconds':>9} {'ms/example':>11} {'grad/example':>13} {'ms/grad':>8} {'peak MB':>9} "
+          f"{'growth MB':>10}   (medians of {max(1, args.repeat)} fresh processes)")
     for n in sizes:
-        r = _measure(args, f"size:{n}", args.threads)
+        r = dict(takes[n][0])
+        for k in ("seconds", "peak_mb", "growth_mb"):
+            r[k] = statistics.median(t[k] for t in takes[n])
+        r["seconds_all"] = [t["seconds"] for t in takes[n]]
         r["ms_per_example"] = 1000 * r["seconds"] / r["n"]
         rows.append(r)
         print(f"{r['n']:>6} {r['seconds']:9.2f} {r['ms_per_example']:11.2f} {r['grad_per_example']:13.2f} "
-              f"{r['peak_mb']:9.1f} {r['growth_mb']:10.1f}", flush=True)
+              f"{r['ms_per_example'] / r['grad_per_example']:8.2f} {r['peak_mb']:9.1f} {r['growth_mb']:10.1f}")
     per = [r["ms_per_example"] for r in rows]
     peaks = [r["peak_mb"] for r in rows]
     time_ratio, mem_ratio = max(per) / min(per), max(peaks) / min(peaks)

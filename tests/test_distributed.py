@@ -300,7 +300,8 @@ def test_scale_benchmark_runs_with_tiny_sizes(tiny_vqa_dir, tmp_path):
     out = tmp_path / "scale.json"
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--model", str(tiny_vqa_dir),
                           "--sizes", "4,8", "--speedup-size", "4", "--steps", "1", "--batch-size", "2",
-                          "--json", str(out)], capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+                          "--repeat", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=TIMEOUT, env=_env())
     assert res.returncode == 0, res.stderr[-3000:]
     for needle in ("ms/example", "peak MB", "time per example: max/min", "peak memory:", "speed-up at n=4",
                    "2 processes x 1 thread", "1 process x 2 threads"):
