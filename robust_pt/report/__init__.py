@@ -122,7 +122,7 @@ def build(runs: str | Path | Iterable[str | Path], out: str | Path | None = None
 
 def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dict:
     """Write every file of the report into `out` (created); returns {name: path}."""
-    from . import document, html, latex, markdown, plots
+    from . import document, factors, html, latex, markdown, plots
 
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out} exists and is not a directory; choose another --out")
@@ -139,6 +139,10 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
         for attack in dict.fromkeys(s["attack"]):
             p = plots.degradation(s, attack, figdir / f"degradation_{_safe(attack)}.png")
             rep.figures[("degradation", attack)] = str(p.relative_to(out))
+        fpanels = factors.panels(rep.runs)
+        for task in dict.fromkeys(p.task for p in fpanels):
+            p = plots.prompt_factors(s, task, fpanels, figdir / f"prompt-factors_{_safe(task)}.png")
+            rep.figures[("prompt_factors", task)] = str(p.relative_to(out))
         if gallery:
             for r in rep.runs:
                 items = plots.samples(r, gallery)

@@ -253,6 +253,9 @@ def build_document(report) -> Document:
 
     _add_figures(doc, report, "degradation", "Relative degradation", "relative degradation under {}",
                  "{}: relative degradation (1 - robust / clean) per task and method, 95% CI")
+    _add_figures(doc, report, "prompt_factors", "Prompt-tuning factors", "{}: robust metric vs prompt factors",
+                 "{}: robust metric (95% CI) of prompt-tuned models against one factor per panel, the other "
+                 "factors held at the values in brackets; clean dashed")
 
     doc.add(Heading(2, "Sanity checks (gradient masking)"))
     doc.add(Para(RULE, "note"))

@@ -5,6 +5,8 @@ metric_vs_eps    per task: robust metric vs eps (clean at eps = 0), one line per
                  method / model, one panel per attack, the 95% CI shaded;
 degradation      per attack: relative degradation bars per task for each method, one
                  panel per eps (the paper's Figure 3, with CIs);
+prompt_factors   per task: robust metric vs prompt length / depth / reparameterisation
+                 (factors.py decides which models form each panel), one line per eps;
 gallery          per run: the engine's clean | adversarial | amplified-difference sample
                  images (runs/ID/samples/*.png) with the clean and adversarial predictions,
                  composed with PIL so that pixels stay sharp.
@@ -155,6 +157,44 @@ def degradation(summary, attack: str, path: Path, max_panels: int = 6) -> Path:
 # ----------------------------------------------------------------------------- gallery
 
 SAMPLE_RE = re.compile(r"^eps-(?P<eps>.+?)_(?P<id>.+)_(?P<status>broken|robust)\.png$")
+
+
+def prompt_factors(summary, task: str, panels: list, path: Path) -> Path:
+    """Robust metric (points, 95% CI) of prompt-tuned models against one prompt factor per panel;
+    rows are attacks, columns factors; one line per eps, the clean metric dashed."""
+    from .factors import TITLES, value_label
+
+    mine = [p for p in panels if p.task == task]
+    attacks = list(dict.fromkeys(p.attack for p in mine))
+    factors = list(dict.fromkeys(p.factor for p in mine))
+    fig = _figure(3.8 * len(factors), 3.2 * len(attacks))
+    d = summary[summary["task"] == task]
+    for p in mine:
+        ax = fig.add_subplot(len(attacks), len(factors), attacks.index(p.attack) * len(factors)
+                             + factors.index(p.factor) + 1)
+        da = d[(d["attack"] == p.attack) & d["model"].isin(p.models)]
+        x = np.arange(len(p.models))
+        clean = [100 * float(da[da["model"] == m]["clean"].iloc[0]) if (da["model"] == m).any() else np.nan
+                 for m in p.models]
+        ax.plot(x, clean, ls="--", color="#7f7f7f", marker="o", ms=3, label="clean")
+        for k, (e, lab) in enumerate(da[["eps", "eps_label"]].drop_duplicates("eps").sort_values("eps").itertuples(
+                index=False)):
+            rows = [da[(da["model"] == m) & np.isclose(da["eps"], e)] for m in p.models]
+            y = np.array([100 * float(r["robust"].iloc[0]) if len(r) else np.nan for r in rows])
+            lo = np.array([100 * float(r["robust_lo"].iloc[0]) if len(r) else np.nan for r in rows])
+            hi = np.array([100 * float(r["robust_hi"].iloc[0]) if len(r) else np.nan for r in rows])
+            ax.errorbar(x + 0.04 * (k - 1), y, yerr=[y - lo, hi - y], marker="o", ms=4, capsize=2,
+                        color=EXTRA[k % len(EXTRA)], label=f"eps {lab}")
+        ax.set_xticks(x)
+        ax.set_xticklabels([value_label(p.factor, v) for v in p.values], fontsize=8)
+        fixed = ", ".join(f"{TITLES[f].split()[-1]} {value_label(f, v)}" for f, v in p.fixed.items())
+        ax.set_title(f"{p.attack}: {TITLES[p.factor]}\n({fixed})", fontsize=9)
+        ax.set_ylabel(f"{da['metric'].iloc[0] if len(da) else 'metric'} (x100)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _safe(s: str) -> str:
