@@ -157,9 +157,12 @@ def main(argv=None) -> dict:
             r[k] = statistics.median(t[k] for t in takes[n])
         r["seconds_all"] = [t["seconds"] for t in takes[n]]
         r["ms_per_example"] = 1000 * r["seconds"] / r["n"]
+        # a model that gets nothing right is never attacked: no gradient passes, no ms/grad
+        r["ms_per_grad"] = r["ms_per_example"] / r["grad_per_example"] if r["grad_per_example"] else None
         rows.append(r)
+        ms_grad = f"{r['ms_per_grad']:8.2f}" if r["ms_per_grad"] is not None else f"{'-':>8}"
         print(f"{r['n']:>6} {r['seconds']:9.2f} {r['ms_per_example']:11.2f} {r['grad_per_example']:13.2f} "
-              f"{r['ms_per_example'] / r['grad_per_example']:8.2f} {r['peak_mb']:9.1f} {r['growth_mb']:10.1f}")
+              f"{ms_grad} {r['peak_mb']:9.1f} {r['growth_mb']:10.1f}")
     per = [r["ms_per_example"] for r in rows]
     peaks = [r["peak_mb"] for r in rows]
     time_ratio, mem_ratio = max(per) / min(per), max(peaks) / min(peaks)
