@@ -5,6 +5,8 @@
 #                     Idempotent: re-runs only what changed (a few seconds when nothing did).
 #   make test         setup, then the test suite, offline
 #   make demo         setup, then `robust-pt demo`
+#   make dogfood      setup, then recipes/ci-smoke.yaml from scratch and `robust-pt check` against
+#                     reports/ci-smoke-baseline.json (CI runs it after the tests)
 #   make constraints  rewrite constraints.txt with the versions installed in .venv
 #   make clean        build outputs and caches of Python / pytest (keeps .venv and .cache)
 #   make distclean    clean, plus .venv and .cache
@@ -25,7 +27,9 @@ TORCHATTACKS := torchattacks==3.5.1
 PINNED := torch transformers tokenizers huggingface-hub textattack foolbox peft safetensors \
           numpy pandas scipy scikit-learn typer rich matplotlib nltk pyyaml pytest
 
-.PHONY: setup test demo constraints clean distclean
+DOGFOOD_OUT ?= .cache/ci-smoke
+
+.PHONY: setup test demo dogfood constraints clean distclean
 
 setup: $(STAMP)
 	@$(BIN)/python scripts/setup_nltk.py
@@ -44,6 +48,12 @@ test: setup
 
 demo: setup
 	$(BIN)/robust-pt demo
+
+# Always from scratch: resuming would reuse records made by older code.
+dogfood: setup
+	rm -rf $(DOGFOOD_OUT)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/robust-pt run ci-smoke --out $(DOGFOOD_OUT)
+	$(BIN)/robust-pt check $(DOGFOOD_OUT)/runs --baseline reports/ci-smoke-baseline.json --two-sided --tolerance 0.03
 
 # Pins the exact versions now in .venv (local labels such as +cpu dropped). The venv
 # already has them, so the stamp is refreshed and the next `make setup` skips pip.

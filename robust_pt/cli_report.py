@@ -75,12 +75,16 @@ def check_cmd(
     tolerance: float = typer.Option(0.02, "--tolerance", help="Allowed drop of a robust metric (0.02 = 2 points)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML here."),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Allow runs of different tasks."),
+    two_sided: bool = typer.Option(False, "--two-sided",
+                                   help="Also fail when a robust metric rose by more than the tolerance (a fixed "
+                                        "model whose attack got weaker)."),
 ):
     """Exit 0 when no robust metric fell below the baseline and no significant gap changed sign, else 1."""
     from .report.check import check
 
     try:
-        res = check(inputs, baseline, tolerance=tolerance, junit=junit, allow_mixed=allow_mixed)
+        res = check(inputs, baseline, tolerance=tolerance, junit=junit, allow_mixed=allow_mixed,
+                    two_sided=two_sided)
     except RobustPTError as err:
         fail(err)
     _warn(res.warnings)

@@ -24,17 +24,24 @@ from .errors import CheckpointError, ConfigError
 RECIPE_KEYS = {"name", "description", "base", "tasks", "tuning", "attacks", "examples", "seed", "batch_size",
                "split", "zoo", "nproc"}
 TUNING_KEYS = {"method", "name", "prompt_length", "prompt_depth", "prompt_reparam", "prompt_dropout", "adapter_dim",
-               "lora_r", "lora_alpha", "steps", "batch_size", "lr", "train_size", "eval_size"}
+               "lora_r", "lora_alpha", "steps", "batch_size", "lr", "train_size", "eval_size", "tasks"}
 ATTACK_KEYS = {"attack", "eps", "tag", "steps", "queries", "backend", "restarts", "random_start", "early_stop",
-               "query_budget", "examples", "nproc"}
+               "query_budget", "examples", "nproc", "tasks"}
 _TRAIN_FIELDS = ("steps", "batch_size", "lr", "train_size", "eval_size")
+
+
+# `method: none` in a recipe's tuning list attacks the base itself, untuned: nothing is
+# trained, so its numbers do not depend on training being bit-reproducible across CPUs
+# (what CI's dogfood gate needs, recipes/ci-smoke.yaml).
+UNTUNED = "none"
 
 
 @dataclass(frozen=True)
 class TuningEntry:
     name: str
-    tuning: Any  # TuningConfig
-    train: Any  # TrainConfig
+    tuning: Any  # TuningConfig, or None for the untuned base
+    train: Any  # TrainConfig, or None for the untuned base
+    tasks: tuple[str, ...] | None = None  # the recipe's tasks it is tuned on (default: all)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class AttackEntry:
     overrides: tuple[tuple[str, Any], ...]
     examples: int | None
     nproc: int | None = None  # processes for this attack (default: the recipe's nproc)
+    tasks: tuple[str, ...] | None = None  # the recipe's tasks this attack runs on (default: all)
 
     @property
     def label(self) -> str:
@@ -100,7 +108,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 
     from .attacks import build
     from .attacks.presets import parse_eps
-    from .tasks import TASKS
+    from .tasks import TASKS, load_task
     from .tuning.config import TrainConfig, TuningConfig
 
     path = find_recipe(name_or_path)
@@ -118,16 +126,30 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     for t in raw["tasks"]:
         if t not in TASKS or t == "shapes-pretrain":
             raise ConfigError(f"{where}: unknown task {t!r}; choose from {', '.join(TASKS[:-1])}")
+    kinds = {t: load_task(t, split="test", limit=1).kind for t in raw["tasks"]}
+
+    def subset(what: str, tasks) -> tuple[str, ...] | None:
+        if tasks is not None and (not isinstance(tasks, list) or not tasks
+                                  or not all(isinstance(t, str) for t in tasks) or set(tasks) - set(raw["tasks"])):
+            raise ConfigError(f"{where}: {what} tasks must be a non-empty list of the recipe's tasks "
+                              f"({', '.join(raw['tasks'])}), got {tasks!r}")
+        return None if tasks is None else tuple(tasks)
+
     tunings = []
     for i, entry in enumerate(raw["tuning"]):
         if not isinstance(entry, dict) or "method" not in entry:
             raise ConfigError(f"{where}: tuning[{i}] must be a mapping with a 'method'")
+        if entry["method"] == UNTUNED:
+            _unknown(f"{where}: tuning[{i}] (method: none, the untuned base)", entry, {"method", "name", "tasks"})
+            tunings.append(TuningEntry(str(entry.get("name", "base")), None, None,
+                                       subset(f"tuning[{i}] (method: none)", entry.get("tasks"))))
+            continue
         _unknown(f"{where}: tuning[{i}]", entry, TUNING_KEYS)
-        hyper = {k: v for k, v in entry.items() if k not in _TRAIN_FIELDS and k != "name"}
+        hyper = {k: v for k, v in entry.items() if k not in _TRAIN_FIELDS and k not in ("name", "tasks")}
         sched = {k: v for k, v in entry.items() if k in _TRAIN_FIELDS}
         tc = TuningConfig(**hyper)
-        tunings.append(TuningEntry(entry.get("name", tc.method), tc,
-                                   TrainConfig(seed=int(raw.get("seed", 0)), **sched)))
+        tunings.append(TuningEntry(entry.get("name", tc.method), tc, TrainConfig(seed=int(raw.get("seed", 0)), **sched),
+                                   subset(f"tuning[{i}] ({entry.get('name', tc.method)})", entry.get("tasks"))))
     names = [t.name for t in tunings]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: two tuning entries share a name; give each a distinct 'name'")
@@ -145,13 +167,19 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
                 raise ConfigError(f"{where}: attacks[{i}] ({entry['attack']}) eps grid {entry['eps']} is not "
                                   f"increasing; list eps from smallest to largest")
         overrides = tuple(sorted((k, v) for k, v in entry.items()
-                                 if k not in ("attack", "eps", "tag", "examples", "nproc")))
+                                 if k not in ("attack", "eps", "tag", "examples", "nproc", "tasks")))
         atk = build(entry["attack"], **dict(overrides))  # unknown attack / bad values fail here
         atk.eps_grid(eps)
+        tasks = subset(f"attacks[{i}] ({entry['attack']})", entry.get("tasks"))
+        for t in tasks or raw["tasks"]:
+            if kinds[t] != "closed" and atk.needs_logits:
+                raise ConfigError(f"{where}: attacks[{i}] ({atk.describe()}) needs logits over candidate answers, "
+                                  f"which the {kinds[t]} task {t} does not have; list the tasks it runs on with "
+                                  f"`tasks: [...]`")
         attacks.append(AttackEntry(entry["attack"], None if eps is None else tuple(eps), str(entry.get("tag", "")),
                                    overrides, entry.get("examples"),
                                    _positive(f"{where}: attacks[{i}] nproc", entry["nproc"]) if "nproc" in entry
-                                   else None))
+                                   else None, tasks))
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: two attack entries would share a run; give one a distinct 'tag'")
@@ -195,6 +223,8 @@ def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print) 
     run_paths = []
     for (task, tname), (d, _meta) in ckpts.items():
         for a in r.attacks:
+            if a.tasks is not None and task not in a.tasks:
+                continue
             run = runs_dir / f"{task}_{tname}_{a.label}"
             t1 = time.time()
             evaluate(d, task, attack=a.attack, eps=None if a.eps is None else list(a.eps), seed=r.seed, out=run,

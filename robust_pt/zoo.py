@@ -2,7 +2,8 @@
 
 `<cache>/zoo/<recipe>/<tuning name>-<task>`: one directory per (recipe, tuning entry,
 task). A checkpoint whose config matches is reused, so a recipe trains only what is
-missing (and `make demo` trains nothing the second time).
+missing (and `make demo` trains nothing the second time); one made from another base or
+schedule is retrained in the default cache, refused in a recipe's own `zoo:` directory.
 """
 
 from __future__ import annotations
@@ -22,12 +23,28 @@ def entry_dir(task: str, name: str, recipe: str = "demo", root: Path | None = No
 
 
 def build_zoo(recipe, log=print) -> dict[tuple[str, str], tuple[Path, dict]]:
-    """Tune (or reuse) every (task, tuning entry) of a recipe: {(task, name): (dir, meta)}."""
+    """Tune (or reuse) every (task, tuning entry) of a recipe: {(task, name): (dir, meta)}.
+
+    An untuned entry (`method: none`) is the base checkpoint itself."""
+    from .recipe import base_dir
+    from .tuning import checkpoint as ckpt
     from .tuning.train import tune
 
     out = {}
     for task in recipe.tasks:
         for t in recipe.tuning:
+            if t.tasks is not None and task not in t.tasks:
+                continue
+            if t.tuning is None:
+                d = base_dir(recipe.base)
+                meta = ckpt.read_meta(d)
+                # a base keeps clean metrics per downstream task; a tuned checkpoint has its task's only
+                meta["clean_metrics"] = (meta.get("clean_metrics") or {}).get(task, {})
+                out[(task, t.name)] = (d, meta)
+                continue
             d = entry_dir(task, t.name, recipe.name, Path(recipe.zoo) if recipe.zoo else None)
-            out[(task, t.name)] = (d, tune(recipe.base, task, t.tuning, t.train, d, log=log))
+            # the default zoo is a cache (a new base or schedule retrains it); a recipe's own
+            # `zoo:` directory is the user's, and a different checkpoint there is refused
+            out[(task, t.name)] = (d, tune(recipe.base, task, t.tuning, t.train, d, log=log,
+                                           replace_stale=not recipe.zoo))
     return out

@@ -46,6 +46,11 @@ def _recipe(tmp_path, base_dir, **changes):
     ({"attacks": [{"attack": "pgd", "eps": ["8/255", "4/255"]}]}, ConfigError, "not increasing"),
     ({"base": "/no/such/base"}, CheckpointError, "missing"),
     ({"tuning": [{"method": "prompt", "lenght": 3}]}, ConfigError, "unknown key 'lenght'"),
+    ({"tuning": [{"method": "none", "steps": 3}]}, ConfigError, "unknown key 'steps'"),
+    ({"tasks": ["shapes-caption"], "attacks": [{"attack": "square"}]}, ConfigError,
+     "needs logits over candidate answers, which the caption task shapes-caption does not have"),
+    ({"attacks": [{"attack": "fgsm", "tasks": ["shapes-ve"]}]}, ConfigError, "must be a non-empty list of the recipe's"),
+    ({"tuning": [{"method": "finetune", "tasks": "shapes-vqa"}]}, ConfigError, "must be a non-empty list of the"),
 ])
 def test_bad_recipes_fail_before_any_work(tmp_path, base, change, error, needle):
     p = _recipe(tmp_path, base, **change)
@@ -93,3 +98,36 @@ def test_recipe_runs_and_an_interrupted_run_ends_with_the_same_report(tmp_path, 
     run_recipe(p, out2, log=lambda *_: None)
     assert _summary(out2) == _summary(full)
     shutil.rmtree(tmp_path / "zoo")
+
+
+def test_an_untuned_entry_attacks_the_base_itself_and_attacks_keep_to_their_tasks(tmp_path, base):
+    """`method: none` (CI's dogfood recipe): the runs use the base checkpoint as it is."""
+    ft = {"method": "finetune", "steps": 1, "batch_size": 4, "train_size": 8, "eval_size": 4, "tasks": ["shapes-vqa"]}
+    p = _recipe(tmp_path, base, tuning=[{"method": "none"}, ft], tasks=["shapes-vqa", "shapes-caption"], examples=4,
+                attacks=[{"attack": "fgsm", "eps": ["8/255"]},
+                         {"attack": "emb-fgsm", "eps": [0.1], "tasks": ["shapes-caption"]}])
+    r = load_recipe(p)
+    assert [(t.name, t.tuning) for t in r.tuning][0] == ("base", None)
+    out = run_recipe(p, tmp_path / "rep", log=lambda *_: None)
+    assert sorted(d.name for d in (tmp_path / "zoo").iterdir()) == ["finetune-shapes-vqa"]  # the base: not copied
+    assert sorted(d.name for d in (out / "runs").iterdir()) == [  # each only where it was asked for
+        "shapes-caption_base_emb-fgsm", "shapes-caption_base_fgsm", "shapes-vqa_base_fgsm",
+        "shapes-vqa_finetune_fgsm"]
+    run = json.loads((out / "runs" / "shapes-vqa_base_fgsm" / "run.json").read_text())
+    assert run["checkpoint"]["sha256"] == {ckpt.WEIGHTS: ckpt.sha256_file(base / ckpt.WEIGHTS)}, run["checkpoint"]
+
+
+def test_the_ci_smoke_baseline_covers_exactly_the_ci_smoke_recipe():
+    """`make dogfood` checks recipes/ci-smoke.yaml against reports/ci-smoke-baseline.json: a
+    recipe edited without re-making the baseline would fail CI with "not measured now"."""
+    from robust_pt.attacks import build as build_attack
+    from robust_pt.report.check import load_baseline
+
+    root = Path(__file__).resolve().parents[1]
+    r = load_recipe(root / "recipes" / "ci-smoke.yaml")
+    want = {(task, a.attack, round(eps, 10)) for task in r.tasks for a in r.attacks
+            for eps in build_attack(a.attack, **dict(a.overrides)).eps_grid(None if a.eps is None else list(a.eps))}
+    base = load_baseline(root / "reports" / "ci-smoke-baseline.json")
+    got = {(m["task"], m["attack"].split("[")[0], round(float(m["eps"]), 10)) for m in base["metrics"]}  # pgd[steps=5]
+    assert got == want
+    assert {m["n"] for m in base["metrics"]} == {r.examples}

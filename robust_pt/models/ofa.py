@@ -42,6 +42,11 @@ class OFAConfig:
     max_text_len: int = 40
     max_target_len: int = 32
     dropout: float = 0.0
+    # "learned": a learned position table added to the raw stem features (older checkpoints
+    # and the tiny preset; in the first base the stem's output, std ~2, drowned the table,
+    # std ~0.07, and the model could not tell left from right). "sincos": LayerNorm'd stem features + fixed 2-D sin-cos
+    # positions of the same scale + the learned table.
+    image_pos: str = "learned"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -61,8 +66,28 @@ class OFAConfig:
 PRESETS = {
     # 48x48 inputs (36 image tokens): what two CPU cores can pretrain in half an hour
     "tiny": dict(image_size=48, d_model=64, n_heads=4, enc_layers=2, dec_layers=2, ffn=128, stem_channels=(16, 32)),
-    "small": dict(image_size=48, d_model=128, n_heads=4, enc_layers=3, dec_layers=3, ffn=512, stem_channels=(32, 64)),
+    "small": dict(image_size=48, d_model=128, n_heads=4, enc_layers=3, dec_layers=3, ffn=512, stem_channels=(32, 64),
+                  image_pos="sincos"),
 }
+IMAGE_POS = ("learned", "sincos")
+
+
+def sincos_2d(grid: int, d: int) -> torch.Tensor:
+    """(grid*grid, d) fixed positions, row-major: half the channels encode x, half y, each as
+    sin and cos at d/4 geometric frequencies (MAE's scheme with base 100 instead of 10000:
+    a 6x6 grid needs no long wavelengths), entries in [-1, 1]."""
+    q = d // 4
+    omega = 1.0 / (100.0 ** (torch.arange(q, dtype=torch.float32) / q))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                            indexing="ij")
+
+    def enc(p: torch.Tensor) -> torch.Tensor:
+        a = p.reshape(-1, 1) * omega[None]
+        return torch.cat([a.sin(), a.cos()], 1)
+
+    out = torch.zeros(grid * grid, d)
+    out[:, :4 * q] = torch.cat([enc(xs), enc(ys)], 1)
+    return out
 
 
 class Attention(nn.Module):
@@ -161,6 +186,13 @@ class MiniOFA(VLModel):
         self.stem = nn.Sequential(_conv(3, c1, 2), _conv(c1, c2, 2), _conv(c2, c2, 1), nn.Conv2d(c2, d, 3, 2, 1))
         self.grid = cfg.image_size // 8
         self.image_pos = nn.Parameter(torch.randn(1, self.grid * self.grid, d) * 0.02)
+        if cfg.image_pos not in IMAGE_POS:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"unknown image_pos {cfg.image_pos!r} in the model config; choose one of {', '.join(IMAGE_POS)}")
+        self.image_ln = nn.LayerNorm(d) if cfg.image_pos == "sincos" else None
+        if self.image_ln is not None:
+            self.register_buffer("image_pos_fixed", sincos_2d(self.grid, d)[None], persistent=False)
         self.embed_tokens = nn.Embedding(len(self.tok), d)
         nn.init.normal_(self.embed_tokens.weight, std=0.02)
         self.text_pos = nn.Embedding(cfg.max_text_len, d)
@@ -194,7 +226,10 @@ class MiniOFA(VLModel):
 
     def encode(self, e: Embeds):
         B, Nt = e.text.shape[0], e.text.shape[1]
-        img = e.image + self.image_pos + self.type_embed.weight[0]
+        if self.image_ln is None:
+            img = e.image + self.image_pos + self.type_embed.weight[0]
+        else:
+            img = self.image_ln(e.image) + self.image_pos_fixed + self.image_pos + self.type_embed.weight[0]
         txt = e.text + self.text_pos.weight[:Nt] + self.type_embed.weight[1]
         x = self.enc_ln_in(torch.cat([img, txt], 1))
         mask = torch.cat([torch.ones(B, img.shape[1], dtype=torch.bool, device=x.device), e.text_mask], 1)

@@ -11,6 +11,11 @@ summary.json) or summary.json files. The check passes when
 * every gap whose baseline 95% CI excluded 0 keeps its sign (a gap that was significantly
   positive must stay > 0, a significantly negative one < 0).
 
+With two_sided (`--two-sided`, CI's dogfood gate on a fixed model) a robust metric more
+than tolerance *above* the baseline fails too (on an unchanged model: an attack got
+weaker), and so does a clean metric that moved by more than tolerance either way (the
+model or the data changed); re-make the baseline when that is intended.
+
 Rows that are new (not in the baseline) pass and are listed as new. The JUnit XML has one
 test case per (task, model, attack, eps); gap regressions belong to the case of the
 compared (non-finetuning) model.
@@ -178,7 +183,8 @@ def _lab(r: dict) -> str:
     return r.get("eps_label") or eps_label(float(r["eps"]))
 
 
-def compare(rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float = DEFAULT_TOLERANCE) -> CheckResult:
+def compare(rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float = DEFAULT_TOLERANCE,
+            two_sided: bool = False) -> CheckResult:
     """Regressions of current rows/gaps against a baseline (see the module docstring)."""
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not math.isfinite(tolerance) \
             or tolerance < 0:
@@ -207,6 +213,15 @@ def compare(rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float
             elif float(now) < float(then) - tolerance - 1e-12:
                 msg = (f"{where}: robust {b.get('metric', 'metric')} {_pts(now)} < baseline {_pts(then)} - "
                        f"tolerance {_pts(tolerance)} (points)")
+            elif two_sided and r.get("clean") is not None and b.get("clean") is not None \
+                    and abs(float(r["clean"]) - float(b["clean"])) > tolerance + 1e-12:
+                msg = (f"{where}: clean {b.get('metric', 'metric')} {_pts(r['clean'])} differs from baseline "
+                       f"{_pts(b['clean'])} by more than tolerance {_pts(tolerance)} (points): the model or the "
+                       f"data changed; re-make the baseline with `robust-pt baseline` if that is intended")
+            elif two_sided and float(now) > float(then) + tolerance + 1e-12:
+                msg = (f"{where}: robust {b.get('metric', 'metric')} {_pts(now)} > baseline {_pts(then)} + "
+                       f"tolerance {_pts(tolerance)} (points): the attack got weaker, or the model or data changed; "
+                       f"re-make the baseline with `robust-pt baseline` if that is intended")
             else:
                 c.info.append(f"robust {_pts(now)} (baseline {_pts(then)}, tolerance {_pts(tolerance)})")
                 continue
@@ -269,11 +284,11 @@ def junit_xml(result: CheckResult, path: str | Path, baseline_path: str = "") ->
 
 
 def check(inputs: Iterable[str | Path], baseline: str | Path, tolerance: float = DEFAULT_TOLERANCE,
-          junit: str | Path | None = None, allow_mixed: bool = False) -> CheckResult:
+          junit: str | Path | None = None, allow_mixed: bool = False, two_sided: bool = False) -> CheckResult:
     """Check runs or reports against a baseline file; writes JUnit XML if asked."""
     base = load_baseline(baseline)
     rows, gaps, warnings, _ = collect(inputs, allow_mixed)
-    res = compare(rows, gaps, base, tolerance)
+    res = compare(rows, gaps, base, tolerance, two_sided=two_sided)
     res.warnings = warnings
     if junit is not None:
         junit_xml(res, junit, str(baseline))

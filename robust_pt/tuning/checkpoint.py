@@ -85,10 +85,12 @@ def is_checkpoint(path: Path) -> bool:
     return (path / META).exists() or (path / WEIGHTS).exists()
 
 
-def check_out_dir(out: Path, identity: dict, overwrite: bool) -> bool:
+def check_out_dir(out: Path, identity: dict, overwrite: bool, replace_stale: bool = False) -> bool:
     """Before training: True if `out` already holds this very checkpoint (reuse it).
 
-    Refuses an out dir that holds a different checkpoint unless overwrite is set.
+    Refuses an out dir that holds a different checkpoint unless overwrite is set (always
+    retrain) or replace_stale is (a cache such as the recipe zoo: reuse if the same, else
+    retrain over it).
     """
     if not out.exists() or not is_checkpoint(out):
         return False
@@ -99,7 +101,7 @@ def check_out_dir(out: Path, identity: dict, overwrite: bool) -> bool:
     same = meta.get("identity") == identity and (out / WEIGHTS).exists()
     if same and not overwrite:
         return True
-    if not overwrite:
+    if not overwrite and not replace_stale:
         raise CheckpointError(f"{out} already holds a different checkpoint "
                               f"({meta.get('method', '?')} on {meta.get('task', '?')}); "
                               f"choose another --out or pass --overwrite")
@@ -122,6 +124,11 @@ def save(model, out: Path, meta: dict, base_dir: Path | None = None) -> None:
     _atomic_write(out / WEIGHTS, lambda p: save_file(state, p, metadata={"format": FORMAT}))
     _atomic_write(out / CONFIG, lambda p: Path(p).write_text(json.dumps(model.cfg.to_dict(), indent=1)))
     _atomic_write(out / META, lambda p: Path(p).write_text(json.dumps(meta, indent=1, default=str)))
+
+
+def read_meta(path: str | Path) -> dict:
+    """A checkpoint's meta.json (no weights read)."""
+    return _read_json(Path(path) / META)
 
 
 def load(path: str | Path, _depth: int = 0):

@@ -85,12 +85,13 @@ def pretrain(out: Path, preset: str = "small", tc: TrainConfig | None = None, ov
 
     tc = tc or TrainConfig(steps=12000, batch_size=64)
     torch.set_num_threads(tc.threads)
-    identity = {"kind": "pretrain", "preset": preset, "train": asdict(tc)}
+    torch.manual_seed(tc.seed)
+    model = build(preset, vocab=list(WORDS) + bin_tokens())
+    arch = {k: v for k, v in model.cfg.to_dict().items() if k != "vocab"}  # a preset's architecture can change
+    identity = {"kind": "pretrain", "preset": preset, "model": arch, "train": asdict(tc)}
     if ckpt.check_out_dir(out, identity, overwrite):
         log(f"reusing {out} (same pretraining config)")
         return ckpt.load(out).meta
-    torch.manual_seed(tc.seed)
-    model = build(preset, vocab=list(WORDS) + bin_tokens())
     size = model.image_size
     task = load_task(PRETRAIN_TASK, split="train", seed=tc.seed, limit=None, size=size)
     t0 = time.time()
@@ -114,8 +115,10 @@ def pretrain(out: Path, preset: str = "small", tc: TrainConfig | None = None, ov
 
 
 def tune(base: str | Path, task_name: str, tcfg: TuningConfig, tc: TrainConfig, out: Path,
-         overwrite: bool = False, log=print) -> dict:
-    """Tune a base checkpoint on a downstream task with one method; save and evaluate it."""
+         overwrite: bool = False, log=print, replace_stale: bool = False) -> dict:
+    """Tune a base checkpoint on a downstream task with one method; save and evaluate it.
+
+    replace_stale: `out` is a cache entry; one made from another base or config is retrained."""
     from ..tasks import load_task
 
     torch.set_num_threads(tc.threads)
@@ -130,9 +133,11 @@ def tune(base: str | Path, task_name: str, tcfg: TuningConfig, tc: TrainConfig, 
     train_task = load_task(task_name, split="train", seed=tc.seed, limit=tc.train_size, size=size)
     identity = {"kind": "tune", "base_sha256": ckpt.sha256_file(base_dir / ckpt.WEIGHTS), "task": task_name,
                 "tuning": tcfg.relevant(), "train": asdict(tc)}
-    if ckpt.check_out_dir(out, identity, overwrite):
+    if ckpt.check_out_dir(out, identity, overwrite, replace_stale):
         log(f"reusing {out} (same base, task, method and schedule)")
         return ckpt.load(out).meta
+    if replace_stale and ckpt.is_checkpoint(out):
+        log(f"retraining {out}: it was made from another base or config")
     torch.manual_seed(tc.seed)
     apply_method(model, tcfg)
     counts = parameter_counts(model)

@@ -83,3 +83,36 @@ def test_per_example_loss_and_wrong_size(model):
 def test_unknown_words_become_unk(model):
     ids = model.tok.encode("what colr is the circle?")
     assert model.tok.unk_id in ids and model.tok.decode(model.tok.encode("a red circle")) == "a red circle"
+
+
+def test_image_positions_sincos_and_learned_checkpoints(tmp_path):
+    """`small` reads LayerNorm'd stem features + fixed 2-D sin-cos positions; checkpoints made
+    before (config.json without image_pos) still load as "learned", with the same outputs."""
+    import json
+
+    from robust_pt.errors import ConfigError
+    from robust_pt.models.ofa import PRESETS, sincos_2d
+    from robust_pt.tuning import checkpoint as ckpt
+
+    assert PRESETS["small"]["image_pos"] == "sincos"
+    pos = sincos_2d(6, 64)
+    assert pos.shape == (36, 64) and pos.abs().max() <= 1
+    assert len({tuple(r) for r in pos.round(decimals=5).tolist()}) == 36  # every grid cell its own code
+    x, texts = _inputs()
+    for kind in ("sincos", "learned"):
+        torch.manual_seed(0)
+        m = build("tiny", vocab=list(WORDS) + bin_tokens(), image_pos=kind).eval()
+        assert ("image_ln.weight" in m.state_dict()) == (kind == "sincos")
+        assert not any(k.startswith("image_pos_fixed") for k in m.state_dict())  # rebuilt, never stored
+        d = tmp_path / kind
+        ckpt.save(m, d, {"method": "pretrain", "task": None})
+        if kind == "learned":  # as written before the field existed
+            cfg = json.loads((d / "config.json").read_text())
+            cfg.pop("image_pos")
+            (d / "config.json").write_text(json.dumps(cfg))
+        back = ckpt.load(d)
+        assert back.cfg.image_pos == kind
+        with torch.no_grad():
+            assert torch.equal(back.candidate_logits(x, texts, ["red", "yes"]), m.candidate_logits(x, texts, ["red", "yes"]))
+    with pytest.raises(ConfigError, match="unknown image_pos 'rope'"):
+        build("tiny", vocab=["a"], image_pos="rope")

@@ -75,6 +75,21 @@ def test_degraded_run_fails_with_one_line_per_regression(baseline, tmp_path):
     assert "lost its sign" in failed[0].find("failure").text
 
 
+def test_two_sided_gate_also_fails_a_rise(baseline, tmp_path):
+    """CI's dogfood gate: on a fixed model a robust metric that rose means a weaker attack."""
+    _, _, path = baseline
+    runs = gate_runs(tmp_path, pt_wrong_at_8=20)  # 10 points more robust than the baseline
+    assert check(runs, path).passed  # the default gate only guards against drops
+    res = check(runs, path, two_sided=True)
+    assert not res.passed and len(res.regressions) == 1
+    assert ("shapes-vqa prompt-shapes-vqa pgd eps=8/255: robust accuracy 70.0 > baseline 60.0 + tolerance 2.0 "
+            "(points): the attack got weaker") in res.regressions[0]
+    assert check(gate_runs(tmp_path / "b", pt_wrong_at_8=29), path, two_sided=True).passed  # 1 point: tolerated
+    moved = check(gate_runs(tmp_path / "c", clean_wrong=5), path, two_sided=True)  # clean 90 -> 95
+    assert not moved.passed and len(moved.regressions) == 4  # every case: the model or the data changed
+    assert "clean accuracy 95.0 differs from baseline 90.0 by more than tolerance 2.0" in moved.regressions[0]
+
+
 def test_missing_rows_are_regressions(baseline, tmp_path):
     _, runs, path = baseline
     res = check(runs[:1], path)
