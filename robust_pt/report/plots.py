@@ -167,7 +167,7 @@ def prompt_factors(summary, task: str, panels: list, path: Path) -> Path:
     mine = [p for p in panels if p.task == task]
     attacks = list(dict.fromkeys(p.attack for p in mine))
     factors = list(dict.fromkeys(p.factor for p in mine))
-    fig = _figure(3.8 * len(factors), 3.2 * len(attacks))
+    fig = _figure(3.8 * len(factors) + 1.2, 3.2 * len(attacks))
     d = summary[summary["task"] == task]
     for p in mine:
         ax = fig.add_subplot(len(attacks), len(factors), attacks.index(p.attack) * len(factors)
@@ -192,7 +192,8 @@ def prompt_factors(summary, task: str, panels: list, path: Path) -> Path:
         ax.set_ylabel(f"{da['metric'].iloc[0] if len(da) else 'metric'} (x100)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if factors.index(p.factor) == len(factors) - 1:  # one legend per row, beside it: never over the data
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return _save(fig, path)
 
