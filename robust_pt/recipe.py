@@ -196,16 +196,9 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 def _check_base(base: str, recipe_path: Path) -> None:
     from .tuning import checkpoint as ckpt
 
-    d = ckpt.builtin_dir(base[len(ckpt.BUILTIN_PREFIX):]) if base.startswith(ckpt.BUILTIN_PREFIX) else Path(base)
-    if not (d / ckpt.WEIGHTS).exists():
+    if not (ckpt.checkpoint_dir(base) / ckpt.WEIGHTS).exists():
         raise CheckpointError(f"recipe {recipe_path.name}: base checkpoint {base} is missing; make it with "
                               f"`robust-pt pretrain --out {base}` or point 'base' at an existing one")
-
-
-def base_dir(base: str) -> Path:
-    from .tuning import checkpoint as ckpt
-
-    return ckpt.builtin_dir(base[len(ckpt.BUILTIN_PREFIX):]) if base.startswith(ckpt.BUILTIN_PREFIX) else Path(base)
 
 
 def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print) -> Path:

@@ -26,7 +26,6 @@ def build_zoo(recipe, log=print) -> dict[tuple[str, str], tuple[Path, dict]]:
     """Tune (or reuse) every (task, tuning entry) of a recipe: {(task, name): (dir, meta)}.
 
     An untuned entry (`method: none`) is the base checkpoint itself."""
-    from .recipe import base_dir
     from .tuning import checkpoint as ckpt
     from .tuning.train import tune
 
@@ -36,7 +35,7 @@ def build_zoo(recipe, log=print) -> dict[tuple[str, str], tuple[Path, dict]]:
             if t.tasks is not None and task not in t.tasks:
                 continue
             if t.tuning is None:
-                d = base_dir(recipe.base)
+                d = ckpt.checkpoint_dir(recipe.base)
                 meta = ckpt.read_meta(d)
                 # a base keeps clean metrics per downstream task; a tuned checkpoint has its task's only
                 meta["clean_metrics"] = (meta.get("clean_metrics") or {}).get(task, {})

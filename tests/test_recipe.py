@@ -49,7 +49,8 @@ def _recipe(tmp_path, base_dir, **changes):
     ({"tuning": [{"method": "none", "steps": 3}]}, ConfigError, "unknown key 'steps'"),
     ({"tasks": ["shapes-caption"], "attacks": [{"attack": "square"}]}, ConfigError,
      "needs logits over candidate answers, which the caption task shapes-caption does not have"),
-    ({"attacks": [{"attack": "fgsm", "tasks": ["shapes-ve"]}]}, ConfigError, "must be a non-empty list of the recipe's"),
+    ({"attacks": [{"attack": "fgsm", "tasks": ["shapes-ve"]}]}, ConfigError,
+     "must be a non-empty list of the recipe's"),
     ({"tuning": [{"method": "finetune", "tasks": "shapes-vqa"}]}, ConfigError, "must be a non-empty list of the"),
 ])
 def test_bad_recipes_fail_before_any_work(tmp_path, base, change, error, needle):

@@ -44,8 +44,8 @@ class OFAConfig:
     dropout: float = 0.0
     # "learned": a learned position table added to the raw stem features (older checkpoints
     # and the tiny preset; in the first base the stem's output, std ~2, drowned the table,
-    # std ~0.07, and the model could not tell left from right). "sincos": LayerNorm'd stem features + fixed 2-D sin-cos
-    # positions of the same scale + the learned table.
+    # std ~0.07, and the model could not tell left from right). "sincos": LayerNorm'd stem
+    # features + fixed 2-D sin-cos positions of the same scale + the learned table.
     image_pos: str = "learned"
 
     def to_dict(self) -> dict:
@@ -189,7 +189,8 @@ class MiniOFA(VLModel):
         if cfg.image_pos not in IMAGE_POS:
             from ..errors import ConfigError
 
-            raise ConfigError(f"unknown image_pos {cfg.image_pos!r} in the model config; choose one of {', '.join(IMAGE_POS)}")
+            raise ConfigError(f"unknown image_pos {cfg.image_pos!r} in the model config; "
+                              f"choose one of {', '.join(IMAGE_POS)}")
         self.image_ln = nn.LayerNorm(d) if cfg.image_pos == "sincos" else None
         if self.image_ln is not None:
             self.register_buffer("image_pos_fixed", sincos_2d(self.grid, d)[None], persistent=False)

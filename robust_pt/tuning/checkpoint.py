@@ -24,9 +24,15 @@ def builtin_dir(name: str) -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / name
 
 
+def checkpoint_dir(ref: str | Path) -> Path:
+    """The directory a checkpoint reference names: `builtin:NAME` (package data) or a path."""
+    s = str(ref)
+    return builtin_dir(s[len(BUILTIN_PREFIX):]) if s.startswith(BUILTIN_PREFIX) else Path(ref)
+
+
 def resolve_base(ref: str, ckpt_dir: Path) -> Path:
     if ref.startswith(BUILTIN_PREFIX):
-        return builtin_dir(ref[len(BUILTIN_PREFIX):])
+        return checkpoint_dir(ref)
     p = Path(ref)
     return p if p.is_absolute() else (ckpt_dir / p).resolve()
 
@@ -137,9 +143,7 @@ def load(path: str | Path, _depth: int = 0):
     from .config import TuningConfig
     from .methods import apply_method
 
-    path = Path(path)
-    if str(path).startswith(BUILTIN_PREFIX):
-        path = builtin_dir(str(path)[len(BUILTIN_PREFIX):])
+    path = checkpoint_dir(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {path} does not exist; pass a directory made by "
                               f"`robust-pt train` / `robust-pt pretrain`")

@@ -122,9 +122,7 @@ def tune(base: str | Path, task_name: str, tcfg: TuningConfig, tc: TrainConfig, 
     from ..tasks import load_task
 
     torch.set_num_threads(tc.threads)
-    base_dir = Path(base)
-    if str(base).startswith(ckpt.BUILTIN_PREFIX):
-        base_dir = ckpt.builtin_dir(str(base)[len(ckpt.BUILTIN_PREFIX):])
+    base_dir = ckpt.checkpoint_dir(base)
     if task_name == PRETRAIN_TASK:
         raise TaskError(f"{PRETRAIN_TASK} is the pretraining mix; tune on one of {', '.join(DOWNSTREAM)}")
     load_task(task_name, split="test", limit=1)  # an unknown task fails before the base is read

@@ -113,6 +113,7 @@ def test_image_positions_sincos_and_learned_checkpoints(tmp_path):
         back = ckpt.load(d)
         assert back.cfg.image_pos == kind
         with torch.no_grad():
-            assert torch.equal(back.candidate_logits(x, texts, ["red", "yes"]), m.candidate_logits(x, texts, ["red", "yes"]))
+            cands = ["red", "yes"]
+            assert torch.equal(back.candidate_logits(x, texts, cands), m.candidate_logits(x, texts, cands))
     with pytest.raises(ConfigError, match="unknown image_pos 'rope'"):
         build("tiny", vocab=["a"], image_pos="rope")
