@@ -1,0 +1,64 @@
+"""The committed reports under reports/: complete for their recipe, and regenerable from their runs.
+
+Each was made by `robust-pt run RECIPE`; its run directories (records and run.json, no
+sample images) are committed beside it so that `robust-pt report` can rebuild it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from robust_pt.recipe import load_recipe
+from robust_pt.report import build
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ["prompt-factors", "ofa-pt-robustness"]
+
+
+def _expected_runs(recipe) -> dict[str, dict]:
+    """Run directory name -> what the recipe asks of it (its task, examples and eps grid)."""
+    from robust_pt.attacks import build as build_attack
+
+    want = {}
+    for task in recipe.tasks:
+        for t in recipe.tuning:
+            if t.tasks is not None and task not in t.tasks:
+                continue
+            for a in recipe.attacks:
+                if a.tasks is not None and task not in a.tasks:
+                    continue
+                eps = a.eps if a.eps is not None else build_attack(a.attack, **dict(a.overrides)).eps_grid(None)
+                want[f"{task}_{t.name}_{a.label}"] = {"task": task, "n": a.examples or recipe.examples,
+                                                      "eps": [round(float(e), 10) for e in eps]}
+    return want
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_the_committed_report_holds_every_run_its_recipe_asks_for(name):
+    root = ROOT / "reports" / name
+    want = _expected_runs(load_recipe(ROOT / "recipes" / f"{name}.yaml"))
+    got = sorted(p.name for p in (root / "runs").iterdir() if p.is_dir())
+    assert got == sorted(want)
+    for run, w in want.items():
+        meta = json.loads((root / "runs" / run / "run.json").read_text())
+        assert meta["status"] == "complete", run
+        cfg = meta["config"]
+        assert cfg["task"]["name"] == w["task"] and cfg["task"]["n"] == w["n"], run
+        assert [round(float(e), 10) for e in cfg["eps"]] == w["eps"], run
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_the_committed_report_tables_are_what_its_committed_runs_give(name):
+    """Point estimates and sample sizes; the CIs depend only on the bootstrap seed."""
+    root = ROOT / "reports" / name
+    committed = json.loads((root / "summary.json").read_text())["rows"]
+    rep = build(root / "runs", None, allow_mixed=True, n_boot=100, figures=False)
+    key = lambda r: (r["task"], r["model"], r["attack"], round(float(r["eps"]), 10))  # noqa: E731
+    fresh = {key(r): r for r in rep.summary.to_dict(orient="records")}
+    assert sorted(fresh) == sorted(key(r) for r in committed)
+    for r in committed:
+        f = fresh[key(r)]
+        assert (f["n"], f["clean"], f["robust"]) == (r["n"], r["clean"], r["robust"]), key(r)
