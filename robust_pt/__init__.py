@@ -6,7 +6,7 @@ fast and never imports torch, textattack or torchattacks until they are needed.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _API = ("load_model", "load_task", "evaluate", "report")
 
