@@ -31,6 +31,12 @@ def add_threads(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("ROBUST_PT_THREADS", "1")))
 
 
+def add_repeat(ap: argparse.ArgumentParser) -> None:
+    """--repeat R: time both sides R times, alternating, and compare the medians."""
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="time both sides this many times, alternating, and compare the medians (noisy machines)")
+
+
 def add_seed_json(ap: argparse.ArgumentParser) -> None:
     """--seed and --json (also write the results to this file)."""
     ap.add_argument("--seed", type=int, default=0)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import add_seed_json, add_threads, model_parser  # benchmarks/_common.py, beside this script
+from _common import add_repeat, add_seed_json, add_threads, model_parser  # benchmarks/_common.py, beside this script
 
 
 def parse_args(argv=None):
@@ -40,8 +40,7 @@ def parse_args(argv=None):
     ap.add_argument("--eps", default=None, help="word budget (default: the preset's)")
     ap.add_argument("--batch-size", type=int, default=32, help="engine batch (the resume unit)")
     add_threads(ap)
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="time both sides this many times, alternating, and compare the medians (noisy machines)")
+    add_repeat(ap)
     add_seed_json(ap)
     return ap.parse_args(argv)
 
