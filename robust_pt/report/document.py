@@ -17,7 +17,7 @@ from typing import Any, Callable, Union
 from . import stats
 from .load import eps_label
 from .sanity import FAIL, RULE
-from .tables import method_name, points
+from .tables import method_name, points, verdict_frame
 
 Cell = Union[str, list]
 
@@ -174,6 +174,16 @@ def gap_table(gaps, task: str) -> Table:
         "non-binary scores)"))
 
 
+def verdict_table(gaps) -> Table:
+    v = verdict_frame(gaps)
+    rows = [[r["task"], method_name(r["method"]), str(r["cells"]), str(r["more"]), str(r["less"]),
+             str(r["rel_smaller"]), str(r["rel_larger"])] for _, r in v.iterrows()]
+    return Table(["Task", "Method", "Cells", "More robust", "Less robust", "Rel. drop smaller", "Rel. drop larger"],
+                 rows, caption="Comparisons against finetuning (one cell per attack and eps) whose 95% CI excludes "
+                               "0: the robust metric (more / less robust) and the relative drop (clean gap taken "
+                               "out). Among many cells a few significant ones are expected by chance.")
+
+
 def sanity_table(sanity) -> Table:
     rows = [[r["task"], r["model"], who(r["method"], r["model"]), r["description"], r["status"], r["detail"]]
             for _, r in sanity.iterrows()]
@@ -236,6 +246,8 @@ def build_document(report) -> Document:
         items.append(f"{task}, {model}: sanity check(s) failed ({', '.join(grp['check'])}); its robust numbers may "
                      f"be overstated by gradient masking (see the sanity checks).")
     items += report.notes
+    if len(g):
+        doc.add(verdict_table(g))
     doc.add(Bullets(items) if items else Para("No comparison against finetuning: no finetuning run shares a task "
                                               "and attack with another method."))
 

@@ -243,3 +243,30 @@ def findings(gaps) -> list[str]:
         for _, row in grp.iterrows():
             out.append(finding(row.to_dict(), several_models, several_refs))
     return out
+
+
+VERDICT_COLUMNS = ["task", "method", "cells", "more", "less", "rel_smaller", "rel_larger"]
+
+
+def verdict_frame(gaps):
+    """How often each method's 95% CI against finetuning excludes 0, per task and over all tasks.
+
+    Why: a report with hundreds of gaps answers "is it more robust?" only if someone counts;
+    cells = (attack, eps) comparisons; more / less: robust-metric gap CI above / below 0;
+    rel_smaller / rel_larger: relative drop significantly smaller / larger than finetuning's
+    (the clean gap taken out). With many cells, a few significant ones arise by chance.
+    """
+    import pandas as pd
+
+    if not len(gaps):
+        return pd.DataFrame(columns=VERDICT_COLUMNS)
+    d = gaps.assign(more=gaps["gap_lo"] > 0, less=gaps["gap_hi"] < 0, rel_smaller=gaps["rel_drop_gap_lo"] > 0,
+                    rel_larger=gaps["rel_drop_gap_hi"] < 0)  # NaN bounds compare False: not significant
+    counts = ["more", "less", "rel_smaller", "rel_larger"]
+    per_task = d.groupby(["task", "method"], sort=False).agg(cells=("gap", "size"), **{c: (c, "sum") for c in counts})
+    rows = per_task.reset_index()
+    if rows["task"].nunique() > 1:
+        total = d.groupby("method", sort=False).agg(cells=("gap", "size"), **{c: (c, "sum") for c in counts})
+        rows = pd.concat([rows, total.reset_index().assign(task="all tasks")], ignore_index=True)
+    rows[["cells"] + counts] = rows[["cells"] + counts].astype(int)
+    return rows[VERDICT_COLUMNS]

@@ -113,6 +113,9 @@ def test_files_and_formats(rep):
     assert (f"| finetune-shapes-vqa | finetuning | 90.0 | 70.0 [" in md
             and f"| 40.0 [{100 * r['robust_lo']:.1f}, {100 * r['robust_hi']:.1f}] | 50.0 (55.6%) |" in md)
     assert "## Findings" in md and "Gaps against finetuning" in md and "Sanity checks" in md
+    verdict = "| Task | Method | Cells | More robust | Less robust | Rel. drop smaller | Rel. drop larger |"
+    assert md.index(verdict) < md.index("## shapes-vqa")  # the count table opens the findings
+    assert "| shapes-vqa | prompt tuning | 2 |" in md
     tex = (out / "summary.tex").read_text()
     assert tex.count(r"\toprule") == 2 and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"95\% CI" in tex and "finetune-shapes-vqa & finetuning & 90.0 & 70.0" in tex
@@ -162,3 +165,28 @@ def test_non_binary_scores_use_means_and_the_sign_test(tmp_path):
     assert g["test"] == "sign" and (g["b"], g["c"]) == (4, 1)  # one tie dropped
     assert g["p"] == pytest.approx(sps.binomtest(4, 5, 0.5).pvalue)
     assert "sign test p = 0.38" in rep.findings[0] and "more CIDEr than finetuning" in rep.findings[0]
+
+
+def test_verdict_counts_the_cells_whose_ci_excludes_zero_per_task_and_over_all_tasks():
+    import pandas as pd
+
+    from robust_pt.report.tables import verdict_frame
+
+    nan = float("nan")
+    rows = [  # task, method, gap_lo, gap_hi, rel_drop_gap_lo, rel_drop_gap_hi
+        ("vqa", "prompt", 0.01, 0.05, -0.02, 0.03),   # more robust; relative drop not significant
+        ("vqa", "prompt", -0.06, -0.01, -0.04, -0.01),  # less robust; relative drop larger
+        ("vqa", "prompt", -0.02, 0.02, 0.01, 0.04),   # within noise; relative drop smaller
+        ("vqa", "lora", -0.03, 0.0, nan, nan),        # CI touching 0 is not significant; NaN CI neither
+        ("ve", "prompt", -0.05, -0.02, -0.03, 0.01),  # less robust
+    ]
+    gaps = pd.DataFrame(rows, columns=["task", "method", "gap_lo", "gap_hi", "rel_drop_gap_lo", "rel_drop_gap_hi"])
+    gaps["gap"] = (gaps["gap_lo"] + gaps["gap_hi"]) / 2
+    v = verdict_frame(gaps).set_index(["task", "method"])
+    assert v.loc[("vqa", "prompt")].tolist() == [3, 1, 1, 1, 1]
+    assert v.loc[("vqa", "lora")].tolist() == [1, 0, 0, 0, 0]
+    assert v.loc[("ve", "prompt")].tolist() == [1, 0, 1, 0, 0]
+    assert v.loc[("all tasks", "prompt")].tolist() == [4, 1, 2, 1, 1]
+    assert v.loc[("all tasks", "lora")].tolist() == [1, 0, 0, 0, 0]
+    assert verdict_frame(gaps[gaps["task"] == "vqa"])["task"].unique().tolist() == ["vqa"]  # one task: no total
+    assert verdict_frame(gaps.iloc[:0]).empty
