@@ -161,8 +161,8 @@ def main(argv=None) -> dict:
           f"{t_fwd * 1e3:.2f} ms (per example, measured at batch {args.batch_size})")
     out = {"model": args.model, "task": task_name, "n": n, "steps": args.steps, "batch_size": args.batch_size,
            "threads": args.threads, "rows": rows, "t_ours": t_ours, "t_plain": t_plain,
-           "speedup": t_plain / t_ours, "ours_times": ours_times, "plain_times": plain_times, "floor": floor, "floor_ratio": t_ours / floor, "t_grad": t_grad,
-           "t_fwd": t_fwd, "stats": st}
+           "speedup": t_plain / t_ours, "ours_times": ours_times, "plain_times": plain_times, "floor": floor,
+           "floor_ratio": t_ours / floor, "t_grad": t_grad, "t_fwd": t_fwd, "stats": st}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out

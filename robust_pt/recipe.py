@@ -75,6 +75,15 @@ class Recipe:
     path: Path | None = field(default=None, compare=False)
     nproc: int = 1  # processes per attack run (torch.distributed, robust_pt/distributed.py)
 
+    def checkpoints(self) -> list[tuple[str, TuningEntry]]:
+        """Every (task, tuning entry) the recipe tunes: an entry's `tasks` limits it."""
+        return [(task, t) for task in self.tasks for t in self.tuning if t.tasks is None or task in t.tasks]
+
+    def runs(self) -> list[tuple[str, TuningEntry, AttackEntry, str]]:
+        """Every attack run, as (task, tuning entry, attack entry, run directory name)."""
+        return [(task, t, a, f"{task}_{t.name}_{a.label}") for task, t in self.checkpoints()
+                for a in self.attacks if a.tasks is None or task in a.tasks]
+
 
 def _unknown(where: str, data: dict, allowed: set) -> None:
     extra = sorted(set(data) - allowed)
@@ -214,17 +223,14 @@ def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print) 
     ckpts = build_zoo(r, log=log)
     log(f"[{r.name}] checkpoints ready after {time.time() - t0:.0f} s")
     run_paths = []
-    for (task, tname), (d, _meta) in ckpts.items():
-        for a in r.attacks:
-            if a.tasks is not None and task not in a.tasks:
-                continue
-            run = runs_dir / f"{task}_{tname}_{a.label}"
-            t1 = time.time()
-            evaluate(d, task, attack=a.attack, eps=None if a.eps is None else list(a.eps), seed=r.seed, out=run,
-                     limit=a.examples or r.examples, split=r.split, batch_size=r.batch_size, progress=False,
-                     nproc=a.nproc or r.nproc, **dict(a.overrides))
-            log(f"[{r.name}] {run.name}: {time.time() - t1:.0f} s")
-            run_paths.append(run)
+    for task, t, a, name in r.runs():
+        run = runs_dir / name
+        t1 = time.time()
+        evaluate(ckpts[(task, t.name)][0], task, attack=a.attack, eps=None if a.eps is None else list(a.eps),
+                 seed=r.seed, out=run, limit=a.examples or r.examples, split=r.split, batch_size=r.batch_size,
+                 progress=False, nproc=a.nproc or r.nproc, **dict(a.overrides))
+        log(f"[{r.name}] {run.name}: {time.time() - t1:.0f} s")
+        run_paths.append(run)
     build(run_paths, out, allow_mixed=len(r.tasks) > 1, title=f"robust-pt: {r.name}")
     log(f"[{r.name}] finished in {time.time() - t0:.0f} s; report in {out}")
     return out

@@ -30,20 +30,17 @@ def build_zoo(recipe, log=print) -> dict[tuple[str, str], tuple[Path, dict]]:
     from .tuning.train import tune
 
     out = {}
-    for task in recipe.tasks:
-        for t in recipe.tuning:
-            if t.tasks is not None and task not in t.tasks:
-                continue
-            if t.tuning is None:
-                d = ckpt.checkpoint_dir(recipe.base)
-                meta = ckpt.read_meta(d)
-                # a base keeps clean metrics per downstream task; a tuned checkpoint has its task's only
-                meta["clean_metrics"] = (meta.get("clean_metrics") or {}).get(task, {})
-                out[(task, t.name)] = (d, meta)
-                continue
-            d = entry_dir(task, t.name, recipe.name, Path(recipe.zoo) if recipe.zoo else None)
-            # the default zoo is a cache (a new base or schedule retrains it); a recipe's own
-            # `zoo:` directory is the user's, and a different checkpoint there is refused
-            out[(task, t.name)] = (d, tune(recipe.base, task, t.tuning, t.train, d, log=log,
-                                           replace_stale=not recipe.zoo))
+    for task, t in recipe.checkpoints():
+        if t.tuning is None:
+            d = ckpt.checkpoint_dir(recipe.base)
+            meta = ckpt.read_meta(d)
+            # a base keeps clean metrics per downstream task; a tuned checkpoint has its task's only
+            meta["clean_metrics"] = (meta.get("clean_metrics") or {}).get(task, {})
+            out[(task, t.name)] = (d, meta)
+            continue
+        d = entry_dir(task, t.name, recipe.name, Path(recipe.zoo) if recipe.zoo else None)
+        # the default zoo is a cache (a new base or schedule retrains it); a recipe's own
+        # `zoo:` directory is the user's, and a different checkpoint there is refused
+        out[(task, t.name)] = (d, tune(recipe.base, task, t.tuning, t.train, d, log=log,
+                                       replace_stale=not recipe.zoo))
     return out

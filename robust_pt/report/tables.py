@@ -263,10 +263,10 @@ def verdict_frame(gaps):
     d = gaps.assign(more=gaps["gap_lo"] > 0, less=gaps["gap_hi"] < 0, rel_smaller=gaps["rel_drop_gap_lo"] > 0,
                     rel_larger=gaps["rel_drop_gap_hi"] < 0)  # NaN bounds compare False: not significant
     counts = ["more", "less", "rel_smaller", "rel_larger"]
-    per_task = d.groupby(["task", "method"], sort=False).agg(cells=("gap", "size"), **{c: (c, "sum") for c in counts})
-    rows = per_task.reset_index()
+    spec = {"cells": ("gap", "size"), **{c: (c, "sum") for c in counts}}
+    rows = d.groupby(["task", "method"], sort=False).agg(**spec).reset_index()
     if rows["task"].nunique() > 1:
-        total = d.groupby("method", sort=False).agg(cells=("gap", "size"), **{c: (c, "sum") for c in counts})
-        rows = pd.concat([rows, total.reset_index().assign(task="all tasks")], ignore_index=True)
+        total = d.groupby("method", sort=False).agg(**spec).reset_index().assign(task="all tasks")
+        rows = pd.concat([rows, total], ignore_index=True)
     rows[["cells"] + counts] = rows[["cells"] + counts].astype(int)
     return rows[VERDICT_COLUMNS]

@@ -23,16 +23,9 @@ def _expected_runs(recipe) -> dict[str, dict]:
     from robust_pt.attacks import build as build_attack
 
     want = {}
-    for task in recipe.tasks:
-        for t in recipe.tuning:
-            if t.tasks is not None and task not in t.tasks:
-                continue
-            for a in recipe.attacks:
-                if a.tasks is not None and task not in a.tasks:
-                    continue
-                eps = a.eps if a.eps is not None else build_attack(a.attack, **dict(a.overrides)).eps_grid(None)
-                want[f"{task}_{t.name}_{a.label}"] = {"task": task, "n": a.examples or recipe.examples,
-                                                      "eps": [round(float(e), 10) for e in eps]}
+    for task, _t, a, name in recipe.runs():
+        eps = a.eps if a.eps is not None else build_attack(a.attack, **dict(a.overrides)).eps_grid(None)
+        want[name] = {"task": task, "n": a.examples or recipe.examples, "eps": [round(float(e), 10) for e in eps]}
     return want
 
 
