@@ -1,10 +1,16 @@
 """Shared test fixtures: one torch thread, offline, a private cache, and tiny models.
 
-* `tiny_vqa`: a tiny MiniOFA finetuned for 100 steps on the counting questions of
-  shapes-vqa (answers that only the image decides, so image attacks have something to
-  break; ~65 % accurate), trained once and cached in pytest's cache dir keyed by its
-  recipe; as a checkpoint directory and as a loaded model. `vqa_task`: 48 counting
+* `tiny_vqa`: a tiny MiniOFA trained from scratch for 400 steps (warm-up + cosine decay)
+  on the counting questions of shapes-vqa (answers that only the image decides, so image
+  attacks have something to break), trained once and cached in pytest's cache dir keyed by
+  its recipe; as a checkpoint directory and as a loaded model. `vqa_task`: 48 counting
   questions of the shapes-vqa test split (a Task named shapes-vqa).
+
+  Training is not bit-reproducible across CPUs, so nothing may sit near a threshold: on 96
+  test questions (majority answer 36.5 %) it reached 74.0, 76.0 and 78.1 % under seeds 0,
+  1, 2 (the same with 1 or 2 threads), where 100 steps at a constant rate gave 49-52 % and
+  300 steps 65-77 %. The learning test asks for majority + 15 points (51.5 %): more than
+  5x the seed-to-seed spread below the lowest run.
 * `cached_vqa_dir(..., recipe, name)`: the same training and caching for another recipe
   (`text_vqa` of test_attacks_text.py).
 * `tiny_cnn`: a small CNN image classifier with fixed random weights and 48 random
@@ -25,8 +31,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-TINY_RECIPE = {"preset": "tiny", "task": "shapes-vqa", "qtype": "count", "steps": 100, "batch": 32, "lr": 3e-3,
-               "seed": 0, "v": 2}
+TINY_RECIPE = {"preset": "tiny", "task": "shapes-vqa", "qtype": "count", "steps": 400, "batch": 32, "lr": 3e-3,
+               "schedule": "cosine", "seed": int(os.environ.get("ROBUST_PT_TEST_FIXTURE_SEED", "0")), "v": 3}
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -44,7 +50,8 @@ def _private_cache(tmp_path_factory):
 def train_vqa(out, recipe: dict, name: str) -> None:
     """Finetune a MiniOFA on the shapes-vqa questions of `recipe` (its "qtype" or "qtypes") and save it to `out`.
 
-    With recipe["small_init"], the position and type embeddings start small (std 0.02).
+    With recipe["small_init"], the position and type embeddings start small (std 0.02); with
+    recipe["schedule"] == "cosine", the rate warms up over 6 % of the steps, then decays to 0.
     """
     import numpy as np
 
@@ -64,6 +71,7 @@ def train_vqa(out, recipe: dict, name: str) -> None:
     task = load_task(r["task"], split="train", limit=3000, seed=r["seed"], size=model.image_size)
     exs = [e for e in task if e.qtype in qtypes]
     opt = torch.optim.AdamW(model.parameters(), lr=r["lr"])
+    sched = _cosine(opt, r["steps"]) if r.get("schedule") == "cosine" else None
     rng = np.random.default_rng(r["seed"])
     model.train()
     for _ in range(r["steps"]):
@@ -72,11 +80,21 @@ def train_vqa(out, recipe: dict, name: str) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
     model.eval()
     meta = {"method": "finetune", "name": name, "task": r["task"], "kind": task.kind,
             "answers": task.answers, "recipe": r}
     model.meta = meta
     ckpt.save(model, out, meta)
+
+
+def _cosine(opt, steps: int):
+    import math
+
+    w = max(1, int(0.06 * steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / w if s < w else 0.5 * (1 + math.cos(math.pi * (s - w) / max(1, steps - w))))
 
 
 def cached_vqa_dir(pytestconfig, tmp_path_factory, tag: str, recipe: dict, name: str):

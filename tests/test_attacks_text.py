@@ -375,9 +375,9 @@ def test_cli_bad_text_input(tiny_vqa_dir, tiny_cnn, tmp_path, monkeypatch):
 
 
 def test_import_stays_light():
-    code = ("import sys, time; t = time.perf_counter(); import robust_pt, robust_pt.attacks; "
-            "import robust_pt.attacks.presets; print(time.perf_counter() - t, "
-            "'textattack' in sys.modules, 'torchattacks' in sys.modules)")
+    # which libraries it loads, not how long it takes (benchmarks/startup.py times it)
+    code = ("import sys; import robust_pt, robust_pt.attacks; import robust_pt.attacks.presets; "
+            "print('textattack' in sys.modules, 'torchattacks' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    secs, ta, tk = out.stdout.split()
-    assert ta == "False" and tk == "False" and float(secs) < 2.0, out.stdout
+    ta, tk = out.stdout.split()
+    assert ta == "False" and tk == "False", out.stdout

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -84,19 +83,16 @@ def test_prepare_textattack_env_sets_defaults_and_keeps_user_values(tmp_path):
 
 # --- scripts/setup_nltk.py ---------------------------------------------------------------
 
-def _setup_nltk(cache: Path) -> tuple[subprocess.CompletedProcess, float]:
+def _setup_nltk(cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "ROBUST_PT_CACHE": str(cache), "ROBUST_PT_NO_APT": "1"}
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, str(SETUP_NLTK)], capture_output=True, text=True,
-                         env=env, timeout=300)
-    return out, time.perf_counter() - t0
+    return subprocess.run([sys.executable, str(SETUP_NLTK)], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_setup_nltk_prepares_offline_data_and_is_idempotent(tmp_path):
     from robust_pt.offline import missing_offline_data
 
     cache = tmp_path / "cache"
-    out, _ = _setup_nltk(cache)
+    out = _setup_nltk(cache)
     assert out.returncode == 0, out.stderr
     nltk_data, ta_cache = cache / "nltk_data", cache / "textattack"
     stop = nltk_data / "corpora" / "stopwords" / "english"
@@ -123,9 +119,8 @@ def test_setup_nltk_prepares_offline_data_and_is_idempotent(tmp_path):
         assert "WordNet" in out.stderr
 
     before = {p: p.stat().st_mtime_ns for p in (stop, marker)}
-    out2, elapsed = _setup_nltk(cache)
+    out2 = _setup_nltk(cache)
     assert out2.returncode == 0, out2.stderr
-    assert elapsed < 2.0, f"second run took {elapsed:.2f} s"
     assert {p: p.stat().st_mtime_ns for p in before} == before
     if have_wordnet:
         assert "up to date" in out2.stdout
@@ -134,20 +129,18 @@ def test_setup_nltk_prepares_offline_data_and_is_idempotent(tmp_path):
 # --- import cost -------------------------------------------------------------------------
 
 def test_import_robust_pt_is_light():
+    # what it imports, not how long it takes (benchmarks/startup.py times it)
     code = (
-        "import json, sys, time\n"
-        "t0 = time.perf_counter()\n"
+        "import json, sys\n"
         "import robust_pt\n"
-        "dt = time.perf_counter() - t0\n"
         "heavy = [m for m in ('torch', 'textattack', 'torchattacks', 'transformers', 'foolbox')"
         " if m in sys.modules]\n"
-        "print(json.dumps({'seconds': dt, 'heavy': heavy}))\n"
+        "print(json.dumps({'heavy': heavy}))\n"
     )
     out = _run(code)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["heavy"] == [], f"`import robust_pt` imported {got['heavy']}"
-    assert got["seconds"] < 2.0, f"`import robust_pt` took {got['seconds']:.2f} s"
 
 
 # --- packaging ---------------------------------------------------------------------------
