@@ -44,7 +44,7 @@ import hashlib
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -56,6 +56,7 @@ from torch import nn
 from .attacks import Attack, build
 from .errors import AttackError, ConfigError, RobustPTError, TaskError
 from .models.base import VLModel
+from .locking import hold
 from .predict import images_of, predict, predict_embeds
 from .store import RunStore
 from .tasks.base import CAPTION, CLOSED, GROUND, Example, Task
@@ -759,7 +760,10 @@ def evaluate(model, task=None, attack: str | Path | Attack = "pgd", eps=None, se
     if where.distributed:
         return _evaluate_distributed(where, args, progress, on_batch)
     prep = _prepare(**args)
-    return _evaluate_single(prep, progress, on_batch)
+    if prep.out is None:
+        return _evaluate_single(prep, progress, on_batch)
+    with hold(prep.out):  # one writer per run directory (a second process: LockedError, exit 2)
+        return _evaluate_single(prep, progress, on_batch)
 
 
 @dataclass
@@ -946,7 +950,7 @@ def _run_batches(ctx: _Ctx, todo: list[tuple[int, int]], n: int, batch_size: int
     was_training = module.training
     module.eval()
     t_start = time.perf_counter()
-    bar = progress_bar(bar_label, total=total) if bar_label and todo else nullcontext(None)
+    bar = progress_bar(bar_label, total=total, unit="examples") if bar_label and todo else nullcontext(None)
     survivors = 0
     try:
         with bar as advance:
@@ -993,7 +997,8 @@ def _evaluate_single(prep: _Prepared, progress: bool, on_batch) -> Run:
     todo = [(b, s) for b, s in enumerate(range(0, n, bs)) if b not in store.done]
     done_examples = n - sum(min(bs, n - s) for _, s in todo)
     ctx = _new_ctx(prep, store, prep.samples)
-    _run_batches(ctx, todo, n, bs, store, f"{prep.attack.name} {prep.task.name}" if progress else None, n,
+    label = f"{prep.model_name} {prep.attack.name} {prep.task.name}" if progress else None
+    _run_batches(ctx, todo, n, bs, store, label, n,
                  done_examples, [on_batch] if on_batch is not None else [])
     if prep.out is not None and reorder:  # resumed: put the batches back in order
         merge(prep.out)
@@ -1020,6 +1025,7 @@ def _evaluate_distributed(where, args: dict, progress: bool, on_batch) -> Run:
     if args["out"] is None:
         raise ConfigError("a distributed run writes its shards to a run directory; pass --out (out=...)")
     created = dd.init(dd.rank_device(args["device"], where))
+    locks = ExitStack()  # rank 0: the run directory for the whole run; every rank: its shard while it writes
     try:
         # 1. prepare on every rank; agree on the batch size and the config
         prep, err = None, None
@@ -1042,6 +1048,7 @@ def _evaluate_distributed(where, args: dict, progress: bool, on_batch) -> Run:
         err, held = None, []
         if where.main:
             try:
+                locks.enter_context(hold(prep.out))
                 main = RunStore(prep.out, prep.config, prep.info)
                 held = sorted(main.done)
                 for r, d in dd.shard_dirs(prep.out):
@@ -1055,7 +1062,10 @@ def _evaluate_distributed(where, args: dict, progress: bool, on_batch) -> Run:
 
         # 3. every rank opens its shard (resuming it) and says which batches it holds
         err, store = None, None
+        shard_lock = ExitStack()
+        locks.enter_context(shard_lock)
         try:
+            shard_lock.enter_context(hold(dd.shard_dir(prep.out, where.rank)))
             store = RunStore(dd.shard_dir(prep.out, where.rank), prep.config, {**prep.info, **dd.shard_info(where)})
             store.set_status(**dd.shard_info(where))
         except RobustPTError as e:
@@ -1074,12 +1084,14 @@ def _evaluate_distributed(where, args: dict, progress: bool, on_batch) -> Run:
         done_examples = total - sum(min(bs, n - s) for _, s in todo)
         ctx = _new_ctx(prep, store, dd.sample_quota(prep.samples, where))
         hooks = [h for h in (on_batch, dd.kill_hook(where)) if h is not None]
-        label = f"{prep.attack.name} {prep.task.name} [rank 0 of {where.world}]" if progress and where.main else None
+        label = (f"{prep.model_name} {prep.attack.name} {prep.task.name} [rank 0 of {where.world}]"
+                 if progress and where.main else None)
         err = None
         try:
             _run_batches(ctx, todo, n, bs, store, label, total, done_examples, hooks)
         except Exception as e:  # noqa: BLE001 - every rank must reach the next collective
             err = e
+        shard_lock.close()  # written: rank 0 may now merge and remove the shards
         sts = dd.gather(dd.status(err, stats=ctx.stats))
         dd.raise_first(sts, where, err)
         stats = _merge_stats([st["stats"] for st in sts])
@@ -1100,6 +1112,7 @@ def _evaluate_distributed(where, args: dict, progress: bool, on_batch) -> Run:
         dd.raise_first(sts, where, err)
         return run if run is not None else load_run(prep.out)
     finally:
+        locks.close()
         dd.finish(created)
 
 

@@ -25,3 +25,7 @@ class AttackError(RobustPTError):
 
 class RunDirError(RobustPTError):
     """A run directory that holds a different run, or is unreadable."""
+
+
+class LockedError(RunDirError):
+    """A run, report or checkpoint directory that another robust-pt process is writing."""

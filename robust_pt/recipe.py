@@ -212,12 +212,19 @@ def _check_base(base: str, recipe_path: Path) -> None:
 
 def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print) -> Path:
     """Tune what is missing, attack everything (resumable), write the report; returns its dir."""
+    from .locking import hold
+
+    r = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    out = Path(out) if out is not None else Path("reports") / r.name
+    with hold(out, "report directory"):  # a second `robust-pt run` into it: LockedError, exit 2
+        return _run_locked(r, out, log)
+
+
+def _run_locked(r: Recipe, out: Path, log) -> Path:
     from .engine import evaluate
     from .report import build
     from .zoo import build_zoo
 
-    r = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    out = Path(out) if out is not None else Path("reports") / r.name
     runs_dir = out / "runs"
     t0 = time.time()
     ckpts = build_zoo(r, log=log)
@@ -228,7 +235,7 @@ def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print) 
         t1 = time.time()
         evaluate(ckpts[(task, t.name)][0], task, attack=a.attack, eps=None if a.eps is None else list(a.eps),
                  seed=r.seed, out=run, limit=a.examples or r.examples, split=r.split, batch_size=r.batch_size,
-                 progress=False, nproc=a.nproc or r.nproc, **dict(a.overrides))
+                 progress=True, nproc=a.nproc or r.nproc, **dict(a.overrides))
         log(f"[{r.name}] {run.name}: {time.time() - t1:.0f} s")
         run_paths.append(run)
     build(run_paths, out, allow_mixed=len(r.tasks) > 1, title=f"robust-pt: {r.name}")

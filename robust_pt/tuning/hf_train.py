@@ -278,7 +278,7 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
     order, pos, losses = rng.permutation(n), 0, []
     t0 = time.time()
     model.train()
-    with progress_bar(f"{cfg.method} {arch} {train_task.name}", total=cfg.steps) as advance:
+    with progress_bar(f"{cfg.method} {arch} {train_task.name}", total=cfg.steps, unit="steps") as advance:
         for _ in range(cfg.steps):
             if pos + bs > n:
                 order, pos = rng.permutation(n), 0

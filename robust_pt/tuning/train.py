@@ -18,6 +18,7 @@ import torch
 
 from .. import __version__
 from ..errors import TaskError
+from ..locking import hold
 from ..predict import evaluate_clean, images_of, task_loss_embeds
 from ..progress import progress_bar
 from . import checkpoint as ckpt
@@ -52,7 +53,7 @@ def _fit(model, task, tc: TrainConfig, lr: float, label: str, log=print, log_eve
     pos, losses = 0, []
     model.train()
     dev = model.device
-    with progress_bar(label, total=tc.steps) as advance:
+    with progress_bar(label, total=tc.steps, unit="steps") as advance:
         for step in range(tc.steps):
             if pos + tc.batch_size > n:
                 order, pos = rng.permutation(n), 0
@@ -131,6 +132,18 @@ def tune(base: str | Path, task_name: str, tcfg: TuningConfig, tc: TrainConfig, 
     train_task = load_task(task_name, split="train", seed=tc.seed, limit=tc.train_size, size=size)
     identity = {"kind": "tune", "base_sha256": ckpt.sha256_file(base_dir / ckpt.WEIGHTS), "task": task_name,
                 "tuning": tcfg.relevant(), "train": asdict(tc)}
+    # one builder per checkpoint directory: a second (another recipe sharing this zoo entry)
+    # waits, then finds the finished checkpoint and reuses it; it never reads a half-written one
+    with hold(out, "checkpoint directory", wait=True, on_wait=log):
+        return _tune_locked(model, base_dir, task_name, train_task, tcfg, tc, out, identity, overwrite, log,
+                            replace_stale)
+
+
+def _tune_locked(model, base_dir: Path, task_name: str, train_task, tcfg: TuningConfig, tc: TrainConfig, out: Path,
+                 identity: dict, overwrite: bool, log, replace_stale: bool) -> dict:
+    from ..tasks import load_task
+
+    size = model.image_size
     if ckpt.check_out_dir(out, identity, overwrite, replace_stale):
         log(f"reusing {out} (same base, task, method and schedule)")
         return ckpt.load(out).meta
