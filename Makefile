@@ -25,7 +25,8 @@ TORCHATTACKS := torchattacks==3.5.1
 
 # What constraints.txt pins (besides the comments at its top).
 PINNED := torch transformers tokenizers huggingface-hub textattack foolbox peft safetensors \
-          numpy pandas scipy scikit-learn typer rich matplotlib nltk pyyaml pytest
+          numpy pandas scipy statsmodels scikit-learn typer rich matplotlib nltk pyyaml pytest \
+          pycocoevalcap pycocotools
 
 DOGFOOD_OUT ?= .cache/ci-smoke
 

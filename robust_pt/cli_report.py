@@ -30,12 +30,16 @@ def report_cmd(
     title: Optional[str] = typer.Option(None, "--title", help="Report title."),
     gallery: int = typer.Option(6, "--gallery", help="Adversarial sample images per run (0: none)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 2 (after writing the report) when records are corrupt."),
+    correction: str = typer.Option("bh", "--correction",
+                                   help="Multiplicity correction of the gaps' p-values across the report: bh "
+                                        "(Benjamini-Hochberg), holm or none."),
 ):
     """Tables, statistics, figures and sanity checks from run directories."""
     from .report import build
 
     try:
-        rep = build(runs, out, allow_mixed=allow_mixed, seed=seed, n_boot=n_boot, title=title, gallery=gallery)
+        rep = build(runs, out, allow_mixed=allow_mixed, seed=seed, n_boot=n_boot, title=title, gallery=gallery,
+                    correction=correction)
     except RobustPTError as err:
         fail(err)
     _warn(rep.warnings)
@@ -56,12 +60,15 @@ def baseline_cmd(
     inputs: List[Path] = typer.Argument(..., help="Run directories, report folders or summary.json files."),
     out: Path = typer.Option(..., "--out", help="Baseline JSON to write, e.g. reports/baseline.json."),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Allow runs of different tasks."),
+    correction: str = typer.Option("bh", "--correction",
+                                   help="Multiplicity correction deciding which gaps are significant (run "
+                                        "directories only; a report keeps its own): bh, holm or none."),
 ):
     """Record robust metrics and gaps as the baseline that `robust-pt check` compares against."""
     from .report.check import save_baseline
 
     try:
-        base = save_baseline(inputs, out, allow_mixed=allow_mixed)
+        base = save_baseline(inputs, out, allow_mixed=allow_mixed, correction=correction)
     except RobustPTError as err:
         fail(err)
     _warn(base["warnings"])

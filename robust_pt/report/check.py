@@ -8,8 +8,10 @@ summary.json) or summary.json files. The check passes when
 
 * every robust metric of the baseline is measured again and is at least
   baseline - tolerance (tolerance in the metric's own units: 0.02 = 2 points of accuracy);
-* every gap whose baseline 95% CI excluded 0 keeps its sign (a gap that was significantly
-  positive must stay > 0, a significantly negative one < 0).
+* every gap that was significant in the baseline (its test's p-value adjusted across the
+  baseline's report, the report's `significant` column) keeps its sign: a significantly
+  positive gap must stay > 0, a significantly negative one < 0. (Baselines made before
+  robust-pt 0.3 carry no decision: there a gap whose 95% CI excluded 0 counts.)
 
 With two_sided (`--two-sided`, CI's dogfood gate on a fixed model) a robust metric more
 than tolerance *above* the baseline fails too (on an unchanged model: an attack got
@@ -63,8 +65,22 @@ def _read_summary(path: Path) -> dict:
     return obj
 
 
+def _baseline_significant(b: dict) -> bool:
+    """The baseline's decision for one gap; a baseline without one: its 95% CI excluded 0."""
+    if b.get("significant") is not None:
+        return bool(b["significant"])
+    lo, hi = b.get("gap_lo"), b.get("gap_hi")
+    return lo is not None and hi is not None and (lo > 0 or hi < 0)
+
+
+def _p(p) -> str:
+    from .stats import format_p
+
+    return format_p(float(p)) if p is not None else "p n/a"
+
+
 def collect(inputs: Iterable[str | Path], allow_mixed: bool = False, n_boot: int | None = None,
-            seed: int | None = None) -> tuple[list[dict], list[dict], list[str], list[str]]:
+            seed: int | None = None, correction: str | None = None) -> tuple[list[dict], list[dict], list[str], list[str]]:
     """(metric rows, gap rows, warnings, sources) from run directories, report folders or summary.json files."""
     from . import build, stats
 
@@ -92,7 +108,8 @@ def collect(inputs: Iterable[str | Path], allow_mixed: bool = False, n_boot: int
             run_dirs.append(p)
     if run_dirs:
         rep = build(run_dirs, None, allow_mixed=allow_mixed, n_boot=n_boot or stats.DEFAULT_B,
-                    seed=stats.DEFAULT_SEED if seed is None else seed)
+                    seed=stats.DEFAULT_SEED if seed is None else seed,
+                    correction=correction or stats.DEFAULT_CORRECTION)
         from .document import as_plain
 
         rows += as_plain(rep.summary.to_dict(orient="records"))
@@ -102,21 +119,22 @@ def collect(inputs: Iterable[str | Path], allow_mixed: bool = False, n_boot: int
     return rows, gaps, warnings, sources
 
 
-def make_baseline(inputs: Iterable[str | Path], allow_mixed: bool = False) -> dict:
-    rows, gaps, warnings, sources = collect(inputs, allow_mixed)
+def make_baseline(inputs: Iterable[str | Path], allow_mixed: bool = False, correction: str | None = None) -> dict:
+    rows, gaps, warnings, sources = collect(inputs, allow_mixed, correction=correction)
     from .. import __version__
 
     metrics = [{k: r.get(k) for k in ("task", "model", "method", "attack", "eps", "eps_label", "metric", "n", "clean",
                                       "robust", "robust_lo", "robust_hi")} for r in rows]
     gap_list = [{k: g.get(k) for k in ("task", "model", "method", "reference", "attack", "eps", "eps_label", "metric",
-                                       "n", "gap", "gap_lo", "gap_hi", "p")} for g in gaps]
+                                       "n", "gap", "gap_lo", "gap_hi", "p", "p_adj", "significant")} for g in gaps]
     return {"schema_version": SCHEMA_VERSION, "kind": BASELINE_KIND, "robust_pt_version": __version__,
             "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), "sources": sources, "warnings": warnings,
             "metrics": metrics, "gaps": gap_list}
 
 
-def save_baseline(inputs: Iterable[str | Path], out: str | Path, allow_mixed: bool = False) -> dict:
-    base = make_baseline(inputs, allow_mixed)
+def save_baseline(inputs: Iterable[str | Path], out: str | Path, allow_mixed: bool = False,
+                  correction: str | None = None) -> dict:
+    base = make_baseline(inputs, allow_mixed, correction)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(base, indent=1) + "\n")
@@ -230,7 +248,7 @@ def compare(rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float
     cur_gaps = {(_key(g["task"], g["model"], g["attack"], g["eps"]), str(g["reference"])): g for g in gaps}
     for b in baseline["gaps"]:
         lo, hi, gap = b.get("gap_lo"), b.get("gap_hi"), b.get("gap")
-        if lo is None or hi is None or gap is None or not (lo > 0 or hi < 0):
+        if gap is None or not _baseline_significant(b):
             continue  # the baseline could not tell the sign: nothing to keep
         k = _key(b["task"], b["model"], b["attack"], b["eps"])
         c = case(b["task"], b["model"], b["attack"], b["eps"], _lab(b))
@@ -239,10 +257,11 @@ def compare(rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float
         sign = "+" if gap > 0 else "-"
         if g is None or g.get("gap") is None:
             msg = (f"{where}: gap vs finetuning ({b['reference']}) is not measured now "
-                   f"(baseline {sign}{_pts(abs(gap))} points, CI excluded 0)")
+                   f"(baseline {sign}{_pts(abs(gap))} points, significant)")
         elif (g["gap"] > 0) != (gap > 0) or g["gap"] == 0:
             msg = (f"{where}: gap vs finetuning ({b['reference']}) lost its sign: baseline {float(gap) * 100:+.1f}, "
-                   f"now {float(g['gap']) * 100:+.1f} points (baseline 95% CI {_pts(lo)} to {_pts(hi)} excluded 0)")
+                   f"now {float(g['gap']) * 100:+.1f} points (significant in the baseline: 95% CI {_pts(lo)} to "
+                   f"{_pts(hi)}, adjusted {_p(b.get('p_adj'))})")
         else:
             c.info.append(f"gap vs {b['reference']} {float(g['gap']) * 100:+.1f} keeps its sign "
                           f"(baseline {float(gap) * 100:+.1f})")

@@ -1,7 +1,8 @@
 """The report as a list of blocks, rendered to Markdown (markdown.py) and HTML (html.py).
 
 Blocks: Heading(level, text), Para(text), Bullets(items), Table(headers, rows, caption),
-Image(path relative to the report folder, alt, caption). A table cell is a string or a
+Image(path relative to the report folder, alt, caption), Fold(summary, blocks): blocks
+folded away behind a summary line in HTML. A table cell is a string or a
 list of (text, style) segments with style None, "del" (a removed word), "ins" (an added
 word) or "code".
 """
@@ -17,7 +18,8 @@ from typing import Any, Callable, Union
 from . import stats
 from .load import eps_label
 from .sanity import FAIL, RULE
-from .tables import method_name, points, verdict_frame
+from .tables import is_significant, method_name, points, verdict_frame
+from .verdict import verdict
 
 Cell = Union[str, list]
 
@@ -52,6 +54,15 @@ class Image:
     path: str  # relative to the report folder
     alt: str
     caption: str = ""
+
+
+@dataclass
+class Fold:
+    """Blocks a reader may skip (e.g. the comparisons whose CI includes 0): folded away behind `summary` in HTML
+    (<details>); Markdown cannot fold, so it shows the summary as a bold line and then the blocks."""
+
+    summary: str
+    blocks: list = field(default_factory=list)  # any blocks, a Fold included
 
 
 @dataclass
@@ -157,21 +168,28 @@ def _num(x, digits: int = 4) -> str:
 def gap_table(gaps, task: str) -> Table:
     d = gaps[gaps["task"] == task]
     headers = ["Model", "Method", "vs finetuning", "Attack", "eps", "n", "Robust", "Finetuning robust",
-               "Gap [95% CI]", "Rel. drop gap [95% CI]", "b / c", "p"]
+               "Gap [95% CI]", "p (test)", "p adj.", "Significant", "Rel. drop gap [95% CI]", "Rel. drop p adj.", "b / c"]
     rows = []
     for _, r in d.iterrows():
         rows.append([r["model"], who(r["method"], r["model"]), r["reference"], r["attack"], r["eps_label"],
                      str(int(r["n"])), points(r["robust"]), points(r["reference_robust"]),
                      f"{signed(r['gap'])} {ci(r['gap_lo'], r['gap_hi'])}",
+                     _p(r["p"]) + (" (McNemar)" if r["test"] == "mcnemar" else " (bootstrap)"), _p(r["p_adj"]),
+                     "yes" if r["significant"] else "no",
                      f"{signed(r['rel_drop_gap'])} {ci(r['rel_drop_gap_lo'], r['rel_drop_gap_hi'])}",
-                     f"{int(r['b'])} / {int(r['c'])}",
-                     stats.format_p(r["p"]).replace("p ", "").replace("= ", "")
-                     + (" (McNemar)" if r["test"] == "mcnemar" else " (sign)")])
+                     _p(r["rel_drop_p_adj"]) + (" *" if r["rel_drop_significant"] else ""),
+                     f"{int(r['b'])} / {int(r['c'])}"])
     return Table(headers, rows, caption=(
         f"{task}: gap = method - finetuning on the same examples (points; positive: the method keeps more); "
-        "rel. drop gap = finetuning's relative drop - the method's (positive: the method degrades less); b / c = "
-        "examples only the method / only finetuning gets right; p: McNemar's exact test (sign test for "
-        "non-binary scores)"))
+        "CI: the interval its test inverts (McNemar's exact test on the discordant pairs for 0/1 verdicts, so it "
+        "excludes 0 exactly when p < 0.05; a paired bootstrap for graded scores); p adj.: adjusted across the "
+        "report's comparisons, significant = p adj. < 0.05; rel. drop gap = finetuning's relative drop - the "
+        "method's (positive: the method degrades less; bootstrap, its own adjusted family, * = significant); "
+        "b / c = examples only the method / only finetuning gets right (graded: scores higher / lower)"))
+
+
+def _p(p: float) -> str:
+    return stats.format_p(p).replace("p ", "").replace("= ", "")
 
 
 def verdict_table(gaps) -> Table:
@@ -179,9 +197,9 @@ def verdict_table(gaps) -> Table:
     rows = [[r["task"], method_name(r["method"]), str(r["cells"]), str(r["more"]), str(r["less"]),
              str(r["rel_smaller"]), str(r["rel_larger"])] for _, r in v.iterrows()]
     return Table(["Task", "Method", "Cells", "More robust", "Less robust", "Rel. drop smaller", "Rel. drop larger"],
-                 rows, caption="Comparisons against finetuning (one cell per attack and eps) whose 95% CI excludes "
-                               "0: the robust metric (more / less robust) and the relative drop (clean gap taken "
-                               "out). Among many cells a few significant ones are expected by chance.")
+                 rows, caption="Comparisons against finetuning (one cell per attack and eps) that are significant "
+                               "after adjustment for multiplicity across the report: the robust metric (more / less "
+                               "robust) and the relative drop (clean gap taken out, its own family).")
 
 
 def sanity_table(sanity) -> Table:
@@ -233,24 +251,22 @@ def build_document(report) -> Document:
     title = report.title or f"Robustness report: {', '.join(tasks)}"
     doc = Document(title)
     doc.add(Heading(1, title))
+    lead = verdict(g, s, report.correction)
+    if lead:
+        doc.add(Para(" ".join(lead), "verdict"))
+    for task in tasks:  # the key figure: metric vs eps per task
+        fig = report.figures.get(("metric_vs_eps", task))
+        if fig:
+            doc.add(Image(fig, f"{task}: robust metric vs eps", f"{task}: robust metric vs eps (clean at eps=0), "
+                                                                  f"95% CI shaded"))
     doc.add(Para(f"Made by robust-pt {report.version} from {len(report.runs)} run(s) on {report.created}. Metrics "
-                 f"are in points (x100). CIs: paired bootstrap, {report.n_boot} replicates, seed {report.seed}, "
-                 f"95% percentile interval; p-values: McNemar's exact test on paired correctness."))
+                 f"are in points (x100). Robust metrics: paired bootstrap CIs, {report.n_boot} replicates, seed "
+                 f"{report.seed}, 95% percentile interval. Gaps against finetuning: McNemar's exact test with the "
+                 f"interval it inverts (0/1 verdicts) or the bootstrap test with its interval (graded scores), "
+                 f"p-values adjusted across the report ({stats.CORRECTION_NAMES[report.correction]})."))
     for w in report.warnings:
         doc.add(Para(f"Warning: {w}", "warning"))
-
-    doc.add(Heading(2, "Findings"))
-    items = list(report.findings)
-    failed = report.sanity[report.sanity["status"] == FAIL] if len(report.sanity) else report.sanity
-    for (task, model), grp in (failed.groupby(["task", "model"], sort=False) if len(failed) else []):
-        items.append(f"{task}, {model}: sanity check(s) failed ({', '.join(grp['check'])}); its robust numbers may "
-                     f"be overstated by gradient masking (see the sanity checks).")
-    items += report.notes
-    if len(g):
-        doc.add(verdict_table(g))
-    doc.add(Bullets(items) if items else Para("No comparison against finetuning: no finetuning run shares a task "
-                                              "and attack with another method."))
-
+    _add_findings(doc, report)
     for task in tasks:
         doc.add(Heading(2, task))
         for attack in dict.fromkeys(s[s["task"] == task]["attack"]):
@@ -258,10 +274,6 @@ def build_document(report) -> Document:
         if len(g) and (g["task"] == task).any():
             doc.add(Heading(3, "Gaps against finetuning"), gap_table(g, task))
         doc.add(Heading(3, "Attack details"), details_table(s, task))
-        fig = report.figures.get(("metric_vs_eps", task))
-        if fig:
-            doc.add(Image(fig, f"{task}: robust metric vs eps", f"{task}: robust metric vs eps (clean at eps=0), "
-                                                                  f"95% CI shaded"))
 
     _add_figures(doc, report, "degradation", "Relative degradation", "relative degradation under {}",
                  "{}: relative degradation (1 - robust / clean) per task and method, 95% CI")
@@ -274,7 +286,8 @@ def build_document(report) -> Document:
     doc.add(sanity_table(report.sanity))
 
     _add_figures(doc, report, "gallery", "Adversarial examples", "adversarial examples of {}",
-                 "{}: clean | adversarial | amplified difference, with both predictions")
+                 "{}: clean | adversarial | amplified difference, with the question or hypothesis, the target "
+                 "and both predictions")
 
     text_rows = [row for r in report.runs for row in text_examples(r, report.text_examples)]
     if text_rows:
@@ -284,6 +297,30 @@ def build_document(report) -> Document:
 
     doc.add(Heading(2, "Runs"), runs_table(report))
     return doc
+
+
+def _add_findings(doc: Document, report) -> None:
+    """The count table, then one sentence per comparison: the significant ones (and failed sanity checks
+    and notes) shown, the rest folded away."""
+    g = report.gaps
+    doc.add(Heading(2, "Findings"))
+    n_sig = int(sum(is_significant(r) for _, r in g.iterrows())) if len(g) else 0
+    shown, rest = list(report.findings[:n_sig]), list(report.findings[n_sig:])
+    failed = report.sanity[report.sanity["status"] == FAIL] if len(report.sanity) else report.sanity
+    for (task, model), grp in (failed.groupby(["task", "model"], sort=False) if len(failed) else []):
+        shown.append(f"{task}, {model}: sanity check(s) failed ({', '.join(grp['check'])}); its robust numbers may "
+                     f"be overstated by gradient masking (see the sanity checks).")
+    shown += report.notes
+    if not len(g) and not shown:
+        doc.add(Para("No comparison against finetuning: no finetuning run shares a task and attack with another "
+                     "method."))
+        return
+    if len(g):
+        doc.add(verdict_table(g))
+    if shown:
+        doc.add(Bullets(shown))
+    if rest:
+        doc.add(Fold(f"{len(rest)} comparison(s) without a significant difference", [Bullets(rest)]))
 
 
 def _add_figures(doc: Document, report, kind: str, heading: str, alt: str, caption: str) -> None:

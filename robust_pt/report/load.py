@@ -107,6 +107,12 @@ class RunData:
         c = self.records["correct"]
         return bool(c.notna().all()) and self.task_kind != "caption"
 
+    @property
+    def score_is_correctness(self) -> bool:
+        """The per-example score is the 0/1 correctness, so a gap in the metric is (b - c) / n and McNemar's
+        interval applies to it (not to graded scores such as VQAv2's soft accuracy)."""
+        return self.binary and bool((self.records["score"] == self.records["correct"].astype(float)).all())
+
     def warnings(self) -> list[str]:
         out = []
         if self.bad_lines:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .document import Bullets, Document, Heading, Image, Para, Table, render_cell
+from .document import Bullets, Document, Fold, Heading, Image, Para, Table, render_cell
 
 
 def _esc(s: str) -> str:
@@ -32,17 +32,23 @@ def _numeric(t: Table, i: int) -> bool:
     return bool(vals) and all(v[:1].isdigit() or v[:1] in "+-" for v in vals)
 
 
+def block(b) -> str:
+    """One block as Markdown. Markdown cannot fold: a Fold is its summary as a bold line, then its blocks."""
+    if isinstance(b, Heading):
+        return "#" * b.level + " " + b.text
+    if isinstance(b, Para):
+        styled = {"warning": f"> **{b.text}**", "note": f"_{b.text}_", "verdict": f"**Verdict.** {b.text}"}
+        return styled.get(b.style, b.text)
+    if isinstance(b, Bullets):
+        return "\n".join(f"- {i}" for i in b.items)
+    if isinstance(b, Table):
+        return table(b)
+    if isinstance(b, Image):
+        return f"![{b.alt}]({b.path})" + (f"\n\n*{b.caption}*" if b.caption else "")
+    if isinstance(b, Fold):
+        return "\n\n".join([f"**{b.summary}**"] + [block(x) for x in b.blocks])
+    raise TypeError(f"not a report block: {type(b).__name__}")
+
+
 def render(doc: Document) -> str:
-    parts = []
-    for b in doc.blocks:
-        if isinstance(b, Heading):
-            parts.append("#" * b.level + " " + b.text)
-        elif isinstance(b, Para):
-            parts.append(f"> **{b.text}**" if b.style == "warning" else f"_{b.text}_" if b.style == "note" else b.text)
-        elif isinstance(b, Bullets):
-            parts.append("\n".join(f"- {i}" for i in b.items))
-        elif isinstance(b, Table):
-            parts.append(table(b))
-        elif isinstance(b, Image):
-            parts.append(f"![{b.alt}]({b.path})" + (f"\n\n*{b.caption}*" if b.caption else ""))
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(block(b) for b in doc.blocks) + "\n"

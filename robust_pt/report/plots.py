@@ -3,30 +3,38 @@ global backend switch, no display needed).
 
 metric_vs_eps    per task: robust metric vs eps (clean at eps = 0), one line per tuning
                  method / model, one panel per attack, the 95% CI shaded;
-degradation      per attack: relative degradation bars per task for each method, one
-                 panel per eps (the paper's Figure 3, with CIs);
+degradation      per attack: relative degradation bars grouped by task, the methods side by
+                 side in each group, one panel per eps (the paper's Figure 3, with CIs);
 prompt_factors   per task: robust metric vs prompt length / depth / reparameterisation
                  (factors.py decides which models form each panel), one line per eps;
 gallery          per run: the engine's clean | adversarial | amplified-difference sample
-                 images (runs/ID/samples/*.png) with the clean and adversarial predictions,
-                 composed with PIL so that pixels stay sharp.
+                 images (runs/ID/samples/*.png) with the input text (question, hypothesis,
+                 ...), the target and the clean and adversarial predictions, composed with PIL
+                 so that pixels stay sharp.
+
+Every figure colours a tuning method the same way (method_colours: the colour follows the
+method, never the checkpoint), so finetuning is the same blue in every panel and file.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from pathlib import Path
 
 import numpy as np
 
-from .load import RunData, eps_label
+from .load import METHOD_NAMES, REFERENCE, UNKNOWN, RunData, eps_label
 from .tables import method_name
 
 DPI = 110
 PALETTE = {"finetune": "#1f77b4", "prompt": "#d62728", "adapter": "#2ca02c", "bitfit": "#9467bd", "lora": "#ff7f0e",
            "pretrain": "#7f7f7f"}
 EXTRA = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#637939"]
+METHOD_ORDER = ["prompt", "adapter", "bitfit", "lora"]  # after REFERENCE (finetune); the rest sorted
+LINESTYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
 def _figure(w: float, h: float):
@@ -44,114 +52,268 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _labels(summary) -> dict[tuple[str, str], str]:
-    """(method, model) -> legend label: the method's name, plus the model when a method has several."""
+def _labels(summary, task: str = "") -> dict[tuple[str, str], str]:
+    """(method, model) -> legend label: the method's name, plus the model (without the method and task it
+    repeats) when a method has several."""
     out = {}
     per = summary.groupby("method")["model"].nunique().to_dict() if len(summary) else {}
     for (method, model) in summary[["method", "model"]].drop_duplicates().itertuples(index=False):
-        name = method_name(method) if method != "unknown" else model
-        out[(method, model)] = f"{name} ({model})" if per.get(method, 1) > 1 and method != "unknown" else name
+        name = _series_name(series(method, model))
+        many = per.get(method, 1) > 1 and method != UNKNOWN
+        out[(method, model)] = f"{name} ({_short_model(model, method, task)})" if many else name
     return out
 
 
-def _colours(keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    out, used, k = {}, set(), 0
-    for key in keys:
-        c = PALETTE.get(key[0])
-        if c is None or c in used:
-            c = EXTRA[k % len(EXTRA)]
+def series(method: str, model: str) -> str:
+    """What a colour stands for: the tuning method, or the model when its method is unknown (a run
+    written by another tool), so that two unknown models never share a colour."""
+    return model if method == UNKNOWN else method
+
+
+def method_order(names) -> list[str]:
+    """finetune, prompt, adapter, bitfit, lora first (the paper's order), then the others sorted."""
+    first = [REFERENCE, *METHOD_ORDER]
+    names = list(dict.fromkeys(names))
+    return [m for m in first if m in names] + sorted(m for m in names if m not in first)
+
+
+def method_colours(summary) -> dict[str, str]:
+    """series -> colour for every series in `summary`: the fixed palette for the known methods, the
+    extra colours in method_order for the rest. Computed over the whole summary (not one task or
+    attack), so a method keeps its colour in every panel and figure of a report."""
+    names = [series(m, mo) for m, mo in summary[["method", "model"]].itertuples(index=False)] if len(summary) else []
+    out, k = {}, 0
+    for name in method_order(names):
+        if name in PALETTE:
+            out[name] = PALETTE[name]
+        else:
+            out[name] = EXTRA[k % len(EXTRA)]
             k += 1
-        used.add(c)
-        out[key] = c
     return out
+
+
+def _natural(s: str) -> list:
+    """Sort key that puts L4 before L16 (numbers compared as numbers)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(s)) if t]
+
+
+def _series_name(name: str) -> str:
+    """A legend label: the method's display name, capitalised ('Finetuning', 'BitFit'), or the model's name."""
+    if name in METHOD_NAMES or name in PALETTE:
+        label = method_name(name)
+        return label[:1].upper() + label[1:]
+    return name
+
+
+def _variant_styles(keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """(method, model) -> line style and marker: the colour says the method, the style tells apart
+    several models of one method (e.g. prompt lengths)."""
+    seen: dict[str, int] = {}
+    out = {}
+    order = method_order(series(*k) for k in keys)
+    for key in sorted(keys, key=lambda k: (order.index(series(*k)), _natural(k[1]))):
+        j = seen.get(series(*key), 0)
+        seen[series(*key)] = j + 1
+        out[key] = {"linestyle": LINESTYLES[j % len(LINESTYLES)], "marker": MARKERS[j % len(MARKERS)]}
+    return out
+
+
+def _legend(fig, handles: list, fontsize: int = 9) -> tuple[float, float, float, float]:
+    """One legend for the whole figure, outside every panel so that it never hides data: a row on top when it
+    fits, else a column on the right. Returns the rect that tight_layout may fill."""
+    if not handles:
+        return (0, 0, 1, 1)
+    w_in, h_in = fig.get_figwidth(), fig.get_figheight()
+    char = 0.0085 * fontsize  # inches per character, roughly (DejaVu Sans)
+    widths = [0.45 + char * len(h.get_label()) for h in handles]
+    if len(handles) <= 7 and sum(widths) <= w_in - 0.2:
+        fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=fontsize, frameon=False,
+                   bbox_to_anchor=(0.5, 1.0), handlelength=1.4, columnspacing=1.2)
+        return (0, 0, 1, 1 - 0.42 / h_in)
+    right = min(0.45, (max(widths) + 0.2) / w_in)
+    fig.legend(handles=handles, loc="center left", fontsize=fontsize, frameon=False, bbox_to_anchor=(1 - right, 0.5))
+    return (0, 0, 1 - right, 1)
+
+
+def _widen_for_legend(fig, handles: list, fontsize: int = 9) -> None:
+    """A narrow figure (one small panel) grows to hold its legend row, rather than cutting it."""
+    need = sum(0.45 + 0.0085 * fontsize * len(h.get_label()) for h in handles) + 0.3
+    if len(handles) <= 7 and fig.get_figwidth() < need:
+        fig.set_figwidth(need)
+
+
+def _eps_line(ax, dm, colour: str, label: str, style: dict, alpha: float) -> None:
+    """One (method, model): clean at eps = 0, then the robust metric per eps; the 95% CI shaded."""
+    x = np.concatenate([[0.0], dm["eps"].to_numpy(float)])
+    y = 100 * np.concatenate([[dm["clean"].iloc[0]], dm["robust"].to_numpy(float)])
+    lo = 100 * np.concatenate([[dm["clean_lo"].iloc[0]], dm["robust_lo"].to_numpy(float)])
+    hi = 100 * np.concatenate([[dm["clean_hi"].iloc[0]], dm["robust_hi"].to_numpy(float)])
+    ax.plot(x, y, ms=4, color=colour, label=label, **style)
+    ax.fill_between(x, lo, hi, color=colour, alpha=alpha, linewidth=0)
+
+
+def _eps_axis(ax, da, title: str) -> None:
+    ticks = sorted(set(da["eps"].round(12)))
+    names = {round(e, 12): lab for e, lab in zip(da["eps"], da["eps_label"])}
+    if ticks and ticks[0] > 0 and ticks[-1] / ticks[0] > 16:  # e.g. 1/255 ... 128/255: keep small eps apart
+        ax.set_xscale("symlog", linthresh=ticks[0])
+    top = float(np.nanmax(100 * da[["clean_hi", "robust_hi"]].to_numpy(float))) if len(da) else math.nan
+    ax.set_ylim(0, max(5.0, 1.05 * top) if math.isfinite(top) else 100.0)
+    if len(ticks) <= 8:
+        ax.set_xticks([0.0] + ticks)
+        ax.set_xticklabels(["0"] + [names[t] for t in ticks], rotation=30, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("eps")
+    ax.set_ylabel(f"{da['metric'].iloc[0] if len(da) else 'metric'} (x100)")
+    ax.grid(alpha=0.3)
 
 
 def metric_vs_eps(summary, task: str, path: Path) -> Path:
-    """Robust metric (points) vs eps for one task."""
+    """Robust metric (points) vs eps for one task, one panel per attack. Colours follow method_colours (as in
+    the degradation bars); several models of one method differ by line style and marker; one legend."""
+    return _save(metric_vs_eps_figure(summary, task), path)
+
+
+def metric_vs_eps_figure(summary, task: str):
+    """The figure of metric_vs_eps(), unsaved (tests read its lines)."""
     d = summary[summary["task"] == task]
     attacks = list(dict.fromkeys(d["attack"]))
     cols = min(3, len(attacks))
     rows = math.ceil(len(attacks) / cols)
     fig = _figure(4.2 * cols, 3.3 * rows)
-    labels = _labels(d)
-    colours = _colours(list(labels))
+    labels = _labels(d, task)
+    colours, styles = method_colours(summary), _variant_styles(list(labels))
+    per = {}
+    for key in labels:
+        per[series(*key)] = per.get(series(*key), 0) + 1
+    handles: dict[str, object] = {}
     for k, attack in enumerate(attacks):
         ax = fig.add_subplot(rows, cols, k + 1)
         da = d[d["attack"] == attack]
-        for key in labels:
+        for key in styles:  # method_order, then the models in natural order
             dm = da[(da["method"] == key[0]) & (da["model"] == key[1])].sort_values("eps")
-            if not len(dm):
-                continue
-            x = np.concatenate([[0.0], dm["eps"].to_numpy(float)])
-            y = 100 * np.concatenate([[dm["clean"].iloc[0]], dm["robust"].to_numpy(float)])
-            lo = 100 * np.concatenate([[dm["clean_lo"].iloc[0]], dm["robust_lo"].to_numpy(float)])
-            hi = 100 * np.concatenate([[dm["clean_hi"].iloc[0]], dm["robust_hi"].to_numpy(float)])
-            ax.plot(x, y, marker="o", ms=4, color=colours[key], label=labels[key])
-            ax.fill_between(x, lo, hi, color=colours[key], alpha=0.15, linewidth=0)
-        ticks = sorted(set(da["eps"].round(12)))
-        names = {round(e, 12): lab for e, lab in zip(da["eps"], da["eps_label"])}
-        if ticks and ticks[0] > 0 and ticks[-1] / ticks[0] > 16:  # e.g. 1/255 ... 128/255: keep small eps apart
-            ax.set_xscale("symlog", linthresh=ticks[0])
-        top = float(np.nanmax(100 * da[["clean_hi", "robust_hi"]].to_numpy(float))) if len(da) else math.nan
-        ax.set_ylim(0, max(5.0, 1.05 * top) if math.isfinite(top) else 100.0)
-        if len(ticks) <= 8:
-            ax.set_xticks([0.0] + ticks)
-            ax.set_xticklabels(["0"] + [names[t] for t in ticks], rotation=30, fontsize=8)
-        ax.set_title(f"{task}: {attack}", fontsize=10)
-        ax.set_xlabel("eps")
-        ax.set_ylabel(f"{da['metric'].iloc[0] if len(da) else 'metric'} (x100)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+            if len(dm):
+                _eps_line(ax, dm, colours[series(*key)], labels[key], styles[key], 0.15 / per[series(*key)])
+        _eps_axis(ax, da, f"{task}: {attack}")
+        for h in ax.get_lines():
+            handles.setdefault(h.get_label(), h)
+    order = [handles[labels[key]] for key in styles if labels[key] in handles]
+    _widen_for_legend(fig, order)
+    fig.tight_layout(rect=_legend(fig, order))
+    return fig
 
 
-def degradation(summary, attack: str, path: Path, max_panels: int = 6) -> Path:
-    """Relative degradation (%) bars per task for each method, one panel per eps, with 95% CIs."""
-    d = summary[summary["attack"] == attack]
+GROUP_GAP = 0.8  # space between two task groups, in bar widths
+
+
+def _panel_eps(d, max_panels: int) -> list[float]:
+    """The eps of the panels: all of them, or `max_panels` spread over the range (smallest and largest kept)."""
     eps_all = sorted(set(d["eps"].round(12)))
     if len(eps_all) > max_panels:
         pick = np.unique(np.linspace(0, len(eps_all) - 1, max_panels).round().astype(int))
         eps_all = [eps_all[i] for i in pick]
-    tasks = list(dict.fromkeys(d["task"]))
-    labels = _labels(d)
-    keys = list(labels)
-    colours = _colours(keys)
-    cols = min(3, len(eps_all))
-    rows = math.ceil(len(eps_all) / cols)
-    fig = _figure(max(4.0, 1.5 + 0.55 * len(tasks) * max(1, len(keys))) * cols, 3.4 * rows)
-    width = 0.8 / max(1, len(keys))
+    return eps_all
+
+
+def _short_model(model: str, method: str, task: str) -> str:
+    """A model's name without what the panel already says (its method and task): 'prompt-L4-shapes-ve' -> 'L4'."""
+    out = model[:-len(task) - 1] if model.endswith(f"-{task}") else model
+    out = out[len(method) + 1:] if out.startswith(f"{method}-") else out
+    return out or model
+
+
+def degradation_layout(summary, attack: str) -> dict:
+    """Where the bars of degradation() go, the same in every panel of `attack`: tasks along x, one group
+    each; inside a group one bar per (method, model) in method_order, side by side. Returns {"bars": [dict(task,
+    method, model, series, x, colour, variant)], "groups": [(task, centre x)], "colours": series -> colour}.
+    `variant` is the model's short name when its method has several models in that task (else "")."""
+    d = summary[summary["attack"] == attack]
+    colours = method_colours(summary)
+    bars, groups, x = [], [], 0.0
+    for task in dict.fromkeys(d["task"]):
+        pairs = d[d["task"] == task][["method", "model"]].drop_duplicates()
+        keys = list(pairs.itertuples(index=False, name=None))
+        order = method_order(series(*k) for k in keys)
+        keys.sort(key=lambda k: (order.index(series(*k)), _natural(k[1])))
+        many = {m for m in order if sum(series(*k) == m for k in keys) > 1}
+        start = x
+        for method, model in keys:
+            name = series(method, model)
+            bars.append({"task": task, "method": method, "model": model, "series": name, "x": x,
+                         "colour": colours[name], "variant": _short_model(model, method, task) if name in many else ""})
+            x += 1.0
+        groups.append((task, (start + x - 1.0) / 2))
+        x += GROUP_GAP
+    return {"bars": bars, "groups": groups, "colours": {k: v for k, v in colours.items()
+                                                         if any(b["series"] == k for b in bars)}}
+
+
+def _degradation_panel(ax, de, layout: dict, title: str) -> None:
+    """One eps: a bar (95% CI whiskers) per layout slot that has a row in `de`."""
+    for bar in layout["bars"]:
+        r = de[(de["task"] == bar["task"]) & (de["method"] == bar["method"]) & (de["model"] == bar["model"])]
+        if not len(r):
+            continue
+        r = r.iloc[0]
+        y = 100 * float(r["rel_drop"])
+        err = np.nan_to_num(np.array([[y - 100 * r["rel_drop_lo"]], [100 * r["rel_drop_hi"] - y]]), nan=0.0)
+        (patch,) = ax.bar([bar["x"]], [y], width=0.9, color=bar["colour"], yerr=err.clip(min=0), capsize=2,
+                          error_kw={"elinewidth": 0.8, "ecolor": "#333333"})
+        patch.set_gid(f"{bar['task']}|{bar['series']}|{bar['model']}")
+    ax.set_xticks([c for _, c in layout["groups"]])
+    ax.set_xticklabels([t for t, _ in layout["groups"]])
+    # tick_params, not set_xticklabels(fontsize=...): it also reaches the ticks matplotlib creates later
+    ax.tick_params(axis="x", which="both", length=0, labelsize=9)
+    variants = [b for b in layout["bars"] if b["variant"]]
+    if variants:  # several models of one method in a group: name them under their bars, the task below
+        ax.set_xticks([b["x"] for b in variants], minor=True)
+        ax.set_xticklabels([b["variant"] for b in variants], minor=True)
+        ax.tick_params(axis="x", which="minor", labelrotation=90, labelsize=6)
+        ax.xaxis.remove_overlapping_locs = False  # a variant's bar may sit at its group's centre
+        ax.tick_params(axis="x", which="major", pad=6 + 3.6 * max(len(b["variant"]) for b in variants))
+    ax.set_xlim(-0.8, max([b["x"] for b in layout["bars"]] + [0.0]) + 0.8)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("relative degradation (%)", fontsize=9)
+    ax.axhline(0, color="black", linewidth=0.6)
+    if len(de):
+        top = float(np.nanmax(100 * de["rel_drop_hi"].to_numpy(float)))
+        low = float(np.nanmin(100 * np.minimum(de["rel_drop"].to_numpy(float), de["rel_drop_lo"].to_numpy(float))))
+        ax.set_ylim(min(0.0, 1.1 * low) if math.isfinite(low) else 0.0, max(5.0, 1.1 * top) if math.isfinite(top)
+                    else 100.0)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def degradation_figure(summary, attack: str, max_panels: int = 6):
+    """The figure of degradation(), unsaved (tests read its bars)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    d = summary[summary["attack"] == attack]
+    layout = degradation_layout(summary, attack)
+    eps_all = _panel_eps(d, max_panels)
+    units = len(layout["bars"]) + GROUP_GAP * max(0, len(layout["groups"]) - 1)
+    cols = min(2 if units > 12 else 3, max(1, len(eps_all)))
+    rows = max(1, math.ceil(len(eps_all) / cols))
+    extra = 0.35 if any(b["variant"] for b in layout["bars"]) else 0.0
+    panel_w = max(4.0, 1.0 + 0.22 * units)
+    fig = _figure(panel_w * cols, (3.0 + extra) * rows + 0.45)
     for k, e in enumerate(eps_all):
         ax = fig.add_subplot(rows, cols, k + 1)
         de = d[np.isclose(d["eps"].to_numpy(float), e, rtol=0, atol=1e-12)]
-        for j, key in enumerate(keys):
-            xs, ys, los, his = [], [], [], []
-            for t, task in enumerate(tasks):
-                r = de[(de["task"] == task) & (de["method"] == key[0]) & (de["model"] == key[1])]
-                if not len(r):
-                    continue
-                r = r.iloc[0]
-                xs.append(t - 0.4 + width * (j + 0.5))
-                ys.append(100 * r["rel_drop"])
-                los.append(100 * (r["rel_drop"] - r["rel_drop_lo"]))
-                his.append(100 * (r["rel_drop_hi"] - r["rel_drop"]))
-            if xs:
-                err = np.nan_to_num(np.array([los, his]), nan=0.0).clip(min=0)
-                ax.bar(xs, ys, width=width * 0.95, color=colours[key], label=labels[key], yerr=err, capsize=2,
-                       error_kw={"elinewidth": 0.8})
-        ax.set_xticks(range(len(tasks)))
-        ax.set_xticklabels(tasks, fontsize=8, rotation=15)
         lab = de["eps_label"].iloc[0] if len(de) else f"{e:g}"
-        ax.set_title(f"{attack}, eps={lab}", fontsize=10)
-        ax.set_ylabel("relative degradation (%)")
-        ax.axhline(0, color="black", linewidth=0.6)
-        top = np.nanmax(100 * (de["rel_drop_hi"].to_numpy(float))) if len(de) else math.nan
-        ax.set_ylim(min(0.0, float(np.nanmin(100 * de["rel_drop"].to_numpy(float)))) if len(de) else 0.0,
-                    max(5.0, 1.1 * top) if math.isfinite(top) else 100.0)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+        _degradation_panel(ax, de, layout, f"{attack}, eps={lab}")
+    handles = [Patch(facecolor=c, label=_series_name(m)) for m, c in layout["colours"].items()]
+    handles.append(Line2D([], [], color="#333333", marker="|", markersize=9, linestyle="none", label="95% CI"))
+    _widen_for_legend(fig, handles)
+    fig.tight_layout(rect=_legend(fig, handles))
+    return fig
+
+
+def degradation(summary, attack: str, path: Path, max_panels: int = 6) -> Path:
+    """Relative degradation (%) bars with 95% CIs, one panel per eps: tasks along x, the methods side by side in
+    each task's group, one colour per method in every panel (one legend), so that the eye compares methods
+    within a task, as the paper's Figure 3 does."""
+    return _save(degradation_figure(summary, attack, max_panels), path)
 
 
 # ----------------------------------------------------------------------------- gallery
@@ -202,6 +364,39 @@ def _safe(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))[:60]
 
 
+def _text_or_none(v) -> str | None:
+    """A record's text field, or None when absent (pandas fills a missing one with nan)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return str(v)
+
+
+@functools.lru_cache(maxsize=16)
+def _builtin_task(name: str, split: str, seed: int, size: int, n: int):
+    from ..tasks import load_task
+
+    return load_task(name, split=split, seed=seed, size=size, num_examples=n)
+
+
+def _example_text(run: RunData, ident: str) -> dict:
+    """{"text", "target"} of a built-in ShapesWorld example, regenerated from its id (NAME:SPLIT:SEED:INDEX;
+    generation is deterministic and cheap). Image attacks do not store the input text in their records, yet a
+    gallery row without its question cannot be read. {} for real datasets or an id of another form."""
+    from ..tasks import TASKS
+
+    parts = ident.rsplit(":", 3)
+    if len(parts) != 4 or parts[0] not in TASKS or parts[0] != run.task or not parts[2].isdigit() \
+            or not parts[3].isdigit():
+        return {}
+    i = int(parts[3])
+    size = run.image_size or 64
+    try:
+        ex = _builtin_task(parts[0], parts[1], int(parts[2]), size, max(i + 1, len(run.records)))[i]
+    except Exception:  # noqa: BLE001 - a caption is a nicety; the gallery must not fail for it
+        return {}
+    return {"text": ex.text, "target": ex.target}
+
+
 def samples(run: RunData, limit: int = 6) -> list[dict]:
     """The engine's sample PNGs of a run, matched to their records: broken ones first, largest eps first."""
     folder = run.samples_dir
@@ -219,9 +414,17 @@ def samples(run: RunData, limit: int = 6) -> list[dict]:
         d = df[np.isclose(df["eps"].to_numpy(float), e, rtol=0, atol=1e-12)]
         rec = d[d["id"].map(_safe) == m["id"]]
         r = rec.iloc[0].to_dict() if len(rec) else {}
+        ident = r.get("id", m["id"])
+        known = _example_text(run, str(ident))
+        if known and r.get("clean_correct") == 1 and run.task_kind == "closed" and \
+                _text_or_none(r.get("clean_pred")) != known.get("target"):
+            known = {}  # right yet not the regenerated answer: not the example that was attacked (older generator)
         found.append({"path": f, "eps": e, "eps_label": eps_label(e) if run.eps_unit == "pixel" else f"{e:g}",
-                      "id": r.get("id", m["id"]), "broken": m["status"] == "broken",
-                      "clean_pred": r.get("clean_pred"), "pred": r.get("pred"), "text": r.get("text")})
+                      "id": ident, "broken": m["status"] == "broken",
+                      "clean_pred": _text_or_none(r.get("clean_pred")), "pred": _text_or_none(r.get("pred")),
+                      "text": _text_or_none(r.get("text")) or known.get("text"),
+                      "target": _text_or_none(r.get("target")) or known.get("target"),
+                      "adv_text": _text_or_none(r.get("adv_text"))})
     found.sort(key=lambda s: (not s["broken"], -s["eps"], str(s["id"])))
     # spread over eps: the first sample of each eps first, then the rest
     firsts, rest, seen = [], [], set()
@@ -231,42 +434,124 @@ def samples(run: RunData, limit: int = 6) -> list[dict]:
     return (firsts + rest)[:limit]
 
 
-def gallery(run: RunData, items: list[dict], path: Path, width: int = 600) -> Path:
-    """The samples stacked (composed with PIL, pixels kept sharp), each with eps, id and both predictions."""
-    from PIL import Image, ImageDraw, ImageFont
+TEXT_LABELS = (("vqa", "Question"), ("ve", "Hypothesis"), ("ground", "Expression"), ("refcoco", "Expression"),
+               ("caption", "Prompt"))
 
-    def font(size: int):
+
+def _text_label(task: str) -> str:
+    """What the input text of a task is called in a gallery row (a VQA question, a VE hypothesis, ...)."""
+    words = [w for w in re.split(r"[-_:+./]", task.lower()) if w]
+    for key, label in TEXT_LABELS:
+        prefix = key != "ve"  # "vqav2", "refcocog", "captions"; but "ve" begins too many words
+        if any(w == key or (prefix and w.startswith(key)) for w in words):
+            return label
+    return "Text"
+
+
+def _fonts() -> dict:
+    """DejaVu Sans (shipped with matplotlib, so the same glyphs everywhere), else Pillow's default font."""
+    from PIL import ImageFont
+
+    ttf = Path(__import__("matplotlib").get_data_path()) / "fonts" / "ttf"
+    out = {}
+    for key, name, size in (("title", "DejaVuSans-Bold.ttf", 15), ("bold", "DejaVuSans-Bold.ttf", 13),
+                            ("text", "DejaVuSans.ttf", 13), ("small", "DejaVuSans.ttf", 12)):
         try:
-            return ImageFont.load_default(size=size)
-        except TypeError:  # Pillow < 10.1: the bitmap font
-            return ImageFont.load_default()
+            out[key] = ImageFont.truetype(str(ttf / name), size)
+        except OSError:
+            try:
+                out[key] = ImageFont.load_default(size=size)
+            except TypeError:  # Pillow < 10.1: the bitmap font
+                out[key] = ImageFont.load_default()
+    return out
 
-    f_title, f_text = font(15), font(13)
-    who = f"{run.model} ({method_name(run.method)})" if run.method != "unknown" else run.model
-    blocks = []
+
+def _wrap(draw, text: str, font, width: int) -> list[str]:
+    """Greedy word wrap to `width` pixels; a word longer than a line is cut."""
+    lines: list[str] = []
+    cur = ""
+    for word in str(text).split():
+        while draw.textlength(word, font=font) > width:  # cut an over-long word
+            k = max(1, next((j for j in range(len(word), 0, -1) if draw.textlength(word[:j], font=font) <= width), 1))
+            if cur:
+                lines.append(cur)
+                cur = ""
+            lines.append(word[:k])
+            word = word[k:]
+        trial = f"{cur} {word}".strip()
+        if cur and draw.textlength(trial, font=font) > width:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = trial
+    return lines + [cur] if cur else lines or [""]
+
+
+def _answer_text(value, image_size: int | None) -> str:
+    """An answer as a reader wants it: location tokens ('<bin_8> <bin_18> ...') as a box in pixels."""
+    from ..tasks.metrics import tokens_to_box
+
+    text = "" if value is None else str(value)
+    box = tokens_to_box(text, image_size) if image_size and text.startswith("<bin_") else None
+    if box is None:
+        return text
+    x0, y0, x1, y1 = box
+    return f"box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}) px"
+
+
+def _sample_lines(s: dict, task: str, image_size: int | None = None) -> list[tuple[str, str, str]]:
+    """(text, font key, colour) paragraphs of one gallery row: what was asked, the target, both answers."""
+    broken = "#b3261e" if s["broken"] else "#137333"
+    out = [(f"eps={s['eps_label']}  -  {'broken' if s['broken'] else 'still correct'}", "bold", broken),
+           (f"id {s['id']}", "small", "#666666")]
+    if s.get("text"):
+        out.append((f"{_text_label(task)}: {s['text']}", "text", "black"))
+    if s.get("adv_text") and s["adv_text"] != s.get("text"):
+        out.append((f"Adversarial text: {s['adv_text']}", "text", "#8a4b00"))
+    if s.get("target"):
+        name = "Reference" if _text_label(task) == "Prompt" else "Target"  # a caption has several; one shown
+        out.append((f"{name}: {_answer_text(s['target'], image_size)}", "text", "#444444"))
+    out.append((f"Clean prediction: {_answer_text(s['clean_pred'], image_size)}", "text", "black"))
+    out.append((f"Adversarial prediction: {_answer_text(s['pred'], image_size)}", "bold" if s["broken"] else "text",
+                broken))
+    return out
+
+
+def gallery(run: RunData, items: list[dict], path: Path, width: int = 600, text_width: int = 420) -> Path:
+    """One row per sample: the engine's clean | adversarial | difference image on the left, scaled by a whole
+    factor (at most `width` px) so that pixels stay sharp, and on the right the input text (question,
+    hypothesis, ...), the target and both predictions, wrapped to `text_width` px: a reader sees what the
+    model was asked, not only that its answer changed. Composed with PIL."""
+    from PIL import Image, ImageDraw
+
+    fonts, pad, gap = _fonts(), 10, 16
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    rows = []
     for s in items:
         with Image.open(s["path"]) as im:
             tile = im.convert("RGB")
-        scale = width / tile.width
-        tile = tile.resize((width, max(1, round(tile.height * scale))), Image.NEAREST)
-        verdict = "broken" if s["broken"] else "still correct"
-        caption = (f"eps={s['eps_label']}   id {s['id']}:   clean '{s['clean_pred']}'  ->  adversarial "
-                   f"'{s['pred']}'   ({verdict})")
-        blocks.append((caption, tile))
-    pad, line = 10, 20
-    height = pad + 24 + line + sum(line + t.height + pad for _, t in blocks)
-    canvas = Image.new("RGB", (width + 2 * pad, height), "white")
+        k = max(1, width // tile.width)
+        tile = tile.resize((tile.width * k, tile.height * k), Image.NEAREST) if tile.width <= width else \
+            tile.resize((width, max(1, round(tile.height * width / tile.width))), Image.NEAREST)
+        lines = [(ln, f, c) for text, f, c in _sample_lines(s, run.task, run.image_size)
+                 for ln in _wrap(scratch, text, fonts[f], text_width)]
+        rows.append((tile, lines, max(tile.height, 18 * len(lines) + 4)))
+    img_w = max([t.width for t, _, _ in rows] + [1])
+    who = f"{run.model} ({method_name(run.method)})" if run.method != UNKNOWN else run.model
+    head = pad + 26 + 20
+    canvas = Image.new("RGB", (pad + img_w + gap + text_width + pad, head + sum(h + 2 * pad for *_, h in rows)),
+                       "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, pad), f"{who}, {run.task}, {run.attack}", fill="black", font=f_title)
-    y = pad + 24
-    for k, name in enumerate(("clean", "adversarial", "difference (amplified)")):
-        draw.text((pad + k * width // 3 + 4, y), name, fill="#555555", font=f_text)
-    y += line
-    for caption, tile in blocks:
-        draw.text((pad, y), caption, fill="black", font=f_text)
-        y += line
-        canvas.paste(tile, (pad, y))
-        y += tile.height + pad
+    draw.text((pad, pad), f"{who}, {run.task}, {run.attack}", fill="black", font=fonts["title"])
+    for j, name in enumerate(("clean", "adversarial", "difference (amplified)")):
+        draw.text((pad + j * img_w // 3 + 2, pad + 26), name, fill="#555555", font=fonts["small"])
+    y = head
+    for tile, lines, h in rows:
+        draw.line([(pad, y), (canvas.width - pad, y)], fill="#dddddd", width=1)
+        canvas.paste(tile, (pad, y + pad))
+        for n, (ln, f, c) in enumerate(lines):
+            draw.text((pad + img_w + gap, y + pad + 18 * n), ln, fill=c, font=fonts[f])
+        y += h + 2 * pad
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, format="PNG", optimize=False)
     return path

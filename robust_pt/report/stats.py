@@ -10,12 +10,27 @@ B x n index arrays: each replicate's draw becomes a count vector and means are
 count-weighted sums, so the numbers equal the direct computation exactly (up to
 floating-point rounding).
 
-McNemar's exact test. Over paired correctness, b = examples only the first gets right and
-c = examples only the second gets right; under the null of equal accuracy b ~
-Binomial(b + c, 1/2), and the two-sided p-value is min(1, 2 P(X <= min(b, c))), which is
-scipy.stats.binomtest(b, b + c, 0.5).pvalue. For non-binary per-example scores (CIDEr)
-the same exact test runs on the signs of the paired differences (the sign test, of which
-McNemar's test is the binary case).
+One decision rule per comparison, an interval that agrees with it, and multiplicity:
+
+* Binary verdicts (accuracy, Acc@0.5): McNemar's exact test (statsmodels). Over paired
+  correctness, b = examples only the first gets right, c = only the second; under the
+  null b ~ Binomial(b + c, 1/2), p = min(1, 2 P(X <= min(b, c))). The interval beside it
+  is the one that test inverts: the Clopper-Pearson 95% interval (pi_lo, pi_hi) of
+  pi = b / (b + c), the share of discordant pairs won by the first, mapped to the gap
+  (b - c) / n = (b + c) / n * (2 pi - 1) with the discordant share held at its observed
+  value (the exact conditional interval). It excludes 0 exactly when p < 0.05.
+* Graded verdicts (per-example CIDEr) and relative drops: the paired bootstrap above gives
+  the standard error SE of the statistic (the replicates' standard deviation); the interval
+  is estimate -/+ 1.96 SE and the test its two-sided normal p-value 2 (1 - Phi(|estimate| /
+  SE)) (`bootstrap_wald`), so the interval excludes 0 exactly when p < 0.05, and p is not
+  limited to multiples of 1 / B (a percentile-based p could never pass Holm's 0.05 / 264).
+  The sign test on graded scores tests the median difference, not the mean gap the report
+  prints, so no interval on that gap agrees with it; its counts (b, c: examples scored
+  higher / lower) stay in the table.
+* Across a report's comparisons the p-values are adjusted (statsmodels `multipletests`):
+  Benjamini-Hochberg by default, Holm, or none; the adjusted decision (`p_adj < 0.05`) is
+  what the counts, the verdict, the findings and the gate use. The robust-metric gaps and
+  the relative-drop gaps are two families, each adjusted on its own.
 """
 
 from __future__ import annotations
@@ -102,55 +117,94 @@ def rel_drop(clean: float, robust: float) -> float:
     return (clean - robust) / clean if clean and math.isfinite(clean) else math.nan
 
 
-# ----------------------------------------------------------------------------- McNemar
+# ----------------------------------------------------------------------------- tests and intervals
+
+ALPHA = 1 - LEVEL
+CORRECTIONS = {"bh": "fdr_bh", "holm": "holm", "none": None}  # --correction -> statsmodels method
+DEFAULT_CORRECTION = "bh"
+CORRECTION_NAMES = {"bh": "Benjamini-Hochberg", "holm": "Holm", "none": "no correction"}
+
 
 @dataclass(frozen=True)
 class PairedTest:
     b: int  # first better (correct where the second is not; or higher score)
     c: int  # second better
     p: float
-    test: str  # "mcnemar" or "sign"
+    test: str  # "mcnemar" or "bootstrap"
 
 
-def binom_two_sided_half(k: int, n: int) -> float:
-    """Exact two-sided binomial p-value of k successes in n trials at p = 1/2.
+def mcnemar_p(b: int, c: int) -> float:
+    """McNemar's exact two-sided p-value for b and c discordant pairs (statsmodels)."""
+    from statsmodels.stats.contingency_tables import mcnemar
 
-    2 P(X <= min(k, n - k)), capped at 1, summed in log space (lgamma, log-sum-exp) so that
-    it is fast and does not underflow for large n.
-    """
-    if n <= 0:
+    if b + c == 0:
         return 1.0
-    m = min(k, n - k)
-    if 2 * m == n:
-        return 1.0
-    i = np.arange(m + 1, dtype=float)
-    logp = (math.lgamma(n + 1) - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in i])
-            - n * math.log(2.0))
-    top = float(logp.max())
-    tail = math.exp(top + math.log(float(np.exp(logp - top).sum())))
-    return float(min(1.0, 2 * tail))
+    return float(mcnemar([[0, b], [c, 0]], exact=True).pvalue)
 
 
 def mcnemar_exact(first: np.ndarray, second: np.ndarray) -> PairedTest:
     """McNemar's exact test on paired 0/1 correctness (nan pairs dropped)."""
+    b, c = discordant(first, second, binary=True)
+    return PairedTest(b, c, mcnemar_p(b, c), "mcnemar")
+
+
+def discordant(first: np.ndarray, second: np.ndarray, binary: bool) -> tuple[int, int]:
+    """(b, c): pairs where the first is better / the second is (correct vs not, or a higher score)."""
     x = np.asarray(first, dtype=float)
     y = np.asarray(second, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok] > 0.5, y[ok] > 0.5
-    b = int(np.sum(x & ~y))
-    c = int(np.sum(~x & y))
-    return PairedTest(b, c, binom_two_sided_half(b, b + c), "mcnemar")
-
-
-def sign_test(first: np.ndarray, second: np.ndarray) -> PairedTest:
-    """The exact sign test on paired scores (ties dropped): McNemar's test for non-binary scores."""
-    x = np.asarray(first, dtype=float)
-    y = np.asarray(second, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
+    if binary:
+        x, y = x[ok] > 0.5, y[ok] > 0.5
+        return int(np.sum(x & ~y)), int(np.sum(~x & y))
     d = x[ok] - y[ok]
-    b = int(np.sum(d > 1e-12))
-    c = int(np.sum(d < -1e-12))
-    return PairedTest(b, c, binom_two_sided_half(b, b + c), "sign")
+    return int(np.sum(d > 1e-12)), int(np.sum(d < -1e-12))
+
+
+def exact_gap_ci(b: int, c: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The interval McNemar's exact test inverts, on the scale of the gap (b - c) / n: Clopper-Pearson
+    for b / (b + c), times the observed discordant share (b + c) / n. (0, 0) with no discordant pair."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if n <= 0:
+        return (math.nan, math.nan)
+    m = b + c
+    if m == 0:
+        return (0.0, 0.0)
+    lo, hi = proportion_confint(b, m, alpha=1 - level, method="beta")
+    return float(m / n * (2 * lo - 1)), float(m / n * (2 * hi - 1))
+
+
+def bootstrap_wald(estimate: float, replicates: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
+    """(lo, hi, p) for "the statistic is 0": estimate -/+ z x the bootstrap standard error, and the
+    two-sided normal p-value of estimate / SE, so the interval excludes 0 exactly when p < 1 - level.
+    (nan, nan, nan) without finite replicates or estimate."""
+    from scipy.stats import norm
+
+    r = np.asarray(replicates, dtype=float)
+    r = r[np.isfinite(r)]
+    if len(r) < 2 or not math.isfinite(estimate):
+        return (math.nan, math.nan, math.nan)
+    se = 0.0 if r.min() == r.max() else float(r.std(ddof=1))  # identical replicates: exactly 0
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    if se == 0.0:
+        return (estimate, estimate, 1.0 if estimate == 0 else 0.0)
+    return (estimate - z * se, estimate + z * se, float(2 * norm.sf(abs(estimate) / se)))
+
+
+def adjust(p: np.ndarray, correction: str = DEFAULT_CORRECTION) -> np.ndarray:
+    """p-values adjusted across one family of comparisons (nan entries left out and kept nan)."""
+    from statsmodels.stats.multitest import multipletests
+
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; use one of {', '.join(CORRECTIONS)}")
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, math.nan)
+    ok = np.isfinite(p)
+    method = CORRECTIONS[correction]
+    if not ok.any():
+        return out
+    out[ok] = p[ok] if method is None else multipletests(p[ok], alpha=ALPHA, method=method)[1]
+    return out
 
 
 def format_p(p: float) -> str:

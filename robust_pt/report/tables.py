@@ -2,7 +2,10 @@
 
 All metrics are kept in the task's own units (accuracy in [0, 1]); writers show them as
 points (x100). Every robust metric, drop and gap carries a paired-bootstrap 95% CI
-(stats.py); gaps carry McNemar's exact test.
+(stats.py); a gap's interval is the one its test inverts (the exact McNemar interval for
+binary verdicts, the bootstrap for graded ones), and its significance is the test's p-value
+adjusted across the report (`significant`, from `p_adj`), which is what every count and
+sentence uses.
 
 Gap convention: gap = metric(method) - metric(finetuning) on the same examples, so a
 positive gap means the method keeps more of the metric under attack; rel_drop_gap =
@@ -24,7 +27,8 @@ SUMMARY_COLUMNS = ["task", "model", "method", "attack", "attack_method", "kind",
                    "mean_queries", "mean_words_changed", "run"]
 GAP_COLUMNS = ["task", "attack", "eps", "eps_label", "metric", "model", "method", "reference", "n", "clean_gap",
                "robust", "reference_robust", "gap", "gap_lo", "gap_hi", "rel_drop", "reference_rel_drop",
-               "rel_drop_gap", "rel_drop_gap_lo", "rel_drop_gap_hi", "b", "c", "p", "test"]
+               "rel_drop_gap", "rel_drop_gap_lo", "rel_drop_gap_hi", "b", "c", "p", "test", "p_adj", "significant",
+               "rel_drop_p", "rel_drop_p_adj", "rel_drop_significant"]
 
 
 def method_name(method: str) -> str:
@@ -118,23 +122,27 @@ def gap_row(run: RunData, ref: RunData, eps: float, B: int = stats.DEFAULT_B,
     a, r = da["score"].to_numpy(float), dr["score"].to_numpy(float)
     ac, rc = da["clean_score"].to_numpy(float), dr["clean_score"].to_numpy(float)
     reps = stats.bootstrap_means(np.column_stack([a, r, ac, rc]), B, seed)
-    lo, hi = stats.percentile_ci(reps[:, 0] - reps[:, 1])
     with np.errstate(invalid="ignore", divide="ignore"):
         rel_reps = (1 - reps[:, 1] / reps[:, 3]) - (1 - reps[:, 0] / reps[:, 2])
-    rlo, rhi = stats.percentile_ci(rel_reps)
-    if run.binary and ref.binary:
-        t = stats.mcnemar_exact(da["correct"].to_numpy(float), dr["correct"].to_numpy(float))
-    else:
-        t = stats.sign_test(a, r)
+    if run.score_is_correctness and ref.score_is_correctness:  # McNemar's exact test, the interval it inverts
+        b, c = stats.discordant(da["correct"].to_numpy(float), dr["correct"].to_numpy(float), binary=True)
+        p, test = stats.mcnemar_p(b, c), "mcnemar"
+        lo, hi = stats.exact_gap_ci(b, c, len(ids))
+    else:  # graded scores: the bootstrap interval of the mean gap and the test derived from it
+        b, c = stats.discordant(a, r, binary=False)
+        lo, hi, p = stats.bootstrap_wald(float(np.nanmean(a) - np.nanmean(r)), reps[:, 0] - reps[:, 1])
+        test = "bootstrap"
     ra, rr = stats.rel_drop(float(np.nanmean(ac)), float(np.nanmean(a))), \
         stats.rel_drop(float(np.nanmean(rc)), float(np.nanmean(r)))
+    rlo, rhi, rp = stats.bootstrap_wald(rr - ra, rel_reps)
     return {"task": run.task, "attack": run.attack, "eps": float(eps),
             "eps_label": eps_label(eps) if run.eps_unit == "pixel" else f"{eps:g}", "metric": run.metric,
             "model": run.model, "method": run.method, "reference": ref.model, "n": len(ids),
             "clean_gap": float(np.nanmean(ac) - np.nanmean(rc)), "robust": float(np.nanmean(a)),
             "reference_robust": float(np.nanmean(r)), "gap": float(np.nanmean(a) - np.nanmean(r)),
             "gap_lo": lo, "gap_hi": hi, "rel_drop": ra, "reference_rel_drop": rr, "rel_drop_gap": rr - ra,
-            "rel_drop_gap_lo": rlo, "rel_drop_gap_hi": rhi, "b": t.b, "c": t.c, "p": t.p, "test": t.test}
+            "rel_drop_gap_lo": rlo, "rel_drop_gap_hi": rhi, "b": b, "c": c, "p": p, "test": test,
+            "rel_drop_p": rp}
 
 
 def gap_rows(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED
@@ -180,13 +188,20 @@ def summary_frame(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = sta
     return df.reset_index(drop=True)
 
 
-def gap_frame(rows: list[dict]):
+def gap_frame(rows: list[dict], correction: str = stats.DEFAULT_CORRECTION):
+    """The gaps in report order, with p-values adjusted across all of them (`correction`: bh, holm or
+    none) and the decisions that follow: significant = p_adj < 0.05 (robust metric), and the same
+    for the relative drop as its own family."""
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=GAP_COLUMNS)
     if len(df):
         df = df.sort_values(["task", "attack", "model", "reference", "eps"], kind="stable")
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    for p, p_adj, sig in (("p", "p_adj", "significant"), ("rel_drop_p", "rel_drop_p_adj", "rel_drop_significant")):
+        df[p_adj] = stats.adjust(df[p].to_numpy(float), correction) if len(df) else []
+        df[sig] = (df[p_adj] < stats.ALPHA).astype(bool)  # nan compares False: not significant
+    return df
 
 
 # ----------------------------------------------------------------------------- findings
@@ -204,64 +219,80 @@ def who(method: str, model: str, several: bool) -> str:
     return f"{name} ({model})" if several and method != "unknown" else name
 
 
+def _decision(p_adj: float, significant: bool) -> str:
+    return f"adjusted {stats.format_p(p_adj)}, " + ("significant" if significant else "not significant")
+
+
 def finding(row: dict, several_models: bool = False, several_refs: bool = False) -> str:
-    """One sentence per comparison, whichever way it falls, with its CI and p-value."""
+    """One sentence per comparison, whichever way it falls: the gap with the interval its test inverts,
+    the unadjusted and the adjusted p-value and the decision; then the same for the relative drop."""
     g, lo, hi = row["gap"], row["gap_lo"], row["gap_hi"]
     subject = who(row["method"], row["model"], several_models)
     ref = "finetuning" + (f" ({row['reference']})" if several_refs else "")
     m = _metric_words(row["metric"])
-    test = "McNemar" if row["test"] == "mcnemar" else "sign test"
-    p = stats.format_p(row["p"])
+    test = "McNemar" if row["test"] == "mcnemar" else "bootstrap test"
+    p = f"{test} {stats.format_p(row['p'])}, {_decision(row['p_adj'], row['significant'])}"
     if abs(g) < 5e-4:
         core = f"{subject} keeps the same {m} as {ref} (difference {points(g)} points, 95% CI {points(lo)} to " \
-               f"{points(hi)}, {test} {p})"
+               f"{points(hi)}; {p})"
     else:
         word = "more" if g > 0 else "less"
         a, b = (lo, hi) if g > 0 else (-hi, -lo)
         core = f"{subject} keeps {points(abs(g))} points {word} {m} than {ref} (95% CI {points(a)} to " \
-               f"{points(b)}, {test} {p})"
+               f"{points(b)}; {p})"
+    return f"{row['task']}, {row['attack']} eps={row['eps_label']}: {core}{_rel_drop_clause(row)}."
+
+
+def _rel_drop_clause(row: dict) -> str:
     rg, rlo, rhi = row["rel_drop_gap"], row["rel_drop_gap_lo"], row["rel_drop_gap_hi"]
-    if math.isfinite(rg):
-        if abs(rg) < 5e-4:
-            tail = f"; its relative drop is the same (95% CI {points(-rhi)} to {points(-rlo)})"
-        elif rg > 0:
-            tail = f"; its relative drop is {points(rg)} points smaller (95% CI {points(rlo)} to {points(rhi)})"
-        else:
-            tail = f"; its relative drop is {points(-rg)} points larger (95% CI {points(-rhi)} to {points(-rlo)})"
-    else:
-        tail = ""
-    return f"{row['task']}, {row['attack']} eps={row['eps_label']}: {core}{tail}."
+    if not math.isfinite(rg):
+        return ""
+    p = f"bootstrap test {stats.format_p(row['rel_drop_p'])}, " \
+        f"{_decision(row['rel_drop_p_adj'], row['rel_drop_significant'])}"
+    if abs(rg) < 5e-4:
+        return f"; its relative drop is the same (95% CI {points(-rhi)} to {points(-rlo)}; {p})"
+    if rg > 0:
+        return f"; its relative drop is {points(rg)} points smaller (95% CI {points(rlo)} to {points(rhi)}; {p})"
+    return f"; its relative drop is {points(-rg)} points larger (95% CI {points(-rhi)} to {points(-rlo)}; {p})"
+
+
+def is_significant(row) -> bool:
+    """A comparison with a significant robust-metric gap or relative-drop gap (after adjustment)."""
+    return bool(row["significant"]) or bool(row["rel_drop_significant"])
 
 
 def findings(gaps) -> list[str]:
-    out = []
+    """One sentence per comparison: the significant ones first, each group in report order."""
     if not len(gaps):
-        return out
+        return []
+    sig, rest = [], []
     for (task, attack), grp in gaps.groupby(["task", "attack"], sort=False):
         several_models = grp.groupby("method")["model"].nunique().max() > 1
         several_refs = grp["reference"].nunique() > 1
         for _, row in grp.iterrows():
-            out.append(finding(row.to_dict(), several_models, several_refs))
-    return out
+            (sig if is_significant(row) else rest).append(finding(row.to_dict(), several_models, several_refs))
+    return sig + rest
 
 
 VERDICT_COLUMNS = ["task", "method", "cells", "more", "less", "rel_smaller", "rel_larger"]
 
 
 def verdict_frame(gaps):
-    """How often each method's 95% CI against finetuning excludes 0, per task and over all tasks.
+    """How many comparisons against finetuning are significant each way, per task and over all tasks.
 
     Why: a report with hundreds of gaps answers "is it more robust?" only if someone counts;
-    cells = (attack, eps) comparisons; more / less: robust-metric gap CI above / below 0;
-    rel_smaller / rel_larger: relative drop significantly smaller / larger than finetuning's
-    (the clean gap taken out). With many cells, a few significant ones arise by chance.
+    cells = (attack, eps) comparisons; more / less: the robust-metric gap is significant (its
+    test's p-value adjusted across the report, `significant`) and above / below 0;
+    rel_smaller / rel_larger: the relative drop (the clean gap taken out) is significantly
+    smaller / larger than finetuning's (`rel_drop_significant`, its own family).
     """
     import pandas as pd
 
     if not len(gaps):
         return pd.DataFrame(columns=VERDICT_COLUMNS)
-    d = gaps.assign(more=gaps["gap_lo"] > 0, less=gaps["gap_hi"] < 0, rel_smaller=gaps["rel_drop_gap_lo"] > 0,
-                    rel_larger=gaps["rel_drop_gap_hi"] < 0)  # NaN bounds compare False: not significant
+    sig, rsig = gaps["significant"].astype(bool), gaps["rel_drop_significant"].astype(bool)
+    d = gaps.assign(more=sig & (gaps["gap"] > 0), less=sig & (gaps["gap"] < 0),
+                    rel_smaller=rsig & (gaps["rel_drop_gap"] > 0), rel_larger=rsig & (gaps["rel_drop_gap"] < 0))
     counts = ["more", "less", "rel_smaller", "rel_larger"]
     spec = {"cells": ("gap", "size"), **{c: (c, "sum") for c in counts}}
     rows = d.groupby(["task", "method"], sort=False).agg(**spec).reset_index()

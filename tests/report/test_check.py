@@ -75,6 +75,29 @@ def test_degraded_run_fails_with_one_line_per_regression(baseline, tmp_path):
     assert "lost its sign" in failed[0].find("failure").text
 
 
+def test_the_gate_keeps_the_sign_of_gaps_significant_after_adjustment_only(baseline, tmp_path):
+    """A baseline gap whose CI excluded 0 but whose adjusted p did not pass is not held to its sign;
+    a baseline without decisions (made before adjusted p-values) falls back on its CI."""
+    _, _, path = baseline
+    b = json.loads(path.read_text())
+    assert all({"p_adj", "significant"} <= set(g) for g in b["gaps"])
+    g8 = [g for g in b["gaps"] if g["eps_label"] == "8/255"][0]
+    assert g8["significant"] and g8["p_adj"] < 0.05
+    runs = gate_runs(tmp_path, pt_wrong_at_8=80)
+    lost = lambda res: [r for r in res.regressions if "lost its sign" in r]  # noqa: E731
+    assert len(lost(check(runs, path))) == 1
+    for g in b["gaps"]:
+        g.update(significant=False)  # e.g. Holm across many cells did not pass it
+    relaxed = tmp_path / "relaxed.json"
+    relaxed.write_text(json.dumps(b))
+    assert lost(check(runs, relaxed)) == []
+    for g in b["gaps"]:
+        del g["significant"], g["p_adj"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(b))
+    assert len(lost(check(runs, old))) == 1
+
+
 def test_two_sided_gate_also_fails_a_rise(baseline, tmp_path):
     """CI's dogfood gate: on a fixed model a robust metric that rose means a weaker attack."""
     _, _, path = baseline

@@ -55,3 +55,28 @@ def test_the_committed_report_tables_are_what_its_committed_runs_give(name):
     for r in committed:
         f = fresh[key(r)]
         assert (f["n"], f["clean"], f["robust"]) == (r["n"], r["clean"], r["robust"]), key(r)
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_every_committed_gap_has_one_decision_rule(name):
+    """Each gap's interval agrees with the unadjusted p printed beside it, and `significant` is the
+    report's correction applied to those p-values across all its gaps."""
+    import numpy as np
+    import pandas as pd
+
+    from robust_pt.report import stats
+
+    root = ROOT / "reports" / name
+    gaps = pd.read_csv(root / "gaps.csv")
+    tests = json.loads((root / "summary.json").read_text())["tests"]
+    assert len(gaps) and set(gaps["test"]) <= {"mcnemar", "bootstrap"}
+    for prefix, lo, hi in (("", "gap_lo", "gap_hi"), ("rel_drop_", "rel_drop_gap_lo", "rel_drop_gap_hi")):
+        p = gaps[f"{prefix}p"].to_numpy(float)
+        ok = np.isfinite(p)
+        excl = ((gaps[lo] > 0) | (gaps[hi] < 0)).to_numpy()
+        bad = gaps[ok & (excl != (p < stats.ALPHA))]
+        assert bad.empty, bad[["task", "model", "attack", "eps_label", lo, hi, f"{prefix}p"]]
+        np.testing.assert_allclose(gaps[f"{prefix}p_adj"].to_numpy(float)[ok],
+                                   stats.adjust(p, tests["correction"])[ok], rtol=1e-9)
+        sig = gaps["significant" if not prefix else "rel_drop_significant"].astype(bool).to_numpy()
+        assert (sig == (gaps[f"{prefix}p_adj"].to_numpy(float) < stats.ALPHA)).all()

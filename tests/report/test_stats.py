@@ -9,15 +9,20 @@ from scipy import stats as sps
 from robust_pt.report import stats
 
 
-def direct_ci(cols: list[np.ndarray], fn, B: int, seed: int) -> tuple[float, float]:
-    """The textbook paired bootstrap: resample example indices, recompute, take percentiles."""
+def direct_reps(cols: list[np.ndarray], fn, B: int, seed: int) -> np.ndarray:
+    """The textbook paired bootstrap: resample example indices, recompute."""
     rng = np.random.default_rng(seed)
     n = len(cols[0])
     reps = []
     for _ in range(B):
         idx = rng.integers(0, n, n)
         reps.append(fn(*[c[idx] for c in cols]))
-    lo, hi = np.percentile(reps, [2.5, 97.5])
+    return np.asarray(reps, float)
+
+
+def direct_ci(cols: list[np.ndarray], fn, B: int, seed: int) -> tuple[float, float]:
+    """The percentile interval of the textbook paired bootstrap."""
+    lo, hi = np.percentile(direct_reps(cols, fn, B, seed), [2.5, 97.5])
     return float(lo), float(hi)
 
 
@@ -63,17 +68,98 @@ def test_mcnemar_exact_equals_scipy_binomtest(b, c):
     assert t.p == pytest.approx(expected, rel=1e-12, abs=1e-300)
 
 
-@pytest.mark.parametrize("k,n", [(4000, 10000), (49800, 100000), (1, 2000)])
-def test_exact_binomial_is_fast_and_right_for_large_n(k, n):
-    assert stats.binom_two_sided_half(k, n) == pytest.approx(sps.binomtest(k, n, 0.5).pvalue, rel=1e-8)
+@pytest.mark.parametrize("b,c", [(4000, 6000), (49800, 50200), (1, 1999)])
+def test_mcnemar_p_for_large_counts(b, c):
+    assert stats.mcnemar_p(b, c) == pytest.approx(sps.binomtest(b, b + c, 0.5).pvalue, rel=1e-8)
 
 
-def test_sign_test_on_scores_is_the_binomial_on_signs():
-    a = np.array([0.9, 0.5, 0.3, 0.8, 0.8, 0.1, 0.7])
-    b = np.array([0.1, 0.5, 0.4, 0.2, 0.3, 0.0, 0.6])
-    t = stats.sign_test(a, b)
-    assert (t.b, t.c) == (5, 1)
-    assert t.p == pytest.approx(sps.binomtest(5, 6, 0.5).pvalue)
+@pytest.mark.parametrize("b,c,n", [(20, 8, 512), (8, 20, 512), (3, 0, 40), (0, 0, 40), (55, 30, 300), (1, 1, 9)])
+def test_exact_interval_is_clopper_pearson_on_the_discordant_pairs(b, c, n):
+    lo, hi = stats.exact_gap_ci(b, c, n)
+    m = b + c
+    if m == 0:
+        assert (lo, hi) == (0.0, 0.0)
+        return
+    # Clopper-Pearson from the beta quantiles, written out
+    plo = 0.0 if b == 0 else sps.beta.ppf(0.025, b, m - b + 1)
+    phi = 1.0 if b == m else sps.beta.ppf(0.975, b + 1, m - b)
+    assert (lo, hi) == pytest.approx((m / n * (2 * plo - 1), m / n * (2 * phi - 1)), abs=1e-12)
+    assert lo <= (b - c) / n <= hi
+
+
+def test_the_exact_interval_excludes_zero_exactly_when_mcnemar_is_significant():
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(3000):
+        m = int(rng.integers(1, 120))
+        b = int(rng.integers(0, m + 1))
+        p = stats.mcnemar_p(b, m - b)
+        lo, hi = stats.exact_gap_ci(b, m - b, m + int(rng.integers(0, 400)))
+        assert (lo > 0 or hi < 0) == (p < 0.05), (b, m - b, p, lo, hi)
+        checked += p < 0.05
+    assert 300 < checked < 2900  # both outcomes were exercised
+
+
+def test_bootstrap_wald_is_estimate_and_standard_error_of_the_replicates():
+    rng = np.random.default_rng(1)
+    reps = rng.normal(0.02, 0.01, 2000)
+    lo, hi, p = stats.bootstrap_wald(0.021, reps)
+    se = np.std(reps, ddof=1)
+    assert (lo, hi) == pytest.approx((0.021 - 1.959963984540054 * se, 0.021 + 1.959963984540054 * se), rel=1e-12)
+    assert p == pytest.approx(2 * sps.norm.sf(0.021 / se), rel=1e-12)
+    assert stats.bootstrap_wald(0.0, np.zeros(50)) == (0.0, 0.0, 1.0)
+    assert stats.bootstrap_wald(0.1, np.full(50, 0.1)) == (0.1, 0.1, 0.0)
+    assert all(np.isnan(stats.bootstrap_wald(float("nan"), reps)))
+
+
+def test_bootstrap_interval_excludes_zero_exactly_when_its_test_is_significant():
+    rng = np.random.default_rng(2)
+    seen = {True: 0, False: 0}
+    for _ in range(3000):
+        reps = rng.normal(rng.normal(0, 0.03), 0.015, int(rng.choice([100, 2000])))
+        lo, hi, p = stats.bootstrap_wald(float(rng.normal(0, 0.03)), reps)
+        assert (lo > 0 or hi < 0) == (p < 0.05), (lo, hi, p)
+        seen[p < 0.05] += 1
+    assert min(seen.values()) > 300  # both outcomes exercised
+
+
+def _bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values, written out: min over k >= rank of m p_(k) / k, capped at 1."""
+    m = len(p)
+    order = np.argsort(p)
+    adj = np.empty(m)
+    running = 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, p[i] * m / rank)
+        adj[i] = running
+    return adj
+
+
+def _holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values, written out."""
+    m = len(p)
+    order = np.argsort(p)
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adj[i] = running
+    return adj
+
+
+def test_adjusted_p_values_equal_the_direct_computations():
+    rng = np.random.default_rng(2)
+    p = np.concatenate([rng.random(40) ** 3, [1e-8, 0.049, 0.051, np.nan]])
+    ok = np.isfinite(p)
+    for name, direct in (("bh", _bh), ("holm", _holm)):
+        adj = stats.adjust(p, name)
+        np.testing.assert_allclose(adj[ok], direct(p[ok]), rtol=1e-12)
+        assert np.isnan(adj[~ok]).all() and (adj[ok] >= p[ok]).all()
+    np.testing.assert_array_equal(stats.adjust(p, "none")[ok], p[ok])
+    assert (stats.adjust(p, "holm") >= stats.adjust(p, "bh") - 1e-15)[ok].all()  # Holm is the stricter
+    with pytest.raises(ValueError, match="unknown correction"):
+        stats.adjust(p, "bonferonni")
 
 
 def test_format_p():

@@ -14,7 +14,7 @@ from robust_pt.report import build
 from robust_pt.report.tables import finding
 
 from .helpers import E1, E4, FT, FT_CLEAN, PT, PT_CLEAN, golden_runs
-from .test_stats import direct_ci
+from .test_stats import direct_ci, direct_reps
 
 B = 1000
 
@@ -72,11 +72,20 @@ def test_gap_table_cis_and_mcnemar(rep):
         a, f = np.array(PT[eps], float), np.array(FT[eps], float)
         ac, fc = np.array(PT_CLEAN, float), np.array(FT_CLEAN, float)
         assert r["gap"] == pytest.approx(a.mean() - f.mean())
-        assert (r["gap_lo"], r["gap_hi"]) == pytest.approx(
-            direct_ci([a, f], lambda x, y: x.mean() - y.mean(), B, 0), abs=1e-12)
-        assert (r["rel_drop_gap_lo"], r["rel_drop_gap_hi"]) == pytest.approx(direct_ci(
-            [a, f, ac, fc], lambda x, y, xc, yc: (1 - y.mean() / yc.mean()) - (1 - x.mean() / xc.mean()), B, 0),
-            abs=1e-12)
+        # the interval McNemar's exact test inverts: Clopper-Pearson on b of the b + c discordant pairs,
+        # on the gap's scale (b + c) / n * (2 pi - 1)
+        m, n = b + c, len(a)
+        plo = 0.0 if b == 0 else sps.beta.ppf(0.025, b, m - b + 1)
+        phi = 1.0 if b == m else sps.beta.ppf(0.975, b + 1, m - b)
+        assert (r["gap_lo"], r["gap_hi"]) == pytest.approx((m / n * (2 * plo - 1), m / n * (2 * phi - 1)), abs=1e-12)
+        assert (r["gap_lo"] > 0 or r["gap_hi"] < 0) == (r["p"] < 0.05)
+        # relative drop: estimate -/+ 1.96 x the standard deviation of the textbook paired bootstrap
+        rel = (1 - f.mean() / fc.mean()) - (1 - a.mean() / ac.mean())
+        se = np.std(direct_reps([a, f, ac, fc], lambda x, y, xc, yc: (1 - y.mean() / yc.mean())
+                                - (1 - x.mean() / xc.mean()), B, 0), ddof=1)
+        assert (r["rel_drop_gap_lo"], r["rel_drop_gap_hi"]) == pytest.approx((rel - 1.96 * se, rel + 1.96 * se),
+                                                                             abs=1e-3 * se)
+        assert r["rel_drop_p"] == pytest.approx(2 * sps.norm.sf(abs(rel) / se), rel=1e-6)
         assert (r["b"], r["c"], r["test"]) == (b, c, "mcnemar")
         assert r["p"] == pytest.approx(sps.binomtest(b, b + c, 0.5).pvalue)
     assert g[np.isclose(g["eps"], E4)].iloc[0]["p"] == pytest.approx(14 / 64)
@@ -87,12 +96,14 @@ def test_findings_one_sentence_per_comparison_whichever_way(rep):
     g = rep.gaps[np.isclose(rep.gaps["eps"], E4)].iloc[0]
     f = rep.findings[1]
     assert f.startswith("shapes-vqa, pgd eps=4/255: prompt tuning keeps 20.0 points more accuracy than finetuning "
-                        f"(95% CI {100 * g['gap_lo']:.1f} to {100 * g['gap_hi']:.1f}, McNemar p = 0.22)")
+                        f"(95% CI {100 * g['gap_lo']:.1f} to {100 * g['gap_hi']:.1f}; McNemar p = 0.22, adjusted "
+                        f"p = 0.25, not significant)")
+    assert g["p_adj"] == pytest.approx(min(2 * g["p"], sps.binomtest(3, 3, 0.5).pvalue))  # BH over the 2 gaps
     assert f.count(".") >= 1 and f.endswith(".")
     # the other way round: a negative gap is said as "less", with the CI of the stated difference
-    neg = dict(g, gap=-0.123, gap_lo=-0.16, gap_hi=-0.081, p=0.0004)
-    assert ("prompt tuning keeps 12.3 points less accuracy than finetuning (95% CI 8.1 to 16.0, McNemar p < 0.001)"
-            in finding(neg))
+    neg = dict(g, gap=-0.123, gap_lo=-0.16, gap_hi=-0.081, p=0.0004, p_adj=0.003, significant=True)
+    assert ("prompt tuning keeps 12.3 points less accuracy than finetuning (95% CI 8.1 to 16.0; McNemar p < 0.001, "
+            "adjusted p = 0.003, significant)" in finding(neg))
 
 
 def test_files_and_formats(rep):
@@ -162,26 +173,27 @@ def test_non_binary_scores_use_means_and_the_sign_test(tmp_path):
     assert r["metric"] == "cider" and r["robust"] == pytest.approx(2.7 / 6) and r["clean"] == pytest.approx(5.3 / 6)
     assert r["success_rate"] == pytest.approx(1.0)
     g = rep.gaps.iloc[0]
-    assert g["test"] == "sign" and (g["b"], g["c"]) == (4, 1)  # one tie dropped
-    assert g["p"] == pytest.approx(sps.binomtest(4, 5, 0.5).pvalue)
-    assert "sign test p = 0.38" in rep.findings[0] and "more CIDEr than finetuning" in rep.findings[0]
+    assert g["test"] == "bootstrap" and (g["b"], g["c"]) == (4, 1)  # examples scored higher / lower; a tie
+    # the test is the one the bootstrap interval inverts: they agree on significance
+    assert (g["gap_lo"] > 0 or g["gap_hi"] < 0) == (g["p"] < 0.05)
+    assert g["p_adj"] == g["p"]  # one comparison: nothing to adjust
+    assert "bootstrap test" in rep.findings[0] and "more CIDEr than finetuning" in rep.findings[0]
 
 
-def test_verdict_counts_the_cells_whose_ci_excludes_zero_per_task_and_over_all_tasks():
+def test_verdict_counts_the_significant_cells_per_task_and_over_all_tasks():
     import pandas as pd
 
     from robust_pt.report.tables import verdict_frame
 
-    nan = float("nan")
-    rows = [  # task, method, gap_lo, gap_hi, rel_drop_gap_lo, rel_drop_gap_hi
-        ("vqa", "prompt", 0.01, 0.05, -0.02, 0.03),   # more robust; relative drop not significant
-        ("vqa", "prompt", -0.06, -0.01, -0.04, -0.01),  # less robust; relative drop larger
-        ("vqa", "prompt", -0.02, 0.02, 0.01, 0.04),   # within noise; relative drop smaller
-        ("vqa", "lora", -0.03, 0.0, nan, nan),        # CI touching 0 is not significant; NaN CI neither
-        ("ve", "prompt", -0.05, -0.02, -0.03, 0.01),  # less robust
+    rows = [  # task, method, gap, significant, rel_drop_gap, rel_drop_significant
+        ("vqa", "prompt", 0.03, True, 0.005, False),    # more robust; relative drop not significant
+        ("vqa", "prompt", -0.03, True, -0.02, True),    # less robust; relative drop larger
+        ("vqa", "prompt", 0.00, False, 0.02, True),     # within noise; relative drop smaller
+        ("vqa", "lora", -0.03, False, float("nan"), False),  # a CI off 0 but not significant after adjustment
+        ("ve", "prompt", -0.04, True, -0.01, False),    # less robust
     ]
-    gaps = pd.DataFrame(rows, columns=["task", "method", "gap_lo", "gap_hi", "rel_drop_gap_lo", "rel_drop_gap_hi"])
-    gaps["gap"] = (gaps["gap_lo"] + gaps["gap_hi"]) / 2
+    gaps = pd.DataFrame(rows, columns=["task", "method", "gap", "significant", "rel_drop_gap",
+                                       "rel_drop_significant"])
     v = verdict_frame(gaps).set_index(["task", "method"])
     assert v.loc[("vqa", "prompt")].tolist() == [3, 1, 1, 1, 1]
     assert v.loc[("vqa", "lora")].tolist() == [1, 0, 0, 0, 0]

@@ -1,0 +1,78 @@
+"""The answer a report opens with: two to four sentences computed from the adjusted counts.
+
+Why: readers of a report with hundreds of gaps want "is any tuning method more robust than
+finetuning, where, and how often?" before any table. The sentences count the comparisons
+whose adjusted decision (`significant`, `rel_drop_significant`; stats.py) goes each way,
+per method, with the attack families (image, embedding, text, joint) they fall in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from . import stats
+from .load import REFERENCE
+from .tables import method_name
+
+ORDER = [REFERENCE, "prompt", "adapter", "bitfit", "lora"]
+
+
+def _methods(gaps) -> list[str]:
+    present = list(dict.fromkeys(gaps["method"]))
+    return sorted(present, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+
+
+def _families(rows) -> str:
+    counts = Counter(rows["kind"].fillna("other"))
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _cells(gaps, mask, methods: list[str]) -> list[str]:
+    """'prompt tuning in 5 of 66 cells (image 3, embedding 2)' for each method with such cells."""
+    out = []
+    for m in methods:
+        mine = gaps["method"] == m
+        hit = gaps[mine & mask]
+        if len(hit):
+            out.append(f"{method_name(m)} in {len(hit)} of {int(mine.sum())} cells ({_families(hit)})")
+    return out
+
+
+def _rel_drop(gaps, methods: list[str]) -> str:
+    rsig = gaps["rel_drop_significant"].astype(bool)
+    lead = "With the clean gap taken out (relative drop), "
+    sides = []
+    for word, mask in (("larger", rsig & (gaps["rel_drop_gap"] < 0)), ("smaller", rsig & (gaps["rel_drop_gap"] > 0))):
+        counts = [(m, int((mask & (gaps["method"] == m)).sum())) for m in methods]
+        named = ", ".join(f"{method_name(m)} in {k}" for m, k in counts if k)
+        sides.append(f"the degradation is significantly {word} than finetuning's for {named} cells" if named else
+                     f"significantly {word} for no method")
+    if not rsig.any():
+        return lead + "no difference from finetuning is significant."
+    return lead + "; ".join(sides) + "."
+
+
+def _adjustment(correction: str) -> str:
+    if correction == "none":
+        return "without adjustment for multiplicity"
+    return f"with {stats.CORRECTION_NAMES[correction]} adjustment across them"
+
+
+def verdict(gaps, summary, correction: str) -> list[str]:
+    """The report's opening sentences (none without gaps). `summary` gives each attack's family."""
+    if not len(gaps):
+        return []
+    kinds = summary.drop_duplicates(["task", "attack"]).set_index(["task", "attack"])["kind"]
+    g = gaps.assign(kind=[kinds.get((t, a)) for t, a in zip(gaps["task"], gaps["attack"])])
+    methods = _methods(g)
+    sig = g["significant"].astype(bool)
+    tasks = g["task"].nunique()
+    first = (f"{len(g)} comparisons against finetuning ({len(methods)} method{'s' * (len(methods) > 1)}, {tasks} "
+             f"task{'s' * (tasks > 1)}, one per attack and eps), each decided by McNemar's exact test (a bootstrap "
+             f"test for graded metrics) {_adjustment(correction)}, at the 5% level.")
+    more, less = _cells(g, sig & (g["gap"] > 0), methods), _cells(g, sig & (g["gap"] < 0), methods)
+    second = ("More robust than finetuning: " + "; ".join(more) + "." if more else
+              "No tuning method is significantly more robust than finetuning anywhere.")
+    third = ("Less robust than finetuning: " + "; ".join(less) + "." if less else
+             "No tuning method is significantly less robust than finetuning anywhere.")
+    return [first, second, third, _rel_drop(g, methods)]
