@@ -1,37 +1,33 @@
 """The `robust-pt` command: parses options, calls the API, maps RobustPTError to exit 2.
 
 Kept thin on purpose: every command body lives in the library so that the Python API
-and the CLI behave the same. Sub-command groups register themselves from cli_*.py.
+and the CLI behave the same. The typer `app` lives in cli_app.py; the command groups
+(COMMAND_MODULES, one cli_*.py each) add their commands to it when `_register` imports
+them. A command module that fails to import is an error, never a missing command.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
 
+from .cli_app import app, fail  # noqa: F401  (`from robust_pt.cli import app` keeps working)
 from .errors import RobustPTError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Measure the adversarial robustness of prompt-tuned vs finetuned VL models.")
-
-
-def fail(err: Exception) -> None:
-    """Print one line that says what to do, and exit 2."""
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(2)
+COMMAND_MODULES = ("cli_train", "cli_attack", "cli_report")  # robust_pt.<name>, in help order
 
 
 def _register() -> None:
-    from . import cli_train  # noqa: F401
-    try:
-        from . import cli_attack  # noqa: F401
-    except ImportError:
-        pass
-    try:
-        from . import cli_report  # noqa: F401
-    except ImportError:
-        pass
+    """Import every command module (each adds its commands to `app`); ImportError names the one that failed."""
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"{__package__}.{name}")
+        except ImportError as err:
+            raise ImportError(f"the robust-pt command module {__package__}.{name} cannot be imported "
+                              f"({type(err).__name__}: {err}); its commands would be missing, so robust-pt "
+                              f"stops: fix the installation (pip install -e .) or the module") from err
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,15 +12,14 @@ from typing import Optional
 
 import typer
 
-from .cli import app, fail
+from .cli_app import app, fail
 from .errors import ConfigError, RobustPTError
 
 
 def default_out(model: str, task: str | None, attack: str, fingerprint: str) -> Path:
-    def clean(s: str) -> str:
-        return "".join(c if c.isalnum() or c in "-_." else "-" for c in s).strip("-") or "x"
+    from .runformat import slug
 
-    return Path("runs") / f"{clean(Path(model).name)}_{clean(task or 'task')}_{clean(Path(attack).stem)}_{fingerprint[:8]}"
+    return Path("runs") / f"{slug(Path(model).name)}_{slug(task or 'task')}_{slug(Path(attack).stem)}_{fingerprint[:8]}"
 
 
 @app.command("attack")
@@ -58,8 +57,9 @@ def attack_cmd(
                                                              "(default: base_model_name_or_path in adapter_config.json)."),
 ):
     """Attack a checkpoint on a task at one or more eps; prints the summary, writes the run dir."""
-    from .distributed import parse_batch_size, place, reports_errors
+    from .distributed import place, reports_errors
     from .engine import evaluate
+    from .runtime.memory import parse_batch_size
 
     where = None
     try:
@@ -187,11 +187,11 @@ def list_cmd(what: str = typer.Argument(..., help="What to list: attacks or reci
     table = Table(title="attack presets (attacks/*.yaml)")
     for c in ("name", "kind", "norm", "backend", "eps", "description"):
         table.add_column(c)
-    from .engine import eps_label
+    from .runformat import eps_label
 
     for s in presets:
-        eps = ",".join(eps_label(e) if s.kind != "text" else f"{e:g}" for e in s.eps)
-        table.add_row(s.name, s.kind, s.norm if s.kind != "text" else "words", s.backend, eps, s.description)
+        eps = ",".join(eps_label(e, s.eps_unit) for e in s.eps)
+        table.add_row(s.name, s.kind, s.norm if s.eps_unit != "words" else "words", s.backend, eps, s.description)
     Console(width=200).print(table)
 
 

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from .cli import app, fail
+from .cli_app import app, fail
 from .errors import RobustPTError
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .cli import app, fail
+from .cli_app import app, fail
 from .errors import RobustPTError
 
 
@@ -33,48 +33,119 @@ def pretrain(out: Path = typer.Option(..., help="Output checkpoint directory."),
                     for k, v in meta["clean_metrics"].items()})
 
 
-@app.command()
-def train(base: str = typer.Option(..., help="Base checkpoint dir (or builtin:base-small), or a Hugging Face "
-                                             "model directory (ViLT, BLIP, CLIP; tuned through peft)."),
-          task: str = typer.Option(..., help="Downstream task, e.g. shapes-vqa or vqav2:DIR."),
-          method: str = typer.Option("prompt", help="finetune, prompt, adapter, bitfit or lora; Hugging Face bases: "
-                                                    "finetune, lora, prompt or ia3."),
-          out: Path = typer.Option(..., help="Output checkpoint directory."),
-          prompt_length: int = typer.Option(16), prompt_depth: str = typer.Option("both"),
-          prompt_reparam: bool = typer.Option(False, "--prompt-reparam/--no-prompt-reparam"),
-          adapter_dim: int = typer.Option(32), lora_r: int = typer.Option(8),
-          steps: int = typer.Option(600), batch_size: int = typer.Option(64),
-          lr: Optional[float] = typer.Option(None, help="Peak learning rate (default per method)."),
-          train_size: int = typer.Option(20000), eval_size: int = typer.Option(1000),
-          seed: int = typer.Option(0), threads: int = typer.Option(2),
-          overwrite: bool = typer.Option(False, help="Replace a different checkpoint in --out."),
-          device: str = typer.Option("auto", help="Hugging Face bases: auto, cpu, cuda or cuda:N.")):
-    """Tune a base checkpoint on one task with one method; writes a checkpoint directory."""
+def _train_signature():
+    """`train`'s parameters: the shared ones, then every registered tuning method's options
+    (tuning/registry.py; a bool option is a --x/--no-x flag). Rebuilt each time the command line is
+    parsed, so a method registered later (a plugin, a test) has its options too. An option two
+    methods share with different defaults defaults to None: each method's own."""
+    import inspect
+
+    from .tuning import registry
+
+    def opt(name, annotation, option):
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+    builtin, hf = [m.name for m in registry.builtin_methods()], [m.name for m in registry.hf_methods()]
+    params = [
+        opt("base", str, typer.Option(..., help="Base checkpoint dir (or builtin:base-small), or a Hugging Face "
+                                                "model directory (ViLT, BLIP, CLIP; tuned through peft).")),
+        opt("task", str, typer.Option(..., help="Downstream task, e.g. shapes-vqa or vqav2:DIR.")),
+        opt("method", str, typer.Option("prompt", help=f"{_either(builtin)}; Hugging Face bases: {_either(hf)}.")),
+        opt("out", Path, typer.Option(..., help="Output checkpoint directory.")),
+    ]
+    for name, (typ, default, owners, text) in _method_options().items():
+        decls = (f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",) if typ is bool else ()
+        params.append(opt(name, typ if default is not None else Optional[typ],
+                          typer.Option(default, *decls, help=f"{', '.join(owners)}: {text}" if text else
+                                       f"({', '.join(owners)})")))
+    params += [
+        opt("steps", int, typer.Option(600)), opt("batch_size", int, typer.Option(64)),
+        opt("lr", Optional[float], typer.Option(None, help="Peak learning rate (default per method).")),
+        opt("train_size", int, typer.Option(20000)), opt("eval_size", int, typer.Option(1000)),
+        opt("seed", int, typer.Option(0)), opt("threads", int, typer.Option(2)),
+        opt("overwrite", bool, typer.Option(False, help="Replace a different checkpoint in --out.")),
+        opt("device", str, typer.Option("auto", help="Hugging Face bases: auto, cpu, cuda or cuda:N.")),
+    ]
+    return inspect.Signature(params)
+
+
+def _either(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _method_options() -> dict:
+    """{option: (type, CLI default, [methods that take it], help)} over the registered methods, in order."""
+    from dataclasses import MISSING, fields
+
+    from .tuning import registry
+
+    out: dict = {}
+    for m in registry.methods():
+        types = registry.option_types(m.options)
+        for f in fields(m.options):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            if f.name not in out:
+                out[f.name] = (types[f.name], default, [m.name], f.metadata.get("help", ""))
+            else:
+                typ, d, owners, text = out[f.name]
+                out[f.name] = (typ, d if d == default else None, owners + [m.name], text or f.metadata.get("help", ""))
+    return out
+
+
+class _TrainCommand:
+    """Tune a base checkpoint on one task with one method; writes a checkpoint directory.
+
+    Each method reads its own options (--prompt-length, --adapter-dim, ...) and ignores the others'."""
+
+    __name__ = "train"
+
+    @property
+    def __signature__(self):
+        return _train_signature()
+
+    @property
+    def __annotations__(self):
+        return {p.name: p.annotation for p in _train_signature().parameters.values()}
+
+    def __call__(self, **kwargs):
+        return _train(**kwargs)
+
+
+def _train(base: str, task: str, method: str, out: Path, steps: int, batch_size: int, lr: Optional[float],
+           train_size: int, eval_size: int, seed: int, threads: int, overwrite: bool, device: str, **options):
+    from .tuning import registry
     from .tuning.config import TrainConfig, TuningConfig
     from .tuning.hf_train import is_hf_dir
     from .tuning.train import tune
+
+    def own(names) -> dict:  # the chosen method's options (None: not given, the method's default)
+        return {k: options[k] for k in names if options.get(k) is not None}
 
     if is_hf_dir(base):
         from .tuning.hf_train import HFTrainConfig, train_hf
 
         try:
-            cfg = HFTrainConfig(method=method, steps=steps, batch_size=batch_size, lr=lr, prompt_length=prompt_length,
-                                lora_r=lora_r, seed=seed, train_size=train_size, eval_size=eval_size,
-                                threads=threads, device=device)
+            spec = registry.hf_method(method)
+            cfg = HFTrainConfig(method=method, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                train_size=train_size, eval_size=eval_size, threads=threads, device=device,
+                                options=own(spec.hf.options))
             meta = train_hf(base, task, cfg, out, overwrite=overwrite)
         except RobustPTError as err:
             fail(err)
         _print_metrics({str(out): meta})
         return
     try:
-        tcfg = TuningConfig(method=method, prompt_length=prompt_length, prompt_depth=prompt_depth,
-                            prompt_reparam=prompt_reparam, adapter_dim=adapter_dim, lora_r=lora_r)
+        spec = registry.builtin_method(method)
+        tcfg = TuningConfig(method, **own(spec.option_names))
         tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, train_size=train_size,
                          eval_size=eval_size, threads=threads)
         meta = tune(base, task, tcfg, tc, out, overwrite=overwrite)
     except RobustPTError as err:
         fail(err)
     _print_metrics({str(out): meta})
+
+
+train = app.command("train")(_TrainCommand())
 
 
 @app.command("eval")
@@ -140,7 +211,9 @@ def _print_metrics(rows: dict) -> None:
     table = Table(title="clean metrics on the test split")
     for col in ("checkpoint", "method", "task", "metrics", "vs finetune", "trainable", "train s"):
         table.add_column(col)
-    finetuned = {m.get("task"): m.get("clean_metrics") or {} for m in rows.values() if m.get("method") == "finetune"}
+    from .tuning.registry import REFERENCE
+
+    finetuned = {m.get("task"): m.get("clean_metrics") or {} for m in rows.values() if m.get("method") == REFERENCE}
     for name, meta in rows.items():
         clean = meta.get("clean_metrics") or {}
         n = meta.get("eval_size")
@@ -149,7 +222,7 @@ def _print_metrics(rows: dict) -> None:
         gap = ", ".join(f"{100 * (v - ref[k]):+.1f} pts" for k, v in clean.items() if k in ref)
         frac = meta.get("trainable_fraction")
         table.add_row(str(name), str(meta.get("method", "")), str(meta.get("task", "")), metrics,
-                      "" if meta.get("method") == "finetune" else gap,
+                      "" if meta.get("method") == REFERENCE else gap,
                       "" if frac is None else f"{meta['trainable_params']:,} ({100 * frac:.2f}%)",
                       str(meta.get("train_seconds", "")))
     Console(width=max(120, Console().width)).print(table)

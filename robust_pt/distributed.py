@@ -1,4 +1,5 @@
-"""Scale: ranks, shards and merging on torch.distributed; batch sizes and out-of-memory retries.
+"""Scale: ranks, shards and merging on torch.distributed (batch sizes and out-of-memory
+retries: robust_pt/runtime/memory.py).
 
     torchrun --nproc_per_node=2 -m robust_pt attack --model CKPT --attack pgd --out runs/x
     robust-pt attack --model CKPT --attack pgd --out runs/x --nproc 2      # launches the same itself
@@ -39,7 +40,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import ConfigError, RobustPTError
-
 SHARDS = "shards"
 # seconds a rank waits for the others at a collective (the slowest shard decides the last one)
 TIMEOUT_ENV = "ROBUST_PT_DIST_TIMEOUT"
@@ -48,7 +48,6 @@ DEFAULT_TIMEOUT_S = 48 * 3600
 ERROR_FILE_ENV = "ROBUST_PT_LAUNCH_ERROR"
 # testing hook: "RANK:BATCH" makes that rank SIGKILL itself right after storing that batch
 KILL_ENV = "ROBUST_PT_TEST_KILL"
-CPU_BATCH = 32  # --batch-size auto on CPU
 
 
 class DistributedError(RobustPTError):
@@ -285,62 +284,6 @@ def shard_info(where: Place) -> dict:
                       "host": socket.gethostname(), "pid": os.getpid()}}
 
 
-# ----------------------------------------------------------------------------- batch sizes
-
-def is_oom(err: BaseException) -> bool:
-    """A CUDA (or CPU allocator) out-of-memory error."""
-    import torch
-
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom is not None and isinstance(err, oom):
-        return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
-
-
-def free_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def probe_batch_size(fits: Callable[[int], None], limit: int, start: int = 1) -> int:
-    """The largest power of two <= limit for which fits(b) does not run out of memory
-    (doubling from `start`); other errors propagate."""
-    best, b = 0, max(1, start)
-    while b <= limit:
-        try:
-            fits(b)
-        except Exception as err:  # noqa: BLE001 - only out-of-memory is an answer
-            if not is_oom(err):
-                raise
-            free_memory()
-            break
-        best, b = b, b * 2
-    free_memory()
-    if best == 0:
-        raise ConfigError(f"even a batch of {max(1, start)} runs out of memory on this device; use a smaller model, "
-                          f"--device cpu or a GPU with more memory")
-    return best
-
-
-def parse_batch_size(value: Any) -> int | str:
-    """A positive integer, or "auto"."""
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v == "auto":
-            return "auto"
-        if v.isdigit() and int(v) > 0:
-            return int(v)
-        raise ConfigError(f"batch size must be a positive integer or auto, got {value!r}")
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"batch size must be a positive integer or auto, got {value!r}")
-    return int(value)
-
-
 # ----------------------------------------------------------------------------- launching
 
 def _jsonable(name: str, value: Any) -> Any:
@@ -357,7 +300,7 @@ def _jsonable(name: str, value: Any) -> Any:
 
 def launch(nproc: int, kwargs: dict) -> None:
     """Run `evaluate(**kwargs)` on `nproc` local ranks with torch's elastic launcher (what
-    torchrun runs): `python -m robust_pt.distributed SPEC` per rank, rendezvous on
+    torchrun runs): `python -m robust_pt.runtime.worker SPEC` per rank, rendezvous on
     127.0.0.1. Raises the ranks' one-line error if the run fails on bad input."""
     import logging
     import uuid
@@ -383,7 +326,7 @@ def launch(nproc: int, kwargs: dict) -> None:
         cfg = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
                            rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2)
         try:
-            elastic_launch(cfg, sys.executable)("-m", "robust_pt.distributed", str(spec_file))
+            elastic_launch(cfg, sys.executable)("-m", "robust_pt.runtime.worker", str(spec_file))
         except ChildFailedError as err:
             if error_file.exists():
                 e = json.loads(error_file.read_text())
@@ -400,25 +343,3 @@ def launch(nproc: int, kwargs: dict) -> None:
             else:
                 os.environ[k] = v
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _worker(spec_file: str) -> int:
-    """One rank started by `launch`: evaluate the spec; rank 0 writes a failed run's error."""
-    from .engine import evaluate
-
-    spec = json.loads(Path(spec_file).read_text())
-    try:
-        evaluate(**spec)
-    except RobustPTError as err:
-        target = os.environ.get(ERROR_FILE_ENV)
-        where = place()
-        if target and where.main:
-            Path(target).write_text(json.dumps({"type": type(err).__name__, "message": str(err)}))
-        elif not target:
-            print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1]))

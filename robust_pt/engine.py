@@ -4,27 +4,17 @@
     run.summary   # one row per (model, task, attack, eps)
     run.records   # one row per (example, eps)
 
-For every fixed batch of examples (deterministic order, so a resumed run meets the same
-batches):
-
-1. Clean pass. Examples already wrong are not robust and are not attacked.
-2. eps values in increasing order. Only examples still standing are attacked: an
-   adversarial found at eps1 lies inside every larger ball, so its record is reused at
-   every larger eps (robust accuracy is non-increasing in eps by construction).
-   Captioning has no "correct": every example is attacked at every eps and keeps, per
-   example, its worst (lowest-CIDEr) caption over all eps so far.
-3. The batch's records for all eps are appended to records.jsonl together (store.py);
-   an interrupted run resumes at the first batch without records.
-
-Random starts are seeded per (seed, example id, eps, restart), library attacks per
-(seed, batch, eps, restart), text attacks per (seed, example id, eps), so results do not
+The engine knows no attack kind and no task kind. A run is prepared once: the attack's
+threat model (attacks/core.py: image, embedding, text, joint, or any registered one)
+checks what it needs, the victim (attacks/victim.py: classifier, closed-answer VL,
+generative VL) is chosen by model and task, and the sweep (sweep.py) by the threat
+model's `nested` and the victim's `binary` declarations. Then for every fixed batch of
+examples (deterministic order, so a resumed run meets the same batches) sweep.run_batch
+makes the clean pass, perturbs at each eps what the sweep says, lets the victim judge,
+and the batch's records for all eps are appended to records.jsonl together (store.py);
+an interrupted run resumes at the first batch without records. Random starts, library
+attacks and text attacks are seeded per example (attacks/threats.py), so results do not
 depend on resuming.
-
-Text attacks (kind: text) have no eps-ball: their eps is the word budget (the largest
-fraction of the question's words they may change), so a text preset runs one pseudo-eps
-row (e.g. 0.25) unless --eps sweeps budgets. Their records add the adversarial text,
-words changed (count, fraction and the example's limit) and TextAttack's query count;
-joint attacks (kind: joint) sweep the image eps and add the same text fields.
 
 Scale (robust_pt/distributed.py): under torchrun, or with nproc > 1, rank k of W attacks
 the batches b with b % W == k into runs/<id>/shards/rank-K/ and rank 0 merges them into
@@ -54,12 +44,20 @@ import torch
 from torch import nn
 
 from .attacks import Attack, build
+from .attacks.core import threat_model
+from .attacks.victim import corpus_summary, make_victim, verdict_traits, victim_class
 from .errors import AttackError, ConfigError, RobustPTError, TaskError
 from .models.base import VLModel
 from .locking import hold
-from .predict import images_of, predict, predict_embeds
+from .predict import images_of
+from .attacks.threats import derive_seed  # noqa: F401  (re-exported: engine.derive_seed, one definition)
+from .runformat import RECORD_COLUMNS  # noqa: F401  (re-exported: engine.RECORD_COLUMNS)
+from .runformat import SUMMARY_COLUMNS, TEXT_SUMMARY_COLUMNS, at_eps, eps_stats, records_frame, rel_drop, sample_name, \
+    sample_tag
+from .runformat import eps_label  # noqa: F401  (re-exported: engine.eps_label)
+from .runformat import safe_id as _safe  # noqa: F401
 from .store import RunStore
-from .tasks.base import CAPTION, CLOSED, GROUND, Example, Task
+from .tasks.base import CLOSED, Example, Task
 
 # oneDNN keeps a compiled primitive per input shape. The engine's batches shrink as examples
 # break, so the cache fills with one-off shapes and the process grew with every batch (+50 MB
@@ -67,13 +65,6 @@ from .tasks.base import CAPTION, CLOSED, GROUND, Example, Task
 # Read by oneDNN when it first runs, so it only helps a process that has not run a conv yet.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
-SUMMARY_COLUMNS = ["model", "task", "attack", "eps", "eps_label", "n", "metric", "clean", "robust", "drop",
-                   "rel_drop", "success_rate", "mean_linf", "mean_l2", "n_attacked", "n_broken", "mean_steps",
-                   "backend", "norm", "kind", "early_stop", "seed"]
-TEXT_KINDS = ("text", "joint")
-# record fields of text and joint attacks (besides queries)
-TEXT_FIELDS = ("adv_text", "words_changed", "words_fraction", "max_words")
-NO_TEXT = {"adv_text": None, "words_changed": 0, "words_fraction": 0.0, "max_words": None}
 
 
 @dataclass
@@ -91,22 +82,6 @@ class Run:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def eps_label(eps: float) -> str:
-    """Short decimals as they are (0.25, 1); other multiples of 1/255 as 8/255; else the number."""
-    short = f"{eps:g}"
-    if len(short) <= 4:
-        return short
-    k = eps * 255
-    if abs(k - round(k)) < 1e-6 and round(k) >= 1:
-        return f"{int(round(k))}/255"
-    return f"{eps:g}"
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit seed from any parts (stable across processes and platforms)."""
-    text = "|".join(f"{p:.12g}" if isinstance(p, float) else str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2 ** 63 - 1)
 
 
 def state_sha256(module: nn.Module) -> str:
@@ -198,7 +173,7 @@ def _resolve_model(model, load: dict | None = None) -> tuple[nn.Module, dict, st
     """(module, checkpoint info, display name); `load`: device, precision, base for load_model."""
     load = {k: v for k, v in (load or {}).items() if v is not None}
     if isinstance(model, (str, Path)):
-        from .api import load_model
+        from .models.loading import load_model
 
         m = load_model(model, **load)
         path = Path(str(model))
@@ -293,14 +268,13 @@ class _Setup:
 
 @dataclass
 class _Ctx(_Setup):
+    """One process's run: the victim, the threat model bound to it, the sweep (sweep.py reads these)."""
     model: nn.Module
     store: RunStore
     device: Any
-    refs_all: list | None = None
-    text_runner: Any = None  # attacks.text.TextRunner, built on first use
-    clean_logits: dict = field(default_factory=dict)  # text attacks: example index -> clean logits (this batch)
-    clean_features: dict = field(default_factory=dict)  # text attacks: example index -> image features (this batch)
-    text_cache: dict = field(default_factory=dict)  # joint text-image: example id -> text stage (eps-free)
+    victim: Any = None  # attacks.victim.Victim
+    bound: Any = None  # attacks.core.Bound
+    sweep: Any = None  # sweep.Survivors / WorstSoFar / EveryLevel
     sample_counts: dict = field(default_factory=dict)
     chunk: int | None = None  # examples per pass after an out-of-memory error (None: the whole batch)
     stats: dict = field(default_factory=lambda: {"grad_evals": 0, "fwd_evals": 0, "gen_evals": 0,
@@ -308,298 +282,33 @@ class _Ctx(_Setup):
                                                  "batches_run": 0, "examples_run": 0})
 
     @property
-    def kind(self) -> str:
-        return self.task.kind
+    def early_stop(self) -> bool:
+        return bool(self.attack.spec.early_stop and self.victim.early_stop_allowed)
 
     @property
-    def early_stop(self) -> bool:
-        return bool(self.attack.spec.early_stop and self.kind == CLOSED)
+    def backend(self) -> str:
+        return self.attack.spec.backend
 
-
-def _scores(ctx: _Ctx, examples: Sequence[Example], index: Sequence[int], preds: list) -> np.ndarray:
-    """Per-example task scores; captions: CIDEr-D with document frequencies from all the run's references."""
-    if ctx.kind != CAPTION:
-        return np.asarray(ctx.task.example_scores(examples, preds), dtype=float)
-    from .tasks.metrics import cider_per_example
-
-    assert ctx.refs_all is not None
-    hyps = [""] * len(ctx.refs_all)
-    for i, p in zip(index, preds):
-        hyps[i] = p
-    return cider_per_example(ctx.refs_all, hyps)[list(index)]
-
-
-def _answer(ctx: _Ctx, p) -> str:
-    if ctx.kind == CLOSED:
-        return ctx.task.answers[int(p)]
-    return str(p)
-
-
-# ----------------------------------------------------------------------------- one attack call
-
-@dataclass
-class _Outcome:
-    preds: list  # closed: candidate index; generative: text
-    scores: np.ndarray
-    linf: np.ndarray
-    l2: np.ndarray
-    steps: np.ndarray
-    queries: int | None
-    adv: torch.Tensor | None  # adversarial images (image attacks), for samples
-    extra: list[dict] | None = None  # per example: text fields and queries (text and joint attacks)
-
-
-def _attack_rows(ctx: _Ctx, b: int, examples: list[Example], index: list[int], x0: torch.Tensor,
-                 eps: float, restart: int) -> _Outcome:
-    """Attack these examples (a subset of batch b) once at eps."""
-    from .attacks import objectives as ob
-
-    spec, model, kind = ctx.attack.spec, ctx.model, ctx.kind
-    texts = [ex.text for ex in examples]
-    labels = torch.tensor([ex.label for ex in examples], device=ctx.device) if kind == CLOSED else None
-    seeds = [derive_seed(ctx.seed, ex.id, eps, restart) for ex in examples]
-    st = ctx.stats
-    if spec.kind in TEXT_KINDS:
-        return _text_rows(ctx, b, examples, index, x0, eps, labels, seeds)
-    if spec.kind == "image":
-        from .attacks.image import flat_norms, run_image_attack
-
-        if not ctx.vl:
-            obj = ob.ClassifierImage(model, labels)
-        elif kind == CLOSED:
-            obj = ob.ClosedImage(model, texts, ctx.task.answers, labels)
-        else:
-            obj = ob.GenerativeImage(model, texts, [ex.target for ex in examples])
-        clf = obj.classifier if hasattr(obj, "classifier") else None
-        r = run_image_attack(spec, obj, x0, eps, seeds=seeds, batch_seed=derive_seed(ctx.seed, "batch", b, eps, restart),
-                             early_stop=ctx.early_stop, classifier=clf,
-                             n_classes=len(ctx.task.answers) if kind == CLOSED else None)
-        st["grad_evals"] += r.grad_evals
-        st["fwd_evals"] += r.fwd_evals
-        linf, l2 = flat_norms(r.adv - x0)
-        if kind == CLOSED:
-            preds = r.logits.argmax(-1).tolist()
-        else:
-            preds = predict(model, ctx.task, r.adv, texts)
-            st["gen_evals"] += len(examples)
-        adv, steps, queries = r.adv, r.steps, r.queries
-    else:
-        from .attacks.embedding import run_embedding_attack
-
-        with torch.no_grad():
-            e0 = model.embed(x0, texts)
-        if kind == CLOSED:
-            obj = ob.ClosedEmbeds(model, e0.text_mask, ctx.task.answers, labels)
-        else:
-            obj = ob.GenerativeEmbeds(model, e0.text_mask, [ex.target for ex in examples])
-        r = run_embedding_attack(spec, obj, e0, eps, seeds=seeds, early_stop=ctx.early_stop)
-        st["grad_evals"] += r.grad_evals
-        st["fwd_evals"] += r.fwd_evals
-        if kind == CLOSED:
-            preds = r.logits.argmax(-1).tolist()
-        else:
-            preds = predict_embeds(model, ctx.task, r.adv)
-            st["gen_evals"] += len(examples)
-        linf, l2, adv, steps, queries = r.linf, r.l2, None, r.steps, None
-    scores = _scores(ctx, examples, index, preds)
-    return _Outcome(preds, scores, linf.detach().cpu().double().numpy(), l2.detach().cpu().double().numpy(),
-                    steps.cpu().numpy(), queries, adv)
-
-
-def _runner(ctx: _Ctx):
-    if ctx.text_runner is None:
-        from .attacks.text import TextRunner
-
-        ctx.text_runner = TextRunner(ctx.attack.spec, ctx.model, ctx.task.answers)
-    return ctx.text_runner
-
-
-def _text_fields(tr, *, queries_if_none=0) -> dict:
-    from .attacks.text import words_fraction
-
-    if tr is None:
-        return {**NO_TEXT, "queries": queries_if_none}
-    return {"adv_text": tr.adv_text, "words_changed": tr.words_changed,
-            "words_fraction": words_fraction(tr.words_changed, tr.n_words), "max_words": tr.max_words,
-            "queries": tr.queries}
-
-
-def _stack(tensors: list) -> torch.Tensor | None:
-    return torch.stack(tensors) if tensors and all(t is not None for t in tensors) else None
-
-
-def _text_rows(ctx: _Ctx, b: int, examples: list[Example], index: list[int], x0: torch.Tensor, eps: float,
-               labels: torch.Tensor, seeds: list[int]) -> _Outcome:
-    """Text attacks (eps = the word budget) and joint attacks (eps = the image eps) on these examples."""
-    spec, model, st = ctx.attack.spec, ctx.model, ctx.stats
-    runner = _runner(ctx)
-    B = len(examples)
-    q0, r0 = runner.scorer.queries, runner.scorer.rows
-    if spec.kind == "text":
-        res = runner.run_many(x0, [ex.text for ex in examples], [ex.label for ex in examples], fraction=eps,
-                              seeds=[derive_seed(ctx.seed, ex.id, eps, "text") for ex in examples],
-                              known=[ctx.clean_logits.get(i) for i in index],
-                              features=_stack([ctx.clean_features.get(i) for i in index]))
-        logits = torch.stack([r.logits for r in res])
-        extra = [_text_fields(r) for r in res]
-        zeros = np.zeros(B)
-        steps, linf, l2, adv = np.zeros(B, dtype=np.int64), zeros, zeros, None
-    else:
-        from .attacks.joint import run_joint
-
-        text_seeds = [derive_seed(ctx.seed, ex.id, eps if spec.method == "image-text" else "any", "text")
-                      for ex in examples]
-        r = run_joint(spec, runner, model, ctx.task.answers, x0, [ex.text for ex in examples], labels, eps,
-                      seeds=seeds, batch_seed=derive_seed(ctx.seed, "batch", b, eps, 0), text_seeds=text_seeds,
-                      early_stop=ctx.early_stop, ids=[ex.id for ex in examples],
-                      text_cache=ctx.text_cache if spec.method == "text-image" else None,
-                      known=[ctx.clean_logits.get(i) for i in index],
-                      features=_stack([ctx.clean_features.get(i) for i in index]))
-        logits = r.logits
-        st["grad_evals"] += r.grad_evals
-        st["fwd_evals"] += r.fwd_evals
-        extra = [_text_fields(tr) for tr in r.text]
-        steps = r.steps.cpu().numpy()
-        linf, l2 = r.linf.detach().cpu().double().numpy(), r.l2.detach().cpu().double().numpy()
-        adv = r.adv
-    st["text_queries"] = st.get("text_queries", 0) + runner.scorer.queries - q0
-    st["text_model_rows"] = st.get("text_model_rows", 0) + runner.scorer.rows - r0
-    preds = logits.argmax(-1).tolist()
-    scores = _scores(ctx, examples, index, preds)
-    return _Outcome(preds, scores, linf, l2, steps, None, adv, extra)
+    def save_samples(self, eps: float, examples, x0: torch.Tensor, new: dict[int, dict]) -> None:
+        if self.samples:
+            _save_samples(self, eps, examples, x0, new)
 
 
 # ----------------------------------------------------------------------------- one batch
 
 def _run_batch(ctx: _Ctx, b: int, start: int, examples: list[Example]) -> tuple[list[dict], int]:
-    """All records (every eps) of batch b; also returns how many survive the largest eps."""
-    model, kind, spec = ctx.model, ctx.kind, ctx.attack.spec
-    n = len(examples)
-    index = list(range(start, start + n))
-    x0 = images_of(examples, ctx.device)
-    texts = [ex.text for ex in examples]
+    """All records (every eps) of batch b; also returns how many survive the largest eps (sweep.py)."""
+    from .sweep import run_batch
 
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        if kind == CLOSED:
-            if ctx.vl:
-                if spec.kind in TEXT_KINDS:  # text attacks start from the original text: keep its logits and
-                    e = model.embed(x0, texts)  # the image features for the text attack
-                    clean_logits = model.candidate_logits_from_embeds(e, ctx.task.answers)
-                    ctx.clean_logits = {start + i: clean_logits[i].detach().cpu() for i in range(n)}
-                    ctx.clean_features = {start + i: e.image[i] for i in range(n)}
-                else:
-                    clean_logits = model.candidate_logits(x0, texts, ctx.task.answers)
-                clean_preds = clean_logits.argmax(-1).tolist()
-            else:
-                clean_preds = model(x0).argmax(-1).tolist()
-            ctx.stats["fwd_evals"] += n
-        else:
-            clean_preds = predict(model, ctx.task, x0, texts)
-            ctx.stats["gen_evals"] += n
-    clean_scores = _scores(ctx, examples, index, clean_preds)
-    ctx.stats["clean_seconds"] += time.perf_counter() - t0
-    clean_correct = [bool(s >= 0.5) for s in clean_scores] if kind != CAPTION else [None] * n
-
-    # per-example adversarial state: the record fields of the adversarial in force
-    found: list[dict | None] = [None] * n
-    records: list[dict] = []
-    text_like = spec.kind in TEXT_KINDS
-    ctx.text_cache = {}
-    t1 = time.perf_counter()
-    for eps in ctx.eps:
-        if kind == CAPTION:
-            rows = list(range(n))
-        else:
-            rows = [i for i in range(n) if clean_correct[i] and found[i] is None]
-        new: dict[int, dict] = {}
-        if rows:
-            restarts = spec.restarts if spec.method == "pgd" else 1
-            todo = rows
-            for restart in range(restarts):
-                sub = [examples[i] for i in todo]
-                with torch.enable_grad():
-                    out = _attack_rows(ctx, b, sub, [index[i] for i in todo], x0[todo], eps, restart)
-                still = []
-                for j, i in enumerate(todo):
-                    score = float(out.scores[j])
-                    prev = new.get(i)
-                    broken = (score < 0.5) if kind != CAPTION else (score < float(clean_scores[i]))
-                    cand = {"pred": _answer(ctx, out.preds[j]), "score": score, "linf": float(out.linf[j]),
-                            "l2": float(out.l2[j]), "steps": int(out.steps[j]) + (prev["steps"] if prev else 0),
-                            "queries": out.queries, "broken": broken,
-                            "_adv": None if out.adv is None else out.adv[j]}
-                    if out.extra is not None:
-                        cand.update(out.extra[j])
-                    better = prev is None or (score < prev["score"] if kind == CAPTION else broken)
-                    if better:
-                        new[i] = cand
-                    else:
-                        prev["steps"] = cand["steps"]  # iterations spent over all restarts
-                    if not new[i]["broken"]:
-                        still.append(i)
-                todo = still
-                if not todo:
-                    break
-        ctx.stats["examples_attacked"] = ctx.stats.get("examples_attacked", 0) + len(rows)
-        # samples: newly broken first, then the other attacked examples
-        if ctx.samples and spec.kind in ("image", "joint") and new:
-            _save_samples(ctx, eps, examples, x0, new)
-        for i in range(n):
-            ex = examples[i]
-            rec = {"batch": b, "index": index[i], "id": ex.id, "eps": eps,
-                   "clean_pred": _answer(ctx, clean_preds[i]), "clean_score": float(clean_scores[i]),
-                   "clean_correct": clean_correct[i], "early_stop": ctx.early_stop, "backend": spec.backend}
-            if ex.qtype:
-                rec["qtype"] = ex.qtype
-            if not ex.image_decides:
-                rec["image_decides"] = False
-            if kind == CAPTION:
-                # the clean image lies in every ball: the worst caption so far starts as the clean one
-                cur = new[i]
-                worst = found[i] or {"pred": rec["clean_pred"], "score": rec["clean_score"], "linf": 0.0,
-                                     "l2": 0.0, "broken": False, "broken_at": None}
-                if cur["score"] < worst["score"]:
-                    worst = {**cur, "broken_at": eps}
-                found[i] = worst
-                rec.update(attacked=True, correct=None, pred=worst["pred"], score=worst["score"],
-                           linf=worst["linf"], l2=worst["l2"], steps=cur["steps"], queries=cur["queries"],
-                           broken_at=worst["broken_at"] if worst["broken"] else None)
-            elif not clean_correct[i]:
-                rec.update(attacked=False, correct=False, pred=rec["clean_pred"], score=rec["clean_score"],
-                           linf=0.0, l2=0.0, steps=0, queries=None, broken_at=None)
-                if text_like:
-                    rec.update(NO_TEXT)
-            elif i in new:
-                cur = new[i]
-                if cur["broken"]:
-                    found[i] = {**cur, "broken_at": eps}
-                rec.update(attacked=True, correct=not cur["broken"], pred=cur["pred"], score=cur["score"],
-                           linf=cur["linf"], l2=cur["l2"], steps=cur["steps"], queries=cur["queries"],
-                           broken_at=eps if cur["broken"] else None)
-                if text_like:
-                    rec.update({k: cur[k] for k in TEXT_FIELDS})
-            else:
-                adv = found[i]
-                assert adv is not None
-                rec.update(attacked=False, correct=False, pred=adv["pred"], score=adv["score"], linf=adv["linf"],
-                           l2=adv["l2"], steps=0, queries=None, broken_at=adv["broken_at"])
-                if text_like:
-                    rec.update({k: adv[k] for k in TEXT_FIELDS})
-            records.append(rec)
-    ctx.stats["attack_seconds"] += time.perf_counter() - t1
-    if kind == CAPTION:
-        survivors = sum(1 for i in range(n) if found[i] is None or not found[i]["broken"])
-    else:
-        survivors = sum(1 for i in range(n) if clean_correct[i] and found[i] is None)
-    return records, survivors
+    return run_batch(ctx, b, start, examples)
 
 
 def _save_samples(ctx: _Ctx, eps: float, examples, x0: torch.Tensor, new: dict[int, dict]) -> None:
     folder = ctx.store.samples_dir()
     if folder is None:
         return
-    tag = "eps-" + eps_label(eps).replace("/", "-")
+    unit = ctx.attack.spec.eps_unit
+    tag = sample_tag(eps, unit)
     if tag not in ctx.sample_counts:
         ctx.sample_counts[tag] = len(list(folder.glob(f"{tag}_*.png")))
     left = ctx.samples - ctx.sample_counts[tag]
@@ -610,13 +319,9 @@ def _save_samples(ctx: _Ctx, eps: float, examples, x0: torch.Tensor, new: dict[i
         adv = new[i]["_adv"]
         if adv is None:
             continue
-        name = f"{tag}_{_safe(examples[i].id)}_{'broken' if new[i]['broken'] else 'robust'}.png"
+        name = sample_name(eps, examples[i].id, new[i]["broken"], unit)
         save_triptych(folder / name, x0[i], adv)
         ctx.sample_counts[tag] += 1
-
-
-def _safe(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))[:60]
 
 
 def save_triptych(path: Path, clean: torch.Tensor, adv: torch.Tensor) -> None:
@@ -645,74 +350,33 @@ def save_triptych(path: Path, clean: torch.Tensor, adv: torch.Tensor) -> None:
 
 def summarize(records, *, model: str, task: Task, attack: Attack, eps: list[float], seed: int,
               n: int) -> Any:
-    """One row per eps from the records (what run.summary holds)."""
+    """One row per eps from the records (what run.summary holds); the statistics are runformat's."""
     import pandas as pd
 
     spec = attack.spec
+    binary, stops = verdict_traits(task)
+    text_fields = bool(threat_model(spec.kind).record_fields)
     df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(records)
     rows = []
     for e in eps:
-        d = df[np.isclose(df["eps"].astype(float), e, rtol=0, atol=1e-15)] if len(df) else df
+        d = df[at_eps(df["eps"], e)] if len(df) else df
         clean = float(d["clean_score"].mean()) if len(d) else math.nan
         robust = float(d["score"].mean()) if len(d) else math.nan
-        if task.kind == CAPTION:
-            broken = d["score"] < d["clean_score"]
-            denom = len(d)
-        else:
-            broken = d["clean_correct"].astype(bool) & ~d["correct"].astype(bool)
-            denom = int(d["clean_correct"].astype(bool).sum())
-        nb = int(broken.sum())
+        st = eps_stats(d, binary)
         rows.append({
-            "model": model, "task": task.name, "attack": spec.name, "eps": e, "eps_label": eps_label(e),
+            "model": model, "task": task.name, "attack": spec.name, "eps": e, "eps_label": eps_label(e, spec.eps_unit),
             "n": len(d), "metric": task.metric, "clean": clean, "robust": robust, "drop": clean - robust,
-            "rel_drop": (clean - robust) / clean if clean else math.nan,
-            "success_rate": nb / denom if denom else math.nan,
-            "mean_linf": float(d.loc[broken, "linf"].mean()) if nb else math.nan,
-            "mean_l2": float(d.loc[broken, "l2"].mean()) if nb else math.nan,
-            "n_attacked": int(d["attacked"].astype(bool).sum()) if len(d) else 0, "n_broken": nb,
-            "mean_steps": float(d.loc[d["attacked"].astype(bool), "steps"].mean()) if len(d) and d["attacked"].any()
-            else 0.0,
+            "rel_drop": rel_drop(clean, robust),
+            **{k: st[k] for k in ("success_rate", "mean_linf", "mean_l2", "n_attacked", "n_broken", "mean_steps")},
             "backend": spec.backend, "norm": spec.norm, "kind": spec.kind,
-            "early_stop": bool(spec.early_stop and task.kind == CLOSED), "seed": seed,
+            "early_stop": bool(spec.early_stop and stops), "seed": seed,
         })
-        if spec.kind in TEXT_KINDS:
-            # TextAttack's conventions: words changed over successful attacks, queries over attacked examples
-            att = d[d["attacked"].astype(bool)] if len(d) else d
-            q = att["queries"].dropna().astype(float) if len(att) else att
-            rows[-1].update(
-                mean_words_changed=float(d.loc[broken, "words_changed"].mean()) if nb else math.nan,
-                mean_words_fraction=float(d.loc[broken, "words_fraction"].mean()) if nb else math.nan,
-                mean_queries=float(q.mean()) if len(q) else math.nan)
-        if task.kind == CAPTION and len(d):
-            from .tasks.metrics import bleu4
-
-            d = d.sort_values("index")
-            refs = [list(task[int(i)].refs) for i in d["index"]]
-            rows[-1]["bleu4_clean"] = bleu4(refs, list(d["clean_pred"]))
-            rows[-1]["bleu4_robust"] = bleu4(refs, list(d["pred"]))
+        if text_fields:
+            rows[-1].update({k: st[k] for k in TEXT_SUMMARY_COLUMNS})
+        rows[-1].update(corpus_summary(task, d))
     out = pd.DataFrame(rows)
     cols = SUMMARY_COLUMNS + [c for c in out.columns if c not in SUMMARY_COLUMNS]
     return out[[c for c in cols if c in out.columns]]
-
-
-RECORD_COLUMNS = ["batch", "index", "id", "eps", "attacked", "clean_correct", "correct", "clean_score", "score",
-                  "clean_pred", "pred", "linf", "l2", "steps", "queries", "broken_at", "early_stop", "backend", "qtype",
-                  "image_decides", "adv_text", "words_changed", "words_fraction", "max_words"]
-
-
-def records_frame(records: list[dict], model: str, task: str, attack: str):
-    """The records as a DataFrame in a fixed column order (fresh or read back from records.jsonl)."""
-    import pandas as pd
-
-    df = pd.DataFrame(records)
-    cols = [c for c in RECORD_COLUMNS if c in df.columns] + sorted(c for c in df.columns if c not in RECORD_COLUMNS)
-    df = df[cols]
-    if len(df):
-        df = df.sort_values(["index", "eps"], kind="stable").reset_index(drop=True)
-        df.insert(0, "attack", attack)
-        df.insert(0, "task", task)
-        df.insert(0, "model", model)
-    return df
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -789,7 +453,8 @@ class _Prepared(_Setup):
 def _prepare(*, model, task, attack, eps, seed, out, batch_size, limit, split, task_seed, samples, device,
              precision, base, overrides, world: int = 1) -> _Prepared:
     """Validate everything, load the model and task, and fix the run's config (no writes)."""
-    from .distributed import check_world, parse_batch_size
+    from .distributed import check_world
+    from .runtime.memory import parse_batch_size
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
@@ -803,27 +468,14 @@ def _prepare(*, model, task, attack, eps, seed, out, batch_size, limit, split, t
     eps_list = atk.eps_grid(eps)
     module, ckpt_info, model_name = _resolve_model(model, {"device": device, "precision": precision, "base": base})
     vl = isinstance(module, VLModel)
-    if atk.kind == "embedding" and not vl:
-        raise AttackError(f"{atk.name} perturbs text and image embeddings; a plain image classifier has none "
-                          f"(use an image attack such as pgd)")
-    if atk.kind in TEXT_KINDS and not vl:
-        raise AttackError(f"{atk.name} attacks the question text of a vision-language model; "
-                          f"{type(module).__name__} is an image-only classifier with no text input "
-                          f"(use an image attack such as pgd)")
+    threat = threat_model(atk.kind)
+    threat.check_model(atk, vl, type(module).__name__)
     t, task_id = _resolve_task(module, task, split, limit, task_seed)
-    if atk.kind in TEXT_KINDS:
-        if t.kind != CLOSED:
-            raise AttackError(f"{atk.name} needs logits over candidate answers (TextAttack's untargeted goal), which "
-                              f"the {t.kind} task {t.name} does not have; use a closed-answer task such as "
-                              f"shapes-vqa or shapes-ve")
-        from .attacks.text import check_resources
-
-        check_resources(atk.spec)
-    if t.kind != CLOSED and atk.needs_logits:
+    victim = victim_class(module, t)
+    threat.check_task(atk, victim, t)
+    if not victim.has_logits and atk.needs_logits:
         raise AttackError(f"{atk.describe()} needs logits over candidate answers, which the {t.kind} task {t.name} "
                           f"does not have; use pgd, pgd-l2, fgsm, emb-fgsm or emb-pgd with the ours backend")
-    if t.kind not in (CLOSED, GROUND, CAPTION):
-        raise TaskError(f"task {t.name} of kind {t.kind} cannot be attacked; use one of its downstream tasks")
     check_world(world, len(t))
     out = Path(out) if out is not None else None
     if batch_size == "auto":
@@ -845,7 +497,7 @@ def _prepare(*, model, task, attack, eps, seed, out, batch_size, limit, split, t
 
 def _auto_batch_size(module: nn.Module, vl: bool, t: Task, out: Path | None) -> int:
     """--batch-size auto: the stored one when resuming, probed on CUDA, a default on CPU."""
-    from . import distributed as dd
+    from .runtime import memory
     from .store import RUN_JSON
 
     if out is not None and (out / RUN_JSON).exists():
@@ -858,15 +510,16 @@ def _auto_batch_size(module: nn.Module, vl: bool, t: Task, out: Path | None) -> 
         except (OSError, ValueError, KeyError, TypeError):
             pass  # RunStore reports an unreadable run directory
     if _device(module).type != "cuda":
-        return dd.CPU_BATCH
+        return memory.CPU_BATCH
     limit = 1 << max(0, (len(t) - 1).bit_length())  # no point probing past the examples
-    return dd.probe_batch_size(_fits_fn(module, vl, t), limit=min(limit, 1024))
+    return memory.probe_batch_size(_fits_fn(module, vl, t), limit=min(limit, 1024))
 
 
 def _fits_fn(module: nn.Module, vl: bool, t: Task) -> Callable[[int], None]:
     """fits(b): one forward and input-gradient pass on b examples (what an attack step costs)."""
     dev = _device(module)
     pool = [t[i] for i in range(min(len(t), 64))]
+    victim = make_victim(module, t, dev, {})
 
     def fits(b: int) -> None:
         exs = [pool[i % len(pool)] for i in range(b)]
@@ -875,12 +528,7 @@ def _fits_fn(module: nn.Module, vl: bool, t: Task) -> Callable[[int], None]:
         module.eval()
         try:
             with torch.enable_grad():
-                if not vl:
-                    loss = module(x).float().logsumexp(-1).sum()
-                elif t.kind == CLOSED:
-                    loss = module.candidate_logits(x, [e.text for e in exs], t.answers).float().logsumexp(-1).sum()
-                else:
-                    loss = module.sequence_loss(x, [e.text for e in exs], [e.target for e in exs]).float().sum()
+                loss = victim.image_objective(exs).loss([x], torch.arange(b, device=dev))[0].float().sum()
                 torch.autograd.grad(loss, x)
         finally:
             module.train(was)
@@ -891,10 +539,14 @@ def _fits_fn(module: nn.Module, vl: bool, t: Task) -> Callable[[int], None]:
 
 
 def _new_ctx(prep: _Prepared, store: RunStore, samples: int) -> _Ctx:
+    from .sweep import choose
+
     ctx = _Ctx(model=prep.module, vl=prep.vl, task=prep.task, attack=prep.attack, eps=prep.eps, seed=prep.seed,
                samples=samples, store=store, device=_device(prep.module))
-    if prep.task.kind == CAPTION:
-        ctx.refs_all = [list(prep.task[i].refs) for i in range(prep.n)]
+    ctx.victim = make_victim(prep.module, prep.task, ctx.device, ctx.stats)
+    threat = threat_model(prep.attack.kind)
+    ctx.bound = threat.bind(ctx.victim, prep.attack.spec, prep.seed)
+    ctx.sweep = choose(threat.nested, ctx.victim.binary)  # the sweep, chosen once
     return ctx
 
 
@@ -902,7 +554,7 @@ def _attack_batch(ctx: _Ctx, b: int, start: int, examples: list[Example]) -> tup
     """_run_batch, split into smaller forward passes after an out-of-memory error: the
     batch (the resume unit, its seeds and records) stays the same, only the examples per
     pass halve, for this and every later batch. The records keep the unsplit order."""
-    from .distributed import free_memory, is_oom
+    from .runtime.memory import free_memory, is_oom
 
     while True:
         size = min(ctx.chunk or len(examples), len(examples))
@@ -1020,100 +672,129 @@ def _merge_stats(all_stats: list[dict]) -> dict:
 def _evaluate_distributed(where, args: dict, progress: bool, on_batch) -> Run:
     """One rank of a torch.distributed run (see robust_pt/distributed.py for the protocol)."""
     from . import distributed as dd
-    from .store import fingerprint
 
     if args["out"] is None:
         raise ConfigError("a distributed run writes its shards to a run directory; pass --out (out=...)")
     created = dd.init(dd.rank_device(args["device"], where))
     locks = ExitStack()  # rank 0: the run directory for the whole run; every rank: its shard while it writes
     try:
-        # 1. prepare on every rank; agree on the batch size and the config
-        prep, err = None, None
-        try:
-            prep = _prepare(**{**args, "device": dd.rank_device(args["device"], where)}, world=where.world)
-        except RobustPTError as e:
-            err = e
-        sts = dd.gather(dd.status(err, batch_size=prep.batch_size if prep else None,
-                                  config=prep.config if prep else None))
-        dd.raise_first(sts, where, err)
-        assert prep is not None
-        auto = dd.parse_batch_size(args["batch_size"]) == "auto"
-        if auto:  # every rank probed its own device: the smallest answer fits them all
-            prep.config["batch_size"] = min(st["batch_size"] for st in sts)
-        configs = [{**st["config"], "batch_size": prep.config["batch_size"]} if auto else st["config"]
-                   for st in sts]
-        dd.check_config([{"fingerprint": fingerprint(c), "config": c} for c in configs])
-
-        # 2. rank 0 opens (or creates) the run directory; shards of ranks beyond this world
-        err, held = None, []
-        if where.main:
-            try:
-                locks.enter_context(hold(prep.out))
-                main = RunStore(prep.out, prep.config, prep.info)
-                held = sorted(main.done)
-                for r, d in dd.shard_dirs(prep.out):
-                    if r >= where.world:
-                        held += sorted(dd.done_batches(d))
-            except RobustPTError as e:
-                err = e
-        sts = dd.gather(dd.status(err, done=held))
-        dd.raise_first(sts, where, err)
-        done = set(sts[0]["done"])
-
-        # 3. every rank opens its shard (resuming it) and says which batches it holds
-        err, store = None, None
+        prep = _dist_prepare(where, args)
+        done = _dist_open_run(where, prep, locks)
         shard_lock = ExitStack()
         locks.enter_context(shard_lock)
-        try:
-            shard_lock.enter_context(hold(dd.shard_dir(prep.out, where.rank)))
-            store = RunStore(dd.shard_dir(prep.out, where.rank), prep.config, {**prep.info, **dd.shard_info(where)})
-            store.set_status(**dd.shard_info(where))
-        except RobustPTError as e:
-            err = e
-        sts = dd.gather(dd.status(err, done=sorted(store.done) if store else []))
-        dd.raise_first(sts, where, err)
-        assert store is not None
-        for st in sts:
-            done |= set(st["done"])
-
-        # 4. attack this rank's batches
-        n, bs = prep.n, prep.batch_size
-        mine = [(b, b * bs) for b in dd.shard(prep.n_batches(), where)]
-        todo = [(b, s) for b, s in mine if b not in done]
-        total = sum(min(bs, n - s) for _, s in mine)
-        done_examples = total - sum(min(bs, n - s) for _, s in todo)
-        ctx = _new_ctx(prep, store, dd.sample_quota(prep.samples, where))
-        hooks = [h for h in (on_batch, dd.kill_hook(where)) if h is not None]
-        label = (f"{prep.model_name} {prep.attack.name} {prep.task.name} [rank 0 of {where.world}]"
-                 if progress and where.main else None)
-        err = None
-        try:
-            _run_batches(ctx, todo, n, bs, store, label, total, done_examples, hooks)
-        except Exception as e:  # noqa: BLE001 - every rank must reach the next collective
-            err = e
-        shard_lock.close()  # written: rank 0 may now merge and remove the shards
-        sts = dd.gather(dd.status(err, stats=ctx.stats))
-        dd.raise_first(sts, where, err)
-        stats = _merge_stats([st["stats"] for st in sts])
-
-        # 5. rank 0 merges the shards into the run directory and writes the summary
-        run, err = None, None
-        if where.main:
-            try:
-                have = dd.merge(prep.out)
-                missing = sorted(set(range(prep.n_batches())) - have)
-                if missing:
-                    raise dd.DistributedError(f"batches {missing[:5]} have no records after the merge; run the "
-                                              f"same command again")
-                run = _finish(prep, RunStore(prep.out, prep.config, prep.info), stats)
-            except RobustPTError as e:
-                err = e
-        sts = dd.gather(dd.status(err))
-        dd.raise_first(sts, where, err)
-        return run if run is not None else load_run(prep.out)
+        store = _dist_open_shard(where, prep, shard_lock, done)
+        stats = _dist_attack(where, prep, store, shard_lock, done, progress, on_batch)
+        return _dist_merge(where, prep, stats)
     finally:
         locks.close()
         dd.finish(created)
+
+
+def _dist_prepare(where, args: dict) -> _Prepared:
+    """1. prepare on every rank; agree on the batch size and the config."""
+    from . import distributed as dd
+    from .runtime.memory import parse_batch_size
+    from .store import fingerprint
+
+    prep, err = None, None
+    try:
+        prep = _prepare(**{**args, "device": dd.rank_device(args["device"], where)}, world=where.world)
+    except RobustPTError as e:
+        err = e
+    sts = dd.gather(dd.status(err, batch_size=prep.batch_size if prep else None,
+                              config=prep.config if prep else None))
+    dd.raise_first(sts, where, err)
+    assert prep is not None
+    auto = parse_batch_size(args["batch_size"]) == "auto"
+    if auto:  # every rank probed its own device: the smallest answer fits them all
+        prep.config["batch_size"] = min(st["batch_size"] for st in sts)
+    configs = [{**st["config"], "batch_size": prep.config["batch_size"]} if auto else st["config"] for st in sts]
+    dd.check_config([{"fingerprint": fingerprint(c), "config": c} for c in configs])
+    return prep
+
+
+def _dist_open_run(where, prep: _Prepared, locks: ExitStack) -> set[int]:
+    """2. rank 0 locks and opens (or creates) the run directory; the batches it and stale shards hold."""
+    from . import distributed as dd
+
+    err, held = None, []
+    if where.main:
+        try:
+            locks.enter_context(hold(prep.out))
+            main = RunStore(prep.out, prep.config, prep.info)
+            held = sorted(main.done)
+            for r, d in dd.shard_dirs(prep.out):
+                if r >= where.world:
+                    held += sorted(dd.done_batches(d))
+        except RobustPTError as e:
+            err = e
+    sts = dd.gather(dd.status(err, done=held))
+    dd.raise_first(sts, where, err)
+    return set(sts[0]["done"])
+
+
+def _dist_open_shard(where, prep: _Prepared, shard_lock: ExitStack, done: set[int]) -> RunStore:
+    """3. every rank locks and opens its shard (resuming it) and says which batches it holds (added to done)."""
+    from . import distributed as dd
+
+    err, store = None, None
+    try:
+        shard_lock.enter_context(hold(dd.shard_dir(prep.out, where.rank)))
+        store = RunStore(dd.shard_dir(prep.out, where.rank), prep.config, {**prep.info, **dd.shard_info(where)})
+        store.set_status(**dd.shard_info(where))
+    except RobustPTError as e:
+        err = e
+    sts = dd.gather(dd.status(err, done=sorted(store.done) if store else []))
+    dd.raise_first(sts, where, err)
+    assert store is not None
+    for st in sts:
+        done |= set(st["done"])
+    return store
+
+
+def _dist_attack(where, prep: _Prepared, store: RunStore, shard_lock: ExitStack, done: set[int], progress: bool,
+                 on_batch) -> dict:
+    """4. attack this rank's batches; release the shard; the merged stats of all ranks."""
+    from . import distributed as dd
+
+    n, bs = prep.n, prep.batch_size
+    mine = [(b, b * bs) for b in dd.shard(prep.n_batches(), where)]
+    todo = [(b, s) for b, s in mine if b not in done]
+    total = sum(min(bs, n - s) for _, s in mine)
+    done_examples = total - sum(min(bs, n - s) for _, s in todo)
+    ctx = _new_ctx(prep, store, dd.sample_quota(prep.samples, where))
+    hooks = [h for h in (on_batch, dd.kill_hook(where)) if h is not None]
+    label = (f"{prep.model_name} {prep.attack.name} {prep.task.name} [rank 0 of {where.world}]"
+             if progress and where.main else None)
+    err = None
+    try:
+        _run_batches(ctx, todo, n, bs, store, label, total, done_examples, hooks)
+    except Exception as e:  # noqa: BLE001 - every rank must reach the next collective
+        err = e
+    shard_lock.close()  # written: rank 0 may now merge and remove the shards
+    sts = dd.gather(dd.status(err, stats=ctx.stats))
+    dd.raise_first(sts, where, err)
+    return _merge_stats([st["stats"] for st in sts])
+
+
+def _dist_merge(where, prep: _Prepared, stats: dict) -> Run:
+    """5. rank 0 merges the shards into the run directory and writes the summary."""
+    from . import distributed as dd
+
+    run, err = None, None
+    if where.main:
+        try:
+            have = dd.merge(prep.out)
+            missing = sorted(set(range(prep.n_batches())) - have)
+            if missing:
+                raise dd.DistributedError(f"batches {missing[:5]} have no records after the merge; run the same "
+                                          f"command again")
+            run = _finish(prep, RunStore(prep.out, prep.config, prep.info), stats)
+        except RobustPTError as e:
+            err = e
+    sts = dd.gather(dd.status(err))
+    dd.raise_first(sts, where, err)
+    return run if run is not None else load_run(prep.out)
 
 
 def _launch(nproc: int, *, model, task, attack, eps, seed, out, batch_size, limit, split, task_seed, samples,

@@ -23,11 +23,11 @@ from .errors import CheckpointError, ConfigError
 
 RECIPE_KEYS = {"name", "description", "base", "tasks", "tuning", "attacks", "examples", "seed", "batch_size",
                "split", "zoo", "nproc"}
-TUNING_KEYS = {"method", "name", "prompt_length", "prompt_depth", "prompt_reparam", "prompt_dropout", "adapter_dim",
-               "lora_r", "lora_alpha", "steps", "batch_size", "lr", "train_size", "eval_size", "tasks"}
 ATTACK_KEYS = {"attack", "eps", "tag", "steps", "queries", "backend", "restarts", "random_start", "early_stop",
                "query_budget", "examples", "nproc", "tasks"}
 _TRAIN_FIELDS = ("steps", "batch_size", "lr", "train_size", "eval_size")
+#: Keys of every tuning entry; each method adds its own options (tuning/registry.py, tuning_keys).
+TUNING_ENTRY_KEYS = frozenset({"method", "name", "tasks", *_TRAIN_FIELDS})
 
 
 # `method: none` in a recipe's tuning list attacks the base itself, untuned: nothing is
@@ -85,6 +85,37 @@ class Recipe:
                 for a in self.attacks if a.tasks is None or task in a.tasks]
 
 
+def tuning_keys(method: str) -> set[str]:
+    """The keys a tuning entry of `method` accepts: the shared ones and the method's own options."""
+    from .tuning import registry
+
+    return set(TUNING_ENTRY_KEYS) | set(registry.builtin_method(method).option_names)
+
+
+def _tuning_entry(where: str, entry: dict):
+    """(TuningConfig, {schedule key: value}) of one tuning entry; unknown keys and bad values: one line."""
+    from .tuning import registry
+    from .tuning.config import TuningConfig
+
+    try:
+        spec = registry.builtin_method(entry["method"])
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err} (or {UNTUNED}: the untuned base)") from None
+    where = f"{where} ({entry.get('name', spec.name)})"
+    allowed = tuning_keys(spec.name)
+    extra = sorted(set(entry) - allowed)
+    if extra:
+        owner = [m.name for m in registry.methods() if extra[0] in m.option_names]
+        hint = f" ({extra[0]} is an option of {' and '.join(owner)}, not of {spec.name})" if owner else ""
+        raise ConfigError(f"{where}: unknown key {extra[0]!r}{hint}; allowed keys: {', '.join(sorted(allowed))}")
+    hyper = {k: v for k, v in entry.items() if k in spec.option_names}
+    try:
+        tc = TuningConfig(spec.name, **hyper)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return tc, {k: v for k, v in entry.items() if k in _TRAIN_FIELDS}
+
+
 def _unknown(where: str, data: dict, allowed: set) -> None:
     extra = sorted(set(data) - allowed)
     if extra:
@@ -118,7 +149,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     from .attacks import build
     from .attacks.presets import parse_eps
     from .tasks import TASKS, load_task
-    from .tuning.config import TrainConfig, TuningConfig
+    from .tuning.config import TrainConfig
 
     path = find_recipe(name_or_path)
     try:
@@ -153,10 +184,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             tunings.append(TuningEntry(str(entry.get("name", "base")), None, None,
                                        subset(f"tuning[{i}] (method: none)", entry.get("tasks"))))
             continue
-        _unknown(f"{where}: tuning[{i}]", entry, TUNING_KEYS)
-        hyper = {k: v for k, v in entry.items() if k not in _TRAIN_FIELDS and k not in ("name", "tasks")}
-        sched = {k: v for k, v in entry.items() if k in _TRAIN_FIELDS}
-        tc = TuningConfig(**hyper)
+        tc, sched = _tuning_entry(f"{where}: tuning[{i}]", entry)
         tunings.append(TuningEntry(entry.get("name", tc.method), tc, TrainConfig(seed=int(raw.get("seed", 0)), **sched),
                                    subset(f"tuning[{i}] ({entry.get('name', tc.method)})", entry.get("tasks"))))
     names = [t.name for t in tunings]

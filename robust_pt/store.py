@@ -7,6 +7,8 @@
     runs/<id>/summary.csv     written when the run completes
     runs/<id>/samples/*.png   a few clean | adversarial | amplified-difference images
 
+(The names, columns and summary statistics of this format are robust_pt/runformat.py's.)
+
 Each batch's records are appended in one write, followed by a marker line
 {"batch_done": b}, then flushed and fsynced. On restart the records of batches without a
 marker (and a truncated last line from a kill) are dropped and those batches are run
@@ -31,10 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import RunDirError
-
-FORMAT = "robust-pt-run/1"
-RUN_JSON, RECORDS, SUMMARY, SAMPLES = "run.json", "records.jsonl", "summary.csv", "samples"
-MARKER = "batch_done"
+from .runformat import FORMAT, MARKER, RECORDS, RUN_JSON, SAMPLES, SUMMARY  # noqa: F401  (the run's file names)
 
 
 def canonical(obj: Any) -> str:

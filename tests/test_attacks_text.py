@@ -367,9 +367,9 @@ def test_cli_bad_text_input(tiny_vqa_dir, tiny_cnn, tmp_path, monkeypatch):
                                  "--out", tmp_path / "run"), "--embeddings PATH")
     assert not (tmp_path / "run").exists()
     # an image-only classifier behind --model
-    import robust_pt.api
+    import robust_pt.models.loading
 
-    monkeypatch.setattr(robust_pt.api, "load_model", lambda path, **kw: tiny_cnn[0])
+    monkeypatch.setattr(robust_pt.models.loading, "load_model", lambda path, **kw: tiny_cnn[0])
     assert_one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "pwws", "--out", tmp_path / "run"),
                           "image-only classifier")
 

@@ -21,6 +21,7 @@ from robust_pt import distributed as dd
 from robust_pt import engine
 from robust_pt.cli import _register, app
 from robust_pt.errors import ConfigError
+from robust_pt.runtime import memory
 from robust_pt.store import RECORDS, RunStore
 
 _register()
@@ -272,7 +273,7 @@ def test_other_errors_are_not_retried(tiny_vqa, vqa_task, monkeypatch):
 def test_batch_size_auto(tiny_vqa, vqa_task, tiny_vqa_dir, tmp_path):
     run = rpt.evaluate(tiny_vqa, vqa_task, attack="fgsm", eps=[8 / 255], batch_size="auto", limit=4,
                        progress=False, out=tmp_path / "run")
-    assert run.config["batch_size"] == dd.CPU_BATCH  # CPU: the default
+    assert run.config["batch_size"] == memory.CPU_BATCH  # CPU: the default
     # probing (CUDA): the largest power of two that fits; only out-of-memory stops it
     tried = []
 
@@ -281,12 +282,12 @@ def test_batch_size_auto(tiny_vqa, vqa_task, tiny_vqa_dir, tmp_path):
         if b > 48:
             raise torch.OutOfMemoryError("CUDA out of memory")
 
-    assert dd.probe_batch_size(fits, limit=1024) == 32 and tried == [1, 2, 4, 8, 16, 32, 64]
-    assert dd.probe_batch_size(lambda b: None, limit=16) == 16
+    assert memory.probe_batch_size(fits, limit=1024) == 32 and tried == [1, 2, 4, 8, 16, 32, 64]
+    assert memory.probe_batch_size(lambda b: None, limit=16) == 16
     with pytest.raises(ConfigError, match="even a batch of 1"):
-        dd.probe_batch_size(lambda b: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")), limit=8)
+        memory.probe_batch_size(lambda b: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")), limit=8)
     with pytest.raises(ValueError):
-        dd.probe_batch_size(lambda b: (_ for _ in ()).throw(ValueError("bug")), limit=8)
+        memory.probe_batch_size(lambda b: (_ for _ in ()).throw(ValueError("bug")), limit=8)
     engine._fits_fn(tiny_vqa, True, vqa_task)(2)  # the probe's step runs on a real model
     # resuming with auto reuses the stored size, whatever a probe (or the default) says now
     from robust_pt.store import fingerprint

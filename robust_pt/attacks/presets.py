@@ -291,9 +291,17 @@ def _coerce(spec_dict: dict, where: str) -> dict:
 
 
 def check_spec(spec: AttackSpec) -> AttackSpec:
-    """Validate values and their combination; AttackError says what fits."""
+    """Validate values and their combination; AttackError says what fits. A kind registered as a
+    threat model (attacks/core.py) is validated by its threat model."""
+    from .core import kinds, registered
+
     if spec.kind not in KINDS:
-        raise AttackError(f"attack {spec.name}: unknown kind {spec.kind!r}; use one of {', '.join(KINDS)}")
+        threat = registered(spec.kind)
+        if threat is None:
+            known = list(KINDS) + [k for k in kinds() if k not in KINDS]
+            raise AttackError(f"attack {spec.name}: unknown kind {spec.kind!r}; use one of {', '.join(known)}")
+        threat.check_spec(spec)
+        return _check_budgets(spec)
     if spec.method not in METHODS:
         raise AttackError(f"attack {spec.name}: unknown method {spec.method!r}; use one of {', '.join(METHODS)}")
     if spec.backend not in BACKENDS:
@@ -329,15 +337,10 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
             raise AttackError(f"attack {spec.name}: embedding attacks are L-inf (signed-gradient) attacks")
     elif spec.eps_unit != "pixel":
         raise AttackError(f"attack {spec.name}: image attacks take eps in pixel units (eps_unit: pixel)")
-    if spec.steps is None or spec.steps <= 0:
-        raise AttackError(f"steps must be a positive integer, got {spec.steps}")
+    _check_budgets(spec)
     if spec.method == "fgsm" and spec.steps != 1:
         raise AttackError(f"attack {spec.name} is a one-step attack (FGSM); for --steps {spec.steps} use "
                           f"{'emb-pgd' if spec.kind == 'embedding' else 'pgd'}")
-    if spec.restarts <= 0:
-        raise AttackError(f"restarts must be a positive integer, got {spec.restarts}")
-    if spec.queries is not None and spec.queries <= 0:
-        raise AttackError(f"queries must be a positive integer, got {spec.queries}")
     if spec.method == "square" and not spec.queries:
         raise AttackError(f"attack {spec.name}: square needs a query budget (queries: N)")
     if spec.alpha is not None and spec.alpha <= 0:
@@ -352,6 +355,16 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
         raise AttackError(f"attack {spec.name}: autoattack version must be standard, plus or rand")
     if spec.target_classes <= 0:
         raise AttackError(f"target_classes must be a positive integer, got {spec.target_classes}")
+    return spec
+
+
+def _check_budgets(spec: AttackSpec) -> AttackSpec:
+    if spec.steps is None or spec.steps <= 0:
+        raise AttackError(f"steps must be a positive integer, got {spec.steps}")
+    if spec.restarts <= 0:
+        raise AttackError(f"restarts must be a positive integer, got {spec.restarts}")
+    if spec.queries is not None and spec.queries <= 0:
+        raise AttackError(f"queries must be a positive integer, got {spec.queries}")
     return spec
 
 

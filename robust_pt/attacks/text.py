@@ -19,17 +19,14 @@ eps (its pseudo-eps, see presets.py) or a joint attack's `max_words_fraction`, a
 optional query budget (`queries`). The instruction is attacked whole; TextAttack's
 stop-word constraint keeps question words, and quotes and punctuation are never words.
 
-`import robust_pt` never imports TextAttack: `load_textattack()` does, on the first text
-attack, after pointing NLTK_DATA and TA_CACHE_DIR into the project cache.
+`import robust_pt` never imports TextAttack: `load_textattack()`
+(robust_pt/attacks/textattack_setup.py) does, on the first text attack, after pointing
+NLTK_DATA and TA_CACHE_DIR into the project cache.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
-import os
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,76 +35,11 @@ import numpy as np
 
 from ..errors import AttackError
 from .presets import NEEDS_EMBEDDINGS, NEEDS_MLM, AttackSpec
+from .textattack_setup import _quiet, ensure_offline_data, load_textattack
 
 EMBEDDINGS_HELP = ("counter-fitted word vectors as a text file of 'word v1 v2 ...' lines (e.g. "
                    "counter-fitted-vectors.txt from github.com/nmrksic/counter-fitting)")
 MLM_HELP = "a local Hugging Face masked-LM directory (e.g. bert-base-uncased saved with save_pretrained)"
-
-
-# ----------------------------------------------------------------------------- textattack
-
-def load_textattack():
-    """Import textattack offline (NLTK data and its cache in the project cache); AttackError if it cannot."""
-    if "textattack" in sys.modules:
-        return sys.modules["textattack"]
-    missing = [m for m in ensure_offline_data() if "WordNet" not in m]
-    if missing:
-        raise AttackError(f"text attacks need offline NLTK data that is missing ({'; '.join(missing)}); "
-                          f"run `python scripts/setup_nltk.py` (or `make setup`)")
-    try:
-        with warnings.catch_warnings(), _quiet():
-            warnings.simplefilter("ignore")
-            import textattack
-    except ImportError as err:
-        raise AttackError(f"textattack cannot be imported ({err}); install textattack==0.3.10") from None
-    return textattack
-
-
-def ensure_offline_data() -> list[str]:
-    """Point NLTK and TextAttack at the project cache and fill it if needed; what is still missing.
-
-    In a checkout whose NLTK_DATA / TA_CACHE_DIR are robust-pt's own, missing data is
-    written by scripts/setup_nltk.py (without apt-get: WordNet is copied only when
-    Debian's wordnet-base is installed). Elsewhere nothing is written.
-    """
-    import io
-
-    from .. import paths
-    from ..offline import missing_offline_data, prepare_textattack_env
-
-    env = prepare_textattack_env()
-    nltk_data = env["NLTK_DATA"].split(os.pathsep)[0]
-    missing = missing_offline_data(nltk_data, env["TA_CACHE_DIR"])
-    root = paths.repo_root()
-    script = root / "scripts" / "setup_nltk.py" if root else None
-    own = Path(nltk_data) == paths.nltk_dir() and Path(env["TA_CACHE_DIR"]) == paths.textattack_cache()
-    if not missing or script is None or not script.is_file() or not own:
-        return missing
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_robust_pt_setup_nltk", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        mod.main(["--cache", str(paths.cache_dir()), "--no-apt", "-q"])
-    return missing_offline_data(nltk_data, env["TA_CACHE_DIR"])
-
-
-@contextlib.contextmanager
-def _quiet():
-    """TextAttack logs a warning per goal function about unknown model classes; hush it meanwhile."""
-    logs = [logging.getLogger("textattack")]
-    ta = sys.modules.get("textattack.shared.utils")
-    if ta is not None and isinstance(getattr(ta, "logger", None), logging.Logger):
-        logs.append(ta.logger)  # its own handler, not propagated
-    levels = [log.level for log in logs]
-    for log in logs:
-        log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for log, level in zip(logs, levels):
-            log.setLevel(level)
 
 
 # ----------------------------------------------------------------------------- resources

@@ -25,9 +25,10 @@ either `embed_text(texts) -> (text_embeds, text_mask)` or the built-in MiniOFA's
 tokenizer and embedding table. Any other VLModel falls back to `candidate_logits` on
 the repeated image (correct, just without the image cache).
 
-This module imports textattack at import time; robust_pt.attacks.text imports it only
-when a text attack runs. Also here: the word-budget constraints and a local
-counter-fitted embedding (TextAttack's on-the-fly neighbour search has a bug).
+This module imports textattack at import time (set up by textattack_setup.py);
+robust_pt.attacks.text imports it only when a text attack runs. Also here: the
+word-budget constraints and a local counter-fitted embedding (TextAttack's on-the-fly
+neighbour search has a bug).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Sequence
 
 import torch
 
-from .text import load_textattack
+from .textattack_setup import load_textattack
 
 load_textattack()  # NLTK data and cache set up before the imports below
 

@@ -3,7 +3,8 @@
     model = robust_pt.load_model("ckpts/vilt-vqa")      # a save_pretrained directory
 
 Supported architectures (config.json "architectures"), each loaded with the processor
-saved beside it (preprocessor_config.json + tokenizer files):
+saved beside it (preprocessor_config.json + tokenizer files); each is a family registered
+in robust_pt/models/loading.py (its class here, its image settings and peft targets there):
 
 * ViltForQuestionAnswering: the VQA classification head; the answer vocabulary is
   config.id2label. Candidate logits are the head's logits of the task's candidates
@@ -33,7 +34,6 @@ to the text embeddings in `_with_prompts`.
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,6 +44,8 @@ from torch import nn
 
 from ..errors import CheckpointError, TaskError
 from .base import Embeds, VLModel
+# architecture_of, read_json, SUPPORTED: also imported from here by hf_peft.py and robust_pt/tuning/hf_train.py
+from .loading import ImageSettings, architecture_of, hf_architectures, hf_family, read_json  # noqa: F401
 
 CLOSED, GROUND, CAPTION = "closed", "ground", "caption"  # = robust_pt.tasks.base (kept import-light)
 SIDE_FILE = "robust_pt.json"  # what robust-pt adds to a directory it saved (method, task, metrics)
@@ -56,24 +58,19 @@ class HFVLModel(VLModel):
     architecture = ""
     task_kinds: tuple[str, ...] = (CLOSED,)
 
-    def __init__(self, net: nn.Module, tokenizer, image_cfg: dict, meta: dict, *, image_size: int,
-                 resize_mode: str = "squash"):
+    def __init__(self, net: nn.Module, tokenizer, image_cfg: dict, meta: dict, *, image: ImageSettings):
+        """image_cfg: the saved processor config; image: the family's image settings from it
+        (HFFamily.image_settings: resolution, resize mode, normalisation)."""
         super().__init__()
         self.net = net  # the transformers model, or a PeftModel wrapping it
         self.tokenizer = tokenizer
         self.meta = dict(meta)
-        self.image_size = int(image_size)
-        self.resize_mode = resize_mode
+        self.image_size = int(image.size)
+        self.resize_mode = image.resize
         self.image_cfg = dict(image_cfg)
-        mean = image_cfg.get("image_mean") or [0.0, 0.0, 0.0]
-        std = image_cfg.get("image_std") or [1.0, 1.0, 1.0]
-        if not image_cfg.get("do_normalize", True):
-            mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-        # our pixels are x in [0, 1]; the processor feeds the model rescale(x * 255)
-        scale = 255.0 * float(image_cfg.get("rescale_factor", 1 / 255)) if image_cfg.get("do_rescale", True) else 255.0
-        self.register_buffer("pixel_mean", torch.tensor(_triple(mean)).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(_triple(std)).view(1, 3, 1, 1), persistent=False)
-        self.pixel_scale = scale
+        self.register_buffer("pixel_mean", torch.tensor(list(image.mean)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(list(image.std)).view(1, 3, 1, 1), persistent=False)
+        self.pixel_scale = image.scale
         self.amp_dtype: torch.dtype | None = None  # bfloat16 autocast on CUDA (set by load_model)
 
     # ---------------------------------------------------------------- plumbing
@@ -149,11 +146,6 @@ class HFVLModel(VLModel):
         raise self._cannot("generate text")
 
 
-def _triple(v) -> list[float]:
-    v = [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
-    return v * 3 if len(v) == 1 else v
-
-
 def _f32(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype != torch.float32 else t
 
@@ -172,6 +164,7 @@ class ViltVQA(HFVLModel):
         self.labels = [str(cfg.id2label[i]) for i in range(len(cfg.id2label))]
         self._label_index = {_norm(lab): i for i, lab in reversed(list(enumerate(self.labels)))}
         self._cand_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self.meta.setdefault("answers", self.labels)
 
     @property
     def max_text_len(self) -> int:
@@ -461,62 +454,10 @@ class ClipMatch(HFVLModel):
 
 
 # ============================================================================ loading
+# The families (architecture -> class, image settings, peft targets) are registered in
+# robust_pt/models/loading.py; everything below dispatches through that registry.
 
-ARCHITECTURES: dict[str, type[HFVLModel]] = {c.architecture: c for c in (ViltVQA, BlipVQA, ClipMatch)}
-SUPPORTED = tuple(ARCHITECTURES)
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} is not a JSON object")
-    return data
-
-
-def architecture_of(path: Path) -> str:
-    """The supported architecture named in path/config.json, or a one-line error."""
-    cfg = read_json(path / "config.json")
-    archs = cfg.get("architectures") or []
-    supported = ", ".join(SUPPORTED)
-    if not archs:
-        raise CheckpointError(f"{path}/config.json names no architecture (no \"architectures\" field); robust-pt "
-                              f"loads {supported} and peft adapters on them")
-    arch = archs[0]
-    if arch not in ARCHITECTURES:
-        raise CheckpointError(f"unsupported architecture {arch} in {path}; robust-pt loads {supported} "
-                              f"and peft adapters on them")
-    return arch
-
-
-def image_settings(arch: str, ip: dict, model_config) -> tuple[int, str]:
-    """(input resolution S, resize mode) of the saved image processor: how a task prepares images."""
-    size = ip.get("size")
-    crop = ip.get("crop_size")
-
-    def edge(v):
-        if isinstance(v, dict):
-            if "shortest_edge" in v:
-                return int(v["shortest_edge"])
-            h, w = v.get("height"), v.get("width")
-            if h is not None and w is not None and int(h) != int(w):
-                raise CheckpointError(f"{arch}: non-square processor size {h}x{w} is not supported; robust-pt "
-                                      f"attacks square inputs")
-            return int(h if h is not None else w)
-        return int(v) if v is not None else None
-
-    if arch == "CLIPModel":
-        if ip.get("do_center_crop", True) and crop is not None:
-            return edge(crop), "crop"
-        s = edge(size) or model_config.vision_config.image_size
-        return s, "squash"
-    if arch == "ViltForQuestionAnswering":
-        s = edge(size) or model_config.image_size
-        div = int(ip.get("size_divisor") or 1)
-        return s - s % div, "squash"
-    return edge(size) or model_config.vision_config.image_size, "squash"
+SUPPORTED = hf_architectures()  # at import, for hf_train.py's messages; the live list: loading.hf_architectures()
 
 
 def _load_tokenizer(path: Path):
@@ -554,12 +495,10 @@ def side_meta(path: Path) -> dict:
 
 
 def wrap(arch: str, net: nn.Module, tok, ip: dict, meta: dict) -> HFVLModel:
+    """The VLModel of `arch`'s family around `net` (a transformers model or a PeftModel on one)."""
+    family = hf_family(arch)
     base = net.get_base_model() if callable(getattr(net, "get_base_model", None)) else net
-    size, mode = image_settings(arch, ip, base.config)
-    model = ARCHITECTURES[arch](net, tok, ip, meta, image_size=size, resize_mode=mode)
-    if arch == "ViltForQuestionAnswering":
-        model.meta.setdefault("answers", model.labels)
-    return model
+    return family.model_class(net, tok, ip, meta, image=family.image_settings(ip, base.config))
 
 
 def load_hf(path: str | Path, *, device: Any = None, precision: str = "auto") -> HFVLModel:

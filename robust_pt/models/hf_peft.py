@@ -6,7 +6,8 @@
 The base is `base_model_name_or_path` from adapter_config.json (a local directory, tried
 as given, relative to the working directory and relative to the adapter directory, or a
 Hugging Face hub id already in the local cache), or the `base` argument (`--base`).
-It must be one of the supported architectures (robust_pt/models/hf.py).
+It must be one of the supported architectures (the Hugging Face families registered in
+robust_pt/models/loading.py, whose peft-adapter family recognises these directories).
 
 Supported peft methods: every method that injects into the base's modules (LoRA, IA3,
 AdaLoRA, LoHa, LoKr, OFT, BOFT, VeRA, ...: they act inside the modules robust-pt calls)
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from .hf import (HFVLModel, SUPPORTED, architecture_of, finish, load_transformers, read_json, side_meta, wrap)
+from .hf import HFVLModel, finish, load_transformers, side_meta, wrap
+from .loading import ADAPTER_CONFIG, architecture_of, hf_architectures, read_json
 
-ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 METHOD_OF = {"LORA": "lora", "PROMPT_TUNING": "prompt", "IA3": "ia3", "P_TUNING": "p-tuning", "ADALORA": "adalora",
              "LOHA": "loha", "LOKR": "lokr", "OFT": "oft", "BOFT": "boft", "VERA": "vera"}
@@ -125,7 +126,7 @@ def load_adapter(path: str | Path, *, base: str | Path | None = None, device: An
         raise CheckpointError(f"the base of adapter {path} ({base_dir}) is itself an adapter; pass the model directory")
     if not (base_dir / "config.json").exists():
         raise CheckpointError(f"the base of adapter {path} ({base_dir}) has no config.json; robust-pt loads adapters "
-                              f"on {', '.join(SUPPORTED)} directories saved with save_pretrained")
+                              f"on {', '.join(hf_architectures())} directories saved with save_pretrained")
     arch = architecture_of(base_dir)
     side = side_meta(path)
     if side.get("architecture") and side["architecture"] != arch:

@@ -5,9 +5,13 @@ text -> word tokens; encoder reads [image tokens; text tokens]; the decoder writ
 answer as text (grounding answers are <bin_k> location tokens, as in OFA).
 
 Closed-answer tasks are scored by the log-likelihood of every candidate (OFA's
-all-candidate evaluation), which gives logits over candidates. Deep prompt tuning
-(OFA-PT) plugs in as per-layer prefix keys/values: `self.prompt` (see
-robust_pt/tuning/prompt.py) returns them and every attention layer prepends them.
+all-candidate evaluation), which gives logits over candidates.
+
+Tuning methods (robust_pt/tuning/registry.py, one module each) plug in at three hooks,
+all None in a plain model: `MiniOFA.prompt` returns per-layer prefix keys/values that
+every self-attention layer prepends (deep prompt tuning, OFA-PT); `Attention.post`
+rewrites an attention's output from the tokens that entered it (y = post(h, y), after
+the output projection); a layer's `adapter` adds x + adapter(x) after its FFN.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class Attention(nn.Module):
         super().__init__()
         self.h, self.dk = heads, d // heads
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+        self.post: nn.Module | None = None  # set by a tuning method: y = post(x, y) after out_proj
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.h, self.dk).transpose(1, 2)
@@ -119,8 +124,8 @@ class Attention(nn.Module):
             if mask is not None:  # the prefix is visible to every query (masks extended)
                 ones = torch.ones(B, 1, T, pk.shape[2], dtype=torch.bool, device=x.device)
                 mask = torch.cat([ones, mask], -1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, -1))
+        y = self.out_proj(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B, T, -1))
+        return y if self.post is None else self.post(x, y)
 
 
 class FeedForward(nn.Module):
@@ -140,7 +145,7 @@ class EncoderLayer(nn.Module):
         self.self_attn = Attention(d, cfg.n_heads)
         self.ffn = FeedForward(d, cfg.ffn, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
-        self.adapter: nn.Module | None = None  # set by tuning.adapter
+        self.adapter: nn.Module | None = None  # set by a tuning method (tuning/adapter.py): x + adapter(x)
 
     def forward(self, x, mask, prefix=None):
         x = x + self.drop(self.self_attn(self.ln1(x), key_mask=mask, prefix=prefix))
@@ -207,7 +212,7 @@ class MiniOFA(VLModel):
             # same scale as the token embeddings: at torch's default std 1 the position and type
             # vectors drown the word identity and the model barely reads its question
             nn.init.normal_(emb.weight, std=0.02)
-        self.prompt: nn.Module | None = None  # set by tuning.prompt: returns per-layer prefixes
+        self.prompt: nn.Module | None = None  # set by a tuning method (tuning/prompt.py): layer prefixes
 
     # ---------------------------------------------------------------- embeddings
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..runformat import slug as _safe
 from . import stats
 from .load import MixedRunsError, ReportError, RunData, load_runs
 
@@ -84,10 +85,6 @@ def _int(name: str, v, lo: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
         raise ReportError(f"{name} must be an integer >= {lo}, got {v!r}")
     return v
-
-
-def _safe(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(s)).strip("-") or "x"
 
 
 def build(runs: str | Path | Iterable[str | Path], out: str | Path | None = None, *, allow_mixed: bool = False,

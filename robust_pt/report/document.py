@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Union
 
+from ..runformat import broken_mask
 from . import stats
-from .load import eps_label
 from .sanity import FAIL, RULE
 from .tables import is_significant, method_name, points, verdict_frame
 from .verdict import verdict
@@ -218,7 +218,7 @@ def runs_table(report) -> Table:
             notes.append(f"{r.unfinished} unfinished record(s) left out")
         if r.status and r.status != "complete":
             notes.append(f"status {r.status}")
-        eps = ", ".join(eps_label(e) if r.eps_unit == "pixel" else f"{e:g}" for e in r.eps)
+        eps = ", ".join(r.eps_label(e) for e in r.eps)
         rows.append([str(r.path), r.model, who(r.method, r.model), r.task, r.attack, eps,
                      str(r.records["id"].nunique()), str(len(r.records)), "; ".join(notes) or "ok"])
     return Table(["Run", "Model", "Method", "Task", "Attack", "eps", "Examples", "Records", "Notes"], rows)
@@ -232,7 +232,7 @@ def text_examples(run, limit: int = 8) -> list[list[Cell]]:
     d = d[d["adv_text"].astype(str) != d["text"].astype(str)]
     if not len(d):
         return []
-    broken = (d["correct"] < 0.5) & (d["clean_correct"] > 0.5) if run.binary else d["score"] < d["clean_score"]
+    broken = broken_mask(d, run.binary)
     d = d.assign(_b=broken.astype(int)).sort_values(["_b", "eps"], ascending=[False, False], kind="stable")
     d = d.drop_duplicates("id").head(limit)
     rows = []
@@ -240,7 +240,7 @@ def text_examples(run, limit: int = 8) -> list[list[Cell]]:
         left, right, changed = word_diff(r["text"], r["adv_text"])
         wc = r.get("words_changed")
         n = int(wc) if isinstance(wc, (int, float)) and math.isfinite(wc) else changed
-        rows.append([run.model, str(r["id"]), eps_label(r["eps"]) if run.eps_unit == "pixel" else f"{r['eps']:g}",
+        rows.append([run.model, str(r["id"]), run.eps_label(r["eps"]),
                      left, right, f"{r.get('clean_pred')} -> {r.get('pred')}", str(n)])
     return rows
 

@@ -22,18 +22,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
-
 from ..errors import RobustPTError, RunDirError
+from ..runformat import MARKER, RECORDS, RUN_JSON, SAMPLES, at_eps, eps_label  # noqa: F401  (eps_label re-exported)
+from ..runformat import eps_unit as _eps_unit
+from ..tuning import registry
 
-RUN_JSON, RECORDS, SAMPLES, MARKER = "run.json", "records.jsonl", "samples", "batch_done"
+#: Tuning methods, and how reports name them in sentences and legends: the registered methods'
+#: display names (read from robust_pt/tuning/registry.py on every access), plus names other tools' runs use.
+OTHER_METHOD_NAMES = {"pretrain": "the pretrained base", "prefix": "prefix tuning"}
+METHOD_NAMES = registry.Live(lambda: {**{m.name: m.display for m in registry.methods()}, **OTHER_METHOD_NAMES})
+METHOD_ALIASES = registry.Live(lambda: {**{a: m.name for m in registry.methods() for a in m.aliases},
+                                        "base": "pretrain"})
+REFERENCE = registry.REFERENCE
 
-#: Tuning methods, and how reports name them in sentences and legends.
-METHOD_NAMES = {"finetune": "finetuning", "prompt": "prompt tuning", "adapter": "Adapter", "bitfit": "BitFit",
-                "lora": "LoRA", "pretrain": "the pretrained base", "ia3": "IA3", "prefix": "prefix tuning"}
-METHOD_ALIASES = {"ft": "finetune", "finetuned": "finetune", "finetuning": "finetune", "pt": "prompt",
-                  "prompt-tuning": "prompt", "prompttuning": "prompt", "base": "pretrain"}
-REFERENCE = "finetune"
+
+def method_rank(method: str) -> int:
+    """A method's place in report order: the reference, then the registered methods with a fixed colour
+    (registry.report_order); 99 for any other method."""
+    order = registry.report_order()
+    return order.index(method) if method in order else 99
+
+
 UNKNOWN = "unknown"
 
 #: Default metric name per task kind, when run.json does not say.
@@ -94,7 +103,11 @@ class RunData:
 
     @property
     def eps_unit(self) -> str:
-        return str(self.attack_spec.get("eps_unit") or ("pixel" if self.attack_kind == "image" else "rms"))
+        return _eps_unit(self.attack_spec)
+
+    def eps_label(self, eps: float) -> str:
+        """eps as this run's unit writes it (runformat.eps_label)."""
+        return eps_label(eps, self.eps_unit)
 
     @property
     def image_size(self) -> int | None:
@@ -433,16 +446,8 @@ def load_runs(paths: Iterable[str | Path], allow_mixed: bool = False) -> list[Ru
     return runs
 
 
-def eps_label(eps: float) -> str:
-    """8/255 for multiples of 1/255, else the number (as the engine writes it)."""
-    k = eps * 255
-    if abs(k - round(k)) < 1e-6 and round(k) >= 1:
-        return f"{int(round(k))}/255"
-    return f"{eps:g}"
-
-
 def per_eps(run: RunData, eps: float):
     """The run's records at one eps, indexed by example id."""
     d = run.records
-    d = d[np.isclose(d["eps"].to_numpy(dtype=float), eps, rtol=0, atol=1e-12)]
+    d = d[at_eps(d["eps"].to_numpy(dtype=float), eps)]
     return d.set_index("id")

@@ -25,14 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .load import METHOD_NAMES, REFERENCE, UNKNOWN, RunData, eps_label
+from ..runformat import SAMPLE_RE, at_eps, safe_id, sample_tag
+from ..tuning import registry
+from .load import METHOD_NAMES, UNKNOWN, RunData
 from .tables import method_name
 
 DPI = 110
-PALETTE = {"finetune": "#1f77b4", "prompt": "#d62728", "adapter": "#2ca02c", "bitfit": "#9467bd", "lora": "#ff7f0e",
-           "pretrain": "#7f7f7f"}
+#: Fixed colours: each registered method's own (tuning/registry.py), and the pretrained base's grey.
+PALETTE = registry.Live(lambda: {**{m.name: m.colour for m in registry.methods() if m.colour}, "pretrain": "#7f7f7f"})
 EXTRA = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#637939"]
-METHOD_ORDER = ["prompt", "adapter", "bitfit", "lora"]  # after REFERENCE (finetune); the rest sorted
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
@@ -71,8 +72,9 @@ def series(method: str, model: str) -> str:
 
 
 def method_order(names) -> list[str]:
-    """finetune, prompt, adapter, bitfit, lora first (the paper's order), then the others sorted."""
-    first = [REFERENCE, *METHOD_ORDER]
+    """The reference and the methods with a fixed colour first, in registration order (registry.report_order:
+    finetune, prompt, adapter, bitfit, lora, the paper's order), then the others sorted."""
+    first = registry.report_order()
     names = list(dict.fromkeys(names))
     return [m for m in first if m in names] + sorted(m for m in names if m not in first)
 
@@ -318,9 +320,6 @@ def degradation(summary, attack: str, path: Path, max_panels: int = 6) -> Path:
 
 # ----------------------------------------------------------------------------- gallery
 
-SAMPLE_RE = re.compile(r"^eps-(?P<eps>.+?)_(?P<id>.+)_(?P<status>broken|robust)\.png$")
-
-
 def prompt_factors(summary, task: str, panels: list, path: Path) -> Path:
     """Robust metric (points, 95% CI) of prompt-tuned models against one prompt factor per panel;
     rows are attacks, columns factors; one line per eps, the clean metric dashed."""
@@ -360,8 +359,7 @@ def prompt_factors(summary, task: str, panels: list, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _safe(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))[:60]
+_safe = safe_id  # an example id as the engine writes it into a sample's file name
 
 
 def _text_or_none(v) -> str | None:
@@ -402,7 +400,10 @@ def samples(run: RunData, limit: int = 6) -> list[dict]:
     folder = run.samples_dir
     if not folder.is_dir():
         return []
-    tags = {eps_label(e).replace("/", "-"): e for e in run.eps}
+    tags: dict[str, float] = {}
+    for e in run.eps:  # the run's unit; the pixel rule, which the engine once used for every unit; the number
+        for tag in (sample_tag(e, run.eps_unit), sample_tag(e, "pixel")):
+            tags.setdefault(tag.removeprefix("eps-"), e)
     tags.update({f"{e:g}": e for e in run.eps})
     found = []
     df = run.records
@@ -411,15 +412,15 @@ def samples(run: RunData, limit: int = 6) -> list[dict]:
         if not m or m["eps"] not in tags:
             continue
         e = tags[m["eps"]]
-        d = df[np.isclose(df["eps"].to_numpy(float), e, rtol=0, atol=1e-12)]
-        rec = d[d["id"].map(_safe) == m["id"]]
+        d = df[at_eps(df["eps"].to_numpy(float), e)]
+        rec = d[d["id"].map(safe_id) == m["id"]]
         r = rec.iloc[0].to_dict() if len(rec) else {}
         ident = r.get("id", m["id"])
         known = _example_text(run, str(ident))
         if known and r.get("clean_correct") == 1 and run.task_kind == "closed" and \
                 _text_or_none(r.get("clean_pred")) != known.get("target"):
             known = {}  # right yet not the regenerated answer: not the example that was attacked (older generator)
-        found.append({"path": f, "eps": e, "eps_label": eps_label(e) if run.eps_unit == "pixel" else f"{e:g}",
+        found.append({"path": f, "eps": e, "eps_label": run.eps_label(e),
                       "id": ident, "broken": m["status"] == "broken",
                       "clean_pred": _text_or_none(r.get("clean_pred")), "pred": _text_or_none(r.get("pred")),
                       "text": _text_or_none(r.get("text")) or known.get("text"),

@@ -54,7 +54,7 @@ def _pts(x: float) -> str:
 
 
 def _lab(run: RunData, e: float) -> str:
-    return eps_label(e) if run.eps_unit == "pixel" else f"{e:g}"
+    return run.eps_label(e)
 
 
 def _row(check: str, task: str, model: str, method: str, status: str, detail: str) -> dict:

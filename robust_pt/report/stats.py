@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..runformat import rel_drop  # noqa: F401  (1 - robust / clean; one definition, shared with the run summary)
+
 DEFAULT_SEED = 0
 DEFAULT_B = 2000
 LEVEL = 0.95
@@ -112,9 +114,6 @@ def paired_diff_ci(a: np.ndarray, b: np.ndarray, B: int = DEFAULT_B,
     return float(a.mean() - b.mean()), lo, hi
 
 
-def rel_drop(clean: float, robust: float) -> float:
-    """1 - robust / clean (nan when clean is 0)."""
-    return (clean - robust) / clean if clean and math.isfinite(clean) else math.nan
 
 
 # ----------------------------------------------------------------------------- tests and intervals

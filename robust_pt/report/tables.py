@@ -18,8 +18,9 @@ import math
 
 import numpy as np
 
+from ..runformat import EPS_ATOL, at_eps, eps_stats
 from . import stats
-from .load import METHOD_NAMES, REFERENCE, RunData, eps_label, per_eps
+from .load import METHOD_NAMES, REFERENCE, RunData, per_eps
 
 SUMMARY_COLUMNS = ["task", "model", "method", "attack", "attack_method", "kind", "norm", "eps", "eps_label", "n",
                    "metric", "clean", "clean_lo", "clean_hi", "robust", "robust_lo", "robust_hi", "drop", "drop_lo",
@@ -48,7 +49,7 @@ def run_matrix(run: RunData) -> tuple[list[str], np.ndarray, np.ndarray]:
     cs = df["clean_score"].to_numpy(dtype=float)
     ss = df["score"].to_numpy(dtype=float)
     for j, e in enumerate(run.eps):
-        sel = np.isclose(eps, e, rtol=0, atol=1e-12)
+        sel = at_eps(eps, e)
         scores[rows[sel], j] = ss[sel]
     ok = np.isfinite(cs)
     clean[rows[ok]] = cs[ok]
@@ -61,7 +62,6 @@ def summary_rows(run: RunData, B: int = stats.DEFAULT_B, seed: int = stats.DEFAU
     E = len(run.eps)
     reps = stats.bootstrap_means(np.column_stack([clean, scores]), B, seed) if ids else np.full((B, E + 1), math.nan)
     out = []
-    spec = run.attack_spec
     for j, e in enumerate(run.eps):
         present = np.isfinite(scores[:, j]) & np.isfinite(clean)
         if not present.any():
@@ -71,26 +71,13 @@ def summary_rows(run: RunData, B: int = stats.DEFAULT_B, seed: int = stats.DEFAU
         # CIs: replicate means over the rows present at this eps (clean over all rows of the run)
         rep_r = reps[:, j + 1]
         rep_c = reps[:, 0]
-        d = per_eps(run, e)
-        if run.binary:
-            cc = d["clean_correct"] > 0.5
-            broken = cc & (d["correct"] < 0.5)
-            denom = int(cc.sum())
-        else:
-            broken = d["score"] < d["clean_score"] - 1e-12
-            denom = len(d)
-        nb = int(broken.sum())
+        st = eps_stats(per_eps(run, e), run.binary)  # the engine's run summary uses the same statistics
         row = {
             "task": run.task, "model": run.model, "method": run.method, "attack": run.attack,
             "attack_method": run.attack_method, "kind": run.attack_kind, "norm": run.norm, "eps": float(e),
-            "eps_label": eps_label(e) if run.eps_unit == "pixel" else f"{e:g}", "n": int(present.sum()),
+            "eps_label": run.eps_label(e), "n": int(present.sum()),
             "metric": run.metric, "clean": c, "robust": r, "drop": c - r, "rel_drop": stats.rel_drop(c, r),
-            "success_rate": nb / denom if denom else math.nan,
-            "mean_linf": float(d.loc[broken, "linf"].mean()) if nb and "linf" in d else math.nan,
-            "mean_l2": float(d.loc[broken, "l2"].mean()) if nb and "l2" in d else math.nan,
-            "mean_queries": float(d["queries"].mean()) if "queries" in d and d["queries"].notna().any() else math.nan,
-            "mean_words_changed": (float(d["words_changed"].mean()) if "words_changed" in d
-                                   and d["words_changed"].notna().any() else math.nan),
+            **{k: st[k] for k in ("success_rate", "mean_linf", "mean_l2", "mean_queries", "mean_words_changed")},
             "run": str(run.path),
         }
         row["clean_lo"], row["clean_hi"] = stats.percentile_ci(rep_c)
@@ -110,7 +97,7 @@ def paired(run_a: RunData, run_b: RunData, eps: float):
 
 
 def common_eps(a: RunData, b: RunData) -> list[float]:
-    return [e for e in a.eps if any(abs(e - f) <= 1e-12 for f in b.eps)]
+    return [e for e in a.eps if any(abs(e - f) <= EPS_ATOL for f in b.eps)]
 
 
 def gap_row(run: RunData, ref: RunData, eps: float, B: int = stats.DEFAULT_B,
@@ -136,7 +123,7 @@ def gap_row(run: RunData, ref: RunData, eps: float, B: int = stats.DEFAULT_B,
         stats.rel_drop(float(np.nanmean(rc)), float(np.nanmean(r)))
     rlo, rhi, rp = stats.bootstrap_wald(rr - ra, rel_reps)
     return {"task": run.task, "attack": run.attack, "eps": float(eps),
-            "eps_label": eps_label(eps) if run.eps_unit == "pixel" else f"{eps:g}", "metric": run.metric,
+            "eps_label": run.eps_label(eps), "metric": run.metric,
             "model": run.model, "method": run.method, "reference": ref.model, "n": len(ids),
             "clean_gap": float(np.nanmean(ac) - np.nanmean(rc)), "robust": float(np.nanmean(a)),
             "reference_robust": float(np.nanmean(r)), "gap": float(np.nanmean(a) - np.nanmean(r)),
@@ -169,7 +156,7 @@ def gap_rows(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DE
                 for e in eps:
                     row = gap_row(run, ref, e, B, seed)
                     if row is None:
-                        notes.append(f"{task}, {attack} eps={eps_label(e)}: {run.model} and {ref.model} share no "
+                        notes.append(f"{task}, {attack} eps={run.eps_label(e)}: {run.model} and {ref.model} share no "
                                      f"example ids (different task splits or seeds?); no gap computed")
                     else:
                         out.append(row)
@@ -181,9 +168,10 @@ def summary_frame(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = sta
 
     rows = [row for r in runs for row in summary_rows(r, B, seed)]
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    order = {m: i for i, m in enumerate([REFERENCE, "prompt", "adapter", "bitfit", "lora"])}
     if len(df):
-        df["_m"] = df["method"].map(lambda m: order.get(m, 99))
+        from .load import method_rank
+
+        df["_m"] = df["method"].map(method_rank)
         df = df.sort_values(["task", "attack", "_m", "model", "eps"], kind="stable").drop(columns="_m")
     return df.reset_index(drop=True)
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections import Counter
 
 from . import stats
-from .load import REFERENCE
+from .load import method_rank
 from .tables import method_name
-
-ORDER = [REFERENCE, "prompt", "adapter", "bitfit", "lora"]
 
 
 def _methods(gaps) -> list[str]:
+    """The methods of the gaps in report order (load.method_rank), the others after them by name."""
     present = list(dict.fromkeys(gaps["method"]))
-    return sorted(present, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+    return sorted(present, key=lambda m: (method_rank(m), m))
 
 
 def _families(rows) -> str:

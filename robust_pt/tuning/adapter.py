@@ -1,21 +1,45 @@
-"""Adapter baseline: a bottleneck MLP after each layer's FFN (Houlsby-style, zero-init up)."""
+"""Adapter baseline: a bottleneck MLP after each layer's FFN (Houlsby-style, zero-init up; layers.Bottleneck)."""
 
 from __future__ import annotations
 
-from torch import nn
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .methods import freeze
+from .registry import TuningMethod, register
 
 
-class Bottleneck(nn.Module):
-    def __init__(self, d: int, r: int):
-        super().__init__()
-        self.down, self.act, self.up = nn.Linear(d, r), nn.GELU(), nn.Linear(r, d)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)  # starts as the identity: tuning begins at the base model
+@dataclass(frozen=True)
+class AdapterOptions:
+    adapter_dim: int = field(default=32, metadata={"help": "adapter bottleneck width"})
 
-    def forward(self, x):
-        return self.up(self.act(self.down(x)))
+    def __post_init__(self):
+        if self.adapter_dim <= 0:
+            raise ConfigError(f"adapter dim must be a positive integer, got {self.adapter_dim}")
 
 
 def add_adapters(model, r: int) -> None:
+    from .layers import Bottleneck
+
     for layer in list(model.encoder) + list(model.decoder):
         layer.adapter = Bottleneck(model.cfg.d_model, r)
+
+
+def apply(model, o: AdapterOptions) -> None:
+    freeze(model)
+    add_adapters(model, o.adapter_dim)
+    for layer in list(model.encoder) + list(model.decoder):
+        for p in layer.adapter.parameters():
+            p.requires_grad_(True)
+
+
+METHOD = register(TuningMethod("adapter", "Adapter", AdapterOptions, apply=apply, lr=3e-3, colour="#2ca02c",
+                               help="a bottleneck MLP after every layer's FFN, backbone frozen"))
+
+
+def __getattr__(name: str):  # moved to layers.py (imported on demand: no torch here)
+    if name == "Bottleneck":
+        from .layers import Bottleneck
+
+        return Bottleneck
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

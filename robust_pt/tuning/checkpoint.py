@@ -115,12 +115,16 @@ def check_out_dir(out: Path, identity: dict, overwrite: bool, replace_stale: boo
 
 
 def save(model, out: Path, meta: dict, base_dir: Path | None = None) -> None:
-    """Write the checkpoint; tuned methods keep only trainable tensors + base hash."""
+    """Write the checkpoint; a method with `delta` (every one but finetuning) keeps only its trainable
+    tensors + the base's hash."""
     from safetensors.torch import save_file
 
+    from .registry import REFERENCE, find
+
     out.mkdir(parents=True, exist_ok=True)
-    method = meta.get("method", "finetune")
-    full = method in ("finetune", "pretrain") or base_dir is None
+    name = meta.get("method", REFERENCE)
+    method = find(name)
+    full = base_dir is None or name == "pretrain" or (method is not None and not method.delta)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if not full:
         keep = {n for n, p in model.named_parameters() if p.requires_grad}

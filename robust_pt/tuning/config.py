@@ -1,45 +1,57 @@
-"""Frozen configs of the tuning methods (one per method, as in peft), with validation."""
+"""Tuning configs: a method and its own options (tuning/registry.py), and the training schedule.
+
+    TuningConfig(method="prompt", prompt_length=8)     # the prompt method's options, the rest defaults
+    TuningConfig(method="lora", lora_r=4).relevant()   # {"method": "lora", "lora_r": 4, "lora_alpha": 16}
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ConfigError
+from . import registry
 
-METHODS = ("finetune", "prompt", "adapter", "bitfit", "lora")
-DEPTHS = ("encoder", "decoder", "both")
+PRETRAIN_LR = 1e-3
+#: Default peak learning rate per built-in method (and for pretraining); read from the registry.
+DEFAULT_LR = registry.Live(lambda: {**{m.name: m.lr for m in registry.builtin_methods()}, "pretrain": PRETRAIN_LR})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TuningConfig:
-    """Which method and its hyperparameters; training schedule lives in TrainConfig."""
+    """A built-in tuning method and its options (the method's own frozen dataclass, `options`).
 
-    method: str = "finetune"
-    prompt_length: int = 16
-    prompt_depth: str = "both"
-    prompt_reparam: bool = False
-    prompt_dropout: float = 0.2
-    adapter_dim: int = 32
-    lora_r: int = 8
-    lora_alpha: int = 16
+    Options are keyword arguments; one the method does not take is refused (one line), and
+    `cfg.prompt_length` reads `cfg.options.prompt_length`. Training schedule: TrainConfig."""
 
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown tuning method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.prompt_length <= 0:
-            raise ConfigError(f"prompt length must be a positive integer, got {self.prompt_length}")
-        if self.prompt_depth not in DEPTHS:
-            raise ConfigError(f"unknown prompt depth {self.prompt_depth!r}; choose one of {', '.join(DEPTHS)}")
-        if self.adapter_dim <= 0 or self.lora_r <= 0:
-            raise ConfigError("adapter dim and LoRA rank must be positive integers")
+    method: str
+    options: Any
+
+    def __init__(self, method: str = "finetune", **options):
+        spec = registry.builtin_method(method)
+        given = options.pop("options", None)  # TuningConfig(m, options=...): dataclasses.replace, copies
+        if given is not None and not options:
+            opts = given if isinstance(given, spec.options) else spec.make_options(dict(given))
+        else:
+            opts = spec.make_options(options)
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "options", opts)
+
+    @property
+    def spec(self) -> registry.TuningMethod:
+        return registry.get(self.method)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("method", "options"):
+            raise AttributeError(name)
+        try:
+            return getattr(self.options, name)
+        except AttributeError:
+            raise AttributeError(f"tuning method {self.method} has no option {name!r}") from None
 
     def relevant(self) -> dict:
-        """Only the hyperparameters that matter for this method (what meta.json records)."""
-        d = asdict(self)
-        keep = {"finetune": (), "bitfit": (), "prompt": ("prompt_length", "prompt_depth", "prompt_reparam",
-                                                         "prompt_dropout"),
-                "adapter": ("adapter_dim",), "lora": ("lora_r", "lora_alpha")}[self.method]
-        return {"method": self.method, **{k: d[k] for k in keep}}
+        """The method and its options: what meta.json records as `tuning` and in its identity."""
+        return self.spec.relevant(self.options)
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,3 @@ class TrainConfig:
     def __post_init__(self):
         if self.steps <= 0 or self.batch_size <= 0:
             raise ConfigError("steps and batch size must be positive integers")
-
-
-DEFAULT_LR = {"finetune": 5e-4, "prompt": 3e-2, "adapter": 3e-3, "bitfit": 5e-3, "lora": 3e-3, "pretrain": 1e-3}

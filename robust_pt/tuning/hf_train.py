@@ -7,13 +7,18 @@ formats, so the result loads in plain transformers / peft too:
 * finetune: every weight; saved with `save_pretrained` (config.json, model.safetensors)
   together with the base's processor files.
 * lora, ia3: peft's LoraConfig / IA3Config on the attention (and, for IA3, feed-forward)
-  projections (TARGETS below); prompt: peft's PromptTuningConfig, ViLT only (as
+  projections (each family's peft_targets, robust_pt/models/loading.py); prompt: peft's
+  PromptTuningConfig, ViLT only (as
   SEQ_CLS, the task type whose forward prepends the virtual tokens in plain peft; BLIP
   and CLIP have none, so plain peft would silently ignore the prompts). Saved with the
   PeftModel's `save_pretrained` (adapter_config.json naming the base directory,
   adapter_model.safetensors). The base's VQA head stays frozen (peft's SEQ_CLS keeps a
   copy of it in the adapter; the copy is not trained), so only the method's own
   parameters change.
+
+Each method's part lives in its own module (tuning/<method>.py, `hf=OnHF(...)`; see
+tuning/registry.py): its default rate, the options it reads and its peft config (None:
+every weight trains). Nothing here tests a method's name.
 
 Losses, the ones evaluation uses: ViLT and CLIP on closed tasks, cross-entropy over the
 task's candidate logits; BLIP, the answer (or caption) sequence's token cross-entropy.
@@ -35,60 +40,75 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError, TaskError
 
-METHODS = ("finetune", "lora", "prompt", "ia3")
-DEFAULT_LR = {"finetune": 5e-5, "lora": 5e-4, "ia3": 3e-3, "prompt": 3e-2}
-TARGETS = {  # peft target modules per architecture: (LoRA targets, IA3 targets, IA3 feed-forward modules)
-    "ViltForQuestionAnswering": (["query", "value"], ["key", "value", "output.dense"], ["output.dense"]),
-    "BlipForQuestionAnswering": (["query", "value", "qkv"], ["key", "value", "output.dense", "qkv", "fc2"],
-                                 ["output.dense", "fc2"]),
-    "CLIPModel": (["q_proj", "v_proj"], ["k_proj", "v_proj", "fc2"], ["fc2"]),
-}
+from . import registry
+
+#: Default peak learning rate per Hugging Face method (each method's `hf.lr`, tuning/registry.py).
+DEFAULT_LR = registry.Live(lambda: {m.name: m.hf.lr for m in registry.hf_methods()})
+
+
+_SCHEDULE_HEAD = ("method", "steps", "batch_size", "lr", "warmup", "weight_decay")  # then the method's options
+_SCHEDULE_TAIL = ("seed", "train_size", "eval_size")
 
 
 @dataclass(frozen=True)
 class HFTrainConfig:
+    """Method, its options (`options`: {option: value} or the method's options dataclass; only those it
+    reads on Hugging Face bases, `hf.options`, count) and the training schedule."""
+
     method: str = "lora"
     steps: int = 300
     batch_size: int = 16
-    lr: float | None = None  # None: DEFAULT_LR[method]
+    lr: float | None = None  # None: the method's default there (DEFAULT_LR)
     warmup: float = 0.06
     weight_decay: float = 0.01
-    prompt_length: int = 16
-    lora_r: int = 8
     seed: int = 0
     train_size: int | None = None  # None: the whole train split
     eval_size: int = 1000
     threads: int | None = None
     device: str = "auto"
+    options: Any = None  # None: the method's defaults
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r} for a Hugging Face base; choose one of "
-                              f"{', '.join(METHODS)} (adapter and bitfit are built-in-model methods)")
-        for name in ("steps", "batch_size", "prompt_length", "lora_r"):
+        spec = registry.hf_method(self.method)
+        for name in ("steps", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {v!r}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        opts = self.options
+        if opts is None or isinstance(opts, dict):
+            opts = spec.make_options(opts)
+        elif not isinstance(opts, spec.options):
+            raise ConfigError(f"options of {self.method} must be a dict or {spec.options.__name__}, got "
+                              f"{type(opts).__name__}")
+        object.__setattr__(self, "options", opts)
+
+    @property
+    def spec(self) -> registry.TuningMethod:
+        return registry.get(self.method)
+
+    def method_options(self) -> dict:
+        """The options the method reads on Hugging Face bases, with their values."""
+        return {k: getattr(self.options, k) for k in self.spec.hf.options}
 
     def identity(self) -> dict:
-        d = asdict(self)
-        for k in ("threads", "device"):
-            d.pop(k)
-        if self.method != "prompt":
-            d.pop("prompt_length")
-        if self.method != "lora":
-            d.pop("lora_r")
-        return d
+        """What makes a re-run reuse the directory: the schedule and the options the method reads."""
+        return {**{k: getattr(self, k) for k in _SCHEDULE_HEAD}, **self.method_options(),
+                **{k: getattr(self, k) for k in _SCHEDULE_TAIL}}
+
+    def record(self) -> dict:
+        """robust_pt.json's `train`: the identity plus threads and device."""
+        return {**self.identity(), "threads": self.threads, "device": self.device}
 
 
 def is_hf_dir(path) -> bool:
@@ -161,22 +181,18 @@ def _reheaded_vilt(net, answers: list[str]) -> list[str]:
     return missing
 
 
-def _peft_config(arch: str, cfg: HFTrainConfig, net):
-    import peft
+def _full_method() -> str:
+    """The Hugging Face method that trains every weight (finetune)."""
+    return next((m.name for m in registry.hf_methods() if m.hf.full), registry.REFERENCE)
 
-    lora_t, ia3_t, ia3_ff = TARGETS[arch]
-    if cfg.method == "lora":
-        return peft.LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0, target_modules=lora_t)
-    if cfg.method == "ia3":
-        return peft.IA3Config(target_modules=ia3_t, feedforward_modules=ia3_ff)
-    if arch != "ViltForQuestionAnswering":
-        raise ConfigError(f"--method prompt needs a ViLT base: peft prepends prompt tokens in plain-peft forward "
-                          f"passes only for task types {arch} does not have, so the saved adapter would not work "
-                          f"outside robust-pt; use --method lora or ia3")
-    c = net.config
-    return peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=cfg.prompt_length,
-                                   token_dim=c.hidden_size, num_transformer_submodules=1,
-                                   num_attention_heads=c.num_attention_heads, num_layers=c.num_hidden_layers)
+
+def _peft_config(arch: str, cfg: HFTrainConfig, net):
+    from ..models.loading import hf_family
+
+    t = hf_family(arch).peft_targets  # LoRA targets, IA3 targets, IA3 feed-forward modules
+    lora_t, ia3_t, ia3_ff = list(t.lora), list(t.ia3), list(t.ia3_feedforward)
+    ctx = registry.HFContext(arch, net, {"lora": lora_t, "ia3": ia3_t, "ia3_feedforward": ia3_ff})
+    return cfg.spec.hf.peft_config(cfg.options, ctx)  # the method's (tuning/<method>.py)
 
 
 def _loss(model, arch: str, task, batch, answerable) -> torch.Tensor | None:
@@ -233,8 +249,9 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
         raise TaskError(f"{arch} cannot serve the {train_task.kind} task {train_task.name}; it serves "
                         f"{', '.join(probe.task_kinds)} tasks")
     added: list[str] = []
+    full = cfg.spec.hf.full  # every weight trains (no peft config)
     if arch == "ViltForQuestionAnswering" and train_task.answers:
-        if cfg.method == "finetune":
+        if full:
             added = _reheaded_vilt(net, train_task.answers)
         else:
             from ..models.hf import _norm
@@ -244,11 +261,11 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
             if len(missing) > len(train_task.answers) / 2:
                 raise ConfigError(f"the base's id2label lacks {len(missing)} of the {len(train_task.answers)} answers "
                                   f"of {task_name} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
-                                  f"{cfg.method} keeps the base's VQA head, so use --method finetune (which adds them) "
-                                  f"or a base whose id2label covers them")
+                                  f"{cfg.method} keeps the base's VQA head, so use --method {_full_method()} (which "
+                                  f"adds them) or a base whose id2label covers them")
     torch.manual_seed(cfg.seed)
     pm = None
-    if cfg.method == "finetune":
+    if full:
         for p in net.parameters():
             p.requires_grad_(True)
         trained_net = net
@@ -269,7 +286,7 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
     trainable = sum(p.numel() for p in params)
     total = sum(p.numel() for p in model.parameters())
 
-    lr = cfg.lr or DEFAULT_LR[cfg.method]
+    lr = cfg.lr or cfg.spec.hf.lr
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     sched = _schedule(opt, cfg.steps, cfg.warmup)
     rng = np.random.default_rng(cfg.seed)
@@ -305,7 +322,7 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
     meta = {"format": "robust-pt-hf/1", "method": cfg.method, "name": out.name, "architecture": arch,
             "task": task_name if task_name in TASKS else None, "task_spec": task_name, "kind": train_task.kind,
             "answers": train_task.answers, "base": str(base_dir), "identity": identity, "lr": lr,
-            "train": asdict(cfg), "clean_metrics": metrics, "eval_split": eval_split, "eval_size": test_n,
+            "train": cfg.record(), "clean_metrics": metrics, "eval_split": eval_split, "eval_size": test_n,
             "initial_loss": float(np.mean(losses[:10])) if losses else None,
             "final_loss": float(np.mean(losses[-10:])) if losses else None, "answers_added_to_head": added,
             "train_seconds": round(time.time() - t0, 1), "trainable_params": trainable, "total_params": total,

@@ -3,45 +3,74 @@
 As in OFA's PromptEncoder: an Embedding(length, layers*2*d), optionally
 reparameterised through an MLP (Linear d->2d, ReLU, Linear 2d->layers*2*d); dropout on
 the prefixes; the attention masks are extended to cover them (models/ofa.py) and the
-backbone is frozen.
+backbone is frozen. The modules are tuning/layers.py's PromptEncoder and DeepPrompt.
+
+On a Hugging Face base (ViLT only): peft's PromptTuningConfig, as SEQ_CLS, the task type
+whose forward prepends the virtual tokens in plain peft (BLIP and CLIP have none, so plain
+peft would silently ignore the prompts).
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .methods import freeze
+from .registry import Factor, HFContext, OnHF, TuningMethod, register
+
+DEPTHS = ("encoder", "decoder", "both")
 
 
-class PromptEncoder(nn.Module):
-    def __init__(self, length: int, n_layers: int, d: int, reparam: bool, dropout: float):
-        super().__init__()
-        self.length, self.n_layers, self.d, self.reparam = length, n_layers, d, reparam
-        self.register_buffer("positions", torch.arange(length), persistent=False)
-        if reparam:
-            self.embedding = nn.Embedding(length, d)
-            self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, n_layers * 2 * d))
-        else:
-            self.embedding = nn.Embedding(length, n_layers * 2 * d)
-        nn.init.normal_(self.embedding.weight, std=0.02)
-        self.dropout = nn.Dropout(dropout)
+@dataclass(frozen=True)
+class PromptOptions:
+    prompt_length: int = field(default=16, metadata={"help": "prompt length L (prefix tokens per layer)"})
+    prompt_depth: str = field(default="both", metadata={"help": "layers with prefixes: encoder, decoder or both"})
+    prompt_reparam: bool = field(default=False, metadata={"help": "reparameterise the prompts through an MLP"})
+    prompt_dropout: float = field(default=0.2, metadata={"help": "dropout on the prefixes"})
 
-    def forward(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        p = self.embedding(self.positions)
-        if self.reparam:
-            p = self.mlp(p)
-        p = self.dropout(p).view(self.length, self.n_layers, 2, self.d)
-        p = p.unsqueeze(0).expand(batch, -1, -1, -1, -1)
-        return [(p[:, :, i, 0], p[:, :, i, 1]) for i in range(self.n_layers)]
+    def __post_init__(self):
+        if self.prompt_length <= 0:
+            raise ConfigError(f"prompt length must be a positive integer, got {self.prompt_length}")
+        if self.prompt_depth not in DEPTHS:
+            raise ConfigError(f"unknown prompt depth {self.prompt_depth!r}; choose one of {', '.join(DEPTHS)}")
 
 
-class DeepPrompt(nn.Module):
-    """Prefixes for the encoder, the decoder or both; called by MiniOFA.encode."""
+def apply(model, o: PromptOptions) -> None:
+    from .layers import DeepPrompt
 
-    def __init__(self, model, length: int, depth: str, reparam: bool, dropout: float):
-        super().__init__()
-        d = model.cfg.d_model
-        self.enc = PromptEncoder(length, len(model.encoder), d, reparam, dropout) if depth in ("encoder", "both") else None
-        self.dec = PromptEncoder(length, len(model.decoder), d, reparam, dropout) if depth in ("decoder", "both") else None
+    freeze(model)
+    model.prompt = DeepPrompt(model, o.prompt_length, o.prompt_depth, o.prompt_reparam, o.prompt_dropout)
+    for p in model.prompt.parameters():
+        p.requires_grad_(True)
 
-    def forward(self, batch: int):
-        return (None if self.enc is None else self.enc(batch), None if self.dec is None else self.dec(batch))
+
+def peft_config(o: PromptOptions, ctx: HFContext):
+    import peft
+
+    if ctx.arch != "ViltForQuestionAnswering":
+        raise ConfigError(f"--method prompt needs a ViLT base: peft prepends prompt tokens in plain-peft forward "
+                          f"passes only for task types {ctx.arch} does not have, so the saved adapter would not work "
+                          f"outside robust-pt; use --method lora or ia3")
+    c = ctx.net.config
+    return peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=o.prompt_length,
+                                   token_dim=c.hidden_size, num_transformer_submodules=1,
+                                   num_attention_heads=c.num_attention_heads, num_layers=c.num_hidden_layers)
+
+
+FACTORS = (Factor("prompt_length", "prompt length"),
+           Factor("prompt_depth", "prompt depth", order=lambda v: {d: i for i, d in enumerate(DEPTHS)}.get(v, 9)),
+           Factor("prompt_reparam", "reparameterisation", label=lambda v: "MLP" if v else "none"))
+
+METHOD = register(TuningMethod(
+    "prompt", "prompt tuning", PromptOptions, apply=apply, lr=3e-2,
+    hf=OnHF(lr=3e-2, options=("prompt_length",), peft_config=peft_config), prompt_like=True, factors=FACTORS,
+    colour="#d62728", aliases=("pt", "prompt-tuning", "prompttuning"),
+    help="OFA-PT deep prompt tuning: prefix keys/values in every layer, backbone frozen"))
+
+
+def __getattr__(name: str):  # the modules moved to layers.py (imported on demand: no torch here)
+    if name in ("PromptEncoder", "DeepPrompt"):
+        from . import layers
+
+        return getattr(layers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

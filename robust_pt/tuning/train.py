@@ -22,7 +22,7 @@ from ..locking import hold
 from ..predict import evaluate_clean, images_of, task_loss_embeds
 from ..progress import progress_bar
 from . import checkpoint as ckpt
-from .config import DEFAULT_LR, TrainConfig, TuningConfig
+from .config import PRETRAIN_LR, TrainConfig, TuningConfig
 from .methods import apply_method, parameter_counts
 
 PRETRAIN_TASK = "shapes-pretrain"
@@ -102,7 +102,7 @@ def pretrain(out: Path, preset: str = "small", tc: TrainConfig | None = None, ov
         ckpt.save(model, out.parent / f"{out.name}.step{step}", model.meta)
         model.train()
 
-    losses = _fit(model, task, tc, tc.lr or DEFAULT_LR["pretrain"], f"pretrain {preset}", log, log_every=250,
+    losses = _fit(model, task, tc, tc.lr or PRETRAIN_LR, f"pretrain {preset}", log, log_every=250,
                   save_every=500, on_checkpoint=snapshot)
     metrics = {name: evaluate_clean(model, load_task(name, split="val", limit=eval_size, seed=tc.seed, size=size))
                for name in DOWNSTREAM}
@@ -153,7 +153,7 @@ def _tune_locked(model, base_dir: Path, task_name: str, train_task, tcfg: Tuning
     apply_method(model, tcfg)
     counts = parameter_counts(model)
     t0 = time.time()
-    lr = tc.lr or DEFAULT_LR[tcfg.method]
+    lr = tc.lr or tcfg.spec.lr
     losses = _fit(model, train_task, tc, lr, f"{tcfg.method} {task_name}", log)
     test = load_task(task_name, split="test", seed=tc.seed, limit=tc.eval_size, size=size)
     metrics = evaluate_clean(model, test)
@@ -163,7 +163,7 @@ def _tune_locked(model, base_dir: Path, task_name: str, train_task, tcfg: Tuning
             "clean_metrics": metrics, "eval_split": "test", "eval_size": len(test),
             "final_loss": float(np.mean(losses[-100:])), "train_seconds": round(time.time() - t0, 1), **counts}
     model.meta = meta
-    ckpt.save(model, out, meta, base_dir=None if tcfg.method == "finetune" else base_dir)
+    ckpt.save(model, out, meta, base_dir=base_dir if tcfg.spec.delta else None)
     return meta
 
 

@@ -80,3 +80,15 @@ def test_every_committed_gap_has_one_decision_rule(name):
                                    stats.adjust(p, tests["correction"])[ok], rtol=1e-9)
         sig = gaps["significant" if not prefix else "rel_drop_significant"].astype(bool).to_numpy()
         assert (sig == (gaps[f"{prefix}p_adj"].to_numpy(float) < stats.ALPHA)).all()
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_the_committed_runs_would_resume_as_the_same_attack(name):
+    """Each run's recorded attack identity is what its recipe's preset resolves to today, so re-running
+    the recipe resumes the committed runs instead of refusing them as a different config."""
+    from robust_pt.attacks import build as build_attack
+
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+    for _task, _t, a, run in recipe.runs():
+        meta = json.loads((ROOT / "reports" / name / "runs" / run / "run.json").read_text())
+        assert build_attack(a.attack, **dict(a.overrides)).spec.identity == meta["config"]["attack"], run

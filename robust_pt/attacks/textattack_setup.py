@@ -1,0 +1,81 @@
+"""Importing TextAttack offline: NLTK data and its cache in the project cache, its logs hushed.
+
+A leaf module (it imports nothing else of robust_pt.attacks), so that both the recipes
+(text.py) and TextAttack's view of a VLModel (vl_wrapper.py) set TextAttack up the same
+way without importing each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from ..errors import AttackError
+
+
+def load_textattack():
+    """Import textattack offline (NLTK data and its cache in the project cache); AttackError if it cannot."""
+    if "textattack" in sys.modules:
+        return sys.modules["textattack"]
+    missing = [m for m in ensure_offline_data() if "WordNet" not in m]
+    if missing:
+        raise AttackError(f"text attacks need offline NLTK data that is missing ({'; '.join(missing)}); "
+                          f"run `python scripts/setup_nltk.py` (or `make setup`)")
+    try:
+        with warnings.catch_warnings(), _quiet():
+            warnings.simplefilter("ignore")
+            import textattack
+    except ImportError as err:
+        raise AttackError(f"textattack cannot be imported ({err}); install textattack==0.3.10") from None
+    return textattack
+
+
+def ensure_offline_data() -> list[str]:
+    """Point NLTK and TextAttack at the project cache and fill it if needed; what is still missing.
+
+    In a checkout whose NLTK_DATA / TA_CACHE_DIR are robust-pt's own, missing data is
+    written by scripts/setup_nltk.py (without apt-get: WordNet is copied only when
+    Debian's wordnet-base is installed). Elsewhere nothing is written.
+    """
+    import io
+
+    from .. import paths
+    from ..offline import missing_offline_data, prepare_textattack_env
+
+    env = prepare_textattack_env()
+    nltk_data = env["NLTK_DATA"].split(os.pathsep)[0]
+    missing = missing_offline_data(nltk_data, env["TA_CACHE_DIR"])
+    root = paths.repo_root()
+    script = root / "scripts" / "setup_nltk.py" if root else None
+    own = Path(nltk_data) == paths.nltk_dir() and Path(env["TA_CACHE_DIR"]) == paths.textattack_cache()
+    if not missing or script is None or not script.is_file() or not own:
+        return missing
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_robust_pt_setup_nltk", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        mod.main(["--cache", str(paths.cache_dir()), "--no-apt", "-q"])
+    return missing_offline_data(nltk_data, env["TA_CACHE_DIR"])
+
+
+@contextlib.contextmanager
+def _quiet():
+    """TextAttack logs a warning per goal function about unknown model classes; hush it meanwhile."""
+    logs = [logging.getLogger("textattack")]
+    ta = sys.modules.get("textattack.shared.utils")
+    if ta is not None and isinstance(getattr(ta, "logger", None), logging.Logger):
+        logs.append(ta.logger)  # its own handler, not propagated
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(logs, levels):
+            log.setLevel(level)

@@ -1,0 +1,69 @@
+"""Batch sizes and out-of-memory handling: `--batch-size auto`, probing the largest batch
+that fits on a CUDA device, recognising and recovering from an out-of-memory error.
+
+The engine uses these to pick a run's batch size (probe_batch_size, CPU_BATCH) and to
+split a batch into smaller passes after an out-of-memory error (is_oom, free_memory).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..errors import ConfigError
+
+CPU_BATCH = 32  # --batch-size auto on CPU
+
+
+def is_oom(err: BaseException) -> bool:
+    """A CUDA (or CPU allocator) out-of-memory error."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(err, oom):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def free_memory() -> None:
+    """Give back what an out-of-memory attempt left allocated (Python garbage, the CUDA cache)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def probe_batch_size(fits: Callable[[int], None], limit: int, start: int = 1) -> int:
+    """The largest power of two <= limit for which fits(b) does not run out of memory
+    (doubling from `start`); other errors propagate."""
+    best, b = 0, max(1, start)
+    while b <= limit:
+        try:
+            fits(b)
+        except Exception as err:  # noqa: BLE001 - only out-of-memory is an answer
+            if not is_oom(err):
+                raise
+            free_memory()
+            break
+        best, b = b, b * 2
+    free_memory()
+    if best == 0:
+        raise ConfigError(f"even a batch of {max(1, start)} runs out of memory on this device; use a smaller model, "
+                          f"--device cpu or a GPU with more memory")
+    return best
+
+
+def parse_batch_size(value: Any) -> int | str:
+    """A positive integer, or "auto"."""
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v == "auto":
+            return "auto"
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+        raise ConfigError(f"batch size must be a positive integer or auto, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"batch size must be a positive integer or auto, got {value!r}")
+    return int(value)

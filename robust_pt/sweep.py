@@ -1,0 +1,177 @@
+"""The per-batch eps loop: clean pass, perturb at each eps, one record per (example, eps).
+
+Why: how a sweep reuses results depends only on two declarations, chosen once per run:
+the threat model's `nested` (are its eps sets nested balls?) and the victim's `binary`
+(right/wrong verdicts, or graded scores such as CIDEr):
+
+* Survivors (nested, binary): only examples still standing are attacked at the next eps;
+  an adversarial found at eps1 lies inside every larger ball, so its record is reused at
+  every larger eps (the metric is non-increasing in eps by construction).
+* WorstSoFar (nested, graded): every example at every eps; each keeps its worst
+  (lowest-scoring) output over all eps so far, the clean one included.
+* EveryLevel (not nested, e.g. corruption severities): every clean-correct example (every
+  example, if graded) at every level, each level on its own.
+
+Examples the victim already gets wrong are not robust and are not attacked.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from .predict import images_of
+
+
+class Survivors:
+    def rows(self, n: int, clean_correct: list, found: list) -> list[int]:
+        return [i for i in range(n) if clean_correct[i] and found[i] is None]
+
+    def better(self, cand: dict, prev: dict) -> bool:
+        return cand["broken"]
+
+    def record(self, rec: dict, i: int, eps: float, new: dict, found: list, clean_correct: list, fields: dict) -> None:
+        if not clean_correct[i]:
+            rec.update(attacked=False, correct=False, pred=rec["clean_pred"], score=rec["clean_score"], linf=0.0,
+                       l2=0.0, steps=0, queries=None, broken_at=None, **fields)
+        elif i in new:
+            cur = new[i]
+            if cur["broken"]:
+                found[i] = {**cur, "broken_at": eps}
+            rec.update(attacked=True, correct=not cur["broken"], pred=cur["pred"], score=cur["score"],
+                       linf=cur["linf"], l2=cur["l2"], steps=cur["steps"], queries=cur["queries"],
+                       broken_at=eps if cur["broken"] else None, **{k: cur[k] for k in fields})
+        else:
+            adv = found[i]
+            rec.update(attacked=False, correct=False, pred=adv["pred"], score=adv["score"], linf=adv["linf"],
+                       l2=adv["l2"], steps=0, queries=None, broken_at=adv["broken_at"], **{k: adv[k] for k in fields})
+
+    def survivors(self, n: int, clean_correct: list, found: list) -> int:
+        return sum(1 for i in range(n) if clean_correct[i] and found[i] is None)
+
+
+class WorstSoFar:
+    def rows(self, n, clean_correct, found):
+        return list(range(n))
+
+    def better(self, cand, prev):
+        return cand["score"] < prev["score"]
+
+    def record(self, rec, i, eps, new, found, clean_correct, fields):
+        # the clean input lies in every ball: the worst output so far starts as the clean one
+        cur = new[i]
+        worst = found[i] or {"pred": rec["clean_pred"], "score": rec["clean_score"], "linf": 0.0, "l2": 0.0,
+                             "broken": False, "broken_at": None, **fields}
+        if cur["score"] < worst["score"]:
+            worst = {**cur, "broken_at": eps}
+        found[i] = worst
+        rec.update(attacked=True, correct=None, pred=worst["pred"], score=worst["score"], linf=worst["linf"],
+                   l2=worst["l2"], steps=cur["steps"], queries=cur["queries"],
+                   broken_at=worst["broken_at"] if worst["broken"] else None, **{k: worst[k] for k in fields})
+
+    def survivors(self, n, clean_correct, found):
+        return sum(1 for i in range(n) if found[i] is None or not found[i]["broken"])
+
+
+class EveryLevel:
+    def __init__(self, binary: bool):
+        self.binary = binary
+
+    def rows(self, n, clean_correct, found):
+        return [i for i in range(n) if clean_correct[i] or not self.binary]
+
+    def better(self, cand, prev):
+        return cand["broken"] if self.binary else cand["score"] < prev["score"]
+
+    def record(self, rec, i, eps, new, found, clean_correct, fields):
+        if i not in new:
+            Survivors().record(rec, i, eps, new, found, clean_correct, fields)
+            return
+        cur = new[i]
+        found[i] = cur
+        correct = (not cur["broken"]) if self.binary else None
+        rec.update(attacked=True, correct=correct, pred=cur["pred"], score=cur["score"], linf=cur["linf"],
+                   l2=cur["l2"], steps=cur["steps"], queries=cur["queries"],
+                   broken_at=eps if cur["broken"] else None, **{k: cur[k] for k in fields})
+
+    def survivors(self, n, clean_correct, found):
+        return sum(1 for i in range(n) if found[i] is not None and not found[i]["broken"])
+
+
+def choose(nested: bool, binary: bool):
+    """The sweep of a run, from its threat model's and its victim's declarations."""
+    if not nested:
+        return EveryLevel(binary)
+    return Survivors() if binary else WorstSoFar()
+
+
+def _try(run, b: int, examples: Sequence, index: Sequence[int], x0: torch.Tensor, rows: list[int], eps: float,
+         clean_scores) -> dict[int, dict]:
+    """Perturb these rows at eps, with restarts for the ones not yet broken: row -> the output in force."""
+    victim, bound = run.victim, run.bound
+    new: dict[int, dict] = {}
+    todo = rows
+    for restart in range(bound.restarts):
+        with torch.enable_grad():
+            out = bound.perturb(b, [examples[i] for i in todo], [index[i] for i in todo], x0[todo], eps, restart)
+        still = []
+        for j, i in enumerate(todo):
+            score, prev = float(out.scores[j]), new.get(i)
+            cand = {"pred": victim.answer(out.preds[j]), "score": score, "linf": float(out.linf[j]),
+                    "l2": float(out.l2[j]), "steps": int(out.steps[j]) + (prev["steps"] if prev else 0),
+                    "queries": out.queries, "broken": victim.broken(score, float(clean_scores[i])),
+                    "_adv": None if out.adv is None else out.adv[j]}
+            if out.extra is not None:
+                cand.update(out.extra[j])
+            if prev is None or run.sweep.better(cand, prev):
+                new[i] = cand
+            else:
+                prev["steps"] = cand["steps"]  # iterations spent over all restarts
+            if not new[i]["broken"]:
+                still.append(i)
+        todo = still
+        if not todo:
+            break
+    return new
+
+
+def run_batch(run, b: int, start: int, examples: list) -> tuple[list[dict], int]:
+    """All records (every eps) of batch b; also how many examples survive the largest eps.
+
+    `run` holds victim, bound (the threat model bound to it), sweep, eps, stats, the sample
+    writer and the record defaults (early_stop, backend)."""
+    victim, bound, sweep, st = run.victim, run.bound, run.sweep, run.stats
+    n = len(examples)
+    index = list(range(start, start + n))
+    x0 = images_of(examples, run.device)
+    t0 = time.perf_counter()
+    bound.start_batch()
+    with torch.no_grad():
+        clean_preds = bound.clean(x0, examples, index)
+    clean_scores = victim.scores(examples, index, clean_preds)
+    st["clean_seconds"] += time.perf_counter() - t0
+    clean_correct = victim.clean_correct(clean_scores)
+    fields = bound.threat.record_fields
+    found: list[dict | None] = [None] * n
+    records: list[dict] = []
+    t1 = time.perf_counter()
+    for eps in run.eps:
+        rows = sweep.rows(n, clean_correct, found)
+        new = _try(run, b, examples, index, x0, rows, eps, clean_scores) if rows else {}
+        st["examples_attacked"] = st.get("examples_attacked", 0) + len(rows)
+        if new and bound.threat.saves_samples:
+            run.save_samples(eps, examples, x0, new)
+        for i, ex in enumerate(examples):
+            rec = {"batch": b, "index": index[i], "id": ex.id, "eps": eps, "clean_pred": victim.answer(clean_preds[i]),
+                   "clean_score": float(clean_scores[i]), "clean_correct": clean_correct[i],
+                   "early_stop": run.early_stop, "backend": run.backend}
+            if ex.qtype:
+                rec["qtype"] = ex.qtype
+            if not ex.image_decides:
+                rec["image_decides"] = False
+            sweep.record(rec, i, eps, new, found, clean_correct, fields)
+            records.append(rec)
+    st["attack_seconds"] += time.perf_counter() - t1
+    return records, sweep.survivors(n, clean_correct, found)

@@ -1,0 +1,40 @@
+"""The worked example of docs/extending.md: a threat model in one file.
+
+Uniform random noise at severities: every pixel moves by U(-eps, eps), clipped to [0, 1].
+Its levels are not nested balls of a worst case (a random draw at 8/255 says nothing about
+one at 4/255), so it declares nested = False and the engine attacks every clean-correct
+example at every level. The victim judges the noisy images; this file never asks which
+kind of model or task it runs on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from robust_pt.attacks.core import Bound, Outcome, ThreatModel, register
+from robust_pt.attacks.threats import derive_seed
+
+
+class _NoiseBound(Bound):
+    def perturb(self, b, examples, index, x0, eps, restart):
+        g = [torch.Generator().manual_seed(derive_seed(self.seed, ex.id, eps, "noise")) for ex in examples]
+        noise = torch.stack([(torch.rand(x0.shape[1:], generator=gi) * 2 - 1) * eps for gi in g]).to(x0)
+        adv = (x0 + noise).clamp(0, 1)
+        preds = self.victim.judge_images(adv, examples)
+        d = (adv - x0).flatten(1).cpu()
+        return Outcome(preds, self.victim.scores(examples, index, preds), d.abs().amax(1).double().numpy(),
+                       d.norm(dim=1).double().numpy(), np.ones(len(examples), dtype=np.int64), None, adv)
+
+
+class UniformNoise(ThreatModel):
+    name = "noise"
+    nested = False  # severities, not nested balls: every example at every level
+    methods = ("uniform",)
+    saves_samples = True
+
+    def bind(self, victim, spec, seed):
+        return _NoiseBound(self, victim, spec, seed)
+
+
+register(UniformNoise())  # the one registration
