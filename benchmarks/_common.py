@@ -19,8 +19,11 @@ def model_parser(doc: str, n: int) -> argparse.ArgumentParser:
     from robust_pt.zoo import entry_dir
 
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    ap.add_argument("--model", default=str(entry_dir("shapes-vqa", "prompt")),
-                    help="checkpoint directory (default: <cache>/zoo/prompt-shapes-vqa)")
+    ap.add_argument(
+        "--model",
+        default=str(entry_dir("shapes-vqa", "prompt")),
+        help="checkpoint directory (default: <cache>/zoo/prompt-shapes-vqa)",
+    )
     ap.add_argument("--task", default=None, help="task (default: the one the model was tuned on)")
     ap.add_argument("--n", type=int, default=n, help="examples")
     return ap
@@ -33,8 +36,12 @@ def add_threads(ap: argparse.ArgumentParser) -> None:
 
 def add_repeat(ap: argparse.ArgumentParser) -> None:
     """--repeat R: time both sides R times, alternating, and compare the medians."""
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="time both sides this many times, alternating, and compare the medians (noisy machines)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="time both sides this many times, alternating, and compare the medians (noisy machines)",
+    )
 
 
 def add_seed_json(ap: argparse.ArgumentParser) -> None:

@@ -120,16 +120,27 @@ def main(argv=None) -> dict:
         sys.exit(f"error: the benchmark needs a closed-answer task, {task_name} is {task.kind}")
     n = len(task)
     eps_list = sorted(parse_eps(args.eps))
-    print(f"model {args.model} ({model.display_name}), task {task_name}, n={n}, PGD-{args.steps}, "
-          f"eps {', '.join(eps_label(e) for e in eps_list)}, batch {args.batch_size}, {args.threads} thread(s)")
+    print(
+        f"model {args.model} ({model.display_name}), task {task_name}, n={n}, PGD-{args.steps}, "
+        f"eps {', '.join(eps_label(e) for e in eps_list)}, batch {args.batch_size}, {args.threads} thread(s)"
+    )
 
     ours_times, plain_times = [], []
     for r in range(max(1, args.repeat)):  # alternate which side goes first: drift hits both
-        for side in (("ours", "plain") if r % 2 == 0 else ("plain", "ours")):
+        for side in ("ours", "plain") if r % 2 == 0 else ("plain", "ours"):
             t = time.perf_counter()
             if side == "ours":
-                run = rpt.evaluate(model, task, attack="pgd", eps=eps_list, steps=args.steps,
-                                   batch_size=args.batch_size, seed=args.seed, progress=False, samples=0)
+                run = rpt.evaluate(
+                    model,
+                    task,
+                    attack="pgd",
+                    eps=eps_list,
+                    steps=args.steps,
+                    batch_size=args.batch_size,
+                    seed=args.seed,
+                    progress=False,
+                    samples=0,
+                )
                 ours_times.append(time.perf_counter() - t)
             else:
                 plain = plain_loop(model, task, n, eps_list, args.steps, args.batch_size, args.seed)
@@ -142,27 +153,52 @@ def main(argv=None) -> dict:
     st = run.stats
     floor = st["grad_evals"] * t_grad + st["fwd_evals"] * t_fwd
     s = run.summary.sort_values("eps")
-    rows = [{"eps": eps_label(e), "clean": float(c), "robust_ours": float(r), "robust_plain": p}
-            for e, c, r, p in zip(s["eps"], s["clean"], s["robust"], plain)]
+    rows = [
+        {"eps": eps_label(e), "clean": float(c), "robust_ours": float(r), "robust_plain": p}
+        for e, c, r, p in zip(s["eps"], s["clean"], s["robust"], plain)
+    ]
     print(f"\n{'eps':>7} {'clean':>7} {'robust (ours)':>14} {'robust (plain loop)':>20}")
     for r in rows:
         print(f"{r['eps']:>7} {r['clean']:7.3f} {r['robust_ours']:14.3f} {r['robust_plain']:20.3f}")
     plain_grads = len(eps_list) * n * args.steps
-    print(f"\n(a) plain torchattacks loop {t_plain:.1f} s / our engine {t_ours:.1f} s = "
-          f"{t_plain / t_ours:.2f}x faster (target >= 2x)")
+    print(
+        f"\n(a) plain torchattacks loop {t_plain:.1f} s / our engine {t_ours:.1f} s = "
+        f"{t_plain / t_ours:.2f}x faster (target >= 2x)"
+    )
     if len(ours_times) > 1:
-        print(f"    medians of {len(ours_times)} alternating timings: plain "
-              f"{', '.join(f'{x:.1f}' for x in plain_times)} s; ours {', '.join(f'{x:.1f}' for x in ours_times)} s; "
-              f"ratio per repetition {', '.join(f'{p / o:.2f}' for p, o in zip(plain_times, ours_times))}")
-    print(f"    example forward+backward passes: plain {plain_grads}, ours {st['grad_evals']} "
-          f"({st['grad_evals'] / plain_grads:.1%}); forward-only: plain {len(eps_list) * n}, ours {st['fwd_evals']}")
+        print(
+            f"    medians of {len(ours_times)} alternating timings: plain "
+            f"{', '.join(f'{x:.1f}' for x in plain_times)} s; ours {', '.join(f'{x:.1f}' for x in ours_times)} s; "
+            f"ratio per repetition {', '.join(f'{p / o:.2f}' for p, o in zip(plain_times, ours_times))}"
+        )
+    print(
+        f"    example forward+backward passes: plain {plain_grads}, ours {st['grad_evals']} "
+        f"({st['grad_evals'] / plain_grads:.1%}); forward-only: plain {len(eps_list) * n}, ours {st['fwd_evals']}"
+    )
     print(f"(b) our wall time / floor = {t_ours:.1f} s / {floor:.1f} s = {t_ours / floor:.2f} (target <= 1.2)")
-    print(f"    floor = {st['grad_evals']} fwd+bwd x {t_grad * 1e3:.2f} ms + {st['fwd_evals']} fwd x "
-          f"{t_fwd * 1e3:.2f} ms (per example, measured at batch {args.batch_size})")
-    out = {"model": args.model, "task": task_name, "n": n, "steps": args.steps, "batch_size": args.batch_size,
-           "threads": args.threads, "rows": rows, "t_ours": t_ours, "t_plain": t_plain,
-           "speedup": t_plain / t_ours, "ours_times": ours_times, "plain_times": plain_times, "floor": floor,
-           "floor_ratio": t_ours / floor, "t_grad": t_grad, "t_fwd": t_fwd, "stats": st}
+    print(
+        f"    floor = {st['grad_evals']} fwd+bwd x {t_grad * 1e3:.2f} ms + {st['fwd_evals']} fwd x "
+        f"{t_fwd * 1e3:.2f} ms (per example, measured at batch {args.batch_size})"
+    )
+    out = {
+        "model": args.model,
+        "task": task_name,
+        "n": n,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "rows": rows,
+        "t_ours": t_ours,
+        "t_plain": t_plain,
+        "speedup": t_plain / t_ours,
+        "ours_times": ours_times,
+        "plain_times": plain_times,
+        "floor": floor,
+        "floor_ratio": t_ours / floor,
+        "t_grad": t_grad,
+        "t_fwd": t_fwd,
+        "stats": st,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out

@@ -45,19 +45,28 @@ def parse_args(argv=None):
     from robust_pt.zoo import entry_dir
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(entry_dir("shapes-vqa", "prompt")),
-                    help="checkpoint directory (default: <cache>/zoo/prompt-shapes-vqa)")
+    ap.add_argument(
+        "--model",
+        default=str(entry_dir("shapes-vqa", "prompt")),
+        help="checkpoint directory (default: <cache>/zoo/prompt-shapes-vqa)",
+    )
     ap.add_argument("--task", default=None, help="built-in task (default: the one the model was tuned on)")
     ap.add_argument("--sizes", default="128,256,512,1024", help="comma-separated numbers of examples")
-    ap.add_argument("--speedup-size", type=int, default=256, help="examples for the 1 vs 2 processes figure "
-                                                                  "(0: skip it)")
+    ap.add_argument(
+        "--speedup-size", type=int, default=256, help="examples for the 1 vs 2 processes figure (0: skip it)"
+    )
     ap.add_argument("--attack", default="pgd")
     ap.add_argument("--eps", default="2/255,8/255")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the per-size runs")
-    ap.add_argument("--repeat", type=int, default=3, help="measure every size this many times (fresh processes, "
-                    "interleaved) and report the medians; this machine's timings wander by 10-20%% run to run")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="measure every size this many times (fresh processes, "
+        "interleaved) and report the medians; this machine's timings wander by 10-20%% run to run",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one measurement
@@ -80,8 +89,15 @@ def _child(args) -> dict:
     import robust_pt as rpt
     from robust_pt.engine import evaluate
 
-    common = dict(attack=args.attack, eps=args.eps, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                  progress=False, samples=0)
+    common = dict(
+        attack=args.attack,
+        eps=args.eps,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=False,
+        samples=0,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         if mode == "size":
             model = rpt.load_model(args.model)
@@ -94,23 +110,51 @@ def _child(args) -> dict:
             run = evaluate(model, task, out=Path(tmp) / "run", **common)
             seconds = time.perf_counter() - t
             peak = _maxrss_mb()
-            return {"n": len(task), "seconds": seconds, "peak_mb": peak, "growth_mb": peak - base,
-                    "grad_per_example": run.stats["grad_evals"] / len(task),
-                    "robust": [float(r) for r in run.summary["robust"]]}
+            return {
+                "n": len(task),
+                "seconds": seconds,
+                "peak_mb": peak,
+                "growth_mb": peak - base,
+                "grad_per_example": run.stats["grad_evals"] / len(task),
+                "robust": [float(r) for r in run.summary["robust"]],
+            }
         procs = int(mode.split("x")[0][1:])
         t = time.perf_counter()
-        run = evaluate(args.model, args.task, out=Path(tmp) / "run", limit=n,
-                       nproc=procs if procs > 1 else None, **common)
+        run = evaluate(
+            args.model, args.task, out=Path(tmp) / "run", limit=n, nproc=procs if procs > 1 else None, **common
+        )
         seconds = time.perf_counter() - t
-        return {"n": n, "procs": procs, "threads": threads, "seconds": seconds,
-                "loop_seconds": run.stats["wall_seconds"],  # the slowest rank's batches, no start-up
-                "summary": run.summary[["eps", "clean", "robust"]].to_dict(orient="records")}
+        return {
+            "n": n,
+            "procs": procs,
+            "threads": threads,
+            "seconds": seconds,
+            "loop_seconds": run.stats["wall_seconds"],  # the slowest rank's batches, no start-up
+            "summary": run.summary[["eps", "clean", "robust"]].to_dict(orient="records"),
+        }
 
 
 def _measure(args, child: str, env_threads: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", child, "--model", args.model,
-           "--attack", args.attack, "--eps", args.eps, "--steps", str(args.steps), "--batch-size",
-           str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        child,
+        "--model",
+        args.model,
+        "--attack",
+        args.attack,
+        "--eps",
+        args.eps,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+    ]
     if args.task:
         cmd += ["--task", args.task]
     env = {**os.environ, "OMP_NUM_THREADS": str(env_threads), "ROBUST_PT_QUIET": "1"}
@@ -140,8 +184,10 @@ def main(argv=None) -> dict:
             rpt.load_model(args.model)
         except RobustPTError as err:
             sys.exit(f"error: {err} (build the demo checkpoints with `robust-pt demo`, or pass --model)")
-    print(f"model {args.model}, {args.attack}-{args.steps} at eps {args.eps}, batch {args.batch_size}; "
-          f"per-size runs: {args.threads} torch thread(s), {os.cpu_count()} CPU core(s)")
+    print(
+        f"model {args.model}, {args.attack}-{args.steps} at eps {args.eps}, batch {args.batch_size}; "
+        f"per-size runs: {args.threads} torch thread(s), {os.cpu_count()} CPU core(s)"
+    )
 
     # rounds over all sizes, so that a slow spell of the machine hits every size alike
     takes = {n: [] for n in sizes}
@@ -149,8 +195,10 @@ def main(argv=None) -> dict:
         for n in sizes:
             takes[n].append(_measure(args, f"size:{n}", args.threads))
     rows = []
-    print(f"\n{'n':>6} {'seconds':>9} {'ms/example':>11} {'grad/example':>13} {'ms/grad':>8} {'peak MB':>9} "
-          f"{'growth MB':>10}   (medians of {max(1, args.repeat)} fresh processes)")
+    print(
+        f"\n{'n':>6} {'seconds':>9} {'ms/example':>11} {'grad/example':>13} {'ms/grad':>8} {'peak MB':>9} "
+        f"{'growth MB':>10}   (medians of {max(1, args.repeat)} fresh processes)"
+    )
     for n in sizes:
         r = dict(takes[n][0])
         for k in ("seconds", "peak_mb", "growth_mb"):
@@ -161,17 +209,29 @@ def main(argv=None) -> dict:
         r["ms_per_grad"] = r["ms_per_example"] / r["grad_per_example"] if r["grad_per_example"] else None
         rows.append(r)
         ms_grad = f"{r['ms_per_grad']:8.2f}" if r["ms_per_grad"] is not None else f"{'-':>8}"
-        print(f"{r['n']:>6} {r['seconds']:9.2f} {r['ms_per_example']:11.2f} {r['grad_per_example']:13.2f} "
-              f"{ms_grad} {r['peak_mb']:9.1f} {r['growth_mb']:10.1f}")
+        print(
+            f"{r['n']:>6} {r['seconds']:9.2f} {r['ms_per_example']:11.2f} {r['grad_per_example']:13.2f} "
+            f"{ms_grad} {r['peak_mb']:9.1f} {r['growth_mb']:10.1f}"
+        )
     per = [r["ms_per_example"] for r in rows]
     peaks = [r["peak_mb"] for r in rows]
     time_ratio, mem_ratio = max(per) / min(per), max(peaks) / min(peaks)
     print(f"\ntime per example: max/min = {time_ratio:.3f} (target <= 1.15)")
-    print(f"peak memory:      max/min = {mem_ratio:.3f} (target <= 1.10); growth over a one-batch warm-up: "
-          f"{min(r['growth_mb'] for r in rows):.1f} .. {max(r['growth_mb'] for r in rows):.1f} MB")
-    result = {"model": args.model, "attack": args.attack, "eps": args.eps, "steps": args.steps,
-              "batch_size": args.batch_size, "threads": args.threads, "sizes": rows,
-              "time_ratio": time_ratio, "memory_ratio": mem_ratio}
+    print(
+        f"peak memory:      max/min = {mem_ratio:.3f} (target <= 1.10); growth over a one-batch warm-up: "
+        f"{min(r['growth_mb'] for r in rows):.1f} .. {max(r['growth_mb'] for r in rows):.1f} MB"
+    )
+    result = {
+        "model": args.model,
+        "attack": args.attack,
+        "eps": args.eps,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "sizes": rows,
+        "time_ratio": time_ratio,
+        "memory_ratio": mem_ratio,
+    }
 
     if args.speedup_size:
         n = args.speedup_size
@@ -180,15 +240,25 @@ def main(argv=None) -> dict:
         one1 = _measure(args, f"p1x1:{n}", 1)
         same = one2["summary"] == two1["summary"] == one1["summary"]
         speedup = one2["seconds"] / two1["seconds"]
-        print(f"\nspeed-up at n={n}: 1 process x 2 threads {one2['seconds']:.1f} s / 2 processes x 1 thread "
-              f"{two1['seconds']:.1f} s = {speedup:.2f}x (1 process x 1 thread: {one1['seconds']:.1f} s, "
-              f"{one1['seconds'] / two1['seconds']:.2f}x); same clean/robust: {'yes' if same else 'NO'}")
+        print(
+            f"\nspeed-up at n={n}: 1 process x 2 threads {one2['seconds']:.1f} s / 2 processes x 1 thread "
+            f"{two1['seconds']:.1f} s = {speedup:.2f}x (1 process x 1 thread: {one1['seconds']:.1f} s, "
+            f"{one1['seconds'] / two1['seconds']:.2f}x); same clean/robust: {'yes' if same else 'NO'}"
+        )
         loop = one2["loop_seconds"] / two1["loop_seconds"]
-        print(f"  attack loop only (no start-up or model loading): {one2['loop_seconds']:.1f} s / "
-              f"{two1['loop_seconds']:.1f} s = {loop:.2f}x")
-        result.update(speedup=speedup, speedup_loop=loop, speedup_n=n, one_proc_two_threads_s=one2["seconds"],
-                      two_procs_one_thread_s=two1["seconds"], one_proc_one_thread_s=one1["seconds"],
-                      same_summary=same)
+        print(
+            f"  attack loop only (no start-up or model loading): {one2['loop_seconds']:.1f} s / "
+            f"{two1['loop_seconds']:.1f} s = {loop:.2f}x"
+        )
+        result.update(
+            speedup=speedup,
+            speedup_loop=loop,
+            speedup_n=n,
+            one_proc_two_threads_s=one2["seconds"],
+            two_procs_one_thread_s=two1["seconds"],
+            one_proc_one_thread_s=one1["seconds"],
+            same_summary=same,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return result

@@ -20,8 +20,10 @@ import time
 
 import _common  # noqa: F401  (the repository on sys.path)
 
-IMPORTS = {"import robust_pt": "import robust_pt",
-           "import robust_pt + attacks": "import robust_pt, robust_pt.attacks, robust_pt.attacks.presets"}
+IMPORTS = {
+    "import robust_pt": "import robust_pt",
+    "import robust_pt + attacks": "import robust_pt, robust_pt.attacks, robust_pt.attacks.presets",
+}
 
 
 def import_seconds(stmt: str) -> float:
@@ -33,7 +35,7 @@ def import_seconds(stmt: str) -> float:
 def generation_seconds(n: int = 200) -> float:
     from robust_pt.tasks import load_task
 
-    t = load_task("shapes-vqa", split="train", num_examples=10 ** 6)
+    t = load_task("shapes-vqa", split="train", num_examples=10**6)
     start = time.perf_counter()
     for i in range(n):
         t[i * 4999]

@@ -51,14 +51,18 @@ def baseline(model, task, spec, fraction: float, seed: int) -> dict:
     from textattack.attack_results import FailedAttackResult, SkippedAttackResult, SuccessfulAttackResult
 
     from robust_pt.attacks.text import _quiet, build_attack
-    from robust_pt.attacks.vl_wrapper import PlainVLWrapper, WordBudget
-
-    from robust_pt.attacks.vl_wrapper import VLScorer
+    from robust_pt.attacks.vl_wrapper import PlainVLWrapper, VLScorer, WordBudget
 
     wrapper = PlainVLWrapper(model, task.answers)
     budget = WordBudget(fraction)  # n_words unset: the text's own word count (swaps keep it)
-    attack = build_attack(spec.text_recipe, wrapper, budget, spec, batch_size=32,  # TextAttack's default batch
-                          unk_token=VLScorer(model, task.answers).unk_token())  # the same attack as ours
+    attack = build_attack(
+        spec.text_recipe,
+        wrapper,
+        budget,
+        spec,
+        batch_size=32,  # TextAttack's default batch
+        unk_token=VLScorer(model, task.answers).unk_token(),
+    )  # the same attack as ours
     examples = [task[i] for i in range(len(task))]
 
     class ImageDataset(textattack.datasets.Dataset):
@@ -68,8 +72,9 @@ def baseline(model, task, spec, fraction: float, seed: int) -> dict:
             return super().__getitem__(i)
 
     data = ImageDataset([(ex.text, int(ex.label)) for ex in examples])
-    args = textattack.AttackArgs(num_examples=len(examples), random_seed=seed, silent=True, disable_stdout=True,
-                                 query_budget=spec.queries)
+    args = textattack.AttackArgs(
+        num_examples=len(examples), random_seed=seed, silent=True, disable_stdout=True, query_budget=spec.queries
+    )
     t = time.perf_counter()
     with _quiet():
         import contextlib
@@ -81,8 +86,14 @@ def baseline(model, task, spec, fraction: float, seed: int) -> dict:
     ok = sum(isinstance(r, SuccessfulAttackResult) for r in results)
     failed = sum(isinstance(r, FailedAttackResult) for r in results)
     skipped = sum(isinstance(r, SkippedAttackResult) for r in results)
-    return {"wall_s": wall, "attacked": ok + failed, "succeeded": ok, "skipped": skipped,
-            "success_rate": ok / (ok + failed) if ok + failed else float("nan"), "queries": wrapper.queries}
+    return {
+        "wall_s": wall,
+        "attacked": ok + failed,
+        "succeeded": ok,
+        "skipped": skipped,
+        "success_rate": ok / (ok + failed) if ok + failed else float("nan"),
+        "queries": wrapper.queries,
+    }
 
 
 def main(argv=None) -> int:
@@ -102,8 +113,16 @@ def main(argv=None) -> int:
         from robust_pt.tasks.base import Task
 
         # generated once, outside both timings
-        task = Task(name=task.name, kind=task.kind, split=task.split, metric=task.metric, answers=task.answers,
-                    image_size=task.image_size, seed=task.seed, _examples=[task[i] for i in range(len(task))])
+        task = Task(
+            name=task.name,
+            kind=task.kind,
+            split=task.split,
+            metric=task.metric,
+            answers=task.answers,
+            image_size=task.image_size,
+            seed=task.seed,
+            _examples=[task[i] for i in range(len(task))],
+        )
         atk = build(args.attack)
         if atk.kind != "text":
             raise RobustPTError(f"{args.attack} is not a text attack")
@@ -115,8 +134,16 @@ def main(argv=None) -> int:
         ours_times, base_times = [], []
         for _ in range(max(1, args.repeat)):
             t = time.perf_counter()
-            run = rpt.evaluate(model, task, attack=atk, eps=fraction, seed=args.seed, batch_size=args.batch_size,
-                               progress=False, samples=0)
+            run = rpt.evaluate(
+                model,
+                task,
+                attack=atk,
+                eps=fraction,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                progress=False,
+                samples=0,
+            )
             ours_times.append(time.perf_counter() - t)
             base = baseline(model, task, atk.spec, fraction, args.seed)
             base_times.append(base["wall_s"])
@@ -126,28 +153,50 @@ def main(argv=None) -> int:
     ours_wall = statistics.median(ours_times)
     base["wall_s"] = statistics.median(base_times)
     row = run.summary.iloc[0]
-    ours = {"wall_s": ours_wall, "attacked": int(row["n_attacked"]), "succeeded": int(row["n_broken"]),
-            "success_rate": float(row["success_rate"]), "queries": int(run.stats.get("text_queries", 0)),
-            "model_rows": int(run.stats.get("text_model_rows", 0))}
+    ours = {
+        "wall_s": ours_wall,
+        "attacked": int(row["n_attacked"]),
+        "succeeded": int(row["n_broken"]),
+        "success_rate": float(row["success_rate"]),
+        "queries": int(run.stats.get("text_queries", 0)),
+        "model_rows": int(run.stats.get("text_model_rows", 0)),
+    }
 
     ratio = base["wall_s"] / ours_wall if ours_wall > 0 else float("nan")
     gap = 100 * abs(ours["success_rate"] - base["success_rate"])
-    print(f"{args.attack} on {Path(args.model).name} ({task.name}, n={len(task)}, word budget {fraction:g}, "
-          f"query budget {atk.spec.queries}, {args.threads} thread(s); textattack import {import_s:.1f} s; "
-          f"median of {len(ours_times)} timing(s))")
+    print(
+        f"{args.attack} on {Path(args.model).name} ({task.name}, n={len(task)}, word budget {fraction:g}, "
+        f"query budget {atk.spec.queries}, {args.threads} thread(s); textattack import {import_s:.1f} s; "
+        f"median of {len(ours_times)} timing(s))"
+    )
     print(f"{'':>22} {'wall s':>8} {'attacked':>9} {'succeeded':>10} {'success':>8} {'queries':>8}")
     for label, r in (("ours (robust-pt)", ours), ("TextAttack Attacker", base)):
-        print(f"{label:>22} {r['wall_s']:8.2f} {r['attacked']:9d} {r['succeeded']:10d} "
-              f"{100 * r['success_rate']:7.1f}% {r['queries']:8d}")
+        print(
+            f"{label:>22} {r['wall_s']:8.2f} {r['attacked']:9d} {r['succeeded']:10d} "
+            f"{100 * r['success_rate']:7.1f}% {r['queries']:8d}"
+        )
     print(f"speed-up (TextAttack wall / ours): {ratio:.2f}x (target >= 3x)")
     print(f"success-rate gap: {gap:.1f} points (target <= 2)")
     print(f"our model rows: {ours['model_rows']} for {ours['queries']} queried texts")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "task": task.name, "n": len(task),
-                                               "attack": args.attack, "word_budget": fraction, "ours": ours,
-                                               "textattack": base, "speedup": ratio, "success_gap_points": gap,
-                                               "ours_times_s": ours_times, "textattack_times_s": base_times},
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "task": task.name,
+                    "n": len(task),
+                    "attack": args.attack,
+                    "word_budget": fraction,
+                    "ours": ours,
+                    "textattack": base,
+                    "speedup": ratio,
+                    "success_gap_points": gap,
+                    "ours_times_s": ours_times,
+                    "textattack_times_s": base_times,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -25,9 +25,11 @@ def _register() -> None:
         try:
             importlib.import_module(f"{__package__}.{name}")
         except ImportError as err:
-            raise ImportError(f"the robust-pt command module {__package__}.{name} cannot be imported "
-                              f"({type(err).__name__}: {err}); its commands would be missing, so robust-pt "
-                              f"stops: fix the installation (pip install -e .) or the module") from err
+            raise ImportError(
+                f"the robust-pt command module {__package__}.{name} cannot be imported "
+                f"({type(err).__name__}: {err}); its commands would be missing, so robust-pt "
+                f"stops: fix the installation (pip install -e .) or the module"
+            ) from err
 
 
 def main(argv: list[str] | None = None) -> None:

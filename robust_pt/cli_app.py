@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Measure the adversarial robustness of prompt-tuned vs finetuned VL models.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Measure the adversarial robustness of prompt-tuned vs finetuned VL models.",
+)
 
 
 def fail(err: Exception) -> None:

@@ -25,36 +25,58 @@ def default_out(model: str, task: str | None, attack: str, fingerprint: str) -> 
 @app.command("attack")
 def attack_cmd(
     model: str = typer.Option(..., "--model", help="Checkpoint directory (or builtin:NAME)."),
-    attack: str = typer.Option(..., "--attack", help="Attack preset name (see `robust-pt list attacks`) or a preset .yaml."),
+    attack: str = typer.Option(
+        ..., "--attack", help="Attack preset name (see `robust-pt list attacks`) or a preset .yaml."
+    ),
     task: Optional[str] = typer.Option(None, "--task", help="Task (default: the one the model was tuned on)."),
-    eps: Optional[str] = typer.Option(None, "--eps", help="Comma-separated eps values, fractions allowed: 1/255,2/255."),
+    eps: Optional[str] = typer.Option(
+        None, "--eps", help="Comma-separated eps values, fractions allowed: 1/255,2/255."
+    ),
     steps: Optional[int] = typer.Option(None, "--steps", help="Attack iterations (square: query budget)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Attack only the first N examples."),
-    batch_size: str = typer.Option("32", "--batch-size",
-                                   help="Examples per batch (also the resume unit), or auto: probed on CUDA, "
-                                        "32 on CPU; an out-of-memory error halves the examples per pass."),
-    nproc: Optional[int] = typer.Option(None, "--nproc",
-                                        help="Run on N local processes (torch.distributed; launches torchrun's "
-                                             "elastic agent itself). Or start it with torchrun -m robust_pt attack."),
+    batch_size: str = typer.Option(
+        "32",
+        "--batch-size",
+        help="Examples per batch (also the resume unit), or auto: probed on CUDA, "
+        "32 on CPU; an out-of-memory error halves the examples per pass.",
+    ),
+    nproc: Optional[int] = typer.Option(
+        None,
+        "--nproc",
+        help="Run on N local processes (torch.distributed; launches torchrun's "
+        "elastic agent itself). Or start it with torchrun -m robust_pt attack.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of random starts and library attacks."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Image attacks: ours, torchattacks or foolbox."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<model>_<task>_<attack>_<hash>)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Run directory (default: runs/<model>_<task>_<attack>_<hash>)."
+    ),
     split: str = typer.Option("test", "--split", help="Task split."),
-    early_stop: Optional[bool] = typer.Option(None, "--early-stop/--no-early-stop",
-                                              help="Stop attacking an example once broken (default: the preset's)."),
+    early_stop: Optional[bool] = typer.Option(
+        None, "--early-stop/--no-early-stop", help="Stop attacking an example once broken (default: the preset's)."
+    ),
     samples: int = typer.Option(8, "--samples", help="Adversarial PNGs saved per eps."),
-    query_budget: Optional[int] = typer.Option(None, "--query-budget",
-                                               help="Text and joint attacks: most candidate texts scored per example."),
-    embeddings: Optional[Path] = typer.Option(None, "--embeddings",
-                                              help="textfooler, textbugger: counter-fitted word vectors "
-                                                   "('word v1 v2 ...' lines)."),
-    mlm: Optional[Path] = typer.Option(None, "--mlm", help="bert-attack, bae: a local Hugging Face masked-LM directory."),
+    query_budget: Optional[int] = typer.Option(
+        None, "--query-budget", help="Text and joint attacks: most candidate texts scored per example."
+    ),
+    embeddings: Optional[Path] = typer.Option(
+        None, "--embeddings", help="textfooler, textbugger: counter-fitted word vectors ('word v1 v2 ...' lines)."
+    ),
+    mlm: Optional[Path] = typer.Option(
+        None, "--mlm", help="bert-attack, bae: a local Hugging Face masked-LM directory."
+    ),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda or cuda:N."),
-    precision: str = typer.Option("auto", "--precision",
-                                  help="Hugging Face models on CUDA: auto (bf16 autocast where supported), fp32 or bf16; "
-                                       "images and the eps-ball stay float32."),
-    base: Optional[Path] = typer.Option(None, "--base", help="peft adapter: its base model directory "
-                                                             "(default: base_model_name_or_path in adapter_config.json)."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="Hugging Face models on CUDA: auto (bf16 autocast where supported), fp32 or bf16; "
+        "images and the eps-ball stay float32.",
+    ),
+    base: Optional[Path] = typer.Option(
+        None,
+        "--base",
+        help="peft adapter: its base model directory (default: base_model_name_or_path in adapter_config.json).",
+    ),
 ):
     """Attack a checkpoint on a task at one or more eps; prints the summary, writes the run dir."""
     from .distributed import place, reports_errors
@@ -70,24 +92,54 @@ def attack_cmd(
             raise ConfigError("--nproc launches its own processes; under torchrun leave --nproc out")
         if query_budget is not None and query_budget <= 0:
             raise ConfigError(f"--query-budget must be a positive integer, got {query_budget}")
-        ov = {"steps": steps, "backend": backend, "early_stop": early_stop, "queries": query_budget,
-              "embeddings": str(embeddings.expanduser().resolve()) if embeddings else None,
-              "mlm": str(mlm.expanduser().resolve()) if mlm else None}
+        ov = {
+            "steps": steps,
+            "backend": backend,
+            "early_stop": early_stop,
+            "queries": query_budget,
+            "embeddings": str(embeddings.expanduser().resolve()) if embeddings else None,
+            "mlm": str(mlm.expanduser().resolve()) if mlm else None,
+        }
         ov = {k: v for k, v in ov.items() if v is not None}
         if out is None:
-            out = _default_run_dir(model, task, attack, eps, limit, batch_size, seed, split,
-                                   {**ov, **({"base": str(base.resolve())} if base else {})})
-        run = evaluate(model, task, attack=attack, eps=eps, seed=seed, out=out, batch_size=batch_size,
-                       limit=limit, split=split, samples=samples, device=device, precision=precision,
-                       base=str(base) if base else None, nproc=nproc, **ov)
+            out = _default_run_dir(
+                model,
+                task,
+                attack,
+                eps,
+                limit,
+                batch_size,
+                seed,
+                split,
+                {**ov, **({"base": str(base.resolve())} if base else {})},
+            )
+        run = evaluate(
+            model,
+            task,
+            attack=attack,
+            eps=eps,
+            seed=seed,
+            out=out,
+            batch_size=batch_size,
+            limit=limit,
+            split=split,
+            samples=samples,
+            device=device,
+            precision=precision,
+            base=str(base) if base else None,
+            nproc=nproc,
+            **ov,
+        )
     except RobustPTError as err:
         if where is not None and where.distributed and not reports_errors(where):
             raise typer.Exit(2)  # one line per run: local rank 0 prints it
         fail(err)
     if where.distributed and not where.main:
         return  # rank 0 prints the merged summary
-    print_summary(run.summary, title=f"{run.summary['model'].iloc[0]} on {run.summary['task'].iloc[0]}: "
-                                     f"{run.summary['attack'].iloc[0]}")
+    print_summary(
+        run.summary,
+        title=f"{run.summary['model'].iloc[0]} on {run.summary['task'].iloc[0]}: {run.summary['attack'].iloc[0]}",
+    )
     typer.echo(f"run directory: {run.path}")
 
 
@@ -103,8 +155,9 @@ def _check_cli(steps, limit, batch_size, seed, nproc=None) -> None:
     if nproc is not None and nproc <= 0:
         raise ConfigError(f"--nproc must be a positive integer, got {nproc}")
     if nproc is not None and limit is not None and nproc > limit:
-        raise ConfigError(f"--nproc {nproc} is larger than the number of examples ({limit}); "
-                          f"use --nproc {limit} or fewer")
+        raise ConfigError(
+            f"--nproc {nproc} is larger than the number of examples ({limit}); use --nproc {limit} or fewer"
+        )
     if seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {seed}")
 
@@ -123,8 +176,17 @@ def _default_run_dir(model, task, attack, eps, limit, batch_size, seed, split, o
                 task = json.loads((Path(model) / "robust_pt.json").read_text()).get("task")
             except (OSError, ValueError):
                 task = None
-    key = {"model": str(Path(model).resolve()) if Path(model).exists() else model, "task": task, "attack": attack,
-           "eps": eps, "limit": limit, "batch_size": batch_size, "seed": seed, "split": split, **ov}
+    key = {
+        "model": str(Path(model).resolve()) if Path(model).exists() else model,
+        "task": task,
+        "attack": attack,
+        "eps": eps,
+        "limit": limit,
+        "batch_size": batch_size,
+        "seed": seed,
+        "split": split,
+        **ov,
+    }
     return default_out(model, task, attack, fingerprint(key))
 
 
@@ -138,31 +200,52 @@ def _fmt(v) -> str:
 
 def print_summary(summary, title: str = "summary") -> None:
     """The summary DataFrame as a rich table."""
-    from rich.console import Console
-    from rich.table import Table
-
     import sys
 
     from rich import box
+    from rich.console import Console
+    from rich.table import Table
 
-    cols = ["eps_label", "clean", "robust", "drop", "rel_drop", "success_rate", "mean_linf", "mean_l2",
-            "n_attacked", "mean_steps"]
+    cols = [
+        "eps_label",
+        "clean",
+        "robust",
+        "drop",
+        "rel_drop",
+        "success_rate",
+        "mean_linf",
+        "mean_l2",
+        "n_attacked",
+        "mean_steps",
+    ]
     cols += [c for c in ("bleu4_clean", "bleu4_robust", "mean_words_changed", "mean_queries") if c in summary.columns]
     if "mean_words_changed" in summary.columns and (summary["kind"] == "text").all():
         cols = [c for c in cols if c not in ("mean_linf", "mean_l2", "mean_steps")]
-    heads = {"mean_words_changed": "words", "mean_queries": "queries",
-             "eps_label": "eps", "rel_drop": "rel", "success_rate": "succ", "mean_linf": "linf",
-             "mean_l2": "l2", "n_attacked": "att", "mean_steps": "steps", "bleu4_clean": "bleu4",
-             "bleu4_robust": "bleu4 adv"}
+    heads = {
+        "mean_words_changed": "words",
+        "mean_queries": "queries",
+        "eps_label": "eps",
+        "rel_drop": "rel",
+        "success_rate": "succ",
+        "mean_linf": "linf",
+        "mean_l2": "l2",
+        "n_attacked": "att",
+        "mean_steps": "steps",
+        "bleu4_clean": "bleu4",
+        "bleu4_robust": "bleu4 adv",
+    }
     if len(summary):
         title += f" ({summary['metric'].iloc[0]}, n={int(summary['n'].iloc[0])})"
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    cells = [[f"{row[c]:.1f}" if c in ("mean_steps", "mean_queries") else _fmt(row[c]) for c in cols]
-             for _, row in summary.iterrows()]
+    cells = [
+        [f"{row[c]:.1f}" if c in ("mean_steps", "mean_queries") else _fmt(row[c]) for c in cols]
+        for _, row in summary.iterrows()
+    ]
     for k, c in enumerate(cols):
         width = max([len(heads.get(c, c))] + [len(r[k]) for r in cells])
-        table.add_column(heads.get(c, c), justify="left" if c == "eps_label" else "right", no_wrap=True,
-                         min_width=width)
+        table.add_column(
+            heads.get(c, c), justify="left" if c == "eps_label" else "right", no_wrap=True, min_width=width
+        )
     for r in cells:
         table.add_row(*r)
     Console(width=None if sys.stdout.isatty() else 140).print(table)

@@ -30,16 +30,26 @@ def report_cmd(
     title: Optional[str] = typer.Option(None, "--title", help="Report title."),
     gallery: int = typer.Option(6, "--gallery", help="Adversarial sample images per run (0: none)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 2 (after writing the report) when records are corrupt."),
-    correction: str = typer.Option("bh", "--correction",
-                                   help="Multiplicity correction of the gaps' p-values across the report: bh "
-                                        "(Benjamini-Hochberg), holm or none."),
+    correction: str = typer.Option(
+        "bh",
+        "--correction",
+        help="Multiplicity correction of the gaps' p-values across the report: bh (Benjamini-Hochberg), holm or none.",
+    ),
 ):
     """Tables, statistics, figures and sanity checks from run directories."""
     from .report import build
 
     try:
-        rep = build(runs, out, allow_mixed=allow_mixed, seed=seed, n_boot=n_boot, title=title, gallery=gallery,
-                    correction=correction)
+        rep = build(
+            runs,
+            out,
+            allow_mixed=allow_mixed,
+            seed=seed,
+            n_boot=n_boot,
+            title=title,
+            gallery=gallery,
+            correction=correction,
+        )
     except RobustPTError as err:
         fail(err)
     _warn(rep.warnings)
@@ -48,11 +58,16 @@ def report_cmd(
     failed = rep.sanity[rep.sanity["status"] == "fail"]
     for _, r in failed.iterrows():
         typer.echo(f"sanity check failed: {r['task']} {r['model']}: {r['description']}: {r['detail']}")
-    typer.echo(f"report: {out / 'report.md'} and {out / 'report.html'} ({len(rep.runs)} runs, "
-               f"{len(rep.summary)} rows, {len(rep.gaps)} gaps)")
+    typer.echo(
+        f"report: {out / 'report.md'} and {out / 'report.html'} ({len(rep.runs)} runs, "
+        f"{len(rep.summary)} rows, {len(rep.gaps)} gaps)"
+    )
     if strict and any(r.bad_lines for r in rep.runs):
-        fail(RobustPTError("corrupt record lines were skipped (see the warnings); fix or re-run those runs, "
-                           "or drop --strict"))
+        fail(
+            RobustPTError(
+                "corrupt record lines were skipped (see the warnings); fix or re-run those runs, or drop --strict"
+            )
+        )
 
 
 @app.command("baseline")
@@ -60,9 +75,12 @@ def baseline_cmd(
     inputs: List[Path] = typer.Argument(..., help="Run directories, report folders or summary.json files."),
     out: Path = typer.Option(..., "--out", help="Baseline JSON to write, e.g. reports/baseline.json."),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Allow runs of different tasks."),
-    correction: str = typer.Option("bh", "--correction",
-                                   help="Multiplicity correction deciding which gaps are significant (run "
-                                        "directories only; a report keeps its own): bh, holm or none."),
+    correction: str = typer.Option(
+        "bh",
+        "--correction",
+        help="Multiplicity correction deciding which gaps are significant (run "
+        "directories only; a report keeps its own): bh, holm or none.",
+    ),
 ):
     """Record robust metrics and gaps as the baseline that `robust-pt check` compares against."""
     from .report.check import save_baseline
@@ -82,16 +100,17 @@ def check_cmd(
     tolerance: float = typer.Option(0.02, "--tolerance", help="Allowed drop of a robust metric (0.02 = 2 points)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML here."),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Allow runs of different tasks."),
-    two_sided: bool = typer.Option(False, "--two-sided",
-                                   help="Also fail when a robust metric rose by more than the tolerance (a fixed "
-                                        "model whose attack got weaker)."),
+    two_sided: bool = typer.Option(
+        False,
+        "--two-sided",
+        help="Also fail when a robust metric rose by more than the tolerance (a fixed model whose attack got weaker).",
+    ),
 ):
     """Exit 0 when no robust metric fell below the baseline and no significant gap changed sign, else 1."""
     from .report.check import check
 
     try:
-        res = check(inputs, baseline, tolerance=tolerance, junit=junit, allow_mixed=allow_mixed,
-                    two_sided=two_sided)
+        res = check(inputs, baseline, tolerance=tolerance, junit=junit, allow_mixed=allow_mixed, two_sided=two_sided)
     except RobustPTError as err:
         fail(err)
     _warn(res.warnings)

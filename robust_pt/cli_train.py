@@ -12,25 +12,32 @@ from .errors import RobustPTError
 
 
 @app.command()
-def pretrain(out: Path = typer.Option(..., help="Output checkpoint directory."),
-             preset: str = typer.Option("small", help="Model size: tiny or small."),
-             steps: int = typer.Option(12000, help="Optimisation steps."),
-             batch_size: int = typer.Option(64),
-             lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 1e-3)."),
-             seed: int = typer.Option(0),
-             threads: int = typer.Option(2, help="torch threads."),
-             overwrite: bool = typer.Option(False, help="Replace a different checkpoint in --out.")):
+def pretrain(
+    out: Path = typer.Option(..., help="Output checkpoint directory."),
+    preset: str = typer.Option("small", help="Model size: tiny or small."),
+    steps: int = typer.Option(12000, help="Optimisation steps."),
+    batch_size: int = typer.Option(64),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 1e-3)."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, help="torch threads."),
+    overwrite: bool = typer.Option(False, help="Replace a different checkpoint in --out."),
+):
     """Pretrain the built-in miniature OFA on the multi-task ShapesWorld mix."""
     from .tuning.config import TrainConfig
     from .tuning.train import pretrain as _pretrain
 
     try:
-        meta = _pretrain(out, preset, TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                                  threads=threads), overwrite=overwrite)
+        meta = _pretrain(
+            out,
+            preset,
+            TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads),
+            overwrite=overwrite,
+        )
     except RobustPTError as err:
         fail(err)
-    _print_metrics({f"base ({k})": {"method": "pretrain", "task": k, "clean_metrics": v}
-                    for k, v in meta["clean_metrics"].items()})
+    _print_metrics(
+        {f"base ({k})": {"method": "pretrain", "task": k, "clean_metrics": v} for k, v in meta["clean_metrics"].items()}
+    )
 
 
 def _train_signature():
@@ -47,22 +54,38 @@ def _train_signature():
 
     builtin, hf = [m.name for m in registry.builtin_methods()], [m.name for m in registry.hf_methods()]
     params = [
-        opt("base", str, typer.Option(..., help="Base checkpoint dir (or builtin:base-small), or a Hugging Face "
-                                                "model directory (ViLT, BLIP, CLIP; tuned through peft).")),
+        opt(
+            "base",
+            str,
+            typer.Option(
+                ...,
+                help="Base checkpoint dir (or builtin:base-small), or a Hugging Face "
+                "model directory (ViLT, BLIP, CLIP; tuned through peft).",
+            ),
+        ),
         opt("task", str, typer.Option(..., help="Downstream task, e.g. shapes-vqa or vqav2:DIR.")),
         opt("method", str, typer.Option("prompt", help=f"{_either(builtin)}; Hugging Face bases: {_either(hf)}.")),
         opt("out", Path, typer.Option(..., help="Output checkpoint directory.")),
     ]
     for name, (typ, default, owners, text) in _method_options().items():
         decls = (f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",) if typ is bool else ()
-        params.append(opt(name, typ if default is not None else Optional[typ],
-                          typer.Option(default, *decls, help=f"{', '.join(owners)}: {text}" if text else
-                                       f"({', '.join(owners)})")))
+        params.append(
+            opt(
+                name,
+                typ if default is not None else Optional[typ],
+                typer.Option(
+                    default, *decls, help=f"{', '.join(owners)}: {text}" if text else f"({', '.join(owners)})"
+                ),
+            )
+        )
     params += [
-        opt("steps", int, typer.Option(600)), opt("batch_size", int, typer.Option(64)),
+        opt("steps", int, typer.Option(600)),
+        opt("batch_size", int, typer.Option(64)),
         opt("lr", Optional[float], typer.Option(None, help="Peak learning rate (default per method).")),
-        opt("train_size", int, typer.Option(20000)), opt("eval_size", int, typer.Option(1000)),
-        opt("seed", int, typer.Option(0)), opt("threads", int, typer.Option(2)),
+        opt("train_size", int, typer.Option(20000)),
+        opt("eval_size", int, typer.Option(1000)),
+        opt("seed", int, typer.Option(0)),
+        opt("threads", int, typer.Option(2)),
         opt("overwrite", bool, typer.Option(False, help="Replace a different checkpoint in --out.")),
         opt("device", str, typer.Option("auto", help="Hugging Face bases: auto, cpu, cuda or cuda:N.")),
     ]
@@ -111,8 +134,22 @@ class _TrainCommand:
         return _train(**kwargs)
 
 
-def _train(base: str, task: str, method: str, out: Path, steps: int, batch_size: int, lr: Optional[float],
-           train_size: int, eval_size: int, seed: int, threads: int, overwrite: bool, device: str, **options):
+def _train(
+    base: str,
+    task: str,
+    method: str,
+    out: Path,
+    steps: int,
+    batch_size: int,
+    lr: Optional[float],
+    train_size: int,
+    eval_size: int,
+    seed: int,
+    threads: int,
+    overwrite: bool,
+    device: str,
+    **options,
+):
     from .tuning import registry
     from .tuning.config import TrainConfig, TuningConfig
     from .tuning.hf_train import is_hf_dir
@@ -126,9 +163,18 @@ def _train(base: str, task: str, method: str, out: Path, steps: int, batch_size:
 
         try:
             spec = registry.hf_method(method)
-            cfg = HFTrainConfig(method=method, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                train_size=train_size, eval_size=eval_size, threads=threads, device=device,
-                                options=own(spec.hf.options))
+            cfg = HFTrainConfig(
+                method=method,
+                steps=steps,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                train_size=train_size,
+                eval_size=eval_size,
+                threads=threads,
+                device=device,
+                options=own(spec.hf.options),
+            )
             meta = train_hf(base, task, cfg, out, overwrite=overwrite)
         except RobustPTError as err:
             fail(err)
@@ -137,8 +183,15 @@ def _train(base: str, task: str, method: str, out: Path, steps: int, batch_size:
     try:
         spec = registry.builtin_method(method)
         tcfg = TuningConfig(method, **own(spec.option_names))
-        tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, train_size=train_size,
-                         eval_size=eval_size, threads=threads)
+        tc = TrainConfig(
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            train_size=train_size,
+            eval_size=eval_size,
+            threads=threads,
+        )
         meta = tune(base, task, tcfg, tc, out, overwrite=overwrite)
     except RobustPTError as err:
         fail(err)
@@ -149,10 +202,14 @@ train = app.command("train")(_TrainCommand())
 
 
 @app.command("eval")
-def eval_(model: str = typer.Option(..., help="Checkpoint directory."),
-          task: Optional[str] = typer.Option(None, help="Task (default: the one it was tuned on)."),
-          split: str = typer.Option("test"), limit: Optional[int] = typer.Option(None),
-          seed: int = typer.Option(0), batch_size: int = typer.Option(128)):
+def eval_(
+    model: str = typer.Option(..., help="Checkpoint directory."),
+    task: Optional[str] = typer.Option(None, help="Task (default: the one it was tuned on)."),
+    split: str = typer.Option("test"),
+    limit: Optional[int] = typer.Option(None),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(128),
+):
     """Print the clean metric of a checkpoint on a task."""
     from .api import load_model, load_task
     from .errors import TaskError
@@ -163,8 +220,14 @@ def eval_(model: str = typer.Option(..., help="Checkpoint directory."),
         name = task or m.meta.get("task")
         if not name:
             raise TaskError(f"{model} was not tuned on a task; pass --task")
-        t = load_task(name, split=split, limit=limit, seed=seed, size=m.image_size,
-                      **({"resize": m.resize_mode} if ":" in name and getattr(m, "resize_mode", None) else {}))
+        t = load_task(
+            name,
+            split=split,
+            limit=limit,
+            seed=seed,
+            size=m.image_size,
+            **({"resize": m.resize_mode} if ":" in name and getattr(m, "resize_mode", None) else {}),
+        )
         metrics = evaluate_clean(m, t, batch_size=batch_size)
     except RobustPTError as err:
         fail(err)
@@ -172,8 +235,10 @@ def eval_(model: str = typer.Option(..., help="Checkpoint directory."),
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("reports/demo"), help="Where the demo report goes."),
-         zoo_only: bool = typer.Option(False, help="Only build the checkpoints and print their clean metrics.")):
+def demo(
+    out: Path = typer.Option(Path("reports/demo"), help="Where the demo report goes."),
+    zoo_only: bool = typer.Option(False, help="Only build the checkpoints and print their clean metrics."),
+):
     """Run recipes/demo.yaml: build or reuse the demo checkpoints, attack them, write the report."""
     import time
 
@@ -193,8 +258,10 @@ def demo(out: Path = typer.Option(Path("reports/demo"), help="Where the demo rep
 
 
 @app.command("run")
-def run(recipe: str = typer.Argument(..., help="A recipe file, or the name of a shipped one (see `list recipes`)."),
-        out: Optional[Path] = typer.Option(None, help="Report directory (default reports/<recipe name>).")):
+def run(
+    recipe: str = typer.Argument(..., help="A recipe file, or the name of a shipped one (see `list recipes`)."),
+    out: Optional[Path] = typer.Option(None, help="Report directory (default reports/<recipe name>)."),
+):
     """Run a recipe: tune what is missing, attack everything (resumable), write the report."""
     from .recipe import run_recipe
 
@@ -221,8 +288,13 @@ def _print_metrics(rows: dict) -> None:
         ref = finetuned.get(meta.get("task"), {})
         gap = ", ".join(f"{100 * (v - ref[k]):+.1f} pts" for k, v in clean.items() if k in ref)
         frac = meta.get("trainable_fraction")
-        table.add_row(str(name), str(meta.get("method", "")), str(meta.get("task", "")), metrics,
-                      "" if meta.get("method") == REFERENCE else gap,
-                      "" if frac is None else f"{meta['trainable_params']:,} ({100 * frac:.2f}%)",
-                      str(meta.get("train_seconds", "")))
+        table.add_row(
+            str(name),
+            str(meta.get("method", "")),
+            str(meta.get("task", "")),
+            metrics,
+            "" if meta.get("method") == REFERENCE else gap,
+            "" if frac is None else f"{meta['trainable_params']:,} ({100 * frac:.2f}%)",
+            str(meta.get("train_seconds", "")),
+        )
     Console(width=max(120, Console().width)).print(table)

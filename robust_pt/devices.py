@@ -31,8 +31,10 @@ def resolve_device(device: Any = None) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: no CUDA GPU is visible to torch "
-                              f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); use --device cpu")
+            raise ConfigError(
+                f"--device {device}: no CUDA GPU is visible to torch "
+                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); use --device cpu"
+            )
         try:
             dev = torch.device(name)
         except RuntimeError:
@@ -56,7 +58,9 @@ def autocast_dtype(precision: str | None, device: torch.device) -> torch.dtype |
         return None
     if not torch.cuda.is_bf16_supported():
         if p == "bf16":
-            raise ConfigError(f"--precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
-                              f"use --precision fp32")
+            raise ConfigError(
+                f"--precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                f"use --precision fp32"
+            )
         return None
     return torch.bfloat16

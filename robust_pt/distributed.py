@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import ConfigError, RobustPTError
+
 SHARDS = "shards"
 # seconds a rank waits for the others at a collective (the slowest shard decides the last one)
 TIMEOUT_ENV = "ROBUST_PT_DIST_TIMEOUT"
@@ -55,6 +56,7 @@ class DistributedError(RobustPTError):
 
 
 # ----------------------------------------------------------------------------- where this process is
+
 
 @dataclass(frozen=True)
 class Place:
@@ -122,8 +124,10 @@ def init(device: Any) -> bool:
         torch.cuda.set_device(dev)
     for var in ("MASTER_ADDR", "MASTER_PORT"):
         if not os.environ.get(var):
-            raise ConfigError(f"WORLD_SIZE is set but {var} is not; launch the ranks with torchrun "
-                              f"(or set MASTER_ADDR and MASTER_PORT on every rank)")
+            raise ConfigError(
+                f"WORLD_SIZE is set but {var} is not; launch the ranks with torchrun "
+                f"(or set MASTER_ADDR and MASTER_PORT on every rank)"
+            )
     timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
     return True
@@ -147,12 +151,18 @@ def gather(obj: Any) -> list:
 
 # ----------------------------------------------------------------------------- errors across ranks
 
+
 def status(err: BaseException | None, **extra) -> dict:
     """What a rank tells the others at a collective: ok, or its error (class and message)."""
     if err is None:
         return {"ok": True, **extra}
-    return {"ok": False, "type": type(err).__name__, "message": str(err),
-            "robust": isinstance(err, RobustPTError), **extra}
+    return {
+        "ok": False,
+        "type": type(err).__name__,
+        "message": str(err),
+        "robust": isinstance(err, RobustPTError),
+        **extra,
+    }
 
 
 def raise_first(statuses: Sequence[dict], where: Place, own: BaseException | None) -> None:
@@ -183,9 +193,11 @@ def check_config(statuses: Sequence[dict]) -> None:
     for r, st in enumerate(statuses[1:], start=1):
         if st["fingerprint"] != first["fingerprint"]:
             diff = config_diff(first["config"], st["config"]) or ["config"]
-            raise DistributedError(f"the ranks disagree on the run config (rank {r} differs from rank 0 in: "
-                                   f"{', '.join(diff)}); start every rank with the same command, checkpoint and "
-                                   f"data")
+            raise DistributedError(
+                f"the ranks disagree on the run config (rank {r} differs from rank 0 in: "
+                f"{', '.join(diff)}); start every rank with the same command, checkpoint and "
+                f"data"
+            )
 
 
 def check_world(world: int, n: int) -> None:
@@ -200,6 +212,7 @@ def reports_errors(where: Place) -> bool:
 
 
 # ----------------------------------------------------------------------------- shards and merging
+
 
 def shard(n_batches: int, where: Place) -> list[int]:
     """The batches of this rank: b % world == rank (disjoint, deterministic, balanced)."""
@@ -280,11 +293,19 @@ def kill_hook(where: Place) -> Callable[[int], None] | None:
 
 
 def shard_info(where: Place) -> dict:
-    return {"shard": {"rank": where.rank, "world": where.world, "local_rank": where.local_rank,
-                      "host": socket.gethostname(), "pid": os.getpid()}}
+    return {
+        "shard": {
+            "rank": where.rank,
+            "world": where.world,
+            "local_rank": where.local_rank,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+    }
 
 
 # ----------------------------------------------------------------------------- launching
+
 
 def _jsonable(name: str, value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -293,9 +314,11 @@ def _jsonable(name: str, value: Any) -> Any:
         return str(value)
     if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
         return list(value)
-    raise ConfigError(f"nproc > 1 starts fresh processes that each load their own copy: {name} must be a "
-                      f"checkpoint directory, a task name or plain values, not a {type(value).__name__} "
-                      f"(or launch the script itself with torchrun)")
+    raise ConfigError(
+        f"nproc > 1 starts fresh processes that each load their own copy: {name} must be a "
+        f"checkpoint directory, a task name or plain values, not a {type(value).__name__} "
+        f"(or launch the script itself with torchrun)"
+    )
 
 
 def launch(nproc: int, kwargs: dict) -> None:
@@ -317,14 +340,24 @@ def launch(nproc: int, kwargs: dict) -> None:
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", ERROR_FILE_ENV)}
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     os.environ[ERROR_FILE_ENV] = str(error_file)
-    loggers = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.distributed.launcher",
-                                              "torch.multiprocessing")]
+    loggers = [
+        logging.getLogger(n)
+        for n in ("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing")
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     try:
-        cfg = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
-                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2)
+        cfg = LaunchConfig(
+            min_nodes=1,
+            max_nodes=1,
+            nproc_per_node=nproc,
+            run_id=uuid.uuid4().hex,
+            rdzv_backend="c10d",
+            rdzv_endpoint="127.0.0.1:0",
+            max_restarts=0,
+            monitor_interval=0.2,
+        )
         try:
             elastic_launch(cfg, sys.executable)("-m", "robust_pt.runtime.worker", str(spec_file))
         except ChildFailedError as err:
@@ -332,8 +365,9 @@ def launch(nproc: int, kwargs: dict) -> None:
                 e = json.loads(error_file.read_text())
                 raise _error_class(e["type"])(e["message"]) from None
             fails = ", ".join(f"rank {r} exit code {f.exitcode}" for r, f in sorted(err.failures.items()))
-            raise DistributedError(f"a rank failed ({fails}); run the same command again to resume "
-                                   f"(completed batches are kept)") from None
+            raise DistributedError(
+                f"a rank failed ({fails}); run the same command again to resume (completed batches are kept)"
+            ) from None
     finally:
         for lg, lv in zip(loggers, levels):
             lg.setLevel(lv)

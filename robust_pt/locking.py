@@ -37,13 +37,15 @@ def _holder(fd: int) -> str:
 
 def _refusal(d: Path, what: str, pid: str) -> LockedError:
     by = f"by robust-pt process {pid}" if pid else "by another robust-pt process"
-    return LockedError(f"{what} {d} is in use {by}; wait for it to finish (or stop it) and run again, "
-                       f"or use another directory")
+    return LockedError(
+        f"{what} {d} is in use {by}; wait for it to finish (or stop it) and run again, or use another directory"
+    )
 
 
 @contextmanager
-def hold(d: str | Path, what: str = "run directory", wait: bool = False,
-         on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
+def hold(
+    d: str | Path, what: str = "run directory", wait: bool = False, on_wait: Callable[[str], None] | None = None
+) -> Iterator[Path]:
     """Hold the exclusive lock of directory `d` (created if missing) for the body of the with-block."""
     d = Path(d)
     if d.exists() and not d.is_dir():
@@ -74,4 +76,3 @@ def _acquire(fd: int, d: Path, what: str, wait: bool, on_wait: Callable[[str], N
     if on_wait is not None:
         on_wait(f"waiting for {what} {d}: in use by robust-pt process {pid or '?'}")
     fcntl.flock(fd, fcntl.LOCK_EX)
-

@@ -19,8 +19,18 @@ from . import paths
 
 __all__ = ["prepare_textattack_env", "missing_offline_data", "no_nltk_downloads"]
 
-_NLTK_CATEGORIES = ("corpora", "tokenizers", "taggers", "models", "chunkers", "grammars",
-                    "misc", "sentiment", "stemmers", "help")
+_NLTK_CATEGORIES = (
+    "corpora",
+    "tokenizers",
+    "taggers",
+    "models",
+    "chunkers",
+    "grammars",
+    "misc",
+    "sentiment",
+    "stemmers",
+    "help",
+)
 
 #: TextAttack skips its NLTK downloads when this file exists in TA_CACHE_DIR.
 TEXTATTACK_MARKER = "post_install_check_3"
@@ -46,8 +56,9 @@ def prepare_textattack_env() -> dict[str, str]:
     return {"NLTK_DATA": nltk_data, "TA_CACHE_DIR": ta_cache}
 
 
-def missing_offline_data(nltk_data: str | os.PathLike | None = None,
-                         ta_cache: str | os.PathLike | None = None) -> list[str]:
+def missing_offline_data(
+    nltk_data: str | os.PathLike | None = None, ta_cache: str | os.PathLike | None = None
+) -> list[str]:
     """What of the offline TextAttack data is missing (an empty list when all is there).
 
     Defaults to robust-pt's own directories. The fix for anything listed is

@@ -45,8 +45,9 @@ def task_loss_embeds(model: VLModel, task: Task, e: Embeds, examples: Sequence[E
     return model.sequence_loss_from_embeds(e, [ex.target for ex in examples])
 
 
-def evaluate_clean(model: VLModel, task: Task, batch_size: int = 128, limit: int | None = None,
-                   progress=None, beam: int = 1) -> dict[str, float]:
+def evaluate_clean(
+    model: VLModel, task: Task, batch_size: int = 128, limit: int | None = None, progress=None, beam: int = 1
+) -> dict[str, float]:
     """Headline clean metrics of `model` on `task` (closed: accuracy; ground: Acc@0.5; caption: CIDEr, BLEU-4)."""
     n = len(task) if limit is None else min(limit, len(task))
     exs, preds = [], []

@@ -56,9 +56,16 @@ class LogProgress:
     from an earlier run) or a slow first step does not distort it.
     """
 
-    def __init__(self, label: str, total: int, every: float, stream: TextIO,
-                 clock: Callable[[], float] = time.monotonic, unit: str | None = None,
-                 fields: dict | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        every: float,
+        stream: TextIO,
+        clock: Callable[[], float] = time.monotonic,
+        unit: str | None = None,
+        fields: dict | None = None,
+    ) -> None:
         self.label, self.total, self.every, self.stream = label, total, every, stream
         self.clock, self.unit = clock, unit
         self.values: dict = dict(fields or {})
@@ -92,8 +99,10 @@ class LogProgress:
         extra = "".join(f" {k}={v}" for k, v in self.values.items())
         eta = self.eta(now)
         eta_s = format_duration(eta) if eta is not None else "?"
-        return (f"[robust-pt] {self.label}: {self.done}/{self.total}{unit}{pct}{extra} "
-                f"elapsed {format_duration(now - self.t0)} eta {eta_s}")
+        return (
+            f"[robust-pt] {self.label}: {self.done}/{self.total}{unit}{pct}{extra} "
+            f"elapsed {format_duration(now - self.t0)} eta {eta_s}"
+        )
 
     def eta(self, now: float) -> float | None:
         """Seconds left at the rate since the first advance (since the start before a second one)."""
@@ -114,8 +123,9 @@ def _ignore(n: int = 1, **values) -> None:
 
 
 @contextmanager
-def progress_bar(label: str, total: int, *, unit: str | None = None,
-                 clock: Callable[[], float] | None = None, **fields) -> Iterator[Advance]:
+def progress_bar(
+    label: str, total: int, *, unit: str | None = None, clock: Callable[[], float] | None = None, **fields
+) -> Iterator[Advance]:
     """Yields advance(n, **fields); shows the count done, extra fields (loss, survivors) and eta.
 
     A rich bar on a terminal; log lines (see LogProgress) when stderr is not one; nothing
@@ -140,8 +150,13 @@ def _rich_bar(label: str, total: int, fields: dict) -> Iterator[Advance]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     extra = " ".join(f"{k}={{task.fields[{k}]}}" for k in fields) if fields else ""
-    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    cols = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    ]
     with Progress(*cols, transient=False) as prog:
         tid = prog.add_task(label, total=total, info=extra)
 

@@ -21,10 +21,35 @@ from typing import Any
 
 from .errors import CheckpointError, ConfigError
 
-RECIPE_KEYS = {"name", "description", "base", "tasks", "tuning", "attacks", "examples", "seed", "batch_size",
-               "split", "zoo", "nproc"}
-ATTACK_KEYS = {"attack", "eps", "tag", "steps", "queries", "backend", "restarts", "random_start", "early_stop",
-               "query_budget", "examples", "nproc", "tasks"}
+RECIPE_KEYS = {
+    "name",
+    "description",
+    "base",
+    "tasks",
+    "tuning",
+    "attacks",
+    "examples",
+    "seed",
+    "batch_size",
+    "split",
+    "zoo",
+    "nproc",
+}
+ATTACK_KEYS = {
+    "attack",
+    "eps",
+    "tag",
+    "steps",
+    "queries",
+    "backend",
+    "restarts",
+    "random_start",
+    "early_stop",
+    "query_budget",
+    "examples",
+    "nproc",
+    "tasks",
+}
 _TRAIN_FIELDS = ("steps", "batch_size", "lr", "train_size", "eval_size")
 #: Keys of every tuning entry; each method adds its own options (tuning/registry.py, tuning_keys).
 TUNING_ENTRY_KEYS = frozenset({"method", "name", "tasks", *_TRAIN_FIELDS})
@@ -81,8 +106,12 @@ class Recipe:
 
     def runs(self) -> list[tuple[str, TuningEntry, AttackEntry, str]]:
         """Every attack run, as (task, tuning entry, attack entry, run directory name)."""
-        return [(task, t, a, f"{task}_{t.name}_{a.label}") for task, t in self.checkpoints()
-                for a in self.attacks if a.tasks is None or task in a.tasks]
+        return [
+            (task, t, a, f"{task}_{t.name}_{a.label}")
+            for task, t in self.checkpoints()
+            for a in self.attacks
+            if a.tasks is None or task in a.tasks
+        ]
 
 
 def tuning_keys(method: str) -> set[str]:
@@ -169,10 +198,16 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     kinds = {t: load_task(t, split="test", limit=1).kind for t in raw["tasks"]}
 
     def subset(what: str, tasks) -> tuple[str, ...] | None:
-        if tasks is not None and (not isinstance(tasks, list) or not tasks
-                                  or not all(isinstance(t, str) for t in tasks) or set(tasks) - set(raw["tasks"])):
-            raise ConfigError(f"{where}: {what} tasks must be a non-empty list of the recipe's tasks "
-                              f"({', '.join(raw['tasks'])}), got {tasks!r}")
+        if tasks is not None and (
+            not isinstance(tasks, list)
+            or not tasks
+            or not all(isinstance(t, str) for t in tasks)
+            or set(tasks) - set(raw["tasks"])
+        ):
+            raise ConfigError(
+                f"{where}: {what} tasks must be a non-empty list of the recipe's tasks "
+                f"({', '.join(raw['tasks'])}), got {tasks!r}"
+            )
         return None if tasks is None else tuple(tasks)
 
     tunings = []
@@ -181,12 +216,24 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             raise ConfigError(f"{where}: tuning[{i}] must be a mapping with a 'method'")
         if entry["method"] == UNTUNED:
             _unknown(f"{where}: tuning[{i}] (method: none, the untuned base)", entry, {"method", "name", "tasks"})
-            tunings.append(TuningEntry(str(entry.get("name", "base")), None, None,
-                                       subset(f"tuning[{i}] (method: none)", entry.get("tasks"))))
+            tunings.append(
+                TuningEntry(
+                    str(entry.get("name", "base")),
+                    None,
+                    None,
+                    subset(f"tuning[{i}] (method: none)", entry.get("tasks")),
+                )
+            )
             continue
         tc, sched = _tuning_entry(f"{where}: tuning[{i}]", entry)
-        tunings.append(TuningEntry(entry.get("name", tc.method), tc, TrainConfig(seed=int(raw.get("seed", 0)), **sched),
-                                   subset(f"tuning[{i}] ({entry.get('name', tc.method)})", entry.get("tasks"))))
+        tunings.append(
+            TuningEntry(
+                entry.get("name", tc.method),
+                tc,
+                TrainConfig(seed=int(raw.get("seed", 0)), **sched),
+                subset(f"tuning[{i}] ({entry.get('name', tc.method)})", entry.get("tasks")),
+            )
+        )
     names = [t.name for t in tunings]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: two tuning entries share a name; give each a distinct 'name'")
@@ -201,41 +248,64 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         if "eps" in entry:
             eps = parse_eps(entry["eps"])
             if any(b <= a for a, b in zip(eps, eps[1:])):
-                raise ConfigError(f"{where}: attacks[{i}] ({entry['attack']}) eps grid {entry['eps']} is not "
-                                  f"increasing; list eps from smallest to largest")
-        overrides = tuple(sorted((k, v) for k, v in entry.items()
-                                 if k not in ("attack", "eps", "tag", "examples", "nproc", "tasks")))
+                raise ConfigError(
+                    f"{where}: attacks[{i}] ({entry['attack']}) eps grid {entry['eps']} is not "
+                    f"increasing; list eps from smallest to largest"
+                )
+        overrides = tuple(
+            sorted((k, v) for k, v in entry.items() if k not in ("attack", "eps", "tag", "examples", "nproc", "tasks"))
+        )
         atk = build(entry["attack"], **dict(overrides))  # unknown attack / bad values fail here
         atk.eps_grid(eps)
         tasks = subset(f"attacks[{i}] ({entry['attack']})", entry.get("tasks"))
         for t in tasks or raw["tasks"]:
             if kinds[t] != "closed" and atk.needs_logits:
-                raise ConfigError(f"{where}: attacks[{i}] ({atk.describe()}) needs logits over candidate answers, "
-                                  f"which the {kinds[t]} task {t} does not have; list the tasks it runs on with "
-                                  f"`tasks: [...]`")
-        attacks.append(AttackEntry(entry["attack"], None if eps is None else tuple(eps), str(entry.get("tag", "")),
-                                   overrides, entry.get("examples"),
-                                   _positive(f"{where}: attacks[{i}] nproc", entry["nproc"]) if "nproc" in entry
-                                   else None, tasks))
+                raise ConfigError(
+                    f"{where}: attacks[{i}] ({atk.describe()}) needs logits over candidate answers, "
+                    f"which the {kinds[t]} task {t} does not have; list the tasks it runs on with "
+                    f"`tasks: [...]`"
+                )
+        attacks.append(
+            AttackEntry(
+                entry["attack"],
+                None if eps is None else tuple(eps),
+                str(entry.get("tag", "")),
+                overrides,
+                entry.get("examples"),
+                _positive(f"{where}: attacks[{i}] nproc", entry["nproc"]) if "nproc" in entry else None,
+                tasks,
+            )
+        )
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: two attack entries would share a run; give one a distinct 'tag'")
     base = str(raw.get("base", "builtin:base-small"))
     _check_base(base, path)
-    return Recipe(name=str(raw.get("name", path.stem)), description=str(raw.get("description", "")), base=base,
-                  tasks=tuple(raw["tasks"]), tuning=tuple(tunings), attacks=tuple(attacks),
-                  examples=_positive(f"{where}: examples", raw.get("examples", 256)),
-                  seed=int(raw.get("seed", 0)), batch_size=_positive(f"{where}: batch_size", raw.get("batch_size", 64)),
-                  split=str(raw.get("split", "test")), zoo=raw.get("zoo"), path=path,
-                  nproc=_positive(f"{where}: nproc", raw.get("nproc", 1)))
+    return Recipe(
+        name=str(raw.get("name", path.stem)),
+        description=str(raw.get("description", "")),
+        base=base,
+        tasks=tuple(raw["tasks"]),
+        tuning=tuple(tunings),
+        attacks=tuple(attacks),
+        examples=_positive(f"{where}: examples", raw.get("examples", 256)),
+        seed=int(raw.get("seed", 0)),
+        batch_size=_positive(f"{where}: batch_size", raw.get("batch_size", 64)),
+        split=str(raw.get("split", "test")),
+        zoo=raw.get("zoo"),
+        path=path,
+        nproc=_positive(f"{where}: nproc", raw.get("nproc", 1)),
+    )
 
 
 def _check_base(base: str, recipe_path: Path) -> None:
     from .tuning import checkpoint as ckpt
 
     if not (ckpt.checkpoint_dir(base) / ckpt.WEIGHTS).exists():
-        raise CheckpointError(f"recipe {recipe_path.name}: base checkpoint {base} is missing; make it with "
-                              f"`robust-pt pretrain --out {base}` or point 'base' at an existing one")
+        raise CheckpointError(
+            f"recipe {recipe_path.name}: base checkpoint {base} is missing; make it with "
+            f"`robust-pt pretrain --out {base}` or point 'base' at an existing one"
+        )
 
 
 def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print) -> Path:
@@ -261,9 +331,20 @@ def _run_locked(r: Recipe, out: Path, log) -> Path:
     for task, t, a, name in r.runs():
         run = runs_dir / name
         t1 = time.time()
-        evaluate(ckpts[(task, t.name)][0], task, attack=a.attack, eps=None if a.eps is None else list(a.eps),
-                 seed=r.seed, out=run, limit=a.examples or r.examples, split=r.split, batch_size=r.batch_size,
-                 progress=True, nproc=a.nproc or r.nproc, **dict(a.overrides))
+        evaluate(
+            ckpts[(task, t.name)][0],
+            task,
+            attack=a.attack,
+            eps=None if a.eps is None else list(a.eps),
+            seed=r.seed,
+            out=run,
+            limit=a.examples or r.examples,
+            split=r.split,
+            batch_size=r.batch_size,
+            progress=True,
+            nproc=a.nproc or r.nproc,
+            **dict(a.overrides),
+        )
         log(f"[{r.name}] {run.name}: {time.time() - t1:.0f} s")
         run_paths.append(run)
     build(run_paths, out, allow_mixed=len(r.tasks) > 1, title=f"robust-pt: {r.name}")

@@ -41,14 +41,58 @@ RUN_JSON, RECORDS, SUMMARY, SAMPLES = "run.json", "records.jsonl", "summary.csv"
 MARKER = "batch_done"  # {"batch_done": b} ends batch b's records in records.jsonl
 
 #: Records of one run, in this order (extra fields follow, sorted).
-RECORD_COLUMNS = ["batch", "index", "id", "eps", "attacked", "clean_correct", "correct", "clean_score", "score",
-                  "clean_pred", "pred", "linf", "l2", "steps", "queries", "broken_at", "early_stop", "backend", "qtype",
-                  "image_decides", "adv_text", "words_changed", "words_fraction", "max_words"]
+RECORD_COLUMNS = [
+    "batch",
+    "index",
+    "id",
+    "eps",
+    "attacked",
+    "clean_correct",
+    "correct",
+    "clean_score",
+    "score",
+    "clean_pred",
+    "pred",
+    "linf",
+    "l2",
+    "steps",
+    "queries",
+    "broken_at",
+    "early_stop",
+    "backend",
+    "qtype",
+    "image_decides",
+    "adv_text",
+    "words_changed",
+    "words_fraction",
+    "max_words",
+]
 #: A run's summary (run.json "summary", summary.csv), in this order; text attacks add TEXT_SUMMARY_COLUMNS,
 #: captioning adds bleu4_clean and bleu4_robust.
-SUMMARY_COLUMNS = ["model", "task", "attack", "eps", "eps_label", "n", "metric", "clean", "robust", "drop",
-                   "rel_drop", "success_rate", "mean_linf", "mean_l2", "n_attacked", "n_broken", "mean_steps",
-                   "backend", "norm", "kind", "early_stop", "seed"]
+SUMMARY_COLUMNS = [
+    "model",
+    "task",
+    "attack",
+    "eps",
+    "eps_label",
+    "n",
+    "metric",
+    "clean",
+    "robust",
+    "drop",
+    "rel_drop",
+    "success_rate",
+    "mean_linf",
+    "mean_l2",
+    "n_attacked",
+    "n_broken",
+    "mean_steps",
+    "backend",
+    "norm",
+    "kind",
+    "early_stop",
+    "seed",
+]
 TEXT_SUMMARY_COLUMNS = ["mean_words_changed", "mean_words_fraction", "mean_queries"]
 #: Attack kinds whose records carry the text fields (adv_text, words_changed, ...).
 TEXT_KINDS = ("text", "joint")
@@ -61,6 +105,7 @@ KIND_EPS_UNIT = {"image": "pixel", "joint": "pixel", "embedding": "rms", "text":
 
 
 # ----------------------------------------------------------------------------- names
+
 
 def eps_unit(spec: dict) -> str:
     """The eps unit of an attack spec (a run's config["attack"])."""
@@ -109,6 +154,7 @@ SAMPLE_RE = re.compile(r"^eps-(?P<eps>.+?)_(?P<id>.+)_(?P<status>broken|robust)\
 
 # ----------------------------------------------------------------------------- records
 
+
 def at_eps(values, eps: float) -> np.ndarray:
     """Which of these eps values are `eps`."""
     return np.isclose(np.asarray(values, dtype=float), eps, rtol=0, atol=EPS_ATOL)
@@ -132,8 +178,10 @@ def records_frame(records: list[dict], model: str, task: str, attack: str):
 
 def _is(col, value: int) -> np.ndarray:
     """Which entries are the flag `value` (1: True/1/1.0, 0: False/0/0.0); None, nan and text are neither."""
-    return np.array([isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating)) and bool(v == value)
-                     for v in col], dtype=bool)
+    return np.array(
+        [isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating)) and bool(v == value) for v in col],
+        dtype=bool,
+    )
 
 
 def _num(col):

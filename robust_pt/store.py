@@ -121,16 +121,25 @@ class RunStore:
                 raise RunDirError(f"{p} holds something that is not a robust-pt run; use another --out")
             if meta.get("fingerprint") != self.fingerprint:
                 diff = config_diff(meta["config"], self.config) or ["config"]
-                raise RunDirError(f"{p} holds a run with a different config (differs in: {', '.join(diff)}); "
-                                  f"use another --out or delete it")
+                raise RunDirError(
+                    f"{p} holds a run with a different config (differs in: {', '.join(diff)}); "
+                    f"use another --out or delete it"
+                )
             self.meta = meta
             self._load_records()
         else:
             if (p / RECORDS).exists():
                 raise RunDirError(f"{p} holds records.jsonl but no run.json; use another --out or delete it")
             p.mkdir(parents=True, exist_ok=True)
-            self.meta = {"format": FORMAT, "fingerprint": self.fingerprint, "config": self.config,
-                         **self.info, "versions": versions(), "created": _now(), "status": "running"}
+            self.meta = {
+                "format": FORMAT,
+                "fingerprint": self.fingerprint,
+                "config": self.config,
+                **self.info,
+                "versions": versions(),
+                "created": _now(),
+                "status": "running",
+            }
             self._write_meta()
 
     def _load_records(self) -> None:
@@ -203,6 +212,7 @@ def read_run(path: str | Path) -> tuple[dict, list[dict]]:
 
 # ----------------------------------------------------------------------------- scanning records.jsonl
 
+
 @dataclass(frozen=True)
 class BatchSpan:
     """Where one completed batch (its records, then its marker line) lies in a records file."""
@@ -250,8 +260,11 @@ def batch_spans(f: Path) -> tuple[list[BatchSpan], bool]:
                 seen.add(b)
                 first = batch[0][0] if batch else at
                 contiguous = sum(len(ln) for _, ln in batch) == at - first
-                spans.append(BatchSpan(b, f, first, offset) if contiguous else
-                             BatchSpan(b, f, first, offset, tuple(ln for _, ln in batch) + (line,)))
+                spans.append(
+                    BatchSpan(b, f, first, offset)
+                    if contiguous
+                    else BatchSpan(b, f, first, offset, tuple(ln for _, ln in batch) + (line,))
+                )
             else:
                 pending.setdefault(int(obj.get("batch", -1)), []).append((at, line))
     if pending:

@@ -34,19 +34,48 @@ class Survivors:
 
     def record(self, rec: dict, i: int, eps: float, new: dict, found: list, clean_correct: list, fields: dict) -> None:
         if not clean_correct[i]:
-            rec.update(attacked=False, correct=False, pred=rec["clean_pred"], score=rec["clean_score"], linf=0.0,
-                       l2=0.0, steps=0, queries=None, broken_at=None, **fields)
+            rec.update(
+                attacked=False,
+                correct=False,
+                pred=rec["clean_pred"],
+                score=rec["clean_score"],
+                linf=0.0,
+                l2=0.0,
+                steps=0,
+                queries=None,
+                broken_at=None,
+                **fields,
+            )
         elif i in new:
             cur = new[i]
             if cur["broken"]:
                 found[i] = {**cur, "broken_at": eps}
-            rec.update(attacked=True, correct=not cur["broken"], pred=cur["pred"], score=cur["score"],
-                       linf=cur["linf"], l2=cur["l2"], steps=cur["steps"], queries=cur["queries"],
-                       broken_at=eps if cur["broken"] else None, **{k: cur[k] for k in fields})
+            rec.update(
+                attacked=True,
+                correct=not cur["broken"],
+                pred=cur["pred"],
+                score=cur["score"],
+                linf=cur["linf"],
+                l2=cur["l2"],
+                steps=cur["steps"],
+                queries=cur["queries"],
+                broken_at=eps if cur["broken"] else None,
+                **{k: cur[k] for k in fields},
+            )
         else:
             adv = found[i]
-            rec.update(attacked=False, correct=False, pred=adv["pred"], score=adv["score"], linf=adv["linf"],
-                       l2=adv["l2"], steps=0, queries=None, broken_at=adv["broken_at"], **{k: adv[k] for k in fields})
+            rec.update(
+                attacked=False,
+                correct=False,
+                pred=adv["pred"],
+                score=adv["score"],
+                linf=adv["linf"],
+                l2=adv["l2"],
+                steps=0,
+                queries=None,
+                broken_at=adv["broken_at"],
+                **{k: adv[k] for k in fields},
+            )
 
     def survivors(self, n: int, clean_correct: list, found: list) -> int:
         return sum(1 for i in range(n) if clean_correct[i] and found[i] is None)
@@ -62,14 +91,30 @@ class WorstSoFar:
     def record(self, rec, i, eps, new, found, clean_correct, fields):
         # the clean input lies in every ball: the worst output so far starts as the clean one
         cur = new[i]
-        worst = found[i] or {"pred": rec["clean_pred"], "score": rec["clean_score"], "linf": 0.0, "l2": 0.0,
-                             "broken": False, "broken_at": None, **fields}
+        worst = found[i] or {
+            "pred": rec["clean_pred"],
+            "score": rec["clean_score"],
+            "linf": 0.0,
+            "l2": 0.0,
+            "broken": False,
+            "broken_at": None,
+            **fields,
+        }
         if cur["score"] < worst["score"]:
             worst = {**cur, "broken_at": eps}
         found[i] = worst
-        rec.update(attacked=True, correct=None, pred=worst["pred"], score=worst["score"], linf=worst["linf"],
-                   l2=worst["l2"], steps=cur["steps"], queries=cur["queries"],
-                   broken_at=worst["broken_at"] if worst["broken"] else None, **{k: worst[k] for k in fields})
+        rec.update(
+            attacked=True,
+            correct=None,
+            pred=worst["pred"],
+            score=worst["score"],
+            linf=worst["linf"],
+            l2=worst["l2"],
+            steps=cur["steps"],
+            queries=cur["queries"],
+            broken_at=worst["broken_at"] if worst["broken"] else None,
+            **{k: worst[k] for k in fields},
+        )
 
     def survivors(self, n, clean_correct, found):
         return sum(1 for i in range(n) if found[i] is None or not found[i]["broken"])
@@ -92,9 +137,18 @@ class EveryLevel:
         cur = new[i]
         found[i] = cur
         correct = (not cur["broken"]) if self.binary else None
-        rec.update(attacked=True, correct=correct, pred=cur["pred"], score=cur["score"], linf=cur["linf"],
-                   l2=cur["l2"], steps=cur["steps"], queries=cur["queries"],
-                   broken_at=eps if cur["broken"] else None, **{k: cur[k] for k in fields})
+        rec.update(
+            attacked=True,
+            correct=correct,
+            pred=cur["pred"],
+            score=cur["score"],
+            linf=cur["linf"],
+            l2=cur["l2"],
+            steps=cur["steps"],
+            queries=cur["queries"],
+            broken_at=eps if cur["broken"] else None,
+            **{k: cur[k] for k in fields},
+        )
 
     def survivors(self, n, clean_correct, found):
         return sum(1 for i in range(n) if found[i] is not None and not found[i]["broken"])
@@ -107,8 +161,9 @@ def choose(nested: bool, binary: bool):
     return Survivors() if binary else WorstSoFar()
 
 
-def _try(run, b: int, examples: Sequence, index: Sequence[int], x0: torch.Tensor, rows: list[int], eps: float,
-         clean_scores) -> dict[int, dict]:
+def _try(
+    run, b: int, examples: Sequence, index: Sequence[int], x0: torch.Tensor, rows: list[int], eps: float, clean_scores
+) -> dict[int, dict]:
     """Perturb these rows at eps, with restarts for the ones not yet broken: row -> the output in force."""
     victim, bound = run.victim, run.bound
     new: dict[int, dict] = {}
@@ -119,10 +174,16 @@ def _try(run, b: int, examples: Sequence, index: Sequence[int], x0: torch.Tensor
         still = []
         for j, i in enumerate(todo):
             score, prev = float(out.scores[j]), new.get(i)
-            cand = {"pred": victim.answer(out.preds[j]), "score": score, "linf": float(out.linf[j]),
-                    "l2": float(out.l2[j]), "steps": int(out.steps[j]) + (prev["steps"] if prev else 0),
-                    "queries": out.queries, "broken": victim.broken(score, float(clean_scores[i])),
-                    "_adv": None if out.adv is None else out.adv[j]}
+            cand = {
+                "pred": victim.answer(out.preds[j]),
+                "score": score,
+                "linf": float(out.linf[j]),
+                "l2": float(out.l2[j]),
+                "steps": int(out.steps[j]) + (prev["steps"] if prev else 0),
+                "queries": out.queries,
+                "broken": victim.broken(score, float(clean_scores[i])),
+                "_adv": None if out.adv is None else out.adv[j],
+            }
             if out.extra is not None:
                 cand.update(out.extra[j])
             if prev is None or run.sweep.better(cand, prev):
@@ -164,9 +225,17 @@ def run_batch(run, b: int, start: int, examples: list) -> tuple[list[dict], int]
         if new and bound.threat.saves_samples:
             run.save_samples(eps, examples, x0, new)
         for i, ex in enumerate(examples):
-            rec = {"batch": b, "index": index[i], "id": ex.id, "eps": eps, "clean_pred": victim.answer(clean_preds[i]),
-                   "clean_score": float(clean_scores[i]), "clean_correct": clean_correct[i],
-                   "early_stop": run.early_stop, "backend": run.backend}
+            rec = {
+                "batch": b,
+                "index": index[i],
+                "id": ex.id,
+                "eps": eps,
+                "clean_pred": victim.answer(clean_preds[i]),
+                "clean_score": float(clean_scores[i]),
+                "clean_correct": clean_correct[i],
+                "early_stop": run.early_stop,
+                "backend": run.backend,
+            }
             if ex.qtype:
                 rec["qtype"] = ex.qtype
             if not ex.image_decides:

@@ -41,6 +41,5 @@ def build_zoo(recipe, log=print) -> dict[tuple[str, str], tuple[Path, dict]]:
         d = entry_dir(task, t.name, recipe.name, Path(recipe.zoo) if recipe.zoo else None)
         # the default zoo is a cache (a new base or schedule retrains it); a recipe's own
         # `zoo:` directory is the user's, and a different checkpoint there is refused
-        out[(task, t.name)] = (d, tune(recipe.base, task, t.tuning, t.train, d, log=log,
-                                       replace_stale=not recipe.zoo))
+        out[(task, t.name)] = (d, tune(recipe.base, task, t.tuning, t.train, d, log=log, replace_stale=not recipe.zoo))
     return out

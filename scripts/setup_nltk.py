@@ -38,26 +38,70 @@ TEXTATTACK_MARKER = "post_install_check_3"
 
 # The files NLTK's WordNetCorpusReader opens (cntlist.rev only for Lemma.count()).
 WORDNET_FILES = (
-    "lexnames", "index.sense",
-    "index.adj", "index.adv", "index.noun", "index.verb",
-    "data.adj", "data.adv", "data.noun", "data.verb",
-    "adj.exc", "adv.exc", "noun.exc", "verb.exc",
+    "lexnames",
+    "index.sense",
+    "index.adj",
+    "index.adv",
+    "index.noun",
+    "index.verb",
+    "data.adj",
+    "data.adv",
+    "data.noun",
+    "data.verb",
+    "adj.exc",
+    "adv.exc",
+    "noun.exc",
+    "verb.exc",
 )
 
 # WordNet 3.0's lexicographer files, lexnames(5): number, name, syntactic category
 # (1 noun, 2 verb, 3 adjective, 4 adverb). NLTK reads "NN<TAB>name<TAB>cat" rows.
 LEXNAMES = (
-    ("adj.all", 3), ("adj.pert", 3), ("adv.all", 4), ("noun.Tops", 1), ("noun.act", 1),
-    ("noun.animal", 1), ("noun.artifact", 1), ("noun.attribute", 1), ("noun.body", 1),
-    ("noun.cognition", 1), ("noun.communication", 1), ("noun.event", 1), ("noun.feeling", 1),
-    ("noun.food", 1), ("noun.group", 1), ("noun.location", 1), ("noun.motive", 1),
-    ("noun.object", 1), ("noun.person", 1), ("noun.phenomenon", 1), ("noun.plant", 1),
-    ("noun.possession", 1), ("noun.process", 1), ("noun.quantity", 1), ("noun.relation", 1),
-    ("noun.shape", 1), ("noun.state", 1), ("noun.substance", 1), ("noun.time", 1),
-    ("verb.body", 2), ("verb.change", 2), ("verb.cognition", 2), ("verb.communication", 2),
-    ("verb.competition", 2), ("verb.consumption", 2), ("verb.contact", 2), ("verb.creation", 2),
-    ("verb.emotion", 2), ("verb.motion", 2), ("verb.perception", 2), ("verb.possession", 2),
-    ("verb.social", 2), ("verb.stative", 2), ("verb.weather", 2), ("adj.ppl", 3),
+    ("adj.all", 3),
+    ("adj.pert", 3),
+    ("adv.all", 4),
+    ("noun.Tops", 1),
+    ("noun.act", 1),
+    ("noun.animal", 1),
+    ("noun.artifact", 1),
+    ("noun.attribute", 1),
+    ("noun.body", 1),
+    ("noun.cognition", 1),
+    ("noun.communication", 1),
+    ("noun.event", 1),
+    ("noun.feeling", 1),
+    ("noun.food", 1),
+    ("noun.group", 1),
+    ("noun.location", 1),
+    ("noun.motive", 1),
+    ("noun.object", 1),
+    ("noun.person", 1),
+    ("noun.phenomenon", 1),
+    ("noun.plant", 1),
+    ("noun.possession", 1),
+    ("noun.process", 1),
+    ("noun.quantity", 1),
+    ("noun.relation", 1),
+    ("noun.shape", 1),
+    ("noun.state", 1),
+    ("noun.substance", 1),
+    ("noun.time", 1),
+    ("verb.body", 2),
+    ("verb.change", 2),
+    ("verb.cognition", 2),
+    ("verb.communication", 2),
+    ("verb.competition", 2),
+    ("verb.consumption", 2),
+    ("verb.contact", 2),
+    ("verb.creation", 2),
+    ("verb.emotion", 2),
+    ("verb.motion", 2),
+    ("verb.perception", 2),
+    ("verb.possession", 2),
+    ("verb.social", 2),
+    ("verb.stative", 2),
+    ("verb.weather", 2),
+    ("adj.ppl", 3),
 )
 
 # NLTK's corpora/stopwords/english (the classic 179 words), so behaviour matches an
@@ -118,8 +162,7 @@ def marker_ok(ta_cache: Path) -> bool:
 
 
 def write_stopwords(nltk_data: Path) -> None:
-    _atomic_write(nltk_data / "corpora" / "stopwords" / "english",
-                  "\n".join(NLTK_ENGLISH_STOPWORDS) + "\n")
+    _atomic_write(nltk_data / "corpora" / "stopwords" / "english", "\n".join(NLTK_ENGLISH_STOPWORDS) + "\n")
 
 
 def _wordnet_src_ok() -> bool:
@@ -149,8 +192,10 @@ def ensure_wordnet_source(allow_apt: bool, quiet: bool) -> str | None:
     if not allow_apt:
         return f"{WORDNET_SRC} is missing and apt-get is disabled (--no-apt)"
     if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return (f"{WORDNET_SRC} is missing; install it with "
-                f"`sudo apt-get install {' '.join(WORDNET_DEBS)}` and run this script again")
+        return (
+            f"{WORDNET_SRC} is missing; install it with "
+            f"`sudo apt-get install {' '.join(WORDNET_DEBS)}` and run this script again"
+        )
     if not _apt_install(quiet):
         return f"apt-get could not install {' '.join(WORDNET_DEBS)}"
     return None
@@ -185,8 +230,7 @@ def write_marker(ta_cache: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", help="cache root to fill (default: robust_pt.paths.cache_dir())")
-    ap.add_argument("--no-apt", action="store_true",
-                    help="never call apt-get (also: ROBUST_PT_NO_APT=1)")
+    ap.add_argument("--no-apt", action="store_true", help="never call apt-get (also: ROBUST_PT_NO_APT=1)")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     quiet = args.quiet

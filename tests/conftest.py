@@ -31,8 +31,17 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-TINY_RECIPE = {"preset": "tiny", "task": "shapes-vqa", "qtype": "count", "steps": 400, "batch": 32, "lr": 3e-3,
-               "schedule": "cosine", "seed": int(os.environ.get("ROBUST_PT_TEST_FIXTURE_SEED", "0")), "v": 3}
+TINY_RECIPE = {
+    "preset": "tiny",
+    "task": "shapes-vqa",
+    "qtype": "count",
+    "steps": 400,
+    "batch": 32,
+    "lr": 3e-3,
+    "schedule": "cosine",
+    "seed": int(os.environ.get("ROBUST_PT_TEST_FIXTURE_SEED", "0")),
+    "v": 3,
+}
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -83,8 +92,14 @@ def train_vqa(out, recipe: dict, name: str) -> None:
         if sched is not None:
             sched.step()
     model.eval()
-    meta = {"method": "finetune", "name": name, "task": r["task"], "kind": task.kind,
-            "answers": task.answers, "recipe": r}
+    meta = {
+        "method": "finetune",
+        "name": name,
+        "task": r["task"],
+        "kind": task.kind,
+        "answers": task.answers,
+        "recipe": r,
+    }
     model.meta = meta
     ckpt.save(model, out, meta)
 
@@ -94,7 +109,8 @@ def _cosine(opt, steps: int):
 
     w = max(1, int(0.06 * steps))
     return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / w if s < w else 0.5 * (1 + math.cos(math.pi * (s - w) / max(1, steps - w))))
+        opt, lambda s: (s + 1) / w if s < w else 0.5 * (1 + math.cos(math.pi * (s - w) / max(1, steps - w)))
+    )
 
 
 def cached_vqa_dir(pytestconfig, tmp_path_factory, tag: str, recipe: dict, name: str):
@@ -135,8 +151,15 @@ def count_task(size: int, n: int = 48):
     full = load_task("shapes-vqa", split="test", limit=8 * n + 64, seed=0, size=size)
     exs = [e for e in full if e.qtype == "count"][:n]
     assert len(exs) == n
-    return Task(name="shapes-vqa", kind=full.kind, split="test", metric=full.metric, answers=full.answers,
-                image_size=size, _examples=exs)
+    return Task(
+        name="shapes-vqa",
+        kind=full.kind,
+        split="test",
+        metric=full.metric,
+        answers=full.answers,
+        image_size=size,
+        _examples=exs,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -148,8 +171,14 @@ class TinyCNN(torch.nn.Module):
     def __init__(self, classes: int = 4):
         super().__init__()
         self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(64, classes))
+            torch.nn.Conv2d(3, 8, 3, 2, 1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, 3, 2, 1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Flatten(),
+            torch.nn.Linear(64, classes),
+        )
 
     def forward(self, x):
         return self.net((x - 0.5) / 0.25)

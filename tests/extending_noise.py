@@ -23,8 +23,15 @@ class _NoiseBound(Bound):
         adv = (x0 + noise).clamp(0, 1)
         preds = self.victim.judge_images(adv, examples)
         d = (adv - x0).flatten(1).cpu()
-        return Outcome(preds, self.victim.scores(examples, index, preds), d.abs().amax(1).double().numpy(),
-                       d.norm(dim=1).double().numpy(), np.ones(len(examples), dtype=np.int64), None, adv)
+        return Outcome(
+            preds,
+            self.victim.scores(examples, index, preds),
+            d.abs().amax(1).double().numpy(),
+            d.norm(dim=1).double().numpy(),
+            np.ones(len(examples), dtype=np.int64),
+            None,
+            adv,
+        )
 
 
 class UniformNoise(ThreatModel):

@@ -17,8 +17,14 @@ from robust_pt.predict import images_of
 
 PRESETS = ["fgsm", "pgd", "pgd-l2", "apgd-ce", "square", "cw-l2", "autoattack"]
 # tiny budgets so the whole file stays fast
-TINY = {"pgd": dict(steps=3), "pgd-l2": dict(steps=3), "apgd-ce": dict(steps=3), "square": dict(queries=15),
-        "cw-l2": dict(steps=5), "autoattack": dict(steps=2, queries=10, target_classes=2)}
+TINY = {
+    "pgd": dict(steps=3),
+    "pgd-l2": dict(steps=3),
+    "apgd-ce": dict(steps=3),
+    "square": dict(queries=15),
+    "cw-l2": dict(steps=5),
+    "autoattack": dict(steps=2, queries=10, target_classes=2),
+}
 
 
 def _batch(task, n):
@@ -44,8 +50,16 @@ def test_every_preset_stays_in_ball_vl(name, tiny_vqa, vqa_task):
     exs, x, y = _batch(vqa_task, 8)
     obj = ClosedImage(tiny_vqa, [e.text for e in exs], vqa_task.answers, y)
     eps = max(atk.spec.eps)
-    r = run_image_attack(atk.spec, obj, x, eps, seeds=list(range(8)), batch_seed=1,
-                         classifier=obj.classifier, n_classes=len(vqa_task.answers))
+    r = run_image_attack(
+        atk.spec,
+        obj,
+        x,
+        eps,
+        seeds=list(range(8)),
+        batch_seed=1,
+        classifier=obj.classifier,
+        n_classes=len(vqa_task.answers),
+    )
     assert r.adv.shape == x.shape
     _in_ball(r.adv, x, eps, atk.spec.norm)
     assert r.logits is not None and r.logits.shape == (8, len(vqa_task.answers))
@@ -54,15 +68,18 @@ def test_every_preset_stays_in_ball_vl(name, tiny_vqa, vqa_task):
     assert torch.equal(ref.argmax(-1), r.logits.argmax(-1))
 
 
-@pytest.mark.parametrize("name,backend", [("pgd", "torchattacks"), ("pgd", "foolbox"), ("fgsm", "foolbox"),
-                                          ("pgd-l2", "foolbox"), ("cw-l2", "foolbox")])
+@pytest.mark.parametrize(
+    "name,backend",
+    [("pgd", "torchattacks"), ("pgd", "foolbox"), ("fgsm", "foolbox"), ("pgd-l2", "foolbox"), ("cw-l2", "foolbox")],
+)
 def test_other_backends_stay_in_ball(name, backend, tiny_cnn):
     model, x, y = tiny_cnn
     atk = build(name, backend=backend, **TINY.get(name, {}))
     obj = ClassifierImage(model, y)
     for eps in atk.spec.eps:
-        r = run_image_attack(atk.spec, obj, x, eps, seeds=list(range(len(x))), batch_seed=0, classifier=model,
-                             n_classes=4)
+        r = run_image_attack(
+            atk.spec, obj, x, eps, seeds=list(range(len(x))), batch_seed=0, classifier=model, n_classes=4
+        )
         _in_ball(r.adv, x, eps, atk.spec.norm)
 
 
@@ -98,10 +115,12 @@ def test_early_stop_is_at_least_as_strong_and_cheaper(tiny_vqa, vqa_task):
     exs, x, y = _batch(vqa_task, 16)
     obj = ClosedImage(tiny_vqa, [e.text for e in exs], vqa_task.answers, y)
     eps = 8 / 255
-    full = run_image_attack(build("pgd", steps=5, early_stop=False).spec, obj, x, eps, seeds=list(range(16)),
-                            batch_seed=0)
-    fast = run_image_attack(build("pgd", steps=5, early_stop=True).spec, obj, x, eps, seeds=list(range(16)),
-                            batch_seed=0)
+    full = run_image_attack(
+        build("pgd", steps=5, early_stop=False).spec, obj, x, eps, seeds=list(range(16)), batch_seed=0
+    )
+    fast = run_image_attack(
+        build("pgd", steps=5, early_stop=True).spec, obj, x, eps, seeds=list(range(16)), batch_seed=0
+    )
     wrong_full = full.logits.argmax(-1) != y
     wrong_fast = fast.logits.argmax(-1) != y
     assert bool((wrong_fast | ~wrong_full).all())  # whatever full PGD breaks, early stop breaks too
@@ -122,14 +141,24 @@ def test_foolbox_agrees_with_torchattacks_within_2_points(tiny_cnn_class):
         y = model(x).argmax(-1)
     accs = {}
     for backend in ("torchattacks", "foolbox"):
-        run = rpt.evaluate(model, (x, y), attack="pgd", eps=[8 / 255, 16 / 255, 24 / 255], backend=backend, steps=5,
-                           random_start=False, batch_size=128, progress=False)
+        run = rpt.evaluate(
+            model,
+            (x, y),
+            attack="pgd",
+            eps=[8 / 255, 16 / 255, 24 / 255],
+            backend=backend,
+            steps=5,
+            random_start=False,
+            batch_size=128,
+            progress=False,
+        )
         accs[backend] = run.summary["robust"].to_numpy()
     assert abs(accs["torchattacks"] - accs["foolbox"]).max() <= 0.02, accs
     assert 0.0 < accs["torchattacks"][1] < 1.0  # the attack did something, not everything
 
 
 # ----------------------------------------------------------------------------- presets
+
 
 def test_presets_listed_and_valid():
     names = {s.name for s in list_presets()}
@@ -196,8 +225,16 @@ def test_shared_images_keep_their_own_questions(tiny_vqa, vqa_task):
             return super()._logits(xx, rows)
 
     obj = Spy(tiny_vqa, texts, vqa_task.answers, y)
-    r = run_image_attack(build("apgd-ce", steps=2).spec, obj, x, 8 / 255, seeds=[0] * 6, batch_seed=0,
-                         classifier=obj.classifier, n_classes=len(vqa_task.answers))
+    r = run_image_attack(
+        build("apgd-ce", steps=2).spec,
+        obj,
+        x,
+        8 / 255,
+        seeds=[0] * 6,
+        batch_seed=0,
+        classifier=obj.classifier,
+        n_classes=len(vqa_task.answers),
+    )
     _in_ball(r.adv, x, 8 / 255, "linf")
     assert any(rows and min(rows) >= 3 for rows in seen)  # the second group used its own questions
     assert all(set(rows) <= {0, 1, 2} or set(rows) <= {3, 4, 5} for rows in seen[:-1])

@@ -32,10 +32,20 @@ def _records_and_direct(name, tiny_vqa_dir, vqa_task, eps):
     sub = [exs[i] for i in keep]
     spec = build(name).spec
     text_eps = eps if spec.method == "image-text" else "any"
-    out = run_joint(spec, TextRunner(spec, model, vqa_task.answers), model, vqa_task.answers, images_of(sub),
-                    [e.text for e in sub], torch.tensor([e.label for e in sub]), eps,
-                    seeds=[derive_seed(0, e.id, eps, 0) for e in sub], batch_seed=derive_seed(0, "batch", 0, eps, 0),
-                    text_seeds=[derive_seed(0, e.id, text_eps, "text") for e in sub], ids=[e.id for e in sub])
+    out = run_joint(
+        spec,
+        TextRunner(spec, model, vqa_task.answers),
+        model,
+        vqa_task.answers,
+        images_of(sub),
+        [e.text for e in sub],
+        torch.tensor([e.label for e in sub]),
+        eps,
+        seeds=[derive_seed(0, e.id, eps, 0) for e in sub],
+        batch_seed=derive_seed(0, "batch", 0, eps, 0),
+        text_seeds=[derive_seed(0, e.id, text_eps, "text") for e in sub],
+        ids=[e.id for e in sub],
+    )
     return run, sub, out
 
 
@@ -49,7 +59,7 @@ def _rescore(tiny_vqa_dir, vqa_task, run, sub, out, eps):
         rec = recs.loc[ex.id]
         assert out.texts[j] == (ex.text if pd.isna(rec["adv_text"]) else rec["adv_text"])
         with torch.no_grad():
-            pred = int(fresh.candidate_logits(out.adv[j:j + 1], [out.texts[j]], vqa_task.answers).argmax(-1))
+            pred = int(fresh.candidate_logits(out.adv[j : j + 1], [out.texts[j]], vqa_task.answers).argmax(-1))
         assert vqa_task.answers[pred] == rec["pred"], ex.id
         assert (pred != ex.label) == (not rec["correct"]), ex.id
         n_broken += pred != ex.label
@@ -83,8 +93,9 @@ def test_joint_image_text(tiny_vqa_dir, vqa_task):
 
 
 def test_joint_sweep_records_and_summary(tiny_vqa_dir, vqa_task):
-    run = rpt.evaluate(tiny_vqa_dir, vqa_task, attack="joint-text-image", eps=EPS, limit=24, batch_size=24,
-                       progress=False)
+    run = rpt.evaluate(
+        tiny_vqa_dir, vqa_task, attack="joint-text-image", eps=EPS, limit=24, batch_size=24, progress=False
+    )
     s, r = run.summary.sort_values("eps"), run.records
     assert (s["kind"] == "joint").all() and {"mean_words_changed", "mean_queries"} <= set(s.columns)
     assert (np.diff(s["robust"]) <= 1e-12).all() and (s["robust"] <= s["clean"]).all()

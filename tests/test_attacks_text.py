@@ -25,8 +25,17 @@ from robust_pt.tasks.base import Task
 from ._cli import assert_one_line_error, invoke
 from .conftest import cached_vqa_dir
 
-TEXT_RECIPE = {"preset": "tiny", "task": "shapes-vqa", "qtypes": ["colour", "exist", "shape"], "steps": 120,
-               "batch": 32, "lr": 3e-3, "seed": 0, "small_init": True, "v": 1}
+TEXT_RECIPE = {
+    "preset": "tiny",
+    "task": "shapes-vqa",
+    "qtypes": ["colour", "exist", "shape"],
+    "steps": 120,
+    "batch": 32,
+    "lr": 3e-3,
+    "seed": 0,
+    "small_init": True,
+    "v": 1,
+}
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +56,15 @@ def question_task(size: int, n: int, qtypes=("colour", "exist", "shape")) -> Tas
     full = load_task("shapes-vqa", split="test", limit=6 * n, seed=0, size=size)
     exs = [e for e in full if e.qtype in qtypes][:n]
     assert len(exs) == n
-    return Task(name="shapes-vqa", kind=full.kind, split="test", metric=full.metric, answers=full.answers,
-                image_size=size, _examples=exs)
+    return Task(
+        name="shapes-vqa",
+        kind=full.kind,
+        split="test",
+        metric=full.metric,
+        answers=full.answers,
+        image_size=size,
+        _examples=exs,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +112,7 @@ def check_budget(records, task: Task, fraction=None) -> None:
 
 # ----------------------------------------------------------------------------- end to end
 
+
 def test_deepwordbug_records_rescored_and_resume(text_vqa_dir, text_task, tmp_path):
     out = tmp_path / "run"
     run = rpt.evaluate(text_vqa_dir, text_task, attack="deepwordbug", out=out, batch_size=16, progress=False)
@@ -111,8 +128,9 @@ def test_deepwordbug_records_rescored_and_resume(text_vqa_dir, text_task, tmp_pa
     rescore(text_vqa_dir, text_task, r)
     check_budget(r, text_task)
     broken = r[r["attacked"] & ~r["correct"]]
-    assert (broken["words_changed"] >= 1).all() and (broken["adv_text"] != broken["id"].map(
-        {text_task[i].id: text_task[i].text for i in range(len(text_task))})).all()
+    assert (broken["words_changed"] >= 1).all() and (
+        broken["adv_text"] != broken["id"].map({text_task[i].id: text_task[i].text for i in range(len(text_task))})
+    ).all()
     # the run directory holds the text fields and resumes to the same records
     line = json.loads((out / "records.jsonl").read_text().splitlines()[0])
     assert "adv_text" in line and "words_changed" in line
@@ -141,9 +159,11 @@ def test_results_do_not_depend_on_lockstep_grouping(text_vqa, text_task):
     args = dict(fraction=0.5, seeds=[1000 + i for i in range(12)])
     spec = build("deepwordbug").spec
     wide = TextRunner(spec, text_vqa, text_task.answers, width=12).run_many(
-        x, [e.text for e in exs], [e.label for e in exs], **args)
+        x, [e.text for e in exs], [e.label for e in exs], **args
+    )
     narrow = TextRunner(spec, text_vqa, text_task.answers, width=5).run_many(
-        x, [e.text for e in exs], [e.label for e in exs], **args)
+        x, [e.text for e in exs], [e.label for e in exs], **args
+    )
     assert [(a.adv_text, a.queries) for a in wide] == [(b.adv_text, b.queries) for b in narrow]
     assert all(a.words_changed <= a.max_words for a in wide)
 
@@ -161,7 +181,7 @@ def test_scorer_matches_the_model_and_dedupes(text_vqa, text_task):
         scorer.set_images(x)
         got = scorer.score([(j, texts[j]) for j in range(3)])
         for j in range(3):
-            want = text_vqa.candidate_logits(x[j:j + 1].expand(4, -1, -1, -1), texts[j], text_task.answers)
+            want = text_vqa.candidate_logits(x[j : j + 1].expand(4, -1, -1, -1), texts[j], text_task.answers)
             assert torch.allclose(got[j], want, atol=1e-4), path
         again = scorer.score([(1, texts[1] + ["teh teh"])])[0]
         assert torch.equal(again[:4], got[1])
@@ -176,6 +196,7 @@ def test_lockstep_batches_rounds_and_keeps_each_job_alone():
     def job(ls, k):
         def fn():
             return [ls.ask((k, step, random.random(), float(np.random.rand()))) for step in range(k)]
+
         return fn
 
     ls, sizes = Lockstep(), []
@@ -209,8 +230,12 @@ def test_pwws_and_pruthi_offline(text_vqa_dir, text_task):
 
 # ----------------------------------------------------------------------------- local resources
 
-GROUPS = (("red", "green", "blue", "yellow", "purple"), ("circle", "square", "triangle"), ("object", "thing", "item"),
-          ("color", "colour", "hue"))
+GROUPS = (
+    ("red", "green", "blue", "yellow", "purple"),
+    ("circle", "square", "triangle"),
+    ("object", "thing", "item"),
+    ("color", "colour", "hue"),
+)
 
 
 def write_embeddings(path: Path) -> Path:
@@ -239,13 +264,26 @@ def write_mlm(folder: Path) -> Path:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(
-        vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                             sep_token="[SEP]", mask_token="[MASK]")
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    )
+    fast = BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=fast.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
+    cfg = BertConfig(
+        vocab_size=fast.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     BertForMaskedLM(cfg).eval().save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
@@ -254,8 +292,9 @@ def write_mlm(folder: Path) -> Path:
 @pytest.mark.parametrize("name", ["textfooler", "textbugger"])
 def test_embedding_attacks_with_a_local_file(name, text_vqa_dir, text_task, tmp_path):
     emb = write_embeddings(tmp_path / "vectors.txt")
-    run = rpt.evaluate(text_vqa_dir, text_task, attack=name, embeddings=str(emb), limit=24, batch_size=24,
-                       progress=False)
+    run = rpt.evaluate(
+        text_vqa_dir, text_task, attack=name, embeddings=str(emb), limit=24, batch_size=24, progress=False
+    )
     assert run.config["attack"]["embeddings"] == str(emb.resolve())
     rescore(text_vqa_dir, text_task, run.records)
     check_budget(run.records, text_task)
@@ -275,8 +314,7 @@ def test_mlm_attacks_with_a_local_model(name, text_vqa_dir, text_task, tmp_path_
     folder = tmp_path_factory.getbasetemp() / "tiny-mlm"
     if not (folder / "config.json").exists():
         write_mlm(folder)
-    run = rpt.evaluate(text_vqa_dir, text_task, attack=name, mlm=str(folder), limit=8, batch_size=8,
-                       progress=False)
+    run = rpt.evaluate(text_vqa_dir, text_task, attack=name, mlm=str(folder), limit=8, batch_size=8, progress=False)
     assert run.summary["n_attacked"].iloc[0] > 0
     rescore(text_vqa_dir, text_task, run.records)
     check_budget(run.records, text_task)
@@ -284,17 +322,21 @@ def test_mlm_attacks_with_a_local_model(name, text_vqa_dir, text_task, tmp_path_
 
 # ----------------------------------------------------------------------------- errors
 
-@pytest.mark.parametrize("attack,kw,needles", [
-    ("textfooler", {}, ["textfooler needs counter-fitted word embeddings", "--embeddings PATH"]),
-    ("textbugger", {}, ["--embeddings PATH"]),
-    ("bert-attack", {}, ["bert-attack needs a masked language model", "--mlm PATH"]),
-    ("bae", {}, ["--mlm PATH"]),
-    ("textfooler", {"embeddings": "/nonexistent/vectors.txt"}, ["does not exist"]),
-    ("bae", {"mlm": "/nonexistent/mlm"}, ["not a masked-LM directory"]),
-    ("deepwordbug", {"embeddings": "/x.txt"}, ["uses no word embeddings"]),
-    ("deepwordbug", {"queries": 0}, ["query budget must be a positive integer"]),
-    ("deepwordbug", {"eps": 1.5}, ["word budget", "(0, 1]"]),
-])
+
+@pytest.mark.parametrize(
+    "attack,kw,needles",
+    [
+        ("textfooler", {}, ["textfooler needs counter-fitted word embeddings", "--embeddings PATH"]),
+        ("textbugger", {}, ["--embeddings PATH"]),
+        ("bert-attack", {}, ["bert-attack needs a masked language model", "--mlm PATH"]),
+        ("bae", {}, ["--mlm PATH"]),
+        ("textfooler", {"embeddings": "/nonexistent/vectors.txt"}, ["does not exist"]),
+        ("bae", {"mlm": "/nonexistent/mlm"}, ["not a masked-LM directory"]),
+        ("deepwordbug", {"embeddings": "/x.txt"}, ["uses no word embeddings"]),
+        ("deepwordbug", {"queries": 0}, ["query budget must be a positive integer"]),
+        ("deepwordbug", {"eps": 1.5}, ["word budget", "(0, 1]"]),
+    ],
+)
 def test_clear_errors_before_anything_is_written(attack, kw, needles, tiny_vqa_dir, vqa_task, tmp_path):
     with pytest.raises(AttackError) as err:
         rpt.evaluate(tiny_vqa_dir, vqa_task, attack=attack, out=tmp_path / "run", progress=False, **kw)
@@ -306,8 +348,12 @@ def test_clear_errors_before_anything_is_written(attack, kw, needles, tiny_vqa_d
 def test_wrong_embedding_formats(tmp_path):
     from robust_pt.attacks.text import read_embeddings
 
-    bad = {"json.txt": '{"red": [0.1, 0.2]}\n', "ragged.txt": "red 0.1 0.2 0.3\nblue 0.1 0.2\n",
-           "words.txt": "red blue green\nyellow purple pink\n", "empty.txt": ""}
+    bad = {
+        "json.txt": '{"red": [0.1, 0.2]}\n',
+        "ragged.txt": "red 0.1 0.2 0.3\nblue 0.1 0.2\n",
+        "words.txt": "red blue green\nyellow purple pink\n",
+        "empty.txt": "",
+    }
     for name, text in bad.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(AttackError, match="counter-fitted format"):
@@ -322,8 +368,15 @@ def test_text_attack_on_image_only_model_or_generative_task(tiny_cnn, tiny_vqa):
     with pytest.raises(AttackError, match="image-only classifier"):
         rpt.evaluate(model, (x, y), attack="deepwordbug", progress=False)
     ground = rpt.load_task("shapes-ground", limit=4, size=tiny_vqa.image_size)
-    as_vqa = Task(name="shapes-vqa", kind=ground.kind, split="test", metric=ground.metric, answers=None,
-                  image_size=ground.image_size, _examples=[ground[i] for i in range(4)])
+    as_vqa = Task(
+        name="shapes-vqa",
+        kind=ground.kind,
+        split="test",
+        metric=ground.metric,
+        answers=None,
+        image_size=ground.image_size,
+        _examples=[ground[i] for i in range(4)],
+    )
     with pytest.raises(AttackError, match="closed-answer task"):
         rpt.evaluate(tiny_vqa, as_vqa, attack="deepwordbug", progress=False)
 
@@ -343,41 +396,76 @@ def test_preset_validation():
 
 # ----------------------------------------------------------------------------- CLI
 
+
 def test_cli_text_attack_and_list(text_vqa_dir, tmp_path):
-    r = invoke("attack", "--model", text_vqa_dir, "--attack", "deepwordbug", "--limit", 8, "--batch-size", 8,
-               "--query-budget", 40, "--out", tmp_path / "run")
+    r = invoke(
+        "attack",
+        "--model",
+        text_vqa_dir,
+        "--attack",
+        "deepwordbug",
+        "--limit",
+        8,
+        "--batch-size",
+        8,
+        "--query-budget",
+        40,
+        "--out",
+        tmp_path / "run",
+    )
     assert r.exit_code == 0, r.output
     assert "words" in r.stdout and "queries" in r.stdout
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["config"]["attack"]["queries"] == 40
     r = invoke("list", "attacks")
-    for name in ("deepwordbug", "pwws", "textbugger", "textfooler", "bert-attack", "bae", "pruthi",
-                 "joint-text-image", "joint-image-text"):
+    for name in (
+        "deepwordbug",
+        "pwws",
+        "textbugger",
+        "textfooler",
+        "bert-attack",
+        "bae",
+        "pruthi",
+        "joint-text-image",
+        "joint-image-text",
+    ):
         assert name in r.stdout
 
 
 def test_cli_bad_text_input(tiny_vqa_dir, tiny_cnn, tmp_path, monkeypatch):
-    assert_one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "deepwordbug", "--query-budget", 0),
-                          "--query-budget must be a positive integer")
+    assert_one_line_error(
+        invoke("attack", "--model", tiny_vqa_dir, "--attack", "deepwordbug", "--query-budget", 0),
+        "--query-budget must be a positive integer",
+    )
     bad = tmp_path / "vectors.txt"
     bad.write_text("red 0.1 0.2 0.3\nblue 0.1 zero 0.3\n")
-    assert_one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "textfooler", "--embeddings", bad,
-                                 "--out", tmp_path / "run"), "not in the counter-fitted format")
-    assert_one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "textfooler",
-                                 "--out", tmp_path / "run"), "--embeddings PATH")
+    assert_one_line_error(
+        invoke(
+            "attack", "--model", tiny_vqa_dir, "--attack", "textfooler", "--embeddings", bad, "--out", tmp_path / "run"
+        ),
+        "not in the counter-fitted format",
+    )
+    assert_one_line_error(
+        invoke("attack", "--model", tiny_vqa_dir, "--attack", "textfooler", "--out", tmp_path / "run"),
+        "--embeddings PATH",
+    )
     assert not (tmp_path / "run").exists()
     # an image-only classifier behind --model
     import robust_pt.models.loading
 
     monkeypatch.setattr(robust_pt.models.loading, "load_model", lambda path, **kw: tiny_cnn[0])
-    assert_one_line_error(invoke("attack", "--model", tiny_vqa_dir, "--attack", "pwws", "--out", tmp_path / "run"),
-                          "image-only classifier")
+    assert_one_line_error(
+        invoke("attack", "--model", tiny_vqa_dir, "--attack", "pwws", "--out", tmp_path / "run"),
+        "image-only classifier",
+    )
 
 
 def test_import_stays_light():
     # which libraries it loads, not how long it takes (benchmarks/startup.py times it)
-    code = ("import sys; import robust_pt, robust_pt.attacks; import robust_pt.attacks.presets; "
-            "print('textattack' in sys.modules, 'torchattacks' in sys.modules)")
+    code = (
+        "import sys; import robust_pt, robust_pt.attacks; import robust_pt.attacks.presets; "
+        "print('textattack' in sys.modules, 'torchattacks' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     ta, tk = out.stdout.split()
     assert ta == "False" and tk == "False", out.stdout

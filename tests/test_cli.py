@@ -25,8 +25,10 @@ def test_a_command_module_that_fails_to_import_is_an_error(module, monkeypatch):
 
 
 def test_the_command_fails_loudly_in_a_fresh_process():
-    code = ("import sys; sys.modules['robust_pt.cli_report'] = None; "
-            "from robust_pt.cli import main; main(['list', 'attacks'])")
+    code = (
+        "import sys; sys.modules['robust_pt.cli_report'] = None; "
+        "from robust_pt.cli import main; main(['list', 'attacks'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "robust_pt.cli_report cannot be imported" in out.stderr, out.stderr
     assert "Traceback" in out.stderr  # not a one-line user error: the installation is broken

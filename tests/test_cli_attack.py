@@ -11,8 +11,21 @@ from ._cli import assert_one_line_error, invoke
 
 def test_attack_prints_table_and_writes_run(tiny_vqa_dir, tmp_path):
     out = tmp_path / "run"
-    r = invoke("attack", "--model", tiny_vqa_dir, "--attack", "fgsm", "--eps", "2/255,8/255", "--limit", 8,
-               "--batch-size", 4, "--out", out)
+    r = invoke(
+        "attack",
+        "--model",
+        tiny_vqa_dir,
+        "--attack",
+        "fgsm",
+        "--eps",
+        "2/255,8/255",
+        "--limit",
+        8,
+        "--batch-size",
+        4,
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.output
     assert "clean" in r.stdout and "robust" in r.stdout and "8/255" in r.stdout and str(out) in r.stdout
     meta = json.loads((out / "run.json").read_text())
@@ -20,12 +33,38 @@ def test_attack_prints_table_and_writes_run(tiny_vqa_dir, tmp_path):
     assert meta["config"]["task"]["n"] == 8 and len(meta["summary"]) == 2
     assert (out / "records.jsonl").exists() and (out / "summary.csv").exists()
     # the same command again resumes (nothing to do) and succeeds
-    r2 = invoke("attack", "--model", tiny_vqa_dir, "--attack", "fgsm", "--eps", "2/255,8/255", "--limit", 8,
-                "--batch-size", 4, "--out", out)
+    r2 = invoke(
+        "attack",
+        "--model",
+        tiny_vqa_dir,
+        "--attack",
+        "fgsm",
+        "--eps",
+        "2/255,8/255",
+        "--limit",
+        8,
+        "--batch-size",
+        4,
+        "--out",
+        out,
+    )
     assert r2.exit_code == 0, r2.output
     # a different config into the same dir is refused
-    r3 = invoke("attack", "--model", tiny_vqa_dir, "--attack", "fgsm", "--eps", "4/255", "--limit", 8,
-                "--batch-size", 4, "--out", out)
+    r3 = invoke(
+        "attack",
+        "--model",
+        tiny_vqa_dir,
+        "--attack",
+        "fgsm",
+        "--eps",
+        "4/255",
+        "--limit",
+        8,
+        "--batch-size",
+        4,
+        "--out",
+        out,
+    )
     assert_one_line_error(r3, "different config", "eps")
 
 
@@ -37,20 +76,23 @@ def test_list_attacks():
     assert_one_line_error(invoke("list", "bananas"), "list attacks")
 
 
-@pytest.mark.parametrize("args,needles", [
-    (["--attack", "nope"], ["unknown attack 'nope'", "pgd"]),
-    (["--attack", "pgd", "--eps", "0"], ["eps must be > 0"]),
-    (["--attack", "pgd", "--eps", "-1/255"], ["eps must be > 0"]),
-    (["--attack", "pgd", "--eps", "2"], ["larger than 1"]),
-    (["--attack", "pgd", "--eps", "8/x"], ["bad eps value"]),
-    (["--attack", "pgd", "--steps", "0"], ["steps must be a positive integer"]),
-    (["--attack", "fgsm", "--steps", "5"], ["one-step"]),
-    (["--attack", "pgd", "--task", "shapes-ve"], ["tuned on shapes-vqa, not shapes-ve"]),
-    (["--attack", "pgd", "--task", "shapes-nope"], ["unknown task"]),
-    (["--attack", "apgd-ce", "--backend", "foolbox"], ["no foolbox backend"]),
-    (["--attack", "pgd", "--backend", "cleverhans"], ["unknown backend"]),
-    (["--attack", "pgd", "--limit", "0"], ["--limit must be a positive integer"]),
-])
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--attack", "nope"], ["unknown attack 'nope'", "pgd"]),
+        (["--attack", "pgd", "--eps", "0"], ["eps must be > 0"]),
+        (["--attack", "pgd", "--eps", "-1/255"], ["eps must be > 0"]),
+        (["--attack", "pgd", "--eps", "2"], ["larger than 1"]),
+        (["--attack", "pgd", "--eps", "8/x"], ["bad eps value"]),
+        (["--attack", "pgd", "--steps", "0"], ["steps must be a positive integer"]),
+        (["--attack", "fgsm", "--steps", "5"], ["one-step"]),
+        (["--attack", "pgd", "--task", "shapes-ve"], ["tuned on shapes-vqa, not shapes-ve"]),
+        (["--attack", "pgd", "--task", "shapes-nope"], ["unknown task"]),
+        (["--attack", "apgd-ce", "--backend", "foolbox"], ["no foolbox backend"]),
+        (["--attack", "pgd", "--backend", "cleverhans"], ["unknown backend"]),
+        (["--attack", "pgd", "--limit", "0"], ["--limit must be a positive integer"]),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tiny_vqa_dir, tmp_path, args, needles):
     r = invoke("attack", "--model", tiny_vqa_dir, *args, "--out", tmp_path / "run")
     assert_one_line_error(r, *needles)

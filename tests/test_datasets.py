@@ -29,8 +29,8 @@ def image(w: int, h: int, split_colours=(RED, BLUE)) -> "object":
 
     a = np.zeros((h, w, 3), np.uint8)
     a[:, : w // 2] = split_colours[0]
-    a[:, w // 2:] = split_colours[1]
-    a[: h // 4, w // 2 - 2: w // 2 + 2] = GREEN
+    a[:, w // 2 :] = split_colours[1]
+    a[: h // 4, w // 2 - 2 : w // 2 + 2] = GREEN
     return Image.fromarray(a)
 
 
@@ -50,23 +50,47 @@ def write_vqav2(root: Path, subtype: str = "val2014", drop: tuple[int, str] | No
     (root / subtype).mkdir(parents=True, exist_ok=True)
     for iid, (w, h) in {1: (40, 30), 2: (32, 32), 3: (24, 36)}.items():
         image(w, h).save(root / subtype / f"COCO_{subtype}_{iid:012d}.jpg", quality=95)
-    qs = [(11, 1, "what color is the circle?"), (12, 1, "how many objects are there?"),
-          (21, 2, "is there a circle?"), (22, 2, "what shape is the object?"), (31, 3, "is it red?")]
+    qs = [
+        (11, 1, "what color is the circle?"),
+        (12, 1, "how many objects are there?"),
+        (21, 2, "is there a circle?"),
+        (22, 2, "what shape is the object?"),
+        (31, 3, "is it red?"),
+    ]
     questions = [{"image_id": iid, "question": q, "question_id": qid} for qid, iid, q in qs]
     if drop is not None:
         del questions[drop[0]][drop[1]]
     types = {11: "other", 12: "number", 21: "yes/no", 22: "other", 31: "yes/no"}
     mc = {11: "blue", 12: "2", 21: "yes", 22: "square", 31: "no"}
-    anns = [{"question_type": "what", "multiple_choice_answer": mc[qid], "image_id": iid, "answer_type": types[qid],
-             "question_id": qid, "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1}
-                                             for k, a in enumerate(VQA_HUMANS[qid])]}
-            for qid, iid, _ in qs]
+    anns = [
+        {
+            "question_type": "what",
+            "multiple_choice_answer": mc[qid],
+            "image_id": iid,
+            "answer_type": types[qid],
+            "question_id": qid,
+            "answers": [
+                {"answer": a, "answer_confidence": "yes", "answer_id": k + 1} for k, a in enumerate(VQA_HUMANS[qid])
+            ],
+        }
+        for qid, iid, _ in qs
+    ]
     info = {"description": "fixture"}
-    (root / f"v2_OpenEnded_mscoco_{subtype}_questions.json").write_text(json.dumps(
-        {"info": info, "task_type": "Open-Ended", "data_type": "mscoco", "license": {}, "data_subtype": subtype,
-         "questions": questions}))
-    (root / f"v2_mscoco_{subtype}_annotations.json").write_text(json.dumps(
-        {"info": info, "license": {}, "data_subtype": subtype, "annotations": anns}))
+    (root / f"v2_OpenEnded_mscoco_{subtype}_questions.json").write_text(
+        json.dumps(
+            {
+                "info": info,
+                "task_type": "Open-Ended",
+                "data_type": "mscoco",
+                "license": {},
+                "data_subtype": subtype,
+                "questions": questions,
+            }
+        )
+    )
+    (root / f"v2_mscoco_{subtype}_annotations.json").write_text(
+        json.dumps({"info": info, "license": {}, "data_subtype": subtype, "annotations": anns})
+    )
     return root
 
 
@@ -74,13 +98,22 @@ def write_snli_ve(root: Path, split: str = "test", drop_line: int | None = None)
     (root / "flickr30k_images").mkdir(parents=True, exist_ok=True)
     for fid in (1000092795, 10002456):
         image(36, 28).save(root / "flickr30k_images" / f"{fid}.jpg", quality=95)
-    rows = [(1000092795, "two young guys are outside", "entailment"),
-            (1000092795, "the men are sleeping", "contradiction"),
-            (10002456, "a man is wearing a hat", "neutral")]
+    rows = [
+        (1000092795, "two young guys are outside", "entailment"),
+        (1000092795, "the men are sleeping", "contradiction"),
+        (10002456, "a man is wearing a hat", "neutral"),
+    ]
     lines = []
     for n, (fid, hyp, gold) in enumerate(rows):
-        rec = {"annotator_labels": [gold], "captionID": f"{fid}.jpg#0", "gold_label": gold, "pairID": f"{fid}.jpg#0r{n}",
-               "sentence1": "two men stand outside", "sentence2": hyp, "Flickr30K_ID": str(fid)}
+        rec = {
+            "annotator_labels": [gold],
+            "captionID": f"{fid}.jpg#0",
+            "gold_label": gold,
+            "pairID": f"{fid}.jpg#0r{n}",
+            "sentence1": "two men stand outside",
+            "sentence2": hyp,
+            "Flickr30K_ID": str(fid),
+        }
         if drop_line == n:
             del rec["gold_label"]
         lines.append(json.dumps(rec))
@@ -93,23 +126,54 @@ def write_refcoco(root: Path, as_json: bool = True, drop: str | None = None) -> 
     (root / "images" / "train2014").mkdir(parents=True, exist_ok=True)
     image(40, 20).save(root / "images" / "train2014" / "COCO_train2014_000000000007.png")
     image(32, 32).save(root / "images" / "train2014" / "COCO_train2014_000000000008.png")
-    refs = [{"ref_id": 1, "ann_id": 100, "image_id": 7, "split": "testA", "category_id": 1, "sent_ids": [1, 2],
-             "file_name": "COCO_train2014_000000000007_100.jpg",
-             "sentences": [{"sent": "left red part", "raw": "Left red part", "sent_id": 1, "tokens": []},
-                           {"sent": "the red one", "raw": "the red one", "sent_id": 2, "tokens": []}]},
-            {"ref_id": 2, "ann_id": 101, "image_id": 8, "split": "testB", "category_id": 1, "sent_ids": [3],
-             "file_name": "COCO_train2014_000000000008_101.jpg",
-             "sentences": [{"sent": "blue half", "raw": "blue half", "sent_id": 3, "tokens": []}]},
-            {"ref_id": 3, "ann_id": 101, "image_id": 8, "split": "train", "category_id": 1, "sent_ids": [4],
-             "file_name": "COCO_train2014_000000000008_101.jpg",
-             "sentences": [{"sent": "right side", "raw": "right side", "sent_id": 4, "tokens": []}]}]
+    refs = [
+        {
+            "ref_id": 1,
+            "ann_id": 100,
+            "image_id": 7,
+            "split": "testA",
+            "category_id": 1,
+            "sent_ids": [1, 2],
+            "file_name": "COCO_train2014_000000000007_100.jpg",
+            "sentences": [
+                {"sent": "left red part", "raw": "Left red part", "sent_id": 1, "tokens": []},
+                {"sent": "the red one", "raw": "the red one", "sent_id": 2, "tokens": []},
+            ],
+        },
+        {
+            "ref_id": 2,
+            "ann_id": 101,
+            "image_id": 8,
+            "split": "testB",
+            "category_id": 1,
+            "sent_ids": [3],
+            "file_name": "COCO_train2014_000000000008_101.jpg",
+            "sentences": [{"sent": "blue half", "raw": "blue half", "sent_id": 3, "tokens": []}],
+        },
+        {
+            "ref_id": 3,
+            "ann_id": 101,
+            "image_id": 8,
+            "split": "train",
+            "category_id": 1,
+            "sent_ids": [4],
+            "file_name": "COCO_train2014_000000000008_101.jpg",
+            "sentences": [{"sent": "right side", "raw": "right side", "sent_id": 4, "tokens": []}],
+        },
+    ]
     if drop:
         del refs[1][drop]
-    instances = {"images": [{"id": 7, "file_name": "COCO_train2014_000000000007.png", "width": 40, "height": 20},
-                            {"id": 8, "file_name": "COCO_train2014_000000000008.png", "width": 32, "height": 32}],
-                 "annotations": [{"id": 100, "image_id": 7, "bbox": [4, 2, 16, 10], "category_id": 1},
-                                 {"id": 101, "image_id": 8, "bbox": [16, 0, 16, 32], "category_id": 1}],
-                 "categories": [{"id": 1, "name": "thing"}]}
+    instances = {
+        "images": [
+            {"id": 7, "file_name": "COCO_train2014_000000000007.png", "width": 40, "height": 20},
+            {"id": 8, "file_name": "COCO_train2014_000000000008.png", "width": 32, "height": 32},
+        ],
+        "annotations": [
+            {"id": 100, "image_id": 7, "bbox": [4, 2, 16, 10], "category_id": 1},
+            {"id": 101, "image_id": 8, "bbox": [16, 0, 16, 32], "category_id": 1},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
     (root / "instances.json").write_text(json.dumps(instances))
     if as_json:
         (root / "refs(unc).json").write_text(json.dumps(refs))
@@ -118,9 +182,11 @@ def write_refcoco(root: Path, as_json: bool = True, drop: str | None = None) -> 
     return root
 
 
-CAPTIONS = {1: ["a red circle on green grass", "red circle on the grass"],
-            2: ["two blue squares near water", "blue squares beside the water"],
-            3: ["a small yellow triangle", "yellow triangle"]}
+CAPTIONS = {
+    1: ["a red circle on green grass", "red circle on the grass"],
+    2: ["two blue squares near water", "blue squares beside the water"],
+    3: ["a small yellow triangle", "yellow triangle"],
+}
 
 
 def write_karpathy(root: Path, drop: str | None = None) -> Path:
@@ -129,10 +195,20 @@ def write_karpathy(root: Path, drop: str | None = None) -> Path:
     for cid, split in ((1, "test"), (2, "test"), (3, "restval")):
         name = f"COCO_val2014_{cid:012d}.jpg"
         image(30 + cid, 30).save(root / "val2014" / name, quality=95)
-        images.append({"filepath": "val2014", "filename": name, "imgid": cid - 1, "split": split, "cocoid": cid,
-                       "sentids": [10 * cid, 10 * cid + 1],
-                       "sentences": [{"tokens": s.split(), "raw": s.capitalize() + ".", "imgid": cid - 1,
-                                      "sentid": 10 * cid + k} for k, s in enumerate(CAPTIONS[cid])]})
+        images.append(
+            {
+                "filepath": "val2014",
+                "filename": name,
+                "imgid": cid - 1,
+                "split": split,
+                "cocoid": cid,
+                "sentids": [10 * cid, 10 * cid + 1],
+                "sentences": [
+                    {"tokens": s.split(), "raw": s.capitalize() + ".", "imgid": cid - 1, "sentid": 10 * cid + k}
+                    for k, s in enumerate(CAPTIONS[cid])
+                ],
+            }
+        )
     if drop:
         del images[1][drop]
     (root / "dataset_coco.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
@@ -140,6 +216,7 @@ def write_karpathy(root: Path, drop: str | None = None) -> Path:
 
 
 # ----------------------------------------------------------------------------- VQAv2
+
 
 def test_vqa_soft_accuracy_by_hand():
     humans = VQA_HUMANS[11]
@@ -222,6 +299,7 @@ def test_vqav2_missing_image(tmp_path):
 
 # ----------------------------------------------------------------------------- SNLI-VE
 
+
 def test_snli_ve(tmp_path):
     root = write_snli_ve(tmp_path / "ve")
     t = load_task(f"snli-ve:{root}", split="test", size=32)
@@ -229,7 +307,8 @@ def test_snli_ve(tmp_path):
     assert [(ex.text, ex.target, ex.qtype) for ex in t] == [
         ('does the image describe " two young guys are outside "?', "yes", "entailment"),
         ('does the image describe " the men are sleeping "?', "no", "contradiction"),
-        ('does the image describe " a man is wearing a hat "?', "maybe", "neutral")]
+        ('does the image describe " a man is wearing a hat "?', "maybe", "neutral"),
+    ]
     assert [ex.label for ex in t] == [0, 1, 2] and t[2].id == "10002456.jpg#0r2"
     assert t.corpus_metrics(list(t), [0, 0, 2]) == {"accuracy": pytest.approx(2 / 3)}
     # val reads the dev file
@@ -239,11 +318,14 @@ def test_snli_ve(tmp_path):
 
 def test_snli_ve_missing_field(tmp_path):
     root = write_snli_ve(tmp_path / "ve", drop_line=1)
-    with pytest.raises(TaskError, match=r"snli_ve_test.jsonl: line 2 \(pairID 1000092795.jpg#0r1\) has no 'gold_label'"):
+    with pytest.raises(
+        TaskError, match=r"snli_ve_test.jsonl: line 2 \(pairID 1000092795.jpg#0r1\) has no 'gold_label'"
+    ):
         load_task(f"snli-ve:{root}", size=32)
 
 
 # ----------------------------------------------------------------------------- RefCOCO
+
 
 def test_box_transforms_by_hand():
     # 40x20 image to 32: squash scales x by 0.8 and y by 1.6
@@ -298,6 +380,7 @@ def test_refcoco_missing_field_and_pickles_are_never_loaded(tmp_path):
 
 # ----------------------------------------------------------------------------- COCO captions (Karpathy)
 
+
 def test_cider_and_bleu_by_hand():
     # Two images with disjoint vocabularies: every n-gram has df = 1 of N = 2 images, so a
     # hypothesis equal to its only reference has identical tf-idf vectors (cosine 1 for
@@ -333,6 +416,7 @@ def test_karpathy_missing_field(tmp_path):
 
 # ----------------------------------------------------------------------------- names and errors
 
+
 def test_unknown_format_and_missing_dir(tmp_path):
     with pytest.raises(TaskError, match="unknown dataset format 'imagenet'"):
         load_task(f"imagenet:{tmp_path}")
@@ -340,4 +424,3 @@ def test_unknown_format_and_missing_dir(tmp_path):
         load_task(f"vqav2:{tmp_path / 'nope'}")
     with pytest.raises(TaskError, match="vqav2:DIR"):
         load_task("vqa-v2")
-

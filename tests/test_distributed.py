@@ -46,11 +46,24 @@ def _env(**extra) -> dict:
 
 
 def _torchrun(model_dir, out, *extra, env=None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "robust_pt", "attack", "--model", str(model_dir), *ARGS,
-           "--out", str(out), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=_env(**(env or {})),
-                          cwd=str(ROOT))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "robust_pt",
+        "attack",
+        "--model",
+        str(model_dir),
+        *ARGS,
+        "--out",
+        str(out),
+        *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=_env(**(env or {})), cwd=str(ROOT))
 
 
 def _records_bytes(out: Path) -> bytes:
@@ -75,14 +88,17 @@ def single(tiny_vqa_dir, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- shards and merging
 
+
 def test_shards_are_disjoint_deterministic_and_balanced():
     for world in (1, 2, 3, 5):
         parts = [dd.shard(11, dd.Place(r, world)) for r in range(world)]
         assert sorted(b for p in parts for b in p) == list(range(11))
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
         assert parts == [dd.shard(11, dd.Place(r, world)) for r in range(world)]
-    assert dd.sample_quota(8, dd.Place(0, 3)) + dd.sample_quota(8, dd.Place(1, 3)) + \
-        dd.sample_quota(8, dd.Place(2, 3)) == 8
+    assert (
+        dd.sample_quota(8, dd.Place(0, 3)) + dd.sample_quota(8, dd.Place(1, 3)) + dd.sample_quota(8, dd.Place(2, 3))
+        == 8
+    )
 
 
 def _fake(b: int, k: int) -> dict:
@@ -119,6 +135,7 @@ def test_run_store_streams_records_to_disk(tmp_path):
 
 # ----------------------------------------------------------------------------- torchrun, gloo on CPU
 
+
 def test_two_processes_give_the_single_process_records_and_summary(single, tiny_vqa_dir, tmp_path):
     out = tmp_path / "run"
     res = _torchrun(tiny_vqa_dir, out)
@@ -154,10 +171,13 @@ def test_a_killed_rank_resumes_per_shard_to_the_same_result(single, tiny_vqa_dir
     assert not (out / dd.SHARDS).exists()
 
 
-@pytest.mark.parametrize("rank0,rank1,needles", [
-    (["--steps", "3"], ["--steps", "4"], ["the ranks disagree on the run config", "rank 1", "attack (steps)"]),
-    (["--limit", "1"], ["--limit", "1"], ["2 processes (--nproc) for 1 examples", "--nproc 1 or fewer"]),
-])
+@pytest.mark.parametrize(
+    "rank0,rank1,needles",
+    [
+        (["--steps", "3"], ["--steps", "4"], ["the ranks disagree on the run config", "rank 1", "attack (steps)"]),
+        (["--limit", "1"], ["--limit", "1"], ["2 processes (--nproc) for 1 examples", "--nproc 1 or fewer"]),
+    ],
+)
 def test_bad_distributed_launch_is_one_line_and_exit_2(tiny_vqa_dir, tmp_path, rank0, rank1, needles):
     """Ranks started by hand (as on two nodes): every rank stops with exit code 2, rank 0
     prints one line, and nothing is written."""
@@ -166,10 +186,21 @@ def test_bad_distributed_launch_is_one_line_and_exit_2(tiny_vqa_dir, tmp_path, r
     procs = []
     for rank, extra in ((0, rank0), (1, rank1)):
         env = _env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-        cmd = [sys.executable, "-m", "robust_pt", "attack", "--model", str(tiny_vqa_dir), *ARGS, "--out", str(out),
-               *extra]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                      cwd=str(ROOT)))
+        cmd = [
+            sys.executable,
+            "-m",
+            "robust_pt",
+            "attack",
+            "--model",
+            str(tiny_vqa_dir),
+            *ARGS,
+            "--out",
+            str(out),
+            *extra,
+        ]
+        procs.append(
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+        )
     results = [(p.wait(timeout=TIMEOUT), *p.communicate()) for p in procs]
     assert [r[0] for r in results] == [2, 2], results
     _one_line(results[0][2], *needles)
@@ -178,6 +209,7 @@ def test_bad_distributed_launch_is_one_line_and_exit_2(tiny_vqa_dir, tmp_path, r
 
 
 # ----------------------------------------------------------------------------- CLI and recipes
+
 
 def _invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
@@ -188,8 +220,9 @@ def test_nproc_bad_input_is_one_line(tiny_vqa_dir, tmp_path, monkeypatch):
         rpt.evaluate(str(tiny_vqa_dir), "shapes-vqa", attack="pgd", limit=4, nproc=2)
     with pytest.raises(ConfigError, match="checkpoint directory"):
         dd._jsonable("model", torch.nn.Linear(2, 2))
-    r = _invoke("attack", "--model", tiny_vqa_dir, "--attack", "pgd", "--limit", 2, "--nproc", 3, "--out",
-                tmp_path / "run")
+    r = _invoke(
+        "attack", "--model", tiny_vqa_dir, "--attack", "pgd", "--limit", 2, "--nproc", 3, "--out", tmp_path / "run"
+    )
     assert r.exit_code == 2
     _one_line(r.stderr, "--nproc 3 is larger than the number of examples (2)", "--nproc 2 or fewer")
     r = _invoke("attack", "--model", tiny_vqa_dir, "--attack", "pgd", "--batch-size", "lots", "--out", tmp_path / "r")
@@ -209,9 +242,16 @@ def test_recipes_take_nproc(tiny_vqa_dir, tmp_path, monkeypatch):
     from robust_pt import recipe as rc
 
     def write(**changes):
-        r = {"name": "np", "base": str(tiny_vqa_dir), "tasks": ["shapes-vqa"],
-             "tuning": [{"method": "finetune", "steps": 1}], "examples": 8, "batch_size": 4, "nproc": 2,
-             "attacks": [{"attack": "fgsm", "eps": ["8/255"]}, {"attack": "pgd", "eps": ["8/255"], "nproc": 1}]}
+        r = {
+            "name": "np",
+            "base": str(tiny_vqa_dir),
+            "tasks": ["shapes-vqa"],
+            "tuning": [{"method": "finetune", "steps": 1}],
+            "examples": 8,
+            "batch_size": 4,
+            "nproc": 2,
+            "attacks": [{"attack": "fgsm", "eps": ["8/255"]}, {"attack": "pgd", "eps": ["8/255"], "nproc": 1}],
+        }
         r.update(changes)
         p = tmp_path / "r.yaml"
         p.write_text(yaml.safe_dump(r))
@@ -234,8 +274,14 @@ def test_recipes_take_nproc(tiny_vqa_dir, tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- batch size and memory
 
-@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
-                                   RuntimeError("DefaultCPUAllocator: can't allocate memory: out of memory")])
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: out of memory"),
+    ],
+)
 def test_out_of_memory_halves_the_batch_and_retries(tiny_vqa, vqa_task, monkeypatch, error):
     kw = dict(attack="pgd", eps=[2 / 255, 8 / 255], steps=2, batch_size=4, limit=8, progress=False)
     ref = rpt.evaluate(tiny_vqa, vqa_task, **kw)
@@ -271,8 +317,16 @@ def test_other_errors_are_not_retried(tiny_vqa, vqa_task, monkeypatch):
 
 
 def test_batch_size_auto(tiny_vqa, vqa_task, tiny_vqa_dir, tmp_path):
-    run = rpt.evaluate(tiny_vqa, vqa_task, attack="fgsm", eps=[8 / 255], batch_size="auto", limit=4,
-                       progress=False, out=tmp_path / "run")
+    run = rpt.evaluate(
+        tiny_vqa,
+        vqa_task,
+        attack="fgsm",
+        eps=[8 / 255],
+        batch_size="auto",
+        limit=4,
+        progress=False,
+        out=tmp_path / "run",
+    )
     assert run.config["batch_size"] == memory.CPU_BATCH  # CPU: the default
     # probing (CUDA): the largest power of two that fits; only out-of-memory stops it
     tried = []
@@ -297,20 +351,55 @@ def test_batch_size_auto(tiny_vqa, vqa_task, tiny_vqa_dir, tmp_path):
     meta["fingerprint"] = fingerprint(meta["config"])
     (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
     (tmp_path / "run" / RECORDS).unlink()
-    again = rpt.evaluate(tiny_vqa, vqa_task, attack="fgsm", eps=[8 / 255], batch_size="auto", limit=4,
-                         progress=False, out=tmp_path / "run")
+    again = rpt.evaluate(
+        tiny_vqa,
+        vqa_task,
+        attack="fgsm",
+        eps=[8 / 255],
+        batch_size="auto",
+        limit=4,
+        progress=False,
+        out=tmp_path / "run",
+    )
     assert again.config["batch_size"] == 2 and again.stats["batches_run"] == 2
 
 
 def test_scale_benchmark_runs_with_tiny_sizes(tiny_vqa_dir, tmp_path):
     out = tmp_path / "scale.json"
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--model", str(tiny_vqa_dir),
-                          "--sizes", "4,8", "--speedup-size", "4", "--steps", "1", "--batch-size", "2",
-                          "--repeat", "1", "--json", str(out)],
-                         capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "scale.py"),
+            "--model",
+            str(tiny_vqa_dir),
+            "--sizes",
+            "4,8",
+            "--speedup-size",
+            "4",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--repeat",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_env(),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    for needle in ("ms/example", "peak MB", "time per example: max/min", "peak memory:", "speed-up at n=4",
-                   "2 processes x 1 thread", "1 process x 2 threads"):
+    for needle in (
+        "ms/example",
+        "peak MB",
+        "time per example: max/min",
+        "peak memory:",
+        "speed-up at n=4",
+        "2 processes x 1 thread",
+        "1 process x 2 threads",
+    ):
         assert needle in res.stdout, res.stdout
     data = json.loads(out.read_text())
     assert [r["n"] for r in data["sizes"]] == [4, 8] and data["speedup"] > 0 and data["memory_ratio"] >= 1

@@ -13,8 +13,21 @@ import robust_pt as rpt
 from robust_pt.errors import AttackError, TaskError
 
 EPS = [1 / 255, 2 / 255, 4 / 255, 8 / 255]
-COLUMNS = ["model", "task", "attack", "eps", "n", "metric", "clean", "robust", "drop", "rel_drop", "success_rate",
-           "mean_linf", "mean_l2"]
+COLUMNS = [
+    "model",
+    "task",
+    "attack",
+    "eps",
+    "n",
+    "metric",
+    "clean",
+    "robust",
+    "drop",
+    "rel_drop",
+    "success_rate",
+    "mean_linf",
+    "mean_l2",
+]
 
 
 def _check_monotone(run, eps):
@@ -26,8 +39,9 @@ def _check_monotone(run, eps):
 
 @pytest.fixture(scope="module")
 def pgd_run(tiny_vqa, vqa_task):
-    return rpt.evaluate(tiny_vqa, vqa_task, attack="pgd", eps=list(reversed(EPS)), steps=4, batch_size=16,
-                        progress=False)
+    return rpt.evaluate(
+        tiny_vqa, vqa_task, attack="pgd", eps=list(reversed(EPS)), steps=4, batch_size=16, progress=False
+    )
 
 
 def test_summary_columns_and_monotone(pgd_run, vqa_task):
@@ -78,8 +92,9 @@ def test_same_seed_same_records(tiny_vqa, vqa_task, pgd_run):
 @pytest.mark.parametrize("name", ["emb-fgsm", "emb-pgd"])
 def test_embedding_attacks(name, tiny_vqa, vqa_task):
     eps = [0.02, 0.1]
-    run = rpt.evaluate(tiny_vqa, vqa_task, attack=name, eps=eps, steps=None if name == "emb-fgsm" else 3,
-                       batch_size=24, progress=False)
+    run = rpt.evaluate(
+        tiny_vqa, vqa_task, attack=name, eps=eps, steps=None if name == "emb-fgsm" else 3, batch_size=24, progress=False
+    )
     _check_monotone(run, eps)
     r = run.records
     assert (r["linf"] <= r["eps"] + 1e-5).all()  # in units of each example's embedding RMS

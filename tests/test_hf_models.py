@@ -22,8 +22,8 @@ import torch
 
 from robust_pt.api import load_model
 from robust_pt.tasks import load_task
-from robust_pt.tasks.shapes_tasks import PRETRAIN_ANSWERS
 from robust_pt.tasks.base import Task
+from robust_pt.tasks.shapes_tasks import PRETRAIN_ANSWERS
 from tests.test_cli_attack import assert_one_line_error, invoke
 from tests.test_datasets import write_karpathy, write_snli_ve, write_vqav2
 
@@ -42,11 +42,20 @@ def zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf-zoo")
     dirs = {a: save_tiny(a, root / a, answers=PRETRAIN_ANSWERS) for a in ("vilt", "blip", "clip")}
     torch.manual_seed(0)
-    for name, cfg in (("vilt-lora", peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"],
-                                                     init_lora_weights=False)),
-                      ("vilt-prompt", peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4, token_dim=32,
-                                                              num_transformer_submodules=1, num_attention_heads=2,
-                                                              num_layers=2))):
+    for name, cfg in (
+        ("vilt-lora", peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False)),
+        (
+            "vilt-prompt",
+            peft.PromptTuningConfig(
+                task_type="SEQ_CLS",
+                num_virtual_tokens=4,
+                token_dim=32,
+                num_transformer_submodules=1,
+                num_attention_heads=2,
+                num_layers=2,
+            ),
+        ),
+    ):
         base = ViltForQuestionAnswering.from_pretrained(str(dirs["vilt"]))
         pm = peft.get_peft_model(base, cfg)
         pm.save_pretrained(root / name)
@@ -78,18 +87,28 @@ def self_labelled(model, n: int = 6) -> Task:
     with torch.no_grad():
         pred = model.candidate_logits(images_of(exs), [e.text for e in exs], base.answers).argmax(-1).tolist()
     exs = [dataclasses.replace(e, label=p, target=base.answers[p]) for e, p in zip(exs, pred)]
-    return Task(name="shapes-vqa", kind="closed", split="test", metric="accuracy", answers=base.answers,
-                image_size=model.image_size, _examples=exs)
+    return Task(
+        name="shapes-vqa",
+        kind="closed",
+        split="test",
+        metric="accuracy",
+        answers=base.answers,
+        image_size=model.image_size,
+        _examples=exs,
+    )
 
 
 # ----------------------------------------------------------------------------- loading
 
+
 def test_detects_and_loads(models):
-    expect = {"vilt": ("ViltVQA", "ViltForQuestionAnswering", "finetune"),
-              "blip": ("BlipVQA", "BlipForQuestionAnswering", "finetune"),
-              "clip": ("ClipMatch", "CLIPModel", "finetune"),
-              "vilt-lora": ("ViltVQA", "ViltForQuestionAnswering", "lora"),
-              "vilt-prompt": ("ViltVQA", "ViltForQuestionAnswering", "prompt")}
+    expect = {
+        "vilt": ("ViltVQA", "ViltForQuestionAnswering", "finetune"),
+        "blip": ("BlipVQA", "BlipForQuestionAnswering", "finetune"),
+        "clip": ("ClipMatch", "CLIPModel", "finetune"),
+        "vilt-lora": ("ViltVQA", "ViltForQuestionAnswering", "lora"),
+        "vilt-prompt": ("ViltVQA", "ViltForQuestionAnswering", "prompt"),
+    }
     for name, (cls, arch, method) in expect.items():
         m = models[name]
         assert (type(m).__name__, m.meta["architecture"], m.meta["method"]) == (cls, arch, method), name
@@ -129,13 +148,20 @@ def test_wrappers_compute_what_transformers_computes(zoo, models):
                 net = BlipForQuestionAnswering.from_pretrained(str(zoo["blip"])).eval()
                 tok = proc.tokenizer
                 img_states = net.vision_model(pixel_values=inputs["pixel_values"])[0]
-                qs = net.text_encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                      encoder_hidden_states=img_states)[0]
-                ans = [tok.convert_tokens_to_ids("[DEC]")] + tok("red", add_special_tokens=False).input_ids + \
-                      [tok.sep_token_id]
+                qs = net.text_encoder(
+                    input_ids=inputs["input_ids"],
+                    attention_mask=inputs["attention_mask"],
+                    encoder_hidden_states=img_states,
+                )[0]
+                ans = (
+                    [tok.convert_tokens_to_ids("[DEC]")]
+                    + tok("red", add_special_tokens=False).input_ids
+                    + [tok.sep_token_id]
+                )
                 ids = torch.tensor([ans])
-                logits = net.text_decoder(input_ids=ids, encoder_hidden_states=qs,
-                                          encoder_attention_mask=inputs["attention_mask"]).logits
+                logits = net.text_decoder(
+                    input_ids=ids, encoder_hidden_states=qs, encoder_attention_mask=inputs["attention_mask"]
+                ).logits
                 ref = torch.log_softmax(logits[0, :-1], -1).gather(-1, ids[0, 1:, None]).sum()
                 ours = m.candidate_logits(x, [q], ["red"])[0, 0]
         assert torch.allclose(ours, ref, atol=1e-4), (name, ours, ref)
@@ -154,12 +180,29 @@ def test_generation_and_sequence_loss(models):
 
 # ----------------------------------------------------------------------------- the CLI
 
+
 @pytest.mark.parametrize("name", MODELS)
 def test_cli_attack_pgd_and_deepwordbug(zoo, tmp_path, name):
     for attack, extra in (("pgd", ["--eps", "8/255", "--steps", "2"]), ("deepwordbug", ["--query-budget", "60"])):
         out = tmp_path / attack
-        r = invoke("attack", "--model", zoo[name], "--attack", attack, "--task", "shapes-vqa", "--limit", 6,
-                   "--batch-size", 6, "--device", "cpu", "--out", out, *extra)
+        r = invoke(
+            "attack",
+            "--model",
+            zoo[name],
+            "--attack",
+            attack,
+            "--task",
+            "shapes-vqa",
+            "--limit",
+            6,
+            "--batch-size",
+            6,
+            "--device",
+            "cpu",
+            "--out",
+            out,
+            *extra,
+        )
         assert r.exit_code == 0, (name, attack, r.output)
         run = json.loads((out / "run.json").read_text())
         assert run["status"] == "complete" and run["config"]["task"]["n"] == 6
@@ -176,14 +219,31 @@ def test_cli_attack_real_datasets(zoo, tmp_path):
     vqa = write_vqav2(tmp_path / "vqa")
     ve = write_snli_ve(tmp_path / "ve")
     coco = write_karpathy(tmp_path / "coco")
-    for name, task, attack, metric, n in (("vilt", f"vqav2:{vqa}", "pgd", "vqa-accuracy", 3),
-                                          ("clip", f"snli-ve:{ve}", "pgd", "accuracy", 3),
-                                          ("blip", f"coco-captions:{coco}", "pgd", "cider", 2),  # 2 test images
-                                          ("vilt-lora", f"vqav2:{vqa}", "deepwordbug", "vqa-accuracy", 3)):
+    for name, task, attack, metric, n in (
+        ("vilt", f"vqav2:{vqa}", "pgd", "vqa-accuracy", 3),
+        ("clip", f"snli-ve:{ve}", "pgd", "accuracy", 3),
+        ("blip", f"coco-captions:{coco}", "pgd", "cider", 2),  # 2 test images
+        ("vilt-lora", f"vqav2:{vqa}", "deepwordbug", "vqa-accuracy", 3),
+    ):
         out = tmp_path / f"run-{name}"
-        r = invoke("attack", "--model", zoo[name], "--attack", attack, "--task", task, "--split", "val" if "vqa" in task
-                   else "test", "--limit", 3, "--device", "cpu", "--out", out,
-                   *(["--eps", "4/255", "--steps", "1"] if attack == "pgd" else ["--query-budget", "40"]))
+        r = invoke(
+            "attack",
+            "--model",
+            zoo[name],
+            "--attack",
+            attack,
+            "--task",
+            task,
+            "--split",
+            "val" if "vqa" in task else "test",
+            "--limit",
+            3,
+            "--device",
+            "cpu",
+            "--out",
+            out,
+            *(["--eps", "4/255", "--steps", "1"] if attack == "pgd" else ["--query-budget", "40"]),
+        )
         assert r.exit_code == 0, (name, r.output)
         run = json.loads((out / "run.json").read_text())
         assert run["config"]["task"]["n"] == n and run["config"]["task"]["image_size"] == 32
@@ -192,12 +252,26 @@ def test_cli_attack_real_datasets(zoo, tmp_path):
 
 def test_cli_bad_dataset_is_one_line(zoo, tmp_path):
     root = write_vqav2(tmp_path / "vqa", drop=(3, "question"))
-    r = invoke("attack", "--model", zoo["vilt"], "--attack", "fgsm", "--task", f"vqav2:{root}", "--split", "val",
-               "--device", "cpu", "--out", tmp_path / "run")
+    r = invoke(
+        "attack",
+        "--model",
+        zoo["vilt"],
+        "--attack",
+        "fgsm",
+        "--task",
+        f"vqav2:{root}",
+        "--split",
+        "val",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "run",
+    )
     assert_one_line_error(r, "question 3 (question_id 22) has no 'question' field")
 
 
 # ----------------------------------------------------------------------------- eps
+
 
 @pytest.mark.parametrize("name", MODELS)
 def test_linf_distance_at_most_eps(models, name):
@@ -213,8 +287,9 @@ def test_linf_distance_at_most_eps(models, name):
     eps = 2 / 255
     backends = ("ours", "torchattacks", "foolbox") if name == "vilt" else ("ours",)
     for backend in backends:
-        run = evaluate(m, task, attack="pgd", eps=[eps], steps=3, early_stop=False, backend=backend, progress=False,
-                       samples=0)
+        run = evaluate(
+            m, task, attack="pgd", eps=[eps], steps=3, early_stop=False, backend=backend, progress=False, samples=0
+        )
         rec = run.records
         assert rec["attacked"].all(), (name, backend)  # self-labelled: every example is clean-correct
         assert (rec["linf"] <= eps + 1e-6).all() and rec["linf"].max() > eps / 2, (name, backend, rec["linf"])
@@ -223,8 +298,9 @@ def test_linf_distance_at_most_eps(models, name):
     x0 = images_of(exs)
     labels = torch.tensor([e.label for e in exs])
     obj = ClosedImage(m, [e.text for e in exs], task.answers, labels)
-    r = run_image_attack(build("pgd", steps=3, early_stop=False).spec, obj, x0, eps, seeds=list(range(len(exs))),
-                         batch_seed=0)
+    r = run_image_attack(
+        build("pgd", steps=3, early_stop=False).spec, obj, x0, eps, seeds=list(range(len(exs))), batch_seed=0
+    )
     assert float((r.adv - x0).abs().max()) <= eps + 1e-6
     assert float(r.adv.min()) >= 0.0 and float(r.adv.max()) <= 1.0
 
@@ -238,23 +314,31 @@ def test_embedding_attack(models, name):
     before = (e.image.clone(), e.text.clone())
     m.candidate_logits_from_embeds(e, ["red", "two"])
     assert torch.equal(e.image, before[0]) and torch.equal(e.text, before[1])  # the model never writes into Embeds
-    run = evaluate(m, self_labelled(m, n=4), attack="emb-pgd", eps=[0.05], steps=2, early_stop=False,
-                   progress=False, samples=0)
+    run = evaluate(
+        m, self_labelled(m, n=4), attack="emb-pgd", eps=[0.05], steps=2, early_stop=False, progress=False, samples=0
+    )
     assert run.records["attacked"].all() and (run.records["linf"] <= 0.05 + 1e-5).all()
 
 
 # ----------------------------------------------------------------------------- bad input
+
 
 def test_unsupported_architecture(tmp_path):
     d = tmp_path / "bert"
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"], "model_type": "bert"}))
     r = invoke("attack", "--model", d, "--attack", "pgd", "--task", "shapes-vqa", "--out", tmp_path / "run")
-    assert_one_line_error(r, "unsupported architecture BertForMaskedLM", "ViltForQuestionAnswering",
-                          "BlipForQuestionAnswering", "CLIPModel")
+    assert_one_line_error(
+        r,
+        "unsupported architecture BertForMaskedLM",
+        "ViltForQuestionAnswering",
+        "BlipForQuestionAnswering",
+        "CLIPModel",
+    )
     (d / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    assert_one_line_error(invoke("attack", "--model", d, "--attack", "pgd", "--task", "shapes-vqa"),
-                          "names no architecture", "CLIPModel")
+    assert_one_line_error(
+        invoke("attack", "--model", d, "--attack", "pgd", "--task", "shapes-vqa"), "names no architecture", "CLIPModel"
+    )
 
 
 def _adapter_copy(zoo, tmp_path, base_ref):
@@ -268,15 +352,37 @@ def _adapter_copy(zoo, tmp_path, base_ref):
 
 def test_adapter_base_missing(zoo, tmp_path):
     d = _adapter_copy(zoo, tmp_path, str(tmp_path / "moved-away"))
-    r = invoke("attack", "--model", d, "--attack", "pgd", "--task", "shapes-vqa", "--device", "cpu",
-               "--out", tmp_path / "run")
+    r = invoke(
+        "attack", "--model", d, "--attack", "pgd", "--task", "shapes-vqa", "--device", "cpu", "--out", tmp_path / "run"
+    )
     assert_one_line_error(r, "base model of adapter", "moved-away", "missing", "--base")
     d2 = _adapter_copy(zoo, tmp_path / "b", "someorg/vilt-not-downloaded")
-    assert_one_line_error(invoke("attack", "--model", d2, "--attack", "pgd", "--task", "shapes-vqa"),
-                          "not in the local Hugging Face cache")
+    assert_one_line_error(
+        invoke("attack", "--model", d2, "--attack", "pgd", "--task", "shapes-vqa"),
+        "not in the local Hugging Face cache",
+    )
     # --base points it at the right one
-    r = invoke("attack", "--model", d, "--base", zoo["vilt"], "--attack", "pgd", "--task", "shapes-vqa", "--limit", 2,
-               "--eps", "2/255", "--steps", "1", "--device", "cpu", "--out", tmp_path / "ok")
+    r = invoke(
+        "attack",
+        "--model",
+        d,
+        "--base",
+        zoo["vilt"],
+        "--attack",
+        "pgd",
+        "--task",
+        "shapes-vqa",
+        "--limit",
+        2,
+        "--eps",
+        "2/255",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "ok",
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -284,8 +390,19 @@ def test_adapter_base_different(zoo, tmp_path):
     d = _adapter_copy(zoo, tmp_path, str(zoo["blip"]))
     r = invoke("attack", "--model", d, "--attack", "pgd", "--task", "shapes-vqa", "--device", "cpu")
     assert_one_line_error(r, f"does not fit base {zoo['blip']} (BlipForQuestionAnswering)", "--base")
-    r = invoke("attack", "--model", zoo["vilt-prompt"], "--base", zoo["clip"], "--attack", "pgd", "--task",
-               "shapes-vqa", "--device", "cpu")
+    r = invoke(
+        "attack",
+        "--model",
+        zoo["vilt-prompt"],
+        "--base",
+        zoo["clip"],
+        "--attack",
+        "pgd",
+        "--task",
+        "shapes-vqa",
+        "--device",
+        "cpu",
+    )
     assert_one_line_error(r, "does not fit base", "CLIPModel")
 
 
@@ -294,10 +411,24 @@ def test_unsupported_adapter_and_task_kind(zoo, tmp_path):
     cfg = json.loads((d / "adapter_config.json").read_text())
     cfg["peft_type"] = "PREFIX_TUNING"
     (d / "adapter_config.json").write_text(json.dumps(cfg))
-    assert_one_line_error(invoke("attack", "--model", d, "--attack", "pgd", "--task", "shapes-vqa"),
-                          "PREFIX_TUNING adapter", "supported: LoRA")
-    r = invoke("attack", "--model", zoo["clip"], "--attack", "pgd", "--task", "shapes-caption", "--device", "cpu",
-               "--out", tmp_path / "run")
+    assert_one_line_error(
+        invoke("attack", "--model", d, "--attack", "pgd", "--task", "shapes-vqa"),
+        "PREFIX_TUNING adapter",
+        "supported: LoRA",
+    )
+    r = invoke(
+        "attack",
+        "--model",
+        zoo["clip"],
+        "--attack",
+        "pgd",
+        "--task",
+        "shapes-caption",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "run",
+    )
     assert_one_line_error(r, "CLIPModel cannot serve the caption task shapes-caption")
     assert not (tmp_path / "run").exists()
 
@@ -305,10 +436,29 @@ def test_unsupported_adapter_and_task_kind(zoo, tmp_path):
 def test_device_flags(zoo, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    assert_one_line_error(invoke("attack", "--model", zoo["vilt"], "--attack", "pgd", "--task", "shapes-vqa",
-                                 "--device", "cuda"), "no CUDA GPU", "--device cpu")
-    assert_one_line_error(invoke("attack", "--model", zoo["vilt"], "--attack", "pgd", "--task", "shapes-vqa",
-                                 "--device", "cpu", "--precision", "bf16"), "needs a CUDA device")
-    assert_one_line_error(invoke("attack", "--model", zoo["vilt"], "--attack", "pgd", "--task", "shapes-vqa",
-                                 "--device", "tpu"), "bad device 'tpu'")
+    assert_one_line_error(
+        invoke("attack", "--model", zoo["vilt"], "--attack", "pgd", "--task", "shapes-vqa", "--device", "cuda"),
+        "no CUDA GPU",
+        "--device cpu",
+    )
+    assert_one_line_error(
+        invoke(
+            "attack",
+            "--model",
+            zoo["vilt"],
+            "--attack",
+            "pgd",
+            "--task",
+            "shapes-vqa",
+            "--device",
+            "cpu",
+            "--precision",
+            "bf16",
+        ),
+        "needs a CUDA device",
+    )
+    assert_one_line_error(
+        invoke("attack", "--model", zoo["vilt"], "--attack", "pgd", "--task", "shapes-vqa", "--device", "tpu"),
+        "bad device 'tpu'",
+    )
     assert load_model(zoo["vilt"]).device.type == "cpu"  # auto without a GPU

@@ -23,10 +23,12 @@ def bases(tmp_path_factory):
     from robust_pt.models.hf_tiny import save_tiny
 
     root = tmp_path_factory.mktemp("hf-bases")
-    return {"vilt": save_tiny("vilt", root / "vilt", answers=PRETRAIN_ANSWERS),
-            "vilt-small-head": save_tiny("vilt", root / "vilt-small-head", answers=["yes", "no"]),
-            "blip": save_tiny("blip", root / "blip"),
-            "clip": save_tiny("clip", root / "clip")}
+    return {
+        "vilt": save_tiny("vilt", root / "vilt", answers=PRETRAIN_ANSWERS),
+        "vilt-small-head": save_tiny("vilt", root / "vilt-small-head", answers=["yes", "no"]),
+        "blip": save_tiny("blip", root / "blip"),
+        "clip": save_tiny("clip", root / "clip"),
+    }
 
 
 def _train(base, out, method, task="shapes-vqa", *extra):
@@ -36,8 +38,9 @@ def _train(base, out, method, task="shapes-vqa", *extra):
 def _attack_both(model_dir, tmp_path, expect_method):
     for attack, extra in (("pgd", ["--eps", "8/255", "--steps", "2"]), ("deepwordbug", ["--query-budget", "40"])):
         out = tmp_path / f"run-{attack}"
-        r = invoke("attack", "--model", model_dir, "--attack", attack, "--limit", 4, "--device", "cpu", "--out", out,
-                   *extra)  # no --task: the one it was tuned on
+        r = invoke(
+            "attack", "--model", model_dir, "--attack", attack, "--limit", 4, "--device", "cpu", "--out", out, *extra
+        )  # no --task: the one it was tuned on
         assert r.exit_code == 0, (attack, r.output)
         run = json.loads((out / "run.json").read_text())
         assert run["config"]["task"]["name"] == "shapes-vqa" and run["config"]["model"]["method"] == expect_method
@@ -61,8 +64,8 @@ def test_peft_methods_save_standard_adapters(bases, tmp_path, method):
     assert meta["method"] == method and meta["task"] == "shapes-vqa" and 0 < meta["trainable_fraction"] < 0.2
     assert "accuracy" in meta["clean_metrics"]
     # plain peft on plain transformers computes what robust-pt computes
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     img = Image.fromarray((np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8))
     proc = AutoProcessor.from_pretrained(bases["vilt"])
@@ -71,8 +74,9 @@ def test_peft_methods_save_standard_adapters(bases, tmp_path, method):
     m = load_model(out, device="cpu")
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        assert torch.allclose(net(**inputs).logits, m.label_logits_from_embeds(m.embed(x, ["what color is the circle?"])),
-                              atol=1e-4)
+        assert torch.allclose(
+            net(**inputs).logits, m.label_logits_from_embeds(m.embed(x, ["what color is the circle?"])), atol=1e-4
+        )
     _attack_both(out, tmp_path, method)
 
 
@@ -91,18 +95,36 @@ def test_finetune_adds_answers_to_the_head(bases, tmp_path):
     assert meta["trainable_fraction"] == 1.0 and "red" in meta["answers_added_to_head"]
     _attack_both(out, tmp_path, "finetune")
     # lora keeps the head: a base without the task's answers is refused
-    assert_one_line_error(_train(bases["vilt-small-head"], tmp_path / "x", "lora"), "id2label lacks",
-                          "--method finetune")
+    assert_one_line_error(
+        _train(bases["vilt-small-head"], tmp_path / "x", "lora"), "id2label lacks", "--method finetune"
+    )
 
 
-@pytest.mark.parametrize("arch,method,task", [("blip", "lora", "shapes-vqa"), ("clip", "ia3", "shapes-ve"),
-                                              ("blip", "finetune", "shapes-caption")])
+@pytest.mark.parametrize(
+    "arch,method,task",
+    [("blip", "lora", "shapes-vqa"), ("clip", "ia3", "shapes-ve"), ("blip", "finetune", "shapes-caption")],
+)
 def test_blip_and_clip(bases, tmp_path, arch, method, task):
     out = tmp_path / f"{arch}-{method}"
     r = _train(bases[arch], out, method, task)
     assert r.exit_code == 0, r.output
-    r = invoke("attack", "--model", out, "--attack", "pgd", "--limit", 2, "--eps", "4/255", "--steps", "1",
-               "--device", "cpu", "--out", tmp_path / "run")
+    r = invoke(
+        "attack",
+        "--model",
+        out,
+        "--attack",
+        "pgd",
+        "--limit",
+        2,
+        "--eps",
+        "4/255",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "run",
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -111,9 +133,13 @@ def test_training_lowers_the_loss(bases, tmp_path, method, lr, drop):
     """Loss over the first vs last 10 steps (a random base's frozen head limits what LoRA can move)."""
     from robust_pt.tuning.hf_train import HFTrainConfig, train_hf
 
-    meta = train_hf(bases["vilt"], "shapes-vqa", HFTrainConfig(method=method, steps=50, batch_size=16, lr=lr,
-                                                               train_size=256, eval_size=0, device="cpu"),
-                    tmp_path / method, log=lambda *_: None)
+    meta = train_hf(
+        bases["vilt"],
+        "shapes-vqa",
+        HFTrainConfig(method=method, steps=50, batch_size=16, lr=lr, train_size=256, eval_size=0, device="cpu"),
+        tmp_path / method,
+        log=lambda *_: None,
+    )
     assert meta["final_loss"] < meta["initial_loss"] - drop, (meta["initial_loss"], meta["final_loss"])
 
 
@@ -125,14 +151,52 @@ def test_train_on_a_real_dataset(bases, tmp_path):
     root = write_vqav2(tmp_path / "vqa", subtype="train2014")
     write_vqav2(root, subtype="val2014")
     out = tmp_path / "lora"
-    r = invoke("train", "--base", bases["vilt"], "--task", f"vqav2:{root}", "--method", "lora", "--out", out,
-               "--steps", 2, "--batch-size", 4, "--eval-size", 3, "--threads", 1, "--device", "cpu")
+    r = invoke(
+        "train",
+        "--base",
+        bases["vilt"],
+        "--task",
+        f"vqav2:{root}",
+        "--method",
+        "lora",
+        "--out",
+        out,
+        "--steps",
+        2,
+        "--batch-size",
+        4,
+        "--eval-size",
+        3,
+        "--threads",
+        1,
+        "--device",
+        "cpu",
+    )
     assert r.exit_code == 0, r.output
     meta = json.loads((out / "robust_pt.json").read_text())
     assert meta["task"] is None and meta["task_spec"] == f"vqav2:{root}" and meta["eval_split"] == "val"
     assert set(meta["clean_metrics"]) == {"vqa-accuracy"} and meta["eval_size"] == 3
-    r = invoke("attack", "--model", out, "--task", f"vqav2:{root}", "--split", "val", "--attack", "pgd", "--limit", 2,
-               "--eps", "2/255", "--steps", "1", "--device", "cpu", "--out", tmp_path / "run")
+    r = invoke(
+        "attack",
+        "--model",
+        out,
+        "--task",
+        f"vqav2:{root}",
+        "--split",
+        "val",
+        "--attack",
+        "pgd",
+        "--limit",
+        2,
+        "--eps",
+        "2/255",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "run",
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -150,7 +214,8 @@ def test_rerun_reuses_and_different_config_is_refused(bases, tmp_path):
 def test_bad_train_input(bases, tmp_path):
     assert_one_line_error(_train(bases["clip"], tmp_path / "a", "prompt"), "--method prompt needs a ViLT base")
     assert_one_line_error(_train(bases["vilt"], tmp_path / "b", "adapter"), "built-in-model methods")
-    assert_one_line_error(_train(bases["clip"], tmp_path / "c", "lora", "shapes-caption"),
-                          "CLIPModel cannot serve the caption task")
+    assert_one_line_error(
+        _train(bases["clip"], tmp_path / "c", "lora", "shapes-caption"), "CLIPModel cannot serve the caption task"
+    )
     assert _train(bases["vilt"], tmp_path / "lora", "lora").exit_code == 0
     assert_one_line_error(_train(tmp_path / "lora", tmp_path / "d", "lora"), "is a peft adapter")

@@ -46,8 +46,27 @@ main()
 
 
 def _attack_args(ckpt: Path, out: Path) -> list[str]:
-    return ["attack", "--model", str(ckpt), "--task", "shapes-vqa", "--limit", "24", "--attack", "pgd",
-            "--steps", "2", "--eps", "2/255,8/255", "--batch-size", "6", "--samples", "0", "--out", str(out)]
+    return [
+        "attack",
+        "--model",
+        str(ckpt),
+        "--task",
+        "shapes-vqa",
+        "--limit",
+        "24",
+        "--attack",
+        "pgd",
+        "--steps",
+        "2",
+        "--eps",
+        "2/255,8/255",
+        "--batch-size",
+        "6",
+        "--samples",
+        "0",
+        "--out",
+        str(out),
+    ]
 
 
 def _env() -> dict:
@@ -56,9 +75,13 @@ def _env() -> dict:
 
 def _paused_attack(ckpt: Path, out: Path, tmp: Path, pause_at: int) -> tuple[subprocess.Popen, Path, Path]:
     ready, release = tmp / f"ready-{pause_at}", tmp / f"release-{pause_at}"
-    proc = subprocess.Popen([sys.executable, "-c", PAUSED_CLI, str(ready), str(release), str(pause_at),
-                             *_attack_args(ckpt, out)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_CLI, str(ready), str(release), str(pause_at), *_attack_args(ckpt, out)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not ready.exists():
         if proc.poll() is not None:
@@ -97,8 +120,10 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tiny_vqa_dir, reference
     recs = _records(out)
     assert max(Counter((r["id"], r["eps"]) for r in recs).values()) == 1
     assert recs == _records(reference)
-    assert json.loads((out / "run.json").read_text())["summary"] == \
-        json.loads((reference / "run.json").read_text())["summary"]
+    assert (
+        json.loads((out / "run.json").read_text())["summary"]
+        == json.loads((reference / "run.json").read_text())["summary"]
+    )
 
 
 def test_a_killed_holder_blocks_nothing_and_the_next_run_resumes(tiny_vqa_dir, reference, tmp_path):
@@ -110,8 +135,10 @@ def test_a_killed_holder_blocks_nothing_and_the_next_run_resumes(tiny_vqa_dir, r
     again = invoke(*_attack_args(tiny_vqa_dir, out))
     assert again.exit_code == 0, again.output
     assert _records(out) == _records(reference)
-    assert json.loads((out / "run.json").read_text())["summary"] == \
-        json.loads((reference / "run.json").read_text())["summary"]
+    assert (
+        json.loads((out / "run.json").read_text())["summary"]
+        == json.loads((reference / "run.json").read_text())["summary"]
+    )
 
 
 HOLD = """
@@ -189,10 +216,18 @@ main()
 def _recipe_file(tmp: Path, name: str, base: Path, zoo: Path, attack: str) -> Path:
     import yaml
 
-    r = {"name": name, "base": str(base), "tasks": ["shapes-vqa"], "zoo": str(zoo),
-         "tuning": [{"method": "prompt", "prompt_length": 2, "steps": 2, "batch_size": 4, "train_size": 16,
-                     "eval_size": 8}],
-         "attacks": [{"attack": attack, "eps": ["8/255"]}], "examples": 8, "batch_size": 4}
+    r = {
+        "name": name,
+        "base": str(base),
+        "tasks": ["shapes-vqa"],
+        "zoo": str(zoo),
+        "tuning": [
+            {"method": "prompt", "prompt_length": 2, "steps": 2, "batch_size": 4, "train_size": 16, "eval_size": 8}
+        ],
+        "attacks": [{"attack": attack, "eps": ["8/255"]}],
+        "examples": 8,
+        "batch_size": 4,
+    }
     p = tmp / f"{name}.yaml"
     p.write_text(yaml.safe_dump(r))
     return p
@@ -223,9 +258,25 @@ def test_two_recipes_sharing_a_zoo_entry_train_it_once(tmp_path):
         log = tmp_path / f"{name}.log"
         rec = _recipe_file(tmp_path, name, base, zoo, attack)
         with open(log, "w") as fh:
-            procs.append(subprocess.Popen([sys.executable, "-c", PAUSED_RUN, str(fits), str(release), pause, "run",
-                                           str(rec), "--out", str(tmp_path / f"rep-{name}")], env=env, stdout=fh,
-                                          stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        PAUSED_RUN,
+                        str(fits),
+                        str(release),
+                        pause,
+                        "run",
+                        str(rec),
+                        "--out",
+                        str(tmp_path / f"rep-{name}"),
+                    ],
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         logs.append(log)
         if name == "first":  # the first is training the shared entry (and holds its lock)
             _wait_for(fits, str(procs[0].pid), procs[0])

@@ -132,8 +132,15 @@ def test_log_interval_env(monkeypatch):
 
 
 def test_format_duration_and_unknown_eta():
-    assert [format_duration(s) for s in (0, 4.6, 59, 62, 186, 3600, 7384)] == \
-        ["0s", "5s", "59s", "1m02s", "3m06s", "1h00m00s", "2h03m04s"]
+    assert [format_duration(s) for s in (0, 4.6, 59, 62, 186, 3600, 7384)] == [
+        "0s",
+        "5s",
+        "59s",
+        "1m02s",
+        "3m06s",
+        "1h00m00s",
+        "2h03m04s",
+    ]
     clock = FakeClock()
     log = LogProgress("run", total=0, every=0.0, stream=io.StringIO(), clock=clock)
     assert log.line(clock()) == "[robust-pt] run: 0/0 elapsed 0s eta 0s"  # no percentage of nothing

@@ -27,32 +27,48 @@ def base(tmp_path_factory):
 
 
 def _recipe(tmp_path, base_dir, **changes):
-    r = {"name": "tinyrecipe", "base": str(base_dir), "tasks": ["shapes-vqa"], "zoo": str(tmp_path / "zoo"),
-         "tuning": [{"method": "finetune", "steps": 2, "batch_size": 4, "train_size": 16, "eval_size": 8},
-                    {"method": "prompt", "prompt_length": 2, "steps": 2, "batch_size": 4, "train_size": 16,
-                     "eval_size": 8}],
-         "attacks": [{"attack": "fgsm", "eps": ["1/255", "8/255"]}, {"attack": "emb-fgsm", "eps": [0.1]}],
-         "examples": 12, "batch_size": 4}
+    r = {
+        "name": "tinyrecipe",
+        "base": str(base_dir),
+        "tasks": ["shapes-vqa"],
+        "zoo": str(tmp_path / "zoo"),
+        "tuning": [
+            {"method": "finetune", "steps": 2, "batch_size": 4, "train_size": 16, "eval_size": 8},
+            {"method": "prompt", "prompt_length": 2, "steps": 2, "batch_size": 4, "train_size": 16, "eval_size": 8},
+        ],
+        "attacks": [{"attack": "fgsm", "eps": ["1/255", "8/255"]}, {"attack": "emb-fgsm", "eps": [0.1]}],
+        "examples": 12,
+        "batch_size": 4,
+    }
     r.update(changes)
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(r))
     return p
 
 
-@pytest.mark.parametrize("change,error,needle", [
-    ({"budget": 3}, ConfigError, "unknown key 'budget'"),
-    ({"attacks": [{"attack": "pgdd"}]}, AttackError, "pgdd"),
-    ({"tasks": ["shapes-vqa3"]}, ConfigError, "unknown task"),
-    ({"attacks": [{"attack": "pgd", "eps": ["8/255", "4/255"]}]}, ConfigError, "not increasing"),
-    ({"base": "/no/such/base"}, CheckpointError, "missing"),
-    ({"tuning": [{"method": "prompt", "lenght": 3}]}, ConfigError, "unknown key 'lenght'"),
-    ({"tuning": [{"method": "none", "steps": 3}]}, ConfigError, "unknown key 'steps'"),
-    ({"tasks": ["shapes-caption"], "attacks": [{"attack": "square"}]}, ConfigError,
-     "needs logits over candidate answers, which the caption task shapes-caption does not have"),
-    ({"attacks": [{"attack": "fgsm", "tasks": ["shapes-ve"]}]}, ConfigError,
-     "must be a non-empty list of the recipe's"),
-    ({"tuning": [{"method": "finetune", "tasks": "shapes-vqa"}]}, ConfigError, "must be a non-empty list of the"),
-])
+@pytest.mark.parametrize(
+    "change,error,needle",
+    [
+        ({"budget": 3}, ConfigError, "unknown key 'budget'"),
+        ({"attacks": [{"attack": "pgdd"}]}, AttackError, "pgdd"),
+        ({"tasks": ["shapes-vqa3"]}, ConfigError, "unknown task"),
+        ({"attacks": [{"attack": "pgd", "eps": ["8/255", "4/255"]}]}, ConfigError, "not increasing"),
+        ({"base": "/no/such/base"}, CheckpointError, "missing"),
+        ({"tuning": [{"method": "prompt", "lenght": 3}]}, ConfigError, "unknown key 'lenght'"),
+        ({"tuning": [{"method": "none", "steps": 3}]}, ConfigError, "unknown key 'steps'"),
+        (
+            {"tasks": ["shapes-caption"], "attacks": [{"attack": "square"}]},
+            ConfigError,
+            "needs logits over candidate answers, which the caption task shapes-caption does not have",
+        ),
+        (
+            {"attacks": [{"attack": "fgsm", "tasks": ["shapes-ve"]}]},
+            ConfigError,
+            "must be a non-empty list of the recipe's",
+        ),
+        ({"tuning": [{"method": "finetune", "tasks": "shapes-vqa"}]}, ConfigError, "must be a non-empty list of the"),
+    ],
+)
 def test_bad_recipes_fail_before_any_work(tmp_path, base, change, error, needle):
     p = _recipe(tmp_path, base, **change)
     with pytest.raises(error, match=needle):
@@ -67,8 +83,9 @@ def test_bad_recipes_fail_before_any_work(tmp_path, base, change, error, needle)
 def _summary(out: Path) -> list:
     rows = json.loads((out / "summary.json").read_text())["rows"]
     # every figure, not where the run directory happens to live
-    return sorted(json.dumps({k: v for k, v in r.items() if k not in ("run", "path")}, sort_keys=True, default=str)
-                  for r in rows)
+    return sorted(
+        json.dumps({k: v for k, v in r.items() if k not in ("run", "path")}, sort_keys=True, default=str) for r in rows
+    )
 
 
 def test_recipe_runs_and_an_interrupted_run_ends_with_the_same_report(tmp_path, base, monkeypatch):
@@ -87,8 +104,10 @@ def test_recipe_runs_and_an_interrupted_run_ends_with_the_same_report(tmp_path, 
     def flaky(*a, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
+
             def boom(b):
                 raise KeyboardInterrupt
+
             kw["on_batch"] = boom
         return real(*a, **kw)
 
@@ -104,16 +123,27 @@ def test_recipe_runs_and_an_interrupted_run_ends_with_the_same_report(tmp_path, 
 def test_an_untuned_entry_attacks_the_base_itself_and_attacks_keep_to_their_tasks(tmp_path, base):
     """`method: none` (CI's dogfood recipe): the runs use the base checkpoint as it is."""
     ft = {"method": "finetune", "steps": 1, "batch_size": 4, "train_size": 8, "eval_size": 4, "tasks": ["shapes-vqa"]}
-    p = _recipe(tmp_path, base, tuning=[{"method": "none"}, ft], tasks=["shapes-vqa", "shapes-caption"], examples=4,
-                attacks=[{"attack": "fgsm", "eps": ["8/255"]},
-                         {"attack": "emb-fgsm", "eps": [0.1], "tasks": ["shapes-caption"]}])
+    p = _recipe(
+        tmp_path,
+        base,
+        tuning=[{"method": "none"}, ft],
+        tasks=["shapes-vqa", "shapes-caption"],
+        examples=4,
+        attacks=[
+            {"attack": "fgsm", "eps": ["8/255"]},
+            {"attack": "emb-fgsm", "eps": [0.1], "tasks": ["shapes-caption"]},
+        ],
+    )
     r = load_recipe(p)
     assert [(t.name, t.tuning) for t in r.tuning][0] == ("base", None)
     out = run_recipe(p, tmp_path / "rep", log=lambda *_: None)
     assert sorted(d.name for d in (tmp_path / "zoo").iterdir()) == ["finetune-shapes-vqa"]  # the base: not copied
     assert sorted(d.name for d in (out / "runs").iterdir()) == [  # each only where it was asked for
-        "shapes-caption_base_emb-fgsm", "shapes-caption_base_fgsm", "shapes-vqa_base_fgsm",
-        "shapes-vqa_finetune_fgsm"]
+        "shapes-caption_base_emb-fgsm",
+        "shapes-caption_base_fgsm",
+        "shapes-vqa_base_fgsm",
+        "shapes-vqa_finetune_fgsm",
+    ]
     run = json.loads((out / "runs" / "shapes-vqa_base_fgsm" / "run.json").read_text())
     assert run["checkpoint"]["sha256"] == {ckpt.WEIGHTS: ckpt.sha256_file(base / ckpt.WEIGHTS)}, run["checkpoint"]
 
@@ -126,8 +156,12 @@ def test_the_ci_smoke_baseline_covers_exactly_the_ci_smoke_recipe():
 
     root = Path(__file__).resolve().parents[1]
     r = load_recipe(root / "recipes" / "ci-smoke.yaml")
-    want = {(task, a.attack, round(eps, 10)) for task in r.tasks for a in r.attacks
-            for eps in build_attack(a.attack, **dict(a.overrides)).eps_grid(None if a.eps is None else list(a.eps))}
+    want = {
+        (task, a.attack, round(eps, 10))
+        for task in r.tasks
+        for a in r.attacks
+        for eps in build_attack(a.attack, **dict(a.overrides)).eps_grid(None if a.eps is None else list(a.eps))
+    }
     base = load_baseline(root / "reports" / "ci-smoke-baseline.json")
     got = {(m["task"], m["attack"].split("[")[0], round(float(m["eps"]), 10)) for m in base["metrics"]}  # pgd[steps=5]
     assert got == want

@@ -17,8 +17,24 @@ import pytest
 from robust_pt import runformat as rf
 
 # the columns the engine's run summary and the report's summary rows both have
-SHARED = ["task", "model", "attack", "kind", "norm", "eps", "eps_label", "n", "metric", "clean", "robust", "drop",
-          "rel_drop", "success_rate", "mean_linf", "mean_l2"]
+SHARED = [
+    "task",
+    "model",
+    "attack",
+    "kind",
+    "norm",
+    "eps",
+    "eps_label",
+    "n",
+    "metric",
+    "clean",
+    "robust",
+    "drop",
+    "rel_drop",
+    "success_rate",
+    "mean_linf",
+    "mean_l2",
+]
 TEXT_SHARED = ["mean_queries", "mean_words_changed"]
 
 
@@ -32,13 +48,25 @@ def test_runformat_imports_no_torch():
 
 # ----------------------------------------------------------------------------- eps labels
 
-@pytest.mark.parametrize("eps, unit, label", [
-    (8 / 255, "pixel", "8/255"), (1 / 255, "pixel", "1/255"), (128 / 255, "pixel", "128/255"),
-    (0.2, "pixel", "0.2"),  # as typed (the report once wrote 51/255)
-    (0.25, "pixel", "0.25"), (1.0, "pixel", "1"), (0.001, "pixel", "0.001"), (0.0123, "pixel", "0.0123"),
-    (8 / 255, "rms", "0.0313725"), (0.2, "rms", "0.2"), (0.05, "abs", "0.05"), (0.25, "words", "0.25"),
-    (1 / 51, "words", "0.0196078"),
-])
+
+@pytest.mark.parametrize(
+    "eps, unit, label",
+    [
+        (8 / 255, "pixel", "8/255"),
+        (1 / 255, "pixel", "1/255"),
+        (128 / 255, "pixel", "128/255"),
+        (0.2, "pixel", "0.2"),  # as typed (the report once wrote 51/255)
+        (0.25, "pixel", "0.25"),
+        (1.0, "pixel", "1"),
+        (0.001, "pixel", "0.001"),
+        (0.0123, "pixel", "0.0123"),
+        (8 / 255, "rms", "0.0313725"),
+        (0.2, "rms", "0.2"),
+        (0.05, "abs", "0.05"),
+        (0.25, "words", "0.25"),
+        (1 / 51, "words", "0.0196078"),
+    ],
+)
 def test_one_eps_label(eps, unit, label):
     from robust_pt import engine
     from robust_pt.report import load
@@ -68,11 +96,12 @@ def test_sample_names_parse_back():
 
 # ----------------------------------------------------------------------------- broken
 
+
 def test_broken_binary_same_for_engine_and_report_values():
-    engine_style = pd.DataFrame({"clean_correct": [True, True, False, False, True],
-                                 "correct": [False, True, False, True, None]})
-    report_style = pd.DataFrame({"clean_correct": [1.0, 1.0, 0.0, 0.0, 1.0],
-                                 "correct": [0.0, 1.0, 0.0, 1.0, math.nan]})
+    engine_style = pd.DataFrame(
+        {"clean_correct": [True, True, False, False, True], "correct": [False, True, False, True, None]}
+    )
+    report_style = pd.DataFrame({"clean_correct": [1.0, 1.0, 0.0, 0.0, 1.0], "correct": [0.0, 1.0, 0.0, 1.0, math.nan]})
     want = [True, False, False, False, False]  # a record without a verdict is not broken
     for d in (engine_style, report_style):
         assert rf.broken_mask(d, binary=True).tolist() == want
@@ -92,6 +121,7 @@ def test_binary_verdict_by_task_kind():
 
 # ----------------------------------------------------------------------------- statistics on hand-made runs
 
+
 def _caption_records() -> list[dict]:
     """4 captions at 2 eps: unchanged, a hair lower (broken), much lower (broken from eps1 on), clean 0."""
     clean = [0.8, 0.6, 0.9, 0.0]
@@ -100,11 +130,28 @@ def _caption_records() -> list[dict]:
     for e in (2 / 255, 8 / 255):
         for i in range(4):
             s = score[e][i]
-            recs.append({"batch": 0, "index": i, "id": f"c{i}", "eps": e, "attacked": True, "clean_correct": None,
-                         "correct": None, "clean_score": clean[i], "score": s, "clean_pred": f"a shape {i}",
-                         "pred": f"a shape {i}" if s == clean[i] else "a thing", "linf": e if s < clean[i] else 0.0,
-                         "l2": 2 * e if s < clean[i] else 0.0, "steps": 3 + i, "queries": None,
-                         "broken_at": None, "early_stop": False, "backend": "ours"})
+            recs.append(
+                {
+                    "batch": 0,
+                    "index": i,
+                    "id": f"c{i}",
+                    "eps": e,
+                    "attacked": True,
+                    "clean_correct": None,
+                    "correct": None,
+                    "clean_score": clean[i],
+                    "score": s,
+                    "clean_pred": f"a shape {i}",
+                    "pred": f"a shape {i}" if s == clean[i] else "a thing",
+                    "linf": e if s < clean[i] else 0.0,
+                    "l2": 2 * e if s < clean[i] else 0.0,
+                    "steps": 3 + i,
+                    "queries": None,
+                    "broken_at": None,
+                    "early_stop": False,
+                    "backend": "ours",
+                }
+            )
     return recs
 
 
@@ -121,11 +168,32 @@ def _text_records() -> list[dict]:
     for k, e in enumerate((0.1, 0.25)):
         for i in range(4):
             att, ok, w, q = rows[i][k]
-            recs.append({"batch": 0, "index": i, "id": f"t{i}", "eps": e, "attacked": att, "clean_correct": i > 0,
-                         "correct": ok, "clean_score": float(i > 0), "score": float(ok), "clean_pred": "yes",
-                         "pred": "yes" if ok else "no", "linf": 0.0, "l2": 0.0, "steps": 0, "queries": q,
-                         "broken_at": None, "early_stop": False, "backend": "textattack", "adv_text": "words",
-                         "words_changed": w, "words_fraction": w / 8, "max_words": 2})
+            recs.append(
+                {
+                    "batch": 0,
+                    "index": i,
+                    "id": f"t{i}",
+                    "eps": e,
+                    "attacked": att,
+                    "clean_correct": i > 0,
+                    "correct": ok,
+                    "clean_score": float(i > 0),
+                    "score": float(ok),
+                    "clean_pred": "yes",
+                    "pred": "yes" if ok else "no",
+                    "linf": 0.0,
+                    "l2": 0.0,
+                    "steps": 0,
+                    "queries": q,
+                    "broken_at": None,
+                    "early_stop": False,
+                    "backend": "textattack",
+                    "adv_text": "words",
+                    "words_changed": w,
+                    "words_fraction": w / 8,
+                    "max_words": 2,
+                }
+            )
     return recs
 
 
@@ -154,8 +222,9 @@ def test_eps_stats_text_words_over_broken_queries_over_attacked():
 
 
 def test_eps_stats_without_the_optional_fields():
-    d = pd.DataFrame({"clean_correct": [1.0, 1.0], "correct": [0.0, 1.0], "clean_score": [1.0, 1.0],
-                      "score": [0.0, 1.0]})
+    d = pd.DataFrame(
+        {"clean_correct": [1.0, 1.0], "correct": [0.0, 1.0], "clean_score": [1.0, 1.0], "score": [0.0, 1.0]}
+    )
     s = rf.eps_stats(d, binary=True)
     assert s["success_rate"] == 0.5 and s["n_attacked"] == 2  # records that do not say: all attacked
     assert all(math.isnan(s[k]) for k in ("mean_linf", "mean_l2", "mean_queries", "mean_words_changed", "mean_steps"))
@@ -164,8 +233,13 @@ def test_eps_stats_without_the_optional_fields():
 def _write_run(path: Path, records: list[dict], *, task: dict, spec: dict, eps: list[float], model: str) -> Path:
     path.mkdir(parents=True)
     config = {"model": {"name": model, "method": "prompt"}, "task": task, "attack": spec, "eps": eps, "seed": 0}
-    meta = {"format": rf.FORMAT, "fingerprint": hashlib.sha256(json.dumps(config).encode()).hexdigest(),
-            "config": config, "model_name": model, "status": "complete"}
+    meta = {
+        "format": rf.FORMAT,
+        "fingerprint": hashlib.sha256(json.dumps(config).encode()).hexdigest(),
+        "config": config,
+        "model_name": model,
+        "status": "complete",
+    }
     (path / rf.RUN_JSON).write_text(json.dumps(meta))
     lines = [json.dumps(r) for r in records] + [json.dumps({rf.MARKER: 0})]
     (path / rf.RECORDS).write_text("\n".join(lines) + "\n")
@@ -198,18 +272,33 @@ def test_engine_summary_and_report_rows_agree_on_hand_made_runs(case, tmp_path):
 
     if case == "caption":
         recs, eps, task = _caption_records(), [2 / 255, 8 / 255], _CaptionTask()
-        spec = {"name": "pgd", "kind": "image", "method": "pgd", "backend": "ours", "norm": "linf",
-                "eps_unit": "pixel", "early_stop": False}
+        spec = {
+            "name": "pgd",
+            "kind": "image",
+            "method": "pgd",
+            "backend": "ours",
+            "norm": "linf",
+            "eps_unit": "pixel",
+            "early_stop": False,
+        }
     else:
         recs, eps = _text_records(), [0.1, 0.25]
         task = types.SimpleNamespace(name="shapes-vqa", kind="closed", metric="accuracy")
-        spec = {"name": "pwws", "kind": "text", "method": "pwws", "backend": "textattack", "norm": "words",
-                "eps_unit": "words", "early_stop": False}
+        spec = {
+            "name": "pwws",
+            "kind": "text",
+            "method": "pwws",
+            "backend": "textattack",
+            "norm": "words",
+            "eps_unit": "words",
+            "early_stop": False,
+        }
     attack = types.SimpleNamespace(spec=types.SimpleNamespace(**spec))
     frame = rf.records_frame(recs, "m", task.name, spec["name"])
     es = summarize(frame, model="m", task=task, attack=attack, eps=eps, seed=0, n=4)
-    run = load_run(_write_run(tmp_path / "run", recs, task={"name": task.name, "kind": task.kind},
-                              spec=spec, eps=eps, model="m"))
+    run = load_run(
+        _write_run(tmp_path / "run", recs, task={"name": task.name, "kind": task.kind}, spec=spec, eps=eps, model="m")
+    )
     _agree(es, summary_rows(run, B=20), SHARED + (TEXT_SHARED if case == "text" else []))
     if case == "text":
         assert list(es["mean_words_changed"]) == [1.0, 2.0] and list(es["mean_queries"]) == [110 / 3, 70.0]
@@ -220,6 +309,7 @@ def test_engine_summary_and_report_rows_agree_on_hand_made_runs(case, tmp_path):
 
 # ----------------------------------------------------------------------------- one real run
 
+
 def test_engine_and_report_agree_on_a_real_run(tiny_vqa, vqa_task, tmp_path):
     import robust_pt
     from robust_pt.report import plots
@@ -227,10 +317,11 @@ def test_engine_and_report_agree_on_a_real_run(tiny_vqa, vqa_task, tmp_path):
     from robust_pt.report.tables import summary_rows
 
     out = tmp_path / "run"
-    run = robust_pt.evaluate(tiny_vqa, vqa_task, attack="fgsm", eps=[2 / 255, 8 / 255], limit=24, samples=2,
-                             out=out, progress=False)
+    run = robust_pt.evaluate(
+        tiny_vqa, vqa_task, attack="fgsm", eps=[2 / 255, 8 / 255], limit=24, samples=2, out=out, progress=False
+    )
     es = run.summary
-    assert list(es.columns[:len(rf.SUMMARY_COLUMNS)]) == rf.SUMMARY_COLUMNS
+    assert list(es.columns[: len(rf.SUMMARY_COLUMNS)]) == rf.SUMMARY_COLUMNS
     assert pd.read_csv(out / rf.SUMMARY)["eps_label"].tolist() == ["2/255", "8/255"]
     rd = load_run(out)
     rows = summary_rows(rd, B=20)

@@ -21,11 +21,18 @@ SETUP_NLTK = REPO / "scripts" / "setup_nltk.py"
 
 
 def _run(code: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 # --- paths -------------------------------------------------------------------------------
+
 
 def test_preset_dirs_are_the_top_level_folders_in_a_checkout():
     assert paths.repo_root() == REPO
@@ -66,22 +73,25 @@ def test_installed_layout_uses_package_data_and_home_cache(monkeypatch, tmp_path
 
 
 def test_prepare_textattack_env_sets_defaults_and_keeps_user_values(tmp_path):
-    code = ("import json, os; from robust_pt.offline import prepare_textattack_env; "
-            "print(json.dumps(prepare_textattack_env()))")
+    code = (
+        "import json, os; from robust_pt.offline import prepare_textattack_env; "
+        "print(json.dumps(prepare_textattack_env()))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("NLTK_DATA", "TA_CACHE_DIR")}
     env["ROBUST_PT_CACHE"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=60, cwd=REPO)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"NLTK_DATA": str(tmp_path.resolve() / "nltk_data"),
-                                      "TA_CACHE_DIR": str(tmp_path.resolve() / "textattack")}
+    assert json.loads(out.stdout) == {
+        "NLTK_DATA": str(tmp_path.resolve() / "nltk_data"),
+        "TA_CACHE_DIR": str(tmp_path.resolve() / "textattack"),
+    }
     env["NLTK_DATA"] = "/somewhere/else"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=60, cwd=REPO)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
     assert json.loads(out.stdout)["NLTK_DATA"] == "/somewhere/else"
 
 
 # --- scripts/setup_nltk.py ---------------------------------------------------------------
+
 
 def _setup_nltk(cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "ROBUST_PT_CACHE": str(cache), "ROBUST_PT_NO_APT": "1"}
@@ -111,8 +121,11 @@ def test_setup_nltk_prepares_offline_data_and_is_idempotent(tmp_path):
         assert all(int(r[0]) == i for i, r in enumerate(rows))
         lexnames = [r[1] for r in rows]
         # Every verb synset's lexicographer file number must name a verb.* file.
-        used = {line.split(" ", 2)[1] for line in (wn / "data.verb").read_text(encoding="latin-1").splitlines()
-                if line[:1].isdigit()}
+        used = {
+            line.split(" ", 2)[1]
+            for line in (wn / "data.verb").read_text(encoding="latin-1").splitlines()
+            if line[:1].isdigit()
+        }
         assert used and all(lexnames[int(n)].startswith("verb.") for n in used)
         assert missing_offline_data(nltk_data, ta_cache) == []
     else:
@@ -127,6 +140,7 @@ def test_setup_nltk_prepares_offline_data_and_is_idempotent(tmp_path):
 
 
 # --- import cost -------------------------------------------------------------------------
+
 
 def test_import_robust_pt_is_light():
     # what it imports, not how long it takes (benchmarks/startup.py times it)
@@ -144,6 +158,7 @@ def test_import_robust_pt_is_light():
 
 
 # --- packaging ---------------------------------------------------------------------------
+
 
 def test_pyproject_metadata():
     tomllib = pytest.importorskip("tomllib")
@@ -169,8 +184,9 @@ def test_wheel_ships_presets_as_package_data(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "setup.py"):
         shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "robust_pt", src / "robust_pt",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "_data"))
+    shutil.copytree(
+        REPO / "robust_pt", src / "robust_pt", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "_data")
+    )
     for kind in ("attacks", "recipes"):
         (src / kind).mkdir()
         (src / kind / f"zz_test_{kind}.yaml").write_text("name: dummy\n")
@@ -178,9 +194,23 @@ def test_wheel_ships_presets_as_package_data(tmp_path):
     assets.mkdir(parents=True, exist_ok=True)
     (assets / "config.json").write_text("{}")
     (assets / "model.safetensors").write_bytes(b"\0")
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                          "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     (wheel,) = (tmp_path / "dist").glob("robust_pt-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -189,6 +219,7 @@ def test_wheel_ships_presets_as_package_data(tmp_path):
     assert "robust_pt/assets/zz-test/config.json" in names
     assert "robust_pt/assets/zz-test/model.safetensors" in names
     assert "robust_pt/paths.py" in names
-    entry_points = zipfile.ZipFile(wheel).read(
-        next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    entry_points = (
+        zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    )
     assert "robust-pt = robust_pt.cli:main" in entry_points

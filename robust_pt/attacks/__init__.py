@@ -17,11 +17,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .presets import (ALLOWED_KEYS, BACKENDS, NEEDS_LOGITS, OVERRIDABLE, AttackSpec, list_presets, parse_eps,
-                      parse_eps_value, preset_files, resolve, validate_eps)
+from .presets import (
+    ALLOWED_KEYS,
+    BACKENDS,
+    NEEDS_LOGITS,
+    OVERRIDABLE,
+    AttackSpec,
+    list_presets,
+    parse_eps,
+    parse_eps_value,
+    preset_files,
+    resolve,
+    validate_eps,
+)
 
-__all__ = ["Attack", "AttackSpec", "build", "list_presets", "preset_files", "parse_eps", "parse_eps_value",
-           "validate_eps", "ALLOWED_KEYS", "OVERRIDABLE", "BACKENDS"]
+__all__ = [
+    "Attack",
+    "AttackSpec",
+    "build",
+    "list_presets",
+    "preset_files",
+    "parse_eps",
+    "parse_eps_value",
+    "validate_eps",
+    "ALLOWED_KEYS",
+    "OVERRIDABLE",
+    "BACKENDS",
+]
 
 
 @dataclass(frozen=True)
@@ -57,8 +79,12 @@ class Attack:
         if s.kind in ("text", "joint"):
             bits = [f"{s.kind} {s.method}"]
             if s.kind == "joint":
-                bits += [f"text={s.text_method}", f"max_words_fraction={s.max_words_fraction:g}", s.norm,
-                         f"steps={s.steps}"]
+                bits += [
+                    f"text={s.text_method}",
+                    f"max_words_fraction={s.max_words_fraction:g}",
+                    s.norm,
+                    f"steps={s.steps}",
+                ]
             bits.append(f"queries={s.queries}" if s.queries else "queries=unlimited")
             return f"{s.name} ({', '.join(bits)})"
         bits = [f"{s.kind} {s.method}", s.norm, f"backend={s.backend}"]

@@ -92,8 +92,10 @@ class ThreatModel:
     def check_task(self, attack, victim_cls, task) -> None:
         """Refuse, with one line, a victim (model + task) that lacks what this threat model needs."""
         if "logits" in self.needs and not victim_cls.has_logits:
-            raise AttackError(f"{attack.name} {self.logits_reason}, which the {task.kind} task {task.name} does not "
-                              f"have; use a closed-answer task such as shapes-vqa or shapes-ve")
+            raise AttackError(
+                f"{attack.name} {self.logits_reason}, which the {task.kind} task {task.name} does not "
+                f"have; use a closed-answer task such as shapes-vqa or shapes-ve"
+            )
 
     # presets of a registered (not built-in) kind: the methods it runs and the eps units it takes
     methods: tuple[str, ...] = ()
@@ -102,14 +104,19 @@ class ThreatModel:
     def check_spec(self, spec) -> None:
         """Validate a preset of this kind (built-in kinds are checked by presets.check_spec)."""
         if spec.method not in self.methods:
-            raise AttackError(f"attack {spec.name}: method {spec.method} does not exist for {self.name} attacks; "
-                              f"use one of {', '.join(self.methods) or '(none)'}")
+            raise AttackError(
+                f"attack {spec.name}: method {spec.method} does not exist for {self.name} attacks; "
+                f"use one of {', '.join(self.methods) or '(none)'}"
+            )
         if spec.backend != "ours":
-            raise AttackError(f"attack {spec.name} ({self.name} {spec.method}) has no {spec.backend} backend; "
-                              f"use --backend ours")
+            raise AttackError(
+                f"attack {spec.name} ({self.name} {spec.method}) has no {spec.backend} backend; use --backend ours"
+            )
         if spec.eps_unit not in self.eps_units:
-            raise AttackError(f"attack {spec.name}: {self.name} attacks take eps_unit {' or '.join(self.eps_units)}, "
-                              f"not {spec.eps_unit!r}")
+            raise AttackError(
+                f"attack {spec.name}: {self.name} attacks take eps_unit {' or '.join(self.eps_units)}, "
+                f"not {spec.eps_unit!r}"
+            )
 
     def no_vl_message(self, attack, model_name: str) -> str:
         return f"{attack.name} needs a vision-language model; {model_name} is an image-only classifier"

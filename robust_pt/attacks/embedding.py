@@ -54,8 +54,9 @@ def scales(e: Embeds, unit: str) -> tuple[torch.Tensor, torch.Tensor]:
     return s_img.clamp_min(1e-12), s_txt.clamp_min(1e-12)
 
 
-def run_embedding_attack(spec: AttackSpec, obj: Objective, e0: Embeds, eps: float, *,
-                         seeds: list[int], early_stop: bool | None = None) -> EmbeddingResult:
+def run_embedding_attack(
+    spec: AttackSpec, obj: Objective, e0: Embeds, eps: float, *, seeds: list[int], early_stop: bool | None = None
+) -> EmbeddingResult:
     """Signed-gradient ascent on (image, text) embeddings inside the relative L-inf ball.
 
     obj.loss([image_emb, text_emb], rows) is the task loss of the examples `rows`.
@@ -68,8 +69,7 @@ def run_embedding_attack(spec: AttackSpec, obj: Objective, e0: Embeds, eps: floa
     x0 = [e0.image.detach(), e0.text.detach()]
 
     def step(xs, gs, rows):
-        return [xs[0] + alpha * si[rows] * gs[0].sign(),
-                xs[1] + alpha * st[rows] * gs[1].sign() * tmask[rows]]
+        return [xs[0] + alpha * si[rows] * gs[0].sign(), xs[1] + alpha * st[rows] * gs[1].sign() * tmask[rows]]
 
     def proj(xs, rows):
         bi, bt = eps * si[rows], eps * st[rows]
@@ -91,5 +91,4 @@ def run_embedding_attack(spec: AttackSpec, obj: Objective, e0: Embeds, eps: floa
     B = di.shape[0]
     flat = torch.cat([di.reshape(B, -1), dt.reshape(B, -1)], 1)
     adv = Embeds(r.xs[0], r.xs[1], e0.text_mask)
-    return EmbeddingResult(adv, r.logits, r.steps, flat.abs().amax(1), flat.norm(p=2, dim=1),
-                           r.grad_evals, r.fwd_evals)
+    return EmbeddingResult(adv, r.logits, r.steps, flat.abs().amax(1), flat.norm(p=2, dim=1), r.grad_evals, r.fwd_evals)

@@ -50,10 +50,16 @@ class AscentResult:
     fwd_evals: int  # example forward-only passes spent
 
 
-def ascend(objective: Objective, start: Sequence[torch.Tensor], *, steps: int,
-           step: Callable[[Tensors, Tensors, torch.Tensor], Tensors],
-           project: Callable[[Tensors, torch.Tensor], Tensors],
-           early_stop: bool, final_logits: bool = True) -> AscentResult:
+def ascend(
+    objective: Objective,
+    start: Sequence[torch.Tensor],
+    *,
+    steps: int,
+    step: Callable[[Tensors, Tensors, torch.Tensor], Tensors],
+    project: Callable[[Tensors, torch.Tensor], Tensors],
+    early_stop: bool,
+    final_logits: bool = True,
+) -> AscentResult:
     """Run `steps` ascent steps from `start` (already inside the ball).
 
     step(xs, grads, rows) -> moved xs; project(xs, rows) -> xs inside the ball (and the
@@ -115,15 +121,17 @@ def ascend(objective: Objective, start: Sequence[torch.Tensor], *, steps: int,
 
 def example_generator(seed: int) -> torch.Generator:
     g = torch.Generator()
-    g.manual_seed(int(seed) % (2 ** 63))
+    g.manual_seed(int(seed) % (2**63))
     return g
 
 
-def uniform_noise(shape: Sequence[int], low: float, high: float, seeds: Sequence[int],
-                  like: torch.Tensor) -> torch.Tensor:
+def uniform_noise(
+    shape: Sequence[int], low: float, high: float, seeds: Sequence[int], like: torch.Tensor
+) -> torch.Tensor:
     """Per-example uniform noise, each row from its own seed (independent of batching)."""
-    rows = [torch.empty(tuple(shape), dtype=like.dtype).uniform_(low, high, generator=example_generator(s))
-            for s in seeds]
+    rows = [
+        torch.empty(tuple(shape), dtype=like.dtype).uniform_(low, high, generator=example_generator(s)) for s in seeds
+    ]
     return torch.stack(rows).to(like.device)
 
 

@@ -43,6 +43,7 @@ class ImageResult:
 
 # ----------------------------------------------------------------------------- geometry
 
+
 def flat_norms(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example L-inf and L2 norms of a perturbation."""
     d = delta.reshape(delta.shape[0], -1)
@@ -63,8 +64,10 @@ def project(x: torch.Tensor, x0: torch.Tensor, eps: float, norm: str) -> torch.T
 
 # ----------------------------------------------------------------------------- ours
 
-def ours(spec: AttackSpec, obj: Objective, x0: torch.Tensor, eps: float, seeds: list[int],
-         early_stop: bool) -> AscentResult:
+
+def ours(
+    spec: AttackSpec, obj: Objective, x0: torch.Tensor, eps: float, seeds: list[int], early_stop: bool
+) -> AscentResult:
     """Batched PGD / FGSM with torchattacks' arithmetic (see module docstring)."""
     alpha = spec.step_size(eps)
     norm = spec.norm
@@ -81,6 +84,7 @@ def ours(spec: AttackSpec, obj: Objective, x0: torch.Tensor, eps: float, seeds: 
             start = torch.clamp(x0 + delta, min=0, max=1)
 
     if norm == "linf":
+
         def step(xs, gs, rows):
             return [xs[0] + alpha * gs[0].sign()]
 
@@ -88,6 +92,7 @@ def ours(spec: AttackSpec, obj: Objective, x0: torch.Tensor, eps: float, seeds: 
             delta = torch.clamp(xs[0] - x0[rows], min=-eps, max=eps)
             return [torch.clamp(x0[rows] + delta, min=0, max=1)]
     else:
+
         def step(xs, gs, rows):
             g = gs[0]
             gn = g.reshape(g.shape[0], -1).norm(p=2, dim=1) + 1e-10
@@ -123,6 +128,7 @@ def _fgsm_linf(obj: Objective, x0: torch.Tensor, eps: float) -> AscentResult:
 
 # ----------------------------------------------------------------------------- libraries
 
+
 class RowMatched(nn.Module):
     """A classifier over the rows of one batch that accepts any subset of its rows.
 
@@ -132,8 +138,9 @@ class RowMatched(nn.Module):
     image, and two examples of one batch never share an image in a generated task.
     """
 
-    def __init__(self, logits_fn, x0: torch.Tensor, anchor: nn.Module | None = None,
-                 row_map: torch.Tensor | None = None):
+    def __init__(
+        self, logits_fn, x0: torch.Tensor, anchor: nn.Module | None = None, row_map: torch.Tensor | None = None
+    ):
         super().__init__()
         self.logits_fn = logits_fn
         self.register_buffer("x0", x0.detach())
@@ -161,8 +168,10 @@ def _torchattacks():
     try:
         import torchattacks
     except ImportError:
-        raise AttackError("torchattacks is not installed; install it with "
-                          "`pip install --no-deps torchattacks==3.5.1` (see `make setup`)") from None
+        raise AttackError(
+            "torchattacks is not installed; install it with "
+            "`pip install --no-deps torchattacks==3.5.1` (see `make setup`)"
+        ) from None
     return torchattacks
 
 
@@ -187,11 +196,18 @@ def _torchattacks_attack(spec: AttackSpec, model: nn.Module, eps: float, n_class
             return ta.PGD(model, eps=eps, alpha=alpha, steps=spec.steps, random_start=spec.random_start)
         return ta.PGDL2(model, eps=eps, alpha=alpha, steps=spec.steps, random_start=spec.random_start)
     if m == "apgd":
-        return ta.APGD(model, norm=norm, eps=eps, steps=spec.steps, n_restarts=spec.restarts, seed=seed,
-                       loss=spec.loss)
+        return ta.APGD(model, norm=norm, eps=eps, steps=spec.steps, n_restarts=spec.restarts, seed=seed, loss=spec.loss)
     if m == "square":
-        return ta.Square(model, norm=norm, eps=eps, n_queries=int(spec.queries), n_restarts=spec.restarts,
-                         p_init=spec.p_init, loss=spec.loss, seed=seed)
+        return ta.Square(
+            model,
+            norm=norm,
+            eps=eps,
+            n_queries=int(spec.queries),
+            n_restarts=spec.restarts,
+            p_init=spec.p_init,
+            loss=spec.loss,
+            seed=seed,
+        )
     if m == "cw":
         return ta.CW(model, c=spec.c, kappa=spec.kappa, steps=spec.steps, lr=spec.lr)
     if m == "autoattack":
@@ -220,8 +236,9 @@ def _foolbox_run(spec: AttackSpec, model: nn.Module, x0: torch.Tensor, labels: t
         atk = fb.attacks.L2PGD(abs_stepsize=alpha, steps=spec.steps, random_start=spec.random_start)
     elif m == "cw":
         # one binary-search step at c = spec.c: the same fixed-c objective as torchattacks' CW
-        atk = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=1, steps=spec.steps, stepsize=spec.lr,
-                                               confidence=spec.kappa, initial_const=spec.c)
+        atk = fb.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=1, steps=spec.steps, stepsize=spec.lr, confidence=spec.kappa, initial_const=spec.c
+        )
     else:
         raise AttackError(f"foolbox backend has no {m}")
     with warnings.catch_warnings():
@@ -254,9 +271,18 @@ def unique_image_groups(x0: torch.Tensor) -> list[torch.Tensor]:
     return [torch.tensor(g, dtype=torch.long, device=x0.device) for g in groups]
 
 
-def run_image_attack(spec: AttackSpec, obj: Objective, x0: torch.Tensor, eps: float, *,
-                     seeds: list[int], batch_seed: int, early_stop: bool | None = None,
-                     classifier=None, n_classes: int | None = None) -> ImageResult:
+def run_image_attack(
+    spec: AttackSpec,
+    obj: Objective,
+    x0: torch.Tensor,
+    eps: float,
+    *,
+    seeds: list[int],
+    batch_seed: int,
+    early_stop: bool | None = None,
+    classifier=None,
+    n_classes: int | None = None,
+) -> ImageResult:
     """Attack the batch x0 at eps with `spec`'s backend.
 
     obj: the objective of these examples (rows index x0). seeds: one per example (random
@@ -269,8 +295,10 @@ def run_image_attack(spec: AttackSpec, obj: Objective, x0: torch.Tensor, eps: fl
         r = ours(spec, obj, x0, eps, seeds, es)
         return ImageResult(r.xs[0], r.logits, r.steps, None, r.grad_evals, r.fwd_evals)
     if obj.labels is None or classifier is None:
-        raise AttackError(f"the {spec.backend} backend needs logits over candidates (a closed-answer task "
-                          f"or a classifier); use --backend ours")
+        raise AttackError(
+            f"the {spec.backend} backend needs logits over candidates (a closed-answer task "
+            f"or a classifier); use --backend ours"
+        )
     B = x0.shape[0]
     make = (lambda xs, rows: classifier) if isinstance(classifier, nn.Module) else classifier
     groups = unique_image_groups(x0)
@@ -279,11 +307,11 @@ def run_image_attack(spec: AttackSpec, obj: Objective, x0: torch.Tensor, eps: fl
     with torch.random.fork_rng(devices=devices), torch.enable_grad():  # seeded without touching the caller's RNG
         for k, g in enumerate(groups):
             seed = int(batch_seed) + k
-            torch.manual_seed(seed % (2 ** 63))
+            torch.manual_seed(seed % (2**63))
             xg, yg = x0[g], obj.labels[g]
             clf = make(xg, None if len(groups) == 1 else g)
             if spec.backend == "torchattacks":
-                atk = _torchattacks_attack(spec, clf, eps, int(n_classes or 0), seed % (2 ** 31))
+                atk = _torchattacks_attack(spec, clf, eps, int(n_classes or 0), seed % (2**31))
                 adv[g] = atk(xg, yg).detach().to(x0.dtype)
             else:
                 adv[g] = _foolbox_run(spec, clf, xg, yg, eps).detach().to(x0.dtype)

@@ -42,8 +42,17 @@ class JointResult:
 
 def image_spec(spec: AttackSpec) -> AttackSpec:
     """The image stage of a joint preset as an image PGD spec."""
-    return replace(spec, kind="image", method="pgd", backend="ours", text_method="", max_words_fraction=None,
-                   embeddings="", mlm="", queries=None)
+    return replace(
+        spec,
+        kind="image",
+        method="pgd",
+        backend="ours",
+        text_method="",
+        max_words_fraction=None,
+        embeddings="",
+        mlm="",
+        queries=None,
+    )
 
 
 def final_logits(model, x: torch.Tensor, texts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
@@ -52,11 +61,25 @@ def final_logits(model, x: torch.Tensor, texts: Sequence[str], answers: Sequence
         return model.candidate_logits(x, list(texts), answers)
 
 
-def run_joint(spec: AttackSpec, runner: TextRunner, model, answers: Sequence[str], x0: torch.Tensor,
-              texts: Sequence[str], labels: torch.Tensor, eps: float, *, seeds: list[int], batch_seed: int,
-              text_seeds: list[int], early_stop: bool = True, ids: Sequence[str] | None = None,
-              text_cache: dict | None = None, known: Sequence | None = None,
-              features: torch.Tensor | None = None) -> JointResult:
+def run_joint(
+    spec: AttackSpec,
+    runner: TextRunner,
+    model,
+    answers: Sequence[str],
+    x0: torch.Tensor,
+    texts: Sequence[str],
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    seeds: list[int],
+    batch_seed: int,
+    text_seeds: list[int],
+    early_stop: bool = True,
+    ids: Sequence[str] | None = None,
+    text_cache: dict | None = None,
+    known: Sequence | None = None,
+    features: torch.Tensor | None = None,
+) -> JointResult:
     """Attack a batch jointly at image eps.
 
     text_cache (text-image): example id -> text stage result, kept across the eps of a batch
@@ -79,8 +102,9 @@ def run_joint(spec: AttackSpec, runner: TextRunner, model, answers: Sequence[str
             return
         idx = torch.tensor(rows, device=x0.device)
         obj = ClosedImage(model, [cur_texts[j] for j in rows], answers, labels[idx])
-        r = run_image_attack(img, obj, x0[idx], eps, seeds=[seeds[j] for j in rows], batch_seed=batch_seed,
-                             early_stop=early_stop)
+        r = run_image_attack(
+            img, obj, x0[idx], eps, seeds=[seeds[j] for j in rows], batch_seed=batch_seed, early_stop=early_stop
+        )
         adv[idx] = r.adv.detach()
         steps[idx.cpu()] = r.steps.cpu()
         grads += r.grad_evals
@@ -90,10 +114,15 @@ def run_joint(spec: AttackSpec, runner: TextRunner, model, answers: Sequence[str
         cache = text_cache if text_cache is not None else {}
         todo = [j for j in rows if ids[j] not in cache]
         if todo:
-            res = runner.run_many(images[todo], [texts[j] for j in todo], [int(labels[j]) for j in todo],
-                                  fraction=frac, seeds=[text_seeds[j] for j in todo],
-                                  known=[known[j] for j in todo] if clean and known is not None else None,
-                                  features=features[todo] if clean and features is not None else None)
+            res = runner.run_many(
+                images[todo],
+                [texts[j] for j in todo],
+                [int(labels[j]) for j in todo],
+                fraction=frac,
+                seeds=[text_seeds[j] for j in todo],
+                known=[known[j] for j in todo] if clean and known is not None else None,
+                features=features[todo] if clean and features is not None else None,
+            )
             cache.update({ids[j]: r for j, r in zip(todo, res)})
         for j in rows:
             text_res[j] = cache[ids[j]]

@@ -38,7 +38,7 @@ class _Job:
         self.done = False
         rs = random.Random(seed)
         self.py_state = rs.getstate()
-        self.np_state = np.random.RandomState(seed % (2 ** 32)).get_state()
+        self.np_state = np.random.RandomState(seed % (2**32)).get_state()
         self.thread: threading.Thread | None = None
 
 
@@ -105,8 +105,12 @@ class Lockstep:
         job.wake.set()
         self._turn_over.wait()
 
-    def run(self, fns: Sequence[Callable[[], Any]], seeds: Sequence[int],
-            score: Callable[[list[tuple[int, Any]]], list[Any]]) -> list[Any]:
+    def run(
+        self,
+        fns: Sequence[Callable[[], Any]],
+        seeds: Sequence[int],
+        score: Callable[[list[tuple[int, Any]]], list[Any]],
+    ) -> list[Any]:
         jobs = [_Job(i, fn, int(s)) for i, (fn, s) in enumerate(zip(fns, seeds))]
         py_state, np_state = random.getstate(), np.random.get_state()
         self._abort = False

@@ -146,6 +146,7 @@ OVERRIDABLE: tuple[str, ...] = tuple(k for k in ALLOWED_KEYS if k not in ("name"
 
 # ----------------------------------------------------------------------------- eps parsing
 
+
 def parse_eps_value(value: Any) -> float:
     """8/255, "8/255", 0.03, "0.03" -> float; ConfigError on anything else."""
     if isinstance(value, bool):
@@ -161,8 +162,10 @@ def parse_eps_value(value: Any) -> float:
             else:
                 v = float(s)
         except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"bad eps value {s!r}; write numbers or fractions such as 8/255, "
-                              f"separated by commas (e.g. 1/255,2/255,0.03)") from None
+            raise ConfigError(
+                f"bad eps value {s!r}; write numbers or fractions such as 8/255, "
+                f"separated by commas (e.g. 1/255,2/255,0.03)"
+            ) from None
     if not math.isfinite(v):
         raise ConfigError(f"bad eps value {value!r}; eps must be a finite number")
     return v
@@ -199,15 +202,20 @@ def validate_eps(spec: AttackSpec, eps: Iterable[float]) -> list[float]:
         if e <= 0:
             raise AttackError(f"eps must be > 0, got {e:g}")
         if spec.kind == "text" and e > 1:
-            raise AttackError(f"the eps of the text attack {spec.name} is its word budget, the largest fraction of "
-                              f"words it may change; it must lie in (0, 1], got {e:g}")
+            raise AttackError(
+                f"the eps of the text attack {spec.name} is its word budget, the largest fraction of "
+                f"words it may change; it must lie in (0, 1], got {e:g}"
+            )
         if spec.kind in ("image", "joint") and spec.norm == "linf" and e > 1:
-            raise AttackError(f"eps {e:g} is larger than 1, the whole [0,1] pixel range, for the L-inf attack "
-                              f"{spec.name}; write e.g. 8/255")
+            raise AttackError(
+                f"eps {e:g} is larger than 1, the whole [0,1] pixel range, for the L-inf attack "
+                f"{spec.name}; write e.g. 8/255"
+            )
     return vals
 
 
 # ----------------------------------------------------------------------------- presets
+
 
 def preset_folder() -> Path:
     from ..paths import preset_dir
@@ -310,14 +318,21 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
         raise AttackError(f"attack {spec.name}: unknown norm {spec.norm!r}; use linf or l2")
     supported = SUPPORT.get((spec.kind, spec.method))
     if supported is None:
-        hint = {"text": f"text attacks are {', '.join(TEXT_METHODS)}",
-                "joint": f"joint attacks are {' or '.join(JOINT_METHODS)} (with text_method: RECIPE)"}.get(
-            spec.kind, "embedding attacks are pgd or fgsm" if spec.kind == "embedding"
-            else "image attacks are pgd, fgsm, apgd, square, cw or autoattack")
+        hint = {
+            "text": f"text attacks are {', '.join(TEXT_METHODS)}",
+            "joint": f"joint attacks are {' or '.join(JOINT_METHODS)} (with text_method: RECIPE)",
+        }.get(
+            spec.kind,
+            "embedding attacks are pgd or fgsm"
+            if spec.kind == "embedding"
+            else "image attacks are pgd, fgsm, apgd, square, cw or autoattack",
+        )
         raise AttackError(f"attack {spec.name}: method {spec.method} does not exist for {spec.kind} attacks; {hint}")
     if spec.backend not in supported:
-        raise AttackError(f"attack {spec.name} ({spec.kind} {spec.method}) has no {spec.backend} backend; "
-                          f"use --backend {' or '.join(supported)}")
+        raise AttackError(
+            f"attack {spec.name} ({spec.kind} {spec.method}) has no {spec.backend} backend; "
+            f"use --backend {' or '.join(supported)}"
+        )
     if spec.method == "cw" and spec.norm != "l2":
         raise AttackError(f"attack {spec.name}: Carlini-Wagner is an L2 attack; set norm: l2")
     if spec.method == "fgsm" and spec.norm == "l2" and spec.backend != "ours":
@@ -325,8 +340,10 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
     if spec.kind in ("text", "joint"):
         _check_text(spec)
     elif spec.text_method or spec.max_words_fraction is not None or spec.embeddings or spec.mlm:
-        raise AttackError(f"attack {spec.name}: text_method, max_words_fraction, embeddings and mlm belong to text "
-                          f"and joint attacks, not {spec.kind} attacks")
+        raise AttackError(
+            f"attack {spec.name}: text_method, max_words_fraction, embeddings and mlm belong to text "
+            f"and joint attacks, not {spec.kind} attacks"
+        )
     if spec.kind == "text":
         if spec.eps_unit != "words":
             raise AttackError(f"attack {spec.name}: text attacks take eps in words (eps_unit: words), the word budget")
@@ -339,8 +356,10 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
         raise AttackError(f"attack {spec.name}: image attacks take eps in pixel units (eps_unit: pixel)")
     _check_budgets(spec)
     if spec.method == "fgsm" and spec.steps != 1:
-        raise AttackError(f"attack {spec.name} is a one-step attack (FGSM); for --steps {spec.steps} use "
-                          f"{'emb-pgd' if spec.kind == 'embedding' else 'pgd'}")
+        raise AttackError(
+            f"attack {spec.name} is a one-step attack (FGSM); for --steps {spec.steps} use "
+            f"{'emb-pgd' if spec.kind == 'embedding' else 'pgd'}"
+        )
     if spec.method == "square" and not spec.queries:
         raise AttackError(f"attack {spec.name}: square needs a query budget (queries: N)")
     if spec.alpha is not None and spec.alpha <= 0:
@@ -379,20 +398,28 @@ def _check_text(spec: AttackSpec) -> None:
         if recipe not in TEXT_METHODS:
             raise AttackError(f"attack {spec.name}: a joint attack needs text_method, one of {', '.join(TEXT_METHODS)}")
         if spec.max_words_fraction is None:
-            raise AttackError(f"attack {spec.name}: a joint attack needs its text budget max_words_fraction (e.g. 0.25)")
+            raise AttackError(
+                f"attack {spec.name}: a joint attack needs its text budget max_words_fraction (e.g. 0.25)"
+            )
     elif spec.text_method or spec.max_words_fraction is not None:
-        raise AttackError(f"attack {spec.name}: a text attack's word budget is its eps (e.g. eps: [0.25]); "
-                          f"text_method and max_words_fraction belong to joint attacks")
+        raise AttackError(
+            f"attack {spec.name}: a text attack's word budget is its eps (e.g. eps: [0.25]); "
+            f"text_method and max_words_fraction belong to joint attacks"
+        )
     if spec.max_words_fraction is not None and not 0 < spec.max_words_fraction <= 1:
         raise AttackError(f"max_words_fraction must lie in (0, 1], got {spec.max_words_fraction:g}")
     if spec.queries is not None and spec.queries <= 0:
         raise AttackError(f"the query budget must be a positive integer, got {spec.queries}")
     if spec.embeddings and recipe not in NEEDS_EMBEDDINGS:
-        raise AttackError(f"attack {spec.name}: {recipe} uses no word embeddings (only "
-                          f"{' and '.join(NEEDS_EMBEDDINGS)} do); drop --embeddings")
+        raise AttackError(
+            f"attack {spec.name}: {recipe} uses no word embeddings (only "
+            f"{' and '.join(NEEDS_EMBEDDINGS)} do); drop --embeddings"
+        )
     if spec.mlm and recipe not in NEEDS_MLM:
-        raise AttackError(f"attack {spec.name}: {recipe} uses no masked language model (only "
-                          f"{' and '.join(NEEDS_MLM)} do); drop --mlm")
+        raise AttackError(
+            f"attack {spec.name}: {recipe} uses no masked language model (only "
+            f"{' and '.join(NEEDS_MLM)} do); drop --mlm"
+        )
 
 
 def load_preset(path: Path) -> AttackSpec:
@@ -421,19 +448,24 @@ def resolve(preset_or_path: str | Path | AttackSpec, **overrides) -> AttackSpec:
             spec = load_preset(files[ref])
         elif p.suffix in (".yaml", ".yml") or p.is_file() or "/" in ref:
             if not p.is_file():
-                raise AttackError(f"attack preset file {p} does not exist; known presets: "
-                                  f"{', '.join(files) or '(none)'}")
+                raise AttackError(
+                    f"attack preset file {p} does not exist; known presets: {', '.join(files) or '(none)'}"
+                )
             spec = load_preset(p)
         else:
-            raise AttackError(f"unknown attack {ref!r}; known presets: {', '.join(files) or '(none)'} "
-                              f"(or pass a path to a preset .yaml)")
+            raise AttackError(
+                f"unknown attack {ref!r}; known presets: {', '.join(files) or '(none)'} "
+                f"(or pass a path to a preset .yaml)"
+            )
     ov = {k: v for k, v in overrides.items() if v is not None}
     for key in ov:
         if key not in OVERRIDABLE:
             allowed = ", ".join(OVERRIDABLE)
             if key in ALLOWED_KEYS:
-                raise ConfigError(f"{key!r} cannot be overridden (it defines the attack); write a preset file "
-                                  f"instead; overridable: {allowed}")
+                raise ConfigError(
+                    f"{key!r} cannot be overridden (it defines the attack); write a preset file "
+                    f"instead; overridable: {allowed}"
+                )
             raise ConfigError(f"unknown attack option {key!r}; allowed: {allowed}")
     if "steps" in ov and spec.method == "square" and "queries" not in ov:
         # the one budget knob of a black-box attack is its number of queries

@@ -37,33 +37,41 @@ from ..errors import AttackError
 from .presets import NEEDS_EMBEDDINGS, NEEDS_MLM, AttackSpec
 from .textattack_setup import _quiet, ensure_offline_data, load_textattack
 
-EMBEDDINGS_HELP = ("counter-fitted word vectors as a text file of 'word v1 v2 ...' lines (e.g. "
-                   "counter-fitted-vectors.txt from github.com/nmrksic/counter-fitting)")
+EMBEDDINGS_HELP = (
+    "counter-fitted word vectors as a text file of 'word v1 v2 ...' lines (e.g. "
+    "counter-fitted-vectors.txt from github.com/nmrksic/counter-fitting)"
+)
 MLM_HELP = "a local Hugging Face masked-LM directory (e.g. bert-base-uncased saved with save_pretrained)"
 
 
 # ----------------------------------------------------------------------------- resources
+
 
 def check_resources(spec: AttackSpec) -> None:
     """Before anything runs or is written: the resources the recipe needs exist and look right."""
     recipe = spec.text_recipe
     if recipe in NEEDS_EMBEDDINGS:
         if not spec.embeddings:
-            raise AttackError(f"{recipe} needs counter-fitted word embeddings (robust-pt downloads nothing); "
-                              f"pass --embeddings PATH ({EMBEDDINGS_HELP})")
+            raise AttackError(
+                f"{recipe} needs counter-fitted word embeddings (robust-pt downloads nothing); "
+                f"pass --embeddings PATH ({EMBEDDINGS_HELP})"
+            )
         read_embeddings(spec.embeddings)
     if recipe in NEEDS_MLM:
         if not spec.mlm:
-            raise AttackError(f"{recipe} needs a masked language model (robust-pt downloads nothing); "
-                              f"pass --mlm PATH ({MLM_HELP})")
+            raise AttackError(
+                f"{recipe} needs a masked language model (robust-pt downloads nothing); pass --mlm PATH ({MLM_HELP})"
+            )
         p = Path(spec.mlm)
         if not p.is_dir() or not (p / "config.json").is_file():
             raise AttackError(f"--mlm {p} is not a masked-LM directory (no config.json); pass {MLM_HELP}")
         load_mlm(spec.mlm)
     if recipe == "pwws":
         if any("WordNet" in m for m in ensure_offline_data()):
-            raise AttackError("pwws needs NLTK's WordNet, which is missing; run `python scripts/setup_nltk.py` "
-                              "(it copies Debian's wordnet-base into the project cache)")
+            raise AttackError(
+                "pwws needs NLTK's WordNet, which is missing; run `python scripts/setup_nltk.py` "
+                "(it copies Debian's wordnet-base into the project cache)"
+            )
 
 
 _LOADED: dict = {}  # the last embeddings / MLM read, keyed by (kind, path, size, mtime): checked once, used once
@@ -151,13 +159,15 @@ def _load_mlm(path: str):
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True)
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise AttackError(f"--mlm {path} cannot be loaded as a masked LM with its tokenizer ({first}); "
-                          f"pass {MLM_HELP}") from None
+        raise AttackError(
+            f"--mlm {path} cannot be loaded as a masked LM with its tokenizer ({first}); pass {MLM_HELP}"
+        ) from None
     model.eval()
     return model, tok
 
 
 # ----------------------------------------------------------------------------- recipes
+
 
 def build_attack(recipe: str, wrapper, budget, spec: AttackSpec, batch_size: int = 256, unk_token: str = "[UNK]"):
     """TextAttack's recipe `recipe` (offline, see the module docstring) with our word budget.
@@ -170,23 +180,25 @@ def build_attack(recipe: str, wrapper, budget, spec: AttackSpec, batch_size: int
     from textattack import Attack
     from textattack import transformations as T
     from textattack.constraints.overlap import LevenshteinEditDistance
-    from textattack.constraints.pre_transformation import (MinWordLength, RepeatModification,
-                                                            StopwordModification)
+    from textattack.constraints.pre_transformation import MinWordLength, RepeatModification, StopwordModification
     from textattack.goal_functions import UntargetedClassification
     from textattack.search_methods import GreedySearch, GreedyWordSwapWIR
 
     from .vl_wrapper import WordBudgetCheck
 
     with _quiet():
-        goal = UntargetedClassification(wrapper, query_budget=spec.queries or float("inf"),
-                                        model_batch_size=batch_size)
+        goal = UntargetedClassification(wrapper, query_budget=spec.queries or float("inf"), model_batch_size=batch_size)
     cons: list = [RepeatModification(), StopwordModification()]
     edge = dict(skip_first_char=True, skip_last_char=True)
     if recipe == "deepwordbug":
-        trans = T.CompositeTransformation([T.WordSwapNeighboringCharacterSwap(),
-                                           T.WordSwapRandomCharacterSubstitution(),
-                                           T.WordSwapRandomCharacterDeletion(),
-                                           T.WordSwapRandomCharacterInsertion()])
+        trans = T.CompositeTransformation(
+            [
+                T.WordSwapNeighboringCharacterSwap(),
+                T.WordSwapRandomCharacterSubstitution(),
+                T.WordSwapRandomCharacterDeletion(),
+                T.WordSwapRandomCharacterInsertion(),
+            ]
+        )
         cons.append(LevenshteinEditDistance(30))
         search = GreedyWordSwapWIR()
     elif recipe == "pwws":
@@ -198,12 +210,15 @@ def build_attack(recipe: str, wrapper, budget, spec: AttackSpec, batch_size: int
     elif recipe in ("textbugger", "textfooler"):
         emb = load_embedding(spec.embeddings)
         if recipe == "textbugger":
-            trans = T.CompositeTransformation([
-                T.WordSwapRandomCharacterInsertion(random_one=True, letters_to_insert=" ", **edge),
-                T.WordSwapRandomCharacterDeletion(random_one=True, **edge),
-                T.WordSwapNeighboringCharacterSwap(random_one=True, **edge),
-                T.WordSwapHomoglyphSwap(),
-                T.WordSwapEmbedding(max_candidates=5, embedding=emb)])
+            trans = T.CompositeTransformation(
+                [
+                    T.WordSwapRandomCharacterInsertion(random_one=True, letters_to_insert=" ", **edge),
+                    T.WordSwapRandomCharacterDeletion(random_one=True, **edge),
+                    T.WordSwapNeighboringCharacterSwap(random_one=True, **edge),
+                    T.WordSwapHomoglyphSwap(),
+                    T.WordSwapEmbedding(max_candidates=5, embedding=emb),
+                ]
+            )
         else:
             from textattack.constraints.semantics import WordEmbeddingDistance
 
@@ -214,18 +229,29 @@ def build_attack(recipe: str, wrapper, budget, spec: AttackSpec, batch_size: int
         lm, tok = load_mlm(spec.mlm)
         max_len = min(512, int(getattr(lm.config, "max_position_embeddings", 512) or 512))
         if recipe == "bert-attack":
-            trans = T.WordSwapMaskedLM(method="bert-attack", masked_language_model=lm, tokenizer=tok,
-                                       max_candidates=48, max_length=max_len)
+            trans = T.WordSwapMaskedLM(
+                method="bert-attack", masked_language_model=lm, tokenizer=tok, max_candidates=48, max_length=max_len
+            )
             search = GreedyWordSwapWIR(wir_method="unk")
         else:
-            trans = T.WordSwapMaskedLM(method="bae", masked_language_model=lm, tokenizer=tok, max_candidates=50,
-                                       min_confidence=0.0, max_length=max_len)
+            trans = T.WordSwapMaskedLM(
+                method="bae",
+                masked_language_model=lm,
+                tokenizer=tok,
+                max_candidates=50,
+                min_confidence=0.0,
+                max_length=max_len,
+            )
             search = GreedyWordSwapWIR(wir_method="delete")
     elif recipe == "pruthi":
-        trans = T.CompositeTransformation([T.WordSwapNeighboringCharacterSwap(random_one=False, **edge),
-                                           T.WordSwapRandomCharacterDeletion(random_one=False, **edge),
-                                           T.WordSwapRandomCharacterInsertion(random_one=False, **edge),
-                                           T.WordSwapQWERTY(random_one=False, **edge)])
+        trans = T.CompositeTransformation(
+            [
+                T.WordSwapNeighboringCharacterSwap(random_one=False, **edge),
+                T.WordSwapRandomCharacterDeletion(random_one=False, **edge),
+                T.WordSwapRandomCharacterInsertion(random_one=False, **edge),
+                T.WordSwapQWERTY(random_one=False, **edge),
+            ]
+        )
         cons = [MinWordLength(min_length=4), StopwordModification(), RepeatModification()]
         search = GreedySearch()
     else:
@@ -237,6 +263,7 @@ def build_attack(recipe: str, wrapper, budget, spec: AttackSpec, batch_size: int
 
 
 # ----------------------------------------------------------------------------- running
+
 
 @dataclass
 class TextResult:
@@ -276,8 +303,14 @@ class TextRunner:
 
         while len(self._pool) <= j:
             budget = WordBudget()
-            attack = build_attack(self.recipe, SlotWrapper(self.model, self.lockstep), budget, self.spec,
-                                  batch_size=1 << 30, unk_token=self.scorer.unk_token())
+            attack = build_attack(
+                self.recipe,
+                SlotWrapper(self.model, self.lockstep),
+                budget,
+                self.spec,
+                batch_size=1 << 30,
+                unk_token=self.scorer.unk_token(),
+            )
             self._pool.append((attack, budget))
         return self._pool[j]
 
@@ -285,8 +318,7 @@ class TextRunner:
         """Attack one example (image (C, H, W) fixed, clean or adversarial)."""
         return self.run_many(image[None], [text], [label], fraction=fraction, seeds=[seed])[0]
 
-    def run_many(self, images, texts, labels, *, fraction: float, seeds, known=None,
-                 features=None) -> list[TextResult]:
+    def run_many(self, images, texts, labels, *, fraction: float, seeds, known=None, features=None) -> list[TextResult]:
         """Attack each (images[i], texts[i], labels[i]); the results do not depend on the grouping.
 
         known: optional logits of each original text with its image (the clean pass's), and
@@ -296,8 +328,15 @@ class TextRunner:
         known = list(known) if known is not None else [None] * len(texts)
         for s in range(0, len(texts), self.width):
             sl = slice(s, s + self.width)
-            out += self._chunk(images[sl], list(texts[sl]), [int(v) for v in labels[sl]], fraction, list(seeds[sl]),
-                               known[sl], None if features is None else features[sl])
+            out += self._chunk(
+                images[sl],
+                list(texts[sl]),
+                [int(v) for v in labels[sl]],
+                fraction,
+                list(seeds[sl]),
+                known[sl],
+                None if features is None else features[sl],
+            )
         return out
 
     def _chunk(self, images, texts, labels, fraction, seeds, known, features) -> list[TextResult]:
@@ -334,9 +373,14 @@ class TextRunner:
         res = attack.attack(original, int(label))
         final = res.original_result if isinstance(res, SkippedAttackResult) else res.perturbed_result
         adv = final.attacked_text
-        return TextResult(adv_text=adv.text, succeeded=isinstance(res, SuccessfulAttackResult),
-                          words_changed=len(adv.attack_attrs.get("modified_indices", ())), n_words=n,
-                          max_words=word_limit(n, fraction), queries=int(attack.goal_function.num_queries))
+        return TextResult(
+            adv_text=adv.text,
+            succeeded=isinstance(res, SuccessfulAttackResult),
+            words_changed=len(adv.attack_attrs.get("modified_indices", ())),
+            n_words=n,
+            max_words=word_limit(n, fraction),
+            queries=int(attack.goal_function.num_queries),
+        )
 
 
 def words_fraction(changed: int, n_words: int) -> float:

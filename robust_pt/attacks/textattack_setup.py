@@ -23,8 +23,10 @@ def load_textattack():
         return sys.modules["textattack"]
     missing = [m for m in ensure_offline_data() if "WordNet" not in m]
     if missing:
-        raise AttackError(f"text attacks need offline NLTK data that is missing ({'; '.join(missing)}); "
-                          f"run `python scripts/setup_nltk.py` (or `make setup`)")
+        raise AttackError(
+            f"text attacks need offline NLTK data that is missing ({'; '.join(missing)}); "
+            f"run `python scripts/setup_nltk.py` (or `make setup`)"
+        )
     try:
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")

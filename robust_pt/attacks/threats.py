@@ -23,7 +23,7 @@ NO_TEXT = {"adv_text": None, "words_changed": 0, "words_fraction": 0.0, "max_wor
 def derive_seed(*parts) -> int:
     """A 63-bit seed from any parts (stable across processes and platforms)."""
     text = "|".join(f"{p:.12g}" if isinstance(p, float) else str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2 ** 63 - 1)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -53,15 +53,23 @@ class _ImageBound(_Gradient):
         v = self.victim
         obj = v.image_objective(examples)
         seeds = [derive_seed(self.seed, ex.id, eps, restart) for ex in examples]
-        r = run_image_attack(self.spec, obj, x0, eps, seeds=seeds,
-                             batch_seed=derive_seed(self.seed, "batch", b, eps, restart), early_stop=self.early_stop,
-                             classifier=getattr(obj, "classifier", None),
-                             n_classes=len(v.task.answers) if v.has_logits else None)
+        r = run_image_attack(
+            self.spec,
+            obj,
+            x0,
+            eps,
+            seeds=seeds,
+            batch_seed=derive_seed(self.seed, "batch", b, eps, restart),
+            early_stop=self.early_stop,
+            classifier=getattr(obj, "classifier", None),
+            n_classes=len(v.task.answers) if v.has_logits else None,
+        )
         self._count(r)
         linf, l2 = flat_norms(r.adv - x0)
         preds = v.predict_images(r.adv, [ex.text for ex in examples], r.logits)
-        return Outcome(preds, v.scores(examples, index, preds), _np(linf), _np(l2), r.steps.cpu().numpy(),
-                       r.queries, r.adv)
+        return Outcome(
+            preds, v.scores(examples, index, preds), _np(linf), _np(l2), r.steps.cpu().numpy(), r.queries, r.adv
+        )
 
 
 class ImageThreat(ThreatModel):
@@ -82,12 +90,14 @@ class _EmbeddingBound(_Gradient):
         with torch.no_grad():
             e0 = v.model.embed(x0, [ex.text for ex in examples])
         seeds = [derive_seed(self.seed, ex.id, eps, restart) for ex in examples]
-        r = run_embedding_attack(self.spec, v.embeds_objective(examples, e0), e0, eps, seeds=seeds,
-                                 early_stop=self.early_stop)
+        r = run_embedding_attack(
+            self.spec, v.embeds_objective(examples, e0), e0, eps, seeds=seeds, early_stop=self.early_stop
+        )
         self._count(r)
         preds = v.predict_embeds(r.adv, r.logits)
-        return Outcome(preds, v.scores(examples, index, preds), _np(r.linf), _np(r.l2), r.steps.cpu().numpy(),
-                       None, None)
+        return Outcome(
+            preds, v.scores(examples, index, preds), _np(r.linf), _np(r.l2), r.steps.cpu().numpy(), None, None
+        )
 
 
 class EmbeddingThreat(ThreatModel):
@@ -100,8 +110,10 @@ class EmbeddingThreat(ThreatModel):
         return _EmbeddingBound(self, victim, spec, seed)
 
     def no_vl_message(self, attack, model_name):
-        return (f"{attack.name} perturbs text and image embeddings; a plain image classifier has none "
-                f"(use an image attack such as pgd)")
+        return (
+            f"{attack.name} perturbs text and image embeddings; a plain image classifier has none "
+            f"(use an image attack such as pgd)"
+        )
 
 
 def _stack(tensors: list) -> torch.Tensor | None:
@@ -113,9 +125,13 @@ def text_fields(tr) -> dict:
 
     if tr is None:
         return {**NO_TEXT, "queries": 0}
-    return {"adv_text": tr.adv_text, "words_changed": tr.words_changed,
-            "words_fraction": words_fraction(tr.words_changed, tr.n_words), "max_words": tr.max_words,
-            "queries": tr.queries}
+    return {
+        "adv_text": tr.adv_text,
+        "words_changed": tr.words_changed,
+        "words_fraction": words_fraction(tr.words_changed, tr.n_words),
+        "max_words": tr.max_words,
+        "queries": tr.queries,
+    }
 
 
 class _TextBound(Bound):
@@ -170,12 +186,24 @@ class _TextBound(Bound):
 class _WordsBound(_TextBound):
     def _attack(self, b, examples, index, x0, eps, restart):
         known, features = self._known(index)
-        res = self.runner.run_many(x0, [ex.text for ex in examples], [ex.label for ex in examples], fraction=eps,
-                                   seeds=[derive_seed(self.seed, ex.id, eps, "text") for ex in examples],
-                                   known=known, features=features)
+        res = self.runner.run_many(
+            x0,
+            [ex.text for ex in examples],
+            [ex.label for ex in examples],
+            fraction=eps,
+            seeds=[derive_seed(self.seed, ex.id, eps, "text") for ex in examples],
+            known=known,
+            features=features,
+        )
         zeros = np.zeros(len(examples))
-        return (torch.stack([r.logits for r in res]), [text_fields(r) for r in res],
-                np.zeros(len(examples), dtype=np.int64), zeros, zeros, None)
+        return (
+            torch.stack([r.logits for r in res]),
+            [text_fields(r) for r in res],
+            np.zeros(len(examples), dtype=np.int64),
+            zeros,
+            zeros,
+            None,
+        )
 
 
 class _JointBound(_TextBound):
@@ -184,14 +212,27 @@ class _JointBound(_TextBound):
 
         spec, v = self.spec, self.victim
         known, features = self._known(index)
-        text_seeds = [derive_seed(self.seed, ex.id, eps if spec.method == "image-text" else "any", "text")
-                      for ex in examples]
-        r = run_joint(spec, self.runner, v.model, v.task.answers, x0, [ex.text for ex in examples],
-                      v.labels(examples), eps, seeds=[derive_seed(self.seed, ex.id, eps, restart) for ex in examples],
-                      batch_seed=derive_seed(self.seed, "batch", b, eps, 0), text_seeds=text_seeds,
-                      early_stop=self.early_stop, ids=[ex.id for ex in examples],
-                      text_cache=self.text_cache if spec.method == "text-image" else None, known=known,
-                      features=features)
+        text_seeds = [
+            derive_seed(self.seed, ex.id, eps if spec.method == "image-text" else "any", "text") for ex in examples
+        ]
+        r = run_joint(
+            spec,
+            self.runner,
+            v.model,
+            v.task.answers,
+            x0,
+            [ex.text for ex in examples],
+            v.labels(examples),
+            eps,
+            seeds=[derive_seed(self.seed, ex.id, eps, restart) for ex in examples],
+            batch_seed=derive_seed(self.seed, "batch", b, eps, 0),
+            text_seeds=text_seeds,
+            early_stop=self.early_stop,
+            ids=[ex.id for ex in examples],
+            text_cache=self.text_cache if spec.method == "text-image" else None,
+            known=known,
+            features=features,
+        )
         v.stats["grad_evals"] += r.grad_evals
         v.stats["fwd_evals"] += r.fwd_evals
         return (r.logits, [text_fields(tr) for tr in r.text], r.steps.cpu().numpy(), _np(r.linf), _np(r.l2), r.adv)
@@ -203,8 +244,10 @@ class _TextThreat(ThreatModel):
     logits_reason = "needs logits over candidate answers (TextAttack's untargeted goal)"
 
     def no_vl_message(self, attack, model_name):
-        return (f"{attack.name} attacks the question text of a vision-language model; {model_name} is an "
-                f"image-only classifier with no text input (use an image attack such as pgd)")
+        return (
+            f"{attack.name} attacks the question text of a vision-language model; {model_name} is an "
+            f"image-only classifier with no text input (use an image attack such as pgd)"
+        )
 
     def check_task(self, attack, victim_cls, task):
         super().check_task(attack, victim_cls, task)

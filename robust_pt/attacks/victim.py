@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..predict import predict, predict_embeds
 from ..errors import TaskError
+from ..predict import predict, predict_embeds
 from ..tasks.base import CAPTION, CLOSED, GROUND, Example, Task
 from . import objectives as ob
 

@@ -112,7 +112,7 @@ class VLScorer:
         todo = list(dict.fromkeys((slot, k) for slot, keys in keyed for k in keys if k not in self._memo[slot]))
         self.queries += sum(len(keys) for _, keys in keyed)
         for s in range(0, len(todo), self.batch_size):
-            chunk = todo[s:s + self.batch_size]
+            chunk = todo[s : s + self.batch_size]
             with torch.no_grad():
                 logits = self._forward(chunk).float().cpu()
             self.rows += len(chunk)
@@ -188,6 +188,7 @@ class PlainVLWrapper(ModelWrapper):
 
 # ----------------------------------------------------------------------------- budget
 
+
 class WordBudget(PreTransformationConstraint):
     """No further word may be modified once word_limit(words, fraction) words were changed."""
 
@@ -223,6 +224,7 @@ class WordBudgetCheck(Constraint):
 
 
 # ----------------------------------------------------------------------------- embeddings
+
 
 class LocalWordEmbedding(WordEmbedding):
     """A counter-fitted embedding read from a local file; neighbours found on demand (L2, like TextAttack)."""

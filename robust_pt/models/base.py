@@ -24,8 +24,7 @@ class Embeds:
     text_mask: torch.Tensor  # (B, Nt) bool, True for real tokens
 
     def with_(self, image: torch.Tensor | None = None, text: torch.Tensor | None = None) -> "Embeds":
-        return replace(self, image=self.image if image is None else image,
-                       text=self.text if text is None else text)
+        return replace(self, image=self.image if image is None else image, text=self.text if text is None else text)
 
     def index(self, idx: torch.Tensor | slice) -> "Embeds":
         return Embeds(self.image[idx], self.text[idx], self.text_mask[idx])

@@ -44,6 +44,7 @@ from torch import nn
 
 from ..errors import CheckpointError, TaskError
 from .base import Embeds, VLModel
+
 # architecture_of, read_json, SUPPORTED: also imported from here by hf_peft.py and robust_pt/tuning/hf_train.py
 from .loading import ImageSettings, architecture_of, hf_architectures, hf_family, read_json  # noqa: F401
 
@@ -113,15 +114,27 @@ class HFVLModel(VLModel):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] pixels at the input resolution -> what the processor would have fed the model."""
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-1] != self.image_size \
-                or images.shape[-2] != self.image_size:
-            raise TaskError(f"{self.architecture} expects (B, 3, {self.image_size}, {self.image_size}) images in "
-                            f"[0, 1], got {tuple(images.shape)}; load the task at size={self.image_size}")
+        if (
+            images.dim() != 4
+            or images.shape[1] != 3
+            or images.shape[-1] != self.image_size
+            or images.shape[-2] != self.image_size
+        ):
+            raise TaskError(
+                f"{self.architecture} expects (B, 3, {self.image_size}, {self.image_size}) images in "
+                f"[0, 1], got {tuple(images.shape)}; load the task at size={self.image_size}"
+            )
         return (images * self.pixel_scale - self.pixel_mean) / self.pixel_std
 
     def _tokenize(self, texts: Sequence[str], max_len: int, special: bool = True):
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len,
-                             add_special_tokens=special, return_tensors="pt")
+        enc = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            add_special_tokens=special,
+            return_tensors="pt",
+        )
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device).bool()
 
     # ---------------------------------------------------------------- VLModel
@@ -136,8 +149,10 @@ class HFVLModel(VLModel):
         raise NotImplementedError
 
     def _cannot(self, what: str):
-        return TaskError(f"{self.architecture} cannot {what}; it serves closed-answer tasks only "
-                         f"(vqav2, snli-ve, shapes-vqa, shapes-ve)")
+        return TaskError(
+            f"{self.architecture} cannot {what}; it serves closed-answer tasks only "
+            f"(vqav2, snli-ve, shapes-vqa, shapes-ve)"
+        )
 
     def sequence_loss_from_embeds(self, embeds: Embeds, targets: Sequence[str]) -> torch.Tensor:
         raise self._cannot("score free-form target text")
@@ -151,6 +166,7 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 
 
 # ============================================================================ ViLT
+
 
 class ViltVQA(HFVLModel):
     """ViltForQuestionAnswering: a classifier over config.id2label."""
@@ -196,8 +212,9 @@ class ViltVQA(HFVLModel):
         B, Ni = e.image.shape[:2]
         pixel_mask = torch.ones(B, Ni, dtype=torch.long, device=e.image.device)
         with self._amp():
-            out = self.hf.vilt(inputs_embeds=text, attention_mask=mask.long(), image_embeds=e.image,
-                               pixel_mask=pixel_mask)
+            out = self.hf.vilt(
+                inputs_embeds=text, attention_mask=mask.long(), image_embeds=e.image, pixel_mask=pixel_mask
+            )
             return _f32(self.hf.classifier(out.pooler_output))
 
     def candidate_index(self, candidates: Sequence[str]) -> torch.Tensor:
@@ -206,9 +223,11 @@ class ViltVQA(HFVLModel):
             idx = [self._label_index.get(_norm(c), -1) for c in candidates]
             if candidates and all(i < 0 for i in idx):
                 shown = ", ".join(list(candidates)[:5])
-                raise TaskError(f"none of the task's answers ({shown}, ...) is in the model's id2label "
-                                f"({', '.join(self.labels[:5])}, ...); attack it on a task it was trained for, or "
-                                f"tune it first (robust-pt train --method finetune gives it the task's answers)")
+                raise TaskError(
+                    f"none of the task's answers ({shown}, ...) is in the model's id2label "
+                    f"({', '.join(self.labels[:5])}, ...); attack it on a task it was trained for, or "
+                    f"tune it first (robust-pt train --method finetune gives it the task's answers)"
+                )
             self._cand_cache[key] = torch.tensor(idx, dtype=torch.long)
         return self._cand_cache[key].to(self.device)
 
@@ -223,8 +242,10 @@ class ViltVQA(HFVLModel):
         idx = [self._label_index.get(_norm(t), -1) for t in targets]
         if any(i < 0 for i in idx):
             bad = targets[idx.index(-1)]
-            raise TaskError(f"answer {bad!r} is not in the model's id2label; ViltForQuestionAnswering can only "
-                            f"answer with its labels")
+            raise TaskError(
+                f"answer {bad!r} is not in the model's id2label; ViltForQuestionAnswering can only "
+                f"answer with its labels"
+            )
         logits = self.label_logits_from_embeds(embeds)
         return F.cross_entropy(logits, torch.tensor(idx, device=logits.device), reduction="none")
 
@@ -239,6 +260,7 @@ def _norm(s: str) -> str:
 
 
 # ============================================================================ BLIP
+
 
 class BlipVQA(HFVLModel):
     """BlipForQuestionAnswering: vision encoder -> question encoder (cross-attends to the
@@ -277,16 +299,25 @@ class BlipVQA(HFVLModel):
             text, mask = self._with_prompts(e.text, e.text_mask)
             ones = torch.ones(vis.shape[:2], dtype=torch.long, device=vis.device)
             # clone: BlipTextEmbeddings adds the position embeddings in place
-            q = self.hf.text_encoder(inputs_embeds=text.clone(), attention_mask=mask.long(), encoder_hidden_states=vis,
-                                     encoder_attention_mask=ones, return_dict=True).last_hidden_state
+            q = self.hf.text_encoder(
+                inputs_embeds=text.clone(),
+                attention_mask=mask.long(),
+                encoder_hidden_states=vis,
+                encoder_attention_mask=ones,
+                return_dict=True,
+            ).last_hidden_state
         return q, mask
 
     def _answers(self, answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, T) decoder ids [bos] answer [eos] (pad after) and their mask."""
         key = tuple(answers)
         if key not in self._ans_cache:
-            rows = [[self.bos_id] + self.tokenizer(a, add_special_tokens=False)["input_ids"][: self.max_target_len]
-                    + [self.eos_id] for a in answers]
+            rows = [
+                [self.bos_id]
+                + self.tokenizer(a, add_special_tokens=False)["input_ids"][: self.max_target_len]
+                + [self.eos_id]
+                for a in answers
+            ]
             T = max(len(r) for r in rows)
             ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
             mask = torch.zeros(len(rows), T, dtype=torch.bool)
@@ -300,8 +331,13 @@ class BlipVQA(HFVLModel):
     def _answer_logp(self, q, qmask, ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed log-probability (N,) of each answer row and its token count (N,)."""
         with self._amp():
-            logits = self.hf.text_decoder(input_ids=ids, attention_mask=mask.long(), encoder_hidden_states=q,
-                                          encoder_attention_mask=qmask.long(), return_dict=True).logits
+            logits = self.hf.text_decoder(
+                input_ids=ids,
+                attention_mask=mask.long(),
+                encoder_hidden_states=q,
+                encoder_attention_mask=qmask.long(),
+                return_dict=True,
+            ).logits
         logp = torch.log_softmax(_f32(logits[:, :-1]), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
         valid = mask[:, 1:].to(logp.dtype)
         return (logp * valid).sum(1), valid.sum(1)
@@ -310,8 +346,9 @@ class BlipVQA(HFVLModel):
         q, qmask = self._question(embeds)
         B, K = q.shape[0], len(candidates)
         ids, mask = self._answers(candidates)
-        lp, _ = self._answer_logp(q.repeat_interleave(K, 0), qmask.repeat_interleave(K, 0), ids.repeat(B, 1),
-                                  mask.repeat(B, 1))
+        lp, _ = self._answer_logp(
+            q.repeat_interleave(K, 0), qmask.repeat_interleave(K, 0), ids.repeat(B, 1), mask.repeat(B, 1)
+        )
         return lp.view(B, K)
 
     def sequence_loss_from_embeds(self, embeds, targets):
@@ -330,16 +367,24 @@ class BlipVQA(HFVLModel):
         if beam > 1:
             bos = torch.full((B, 1), self.bos_id, dtype=torch.long, device=q.device)
             with self._amp():
-                out = self.hf.text_decoder.generate(input_ids=bos, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
-                                                    encoder_hidden_states=q, encoder_attention_mask=qmask.long(),
-                                                    max_new_tokens=max_len, num_beams=beam, do_sample=False)
+                out = self.hf.text_decoder.generate(
+                    input_ids=bos,
+                    eos_token_id=self.eos_id,
+                    pad_token_id=self.pad_id,
+                    encoder_hidden_states=q,
+                    encoder_attention_mask=qmask.long(),
+                    max_new_tokens=max_len,
+                    num_beams=beam,
+                    do_sample=False,
+                )
             return [self.tokenizer.decode(r[1:], skip_special_tokens=True).strip() for r in out.tolist()]
         y = torch.full((B, 1), self.bos_id, dtype=torch.long, device=q.device)
         done = torch.zeros(B, dtype=torch.bool, device=q.device)
         for _ in range(max_len):
             with self._amp():
-                logits = self.hf.text_decoder(input_ids=y, encoder_hidden_states=q, encoder_attention_mask=qmask.long(),
-                                              return_dict=True).logits[:, -1]
+                logits = self.hf.text_decoder(
+                    input_ids=y, encoder_hidden_states=q, encoder_attention_mask=qmask.long(), return_dict=True
+                ).logits[:, -1]
             nxt = torch.where(done, torch.full_like(done, self.eos_id, dtype=torch.long), logits.argmax(-1))
             y = torch.cat([y, nxt[:, None]], 1)
             done |= nxt == self.eos_id
@@ -353,6 +398,7 @@ class BlipVQA(HFVLModel):
 
 
 # ============================================================================ CLIP
+
 
 class ClipMatch(HFVLModel):
     """CLIPModel: logits over candidate texts "<question> <candidate>" by scaled cosine similarity."""
@@ -398,8 +444,10 @@ class ClipMatch(HFVLModel):
     def _candidates(self, candidates):
         key = tuple(candidates)
         if key not in self._cand_cache:
-            rows = [self.tokenizer(c, add_special_tokens=False)["input_ids"][: self.max_candidate_tokens]
-                    + [self.eos_id] for c in candidates]
+            rows = [
+                self.tokenizer(c, add_special_tokens=False)["input_ids"][: self.max_candidate_tokens] + [self.eos_id]
+                for c in candidates
+            ]
             M = max(len(r) for r in rows)
             ids = torch.full((len(rows), M), self.eos_id, dtype=torch.long)
             lens = torch.tensor([len(r) for r in rows])
@@ -466,9 +514,11 @@ def _load_tokenizer(path: Path):
     try:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as err:  # noqa: BLE001 - transformers raises many kinds
-        raise CheckpointError(f"cannot load the tokenizer saved in {path} ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}); save the processor with the model "
-                              f"(processor.save_pretrained(DIR))") from None
+        raise CheckpointError(
+            f"cannot load the tokenizer saved in {path} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); save the processor with the model "
+            f"(processor.save_pretrained(DIR))"
+        ) from None
 
 
 def load_transformers(path: Path, arch: str):
@@ -476,16 +526,19 @@ def load_transformers(path: Path, arch: str):
     import transformers
 
     if not (path / "preprocessor_config.json").exists():
-        raise CheckpointError(f"{path} has no preprocessor_config.json; save the processor with the model "
-                              f"(processor.save_pretrained(DIR)) so robust-pt knows the input size and normalisation")
+        raise CheckpointError(
+            f"{path} has no preprocessor_config.json; save the processor with the model "
+            f"(processor.save_pretrained(DIR)) so robust-pt knows the input size and normalisation"
+        )
     ip = read_json(path / "preprocessor_config.json")
     tok = _load_tokenizer(path)
     cls = getattr(transformers, arch)
     try:
         model = cls.from_pretrained(str(path), local_files_only=True)
     except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"cannot load {arch} from {path} ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        raise CheckpointError(
+            f"cannot load {arch} from {path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
     return model.eval(), tok, ip
 
 
@@ -507,8 +560,13 @@ def load_hf(path: str | Path, *, device: Any = None, precision: str = "auto") ->
     arch = architecture_of(path)
     net, tok, ip = load_transformers(path, arch)
     side = side_meta(path)
-    meta = {"name": path.name, "architecture": arch, "method": side.get("method", "finetune"),
-            "task": side.get("task"), "source": str(path)}
+    meta = {
+        "name": path.name,
+        "architecture": arch,
+        "method": side.get("method", "finetune"),
+        "task": side.get("task"),
+        "source": str(path),
+    }
     meta.update({k: v for k, v in side.items() if k not in meta})
     model = wrap(arch, net, tok, ip, meta)
     return finish(model, device, precision)

@@ -49,12 +49,21 @@ def bert_tokenizer(words: Sequence[str], extra_special: Sequence[str] = ()):
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     cls, sep = vocab["[CLS]"], vocab["[SEP]"]
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
     tok.decoder = decoders.WordPiece()
     kw = {"bos_token": extra_special[0]} if extra_special else {}
-    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
-                             cls_token="[CLS]", mask_token="[MASK]", do_lower_case=True, **kw)
+    return BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        do_lower_case=True,
+        **kw,
+    )
 
 
 def clip_tokenizer(words: Sequence[str], folder: Path):
@@ -92,9 +101,19 @@ def clip_tokenizer(words: Sequence[str], folder: Path):
     return fast
 
 
-def build_tiny(arch: str, answers: Sequence[str] = ("yes", "no"), *, image_size: int = 32, patch_size: int = 8,
-               hidden: int = 32, layers: int = 2, heads: int = 2, words: Iterable[str] = (), seed: int = 0,
-               tmp: Path | None = None):
+def build_tiny(
+    arch: str,
+    answers: Sequence[str] = ("yes", "no"),
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    words: Iterable[str] = (),
+    seed: int = 0,
+    tmp: Path | None = None,
+):
     """(model, processor) of a tiny random `arch` (vilt, blip or clip) built from a config."""
     import torch
 
@@ -107,39 +126,81 @@ def build_tiny(arch: str, answers: Sequence[str] = ("yes", "no"), *, image_size:
 
         tok = bert_tokenizer(vocab_words)
         answers = list(answers)
-        cfg = ViltConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=40,
-                         image_size=image_size, patch_size=patch_size, max_image_length=-1,
-                         num_labels=len(answers), id2label=dict(enumerate(answers)),
-                         label2id={a: i for i, a in enumerate(answers)}, pad_token_id=tok.pad_token_id)
+        cfg = ViltConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=40,
+            image_size=image_size,
+            patch_size=patch_size,
+            max_image_length=-1,
+            num_labels=len(answers),
+            id2label=dict(enumerate(answers)),
+            label2id={a: i for i, a in enumerate(answers)},
+            pad_token_id=tok.pad_token_id,
+        )
         model = ViltForQuestionAnswering(cfg)
-        ip = ViltImageProcessor(size={"shortest_edge": image_size}, size_divisor=patch_size,
-                                image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        ip = ViltImageProcessor(
+            size={"shortest_edge": image_size}, size_divisor=patch_size, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        )
         return model.eval(), ViltProcessor(image_processor=ip, tokenizer=tok)
     if arch == "blip":
         from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
 
         tok = bert_tokenizer(vocab_words, extra_special=["[DEC]"])
-        text = dict(vocab_size=len(tok), hidden_size=hidden, encoder_hidden_size=hidden, intermediate_size=2 * hidden,
-                    num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=40,
-                    bos_token_id=tok.convert_tokens_to_ids("[DEC]"), pad_token_id=tok.pad_token_id,
-                    sep_token_id=tok.sep_token_id, eos_token_id=tok.sep_token_id)
+        text = dict(
+            vocab_size=len(tok),
+            hidden_size=hidden,
+            encoder_hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=40,
+            bos_token_id=tok.convert_tokens_to_ids("[DEC]"),
+            pad_token_id=tok.pad_token_id,
+            sep_token_id=tok.sep_token_id,
+            eos_token_id=tok.sep_token_id,
+        )
         # initializer_range 0.02: BLIP's default (1e-10) gives ~1e-11 pixel gradients in a random model
-        vision = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=heads, image_size=image_size, patch_size=patch_size, initializer_range=0.02)
+        vision = dict(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            image_size=image_size,
+            patch_size=patch_size,
+            initializer_range=0.02,
+        )
         model = BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision, projection_dim=hidden))
         ip = BlipImageProcessor(size={"height": image_size, "width": image_size})
         return model.eval(), BlipProcessor(image_processor=ip, tokenizer=tok)
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
     import tempfile
+
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     with tempfile.TemporaryDirectory() as d:
         tok = clip_tokenizer(vocab_words, Path(tmp or d) / "clip-tokenizer")
-    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                num_attention_heads=heads, max_position_embeddings=48, bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    vision = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                  num_attention_heads=heads, image_size=image_size, patch_size=patch_size)
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=48,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    vision = dict(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=hidden))
     ip = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
     return model.eval(), CLIPProcessor(image_processor=ip, tokenizer=tok)

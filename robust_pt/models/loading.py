@@ -50,6 +50,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 # ----------------------------------------------------------------------------- what a family holds
 
+
 @dataclass(frozen=True)
 class PeftTargets:
     """The module names peft's LoRA and IA3 inject into, for one architecture (`robust-pt train`)."""
@@ -136,6 +137,7 @@ def _named_architecture(path: Path) -> str | None:
 
 # ----------------------------------------------------------------------------- the families
 
+
 class ModuleFamily(ModelFamily):
     """An nn.Module: returned as it is (moved to `device` if one is given)."""
 
@@ -158,8 +160,10 @@ class BuiltinFamily(ModelFamily):
     """robust-pt's own checkpoints (the miniature OFA; robust_pt/tuning/checkpoint.py)."""
 
     name = "builtin"
-    recognised_by = (f"a robust-pt checkpoint directory ({ckpt.META}, made by `robust-pt train` or `robust-pt "
-                     f"pretrain`) or {ckpt.BUILTIN_PREFIX}NAME")
+    recognised_by = (
+        f"a robust-pt checkpoint directory ({ckpt.META}, made by `robust-pt train` or `robust-pt "
+        f"pretrain`) or {ckpt.BUILTIN_PREFIX}NAME"
+    )
 
     def detect(self, ref):
         if str(ref).startswith(ckpt.BUILTIN_PREFIX):
@@ -250,8 +254,10 @@ class HFFamily(ModelFamily):
                 return int(v["shortest_edge"])
             h, w = v.get("height"), v.get("width")
             if h is not None and w is not None and int(h) != int(w):
-                raise CheckpointError(f"{self.architecture}: non-square processor size {h}x{w} is not supported; "
-                                      f"robust-pt attacks square inputs")
+                raise CheckpointError(
+                    f"{self.architecture}: non-square processor size {h}x{w} is not supported; "
+                    f"robust-pt attacks square inputs"
+                )
             return int(h if h is not None else w)
         return int(v) if v is not None else None
 
@@ -264,8 +270,7 @@ _FAMILIES: dict[str, ModelFamily] = {}
 def register(family: ModelFamily) -> ModelFamily:
     """Add a family; it is tried after the ones registered before it."""
     if not family.name or family.name in _FAMILIES:
-        raise ConfigError(f"a model family needs a new name, got {family.name!r} (registered: "
-                          f"{', '.join(_FAMILIES)})")
+        raise ConfigError(f"a model family needs a new name, got {family.name!r} (registered: {', '.join(_FAMILIES)})")
     arch = getattr(family, "architecture", None)
     if arch is not None and arch in hf_architectures():
         raise ConfigError(f"architecture {arch} is already the {hf_family(arch).name} family's")
@@ -292,8 +297,10 @@ def hf_family(architecture: str) -> HFFamily:
     for f in hf_families():
         if f.architecture == architecture:
             return f
-    raise CheckpointError(f"unsupported architecture {architecture}; robust-pt loads "
-                          f"{', '.join(hf_architectures())} and peft adapters on them")
+    raise CheckpointError(
+        f"unsupported architecture {architecture}; robust-pt loads "
+        f"{', '.join(hf_architectures())} and peft adapters on them"
+    )
 
 
 def architecture_of(path: Path) -> str:
@@ -302,12 +309,15 @@ def architecture_of(path: Path) -> str:
     archs = cfg.get("architectures") or []
     supported = ", ".join(hf_architectures())
     if not archs:
-        raise CheckpointError(f"{path}/{CONFIG} names no architecture (no \"architectures\" field); robust-pt "
-                              f"loads {supported} and peft adapters on them")
+        raise CheckpointError(
+            f'{path}/{CONFIG} names no architecture (no "architectures" field); robust-pt '
+            f"loads {supported} and peft adapters on them"
+        )
     arch = archs[0]
     if arch not in hf_architectures():
-        raise CheckpointError(f"unsupported architecture {arch} in {path}; robust-pt loads {supported} "
-                              f"and peft adapters on them")
+        raise CheckpointError(
+            f"unsupported architecture {arch} in {path}; robust-pt loads {supported} and peft adapters on them"
+        )
     return arch
 
 
@@ -318,14 +328,18 @@ def detect(ref: Any) -> ModelFamily:
             return f
     path = Path(str(ref))
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint directory {path} does not exist; pass a directory made by "
-                              f"`robust-pt train` or `robust-pt pretrain`, a Hugging Face save_pretrained "
-                              f"directory or a peft adapter directory")
+        raise CheckpointError(
+            f"checkpoint directory {path} does not exist; pass a directory made by "
+            f"`robust-pt train` or `robust-pt pretrain`, a Hugging Face save_pretrained "
+            f"directory or a peft adapter directory"
+        )
     if (path / CONFIG).exists():
         architecture_of(path)  # raises: no architecture, or one no family has
     known = "; ".join(f"{f.name}: {f.recognised_by}" for f in _FAMILIES.values())
-    raise CheckpointError(f"{path} holds no checkpoint (no {ckpt.META}, {ADAPTER_CONFIG} or {CONFIG}); robust-pt "
-                          f"loads these model families: {known}")
+    raise CheckpointError(
+        f"{path} holds no checkpoint (no {ckpt.META}, {ADAPTER_CONFIG} or {CONFIG}); robust-pt "
+        f"loads these model families: {known}"
+    )
 
 
 def load_model(path_or_module: Any, *, device: Any = None, precision: str | None = None, base: Any = None):
@@ -346,13 +360,34 @@ def load_model(path_or_module: Any, *, device: Any = None, precision: str | None
 register(ModuleFamily())
 register(BuiltinFamily())
 register(PeftAdapterFamily())
-register(HFFamily("vilt", "ViltForQuestionAnswering", "robust_pt.models.hf:ViltVQA",
-                  PeftTargets(lora=("query", "value"), ia3=("key", "value", "output.dense"),
-                              ia3_feedforward=("output.dense",)),
-                  config_size="image_size", size_divisor=True))
-register(HFFamily("blip", "BlipForQuestionAnswering", "robust_pt.models.hf:BlipVQA",
-                  PeftTargets(lora=("query", "value", "qkv"), ia3=("key", "value", "output.dense", "qkv", "fc2"),
-                              ia3_feedforward=("output.dense", "fc2"))))
-register(HFFamily("clip", "CLIPModel", "robust_pt.models.hf:ClipMatch",
-                  PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "fc2"), ia3_feedforward=("fc2",)),
-                  crop=True))
+register(
+    HFFamily(
+        "vilt",
+        "ViltForQuestionAnswering",
+        "robust_pt.models.hf:ViltVQA",
+        PeftTargets(lora=("query", "value"), ia3=("key", "value", "output.dense"), ia3_feedforward=("output.dense",)),
+        config_size="image_size",
+        size_divisor=True,
+    )
+)
+register(
+    HFFamily(
+        "blip",
+        "BlipForQuestionAnswering",
+        "robust_pt.models.hf:BlipVQA",
+        PeftTargets(
+            lora=("query", "value", "qkv"),
+            ia3=("key", "value", "output.dense", "qkv", "fc2"),
+            ia3_feedforward=("output.dense", "fc2"),
+        ),
+    )
+)
+register(
+    HFFamily(
+        "clip",
+        "CLIPModel",
+        "robust_pt.models.hf:ClipMatch",
+        PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "fc2"), ia3_feedforward=("fc2",)),
+        crop=True,
+    )
+)

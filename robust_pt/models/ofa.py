@@ -70,8 +70,16 @@ class OFAConfig:
 PRESETS = {
     # 48x48 inputs (36 image tokens): what two CPU cores can pretrain in half an hour
     "tiny": dict(image_size=48, d_model=64, n_heads=4, enc_layers=2, dec_layers=2, ffn=128, stem_channels=(16, 32)),
-    "small": dict(image_size=48, d_model=128, n_heads=4, enc_layers=3, dec_layers=3, ffn=512, stem_channels=(32, 64),
-                  image_pos="sincos"),
+    "small": dict(
+        image_size=48,
+        d_model=128,
+        n_heads=4,
+        enc_layers=3,
+        dec_layers=3,
+        ffn=512,
+        stem_channels=(32, 64),
+        image_pos="sincos",
+    ),
 }
 IMAGE_POS = ("learned", "sincos")
 
@@ -82,15 +90,16 @@ def sincos_2d(grid: int, d: int) -> torch.Tensor:
     a 6x6 grid needs no long wavelengths), entries in [-1, 1]."""
     q = d // 4
     omega = 1.0 / (100.0 ** (torch.arange(q, dtype=torch.float32) / q))
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij"
+    )
 
     def enc(p: torch.Tensor) -> torch.Tensor:
         a = p.reshape(-1, 1) * omega[None]
         return torch.cat([a.sin(), a.cos()], 1)
 
     out = torch.zeros(grid * grid, d)
-    out[:, :4 * q] = torch.cat([enc(xs), enc(ys)], 1)
+    out[:, : 4 * q] = torch.cat([enc(xs), enc(ys)], 1)
     return out
 
 
@@ -194,8 +203,9 @@ class MiniOFA(VLModel):
         if cfg.image_pos not in IMAGE_POS:
             from ..errors import ConfigError
 
-            raise ConfigError(f"unknown image_pos {cfg.image_pos!r} in the model config; "
-                              f"choose one of {', '.join(IMAGE_POS)}")
+            raise ConfigError(
+                f"unknown image_pos {cfg.image_pos!r} in the model config; choose one of {', '.join(IMAGE_POS)}"
+            )
         self.image_ln = nn.LayerNorm(d) if cfg.image_pos == "sincos" else None
         if self.image_ln is not None:
             self.register_buffer("image_pos_fixed", sincos_2d(self.grid, d)[None], persistent=False)
@@ -217,7 +227,9 @@ class MiniOFA(VLModel):
     # ---------------------------------------------------------------- embeddings
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            raise ValueError(f"model expects {self.image_size}x{self.image_size} images, got {tuple(images.shape[-2:])}")
+            raise ValueError(
+                f"model expects {self.image_size}x{self.image_size} images, got {tuple(images.shape[-2:])}"
+            )
         x = self.stem((images - self.pixel_mean) / self.pixel_std)
         return x.flatten(2).transpose(1, 2)  # (B, grid*grid, d)
 

@@ -56,29 +56,57 @@ class Report:
     def to_dict(self) -> dict:
         from .document import as_plain
 
-        return as_plain({
-            "schema_version": SCHEMA_VERSION, "kind": "robust-pt-report", "robust_pt_version": self.version,
-            "created": self.created, "title": self.title,
-            "bootstrap": {"replicates": self.n_boot, "seed": self.seed, "level": stats.LEVEL,
-                          "method": "paired percentile bootstrap"},
-            "tests": {"binary": "McNemar's exact test; interval: exact conditional (Clopper-Pearson)",
-                      "graded": "paired bootstrap test; interval: percentile", "alpha": stats.ALPHA,
-                      "correction": self.correction, "correction_name": stats.CORRECTION_NAMES[self.correction]},
-            "runs": [{"path": str(r.path), "model": r.model, "method": r.method, "task": r.task,
-                      "task_kind": r.task_kind, "metric": r.metric, "attack": r.attack, "attack_spec": r.attack_spec,
-                      "eps": r.eps, "examples": int(r.records["id"].nunique()), "records": len(r.records),
-                      "bad_lines": r.bad_lines, "unfinished_records": r.unfinished, "status": r.status}
-                     for r in self.runs],
-            "rows": self.summary.to_dict(orient="records"),
-            "gaps": self.gaps.to_dict(orient="records"),
-            "sanity": self.sanity.to_dict(orient="records"),
-            "findings": self.findings, "warnings": self.warnings, "notes": self.notes,
-            "figures": {f"{k[0]}:{k[1]}": v for k, v in self.figures.items()},
-        })
+        return as_plain(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "kind": "robust-pt-report",
+                "robust_pt_version": self.version,
+                "created": self.created,
+                "title": self.title,
+                "bootstrap": {
+                    "replicates": self.n_boot,
+                    "seed": self.seed,
+                    "level": stats.LEVEL,
+                    "method": "paired percentile bootstrap",
+                },
+                "tests": {
+                    "binary": "McNemar's exact test; interval: exact conditional (Clopper-Pearson)",
+                    "graded": "paired bootstrap test; interval: percentile",
+                    "alpha": stats.ALPHA,
+                    "correction": self.correction,
+                    "correction_name": stats.CORRECTION_NAMES[self.correction],
+                },
+                "runs": [
+                    {
+                        "path": str(r.path),
+                        "model": r.model,
+                        "method": r.method,
+                        "task": r.task,
+                        "task_kind": r.task_kind,
+                        "metric": r.metric,
+                        "attack": r.attack,
+                        "attack_spec": r.attack_spec,
+                        "eps": r.eps,
+                        "examples": int(r.records["id"].nunique()),
+                        "records": len(r.records),
+                        "bad_lines": r.bad_lines,
+                        "unfinished_records": r.unfinished,
+                        "status": r.status,
+                    }
+                    for r in self.runs
+                ],
+                "rows": self.summary.to_dict(orient="records"),
+                "gaps": self.gaps.to_dict(orient="records"),
+                "sanity": self.sanity.to_dict(orient="records"),
+                "findings": self.findings,
+                "warnings": self.warnings,
+                "notes": self.notes,
+                "figures": {f"{k[0]}:{k[1]}": v for k, v in self.figures.items()},
+            }
+        )
 
     def __repr__(self) -> str:
-        return (f"Report(runs={len(self.runs)}, rows={len(self.summary)}, gaps={len(self.gaps)}, "
-                f"out={self.out})")
+        return f"Report(runs={len(self.runs)}, rows={len(self.summary)}, gaps={len(self.gaps)}, out={self.out})"
 
 
 def _int(name: str, v, lo: int) -> int:
@@ -87,10 +115,19 @@ def _int(name: str, v, lo: int) -> int:
     return v
 
 
-def build(runs: str | Path | Iterable[str | Path], out: str | Path | None = None, *, allow_mixed: bool = False,
-          seed: int = stats.DEFAULT_SEED, n_boot: int = stats.DEFAULT_B, title: str | None = None,
-          figures: bool = True, gallery: int = 6, text_examples: int = 8,
-          correction: str = stats.DEFAULT_CORRECTION) -> Report:
+def build(
+    runs: str | Path | Iterable[str | Path],
+    out: str | Path | None = None,
+    *,
+    allow_mixed: bool = False,
+    seed: int = stats.DEFAULT_SEED,
+    n_boot: int = stats.DEFAULT_B,
+    title: str | None = None,
+    figures: bool = True,
+    gallery: int = 6,
+    text_examples: int = 8,
+    correction: str = stats.DEFAULT_CORRECTION,
+) -> Report:
     """Build a report from run directories (or folders of them); write it to `out` if given.
 
     Raises RunDirError / ReportError (RobustPTError) on a missing or empty run directory, a
@@ -98,8 +135,8 @@ def build(runs: str | Path | Iterable[str | Path], out: str | Path | None = None
     record lines are skipped and reported in `Report.warnings`. `correction` (bh, holm, none)
     adjusts the gaps' p-values across the report; the adjusted decisions are what it counts.
     """
-    from . import sanity, tables
     from .. import __version__
+    from . import sanity, tables
 
     seed = _int("seed", seed, 0)
     n_boot = _int("n_boot", n_boot, 100)
@@ -113,13 +150,27 @@ def build(runs: str | Path | Iterable[str | Path], out: str | Path | None = None
     gaps = tables.gap_frame(gap_rows, correction)
     import pandas as pd
 
-    san = pd.DataFrame(sanity.run_checks(data, n_boot, seed),
-                       columns=["check", "description", "task", "model", "method", "status", "detail"])
+    san = pd.DataFrame(
+        sanity.run_checks(data, n_boot, seed),
+        columns=["check", "description", "task", "model", "method", "status", "detail"],
+    )
     warnings = [w for r in data for w in r.warnings()]
-    rep = Report(runs=data, summary=summary, gaps=gaps, sanity=san, findings=tables.findings(gaps),
-                 warnings=warnings, notes=notes, seed=seed, n_boot=n_boot,
-                 created=time.strftime("%Y-%m-%d %H:%M:%S %z"), version=__version__, title=title,
-                 text_examples=text_examples, correction=correction)
+    rep = Report(
+        runs=data,
+        summary=summary,
+        gaps=gaps,
+        sanity=san,
+        findings=tables.findings(gaps),
+        warnings=warnings,
+        notes=notes,
+        seed=seed,
+        n_boot=n_boot,
+        created=time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        version=__version__,
+        title=title,
+        text_examples=text_examples,
+        correction=correction,
+    )
     if out is not None:
         write(rep, Path(out), figures=figures, gallery=gallery)
     return rep
@@ -156,8 +207,14 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
                     rep.figures[("gallery", r.name)] = str(p.relative_to(out))
     rep.out = out
     doc = document.build_document(rep)
-    files = {"report.md": out / "report.md", "report.html": out / "report.html", "summary.csv": out / "summary.csv",
-             "gaps.csv": out / "gaps.csv", "summary.tex": out / "summary.tex", "summary.json": out / "summary.json"}
+    files = {
+        "report.md": out / "report.md",
+        "report.html": out / "report.html",
+        "summary.csv": out / "summary.csv",
+        "gaps.csv": out / "gaps.csv",
+        "summary.tex": out / "summary.tex",
+        "summary.json": out / "summary.json",
+    }
     files["report.md"].write_text(markdown.render(doc))
     files["report.html"].write_text(html.render(doc, out))
     rep.summary.to_csv(files["summary.csv"], index=False)

@@ -60,8 +60,10 @@ def _read_summary(path: Path) -> dict:
         raise ReportError(f"{path} is not a robust-pt report summary.json; pass run directories or report folders")
     v = obj.get("schema_version")
     if v != SCHEMA_VERSION:
-        raise ReportError(f"{path} has report schema version {v!r}, this robust-pt reads version {SCHEMA_VERSION}; "
-                          f"rebuild the report with `robust-pt report`")
+        raise ReportError(
+            f"{path} has report schema version {v!r}, this robust-pt reads version {SCHEMA_VERSION}; "
+            f"rebuild the report with `robust-pt report`"
+        )
     return obj
 
 
@@ -79,8 +81,13 @@ def _p(p) -> str:
     return format_p(float(p)) if p is not None else "p n/a"
 
 
-def collect(inputs: Iterable[str | Path], allow_mixed: bool = False, n_boot: int | None = None,
-            seed: int | None = None, correction: str | None = None) -> tuple[list[dict], list[dict], list[str], list[str]]:
+def collect(
+    inputs: Iterable[str | Path],
+    allow_mixed: bool = False,
+    n_boot: int | None = None,
+    seed: int | None = None,
+    correction: str | None = None,
+) -> tuple[list[dict], list[dict], list[str], list[str]]:
     """(metric rows, gap rows, warnings, sources) from run directories, report folders or summary.json files."""
     from . import build, stats
 
@@ -107,9 +114,14 @@ def collect(inputs: Iterable[str | Path], allow_mixed: bool = False, n_boot: int
         else:
             run_dirs.append(p)
     if run_dirs:
-        rep = build(run_dirs, None, allow_mixed=allow_mixed, n_boot=n_boot or stats.DEFAULT_B,
-                    seed=stats.DEFAULT_SEED if seed is None else seed,
-                    correction=correction or stats.DEFAULT_CORRECTION)
+        rep = build(
+            run_dirs,
+            None,
+            allow_mixed=allow_mixed,
+            n_boot=n_boot or stats.DEFAULT_B,
+            seed=stats.DEFAULT_SEED if seed is None else seed,
+            correction=correction or stats.DEFAULT_CORRECTION,
+        )
         from .document import as_plain
 
         rows += as_plain(rep.summary.to_dict(orient="records"))
@@ -123,17 +135,64 @@ def make_baseline(inputs: Iterable[str | Path], allow_mixed: bool = False, corre
     rows, gaps, warnings, sources = collect(inputs, allow_mixed, correction=correction)
     from .. import __version__
 
-    metrics = [{k: r.get(k) for k in ("task", "model", "method", "attack", "eps", "eps_label", "metric", "n", "clean",
-                                      "robust", "robust_lo", "robust_hi")} for r in rows]
-    gap_list = [{k: g.get(k) for k in ("task", "model", "method", "reference", "attack", "eps", "eps_label", "metric",
-                                       "n", "gap", "gap_lo", "gap_hi", "p", "p_adj", "significant")} for g in gaps]
-    return {"schema_version": SCHEMA_VERSION, "kind": BASELINE_KIND, "robust_pt_version": __version__,
-            "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), "sources": sources, "warnings": warnings,
-            "metrics": metrics, "gaps": gap_list}
+    metrics = [
+        {
+            k: r.get(k)
+            for k in (
+                "task",
+                "model",
+                "method",
+                "attack",
+                "eps",
+                "eps_label",
+                "metric",
+                "n",
+                "clean",
+                "robust",
+                "robust_lo",
+                "robust_hi",
+            )
+        }
+        for r in rows
+    ]
+    gap_list = [
+        {
+            k: g.get(k)
+            for k in (
+                "task",
+                "model",
+                "method",
+                "reference",
+                "attack",
+                "eps",
+                "eps_label",
+                "metric",
+                "n",
+                "gap",
+                "gap_lo",
+                "gap_hi",
+                "p",
+                "p_adj",
+                "significant",
+            )
+        }
+        for g in gaps
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": BASELINE_KIND,
+        "robust_pt_version": __version__,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "sources": sources,
+        "warnings": warnings,
+        "metrics": metrics,
+        "gaps": gap_list,
+    }
 
 
-def save_baseline(inputs: Iterable[str | Path], out: str | Path, allow_mixed: bool = False,
-                  correction: str | None = None) -> dict:
+def save_baseline(
+    inputs: Iterable[str | Path], out: str | Path, allow_mixed: bool = False, correction: str | None = None
+) -> dict:
     base = make_baseline(inputs, allow_mixed, correction)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -153,8 +212,10 @@ def load_baseline(path: str | Path) -> dict:
         raise BaselineError(f"{p} is not a robust-pt baseline; make one with `robust-pt baseline RUN... --out {p}`")
     v = obj.get("schema_version")
     if v != SCHEMA_VERSION:
-        raise BaselineError(f"baseline {p} has schema version {v!r}, but this robust-pt reads version "
-                            f"{SCHEMA_VERSION}; re-create it with `robust-pt baseline`")
+        raise BaselineError(
+            f"baseline {p} has schema version {v!r}, but this robust-pt reads version "
+            f"{SCHEMA_VERSION}; re-create it with `robust-pt baseline`"
+        )
     if not isinstance(obj.get("metrics"), list) or not isinstance(obj.get("gaps"), list):
         raise BaselineError(f"baseline {p} lacks its metrics or gaps lists; re-create it with `robust-pt baseline`")
     return obj
@@ -201,11 +262,16 @@ def _lab(r: dict) -> str:
     return r.get("eps_label") or eps_label(float(r["eps"]))
 
 
-def compare(rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float = DEFAULT_TOLERANCE,
-            two_sided: bool = False) -> CheckResult:
+def compare(
+    rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float = DEFAULT_TOLERANCE, two_sided: bool = False
+) -> CheckResult:
     """Regressions of current rows/gaps against a baseline (see the module docstring)."""
-    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not math.isfinite(tolerance) \
-            or tolerance < 0:
+    if (
+        not isinstance(tolerance, (int, float))
+        or isinstance(tolerance, bool)
+        or not math.isfinite(tolerance)
+        or tolerance < 0
+    ):
         raise ReportError(f"tolerance must be a number >= 0 (in metric units, 0.02 = 2 points), got {tolerance!r}")
     cur = {_key(r["task"], r["model"], r["attack"], r["eps"]): r for r in rows}
     cases: dict[tuple, Case] = {}
@@ -229,17 +295,27 @@ def compare(rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float
             if now is None or then is None or not math.isfinite(float(now)):
                 msg = f"{where}: robust {b.get('metric', 'metric')} is not available now"
             elif float(now) < float(then) - tolerance - 1e-12:
-                msg = (f"{where}: robust {b.get('metric', 'metric')} {_pts(now)} < baseline {_pts(then)} - "
-                       f"tolerance {_pts(tolerance)} (points)")
-            elif two_sided and r.get("clean") is not None and b.get("clean") is not None \
-                    and abs(float(r["clean"]) - float(b["clean"])) > tolerance + 1e-12:
-                msg = (f"{where}: clean {b.get('metric', 'metric')} {_pts(r['clean'])} differs from baseline "
-                       f"{_pts(b['clean'])} by more than tolerance {_pts(tolerance)} (points): the model or the "
-                       f"data changed; re-make the baseline with `robust-pt baseline` if that is intended")
+                msg = (
+                    f"{where}: robust {b.get('metric', 'metric')} {_pts(now)} < baseline {_pts(then)} - "
+                    f"tolerance {_pts(tolerance)} (points)"
+                )
+            elif (
+                two_sided
+                and r.get("clean") is not None
+                and b.get("clean") is not None
+                and abs(float(r["clean"]) - float(b["clean"])) > tolerance + 1e-12
+            ):
+                msg = (
+                    f"{where}: clean {b.get('metric', 'metric')} {_pts(r['clean'])} differs from baseline "
+                    f"{_pts(b['clean'])} by more than tolerance {_pts(tolerance)} (points): the model or the "
+                    f"data changed; re-make the baseline with `robust-pt baseline` if that is intended"
+                )
             elif two_sided and float(now) > float(then) + tolerance + 1e-12:
-                msg = (f"{where}: robust {b.get('metric', 'metric')} {_pts(now)} > baseline {_pts(then)} + "
-                       f"tolerance {_pts(tolerance)} (points): the attack got weaker, or the model or data changed; "
-                       f"re-make the baseline with `robust-pt baseline` if that is intended")
+                msg = (
+                    f"{where}: robust {b.get('metric', 'metric')} {_pts(now)} > baseline {_pts(then)} + "
+                    f"tolerance {_pts(tolerance)} (points): the attack got weaker, or the model or data changed; "
+                    f"re-make the baseline with `robust-pt baseline` if that is intended"
+                )
             else:
                 c.info.append(f"robust {_pts(now)} (baseline {_pts(then)}, tolerance {_pts(tolerance)})")
                 continue
@@ -256,15 +332,21 @@ def compare(rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float
         g = cur_gaps.get((k, str(b["reference"])))
         sign = "+" if gap > 0 else "-"
         if g is None or g.get("gap") is None:
-            msg = (f"{where}: gap vs finetuning ({b['reference']}) is not measured now "
-                   f"(baseline {sign}{_pts(abs(gap))} points, significant)")
+            msg = (
+                f"{where}: gap vs finetuning ({b['reference']}) is not measured now "
+                f"(baseline {sign}{_pts(abs(gap))} points, significant)"
+            )
         elif (g["gap"] > 0) != (gap > 0) or g["gap"] == 0:
-            msg = (f"{where}: gap vs finetuning ({b['reference']}) lost its sign: baseline {float(gap) * 100:+.1f}, "
-                   f"now {float(g['gap']) * 100:+.1f} points (significant in the baseline: 95% CI {_pts(lo)} to "
-                   f"{_pts(hi)}, adjusted {_p(b.get('p_adj'))})")
+            msg = (
+                f"{where}: gap vs finetuning ({b['reference']}) lost its sign: baseline {float(gap) * 100:+.1f}, "
+                f"now {float(g['gap']) * 100:+.1f} points (significant in the baseline: 95% CI {_pts(lo)} to "
+                f"{_pts(hi)}, adjusted {_p(b.get('p_adj'))})"
+            )
         else:
-            c.info.append(f"gap vs {b['reference']} {float(g['gap']) * 100:+.1f} keeps its sign "
-                          f"(baseline {float(gap) * 100:+.1f})")
+            c.info.append(
+                f"gap vs {b['reference']} {float(g['gap']) * 100:+.1f} keeps its sign "
+                f"(baseline {float(gap) * 100:+.1f})"
+            )
             continue
         c.failures.append(msg)
         regressions.append(msg)
@@ -282,8 +364,15 @@ def compare(rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float
 def junit_xml(result: CheckResult, path: str | Path, baseline_path: str = "") -> Path:
     """JUnit XML: one testsuite, one testcase per (task, model, attack, eps)."""
     failures = sum(1 for c in result.cases if c.failures)
-    suite = ET.Element("testsuite", name="robust-pt check", tests=str(len(result.cases)), failures=str(failures),
-                       errors="0", skipped="0", timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    suite = ET.Element(
+        "testsuite",
+        name="robust-pt check",
+        tests=str(len(result.cases)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="baseline", value=str(baseline_path))
     ET.SubElement(props, "property", name="tolerance", value=f"{result.tolerance:g}")
@@ -302,8 +391,14 @@ def junit_xml(result: CheckResult, path: str | Path, baseline_path: str = "") ->
     return p
 
 
-def check(inputs: Iterable[str | Path], baseline: str | Path, tolerance: float = DEFAULT_TOLERANCE,
-          junit: str | Path | None = None, allow_mixed: bool = False, two_sided: bool = False) -> CheckResult:
+def check(
+    inputs: Iterable[str | Path],
+    baseline: str | Path,
+    tolerance: float = DEFAULT_TOLERANCE,
+    junit: str | Path | None = None,
+    allow_mixed: bool = False,
+    two_sided: bool = False,
+) -> CheckResult:
     """Check runs or reports against a baseline file; writes JUnit XML if asked."""
     base = load_baseline(baseline)
     rows, gaps, warnings, _ = collect(inputs, allow_mixed)

@@ -92,6 +92,7 @@ def who(method: str, model: str) -> str:
 
 # ----------------------------------------------------------------------------- word diff
 
+
 def word_diff(old: str, new: str) -> tuple[list, list, int]:
     """(old segments with removed words marked, new segments with added words marked, words changed)."""
     a, b = str(old).split(), str(new).split()
@@ -120,6 +121,7 @@ def word_diff(old: str, new: str) -> tuple[list, list, int]:
 
 # ----------------------------------------------------------------------------- the document
 
+
 def wide_table(summary, task: str, attack: str) -> Table:
     """Rows model / method; columns clean, then per eps the robust metric [CI] and the drop (relative)."""
     d = summary[(summary["task"] == task) & (summary["attack"] == attack)]
@@ -138,27 +140,48 @@ def wide_table(summary, task: str, attack: str) -> Table:
                 cells += ["", ""]
                 continue
             r = r.iloc[0]
-            cells += [f"{points(r['robust'])} {ci(r['robust_lo'], r['robust_hi'])}",
-                      f"{points(r['drop'])} ({pct(r['rel_drop'])})"]
+            cells += [
+                f"{points(r['robust'])} {ci(r['robust_lo'], r['robust_hi'])}",
+                f"{points(r['drop'])} ({pct(r['rel_drop'])})",
+            ]
         rows.append(cells)
-    return Table(headers, rows, caption=f"{task}, {attack}: {metric} in points (x100); drop = clean - robust, "
-                                        f"relative drop = drop / clean; n = {int(d['n'].max()) if len(d) else 0} "
-                                        f"examples")
+    return Table(
+        headers,
+        rows,
+        caption=f"{task}, {attack}: {metric} in points (x100); drop = clean - robust, "
+        f"relative drop = drop / clean; n = {int(d['n'].max()) if len(d) else 0} "
+        f"examples",
+    )
 
 
 def details_table(summary, task: str) -> Table:
     """Per (model, attack, eps): attack success rate, perturbation size, queries and words changed."""
     d = summary[summary["task"] == task]
-    extra = [(c, h) for c, h in (("mean_queries", "Queries"), ("mean_words_changed", "Words changed"))
-             if d[c].notna().any()]
+    extra = [
+        (c, h) for c, h in (("mean_queries", "Queries"), ("mean_words_changed", "Words changed")) if d[c].notna().any()
+    ]
     headers = ["Model", "Method", "Attack", "eps", "n", "Success rate", "Mean L-inf", "Mean L2"] + [h for _, h in extra]
     rows = []
     for _, r in d.iterrows():
-        cells = [r["model"], who(r["method"], r["model"]), r["attack"], r["eps_label"], str(int(r["n"])),
-                 pct(r["success_rate"]), _num(r["mean_linf"]), _num(r["mean_l2"])]
+        cells = [
+            r["model"],
+            who(r["method"], r["model"]),
+            r["attack"],
+            r["eps_label"],
+            str(int(r["n"])),
+            pct(r["success_rate"]),
+            _num(r["mean_linf"]),
+            _num(r["mean_l2"]),
+        ]
         rows.append(cells + [_num(r[c], 1) for c, _ in extra])
-    return Table(headers, rows, caption=(f"{task}: success rate = share of the examples right before the attack that "
-                                         f"it breaks; perturbation sizes are means over broken examples"))
+    return Table(
+        headers,
+        rows,
+        caption=(
+            f"{task}: success rate = share of the examples right before the attack that "
+            f"it breaks; perturbation sizes are means over broken examples"
+        ),
+    )
 
 
 def _num(x, digits: int = 4) -> str:
@@ -167,25 +190,56 @@ def _num(x, digits: int = 4) -> str:
 
 def gap_table(gaps, task: str) -> Table:
     d = gaps[gaps["task"] == task]
-    headers = ["Model", "Method", "vs finetuning", "Attack", "eps", "n", "Robust", "Finetuning robust",
-               "Gap [95% CI]", "p (test)", "p adj.", "Significant", "Rel. drop gap [95% CI]", "Rel. drop p adj.", "b / c"]
+    headers = [
+        "Model",
+        "Method",
+        "vs finetuning",
+        "Attack",
+        "eps",
+        "n",
+        "Robust",
+        "Finetuning robust",
+        "Gap [95% CI]",
+        "p (test)",
+        "p adj.",
+        "Significant",
+        "Rel. drop gap [95% CI]",
+        "Rel. drop p adj.",
+        "b / c",
+    ]
     rows = []
     for _, r in d.iterrows():
-        rows.append([r["model"], who(r["method"], r["model"]), r["reference"], r["attack"], r["eps_label"],
-                     str(int(r["n"])), points(r["robust"]), points(r["reference_robust"]),
-                     f"{signed(r['gap'])} {ci(r['gap_lo'], r['gap_hi'])}",
-                     _p(r["p"]) + (" (McNemar)" if r["test"] == "mcnemar" else " (bootstrap)"), _p(r["p_adj"]),
-                     "yes" if r["significant"] else "no",
-                     f"{signed(r['rel_drop_gap'])} {ci(r['rel_drop_gap_lo'], r['rel_drop_gap_hi'])}",
-                     _p(r["rel_drop_p_adj"]) + (" *" if r["rel_drop_significant"] else ""),
-                     f"{int(r['b'])} / {int(r['c'])}"])
-    return Table(headers, rows, caption=(
-        f"{task}: gap = method - finetuning on the same examples (points; positive: the method keeps more); "
-        "CI: the interval its test inverts (McNemar's exact test on the discordant pairs for 0/1 verdicts, so it "
-        "excludes 0 exactly when p < 0.05; a paired bootstrap for graded scores); p adj.: adjusted across the "
-        "report's comparisons, significant = p adj. < 0.05; rel. drop gap = finetuning's relative drop - the "
-        "method's (positive: the method degrades less; bootstrap, its own adjusted family, * = significant); "
-        "b / c = examples only the method / only finetuning gets right (graded: scores higher / lower)"))
+        rows.append(
+            [
+                r["model"],
+                who(r["method"], r["model"]),
+                r["reference"],
+                r["attack"],
+                r["eps_label"],
+                str(int(r["n"])),
+                points(r["robust"]),
+                points(r["reference_robust"]),
+                f"{signed(r['gap'])} {ci(r['gap_lo'], r['gap_hi'])}",
+                _p(r["p"]) + (" (McNemar)" if r["test"] == "mcnemar" else " (bootstrap)"),
+                _p(r["p_adj"]),
+                "yes" if r["significant"] else "no",
+                f"{signed(r['rel_drop_gap'])} {ci(r['rel_drop_gap_lo'], r['rel_drop_gap_hi'])}",
+                _p(r["rel_drop_p_adj"]) + (" *" if r["rel_drop_significant"] else ""),
+                f"{int(r['b'])} / {int(r['c'])}",
+            ]
+        )
+    return Table(
+        headers,
+        rows,
+        caption=(
+            f"{task}: gap = method - finetuning on the same examples (points; positive: the method keeps more); "
+            "CI: the interval its test inverts (McNemar's exact test on the discordant pairs for 0/1 verdicts, so it "
+            "excludes 0 exactly when p < 0.05; a paired bootstrap for graded scores); p adj.: adjusted across the "
+            "report's comparisons, significant = p adj. < 0.05; rel. drop gap = finetuning's relative drop - the "
+            "method's (positive: the method degrades less; bootstrap, its own adjusted family, * = significant); "
+            "b / c = examples only the method / only finetuning gets right (graded: scores higher / lower)"
+        ),
+    )
 
 
 def _p(p: float) -> str:
@@ -194,17 +248,32 @@ def _p(p: float) -> str:
 
 def verdict_table(gaps) -> Table:
     v = verdict_frame(gaps)
-    rows = [[r["task"], method_name(r["method"]), str(r["cells"]), str(r["more"]), str(r["less"]),
-             str(r["rel_smaller"]), str(r["rel_larger"])] for _, r in v.iterrows()]
-    return Table(["Task", "Method", "Cells", "More robust", "Less robust", "Rel. drop smaller", "Rel. drop larger"],
-                 rows, caption="Comparisons against finetuning (one cell per attack and eps) that are significant "
-                               "after adjustment for multiplicity across the report: the robust metric (more / less "
-                               "robust) and the relative drop (clean gap taken out, its own family).")
+    rows = [
+        [
+            r["task"],
+            method_name(r["method"]),
+            str(r["cells"]),
+            str(r["more"]),
+            str(r["less"]),
+            str(r["rel_smaller"]),
+            str(r["rel_larger"]),
+        ]
+        for _, r in v.iterrows()
+    ]
+    return Table(
+        ["Task", "Method", "Cells", "More robust", "Less robust", "Rel. drop smaller", "Rel. drop larger"],
+        rows,
+        caption="Comparisons against finetuning (one cell per attack and eps) that are significant "
+        "after adjustment for multiplicity across the report: the robust metric (more / less "
+        "robust) and the relative drop (clean gap taken out, its own family).",
+    )
 
 
 def sanity_table(sanity) -> Table:
-    rows = [[r["task"], r["model"], who(r["method"], r["model"]), r["description"], r["status"], r["detail"]]
-            for _, r in sanity.iterrows()]
+    rows = [
+        [r["task"], r["model"], who(r["method"], r["model"]), r["description"], r["status"], r["detail"]]
+        for _, r in sanity.iterrows()
+    ]
     return Table(["Task", "Model", "Method", "Check", "Status", "Detail"], rows, status_col=4)
 
 
@@ -219,8 +288,19 @@ def runs_table(report) -> Table:
         if r.status and r.status != "complete":
             notes.append(f"status {r.status}")
         eps = ", ".join(r.eps_label(e) for e in r.eps)
-        rows.append([str(r.path), r.model, who(r.method, r.model), r.task, r.attack, eps,
-                     str(r.records["id"].nunique()), str(len(r.records)), "; ".join(notes) or "ok"])
+        rows.append(
+            [
+                str(r.path),
+                r.model,
+                who(r.method, r.model),
+                r.task,
+                r.attack,
+                eps,
+                str(r.records["id"].nunique()),
+                str(len(r.records)),
+                "; ".join(notes) or "ok",
+            ]
+        )
     return Table(["Run", "Model", "Method", "Task", "Attack", "eps", "Examples", "Records", "Notes"], rows)
 
 
@@ -240,8 +320,17 @@ def text_examples(run, limit: int = 8) -> list[list[Cell]]:
         left, right, changed = word_diff(r["text"], r["adv_text"])
         wc = r.get("words_changed")
         n = int(wc) if isinstance(wc, (int, float)) and math.isfinite(wc) else changed
-        rows.append([run.model, str(r["id"]), run.eps_label(r["eps"]),
-                     left, right, f"{r.get('clean_pred')} -> {r.get('pred')}", str(n)])
+        rows.append(
+            [
+                run.model,
+                str(r["id"]),
+                run.eps_label(r["eps"]),
+                left,
+                right,
+                f"{r.get('clean_pred')} -> {r.get('pred')}",
+                str(n),
+            ]
+        )
     return rows
 
 
@@ -257,13 +346,22 @@ def build_document(report) -> Document:
     for task in tasks:  # the key figure: metric vs eps per task
         fig = report.figures.get(("metric_vs_eps", task))
         if fig:
-            doc.add(Image(fig, f"{task}: robust metric vs eps", f"{task}: robust metric vs eps (clean at eps=0), "
-                                                                  f"95% CI shaded"))
-    doc.add(Para(f"Made by robust-pt {report.version} from {len(report.runs)} run(s) on {report.created}. Metrics "
-                 f"are in points (x100). Robust metrics: paired bootstrap CIs, {report.n_boot} replicates, seed "
-                 f"{report.seed}, 95% percentile interval. Gaps against finetuning: McNemar's exact test with the "
-                 f"interval it inverts (0/1 verdicts) or the bootstrap test with its interval (graded scores), "
-                 f"p-values adjusted across the report ({stats.CORRECTION_NAMES[report.correction]})."))
+            doc.add(
+                Image(
+                    fig,
+                    f"{task}: robust metric vs eps",
+                    f"{task}: robust metric vs eps (clean at eps=0), 95% CI shaded",
+                )
+            )
+    doc.add(
+        Para(
+            f"Made by robust-pt {report.version} from {len(report.runs)} run(s) on {report.created}. Metrics "
+            f"are in points (x100). Robust metrics: paired bootstrap CIs, {report.n_boot} replicates, seed "
+            f"{report.seed}, 95% percentile interval. Gaps against finetuning: McNemar's exact test with the "
+            f"interval it inverts (0/1 verdicts) or the bootstrap test with its interval (graded scores), "
+            f"p-values adjusted across the report ({stats.CORRECTION_NAMES[report.correction]})."
+        )
+    )
     for w in report.warnings:
         doc.add(Para(f"Warning: {w}", "warning"))
     _add_findings(doc, report)
@@ -275,25 +373,55 @@ def build_document(report) -> Document:
             doc.add(Heading(3, "Gaps against finetuning"), gap_table(g, task))
         doc.add(Heading(3, "Attack details"), details_table(s, task))
 
-    _add_figures(doc, report, "degradation", "Relative degradation", "relative degradation under {}",
-                 "{}: relative degradation (1 - robust / clean) per task and method, 95% CI")
-    _add_figures(doc, report, "prompt_factors", "Prompt-tuning factors", "{}: robust metric vs prompt factors",
-                 "{}: robust metric (95% CI) of prompt-tuned models against one factor per panel, the other "
-                 "factors held at the values in brackets; clean dashed")
+    _add_figures(
+        doc,
+        report,
+        "degradation",
+        "Relative degradation",
+        "relative degradation under {}",
+        "{}: relative degradation (1 - robust / clean) per task and method, 95% CI",
+    )
+    _add_figures(
+        doc,
+        report,
+        "prompt_factors",
+        "Prompt-tuning factors",
+        "{}: robust metric vs prompt factors",
+        "{}: robust metric (95% CI) of prompt-tuned models against one factor per panel, the other "
+        "factors held at the values in brackets; clean dashed",
+    )
 
     doc.add(Heading(2, "Sanity checks (gradient masking)"))
     doc.add(Para(RULE, "note"))
     doc.add(sanity_table(report.sanity))
 
-    _add_figures(doc, report, "gallery", "Adversarial examples", "adversarial examples of {}",
-                 "{}: clean | adversarial | amplified difference, with the question or hypothesis, the target "
-                 "and both predictions")
+    _add_figures(
+        doc,
+        report,
+        "gallery",
+        "Adversarial examples",
+        "adversarial examples of {}",
+        "{}: clean | adversarial | amplified difference, with the question or hypothesis, the target "
+        "and both predictions",
+    )
 
     text_rows = [row for r in report.runs for row in text_examples(r, report.text_examples)]
     if text_rows:
         doc.add(Heading(2, "Text attack examples"))
-        doc.add(Table(["Model", "Id", "eps", "Original (removed words struck)", "Adversarial (new words bold)",
-                       "Prediction", "Words changed"], text_rows))
+        doc.add(
+            Table(
+                [
+                    "Model",
+                    "Id",
+                    "eps",
+                    "Original (removed words struck)",
+                    "Adversarial (new words bold)",
+                    "Prediction",
+                    "Words changed",
+                ],
+                text_rows,
+            )
+        )
 
     doc.add(Heading(2, "Runs"), runs_table(report))
     return doc
@@ -307,13 +435,16 @@ def _add_findings(doc: Document, report) -> None:
     n_sig = int(sum(is_significant(r) for _, r in g.iterrows())) if len(g) else 0
     shown, rest = list(report.findings[:n_sig]), list(report.findings[n_sig:])
     failed = report.sanity[report.sanity["status"] == FAIL] if len(report.sanity) else report.sanity
-    for (task, model), grp in (failed.groupby(["task", "model"], sort=False) if len(failed) else []):
-        shown.append(f"{task}, {model}: sanity check(s) failed ({', '.join(grp['check'])}); its robust numbers may "
-                     f"be overstated by gradient masking (see the sanity checks).")
+    for (task, model), grp in failed.groupby(["task", "model"], sort=False) if len(failed) else []:
+        shown.append(
+            f"{task}, {model}: sanity check(s) failed ({', '.join(grp['check'])}); its robust numbers may "
+            f"be overstated by gradient masking (see the sanity checks)."
+        )
     shown += report.notes
     if not len(g) and not shown:
-        doc.add(Para("No comparison against finetuning: no finetuning run shares a task and attack with another "
-                     "method."))
+        doc.add(
+            Para("No comparison against finetuning: no finetuning run shares a task and attack with another method.")
+        )
         return
     if len(g):
         doc.add(verdict_table(g))

@@ -76,8 +76,17 @@ def panels(runs: list[RunData]) -> list[Panel]:
                 group = {s[f.option]: m for m, s in settings.items() if all(s[g] == ref[g] for g in others)}
                 if len(group) >= 2:
                     values = sorted(group, key=f.sort_key)
-                    out.append(Panel(task, attack, f.option, values, [group[v] for v in values],
-                                     {g: ref[g] for g in others}, method))
+                    out.append(
+                        Panel(
+                            task,
+                            attack,
+                            f.option,
+                            values,
+                            [group[v] for v in values],
+                            {g: ref[g] for g in others},
+                            method,
+                        )
+                    )
     return out
 
 

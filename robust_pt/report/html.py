@@ -25,8 +25,10 @@ from pathlib import Path
 from .document import Bullets, Document, Fold, Heading, Image, Para, Table, cell_text, render_cell
 from .sanity import FAIL, NOT_CHECKED, PASS
 
-CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-       "font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'"
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:2rem auto;
@@ -130,8 +132,11 @@ def table(t: Table) -> str:
     """A sortable table inside its own horizontally scrolling box, so that a wide one never stretches the page."""
     nums = numeric_columns(t)
     num = lambda i: ' class="num"' if i in nums else ""  # noqa: E731
-    head = "<thead><tr>" + "".join(f'<th scope="col"{num(i)}>{_header(h)}</th>' for i, h in enumerate(t.headers)) \
+    head = (
+        "<thead><tr>"
+        + "".join(f'<th scope="col"{num(i)}>{_header(h)}</th>' for i, h in enumerate(t.headers))
         + "</tr></thead>"
+    )
     rows = []
     for r in t.rows:
         tds = []
@@ -173,8 +178,10 @@ def block(b, root: Path) -> str:
 def render(doc: Document, root: Path) -> str:
     """The page; image paths in `doc` are relative to `root` (the report folder)."""
     body = [block(b, root) for b in doc.blocks]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(doc.title)}</title><style>{CSS}</style><script>{HEAD_SCRIPT}{SORT_SCRIPT}</script></head>\n"
-            f"<body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(doc.title)}</title><style>{CSS}</style><script>{HEAD_SCRIPT}{SORT_SCRIPT}</script></head>\n"
+        f"<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )

@@ -7,8 +7,18 @@ from __future__ import annotations
 
 from .document import Table, cell_text, gap_table, wide_table
 
-_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def esc(s: str) -> str:
@@ -17,8 +27,15 @@ def esc(s: str) -> str:
 
 def tabular(t: Table, label: str) -> str:
     cols = "ll" + "r" * (len(t.headers) - 2)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
-             " & ".join(esc(h) for h in t.headers) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        " & ".join(esc(h) for h in t.headers) + r" \\",
+        r"\midrule",
+    ]
     for row in t.rows:
         lines.append(" & ".join(esc(cell_text(c)) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]

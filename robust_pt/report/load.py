@@ -31,8 +31,9 @@ from ..tuning import registry
 #: display names (read from robust_pt/tuning/registry.py on every access), plus names other tools' runs use.
 OTHER_METHOD_NAMES = {"pretrain": "the pretrained base", "prefix": "prefix tuning"}
 METHOD_NAMES = registry.Live(lambda: {**{m.name: m.display for m in registry.methods()}, **OTHER_METHOD_NAMES})
-METHOD_ALIASES = registry.Live(lambda: {**{a: m.name for m in registry.methods() for a in m.aliases},
-                                        "base": "pretrain"})
+METHOD_ALIASES = registry.Live(
+    lambda: {**{a: m.name for m in registry.methods() for a in m.aliases}, "base": "pretrain"}
+)
 REFERENCE = registry.REFERENCE
 
 
@@ -129,11 +130,15 @@ class RunData:
     def warnings(self) -> list[str]:
         out = []
         if self.bad_lines:
-            out.append(f"{self.path / RECORDS}: {len(self.bad_lines)} corrupt line(s) skipped "
-                       f"(line {_ranges(self.bad_lines)}); the report uses the {len(self.records)} valid records")
+            out.append(
+                f"{self.path / RECORDS}: {len(self.bad_lines)} corrupt line(s) skipped "
+                f"(line {_ranges(self.bad_lines)}); the report uses the {len(self.records)} valid records"
+            )
         if self.unfinished:
-            out.append(f"{self.path / RECORDS}: {self.unfinished} record(s) of unfinished batches left out "
-                       f"(the run is still going or was interrupted; re-run the attack command to resume it)")
+            out.append(
+                f"{self.path / RECORDS}: {self.unfinished} record(s) of unfinished batches left out "
+                f"(the run is still going or was interrupted; re-run the attack command to resume it)"
+            )
         if self.duplicates:
             out.append(f"{self.path / RECORDS}: {self.duplicates} duplicated (id, eps) record(s) ignored")
         if self.status and self.status != "complete" and not self.unfinished:
@@ -161,6 +166,7 @@ def _ranges(lines: list[int], limit: int = 12) -> str:
 
 
 # ----------------------------------------------------------------------------- records
+
 
 def _as_float(v) -> float:
     if v is None or isinstance(v, bool):
@@ -198,7 +204,9 @@ def read_records(path: Path) -> tuple[list[dict], list[int], int]:
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise RunDirError(f"{path} is unreadable ({err.strerror}); check its permissions or re-run the attack") from None
+        raise RunDirError(
+            f"{path} is unreadable ({err.strerror}); check its permissions or re-run the attack"
+        ) from None
     lines = raw.split(b"\n")
     bad: list[int] = []
     items: list[tuple[int, dict]] = []  # (line, record) in order
@@ -273,14 +281,16 @@ def _clean_score_by_id(df):
 
 # ----------------------------------------------------------------------------- run.json
 
+
 def _read_json(path: Path) -> dict:
     try:
         obj = json.loads(path.read_text())
     except OSError as err:
         raise RunDirError(f"{path} is unreadable ({err.strerror}); check its permissions") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunDirError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); "
-                          f"re-run the attack into a fresh directory") from None
+        raise RunDirError(
+            f"{path} is not valid JSON ({err.msg} at line {err.lineno}); re-run the attack into a fresh directory"
+        ) from None
     if not isinstance(obj, dict):
         raise RunDirError(f"{path} is not a robust-pt run.json (not an object); re-run the attack")
     return obj
@@ -325,12 +335,19 @@ def model_identity(meta: dict, run_dir: Path) -> tuple[str, str]:
     """(model name, tuning method) of a run, from the first place that says."""
     cfg = meta.get("config") or {}
     model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
-    name = meta.get("model_name") or model_cfg.get("name") or (cfg.get("model") if isinstance(cfg.get("model"), str)
-                                                               else None) or "model"
-    candidates = [model_cfg.get("method"), (model_cfg.get("meta") or {}).get("method"),
-                  (model_cfg.get("tuning") or {}).get("method") if isinstance(model_cfg.get("tuning"), dict) else None,
-                  (meta.get("model_meta") or {}).get("method") if isinstance(meta.get("model_meta"), dict) else None,
-                  meta.get("method")]
+    name = (
+        meta.get("model_name")
+        or model_cfg.get("name")
+        or (cfg.get("model") if isinstance(cfg.get("model"), str) else None)
+        or "model"
+    )
+    candidates = [
+        model_cfg.get("method"),
+        (model_cfg.get("meta") or {}).get("method"),
+        (model_cfg.get("tuning") or {}).get("method") if isinstance(model_cfg.get("tuning"), dict) else None,
+        (meta.get("model_meta") or {}).get("method") if isinstance(meta.get("model_meta"), dict) else None,
+        meta.get("method"),
+    ]
     method = next((normalise_method(m) for m in candidates if normalise_method(m)), None)
     if method is None:
         method = normalise_method(_checkpoint_meta(meta, run_dir).get("method"))
@@ -379,9 +396,23 @@ def load_run(path: str | Path) -> RunData:
     df = df.drop_duplicates(["id", "eps"], keep="first").reset_index(drop=True)
     eps = cfg.get("eps")
     eps_list = sorted({float(e) for e in eps}) if isinstance(eps, list) and eps else sorted(set(df["eps"]))
-    return RunData(path=p, meta=meta, task=task, task_kind=kind, metric=metric, model=model, method=method,
-                   attack=str(spec["name"]), attack_spec=spec, eps=eps_list, records=df, bad_lines=bad,
-                   unfinished=unfinished, duplicates=n0 - len(df), status=str(meta.get("status") or ""))
+    return RunData(
+        path=p,
+        meta=meta,
+        task=task,
+        task_kind=kind,
+        metric=metric,
+        model=model,
+        method=method,
+        attack=str(spec["name"]),
+        attack_spec=spec,
+        eps=eps_list,
+        records=df,
+        bad_lines=bad,
+        unfinished=unfinished,
+        duplicates=n0 - len(df),
+        status=str(meta.get("status") or ""),
+    )
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -405,9 +436,18 @@ def _label_attacks(runs: list[RunData]) -> None:
         by_name.setdefault(r.attack_name, []).append(r)
     for name, rs in by_name.items():
         specs = [{k: v for k, v in r.attack_spec.items() if k not in ("eps", "description", "path")} for r in rs]
-        keys = sorted({k for s in specs for k in s if any(json.dumps(s.get(k), sort_keys=True, default=str)
-                                                          != json.dumps(specs[0].get(k), sort_keys=True, default=str)
-                                                          for s in specs)})
+        keys = sorted(
+            {
+                k
+                for s in specs
+                for k in s
+                if any(
+                    json.dumps(s.get(k), sort_keys=True, default=str)
+                    != json.dumps(specs[0].get(k), sort_keys=True, default=str)
+                    for s in specs
+                )
+            }
+        )
         if not keys:
             continue
         for r, s in zip(rs, specs):
@@ -433,8 +473,10 @@ def load_runs(paths: Iterable[str | Path], allow_mixed: bool = False) -> list[Ru
     if len(tasks) > 1 and not allow_mixed:
         first = {t: next(str(r.path) for r in runs if r.task == t) for t in tasks}
         listing = "; ".join(f"{t}: {first[t]}" for t in tasks)
-        raise MixedRunsError(f"runs of {len(tasks)} different tasks given ({listing}); report one task at a time "
-                             f"or pass --allow-mixed to report them side by side")
+        raise MixedRunsError(
+            f"runs of {len(tasks)} different tasks given ({listing}); report one task at a time "
+            f"or pass --allow-mixed to report them side by side"
+        )
     keys: dict[tuple, Path] = {}
     for r in runs:
         fp = r.meta.get("fingerprint") or json.dumps(r.meta.get("config"), sort_keys=True, default=str)

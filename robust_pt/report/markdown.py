@@ -17,9 +17,10 @@ def cell(c) -> str:
 
 
 def table(t: Table) -> str:
-    lines = ["| " + " | ".join(_esc(h) for h in t.headers) + " |",
-             "|" + "|".join("---" if i < 2 else "--:" if _numeric(t, i) else "---" for i in range(len(t.headers)))
-             + "|"]
+    lines = [
+        "| " + " | ".join(_esc(h) for h in t.headers) + " |",
+        "|" + "|".join("---" if i < 2 else "--:" if _numeric(t, i) else "---" for i in range(len(t.headers))) + "|",
+    ]
     for row in t.rows:
         lines.append("| " + " | ".join(cell(c) for c in row) + " |")
     if t.caption:

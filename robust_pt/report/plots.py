@@ -58,7 +58,7 @@ def _labels(summary, task: str = "") -> dict[tuple[str, str], str]:
     repeats) when a method has several."""
     out = {}
     per = summary.groupby("method")["model"].nunique().to_dict() if len(summary) else {}
-    for (method, model) in summary[["method", "model"]].drop_duplicates().itertuples(index=False):
+    for method, model in summary[["method", "model"]].drop_duplicates().itertuples(index=False):
         name = _series_name(series(method, model))
         many = per.get(method, 1) > 1 and method != UNKNOWN
         out[(method, model)] = f"{name} ({_short_model(model, method, task)})" if many else name
@@ -129,8 +129,16 @@ def _legend(fig, handles: list, fontsize: int = 9) -> tuple[float, float, float,
     char = 0.0085 * fontsize  # inches per character, roughly (DejaVu Sans)
     widths = [0.45 + char * len(h.get_label()) for h in handles]
     if len(handles) <= 7 and sum(widths) <= w_in - 0.2:
-        fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=fontsize, frameon=False,
-                   bbox_to_anchor=(0.5, 1.0), handlelength=1.4, columnspacing=1.2)
+        fig.legend(
+            handles=handles,
+            loc="upper center",
+            ncol=len(handles),
+            fontsize=fontsize,
+            frameon=False,
+            bbox_to_anchor=(0.5, 1.0),
+            handlelength=1.4,
+            columnspacing=1.2,
+        )
         return (0, 0, 1, 1 - 0.42 / h_in)
     right = min(0.45, (max(widths) + 0.2) / w_in)
     fig.legend(handles=handles, loc="center left", fontsize=fontsize, frameon=False, bbox_to_anchor=(1 - right, 0.5))
@@ -219,8 +227,8 @@ def _panel_eps(d, max_panels: int) -> list[float]:
 
 def _short_model(model: str, method: str, task: str) -> str:
     """A model's name without what the panel already says (its method and task): 'prompt-L4-shapes-ve' -> 'L4'."""
-    out = model[:-len(task) - 1] if model.endswith(f"-{task}") else model
-    out = out[len(method) + 1:] if out.startswith(f"{method}-") else out
+    out = model[: -len(task) - 1] if model.endswith(f"-{task}") else model
+    out = out[len(method) + 1 :] if out.startswith(f"{method}-") else out
     return out or model
 
 
@@ -241,13 +249,25 @@ def degradation_layout(summary, attack: str) -> dict:
         start = x
         for method, model in keys:
             name = series(method, model)
-            bars.append({"task": task, "method": method, "model": model, "series": name, "x": x,
-                         "colour": colours[name], "variant": _short_model(model, method, task) if name in many else ""})
+            bars.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "model": model,
+                    "series": name,
+                    "x": x,
+                    "colour": colours[name],
+                    "variant": _short_model(model, method, task) if name in many else "",
+                }
+            )
             x += 1.0
         groups.append((task, (start + x - 1.0) / 2))
         x += GROUP_GAP
-    return {"bars": bars, "groups": groups, "colours": {k: v for k, v in colours.items()
-                                                         if any(b["series"] == k for b in bars)}}
+    return {
+        "bars": bars,
+        "groups": groups,
+        "colours": {k: v for k, v in colours.items() if any(b["series"] == k for b in bars)},
+    }
 
 
 def _degradation_panel(ax, de, layout: dict, title: str) -> None:
@@ -259,8 +279,15 @@ def _degradation_panel(ax, de, layout: dict, title: str) -> None:
         r = r.iloc[0]
         y = 100 * float(r["rel_drop"])
         err = np.nan_to_num(np.array([[y - 100 * r["rel_drop_lo"]], [100 * r["rel_drop_hi"] - y]]), nan=0.0)
-        (patch,) = ax.bar([bar["x"]], [y], width=0.9, color=bar["colour"], yerr=err.clip(min=0), capsize=2,
-                          error_kw={"elinewidth": 0.8, "ecolor": "#333333"})
+        (patch,) = ax.bar(
+            [bar["x"]],
+            [y],
+            width=0.9,
+            color=bar["colour"],
+            yerr=err.clip(min=0),
+            capsize=2,
+            error_kw={"elinewidth": 0.8, "ecolor": "#333333"},
+        )
         patch.set_gid(f"{bar['task']}|{bar['series']}|{bar['model']}")
     ax.set_xticks([c for _, c in layout["groups"]])
     ax.set_xticklabels([t for t, _ in layout["groups"]])
@@ -280,8 +307,9 @@ def _degradation_panel(ax, de, layout: dict, title: str) -> None:
     if len(de):
         top = float(np.nanmax(100 * de["rel_drop_hi"].to_numpy(float)))
         low = float(np.nanmin(100 * np.minimum(de["rel_drop"].to_numpy(float), de["rel_drop_lo"].to_numpy(float))))
-        ax.set_ylim(min(0.0, 1.1 * low) if math.isfinite(low) else 0.0, max(5.0, 1.1 * top) if math.isfinite(top)
-                    else 100.0)
+        ax.set_ylim(
+            min(0.0, 1.1 * low) if math.isfinite(low) else 0.0, max(5.0, 1.1 * top) if math.isfinite(top) else 100.0
+        )
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -320,6 +348,7 @@ def degradation(summary, attack: str, path: Path, max_panels: int = 6) -> Path:
 
 # ----------------------------------------------------------------------------- gallery
 
+
 def prompt_factors(summary, task: str, panels: list, path: Path) -> Path:
     """Robust metric (points, 95% CI) of prompt-tuned models against one prompt factor per panel;
     rows are attacks, columns factors; one line per eps, the clean metric dashed."""
@@ -331,21 +360,32 @@ def prompt_factors(summary, task: str, panels: list, path: Path) -> Path:
     fig = _figure(3.8 * len(factors) + 1.2, 3.2 * len(attacks))
     d = summary[summary["task"] == task]
     for p in mine:
-        ax = fig.add_subplot(len(attacks), len(factors), attacks.index(p.attack) * len(factors)
-                             + factors.index(p.factor) + 1)
+        ax = fig.add_subplot(
+            len(attacks), len(factors), attacks.index(p.attack) * len(factors) + factors.index(p.factor) + 1
+        )
         da = d[(d["attack"] == p.attack) & d["model"].isin(p.models)]
         x = np.arange(len(p.models))
-        clean = [100 * float(da[da["model"] == m]["clean"].iloc[0]) if (da["model"] == m).any() else np.nan
-                 for m in p.models]
+        clean = [
+            100 * float(da[da["model"] == m]["clean"].iloc[0]) if (da["model"] == m).any() else np.nan for m in p.models
+        ]
         ax.plot(x, clean, ls="--", color="#7f7f7f", marker="o", ms=3, label="clean")
-        for k, (e, lab) in enumerate(da[["eps", "eps_label"]].drop_duplicates("eps").sort_values("eps").itertuples(
-                index=False)):
+        for k, (e, lab) in enumerate(
+            da[["eps", "eps_label"]].drop_duplicates("eps").sort_values("eps").itertuples(index=False)
+        ):
             rows = [da[(da["model"] == m) & np.isclose(da["eps"], e)] for m in p.models]
             y = np.array([100 * float(r["robust"].iloc[0]) if len(r) else np.nan for r in rows])
             lo = np.array([100 * float(r["robust_lo"].iloc[0]) if len(r) else np.nan for r in rows])
             hi = np.array([100 * float(r["robust_hi"].iloc[0]) if len(r) else np.nan for r in rows])
-            ax.errorbar(x + 0.04 * (k - 1), y, yerr=[y - lo, hi - y], marker="o", ms=4, capsize=2,
-                        color=EXTRA[k % len(EXTRA)], label=f"eps {lab}")
+            ax.errorbar(
+                x + 0.04 * (k - 1),
+                y,
+                yerr=[y - lo, hi - y],
+                marker="o",
+                ms=4,
+                capsize=2,
+                color=EXTRA[k % len(EXTRA)],
+                label=f"eps {lab}",
+            )
         ax.set_xticks(x)
         ax.set_xticklabels([value_label(p.factor, v) for v in p.values], fontsize=8)
         fixed = ", ".join(f"{TITLES[f].split()[-1]} {value_label(f, v)}" for f, v in p.fixed.items())
@@ -383,8 +423,13 @@ def _example_text(run: RunData, ident: str) -> dict:
     from ..tasks import TASKS
 
     parts = ident.rsplit(":", 3)
-    if len(parts) != 4 or parts[0] not in TASKS or parts[0] != run.task or not parts[2].isdigit() \
-            or not parts[3].isdigit():
+    if (
+        len(parts) != 4
+        or parts[0] not in TASKS
+        or parts[0] != run.task
+        or not parts[2].isdigit()
+        or not parts[3].isdigit()
+    ):
         return {}
     i = int(parts[3])
     size = run.image_size or 64
@@ -417,15 +462,27 @@ def samples(run: RunData, limit: int = 6) -> list[dict]:
         r = rec.iloc[0].to_dict() if len(rec) else {}
         ident = r.get("id", m["id"])
         known = _example_text(run, str(ident))
-        if known and r.get("clean_correct") == 1 and run.task_kind == "closed" and \
-                _text_or_none(r.get("clean_pred")) != known.get("target"):
+        if (
+            known
+            and r.get("clean_correct") == 1
+            and run.task_kind == "closed"
+            and _text_or_none(r.get("clean_pred")) != known.get("target")
+        ):
             known = {}  # right yet not the regenerated answer: not the example that was attacked (older generator)
-        found.append({"path": f, "eps": e, "eps_label": run.eps_label(e),
-                      "id": ident, "broken": m["status"] == "broken",
-                      "clean_pred": _text_or_none(r.get("clean_pred")), "pred": _text_or_none(r.get("pred")),
-                      "text": _text_or_none(r.get("text")) or known.get("text"),
-                      "target": _text_or_none(r.get("target")) or known.get("target"),
-                      "adv_text": _text_or_none(r.get("adv_text"))})
+        found.append(
+            {
+                "path": f,
+                "eps": e,
+                "eps_label": run.eps_label(e),
+                "id": ident,
+                "broken": m["status"] == "broken",
+                "clean_pred": _text_or_none(r.get("clean_pred")),
+                "pred": _text_or_none(r.get("pred")),
+                "text": _text_or_none(r.get("text")) or known.get("text"),
+                "target": _text_or_none(r.get("target")) or known.get("target"),
+                "adv_text": _text_or_none(r.get("adv_text")),
+            }
+        )
     found.sort(key=lambda s: (not s["broken"], -s["eps"], str(s["id"])))
     # spread over eps: the first sample of each eps first, then the rest
     firsts, rest, seen = [], [], set()
@@ -435,8 +492,13 @@ def samples(run: RunData, limit: int = 6) -> list[dict]:
     return (firsts + rest)[:limit]
 
 
-TEXT_LABELS = (("vqa", "Question"), ("ve", "Hypothesis"), ("ground", "Expression"), ("refcoco", "Expression"),
-               ("caption", "Prompt"))
+TEXT_LABELS = (
+    ("vqa", "Question"),
+    ("ve", "Hypothesis"),
+    ("ground", "Expression"),
+    ("refcoco", "Expression"),
+    ("caption", "Prompt"),
+)
 
 
 def _text_label(task: str) -> str:
@@ -455,8 +517,12 @@ def _fonts() -> dict:
 
     ttf = Path(__import__("matplotlib").get_data_path()) / "fonts" / "ttf"
     out = {}
-    for key, name, size in (("title", "DejaVuSans-Bold.ttf", 15), ("bold", "DejaVuSans-Bold.ttf", 13),
-                            ("text", "DejaVuSans.ttf", 13), ("small", "DejaVuSans.ttf", 12)):
+    for key, name, size in (
+        ("title", "DejaVuSans-Bold.ttf", 15),
+        ("bold", "DejaVuSans-Bold.ttf", 13),
+        ("text", "DejaVuSans.ttf", 13),
+        ("small", "DejaVuSans.ttf", 12),
+    ):
         try:
             out[key] = ImageFont.truetype(str(ttf / name), size)
         except OSError:
@@ -503,8 +569,10 @@ def _answer_text(value, image_size: int | None) -> str:
 def _sample_lines(s: dict, task: str, image_size: int | None = None) -> list[tuple[str, str, str]]:
     """(text, font key, colour) paragraphs of one gallery row: what was asked, the target, both answers."""
     broken = "#b3261e" if s["broken"] else "#137333"
-    out = [(f"eps={s['eps_label']}  -  {'broken' if s['broken'] else 'still correct'}", "bold", broken),
-           (f"id {s['id']}", "small", "#666666")]
+    out = [
+        (f"eps={s['eps_label']}  -  {'broken' if s['broken'] else 'still correct'}", "bold", broken),
+        (f"id {s['id']}", "small", "#666666"),
+    ]
     if s.get("text"):
         out.append((f"{_text_label(task)}: {s['text']}", "text", "black"))
     if s.get("adv_text") and s["adv_text"] != s.get("text"):
@@ -513,8 +581,9 @@ def _sample_lines(s: dict, task: str, image_size: int | None = None) -> list[tup
         name = "Reference" if _text_label(task) == "Prompt" else "Target"  # a caption has several; one shown
         out.append((f"{name}: {_answer_text(s['target'], image_size)}", "text", "#444444"))
     out.append((f"Clean prediction: {_answer_text(s['clean_pred'], image_size)}", "text", "black"))
-    out.append((f"Adversarial prediction: {_answer_text(s['pred'], image_size)}", "bold" if s["broken"] else "text",
-                broken))
+    out.append(
+        (f"Adversarial prediction: {_answer_text(s['pred'], image_size)}", "bold" if s["broken"] else "text", broken)
+    )
     return out
 
 
@@ -532,16 +601,23 @@ def gallery(run: RunData, items: list[dict], path: Path, width: int = 600, text_
         with Image.open(s["path"]) as im:
             tile = im.convert("RGB")
         k = max(1, width // tile.width)
-        tile = tile.resize((tile.width * k, tile.height * k), Image.NEAREST) if tile.width <= width else \
-            tile.resize((width, max(1, round(tile.height * width / tile.width))), Image.NEAREST)
-        lines = [(ln, f, c) for text, f, c in _sample_lines(s, run.task, run.image_size)
-                 for ln in _wrap(scratch, text, fonts[f], text_width)]
+        tile = (
+            tile.resize((tile.width * k, tile.height * k), Image.NEAREST)
+            if tile.width <= width
+            else tile.resize((width, max(1, round(tile.height * width / tile.width))), Image.NEAREST)
+        )
+        lines = [
+            (ln, f, c)
+            for text, f, c in _sample_lines(s, run.task, run.image_size)
+            for ln in _wrap(scratch, text, fonts[f], text_width)
+        ]
         rows.append((tile, lines, max(tile.height, 18 * len(lines) + 4)))
     img_w = max([t.width for t, _, _ in rows] + [1])
     who = f"{run.model} ({method_name(run.method)})" if run.method != UNKNOWN else run.model
     head = pad + 26 + 20
-    canvas = Image.new("RGB", (pad + img_w + gap + text_width + pad, head + sum(h + 2 * pad for *_, h in rows)),
-                       "white")
+    canvas = Image.new(
+        "RGB", (pad + img_w + gap + text_width + pad, head + sum(h + 2 * pad for *_, h in rows)), "white"
+    )
     draw = ImageDraw.Draw(canvas)
     draw.text((pad, pad), f"{who}, {run.task}, {run.attack}", fill="black", font=fonts["title"])
     for j, name in enumerate(("clean", "adversarial", "difference (amplified)")):

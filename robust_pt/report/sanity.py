@@ -43,10 +43,12 @@ HUGE_RMS = 1.0
 NEARLY_ALL = 0.90
 WHITE_BOX = ("pgd", "apgd")
 BLACK_BOX = ("square", "hopskipjump", "boundary", "spsa")
-RULE = ("A check fails only when the violation exceeds sampling noise: the 95% paired-bootstrap CI of the "
-        "violating difference lies entirely on the violating side of 0; the large-eps check fails when the upper "
-        f"bound of the 95% CI of the relative drop is below {NEARLY_ALL:.0%}. Violations within the CI pass, "
-        "with the violation noted.")
+RULE = (
+    "A check fails only when the violation exceeds sampling noise: the 95% paired-bootstrap CI of the "
+    "violating difference lies entirely on the violating side of 0; the large-eps check fails when the upper "
+    f"bound of the 95% CI of the relative drop is below {NEARLY_ALL:.0%}. Violations within the CI pass, "
+    "with the violation noted."
+)
 
 
 def _pts(x: float) -> str:
@@ -59,8 +61,15 @@ def _lab(run: RunData, e: float) -> str:
 
 def _row(check: str, task: str, model: str, method: str, status: str, detail: str) -> dict:
     title = dict(CHECKS)[check]
-    return {"check": check, "description": title, "task": task, "model": model, "method": method,
-            "status": status, "detail": detail}
+    return {
+        "check": check,
+        "description": title,
+        "task": task,
+        "model": model,
+        "method": method,
+        "status": status,
+        "detail": detail,
+    }
 
 
 def _diff(worse: RunData, better: RunData, e: float, B: int, seed: int) -> tuple[float, float, float, int]:
@@ -78,6 +87,7 @@ def _robust(run: RunData, e: float) -> float:
 
 
 # ----------------------------------------------------------------------------- the checks
+
 
 def check_monotone(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
     swept = [r for r in runs if len(r.eps) >= 2]
@@ -97,8 +107,10 @@ def check_monotone(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
             if d <= 1e-12:
                 continue
             lo, hi = stats.percentile_ci(reps[:, j + 1] - reps[:, j])
-            txt = (f"{r.attack} {_lab(r, r.eps[j])} -> {_lab(r, r.eps[j + 1])}: {_pts(d)} points "
-                   f"(95% CI {_pts(lo)} to {_pts(hi)})")
+            txt = (
+                f"{r.attack} {_lab(r, r.eps[j])} -> {_lab(r, r.eps[j + 1])}: {_pts(d)} points "
+                f"(95% CI {_pts(lo)} to {_pts(hi)})"
+            )
             (fails if lo > 0 else notes).append(txt)
     if not steps:
         return NOT_CHECKED, "no two eps of a run share examples"
@@ -114,7 +126,7 @@ def huge_threshold(run: RunData) -> float | None:
         if run.norm == "linf":
             return HUGE_LINF
         if run.norm == "l2" and run.image_size:
-            return 0.25 * math.sqrt(3 * run.image_size ** 2)
+            return 0.25 * math.sqrt(3 * run.image_size**2)
         return None
     if run.attack_kind == "embedding" and run.eps_unit == "rms":
         return HUGE_RMS
@@ -128,8 +140,10 @@ def check_huge(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
         if t is not None and r.eps and max(r.eps) >= t - 1e-12:
             cands.append(r)
     if not cands:
-        return NOT_CHECKED, (f"no run reaches a very large eps (L-inf >= {eps_label(HUGE_LINF)}, embedding >= "
-                             f"{HUGE_RMS:g} RMS); add one, e.g. --eps 1/255,2/255,4/255,8/255,128/255")
+        return NOT_CHECKED, (
+            f"no run reaches a very large eps (L-inf >= {eps_label(HUGE_LINF)}, embedding >= "
+            f"{HUGE_RMS:g} RMS); add one, e.g. --eps 1/255,2/255,4/255,8/255,128/255"
+        )
     fails, passes = [], []
     for r in cands:
         e = max(r.eps)
@@ -147,8 +161,10 @@ def check_huge(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
             txt += f" on the {len(d)} examples the image decides ({left_out} decided by the text alone left out)"
         (fails if hi < NEARLY_ALL else passes).append(txt)
     if fails:
-        return FAIL, (f"attack does not break nearly everything (>= {NEARLY_ALL:.0%}) at a very large eps, a sign "
-                      f"of gradient masking: " + "; ".join(fails))
+        return FAIL, (
+            f"attack does not break nearly everything (>= {NEARLY_ALL:.0%}) at a very large eps, a sign "
+            f"of gradient masking: " + "; ".join(fails)
+        )
     return PASS, "; ".join(passes)
 
 
@@ -165,8 +181,11 @@ def _image_decided(run: RunData, d):
 
 
 def _by(runs, methods, kind=None, norm=None):
-    return [r for r in runs if r.attack_method in methods and (kind is None or r.attack_kind == kind)
-            and (norm is None or r.norm == norm)]
+    return [
+        r
+        for r in runs
+        if r.attack_method in methods and (kind is None or r.attack_kind == kind) and (norm is None or r.norm == norm)
+    ]
 
 
 def _excesses(comparisons, B: int, seed: int, say) -> tuple[list[str], list[str], int]:
@@ -192,18 +211,24 @@ def check_more_steps(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
     for a in pgd:
         for b in pgd:
             sa, sb = a.attack_spec.get("steps"), b.attack_spec.get("steps")
-            if (isinstance(sa, (int, float)) and isinstance(sb, (int, float)) and sa < sb
-                    and (a.attack_kind, a.norm, a.eps_unit) == (b.attack_kind, b.norm, b.eps_unit)
-                    and common_eps(a, b)):
+            if (
+                isinstance(sa, (int, float))
+                and isinstance(sb, (int, float))
+                and sa < sb
+                and (a.attack_kind, a.norm, a.eps_unit) == (b.attack_kind, b.norm, b.eps_unit)
+                and common_eps(a, b)
+            ):
                 pairs.append((a, b))
     if not pairs:
         steps = sorted({str(r.attack_spec.get("steps")) for r in pgd})
-        why = (f"only one PGD step count ({', '.join(steps)}) per norm" if pgd else "no PGD run")
+        why = f"only one PGD step count ({', '.join(steps)}) per norm" if pgd else "no PGD run"
         return NOT_CHECKED, f"{why}; add a PGD run with more steps at the same eps (e.g. --attack pgd --steps 50)"
 
     def say(many: RunData, few: RunData, e: float, d: float) -> str:
-        return (f"at eps={_lab(few, e)} {many.attack} leaves {100 * _robust(many, e):.1f}, {few.attack} "
-                f"{100 * _robust(few, e):.1f}: more steps weaker by {100 * d:.1f} points")
+        return (
+            f"at eps={_lab(few, e)} {many.attack} leaves {100 * _robust(many, e):.1f}, {few.attack} "
+            f"{100 * _robust(few, e):.1f}: more steps weaker by {100 * d:.1f} points"
+        )
 
     more_vs_fewer = ((many, few, e) for few, many in pairs for e in common_eps(few, many))
     fails, notes, n = _excesses(more_vs_fewer, B, seed, say)
@@ -215,18 +240,25 @@ def check_more_steps(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
 
 
 def _strongest(whites: list[RunData], other: RunData, e: float) -> RunData | None:
-    cands = [w for w in whites if any(abs(e - f) <= 1e-12 for f in w.eps)
-             and (w.attack_kind, w.norm, w.eps_unit) == (other.attack_kind, other.norm, other.eps_unit)]
+    cands = [
+        w
+        for w in whites
+        if any(abs(e - f) <= 1e-12 for f in w.eps)
+        and (w.attack_kind, w.norm, w.eps_unit) == (other.attack_kind, other.norm, other.eps_unit)
+    ]
     if not cands:
         return None
     return min(cands, key=lambda w: (_robust(w, e), w.attack))
 
 
-def _weaker_than(attackers: list[RunData], whites: list[RunData], what: str, B: int, seed: int,
-                 hint: str) -> tuple[str, str]:
+def _weaker_than(
+    attackers: list[RunData], whites: list[RunData], what: str, B: int, seed: int, hint: str
+) -> tuple[str, str]:
     def say(w: RunData, r: RunData, e: float, d: float) -> str:
-        return (f"at eps={_lab(r, e)} {r.attack} leaves {100 * _robust(r, e):.1f}, {w.attack} "
-                f"{100 * _robust(w, e):.1f}: {r.attack} stronger by {100 * d:.1f} points")
+        return (
+            f"at eps={_lab(r, e)} {r.attack} leaves {100 * _robust(r, e):.1f}, {w.attack} "
+            f"{100 * _robust(w, e):.1f}: {r.attack} stronger by {100 * d:.1f} points"
+        )
 
     against_pgd = ((w, r, e) for r in attackers for e in r.eps if (w := _strongest(whites, r, e)) is not None)
     fails, notes, n = _excesses(against_pgd, B, seed, say)
@@ -240,21 +272,32 @@ def _weaker_than(attackers: list[RunData], whites: list[RunData], what: str, B: 
 def check_black_box(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
     bb = _by(runs, BLACK_BOX)
     wb = _by(runs, WHITE_BOX)
-    hint = ("needs a black-box run (e.g. --attack square) and a PGD run at the same eps and norm"
-            if not bb or not wb else "the black-box and PGD runs share no eps and norm")
+    hint = (
+        "needs a black-box run (e.g. --attack square) and a PGD run at the same eps and norm"
+        if not bb or not wb
+        else "the black-box and PGD runs share no eps and norm"
+    )
     return _weaker_than(bb, wb, "the black-box attack", B, seed, hint)
 
 
 def check_fgsm(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
     fg = _by(runs, ("fgsm",))
     wb = _by(runs, ("pgd",))
-    hint = ("needs an FGSM run and a PGD run at the same eps and norm (e.g. --attack fgsm and --attack pgd)"
-            if not fg or not wb else "the FGSM and PGD runs share no eps, kind and norm")
+    hint = (
+        "needs an FGSM run and a PGD run at the same eps and norm (e.g. --attack fgsm and --attack pgd)"
+        if not fg or not wb
+        else "the FGSM and PGD runs share no eps, kind and norm"
+    )
     return _weaker_than(fg, wb, "FGSM", B, seed, hint)
 
 
-FUNCS = {"monotone": check_monotone, "huge-eps": check_huge, "more-steps": check_more_steps,
-         "black-box": check_black_box, "fgsm-vs-pgd": check_fgsm}
+FUNCS = {
+    "monotone": check_monotone,
+    "huge-eps": check_huge,
+    "more-steps": check_more_steps,
+    "black-box": check_black_box,
+    "fgsm-vs-pgd": check_fgsm,
+}
 
 
 def run_checks(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED) -> list[dict]:

@@ -48,8 +48,9 @@ LEVEL = 0.95
 _CHUNK = 256
 
 
-def bootstrap_means(values: np.ndarray, B: int = DEFAULT_B, seed: int = DEFAULT_SEED,
-                    mask: np.ndarray | None = None) -> np.ndarray:
+def bootstrap_means(
+    values: np.ndarray, B: int = DEFAULT_B, seed: int = DEFAULT_SEED, mask: np.ndarray | None = None
+) -> np.ndarray:
     """(B, k) replicate means of the k columns of `values` (n, k), resampling rows together.
 
     `mask` (n, k) marks which entries exist (a column's mean is over its present rows);
@@ -75,7 +76,7 @@ def bootstrap_means(values: np.ndarray, B: int = DEFAULT_B, seed: int = DEFAULT_
         num = counts @ vz
         den = counts @ mf
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[s:s + rows] = np.where(den > 0, num / np.where(den > 0, den, 1), math.nan)
+            out[s : s + rows] = np.where(den > 0, num / np.where(den > 0, den, 1), math.nan)
     return out
 
 
@@ -100,8 +101,9 @@ def mean_ci(x: np.ndarray, B: int = DEFAULT_B, seed: int = DEFAULT_SEED) -> tupl
     return float(x.mean()), lo, hi
 
 
-def paired_diff_ci(a: np.ndarray, b: np.ndarray, B: int = DEFAULT_B,
-                   seed: int = DEFAULT_SEED) -> tuple[float, float, float]:
+def paired_diff_ci(
+    a: np.ndarray, b: np.ndarray, B: int = DEFAULT_B, seed: int = DEFAULT_SEED
+) -> tuple[float, float, float]:
     """(mean(a) - mean(b), lo, hi) over paired examples (rows with a value on both sides)."""
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
@@ -112,8 +114,6 @@ def paired_diff_ci(a: np.ndarray, b: np.ndarray, B: int = DEFAULT_B,
     reps = bootstrap_means(np.stack([a, b], 1), B, seed)
     lo, hi = percentile_ci(reps[:, 0] - reps[:, 1])
     return float(a.mean() - b.mean()), lo, hi
-
-
 
 
 # ----------------------------------------------------------------------------- tests and intervals

@@ -22,14 +22,68 @@ from ..runformat import EPS_ATOL, at_eps, eps_stats
 from . import stats
 from .load import METHOD_NAMES, REFERENCE, RunData, per_eps
 
-SUMMARY_COLUMNS = ["task", "model", "method", "attack", "attack_method", "kind", "norm", "eps", "eps_label", "n",
-                   "metric", "clean", "clean_lo", "clean_hi", "robust", "robust_lo", "robust_hi", "drop", "drop_lo",
-                   "drop_hi", "rel_drop", "rel_drop_lo", "rel_drop_hi", "success_rate", "mean_linf", "mean_l2",
-                   "mean_queries", "mean_words_changed", "run"]
-GAP_COLUMNS = ["task", "attack", "eps", "eps_label", "metric", "model", "method", "reference", "n", "clean_gap",
-               "robust", "reference_robust", "gap", "gap_lo", "gap_hi", "rel_drop", "reference_rel_drop",
-               "rel_drop_gap", "rel_drop_gap_lo", "rel_drop_gap_hi", "b", "c", "p", "test", "p_adj", "significant",
-               "rel_drop_p", "rel_drop_p_adj", "rel_drop_significant"]
+SUMMARY_COLUMNS = [
+    "task",
+    "model",
+    "method",
+    "attack",
+    "attack_method",
+    "kind",
+    "norm",
+    "eps",
+    "eps_label",
+    "n",
+    "metric",
+    "clean",
+    "clean_lo",
+    "clean_hi",
+    "robust",
+    "robust_lo",
+    "robust_hi",
+    "drop",
+    "drop_lo",
+    "drop_hi",
+    "rel_drop",
+    "rel_drop_lo",
+    "rel_drop_hi",
+    "success_rate",
+    "mean_linf",
+    "mean_l2",
+    "mean_queries",
+    "mean_words_changed",
+    "run",
+]
+GAP_COLUMNS = [
+    "task",
+    "attack",
+    "eps",
+    "eps_label",
+    "metric",
+    "model",
+    "method",
+    "reference",
+    "n",
+    "clean_gap",
+    "robust",
+    "reference_robust",
+    "gap",
+    "gap_lo",
+    "gap_hi",
+    "rel_drop",
+    "reference_rel_drop",
+    "rel_drop_gap",
+    "rel_drop_gap_lo",
+    "rel_drop_gap_hi",
+    "b",
+    "c",
+    "p",
+    "test",
+    "p_adj",
+    "significant",
+    "rel_drop_p",
+    "rel_drop_p_adj",
+    "rel_drop_significant",
+]
 
 
 def method_name(method: str) -> str:
@@ -73,10 +127,21 @@ def summary_rows(run: RunData, B: int = stats.DEFAULT_B, seed: int = stats.DEFAU
         rep_c = reps[:, 0]
         st = eps_stats(per_eps(run, e), run.binary)  # the engine's run summary uses the same statistics
         row = {
-            "task": run.task, "model": run.model, "method": run.method, "attack": run.attack,
-            "attack_method": run.attack_method, "kind": run.attack_kind, "norm": run.norm, "eps": float(e),
-            "eps_label": run.eps_label(e), "n": int(present.sum()),
-            "metric": run.metric, "clean": c, "robust": r, "drop": c - r, "rel_drop": stats.rel_drop(c, r),
+            "task": run.task,
+            "model": run.model,
+            "method": run.method,
+            "attack": run.attack,
+            "attack_method": run.attack_method,
+            "kind": run.attack_kind,
+            "norm": run.norm,
+            "eps": float(e),
+            "eps_label": run.eps_label(e),
+            "n": int(present.sum()),
+            "metric": run.metric,
+            "clean": c,
+            "robust": r,
+            "drop": c - r,
+            "rel_drop": stats.rel_drop(c, r),
             **{k: st[k] for k in ("success_rate", "mean_linf", "mean_l2", "mean_queries", "mean_words_changed")},
             "run": str(run.path),
         }
@@ -100,8 +165,9 @@ def common_eps(a: RunData, b: RunData) -> list[float]:
     return [e for e in a.eps if any(abs(e - f) <= EPS_ATOL for f in b.eps)]
 
 
-def gap_row(run: RunData, ref: RunData, eps: float, B: int = stats.DEFAULT_B,
-            seed: int = stats.DEFAULT_SEED) -> dict | None:
+def gap_row(
+    run: RunData, ref: RunData, eps: float, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED
+) -> dict | None:
     """One comparison of `run` against the reference run at eps, or None without common examples."""
     ids, da, dr = paired(run, ref, eps)
     if not ids:
@@ -119,21 +185,43 @@ def gap_row(run: RunData, ref: RunData, eps: float, B: int = stats.DEFAULT_B,
         b, c = stats.discordant(a, r, binary=False)
         lo, hi, p = stats.bootstrap_wald(float(np.nanmean(a) - np.nanmean(r)), reps[:, 0] - reps[:, 1])
         test = "bootstrap"
-    ra, rr = stats.rel_drop(float(np.nanmean(ac)), float(np.nanmean(a))), \
-        stats.rel_drop(float(np.nanmean(rc)), float(np.nanmean(r)))
+    ra, rr = (
+        stats.rel_drop(float(np.nanmean(ac)), float(np.nanmean(a))),
+        stats.rel_drop(float(np.nanmean(rc)), float(np.nanmean(r))),
+    )
     rlo, rhi, rp = stats.bootstrap_wald(rr - ra, rel_reps)
-    return {"task": run.task, "attack": run.attack, "eps": float(eps),
-            "eps_label": run.eps_label(eps), "metric": run.metric,
-            "model": run.model, "method": run.method, "reference": ref.model, "n": len(ids),
-            "clean_gap": float(np.nanmean(ac) - np.nanmean(rc)), "robust": float(np.nanmean(a)),
-            "reference_robust": float(np.nanmean(r)), "gap": float(np.nanmean(a) - np.nanmean(r)),
-            "gap_lo": lo, "gap_hi": hi, "rel_drop": ra, "reference_rel_drop": rr, "rel_drop_gap": rr - ra,
-            "rel_drop_gap_lo": rlo, "rel_drop_gap_hi": rhi, "b": b, "c": c, "p": p, "test": test,
-            "rel_drop_p": rp}
+    return {
+        "task": run.task,
+        "attack": run.attack,
+        "eps": float(eps),
+        "eps_label": run.eps_label(eps),
+        "metric": run.metric,
+        "model": run.model,
+        "method": run.method,
+        "reference": ref.model,
+        "n": len(ids),
+        "clean_gap": float(np.nanmean(ac) - np.nanmean(rc)),
+        "robust": float(np.nanmean(a)),
+        "reference_robust": float(np.nanmean(r)),
+        "gap": float(np.nanmean(a) - np.nanmean(r)),
+        "gap_lo": lo,
+        "gap_hi": hi,
+        "rel_drop": ra,
+        "reference_rel_drop": rr,
+        "rel_drop_gap": rr - ra,
+        "rel_drop_gap_lo": rlo,
+        "rel_drop_gap_hi": rhi,
+        "b": b,
+        "c": c,
+        "p": p,
+        "test": test,
+        "rel_drop_p": rp,
+    }
 
 
-def gap_rows(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED
-             ) -> tuple[list[dict], list[str]]:
+def gap_rows(
+    runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED
+) -> tuple[list[dict], list[str]]:
     """Every non-finetuning run against every finetuning run of its task and attack; plus notes."""
     out: list[dict] = []
     notes: list[str] = []
@@ -145,8 +233,10 @@ def gap_rows(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DE
         if not others:
             continue
         if not refs:
-            notes.append(f"{task}, {attack}: no finetuning run, so no gap against finetuning "
-                         f"(attack a finetuned checkpoint with the same attack to get one)")
+            notes.append(
+                f"{task}, {attack}: no finetuning run, so no gap against finetuning "
+                f"(attack a finetuned checkpoint with the same attack to get one)"
+            )
             continue
         for run in others:
             for ref in refs:
@@ -156,8 +246,10 @@ def gap_rows(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DE
                 for e in eps:
                     row = gap_row(run, ref, e, B, seed)
                     if row is None:
-                        notes.append(f"{task}, {attack} eps={run.eps_label(e)}: {run.model} and {ref.model} share no "
-                                     f"example ids (different task splits or seeds?); no gap computed")
+                        notes.append(
+                            f"{task}, {attack} eps={run.eps_label(e)}: {run.model} and {ref.model} share no "
+                            f"example ids (different task splits or seeds?); no gap computed"
+                        )
                     else:
                         out.append(row)
     return out, notes
@@ -194,6 +286,7 @@ def gap_frame(rows: list[dict], correction: str = stats.DEFAULT_CORRECTION):
 
 # ----------------------------------------------------------------------------- findings
 
+
 def points(x: float) -> str:
     return f"{100 * x:.1f}" if math.isfinite(x) else "n/a"
 
@@ -221,13 +314,14 @@ def finding(row: dict, several_models: bool = False, several_refs: bool = False)
     test = "McNemar" if row["test"] == "mcnemar" else "bootstrap test"
     p = f"{test} {stats.format_p(row['p'])}, {_decision(row['p_adj'], row['significant'])}"
     if abs(g) < 5e-4:
-        core = f"{subject} keeps the same {m} as {ref} (difference {points(g)} points, 95% CI {points(lo)} to " \
-               f"{points(hi)}; {p})"
+        core = (
+            f"{subject} keeps the same {m} as {ref} (difference {points(g)} points, 95% CI {points(lo)} to "
+            f"{points(hi)}; {p})"
+        )
     else:
         word = "more" if g > 0 else "less"
         a, b = (lo, hi) if g > 0 else (-hi, -lo)
-        core = f"{subject} keeps {points(abs(g))} points {word} {m} than {ref} (95% CI {points(a)} to " \
-               f"{points(b)}; {p})"
+        core = f"{subject} keeps {points(abs(g))} points {word} {m} than {ref} (95% CI {points(a)} to {points(b)}; {p})"
     return f"{row['task']}, {row['attack']} eps={row['eps_label']}: {core}{_rel_drop_clause(row)}."
 
 
@@ -235,8 +329,10 @@ def _rel_drop_clause(row: dict) -> str:
     rg, rlo, rhi = row["rel_drop_gap"], row["rel_drop_gap_lo"], row["rel_drop_gap_hi"]
     if not math.isfinite(rg):
         return ""
-    p = f"bootstrap test {stats.format_p(row['rel_drop_p'])}, " \
+    p = (
+        f"bootstrap test {stats.format_p(row['rel_drop_p'])}, "
         f"{_decision(row['rel_drop_p_adj'], row['rel_drop_significant'])}"
+    )
     if abs(rg) < 5e-4:
         return f"; its relative drop is the same (95% CI {points(-rhi)} to {points(-rlo)}; {p})"
     if rg > 0:
@@ -279,8 +375,12 @@ def verdict_frame(gaps):
     if not len(gaps):
         return pd.DataFrame(columns=VERDICT_COLUMNS)
     sig, rsig = gaps["significant"].astype(bool), gaps["rel_drop_significant"].astype(bool)
-    d = gaps.assign(more=sig & (gaps["gap"] > 0), less=sig & (gaps["gap"] < 0),
-                    rel_smaller=rsig & (gaps["rel_drop_gap"] > 0), rel_larger=rsig & (gaps["rel_drop_gap"] < 0))
+    d = gaps.assign(
+        more=sig & (gaps["gap"] > 0),
+        less=sig & (gaps["gap"] < 0),
+        rel_smaller=rsig & (gaps["rel_drop_gap"] > 0),
+        rel_larger=rsig & (gaps["rel_drop_gap"] < 0),
+    )
     counts = ["more", "less", "rel_smaller", "rel_larger"]
     spec = {"cells": ("gap", "size"), **{c: (c, "sum") for c in counts}}
     rows = d.groupby(["task", "method"], sort=False).agg(**spec).reset_index()

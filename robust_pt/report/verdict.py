@@ -44,8 +44,11 @@ def _rel_drop(gaps, methods: list[str]) -> str:
     for word, mask in (("larger", rsig & (gaps["rel_drop_gap"] < 0)), ("smaller", rsig & (gaps["rel_drop_gap"] > 0))):
         counts = [(m, int((mask & (gaps["method"] == m)).sum())) for m in methods]
         named = ", ".join(f"{method_name(m)} in {k}" for m, k in counts if k)
-        sides.append(f"the degradation is significantly {word} than finetuning's for {named} cells" if named else
-                     f"significantly {word} for no method")
+        sides.append(
+            f"the degradation is significantly {word} than finetuning's for {named} cells"
+            if named
+            else f"significantly {word} for no method"
+        )
     if not rsig.any():
         return lead + "no difference from finetuning is significant."
     return lead + "; ".join(sides) + "."
@@ -66,12 +69,20 @@ def verdict(gaps, summary, correction: str) -> list[str]:
     methods = _methods(g)
     sig = g["significant"].astype(bool)
     tasks = g["task"].nunique()
-    first = (f"{len(g)} comparisons against finetuning ({len(methods)} method{'s' * (len(methods) > 1)}, {tasks} "
-             f"task{'s' * (tasks > 1)}, one per attack and eps), each decided by McNemar's exact test (a bootstrap "
-             f"test for graded metrics) {_adjustment(correction)}, at the 5% level.")
+    first = (
+        f"{len(g)} comparisons against finetuning ({len(methods)} method{'s' * (len(methods) > 1)}, {tasks} "
+        f"task{'s' * (tasks > 1)}, one per attack and eps), each decided by McNemar's exact test (a bootstrap "
+        f"test for graded metrics) {_adjustment(correction)}, at the 5% level."
+    )
     more, less = _cells(g, sig & (g["gap"] > 0), methods), _cells(g, sig & (g["gap"] < 0), methods)
-    second = ("More robust than finetuning: " + "; ".join(more) + "." if more else
-              "No tuning method is significantly more robust than finetuning anywhere.")
-    third = ("Less robust than finetuning: " + "; ".join(less) + "." if less else
-             "No tuning method is significantly less robust than finetuning anywhere.")
+    second = (
+        "More robust than finetuning: " + "; ".join(more) + "."
+        if more
+        else "No tuning method is significantly more robust than finetuning anywhere."
+    )
+    third = (
+        "Less robust than finetuning: " + "; ".join(less) + "."
+        if less
+        else "No tuning method is significantly less robust than finetuning anywhere."
+    )
     return [first, second, third, _rel_drop(g, methods)]

@@ -50,8 +50,10 @@ def probe_batch_size(fits: Callable[[int], None], limit: int, start: int = 1) ->
         best, b = b, b * 2
     free_memory()
     if best == 0:
-        raise ConfigError(f"even a batch of {max(1, start)} runs out of memory on this device; use a smaller model, "
-                          f"--device cpu or a GPU with more memory")
+        raise ConfigError(
+            f"even a batch of {max(1, start)} runs out of memory on this device; use a smaller model, "
+            f"--device cpu or a GPU with more memory"
+        )
     return best
 
 

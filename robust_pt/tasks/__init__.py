@@ -14,19 +14,35 @@ from typing import Sequence
 
 from ..errors import TaskError
 from .base import CAPTION, CLOSED, GROUND, MIXED, Example, Task
-from .shapes_tasks import (PRETRAIN_SIZES, SPLIT_SIZES, VE_ANSWERS, VQA_ANSWERS, ShapesTask,
-                           make_task)
+from .shapes_tasks import PRETRAIN_SIZES, SPLIT_SIZES, VE_ANSWERS, VQA_ANSWERS, ShapesTask, make_task
 
 TASKS: tuple[str, ...] = ("shapes-vqa", "shapes-ve", "shapes-ground", "shapes-caption", "shapes-pretrain")
 
 __all__ = [
-    "TASKS", "load_task", "stack_images", "Example", "Task", "ShapesTask",
-    "CLOSED", "GROUND", "CAPTION", "MIXED", "VQA_ANSWERS", "VE_ANSWERS",
+    "TASKS",
+    "load_task",
+    "stack_images",
+    "Example",
+    "Task",
+    "ShapesTask",
+    "CLOSED",
+    "GROUND",
+    "CAPTION",
+    "MIXED",
+    "VQA_ANSWERS",
+    "VE_ANSWERS",
 ]
 
 
-def load_task(name: str, split: str = "test", limit: int | None = None, seed: int = 0,
-              size: int = 64, num_examples: int | None = None, resize: str = "squash") -> Task:
+def load_task(
+    name: str,
+    split: str = "test",
+    limit: int | None = None,
+    seed: int = 0,
+    size: int = 64,
+    num_examples: int | None = None,
+    resize: str = "squash",
+) -> Task:
     """A built-in task by name, or a real dataset as "NAME:DIR" (vqav2, snli-ve, refcoco,
     refcoco+, refcocog, coco-captions; see robust_pt/tasks/formats.py).
 
@@ -38,8 +54,10 @@ def load_task(name: str, split: str = "test", limit: int | None = None, seed: in
 
     real = is_real(name)
     if not real and name not in TASKS:
-        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}, or a dataset in its official "
-                        f"format: {', '.join(f'{f}:DIR' for f in FORMATS)}")
+        raise TaskError(
+            f"unknown task {name!r}; known tasks: {', '.join(TASKS)}, or a dataset in its official "
+            f"format: {', '.join(f'{f}:DIR' for f in FORMATS)}"
+        )
     sizes = PRETRAIN_SIZES if name == "shapes-pretrain" else SPLIT_SIZES
     if not real and split not in sizes:
         raise TaskError(f"task {name} has no split {split!r}; use one of: {', '.join(sizes)}")

@@ -71,8 +71,12 @@ class Task:
         if self.kind == CLOSED:
             return np.array([float(int(p) == ex.label) for ex, p in zip(examples, predictions)])
         if self.kind == GROUND:
-            return np.array([float(metrics.box_iou(metrics.tokens_to_box(p, self.image_size), ex.box) >= 0.5)
-                             for ex, p in zip(examples, predictions)])
+            return np.array(
+                [
+                    float(metrics.box_iou(metrics.tokens_to_box(p, self.image_size), ex.box) >= 0.5)
+                    for ex, p in zip(examples, predictions)
+                ]
+            )
         if self.kind == CAPTION:
             return metrics.cider_per_example([list(ex.refs) for ex in examples], list(predictions))
         raise ValueError(self.kind)

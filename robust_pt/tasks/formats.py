@@ -65,11 +65,37 @@ VE_CANDIDATES = {"entailment": "yes", "contradiction": "no", "neutral": "maybe"}
 
 # ============================================================================ VQA accuracy
 
-_CONTRACTIONS = {"dont": "don't", "doesnt": "doesn't", "isnt": "isn't", "arent": "aren't", "cant": "can't",
-                 "wont": "won't", "im": "i'm", "ive": "i've", "youre": "you're", "thats": "that's",
-                 "whats": "what's", "wasnt": "wasn't", "didnt": "didn't", "hes": "he's", "shes": "she's"}
-_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-            "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_CONTRACTIONS = {
+    "dont": "don't",
+    "doesnt": "doesn't",
+    "isnt": "isn't",
+    "arent": "aren't",
+    "cant": "can't",
+    "wont": "won't",
+    "im": "i'm",
+    "ive": "i've",
+    "youre": "you're",
+    "thats": "that's",
+    "whats": "what's",
+    "wasnt": "wasn't",
+    "didnt": "didn't",
+    "hes": "he's",
+    "shes": "she's",
+}
+_NUMBERS = {
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 _ARTICLES = {"a", "an", "the"}
 _PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$|~:]")
 _PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
@@ -97,6 +123,7 @@ def vqa_accuracy(pred: str, human_answers: Sequence[str]) -> float:
 
 
 # ============================================================================ tasks
+
 
 @dataclass(frozen=True)
 class VQAExample(Example):
@@ -141,8 +168,9 @@ class RealTask(Task):
             from .metrics import box_to_tokens
 
             target = box_to_tokens(box, self.image_size)
-        kw = dict(id=it.id, image=image, text=it.text, target=target, label=it.label, refs=it.refs, box=box,
-                  qtype=it.qtype)
+        kw = dict(
+            id=it.id, image=image, text=it.text, target=target, label=it.label, refs=it.refs, box=box, qtype=it.qtype
+        )
         if it.human:
             return VQAExample(**kw, human_answers=it.human)
         return Example(**kw)
@@ -150,12 +178,17 @@ class RealTask(Task):
     def example_scores(self, examples, predictions) -> np.ndarray:
         if self.name == "vqav2":
             assert self.answers is not None
-            return np.array([vqa_accuracy(self.answers[int(p)], getattr(ex, "human_answers", ()) or (ex.target,))
-                             for ex, p in zip(examples, predictions)])
+            return np.array(
+                [
+                    vqa_accuracy(self.answers[int(p)], getattr(ex, "human_answers", ()) or (ex.target,))
+                    for ex, p in zip(examples, predictions)
+                ]
+            )
         return super().example_scores(examples, predictions)
 
 
 # ============================================================================ images
+
 
 def _resample():
     from PIL import Image
@@ -219,6 +252,7 @@ def _find_image(root: Path, names: Sequence[str], folders: Sequence[Path], what:
 
 
 # ============================================================================ file reading
+
 
 def _stat_key(p: Path):
     st = p.stat()
@@ -292,6 +326,7 @@ def _dir(path: Path, name: str, holds: str) -> Path:
 
 # ============================================================================ VQAv2
 
+
 def _pick_pair(files: list[Path], split: str, what: str, root: Path) -> Path:
     if not files:
         raise TaskError(f"vqav2: no {what} file (*{what}*.json) in {root}")
@@ -299,8 +334,10 @@ def _pick_pair(files: list[Path], split: str, what: str, root: Path) -> Path:
         return files[0]
     hits = [f for f in files if split.lower() in f.name.lower()]
     if len(hits) != 1:
-        raise TaskError(f"vqav2: {len(files)} {what} files in {root} ({', '.join(f.name for f in files)}) and "
-                        f"{'none' if not hits else 'several'} match split {split!r}; pass --split (train, val)")
+        raise TaskError(
+            f"vqav2: {len(files)} {what} files in {root} ({', '.join(f.name for f in files)}) and "
+            f"{'none' if not hits else 'several'} match split {split!r}; pass --split (train, val)"
+        )
     return hits[0]
 
 
@@ -315,17 +352,23 @@ def load_vqav2(root: Path, split: str, limit: int | None, seed: int, size: int, 
     for i, a in enumerate(anns):
         _need(a, ("question_id", "answers"), lambda: f"{afile.name}: annotation {i}{_ident(a, ['question_id'])}")
         if not isinstance(a["answers"], list) or not a["answers"]:
-            raise TaskError(f"{afile.name}: annotation {i} (question_id {a['question_id']}) has an empty "
-                            f"'answers' list")
+            raise TaskError(
+                f"{afile.name}: annotation {i} (question_id {a['question_id']}) has an empty 'answers' list"
+            )
         for j, h in enumerate(a["answers"]):
             _need(h, ("answer",), lambda: f"{afile.name}: annotation {i} (question_id {a['question_id']}) answer {j}")
         by_qid[a["question_id"]] = a
     for i, q in enumerate(questions):
-        _need(q, ("question_id", "image_id", "question"),
-              lambda: f"{qfile.name}: question {i}{_ident(q, ['question_id'])}")
+        _need(
+            q,
+            ("question_id", "image_id", "question"),
+            lambda: f"{qfile.name}: question {i}{_ident(q, ['question_id'])}",
+        )
         if q["question_id"] not in by_qid:
-            raise TaskError(f"{qfile.name}: question {i} (question_id {q['question_id']}) has no annotation in "
-                            f"{afile.name} (VQAv2 test has no public annotations: evaluate on val)")
+            raise TaskError(
+                f"{qfile.name}: question {i} (question_id {q['question_id']}) has no annotation in "
+                f"{afile.name} (VQAv2 test has no public annotations: evaluate on val)"
+            )
 
     def consensus(a) -> str:
         mc = a.get("multiple_choice_answer")
@@ -366,12 +409,35 @@ def load_vqav2(root: Path, split: str, limit: int | None, seed: int, size: int, 
         if best_score <= 0:
             best = -1
         iid = int(q["image_id"])
-        img = _find_image(root, [f"COCO_{subtype}_{iid:012d}.jpg", f"{iid:012d}.jpg", f"{iid}.jpg"], folders,
-                          f"vqav2 question {q['question_id']}")
-        items.append(_Item(id=str(q["question_id"]), image=img, text=str(q["question"]).strip(), target=cons,
-                           label=best, qtype=str(a.get("answer_type", "")), human=human))
-    return RealTask(name="vqav2", kind=CLOSED, split=subtype, metric="vqa-accuracy", answers=answers,
-                    image_size=size, seed=seed, items=items, resize=resize, source=str(root))
+        img = _find_image(
+            root,
+            [f"COCO_{subtype}_{iid:012d}.jpg", f"{iid:012d}.jpg", f"{iid}.jpg"],
+            folders,
+            f"vqav2 question {q['question_id']}",
+        )
+        items.append(
+            _Item(
+                id=str(q["question_id"]),
+                image=img,
+                text=str(q["question"]).strip(),
+                target=cons,
+                label=best,
+                qtype=str(a.get("answer_type", "")),
+                human=human,
+            )
+        )
+    return RealTask(
+        name="vqav2",
+        kind=CLOSED,
+        split=subtype,
+        metric="vqa-accuracy",
+        answers=answers,
+        image_size=size,
+        seed=seed,
+        items=items,
+        resize=resize,
+        source=str(root),
+    )
 
 
 # ============================================================================ SNLI-VE
@@ -389,17 +455,26 @@ def load_snli_ve(root: Path, split: str, limit: int | None, seed: int, size: int
     elif len(files) == 1 and not hits:
         path = files[0]
     else:
-        raise TaskError(f"snli-ve: no single snli_ve_{want}.jsonl in {root} (found: "
-                        f"{', '.join(f.name for f in files) or 'no .jsonl files'})")
+        raise TaskError(
+            f"snli-ve: no single snli_ve_{want}.jsonl in {root} (found: "
+            f"{', '.join(f.name for f in files) or 'no .jsonl files'})"
+        )
     recs = _read_jsonl_cached(_stat_key(path))
     for n, r in enumerate(recs, 1):
         _need(r, ("Flickr30K_ID", "sentence2", "gold_label"), lambda: f"{path.name}: line {n}{_ident(r, ['pairID'])}")
         if r["gold_label"] not in VE_CANDIDATES:
-            raise TaskError(f"{path.name}: line {n}{_ident(r, ['pairID'])} has gold_label {r['gold_label']!r}; "
-                            f"expected one of {', '.join(VE_CANDIDATES)}")
+            raise TaskError(
+                f"{path.name}: line {n}{_ident(r, ['pairID'])} has gold_label {r['gold_label']!r}; "
+                f"expected one of {', '.join(VE_CANDIDATES)}"
+            )
     answers = ["yes", "no", "maybe"]
-    folders = [root / "flickr30k_images", root / "Flickr30K" / "flickr30k_images", root / "Flickr30k" /
-               "flickr30k_images", root / "images", root]
+    folders = [
+        root / "flickr30k_images",
+        root / "Flickr30K" / "flickr30k_images",
+        root / "Flickr30k" / "flickr30k_images",
+        root / "images",
+        root,
+    ]
     items = []
     for i in _subsample(len(recs), limit, seed):
         r = recs[i]
@@ -407,10 +482,28 @@ def load_snli_ve(root: Path, split: str, limit: int | None, seed: int, size: int
         img = _find_image(root, [f"{fid}.jpg", f"{fid}.png"], folders, f"snli-ve {path.name} line {i + 1}")
         ans = VE_CANDIDATES[r["gold_label"]]
         hyp = " ".join(str(r["sentence2"]).split())
-        items.append(_Item(id=str(r.get("pairID", f"{fid}:{i}")), image=img, text=f'does the image describe " {hyp} "?',
-                           target=ans, label=answers.index(ans), qtype=str(r["gold_label"])))
-    return RealTask(name="snli-ve", kind=CLOSED, split=want, metric="accuracy", answers=answers, image_size=size,
-                    seed=seed, items=items, resize=resize, source=str(root))
+        items.append(
+            _Item(
+                id=str(r.get("pairID", f"{fid}:{i}")),
+                image=img,
+                text=f'does the image describe " {hyp} "?',
+                target=ans,
+                label=answers.index(ans),
+                qtype=str(r["gold_label"]),
+            )
+        )
+    return RealTask(
+        name="snli-ve",
+        kind=CLOSED,
+        split=want,
+        metric="accuracy",
+        answers=answers,
+        image_size=size,
+        seed=seed,
+        items=items,
+        resize=resize,
+        source=str(root),
+    )
 
 
 # ============================================================================ RefCOCO
@@ -430,14 +523,17 @@ def _refs_file(root: Path, name: str) -> Path:
     raise TaskError(f"{name}: several refs files in {root} ({', '.join(f.name for f in files)}); keep one")
 
 
-def load_refcoco(root: Path, split: str, limit: int | None, seed: int, size: int, resize: str,
-                 name: str = "refcoco") -> RealTask:
+def load_refcoco(
+    root: Path, split: str, limit: int | None, seed: int, size: int, resize: str, name: str = "refcoco"
+) -> RealTask:
     _dir(root, name, "the refs file, instances.json and the COCO train2014 images")
     rpath = _refs_file(root, name)
     if rpath.suffix != ".json":
-        raise TaskError(f"{rpath}: robust-pt never unpickles files; convert it to JSON once with "
-                        f"python -c \"import json,pickle; json.dump(pickle.load(open('{rpath.name}','rb')), "
-                        f"open('{rpath.stem}.json','w'))\" (only on a file you trust), then remove the .p")
+        raise TaskError(
+            f"{rpath}: robust-pt never unpickles files; convert it to JSON once with "
+            f"python -c \"import json,pickle; json.dump(pickle.load(open('{rpath.name}','rb')), "
+            f"open('{rpath.stem}.json','w'))\" (only on a file you trust), then remove the .p"
+        )
     refs = read_json(rpath)
     if not isinstance(refs, list):
         raise TaskError(f"{rpath} must hold a list of refs")
@@ -479,14 +575,31 @@ def load_refcoco(root: Path, split: str, limit: int | None, seed: int, size: int
         x, y, w, h = (float(v) for v in boxes[r["ann_id"]])
         img = _find_image(root, [images[r["image_id"]]["file_name"]], folders, f"{name} ref {r['ref_id']}")
         sent = " ".join(str(s["sent"]).split())
-        items.append(_Item(id=f"{r['ref_id']}:{s.get('sent_id', i)}", image=img,
-                           text=f'which region does the text " {sent} " describe?', box=(x, y, x + w, y + h),
-                           qtype=str(r["split"])))
-    return RealTask(name=name, kind=GROUND, split=split, metric="acc@0.5", answers=None, image_size=size, seed=seed,
-                    items=items, resize=resize, source=str(root))
+        items.append(
+            _Item(
+                id=f"{r['ref_id']}:{s.get('sent_id', i)}",
+                image=img,
+                text=f'which region does the text " {sent} " describe?',
+                box=(x, y, x + w, y + h),
+                qtype=str(r["split"]),
+            )
+        )
+    return RealTask(
+        name=name,
+        kind=GROUND,
+        split=split,
+        metric="acc@0.5",
+        answers=None,
+        image_size=size,
+        seed=seed,
+        items=items,
+        resize=resize,
+        source=str(root),
+    )
 
 
 # ============================================================================ COCO captions (Karpathy)
+
 
 def load_coco_captions(root: Path, split: str, limit: int | None, seed: int, size: int, resize: str) -> RealTask:
     _dir(root, "coco-captions", "dataset_coco.json (Karpathy split) and the COCO images")
@@ -508,8 +621,10 @@ def load_coco_captions(root: Path, split: str, limit: int | None, seed: int, siz
     ok = {"train": ("train", "restval")}.get(split, (split,))
     sel = [r for r in recs if r["split"] in ok]
     if not sel:
-        raise TaskError(f"coco-captions: no images in split {split!r} in {path.name} "
-                        f"(it has: {', '.join(sorted({str(r['split']) for r in recs}))})")
+        raise TaskError(
+            f"coco-captions: no images in split {split!r} in {path.name} "
+            f"(it has: {', '.join(sorted({str(r['split']) for r in recs}))})"
+        )
     items = []
     for i in _subsample(len(sel), limit, seed):
         r = sel[i]
@@ -517,10 +632,27 @@ def load_coco_captions(root: Path, split: str, limit: int | None, seed: int, siz
         folders = [root / fp, root / "images" / fp, root / "images", root]
         img = _find_image(root, [r["filename"]], folders, f"coco-captions image {r.get('cocoid', r['filename'])}")
         refs = tuple(" ".join(str(s["raw"]).split()) if "raw" in s else " ".join(s["tokens"]) for s in r["sentences"])
-        items.append(_Item(id=str(r.get("cocoid", r.get("imgid", r["filename"]))), image=img,
-                           text="what does the image describe?", target=refs[0], refs=refs))
-    return RealTask(name="coco-captions", kind=CAPTION, split=split, metric="cider", answers=None, image_size=size,
-                    seed=seed, items=items, resize=resize, source=str(root))
+        items.append(
+            _Item(
+                id=str(r.get("cocoid", r.get("imgid", r["filename"]))),
+                image=img,
+                text="what does the image describe?",
+                target=refs[0],
+                refs=refs,
+            )
+        )
+    return RealTask(
+        name="coco-captions",
+        kind=CAPTION,
+        split=split,
+        metric="cider",
+        answers=None,
+        image_size=size,
+        seed=seed,
+        items=items,
+        resize=resize,
+        source=str(root),
+    )
 
 
 # ============================================================================ entry point
@@ -540,14 +672,16 @@ def is_real(name: str) -> bool:
     return ":" in str(name)
 
 
-def load_real(spec: str, split: str = "test", limit: int | None = None, seed: int = 0, size: int = 64,
-              resize: str = "squash") -> RealTask:
+def load_real(
+    spec: str, split: str = "test", limit: int | None = None, seed: int = 0, size: int = 64, resize: str = "squash"
+) -> RealTask:
     """A real-dataset task from "NAME:DIR" (see the module docstring)."""
     name, _, path = str(spec).partition(":")
     name = name.strip().lower()
     if name not in LOADERS:
-        raise TaskError(f"unknown dataset format {name!r} in {spec!r}; use one of: "
-                        f"{', '.join(f'{n}:DIR' for n in FORMATS)}")
+        raise TaskError(
+            f"unknown dataset format {name!r} in {spec!r}; use one of: {', '.join(f'{n}:DIR' for n in FORMATS)}"
+        )
     if not path:
         raise TaskError(f"{spec!r} names no directory; use {name}:DIR")
     if resize not in RESIZE_MODES:

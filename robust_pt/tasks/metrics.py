@@ -34,6 +34,7 @@ _PUNCT = frozenset({"'", "`", "-", ".", "?", "!", ",", ":", ";", '"', "(", ")", 
 
 # --------------------------------------------------------------------------- boxes
 
+
 def box_iou(a: Sequence[float] | None, b: Sequence[float] | None) -> float:
     """Intersection over union of two (x0, y0, x1, y1) boxes; 0 if either is None or empty."""
     if a is None or b is None:
@@ -60,7 +61,7 @@ def bin_to_coord(k: int, image_size: int) -> float:
 
 
 def box_to_tokens(box: Sequence[float], image_size: int) -> str:
-    """"<bin_a> <bin_b> <bin_c> <bin_d>" for a pixel box (x0, y0, x1, y1)."""
+    """ "<bin_a> <bin_b> <bin_c> <bin_d>" for a pixel box (x0, y0, x1, y1)."""
     if len(box) != 4:
         raise ValueError(f"a box has 4 coordinates (x0, y0, x1, y1), got {len(box)}")
     return " ".join(f"<bin_{coord_to_bin(c, image_size)}>" for c in box)
@@ -81,6 +82,7 @@ def tokens_to_box(text: str, image_size: int) -> Box | None:
 
 # --------------------------------------------------------------------------- captions
 
+
 def caption_tokens(text: str) -> list[str]:
     """The tokens caption metrics compare: vocab.tokenize without punctuation."""
     return [t for t in tokenize(text or "") if t not in _PUNCT]
@@ -90,7 +92,7 @@ def _ngrams(tokens: Sequence[str], n_max: int = 4) -> Counter:
     counts: Counter = Counter()
     for n in range(1, n_max + 1):
         for i in range(len(tokens) - n + 1):
-            counts[tuple(tokens[i:i + n])] += 1
+            counts[tuple(tokens[i : i + n])] += 1
     return counts
 
 
@@ -112,10 +114,10 @@ def bleu4(refs_list: Sequence[Sequence[str]], hyps: Sequence[str]) -> float:
         h = caption_tokens(hyp)
         rs = [caption_tokens(r) for r in refs]
         for n in range(1, 5):
-            h_counts = Counter(tuple(h[i:i + n]) for i in range(len(h) - n + 1))
+            h_counts = Counter(tuple(h[i : i + n]) for i in range(len(h) - n + 1))
             max_ref: Counter = Counter()
             for r in rs:
-                for g, c in Counter(tuple(r[i:i + n]) for i in range(len(r) - n + 1)).items():
+                for g, c in Counter(tuple(r[i : i + n]) for i in range(len(r) - n + 1)).items():
                     if c > max_ref[g]:
                         max_ref[g] = c
             matches[n - 1] += sum(min(c, max_ref[g]) for g, c in h_counts.items())
@@ -129,8 +131,9 @@ def bleu4(refs_list: Sequence[Sequence[str]], hyps: Sequence[str]) -> float:
     return float(bp * math.exp(log_p))
 
 
-def cider_per_example(refs_list: Sequence[Sequence[str]], hyps: Sequence[str], n: int = 4,
-                      sigma: float = 6.0) -> np.ndarray:
+def cider_per_example(
+    refs_list: Sequence[Sequence[str]], hyps: Sequence[str], n: int = 4, sigma: float = 6.0
+) -> np.ndarray:
     """CIDEr-D of each hypothesis against its references, idf from this set's references."""
     _check(refs_list, hyps)
     if not hyps:
@@ -162,7 +165,7 @@ def cider_per_example(refs_list: Sequence[Sequence[str]], hyps: Sequence[str], n
         total = np.zeros(n)
         for ref in refs:
             vr, nr, lr = vec(ref)
-            penalty = math.exp(-((lh - lr) ** 2) / (2.0 * sigma ** 2))
+            penalty = math.exp(-((lh - lr) ** 2) / (2.0 * sigma**2))
             for k in range(n):
                 if nh[k] == 0.0 or nr[k] == 0.0:
                     continue

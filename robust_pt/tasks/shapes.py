@@ -99,8 +99,7 @@ def _window(cx: float, cy: float, extent: float, size: int) -> tuple[int, int, i
     return r0, r1, c0, c1
 
 
-def _local_mask(shape: str, cx: float, cy: float, radius: float, size: int
-                ) -> tuple[int, int, int, int, np.ndarray]:
+def _local_mask(shape: str, cx: float, cy: float, radius: float, size: int) -> tuple[int, int, int, int, np.ndarray]:
     """(r0, r1, c0, c1, mask) with mask the shape's pixels inside rows r0:r1, columns c0:c1."""
     r0, r1, c0, c1 = _window(cx, cy, shape_extent(shape, radius), size)
     coords = _coords(size)
@@ -143,8 +142,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     theta = 2.0 * math.pi * u[2]
     # linear ramp along direction theta, zero-mean over the image, plus a slight colour tint
     centred = _coords(size) - np.float32(size / 2.0)
-    ramp = np.add.outer(centred * np.float32(math.sin(theta) * amp / size),
-                        centred * np.float32(math.cos(theta) * amp / size))
+    ramp = np.add.outer(
+        centred * np.float32(math.sin(theta) * amp / size), centred * np.float32(math.cos(theta) * amp / size)
+    )
     level = np.array([base - 0.03 + 0.06 * v for v in u[3:6]], dtype=np.float32)
     img = ramp[None] + level[:, None, None]
     # thin grey lines (segments sampled densely) and single-pixel specks, painted in one go
@@ -156,14 +156,16 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     specks = rng.uniform(0.0, size, size=(n_specks, 2))
     xy = np.concatenate([pts.reshape(-1, 2), specks]).astype(np.intp)
     np.minimum(xy, size - 1, out=xy)
-    greys = np.concatenate([np.repeat(base + contrast, pts.shape[1]),
-                            base + rng.uniform(-0.25, 0.25, n_specks)]).astype(np.float32)
+    greys = np.concatenate(
+        [np.repeat(base + contrast, pts.shape[1]), base + rng.uniform(-0.25, 0.25, n_specks)]
+    ).astype(np.float32)
     img[:, xy[:, 1], xy[:, 0]] = greys
     return img
 
 
-def _place(rng: np.random.Generator, size: int, extent: float, boxes: list[tuple[float, ...]],
-           gap: float) -> tuple[float, float] | None:
+def _place(
+    rng: np.random.Generator, size: int, extent: float, boxes: list[tuple[float, ...]], gap: float
+) -> tuple[float, float] | None:
     """A random centre whose box (centre +- extent) lies inside and keeps `gap` from `boxes`."""
     lo, hi = extent + 1.0, size - extent - 1.0
     if hi <= lo:
@@ -176,8 +178,9 @@ def _place(rng: np.random.Generator, size: int, extent: float, boxes: list[tuple
     return None
 
 
-def generate_scene(rng: np.random.Generator, size: int = 64, n_objects: int | None = None,
-                   min_objects: int = 1) -> Scene:
+def generate_scene(
+    rng: np.random.Generator, size: int = 64, n_objects: int | None = None, min_objects: int = 1
+) -> Scene:
     """Draw one scene from `rng`. n_objects: fixed count (1-4), else uniform in [min_objects, 4]."""
     if size < 16:
         raise ValueError(f"image size {size} is too small; use at least 16")

@@ -31,7 +31,11 @@ VE_FORMS: tuple[str, ...] = ("exist", "count", "spatial", "size")
 PRETRAIN_KINDS: tuple[str, ...] = ("vqa", "ve", "ground", "caption")
 
 TASK_CODES: dict[str, int] = {
-    "shapes-vqa": 1, "shapes-ve": 2, "shapes-ground": 3, "shapes-caption": 4, "shapes-pretrain": 5,
+    "shapes-vqa": 1,
+    "shapes-ve": 2,
+    "shapes-ground": 3,
+    "shapes-caption": 4,
+    "shapes-pretrain": 5,
 }
 # Downstream splits and the pretraining split draw from disjoint seed streams.
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2}
@@ -56,6 +60,7 @@ class Item(NamedTuple):
 
 
 # --------------------------------------------------------------------------- referring
+
 
 def _unique(objs: Sequence[SceneObject], o: SceneObject, attrs: Sequence[str]) -> bool:
     key = tuple(getattr(o, a) for a in attrs)
@@ -97,14 +102,19 @@ def _holds(rel: str, a: SceneObject, b: SceneObject, margin: float) -> bool:
     raise ValueError(rel)
 
 
-def _spatial_pair(rng: np.random.Generator, scene: Scene, truth: bool, rels: Sequence[str]
-                  ) -> tuple[str, str, str] | None:
+def _spatial_pair(
+    rng: np.random.Generator, scene: Scene, truth: bool, rels: Sequence[str]
+) -> tuple[str, str, str] | None:
     """(phrase_a, rel, phrase_b) whose statement "a is rel b" has truth value `truth`."""
     size = scene.size
     refs = _referable(scene.objects, (("colour", "shape"),))
     for rel in rels:
-        pairs = [(pa, pb) for a, pa in refs for b, pb in refs if a is not b
-                 and _holds(rel, *((a, b) if truth else (b, a)), _margin(size))]
+        pairs = [
+            (pa, pb)
+            for a, pa in refs
+            for b, pb in refs
+            if a is not b and _holds(rel, *((a, b) if truth else (b, a)), _margin(size))
+        ]
         if pairs:
             pa, pb = _pick(rng, pairs)
             return pa, rel, pb
@@ -126,6 +136,7 @@ def _scene_with(rng, size, accept, **kw):
 
 
 # --------------------------------------------------------------------------- VQA
+
 
 def _vqa(rng: np.random.Generator, size: int, qtype: str | None = None) -> Item:
     qtype = qtype or VQA_TYPES[int(rng.integers(len(VQA_TYPES)))]
@@ -149,13 +160,16 @@ def _vqa(rng: np.random.Generator, size: int, qtype: str | None = None) -> Item:
     if qtype == "exist":
         truth = rng.random() < 0.5
         scene = generate_scene(rng, size)
-        return Item(scene, f"is there a {_exist_phrase(rng, scene, truth, allow_partial=True)}?",
-                    "yes" if truth else "no", qtype)
+        return Item(
+            scene,
+            f"is there a {_exist_phrase(rng, scene, truth, allow_partial=True)}?",
+            "yes" if truth else "no",
+            qtype,
+        )
     if qtype == "spatial":
         truth = rng.random() < 0.5
         rels = _rels(rng)
-        scene, (pa, rel, pb) = _scene_with(rng, size, lambda s: _spatial_pair(rng, s, truth, rels),
-                                           min_objects=2)
+        scene, (pa, rel, pb) = _scene_with(rng, size, lambda s: _spatial_pair(rng, s, truth, rels), min_objects=2)
         return Item(scene, f"is the {pa} {rel} the {pb}?", "yes" if truth else "no", qtype)
     raise ValueError(f"unknown VQA question type {qtype!r}")
 
@@ -165,16 +179,16 @@ def _exist_phrase(rng: np.random.Generator, scene: Scene, truth: bool, allow_par
     forms = [("colour", "shape")]
     if allow_partial:
         u = rng.random()
-        forms = [("colour",), ("colour", "shape")] if u < 0.2 else \
-            [("shape",), ("colour", "shape")] if u < 0.4 else forms
+        forms = (
+            [("colour",), ("colour", "shape")] if u < 0.2 else [("shape",), ("colour", "shape")] if u < 0.4 else forms
+        )
     for attrs in forms:
         values = {tuple(getattr(o, a) for a in attrs) for o in scene.objects}
         if truth:
             cands = sorted(values)
         else:
             domain = {"colour": COLOURS, "shape": SHAPES}
-            allv = [(c, s) for c in COLOURS for s in SHAPES] if len(attrs) == 2 else \
-                [(v,) for v in domain[attrs[0]]]
+            allv = [(c, s) for c in COLOURS for s in SHAPES] if len(attrs) == 2 else [(v,) for v in domain[attrs[0]]]
             cands = [v for v in allv if v not in values]
         if cands:
             v = _pick(rng, cands)
@@ -184,6 +198,7 @@ def _exist_phrase(rng: np.random.Generator, scene: Scene, truth: bool, allow_par
 
 
 # --------------------------------------------------------------------------- VE
+
 
 def _ve(rng: np.random.Generator, size: int) -> Item:
     label = int(rng.integers(3))
@@ -225,15 +240,18 @@ def _ve(rng: np.random.Generator, size: int) -> Item:
 
 # --------------------------------------------------------------------------- grounding
 
+
 def _ground(rng: np.random.Generator, size: int) -> Item:
     scene, cands = _scene_with(rng, size, lambda s: _referable(s.objects, (("colour", "shape"),)))
     o, ref = _pick(rng, cands)
     box = tuple(float(v) for v in o.box)
-    return Item(scene, f'which region does the text " the {ref} " describe?',
-                box_to_tokens(box, size), "ground", box=box)
+    return Item(
+        scene, f'which region does the text " the {ref} " describe?', box_to_tokens(box, size), "ground", box=box
+    )
 
 
 # --------------------------------------------------------------------------- captions
+
 
 def _describe(o: SceneObject, sized: bool = True) -> str:
     return f"a {o.size} {o.colour} {o.shape}" if sized else f"a {o.colour} {o.shape}"
@@ -308,9 +326,17 @@ class ShapesTask(Task):
         i = self._index(i)
         it = self._item(i)
         label = self.answers.index(it.target) if self.answers and it.target in self.answers else -1
-        return Example(id=f"{self.name}:{self.split}:{self.seed}:{i}", image=it.scene.image, text=it.text,
-                       target=it.target, label=label, refs=it.refs, box=it.box, qtype=it.qtype,
-                       image_decides=it.image_decides)
+        return Example(
+            id=f"{self.name}:{self.split}:{self.seed}:{i}",
+            image=it.scene.image,
+            text=it.text,
+            target=it.target,
+            label=label,
+            refs=it.refs,
+            box=it.box,
+            qtype=it.qtype,
+            image_decides=it.image_decides,
+        )
 
     def scene(self, i: int) -> Scene:
         """The scene (image and scene graph) example i was made from."""
@@ -340,8 +366,7 @@ class ShapesTask(Task):
                 else:
                     out[k] = float(caption_tokens(str(p)) == caption_tokens(ex.target))
         if cap:
-            out[cap] = cider_per_example([list(examples[k].refs) for k in cap],
-                                         [str(predictions[k]) for k in cap])
+            out[cap] = cider_per_example([list(examples[k].refs) for k in cap], [str(predictions[k]) for k in cap])
         return out
 
 
@@ -358,6 +383,15 @@ def make_task(name: str, split: str, num_examples: int, seed: int = 0, size: int
     """Build a ShapesTask (no validation; see robust_pt.tasks.load_task)."""
     kind, metric, answers = _SPECS[name]
     codes = PRETRAIN_SPLIT_CODES if name == "shapes-pretrain" else SPLIT_CODES
-    return ShapesTask(name=name, kind=kind, split=split, metric=metric,
-                      answers=list(answers) if answers is not None else None, image_size=size, seed=seed,
-                      task_code=TASK_CODES[name], split_code=codes[split], num_examples=num_examples)
+    return ShapesTask(
+        name=name,
+        kind=kind,
+        split=split,
+        metric=metric,
+        answers=list(answers) if answers is not None else None,
+        image_size=size,
+        seed=seed,
+        task_code=TASK_CODES[name],
+        split_code=codes[split],
+        num_examples=num_examples,
+    )

@@ -16,19 +16,31 @@ NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four")
 RELATIONS: tuple[str, ...] = ("left of", "above")
 # Properties an image cannot decide: the "maybe" statements of visual entailment.
 UNDECIDABLE: tuple[str, ...] = (
-    "heavy", "new", "old", "hot", "cold", "expensive", "cheap", "soft", "hard",
-    "made of wood", "made of metal", "made of plastic", "made of glass", "made of paper",
+    "heavy",
+    "new",
+    "old",
+    "hot",
+    "cold",
+    "expensive",
+    "cheap",
+    "soft",
+    "hard",
+    "made of wood",
+    "made of metal",
+    "made of plastic",
+    "made of glass",
+    "made of paper",
 )
 
 NUM_BINS = 32
 
 # Every fixed word of every template (shapes_tasks.py); attribute words come from above.
 _TEMPLATE_TEXT = (
-    'what color is the ? what shape is the object ? how many objects are there ? '
-    'is there a ? is the left of above ? yes no maybe '
+    "what color is the ? what shape is the object ? how many objects are there ? "
+    "is there a ? is the left of above ? yes no maybe "
     'does the image describe " " ? there is a are object objects the is left of above '
     'which region does the text " " describe ? what does the image describe ? '
-    'a , and there are : there is one object : a picture of an image with '
+    "a , and there are : there is one object : a picture of an image with "
 )
 
 _TOKEN_RE = re.compile(r"<bin_\d+>|[a-z]+|\d+|[^\sa-z\d]")

@@ -33,8 +33,17 @@ def apply(model, o: AdapterOptions) -> None:
             p.requires_grad_(True)
 
 
-METHOD = register(TuningMethod("adapter", "Adapter", AdapterOptions, apply=apply, lr=3e-3, colour="#2ca02c",
-                               help="a bottleneck MLP after every layer's FFN, backbone frozen"))
+METHOD = register(
+    TuningMethod(
+        "adapter",
+        "Adapter",
+        AdapterOptions,
+        apply=apply,
+        lr=3e-3,
+        colour="#2ca02c",
+        help="a bottleneck MLP after every layer's FFN, backbone frozen",
+    )
+)
 
 
 def __getattr__(name: str):  # moved to layers.py (imported on demand: no torch here)

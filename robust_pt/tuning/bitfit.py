@@ -13,5 +13,6 @@ def apply(model, options: NoOptions) -> None:
             p.requires_grad_(True)
 
 
-METHOD = register(TuningMethod("bitfit", "BitFit", NoOptions, apply=apply, lr=5e-3, colour="#9467bd",
-                               help="only the biases train"))
+METHOD = register(
+    TuningMethod("bitfit", "BitFit", NoOptions, apply=apply, lr=5e-3, colour="#9467bd", help="only the biases train")
+)

@@ -27,7 +27,7 @@ def builtin_dir(name: str) -> Path:
 def checkpoint_dir(ref: str | Path) -> Path:
     """The directory a checkpoint reference names: `builtin:NAME` (package data) or a path."""
     s = str(ref)
-    return builtin_dir(s[len(BUILTIN_PREFIX):]) if s.startswith(BUILTIN_PREFIX) else Path(ref)
+    return builtin_dir(s[len(BUILTIN_PREFIX) :]) if s.startswith(BUILTIN_PREFIX) else Path(ref)
 
 
 def resolve_base(ref: str, ckpt_dir: Path) -> Path:
@@ -58,8 +58,10 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing; {path.parent} is not a complete robust-pt checkpoint "
-                              f"(re-create it with `robust-pt train`)") from None
+        raise CheckpointError(
+            f"{path} is missing; {path.parent} is not a complete robust-pt checkpoint "
+            f"(re-create it with `robust-pt train`)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON ({err}); re-create the checkpoint") from None
 
@@ -72,8 +74,9 @@ def read_tensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises SafetensorError / OSError on truncation
-        raise CheckpointError(f"{path} is corrupt or truncated ({str(err).splitlines()[0][:120]}); "
-                              f"re-create the checkpoint") from None
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({str(err).splitlines()[0][:120]}); re-create the checkpoint"
+        ) from None
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -108,9 +111,11 @@ def check_out_dir(out: Path, identity: dict, overwrite: bool, replace_stale: boo
     if same and not overwrite:
         return True
     if not overwrite and not replace_stale:
-        raise CheckpointError(f"{out} already holds a different checkpoint "
-                              f"({meta.get('method', '?')} on {meta.get('task', '?')}); "
-                              f"choose another --out or pass --overwrite")
+        raise CheckpointError(
+            f"{out} already holds a different checkpoint "
+            f"({meta.get('method', '?')} on {meta.get('task', '?')}); "
+            f"choose another --out or pass --overwrite"
+        )
     return False
 
 
@@ -149,8 +154,10 @@ def load(path: str | Path, _depth: int = 0):
 
     path = checkpoint_dir(path)
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint directory {path} does not exist; pass a directory made by "
-                              f"`robust-pt train` / `robust-pt pretrain`")
+        raise CheckpointError(
+            f"checkpoint directory {path} does not exist; pass a directory made by "
+            f"`robust-pt train` / `robust-pt pretrain`"
+        )
     meta = _read_json(path / META)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path / META} is not a robust-pt checkpoint (format {meta.get('format')!r})")
@@ -167,8 +174,10 @@ def load(path: str | Path, _depth: int = 0):
             raise CheckpointError(f"base checkpoint {base_dir} of {path} is missing; restore it or re-train")
         digest = sha256_file(base_dir / WEIGHTS)
         if digest != meta["base"]["sha256"]:
-            raise CheckpointError(f"base weights {base_dir / WEIGHTS} have sha256 {digest[:12]}..., but {path} "
-                                  f"was tuned on {meta['base']['sha256'][:12]}...; use the original base or re-train")
+            raise CheckpointError(
+                f"base weights {base_dir / WEIGHTS} have sha256 {digest[:12]}..., but {path} "
+                f"was tuned on {meta['base']['sha256'][:12]}...; use the original base or re-train"
+            )
         model = load(base_dir, _depth + 1)
         model.meta = dict(meta)
         tuning = meta.get("tuning", {"method": meta.get("method")})
@@ -188,7 +197,9 @@ def _load_state(model, tensors: dict, path: Path, strict: bool) -> None:
     bad_shape = [k for k in tensors if k in own and own[k].shape != tensors[k].shape]
     if unknown or missing or bad_shape:
         what = (unknown or missing or bad_shape)[0]
-        raise CheckpointError(f"{path / WEIGHTS} does not match its config ({len(unknown)} unknown, "
-                              f"{len(missing)} missing, {len(bad_shape)} mis-shaped tensors, e.g. {what}); "
-                              f"re-create the checkpoint")
+        raise CheckpointError(
+            f"{path / WEIGHTS} does not match its config ({len(unknown)} unknown, "
+            f"{len(missing)} missing, {len(bad_shape)} mis-shaped tensors, e.g. {what}); "
+            f"re-create the checkpoint"
+        )
     model.load_state_dict(tensors, strict=strict)

@@ -1,7 +1,7 @@
 """Tuning configs: a method and its own options (tuning/registry.py), and the training schedule.
 
-    TuningConfig(method="prompt", prompt_length=8)     # the prompt method's options, the rest defaults
-    TuningConfig(method="lora", lora_r=4).relevant()   # {"method": "lora", "lora_r": 4, "lora_alpha": 16}
+TuningConfig(method="prompt", prompt_length=8)     # the prompt method's options, the rest defaults
+TuningConfig(method="lora", lora_r=4).relevant()   # {"method": "lora", "lora_r": 4, "lora_alpha": 16}
 """
 
 from __future__ import annotations

@@ -13,6 +13,17 @@ def apply(model, options: NoOptions) -> None:
         p.requires_grad_(True)
 
 
-METHOD = register(TuningMethod(
-    REFERENCE, "finetuning", NoOptions, apply=apply, lr=5e-4, hf=OnHF(lr=5e-5), delta=False, colour="#1f77b4",
-    aliases=("ft", "finetuned", "finetuning"), help="every weight trains"))
+METHOD = register(
+    TuningMethod(
+        REFERENCE,
+        "finetuning",
+        NoOptions,
+        apply=apply,
+        lr=5e-4,
+        hf=OnHF(lr=5e-5),
+        delta=False,
+        colour="#1f77b4",
+        aliases=("ft", "finetuned", "finetuning"),
+        help="every weight trains",
+    )
+)

@@ -48,7 +48,6 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError, TaskError
-
 from . import registry
 
 #: Default peak learning rate per Hugging Face method (each method's `hf.lr`, tuning/registry.py).
@@ -89,8 +88,9 @@ class HFTrainConfig:
         if opts is None or isinstance(opts, dict):
             opts = spec.make_options(opts)
         elif not isinstance(opts, spec.options):
-            raise ConfigError(f"options of {self.method} must be a dict or {spec.options.__name__}, got "
-                              f"{type(opts).__name__}")
+            raise ConfigError(
+                f"options of {self.method} must be a dict or {spec.options.__name__}, got {type(opts).__name__}"
+            )
         object.__setattr__(self, "options", opts)
 
     @property
@@ -103,8 +103,11 @@ class HFTrainConfig:
 
     def identity(self) -> dict:
         """What makes a re-run reuse the directory: the schedule and the options the method reads."""
-        return {**{k: getattr(self, k) for k in _SCHEDULE_HEAD}, **self.method_options(),
-                **{k: getattr(self, k) for k in _SCHEDULE_TAIL}}
+        return {
+            **{k: getattr(self, k) for k in _SCHEDULE_HEAD},
+            **self.method_options(),
+            **{k: getattr(self, k) for k in _SCHEDULE_TAIL},
+        }
 
     def record(self) -> dict:
         """robust_pt.json's `train`: the identity plus threads and device."""
@@ -114,8 +117,11 @@ class HFTrainConfig:
 def is_hf_dir(path) -> bool:
     """A Hugging Face model or peft adapter directory (not a robust-pt built-in checkpoint)."""
     p = Path(str(path))
-    return p.is_dir() and not (p / "meta.json").exists() and \
-        ((p / "config.json").exists() or (p / "adapter_config.json").exists())
+    return (
+        p.is_dir()
+        and not (p / "meta.json").exists()
+        and ((p / "config.json").exists() or (p / "adapter_config.json").exists())
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -140,8 +146,9 @@ def _check_out(out: Path, identity: dict, overwrite: bool) -> dict | None:
             meta = json.loads(side.read_text())
         except ValueError:
             meta = {}
-        if meta.get("identity") == identity and any((out / f).exists() for f in ("model.safetensors",
-                                                                                  "adapter_model.safetensors")):
+        if meta.get("identity") == identity and any(
+            (out / f).exists() for f in ("model.safetensors", "adapter_model.safetensors")
+        ):
             return meta
     if not any(out.iterdir()):
         return None
@@ -149,8 +156,9 @@ def _check_out(out: Path, identity: dict, overwrite: bool) -> dict | None:
     if not known:
         raise CheckpointError(f"--out {out} is a non-empty directory that holds no checkpoint; choose another --out")
     if not overwrite:
-        raise CheckpointError(f"--out {out} holds a different checkpoint; pass --overwrite to replace it or choose "
-                              f"another --out")
+        raise CheckpointError(
+            f"--out {out} holds a different checkpoint; pass --overwrite to replace it or choose another --out"
+        )
     return None
 
 
@@ -211,8 +219,9 @@ def _loss(model, arch: str, task, batch, answerable) -> torch.Tensor | None:
     return model.sequence_loss_from_embeds(e, [ex.target for ex in batch]).mean()
 
 
-def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Path, overwrite: bool = False,
-             log=print) -> dict:
+def train_hf(
+    base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Path, overwrite: bool = False, log=print
+) -> dict:
     """Tune the Hugging Face model in `base` on `task_name` with `cfg.method`; save into `out`."""
     from ..devices import resolve_device
     from ..models.hf import SUPPORTED, architecture_of, load_transformers, wrap
@@ -223,8 +232,9 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
 
     base_dir, out = Path(base).resolve(), Path(out)
     if (base_dir / "adapter_config.json").exists():
-        raise CheckpointError(f"{base} is a peft adapter; train on a model directory ({', '.join(SUPPORTED)} saved "
-                              f"with save_pretrained)")
+        raise CheckpointError(
+            f"{base} is a peft adapter; train on a model directory ({', '.join(SUPPORTED)} saved with save_pretrained)"
+        )
     if not (base_dir / "config.json").exists():
         raise CheckpointError(f"{base} holds no Hugging Face model (no config.json)")
     arch = architecture_of(base_dir)
@@ -233,9 +243,14 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
     dev = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    identity = {"kind": "hf-tune", "architecture": arch, "base": str(base_dir),
-                "base_sha256": _sha256(base_dir / "model.safetensors") if (base_dir / "model.safetensors").exists()
-                else None, "task": task_name, "config": cfg.identity()}
+    identity = {
+        "kind": "hf-tune",
+        "architecture": arch,
+        "base": str(base_dir),
+        "base_sha256": _sha256(base_dir / "model.safetensors") if (base_dir / "model.safetensors").exists() else None,
+        "task": task_name,
+        "config": cfg.identity(),
+    }
     reused = _check_out(out, identity, overwrite)
     if reused is not None:
         log(f"reusing {out} (same base, task, method and schedule)")
@@ -246,8 +261,10 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
     size, resize = probe.image_size, probe.resize_mode
     train_task = load_task(task_name, split="train", limit=cfg.train_size, seed=cfg.seed, size=size, resize=resize)
     if train_task.kind not in probe.task_kinds:
-        raise TaskError(f"{arch} cannot serve the {train_task.kind} task {train_task.name}; it serves "
-                        f"{', '.join(probe.task_kinds)} tasks")
+        raise TaskError(
+            f"{arch} cannot serve the {train_task.kind} task {train_task.name}; it serves "
+            f"{', '.join(probe.task_kinds)} tasks"
+        )
     added: list[str] = []
     full = cfg.spec.hf.full  # every weight trains (no peft config)
     if arch == "ViltForQuestionAnswering" and train_task.answers:
@@ -259,10 +276,12 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
             have = {_norm(v) for v in net.config.id2label.values()}
             missing = [a for a in train_task.answers if _norm(a) not in have]
             if len(missing) > len(train_task.answers) / 2:
-                raise ConfigError(f"the base's id2label lacks {len(missing)} of the {len(train_task.answers)} answers "
-                                  f"of {task_name} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
-                                  f"{cfg.method} keeps the base's VQA head, so use --method {_full_method()} (which "
-                                  f"adds them) or a base whose id2label covers them")
+                raise ConfigError(
+                    f"the base's id2label lacks {len(missing)} of the {len(train_task.answers)} answers "
+                    f"of {task_name} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
+                    f"{cfg.method} keeps the base's VQA head, so use --method {_full_method()} (which "
+                    f"adds them) or a base whose id2label covers them"
+                )
     torch.manual_seed(cfg.seed)
     pm = None
     if full:
@@ -299,7 +318,7 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
         for _ in range(cfg.steps):
             if pos + bs > n:
                 order, pos = rng.permutation(n), 0
-            batch = [train_task[int(i)] for i in order[pos: pos + bs]]
+            batch = [train_task[int(i)] for i in order[pos : pos + bs]]
             pos += bs
             loss = _loss(model, arch, train_task, batch, answerable)
             if loss is not None:
@@ -319,14 +338,30 @@ def train_hf(base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Pa
         test = load_task(task_name, split=eval_split, limit=cfg.eval_size, seed=cfg.seed, size=size, resize=resize)
         metrics, test_n = evaluate_clean(model, test, batch_size=32), len(test)
 
-    meta = {"format": "robust-pt-hf/1", "method": cfg.method, "name": out.name, "architecture": arch,
-            "task": task_name if task_name in TASKS else None, "task_spec": task_name, "kind": train_task.kind,
-            "answers": train_task.answers, "base": str(base_dir), "identity": identity, "lr": lr,
-            "train": cfg.record(), "clean_metrics": metrics, "eval_split": eval_split, "eval_size": test_n,
-            "initial_loss": float(np.mean(losses[:10])) if losses else None,
-            "final_loss": float(np.mean(losses[-10:])) if losses else None, "answers_added_to_head": added,
-            "train_seconds": round(time.time() - t0, 1), "trainable_params": trainable, "total_params": total,
-            "trainable_fraction": trainable / total if total else None}
+    meta = {
+        "format": "robust-pt-hf/1",
+        "method": cfg.method,
+        "name": out.name,
+        "architecture": arch,
+        "task": task_name if task_name in TASKS else None,
+        "task_spec": task_name,
+        "kind": train_task.kind,
+        "answers": train_task.answers,
+        "base": str(base_dir),
+        "identity": identity,
+        "lr": lr,
+        "train": cfg.record(),
+        "clean_metrics": metrics,
+        "eval_split": eval_split,
+        "eval_size": test_n,
+        "initial_loss": float(np.mean(losses[:10])) if losses else None,
+        "final_loss": float(np.mean(losses[-10:])) if losses else None,
+        "answers_added_to_head": added,
+        "train_seconds": round(time.time() - t0, 1),
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_fraction": trainable / total if total else None,
+    }
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -12,5 +12,12 @@ def peft_config(options: NoOptions, ctx: HFContext):
     return peft.IA3Config(target_modules=ctx.targets["ia3"], feedforward_modules=ctx.targets["ia3_feedforward"])
 
 
-METHOD = register(TuningMethod("ia3", "IA3", NoOptions, hf=OnHF(lr=3e-3, peft_config=peft_config),
-                               help="learned scalings of keys, values and FFN activations (peft)"))
+METHOD = register(
+    TuningMethod(
+        "ia3",
+        "IA3",
+        NoOptions,
+        hf=OnHF(lr=3e-3, peft_config=peft_config),
+        help="learned scalings of keys, values and FFN activations (peft)",
+    )
+)

@@ -45,8 +45,12 @@ class DeepPrompt(nn.Module):
     def __init__(self, model, length: int, depth: str, reparam: bool, dropout: float):
         super().__init__()
         d = model.cfg.d_model
-        self.enc = PromptEncoder(length, len(model.encoder), d, reparam, dropout) if depth in ("encoder", "both") else None
-        self.dec = PromptEncoder(length, len(model.decoder), d, reparam, dropout) if depth in ("decoder", "both") else None
+        self.enc = (
+            PromptEncoder(length, len(model.encoder), d, reparam, dropout) if depth in ("encoder", "both") else None
+        )
+        self.dec = (
+            PromptEncoder(length, len(model.decoder), d, reparam, dropout) if depth in ("decoder", "both") else None
+        )
 
     def forward(self, batch: int):
         return (None if self.enc is None else self.enc(batch), None if self.dec is None else self.dec(batch))

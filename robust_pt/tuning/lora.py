@@ -29,8 +29,9 @@ def apply(model, o: LoraOptions) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
     freeze(model)
-    inject_adapter_in_model(LoraConfig(r=o.lora_r, lora_alpha=o.lora_alpha, lora_dropout=0.0,
-                                       target_modules=TARGETS), model)
+    inject_adapter_in_model(
+        LoraConfig(r=o.lora_r, lora_alpha=o.lora_alpha, lora_dropout=0.0, target_modules=TARGETS), model
+    )
 
 
 def peft_config(o: LoraOptions, ctx: HFContext):
@@ -39,7 +40,15 @@ def peft_config(o: LoraOptions, ctx: HFContext):
     return peft.LoraConfig(r=o.lora_r, lora_alpha=2 * o.lora_r, lora_dropout=0.0, target_modules=ctx.targets["lora"])
 
 
-METHOD = register(TuningMethod(
-    "lora", "LoRA", LoraOptions, apply=apply, lr=3e-3,
-    hf=OnHF(lr=5e-4, options=("lora_r",), peft_config=peft_config), colour="#ff7f0e",
-    help="low-rank updates of the Linear layers (peft)"))
+METHOD = register(
+    TuningMethod(
+        "lora",
+        "LoRA",
+        LoraOptions,
+        apply=apply,
+        lr=3e-3,
+        hf=OnHF(lr=5e-4, options=("lora_r",), peft_config=peft_config),
+        colour="#ff7f0e",
+        help="low-rank updates of the Linear layers (peft)",
+    )
+)

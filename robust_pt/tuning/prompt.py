@@ -48,24 +48,43 @@ def peft_config(o: PromptOptions, ctx: HFContext):
     import peft
 
     if ctx.arch != "ViltForQuestionAnswering":
-        raise ConfigError(f"--method prompt needs a ViLT base: peft prepends prompt tokens in plain-peft forward "
-                          f"passes only for task types {ctx.arch} does not have, so the saved adapter would not work "
-                          f"outside robust-pt; use --method lora or ia3")
+        raise ConfigError(
+            f"--method prompt needs a ViLT base: peft prepends prompt tokens in plain-peft forward "
+            f"passes only for task types {ctx.arch} does not have, so the saved adapter would not work "
+            f"outside robust-pt; use --method lora or ia3"
+        )
     c = ctx.net.config
-    return peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=o.prompt_length,
-                                   token_dim=c.hidden_size, num_transformer_submodules=1,
-                                   num_attention_heads=c.num_attention_heads, num_layers=c.num_hidden_layers)
+    return peft.PromptTuningConfig(
+        task_type="SEQ_CLS",
+        num_virtual_tokens=o.prompt_length,
+        token_dim=c.hidden_size,
+        num_transformer_submodules=1,
+        num_attention_heads=c.num_attention_heads,
+        num_layers=c.num_hidden_layers,
+    )
 
 
-FACTORS = (Factor("prompt_length", "prompt length"),
-           Factor("prompt_depth", "prompt depth", order=lambda v: {d: i for i, d in enumerate(DEPTHS)}.get(v, 9)),
-           Factor("prompt_reparam", "reparameterisation", label=lambda v: "MLP" if v else "none"))
+FACTORS = (
+    Factor("prompt_length", "prompt length"),
+    Factor("prompt_depth", "prompt depth", order=lambda v: {d: i for i, d in enumerate(DEPTHS)}.get(v, 9)),
+    Factor("prompt_reparam", "reparameterisation", label=lambda v: "MLP" if v else "none"),
+)
 
-METHOD = register(TuningMethod(
-    "prompt", "prompt tuning", PromptOptions, apply=apply, lr=3e-2,
-    hf=OnHF(lr=3e-2, options=("prompt_length",), peft_config=peft_config), prompt_like=True, factors=FACTORS,
-    colour="#d62728", aliases=("pt", "prompt-tuning", "prompttuning"),
-    help="OFA-PT deep prompt tuning: prefix keys/values in every layer, backbone frozen"))
+METHOD = register(
+    TuningMethod(
+        "prompt",
+        "prompt tuning",
+        PromptOptions,
+        apply=apply,
+        lr=3e-2,
+        hf=OnHF(lr=3e-2, options=("prompt_length",), peft_config=peft_config),
+        prompt_like=True,
+        factors=FACTORS,
+        colour="#d62728",
+        aliases=("pt", "prompt-tuning", "prompttuning"),
+        help="OFA-PT deep prompt tuning: prefix keys/values in every layer, backbone frozen",
+    )
+)
 
 
 def __getattr__(name: str):  # the modules moved to layers.py (imported on demand: no torch here)

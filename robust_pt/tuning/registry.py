@@ -42,8 +42,28 @@ from ..errors import ConfigError
 REFERENCE = "finetune"  # what every other method is compared against
 BUILTIN = ("finetune", "prompt", "adapter", "bitfit", "lora", "ia3")  # robust_pt/tuning/<name>.py, in this order
 # names an option may not take: the training schedule, recipe-entry and CLI keys every method shares
-RESERVED = frozenset({"method", "options", "name", "tasks", "steps", "batch_size", "lr", "warmup", "weight_decay", "seed",
-                      "train_size", "eval_size", "threads", "device", "base", "task", "out", "overwrite"})
+RESERVED = frozenset(
+    {
+        "method",
+        "options",
+        "name",
+        "tasks",
+        "steps",
+        "batch_size",
+        "lr",
+        "warmup",
+        "weight_decay",
+        "seed",
+        "train_size",
+        "eval_size",
+        "threads",
+        "device",
+        "base",
+        "task",
+        "out",
+        "overwrite",
+    }
+)
 _TYPES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
@@ -116,11 +136,16 @@ class TuningMethod:
     help: str = ""  # one line for `robust-pt train --help`
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name or self.name != self.name.strip().lower() \
-                or " " in self.name:
+        if (
+            not isinstance(self.name, str)
+            or not self.name
+            or self.name != self.name.strip().lower()
+            or " " in self.name
+        ):
             raise ConfigError(f"tuning method name {self.name!r} must be a non-empty lower-case word")
-        if not (isinstance(self.options, type) and is_dataclass(self.options)
-                and self.options.__dataclass_params__.frozen):
+        if not (
+            isinstance(self.options, type) and is_dataclass(self.options) and self.options.__dataclass_params__.frozen
+        ):
             raise ConfigError(f"tuning method {self.name}: options must be a frozen dataclass, got {self.options!r}")
         if self.apply is None and self.hf is None:
             raise ConfigError(f"tuning method {self.name}: give `apply` (built-in model) and/or `hf` (Hugging Face)")
@@ -129,15 +154,18 @@ class TuningMethod:
         names = set(self.option_names)
         bad = sorted(names & RESERVED)
         if bad:
-            raise ConfigError(f"tuning method {self.name}: option {bad[0]!r} is a training or CLI key every method "
-                              f"shares; rename it (e.g. {self.name}_{bad[0]})")
+            raise ConfigError(
+                f"tuning method {self.name}: option {bad[0]!r} is a training or CLI key every method "
+                f"shares; rename it (e.g. {self.name}_{bad[0]})"
+            )
         for f in self.options.__dataclass_fields__.values():
             if f.default is MISSING and f.default_factory is MISSING:
                 raise ConfigError(f"tuning method {self.name}: option {f.name!r} needs a default")
             if option_types(self.options)[f.name] not in _TYPES:
                 raise ConfigError(f"tuning method {self.name}: option {f.name!r} must be a bool, int, float or str")
-        extra = [o for o in (self.hf.options if self.hf else ()) + tuple(f.option for f in self.factors)
-                 if o not in names]
+        extra = [
+            o for o in (self.hf.options if self.hf else ()) + tuple(f.option for f in self.factors) if o not in names
+        ]
         if extra:
             raise ConfigError(f"tuning method {self.name}: {extra[0]!r} is not one of its options")
 
@@ -159,8 +187,9 @@ class TuningMethod:
             owner = [m.name for m in methods() if extra[0] in m.option_names]
             hint = f" ({extra[0]} is an option of {' and '.join(owner)})" if owner else ""
             takes = ", ".join(self.option_names) or "none"
-            raise ConfigError(f"{lead}unknown option {extra[0]!r} for tuning method {self.name}{hint}; its options: "
-                              f"{takes}")
+            raise ConfigError(
+                f"{lead}unknown option {extra[0]!r} for tuning method {self.name}{hint}; its options: {takes}"
+            )
         types = option_types(self.options)
         for k, v in values.items():
             t = types[k]
@@ -183,8 +212,10 @@ def option_types(options: type) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - an annotation naming something out of scope: read it as written
         hints = {}
     by_name = {t.__name__: t for t in _TYPES}
-    return {f.name: hints.get(f.name, by_name.get(f.type, f.type) if isinstance(f.type, str) else f.type)
-            for f in fields(options)}
+    return {
+        f.name: hints.get(f.name, by_name.get(f.type, f.type) if isinstance(f.type, str) else f.type)
+        for f in fields(options)
+    }
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -209,8 +240,9 @@ def register(method: TuningMethod, *, replace: bool = False) -> TuningMethod:
     _load_builtin()
     old = _METHODS.get(method.name)
     if old is not None and old is not method and not replace:
-        raise ConfigError(f"tuning method {method.name!r} is already registered; pick another name "
-                          f"(or pass replace=True)")
+        raise ConfigError(
+            f"tuning method {method.name!r} is already registered; pick another name (or pass replace=True)"
+        )
     types = option_types(method.options)
     for other in _METHODS.values():
         if other.name == method.name:
@@ -218,9 +250,11 @@ def register(method: TuningMethod, *, replace: bool = False) -> TuningMethod:
         theirs = option_types(other.options)
         for k in set(types) & set(theirs):
             if types[k] is not theirs[k]:
-                raise ConfigError(f"tuning method {method.name}: option {k!r} is {types[k].__name__} but "
-                                  f"{other.name} declares it {theirs[k].__name__}; one CLI option serves both, so "
-                                  f"give it the same type or another name")
+                raise ConfigError(
+                    f"tuning method {method.name}: option {k!r} is {types[k].__name__} but "
+                    f"{other.name} declares it {theirs[k].__name__}; one CLI option serves both, so "
+                    f"give it the same type or another name"
+                )
     _METHODS[method.name] = method
     return method
 
@@ -266,8 +300,10 @@ def builtin_method(name: str) -> TuningMethod:
     if m is None or not m.builtin:
         choose = ", ".join(x.name for x in builtin_methods())
         if m is not None:
-            raise ConfigError(f"tuning method {name!r} runs on Hugging Face bases only (--base HF_DIR); the built-in "
-                              f"model takes one of {choose}")
+            raise ConfigError(
+                f"tuning method {name!r} runs on Hugging Face bases only (--base HF_DIR); the built-in "
+                f"model takes one of {choose}"
+            )
         raise ConfigError(f"unknown tuning method {name!r}; choose one of {choose}")
     return m
 
@@ -277,9 +313,11 @@ def hf_method(name: str) -> TuningMethod:
     m = find(name)
     if m is None or m.hf is None:
         only = [x.name for x in builtin_methods() if x.hf is None]
-        raise ConfigError(f"unknown method {name!r} for a Hugging Face base; choose one of "
-                          f"{', '.join(x.name for x in hf_methods())}"
-                          + (f" ({' and '.join(only)} are built-in-model methods)" if only else ""))
+        raise ConfigError(
+            f"unknown method {name!r} for a Hugging Face base; choose one of "
+            f"{', '.join(x.name for x in hf_methods())}"
+            + (f" ({' and '.join(only)} are built-in-model methods)" if only else "")
+        )
     return m
 
 
@@ -310,6 +348,24 @@ class Live(Mapping):
         return repr(self._build())
 
 
-__all__ = ["BUILTIN", "Factor", "HFContext", "Live", "NoOptions", "OnHF", "REFERENCE", "TuningMethod",
-           "builtin_method", "builtin_methods", "find", "get", "hf_method", "hf_methods", "methods",
-           "option_types", "register", "report_order", "unregister"]
+__all__ = [
+    "BUILTIN",
+    "Factor",
+    "HFContext",
+    "Live",
+    "NoOptions",
+    "OnHF",
+    "REFERENCE",
+    "TuningMethod",
+    "builtin_method",
+    "builtin_methods",
+    "find",
+    "get",
+    "hf_method",
+    "hf_methods",
+    "methods",
+    "option_types",
+    "register",
+    "report_order",
+    "unregister",
+]

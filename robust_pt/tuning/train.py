@@ -40,8 +40,17 @@ def _schedule(opt, steps: int, warmup: float):
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
-def _fit(model, task, tc: TrainConfig, lr: float, label: str, log=print, log_every: int = 0,
-         save_every: int = 0, on_checkpoint=None) -> list[float]:
+def _fit(
+    model,
+    task,
+    tc: TrainConfig,
+    lr: float,
+    label: str,
+    log=print,
+    log_every: int = 0,
+    save_every: int = 0,
+    on_checkpoint=None,
+) -> list[float]:
     """Optimise the trainable parameters of `model` on `task`; returns the loss curve."""
     torch.manual_seed(tc.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -57,7 +66,7 @@ def _fit(model, task, tc: TrainConfig, lr: float, label: str, log=print, log_eve
         for step in range(tc.steps):
             if pos + tc.batch_size > n:
                 order, pos = rng.permutation(n), 0
-            batch = [task[int(i)] for i in order[pos: pos + tc.batch_size]]
+            batch = [task[int(i)] for i in order[pos : pos + tc.batch_size]]
             pos += tc.batch_size
             e = model.embed(images_of(batch, dev), [ex.text for ex in batch])
             loss = model.sequence_loss_from_embeds(e, [ex.target for ex in batch]).mean()
@@ -71,14 +80,22 @@ def _fit(model, task, tc: TrainConfig, lr: float, label: str, log=print, log_eve
             if on_checkpoint and save_every and (step + 1) % save_every == 0 and step + 1 < tc.steps:
                 on_checkpoint(step + 1)
             if log_every and (step + 1) % log_every == 0:
-                log(f"{label} step {step + 1}/{tc.steps} loss {np.mean(losses[-log_every:]):.4f} "
-                    f"lr {sched.get_last_lr()[0]:.2e}")
+                log(
+                    f"{label} step {step + 1}/{tc.steps} loss {np.mean(losses[-log_every:]):.4f} "
+                    f"lr {sched.get_last_lr()[0]:.2e}"
+                )
     model.eval()
     return losses
 
 
-def pretrain(out: Path, preset: str = "small", tc: TrainConfig | None = None, overwrite: bool = False,
-             eval_size: int = 300, log=print) -> dict:
+def pretrain(
+    out: Path,
+    preset: str = "small",
+    tc: TrainConfig | None = None,
+    overwrite: bool = False,
+    eval_size: int = 300,
+    log=print,
+) -> dict:
     """Pretrain a MiniOFA on the multi-task ShapesWorld mix and save it as a base checkpoint."""
     from ..models.ofa import build
     from ..tasks import load_task
@@ -102,21 +119,50 @@ def pretrain(out: Path, preset: str = "small", tc: TrainConfig | None = None, ov
         ckpt.save(model, out.parent / f"{out.name}.step{step}", model.meta)
         model.train()
 
-    losses = _fit(model, task, tc, tc.lr or PRETRAIN_LR, f"pretrain {preset}", log, log_every=250,
-                  save_every=500, on_checkpoint=snapshot)
-    metrics = {name: evaluate_clean(model, load_task(name, split="val", limit=eval_size, seed=tc.seed, size=size))
-               for name in DOWNSTREAM}
-    meta = {"method": "pretrain", "name": f"base-{preset}", "preset": preset, "task": None,
-            "identity": identity, "train": asdict(tc), "seed": tc.seed, "version": __version__,
-            "clean_metrics": metrics, "final_loss": float(np.mean(losses[-100:])),
-            "train_seconds": round(time.time() - t0, 1), **parameter_counts(model)}
+    losses = _fit(
+        model,
+        task,
+        tc,
+        tc.lr or PRETRAIN_LR,
+        f"pretrain {preset}",
+        log,
+        log_every=250,
+        save_every=500,
+        on_checkpoint=snapshot,
+    )
+    metrics = {
+        name: evaluate_clean(model, load_task(name, split="val", limit=eval_size, seed=tc.seed, size=size))
+        for name in DOWNSTREAM
+    }
+    meta = {
+        "method": "pretrain",
+        "name": f"base-{preset}",
+        "preset": preset,
+        "task": None,
+        "identity": identity,
+        "train": asdict(tc),
+        "seed": tc.seed,
+        "version": __version__,
+        "clean_metrics": metrics,
+        "final_loss": float(np.mean(losses[-100:])),
+        "train_seconds": round(time.time() - t0, 1),
+        **parameter_counts(model),
+    }
     model.meta = meta
     ckpt.save(model, out, meta)
     return meta
 
 
-def tune(base: str | Path, task_name: str, tcfg: TuningConfig, tc: TrainConfig, out: Path,
-         overwrite: bool = False, log=print, replace_stale: bool = False) -> dict:
+def tune(
+    base: str | Path,
+    task_name: str,
+    tcfg: TuningConfig,
+    tc: TrainConfig,
+    out: Path,
+    overwrite: bool = False,
+    log=print,
+    replace_stale: bool = False,
+) -> dict:
     """Tune a base checkpoint on a downstream task with one method; save and evaluate it.
 
     replace_stale: `out` is a cache entry; one made from another base or config is retrained."""
@@ -130,17 +176,34 @@ def tune(base: str | Path, task_name: str, tcfg: TuningConfig, tc: TrainConfig, 
     model = ckpt.load(base_dir)  # validates the base before any work
     size = model.image_size
     train_task = load_task(task_name, split="train", seed=tc.seed, limit=tc.train_size, size=size)
-    identity = {"kind": "tune", "base_sha256": ckpt.sha256_file(base_dir / ckpt.WEIGHTS), "task": task_name,
-                "tuning": tcfg.relevant(), "train": asdict(tc)}
+    identity = {
+        "kind": "tune",
+        "base_sha256": ckpt.sha256_file(base_dir / ckpt.WEIGHTS),
+        "task": task_name,
+        "tuning": tcfg.relevant(),
+        "train": asdict(tc),
+    }
     # one builder per checkpoint directory: a second (another recipe sharing this zoo entry)
     # waits, then finds the finished checkpoint and reuses it; it never reads a half-written one
     with hold(out, "checkpoint directory", wait=True, on_wait=log):
-        return _tune_locked(model, base_dir, task_name, train_task, tcfg, tc, out, identity, overwrite, log,
-                            replace_stale)
+        return _tune_locked(
+            model, base_dir, task_name, train_task, tcfg, tc, out, identity, overwrite, log, replace_stale
+        )
 
 
-def _tune_locked(model, base_dir: Path, task_name: str, train_task, tcfg: TuningConfig, tc: TrainConfig, out: Path,
-                 identity: dict, overwrite: bool, log, replace_stale: bool) -> dict:
+def _tune_locked(
+    model,
+    base_dir: Path,
+    task_name: str,
+    train_task,
+    tcfg: TuningConfig,
+    tc: TrainConfig,
+    out: Path,
+    identity: dict,
+    overwrite: bool,
+    log,
+    replace_stale: bool,
+) -> dict:
     from ..tasks import load_task
 
     size = model.image_size
@@ -157,11 +220,25 @@ def _tune_locked(model, base_dir: Path, task_name: str, train_task, tcfg: Tuning
     losses = _fit(model, train_task, tc, lr, f"{tcfg.method} {task_name}", log)
     test = load_task(task_name, split="test", seed=tc.seed, limit=tc.eval_size, size=size)
     metrics = evaluate_clean(model, test)
-    meta = {"method": tcfg.method, "name": f"{tcfg.method}-{task_name}", "task": task_name,
-            "kind": test.kind, "answers": test.answers, "tuning": tcfg.relevant(), "identity": identity,
-            "train": asdict(tc), "lr": lr, "seed": tc.seed, "version": __version__,
-            "clean_metrics": metrics, "eval_split": "test", "eval_size": len(test),
-            "final_loss": float(np.mean(losses[-100:])), "train_seconds": round(time.time() - t0, 1), **counts}
+    meta = {
+        "method": tcfg.method,
+        "name": f"{tcfg.method}-{task_name}",
+        "task": task_name,
+        "kind": test.kind,
+        "answers": test.answers,
+        "tuning": tcfg.relevant(),
+        "identity": identity,
+        "train": asdict(tc),
+        "lr": lr,
+        "seed": tc.seed,
+        "version": __version__,
+        "clean_metrics": metrics,
+        "eval_split": "test",
+        "eval_size": len(test),
+        "final_loss": float(np.mean(losses[-100:])),
+        "train_seconds": round(time.time() - t0, 1),
+        **counts,
+    }
     model.meta = meta
     ckpt.save(model, out, meta, base_dir=base_dir if tcfg.spec.delta else None)
     return meta

@@ -29,8 +29,10 @@ def dirs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("families")
     out = {name: save_tiny(name, root / name, answers=["yes", "no", "red"]) for name in HF}
-    pm = peft.get_peft_model(ViltForQuestionAnswering.from_pretrained(str(out["vilt"])),
-                             peft.LoraConfig(r=2, target_modules=list(hf_family(HF["vilt"]).peft_targets.lora)))
+    pm = peft.get_peft_model(
+        ViltForQuestionAnswering.from_pretrained(str(out["vilt"])),
+        peft.LoraConfig(r=2, target_modules=list(hf_family(HF["vilt"]).peft_targets.lora)),
+    )
     pm.save_pretrained(root / "vilt-lora")
     out["peft-adapter"] = root / "vilt-lora"
     torch.manual_seed(0)
@@ -127,8 +129,14 @@ def test_a_new_family_is_one_register_call(dirs, tmp_path, monkeypatch):
     (d / "config.json").write_text(json.dumps({**cfg, "architectures": ["MyViltForQuestionAnswering"]}))
     with pytest.raises(CheckpointError, match="unsupported architecture MyVilt"):
         detect(d)
-    fam = register(HFFamily("my-vilt", "MyViltForQuestionAnswering", "robust_pt.models.hf:ViltVQA",
-                            PeftTargets(lora=("query",), ia3=("key",), ia3_feedforward=())))
+    fam = register(
+        HFFamily(
+            "my-vilt",
+            "MyViltForQuestionAnswering",
+            "robust_pt.models.hf:ViltVQA",
+            PeftTargets(lora=("query",), ia3=("key",), ia3_feedforward=()),
+        )
+    )
     assert detect(d) is fam and hf_family("MyViltForQuestionAnswering") is fam
     assert "MyViltForQuestionAnswering" in loading.hf_architectures()
 
@@ -154,7 +162,9 @@ def test_recognising_a_reference_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys; from robust_pt.models import loading; loading.detect('builtin:base-small'); "
-            "print([m for m in ('torch', 'transformers', 'peft') if m in sys.modules])")
+    code = (
+        "import sys; from robust_pt.models import loading; loading.detect('builtin:base-small'); "
+        "print([m for m in ('torch', 'transformers', 'peft') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

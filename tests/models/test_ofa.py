@@ -15,8 +15,11 @@ def model():
 
 def _inputs(n=3, size=48):
     g = torch.Generator().manual_seed(1)
-    return torch.rand(n, 3, size, size, generator=g), ["what color is the circle?", "is there a red square?",
-                                                        "how many objects are there?"][:n]
+    return torch.rand(n, 3, size, size, generator=g), [
+        "what color is the circle?",
+        "is there a red square?",
+        "how many objects are there?",
+    ][:n]
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,34 @@ import numpy as np
 PRESETS = {
     "pgd": {"kind": "image", "method": "pgd", "backend": "ours", "norm": "linf", "eps_unit": "pixel", "steps": 10},
     "fgsm": {"kind": "image", "method": "fgsm", "backend": "ours", "norm": "linf", "eps_unit": "pixel", "steps": 1},
-    "square": {"kind": "image", "method": "square", "backend": "torchattacks", "norm": "linf", "eps_unit": "pixel",
-               "steps": 10, "queries": 1000},
+    "square": {
+        "kind": "image",
+        "method": "square",
+        "backend": "torchattacks",
+        "norm": "linf",
+        "eps_unit": "pixel",
+        "steps": 10,
+        "queries": 1000,
+    },
 }
 
 
-def write_run(path: Path, model: str, correct: dict, clean: list, *, task: str = "shapes-vqa", attack: str = "pgd",
-              spec: dict | None = None, batch_size: int = 8, ids: list | None = None, extra: dict | None = None,
-              model_cfg: dict | None = None, answers=("red", "blue"), samples: int = 0) -> Path:
+def write_run(
+    path: Path,
+    model: str,
+    correct: dict,
+    clean: list,
+    *,
+    task: str = "shapes-vqa",
+    attack: str = "pgd",
+    spec: dict | None = None,
+    batch_size: int = 8,
+    ids: list | None = None,
+    extra: dict | None = None,
+    model_cfg: dict | None = None,
+    answers=("red", "blue"),
+    samples: int = 0,
+) -> Path:
     """correct: {eps: [bool per example]}; clean: [bool per example]. Returns the run dir."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -26,26 +46,55 @@ def write_run(path: Path, model: str, correct: dict, clean: list, *, task: str =
     ids = ids or [f"ex{i:03d}" for i in range(n)]
     eps = sorted(correct)
     sp = {"name": attack, **(spec or PRESETS.get(attack, PRESETS["pgd"]))}
-    config = {"model": {"name": model, "class": "MiniOFA", "trained_task": task, "state_sha256": "0" * 64,
-                        **(model_cfg or {})},
-              "task": {"name": task, "split": "test", "seed": 0, "n": n, "image_size": 32, "kind": "closed"},
-              "attack": sp, "eps": eps, "batch_size": batch_size, "seed": 0}
+    config = {
+        "model": {
+            "name": model,
+            "class": "MiniOFA",
+            "trained_task": task,
+            "state_sha256": "0" * 64,
+            **(model_cfg or {}),
+        },
+        "task": {"name": task, "split": "test", "seed": 0, "n": n, "image_size": 32, "kind": "closed"},
+        "attack": sp,
+        "eps": eps,
+        "batch_size": batch_size,
+        "seed": 0,
+    }
     fp = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    meta = {"format": "robust-pt-run/1", "fingerprint": fp, "config": config, "model_name": model,
-            "checkpoint": {"path": f"/nonexistent/{model}"}, "status": "complete",
-            "summary": [{"metric": "accuracy"}]}
+    meta = {
+        "format": "robust-pt-run/1",
+        "fingerprint": fp,
+        "config": config,
+        "model_name": model,
+        "checkpoint": {"path": f"/nonexistent/{model}"},
+        "status": "complete",
+        "summary": [{"metric": "accuracy"}],
+    }
     (path / "run.json").write_text(json.dumps(meta, indent=1))
     lines = []
     for b, s in enumerate(range(0, n, batch_size)):
         for e in eps:
             for i in range(s, min(n, s + batch_size)):
                 ok = bool(correct[e][i])
-                rec = {"batch": b, "index": i, "id": ids[i], "eps": e, "clean_correct": bool(clean[i]),
-                       "clean_score": float(clean[i]), "correct": ok, "score": float(ok),
-                       "clean_pred": answers[0] if clean[i] else answers[1],
-                       "pred": answers[0] if ok else answers[1], "linf": 0.0 if ok else e, "l2": 0.0 if ok else 3 * e,
-                       "steps": 10, "queries": None, "attacked": bool(clean[i]), "backend": sp.get("backend"),
-                       "unknown_extra_column": [1, 2]}
+                rec = {
+                    "batch": b,
+                    "index": i,
+                    "id": ids[i],
+                    "eps": e,
+                    "clean_correct": bool(clean[i]),
+                    "clean_score": float(clean[i]),
+                    "correct": ok,
+                    "score": float(ok),
+                    "clean_pred": answers[0] if clean[i] else answers[1],
+                    "pred": answers[0] if ok else answers[1],
+                    "linf": 0.0 if ok else e,
+                    "l2": 0.0 if ok else 3 * e,
+                    "steps": 10,
+                    "queries": None,
+                    "attacked": bool(clean[i]),
+                    "backend": sp.get("backend"),
+                    "unknown_extra_column": [1, 2],
+                }
                 if extra:
                     rec.update({k: v(i, e) if callable(v) else v for k, v in extra.items()})
                 lines.append(json.dumps(rec, sort_keys=True))
@@ -73,7 +122,8 @@ def write_samples(path: Path, ids: list, eps: list, correct: dict, k: int) -> No
             arr = (np.concatenate([clean, gap, adv, gap, diff], 1) * 255).round().astype(np.uint8)
             status = "robust" if correct[e][i] else "broken"
             Image.fromarray(arr).resize((arr.shape[1] * 8, 16 * 8), Image.NEAREST).save(
-                folder / f"{tag}_{ids[i]}_{status}.png")
+                folder / f"{tag}_{ids[i]}_{status}.png"
+            )
 
 
 def sweep(clean: np.ndarray, breaks_at: np.ndarray, eps: list[float]) -> dict:
@@ -110,9 +160,9 @@ def gate_runs(root: Path, pt_wrong_at_8: int = 30, n: int = 100, clean_wrong: in
     e2, e8 = 2 / 255, 8 / 255
     wrong = set(range(n - clean_wrong, n))
     clean = right_except(wrong, n)
-    ft = {e2: right_except(set(range(40)) | wrong, n),
-          e8: right_except(set(range(70)) | wrong, n)}
-    pt = {e2: right_except(set(range(15)) | wrong, n),
-          e8: right_except(set(range(pt_wrong_at_8)) | wrong, n)}
-    return [write_run(root / "ft", "finetune-shapes-vqa", ft, clean),
-            write_run(root / "pt", "prompt-shapes-vqa", pt, clean)]
+    ft = {e2: right_except(set(range(40)) | wrong, n), e8: right_except(set(range(70)) | wrong, n)}
+    pt = {e2: right_except(set(range(15)) | wrong, n), e8: right_except(set(range(pt_wrong_at_8)) | wrong, n)}
+    return [
+        write_run(root / "ft", "finetune-shapes-vqa", ft, clean),
+        write_run(root / "pt", "prompt-shapes-vqa", pt, clean),
+    ]

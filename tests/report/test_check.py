@@ -38,8 +38,10 @@ def test_identical_runs_pass_and_junit_parses(baseline, tmp_path):
     cases = root.findall(".//testcase")
     assert len(cases) == 4  # one per (task, model, attack, eps)
     assert {c.get("name") for c in cases} == {"pgd eps=2/255", "pgd eps=8/255"}
-    assert {c.get("classname") for c in cases} == {"robust-pt.shapes-vqa.finetune-shapes-vqa",
-                                                   "robust-pt.shapes-vqa.prompt-shapes-vqa"}
+    assert {c.get("classname") for c in cases} == {
+        "robust-pt.shapes-vqa.finetune-shapes-vqa",
+        "robust-pt.shapes-vqa.prompt-shapes-vqa",
+    }
     assert not root.findall(".//failure") and root.find("testsuite").get("failures") == "0"
 
 
@@ -66,12 +68,16 @@ def test_degraded_run_fails_with_one_line_per_regression(baseline, tmp_path):
     assert not res.passed and res.exit_code == 1
     assert len(res.regressions) == 2 and all("\n" not in r for r in res.regressions)
     robust, gap = res.regressions
-    assert "shapes-vqa prompt-shapes-vqa pgd eps=8/255: robust accuracy 10.0 < baseline 60.0 - tolerance 2.0 (points)" in robust
+    assert (
+        "shapes-vqa prompt-shapes-vqa pgd eps=8/255: robust accuracy 10.0 < baseline 60.0 - tolerance 2.0 (points)"
+        in robust
+    )
     assert "lost its sign: baseline +40.0, now -10.0 points" in gap
     root = ET.parse(tmp_path / "j.xml").getroot()
     failed = [c for c in root.iter("testcase") if c.find("failure") is not None]
     assert [(c.get("classname"), c.get("name")) for c in failed] == [
-        ("robust-pt.shapes-vqa.prompt-shapes-vqa", "pgd eps=8/255")]
+        ("robust-pt.shapes-vqa.prompt-shapes-vqa", "pgd eps=8/255")
+    ]
     assert "lost its sign" in failed[0].find("failure").text
 
 
@@ -105,8 +111,10 @@ def test_two_sided_gate_also_fails_a_rise(baseline, tmp_path):
     assert check(runs, path).passed  # the default gate only guards against drops
     res = check(runs, path, two_sided=True)
     assert not res.passed and len(res.regressions) == 1
-    assert ("shapes-vqa prompt-shapes-vqa pgd eps=8/255: robust accuracy 70.0 > baseline 60.0 + tolerance 2.0 "
-            "(points): the attack got weaker") in res.regressions[0]
+    assert (
+        "shapes-vqa prompt-shapes-vqa pgd eps=8/255: robust accuracy 70.0 > baseline 60.0 + tolerance 2.0 "
+        "(points): the attack got weaker"
+    ) in res.regressions[0]
     assert check(gate_runs(tmp_path / "b", pt_wrong_at_8=29), path, two_sided=True).passed  # 1 point: tolerated
     moved = check(gate_runs(tmp_path / "c", clean_wrong=5), path, two_sided=True)  # clean 90 -> 95
     assert not moved.passed and len(moved.regressions) == 4  # every case: the model or the data changed

@@ -76,8 +76,9 @@ def test_every_committed_gap_has_one_decision_rule(name):
         excl = ((gaps[lo] > 0) | (gaps[hi] < 0)).to_numpy()
         bad = gaps[ok & (excl != (p < stats.ALPHA))]
         assert bad.empty, bad[["task", "model", "attack", "eps_label", lo, hi, f"{prefix}p"]]
-        np.testing.assert_allclose(gaps[f"{prefix}p_adj"].to_numpy(float)[ok],
-                                   stats.adjust(p, tests["correction"])[ok], rtol=1e-9)
+        np.testing.assert_allclose(
+            gaps[f"{prefix}p_adj"].to_numpy(float)[ok], stats.adjust(p, tests["correction"])[ok], rtol=1e-9
+        )
         sig = gaps["significant" if not prefix else "rel_drop_significant"].astype(bool).to_numpy()
         assert (sig == (gaps[f"{prefix}p_adj"].to_numpy(float) < stats.ALPHA)).all()
 

@@ -13,23 +13,41 @@ from tests.report.helpers import write_run
 
 N = 40
 SETTINGS = {  # model -> (length, depth, reparam)
-    "prompt-L4": (4, "both", False), "prompt-L8": (8, "both", False), "prompt-L16": (16, "both", False),
-    "prompt-L32": (32, "both", False), "prompt-L16-enc": (16, "encoder", False),
-    "prompt-L16-rep": (16, "both", True), "prompt-L8-enc": (8, "encoder", False),  # differs in two factors
+    "prompt-L4": (4, "both", False),
+    "prompt-L8": (8, "both", False),
+    "prompt-L16": (16, "both", False),
+    "prompt-L32": (32, "both", False),
+    "prompt-L16-enc": (16, "encoder", False),
+    "prompt-L16-rep": (16, "both", True),
+    "prompt-L8-enc": (8, "encoder", False),  # differs in two factors
 }
 
 
 def _runs(root):
     rng = np.random.default_rng(0)
     clean = [True] * N
-    paths = [write_run(root / "finetune", "finetune-vqa", {2 / 255: rng.random(N) < 0.7, 8 / 255: rng.random(N) < 0.3},
-                       clean, model_cfg={"method": "finetune"})]
+    paths = [
+        write_run(
+            root / "finetune",
+            "finetune-vqa",
+            {2 / 255: rng.random(N) < 0.7, 8 / 255: rng.random(N) < 0.3},
+            clean,
+            model_cfg={"method": "finetune"},
+        )
+    ]
     for k, (name, (length, depth, reparam)) in enumerate(SETTINGS.items()):
-        p = write_run(root / name, name, {2 / 255: rng.random(N) < 0.7, 8 / 255: rng.random(N) < 0.2 + 0.05 * k},
-                      clean, model_cfg={"method": "prompt"})
+        p = write_run(
+            root / name,
+            name,
+            {2 / 255: rng.random(N) < 0.7, 8 / 255: rng.random(N) < 0.2 + 0.05 * k},
+            clean,
+            model_cfg={"method": "prompt"},
+        )
         meta = json.loads((p / "run.json").read_text())
-        meta["model_meta"] = {"method": "prompt", "tuning": {"method": "prompt", "prompt_length": length,
-                                                             "prompt_depth": depth, "prompt_reparam": reparam}}
+        meta["model_meta"] = {
+            "method": "prompt",
+            "tuning": {"method": "prompt", "prompt_length": length, "prompt_depth": depth, "prompt_reparam": reparam},
+        }
         (p / "run.json").write_text(json.dumps(meta))
         paths.append(p)
     return paths
@@ -57,4 +75,3 @@ def test_report_draws_the_factor_figure_only_when_there_are_factors(tmp_path):
     two = rpt.report(paths[:2], out=tmp_path / "rep2", n_boot=200)  # finetune + one prompt: nothing to vary
     assert not any(k[0] == "prompt_factors" for k in two.figures)
     assert "Prompt-tuning factors" not in (tmp_path / "rep2" / "report.md").read_text()
-

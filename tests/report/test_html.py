@@ -15,18 +15,26 @@ from robust_pt.report import build
 from .helpers import PT, PT_CLEAN, golden_runs, write_run
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; "
-                                                          ".ci/run installs it)")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run installs it)"
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def chromium(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     prof = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
     cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={prof}", *extra, page.resolve().as_uri()]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90,
-                          env={**os.environ, "HOME": str(tmp)})
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env={**os.environ, "HOME": str(tmp)})
 
 
 def body_attrs(dom: str) -> dict:
@@ -41,9 +49,15 @@ def report_dir(tmp_path_factory):
     ft, pt = golden_runs(root, samples=2)
     words = lambda i, e: f"what color is the circle number {i}"  # noqa: E731
     adv = lambda i, e: f"what colour is the circles number {i}" if not PT[e][i] else None  # noqa: E731
-    txt = write_run(root / "pt-text", "prompt-shapes-vqa", PT, PT_CLEAN, attack="textfooler",
-                    spec={"kind": "text", "method": "textfooler", "norm": "words", "eps_unit": "words"},
-                    extra={"text": words, "adv_text": adv, "words_changed": 2})
+    txt = write_run(
+        root / "pt-text",
+        "prompt-shapes-vqa",
+        PT,
+        PT_CLEAN,
+        attack="textfooler",
+        spec={"kind": "text", "method": "textfooler", "norm": "words", "eps_unit": "words"},
+        extra={"text": words, "adv_text": adv, "words_changed": 2},
+    )
     rep = build([ft, pt, txt], root / "report", n_boot=200)
     return rep.out
 
@@ -90,22 +104,45 @@ def test_the_page_check_catches_a_broken_image(report_dir, tmp_path):
 
 # ----------------------------------------------------------------------------- Fold blocks, tables
 
+
 def fold_document(report_dir: Path):
     """A page with a Fold (holding a table and a figure), a sortable numeric table and a very wide table."""
     from robust_pt.report.document import Bullets, Document, Fold, Heading, Image, Para, Table
 
     fig = sorted((report_dir / "figures").glob("degradation_*.png"))[0].relative_to(report_dir)
     folded = Table(["Model", "gap"], [["folded-model", "+1.0 [-2.0, 4.0]"]], caption="not significant")
-    scores = Table(["Model", "Robust [95% CI]", "Note"],
-                   [["m-ten", "10.0 [8.0, 12.0]", "b"], ["m-nine", "9.0 [7.0, 11.0]", "c"],
-                    ["m-hundred", "100.0 [99.0, 100.0]", "a"], ["m-none", "n/a", "d"]])
-    wide = Table(["Model"] + [f"eps={k}/255 robust [95% CI]" for k in range(1, 25)],
-                 [["wide-model"] + [f"{50 + k}.0 [{40 + k}.0, {60 + k}.0]" for k in range(1, 25)]])
-    return Document("fold test", [
-        Heading(1, "fold test"), Para("before"), scores,
-        Fold("3 comparisons whose 95% CI includes 0", [Heading(3, "inside"), folded, Bullets(["a <b>"]),
-                                                       Image(str(fig), "folded figure", "a figure in a fold")]),
-        wide, Para("after")])
+    scores = Table(
+        ["Model", "Robust [95% CI]", "Note"],
+        [
+            ["m-ten", "10.0 [8.0, 12.0]", "b"],
+            ["m-nine", "9.0 [7.0, 11.0]", "c"],
+            ["m-hundred", "100.0 [99.0, 100.0]", "a"],
+            ["m-none", "n/a", "d"],
+        ],
+    )
+    wide = Table(
+        ["Model"] + [f"eps={k}/255 robust [95% CI]" for k in range(1, 25)],
+        [["wide-model"] + [f"{50 + k}.0 [{40 + k}.0, {60 + k}.0]" for k in range(1, 25)]],
+    )
+    return Document(
+        "fold test",
+        [
+            Heading(1, "fold test"),
+            Para("before"),
+            scores,
+            Fold(
+                "3 comparisons whose 95% CI includes 0",
+                [
+                    Heading(3, "inside"),
+                    folded,
+                    Bullets(["a <b>"]),
+                    Image(str(fig), "folded figure", "a figure in a fold"),
+                ],
+            ),
+            wide,
+            Para("after"),
+        ],
+    )
 
 
 def test_fold_renders_as_details_in_html_and_as_a_bold_line_in_markdown(report_dir):
@@ -114,14 +151,15 @@ def test_fold_renders_as_details_in_html_and_as_a_bold_line_in_markdown(report_d
 
     doc = fold_document(report_dir)
     page = H.render(doc, report_dir)
-    m = re.search(r'<details class="fold"><summary>3 comparisons whose 95% CI includes 0</summary>(.*?)</details>',
-                  page, re.S)
+    m = re.search(
+        r'<details class="fold"><summary>3 comparisons whose 95% CI includes 0</summary>(.*?)</details>', page, re.S
+    )
     assert m, page[:2000]
     inner = m.group(1)
     assert "<h3>inside</h3>" in inner and "folded-model" in inner and "a &lt;b&gt;" in inner
     assert 'alt="folded figure"' in inner
     assert "folded-model" not in page.replace(inner, "")  # the folded blocks only inside the fold
-    assert " open" not in page[m.start():m.start() + 40]  # folded by default
+    assert " open" not in page[m.start() : m.start() + 40]  # folded by default
     md = M.render(doc)
     assert "\n\n**3 comparisons whose 95% CI includes 0**\n\n### inside\n\n| Model | gap |" in md
     # numbers right-aligned, text left; every table in its own scrolling box

@@ -81,9 +81,14 @@ def test_bad_run_dirs_raise_one_clear_error(tmp_path, case):
         build([d], None)
     msg = str(err.value)
     assert "\n" not in msg and str(d) in msg
-    assert {"missing": "does not exist", "empty": "is empty", "not-a-run": "not a run directory",
-            "no-records": "has no records.jsonl", "all-corrupt": "2 corrupt line(s)",
-            "bad-json": "not valid JSON"}[case] in msg
+    assert {
+        "missing": "does not exist",
+        "empty": "is empty",
+        "not-a-run": "not a run directory",
+        "no-records": "has no records.jsonl",
+        "all-corrupt": "2 corrupt line(s)",
+        "bad-json": "not valid JSON",
+    }[case] in msg
 
 
 def test_mixed_tasks_need_allow_mixed(tmp_path):
@@ -98,9 +103,13 @@ def test_mixed_tasks_need_allow_mixed(tmp_path):
 
 def test_a_folder_of_runs_and_attack_labels(tmp_path):
     golden_runs(tmp_path / "runs")
-    write_run(tmp_path / "runs" / "ft-pgd50", "finetune-shapes-vqa", FT, FT_CLEAN,
-              spec={"kind": "image", "method": "pgd", "backend": "ours", "norm": "linf", "eps_unit": "pixel",
-                    "steps": 50})
+    write_run(
+        tmp_path / "runs" / "ft-pgd50",
+        "finetune-shapes-vqa",
+        FT,
+        FT_CLEAN,
+        spec={"kind": "image", "method": "pgd", "backend": "ours", "norm": "linf", "eps_unit": "pixel", "steps": 50},
+    )
     runs = load_runs([tmp_path / "runs"])
     assert len(runs) == 3
     assert sorted(r.attack for r in runs) == ["pgd[steps=10]", "pgd[steps=10]", "pgd[steps=50]"]

@@ -46,8 +46,9 @@ def attack_all(model, root):
     x, y = data()
     runs = []
     for name, kw in (("fgsm", {}), ("pgd", {}), ("square", {"queries": 100})):
-        run = rpt.evaluate(model, (x, y), attack=name, eps=[8 / 255, 0.5], seed=0, out=root / name,
-                           progress=False, samples=0, **kw)
+        run = rpt.evaluate(
+            model, (x, y), attack=name, eps=[8 / 255, 0.5], seed=0, out=root / name, progress=False, samples=0, **kw
+        )
         assert run.summary["clean"].iloc[0] == 1.0
         runs.append(root / name)
     return rpt.report(runs, n_boot=500)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from robust_pt.report import plots
 from robust_pt.report.load import load_run
@@ -19,9 +18,16 @@ from .helpers import PT, PT_CLEAN, write_run
 TASKS = ["shapes-vqa", "shapes-ve", "shapes-ground"]
 # deliberately not in method order, with two prompt-tuned models, a method without a fixed colour and a
 # model of unknown method: the colours must still follow the method
-MODELS = [("lora", "lora-{t}"), ("prompt", "prompt-L4-{t}"), ("finetune", "finetune-{t}"), ("ia3", "ia3-{t}"),
-          ("prompt", "prompt-L16-{t}"), ("adapter", "adapter-{t}"), ("bitfit", "bitfit-{t}"),
-          ("unknown", "mystery-model")]
+MODELS = [
+    ("lora", "lora-{t}"),
+    ("prompt", "prompt-L4-{t}"),
+    ("finetune", "finetune-{t}"),
+    ("ia3", "ia3-{t}"),
+    ("prompt", "prompt-L16-{t}"),
+    ("adapter", "adapter-{t}"),
+    ("bitfit", "bitfit-{t}"),
+    ("unknown", "mystery-model"),
+]
 EPS = [(1 / 255, "1/255"), (4 / 255, "4/255"), (8 / 255, "8/255")]
 
 
@@ -31,10 +37,26 @@ def summary_frame(tasks=TASKS, models=MODELS, attack: str = "pgd") -> pd.DataFra
     for t, (method, model), (e, lab) in itertools.product(tasks, models, EPS):
         drop = float(rng.uniform(0.05, 0.6))
         clean, robust = 0.9, 0.9 * (1 - drop)
-        rows.append({"task": t, "model": model.format(t=t), "method": method, "attack": attack, "eps": e,
-                     "eps_label": lab, "metric": "accuracy", "clean": clean, "clean_lo": 0.85, "clean_hi": 0.95,
-                     "robust": robust, "robust_lo": robust - 0.05, "robust_hi": robust + 0.05, "rel_drop": drop,
-                     "rel_drop_lo": drop - 0.04, "rel_drop_hi": drop + 0.04})
+        rows.append(
+            {
+                "task": t,
+                "model": model.format(t=t),
+                "method": method,
+                "attack": attack,
+                "eps": e,
+                "eps_label": lab,
+                "metric": "accuracy",
+                "clean": clean,
+                "clean_lo": 0.85,
+                "clean_hi": 0.95,
+                "robust": robust,
+                "robust_lo": robust - 0.05,
+                "robust_hi": robust + 0.05,
+                "rel_drop": drop,
+                "rel_drop_lo": drop - 0.04,
+                "rel_drop_hi": drop + 0.04,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -71,6 +93,7 @@ def test_degradation_bars_one_colour_per_method_grouped_by_task():
     # the same colour for a method in every task and every panel, and it is the method's colour
     assert all(len(c) == 1 for c in per_series.values()), per_series
     from matplotlib.colors import to_rgba
+
     for series, c in per_series.items():
         assert next(iter(c)) == tuple(np.round(to_rgba(colours[series]), 4)), series
     assert len({next(iter(c)) for c in per_series.values()}) == len(per_series)
@@ -86,8 +109,7 @@ def test_degradation_bars_one_colour_per_method_grouped_by_task():
     # one legend for the figure, none in the panels; methods in order, then the CI whisker
     assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["Finetuning", "Prompt tuning", "Adapter", "BitFit", "LoRA", "IA3", "mystery-model",
-                      "95% CI"]
+    assert labels == ["Finetuning", "Prompt tuning", "Adapter", "BitFit", "LoRA", "IA3", "mystery-model", "95% CI"]
 
 
 def test_degradation_names_the_models_of_a_method_with_several(tmp_path):
@@ -107,9 +129,16 @@ def test_metric_vs_eps_uses_the_same_colours(tmp_path):
     fig = plots.metric_vs_eps_figure(s, "shapes-vqa")
     lines = [ln for ax in fig.axes for ln in ax.get_lines()]
     assert lines
-    by_label = {"Finetuning": "finetune", "Prompt tuning (L4)": "prompt", "Prompt tuning (L16)": "prompt",
-                "Adapter": "adapter", "BitFit": "bitfit", "LoRA": "lora", "IA3": "ia3",
-                "mystery-model": "mystery-model"}
+    by_label = {
+        "Finetuning": "finetune",
+        "Prompt tuning (L4)": "prompt",
+        "Prompt tuning (L16)": "prompt",
+        "Adapter": "adapter",
+        "BitFit": "bitfit",
+        "LoRA": "lora",
+        "IA3": "ia3",
+        "mystery-model": "mystery-model",
+    }
     assert {ln.get_label() for ln in lines} == set(by_label)
     for ln in lines:
         assert to_hex(ln.get_color()) == colours[by_label[ln.get_label()]], ln.get_label()
@@ -121,6 +150,7 @@ def test_metric_vs_eps_uses_the_same_colours(tmp_path):
 
 # ----------------------------------------------------------------------------- gallery
 
+
 def _samples(run: Path, ids: list[str], eps: float) -> None:
     """Sample PNGs named as the engine names them (ids made file-safe)."""
     from PIL import Image
@@ -131,7 +161,8 @@ def _samples(run: Path, ids: list[str], eps: float) -> None:
     for i in (2, 3):
         arr = (rng.random((16, 50, 3)) * 255).astype(np.uint8)
         Image.fromarray(arr).resize((400, 128), Image.NEAREST).save(
-            folder / f"eps-{round(eps * 255)}-255_{plots._safe(ids[i])}_broken.png")
+            folder / f"eps-{round(eps * 255)}-255_{plots._safe(ids[i])}_broken.png"
+        )
 
 
 def test_gallery_rows_show_the_question_regenerated_from_the_id(tmp_path):
@@ -154,6 +185,7 @@ def test_gallery_rows_show_the_question_regenerated_from_the_id(tmp_path):
         assert f"Question: {ex.text}" in lines and "Adversarial prediction: blue" in lines
     out = plots.gallery(run, items, tmp_path / "g.png")
     from PIL import Image
+
     with Image.open(out) as im:
         assert im.width >= 400 + 420  # the image (whole-factor scale: 1 here), then the text column
 
@@ -173,8 +205,9 @@ def test_gallery_leaves_out_a_regenerated_text_that_contradicts_the_record(tmp_p
 
 def test_gallery_prefers_the_records_text_and_wraps_it(tmp_path):
     long = "is the " + " ".join(["very"] * 40) + " large circle left of the square?"
-    path = write_run(tmp_path / "run", "prompt-shapes-ve", PT, PT_CLEAN, task="shapes-ve", ids=None,
-                     extra={"text": long})
+    path = write_run(
+        tmp_path / "run", "prompt-shapes-ve", PT, PT_CLEAN, task="shapes-ve", ids=None, extra={"text": long}
+    )
     ids = [f"ex{i:03d}" for i in range(len(PT_CLEAN))]
     _samples(path, ids, max(PT))
     run = load_run(path)
@@ -182,6 +215,7 @@ def test_gallery_prefers_the_records_text_and_wraps_it(tmp_path):
     assert items and all(s["text"] == long for s in items)
     assert plots._sample_lines(items[0], "shapes-ve")[2][0] == f"Hypothesis: {long}"
     from PIL import Image, ImageDraw
+
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     font = plots._fonts()["text"]
     wrapped = plots._wrap(draw, long, font, 300)

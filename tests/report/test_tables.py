@@ -37,8 +37,10 @@ def test_summary_table_values(rep):
     s = rep.summary
     assert list(s["method"]) == ["finetune", "finetune", "prompt", "prompt"]  # finetuning first
     expected = {  # model, eps: clean, robust, success rate
-        ("finetune-shapes-vqa", E1): (0.9, 0.7, 4 / 18), ("finetune-shapes-vqa", E4): (0.9, 0.4, 10 / 18),
-        ("prompt-shapes-vqa", E1): (0.95, 0.85, 2 / 19), ("prompt-shapes-vqa", E4): (0.95, 0.6, 7 / 19),
+        ("finetune-shapes-vqa", E1): (0.9, 0.7, 4 / 18),
+        ("finetune-shapes-vqa", E4): (0.9, 0.4, 10 / 18),
+        ("prompt-shapes-vqa", E1): (0.95, 0.85, 2 / 19),
+        ("prompt-shapes-vqa", E4): (0.95, 0.6, 7 / 19),
     }
     for (model, eps), (clean, robust, sr) in expected.items():
         r = row(rep, model, eps)
@@ -56,10 +58,12 @@ def test_robust_cis_match_direct_bootstrap(rep):
         for eps in (E1, E4):
             s = np.array(corr[eps], float)
             r = row(rep, model, eps)
-            assert (r["robust_lo"], r["robust_hi"]) == pytest.approx(direct_ci([c, s], lambda c, s: s.mean(), B, 0),
-                                                                     abs=1e-12)
+            assert (r["robust_lo"], r["robust_hi"]) == pytest.approx(
+                direct_ci([c, s], lambda c, s: s.mean(), B, 0), abs=1e-12
+            )
             assert (r["rel_drop_lo"], r["rel_drop_hi"]) == pytest.approx(
-                direct_ci([c, s], lambda c, s: 1 - s.mean() / c.mean(), B, 0), abs=1e-12)
+                direct_ci([c, s], lambda c, s: 1 - s.mean() / c.mean(), B, 0), abs=1e-12
+            )
             assert r["robust_lo"] <= r["robust"] <= r["robust_hi"]
 
 
@@ -81,10 +85,15 @@ def test_gap_table_cis_and_mcnemar(rep):
         assert (r["gap_lo"] > 0 or r["gap_hi"] < 0) == (r["p"] < 0.05)
         # relative drop: estimate -/+ 1.96 x the standard deviation of the textbook paired bootstrap
         rel = (1 - f.mean() / fc.mean()) - (1 - a.mean() / ac.mean())
-        se = np.std(direct_reps([a, f, ac, fc], lambda x, y, xc, yc: (1 - y.mean() / yc.mean())
-                                - (1 - x.mean() / xc.mean()), B, 0), ddof=1)
-        assert (r["rel_drop_gap_lo"], r["rel_drop_gap_hi"]) == pytest.approx((rel - 1.96 * se, rel + 1.96 * se),
-                                                                             abs=1e-3 * se)
+        se = np.std(
+            direct_reps(
+                [a, f, ac, fc], lambda x, y, xc, yc: (1 - y.mean() / yc.mean()) - (1 - x.mean() / xc.mean()), B, 0
+            ),
+            ddof=1,
+        )
+        assert (r["rel_drop_gap_lo"], r["rel_drop_gap_hi"]) == pytest.approx(
+            (rel - 1.96 * se, rel + 1.96 * se), abs=1e-3 * se
+        )
         assert r["rel_drop_p"] == pytest.approx(2 * sps.norm.sf(abs(rel) / se), rel=1e-6)
         assert (r["b"], r["c"], r["test"]) == (b, c, "mcnemar")
         assert r["p"] == pytest.approx(sps.binomtest(b, b + c, 0.5).pvalue)
@@ -95,15 +104,19 @@ def test_findings_one_sentence_per_comparison_whichever_way(rep):
     assert len(rep.findings) == 2
     g = rep.gaps[np.isclose(rep.gaps["eps"], E4)].iloc[0]
     f = rep.findings[1]
-    assert f.startswith("shapes-vqa, pgd eps=4/255: prompt tuning keeps 20.0 points more accuracy than finetuning "
-                        f"(95% CI {100 * g['gap_lo']:.1f} to {100 * g['gap_hi']:.1f}; McNemar p = 0.22, adjusted "
-                        f"p = 0.25, not significant)")
+    assert f.startswith(
+        "shapes-vqa, pgd eps=4/255: prompt tuning keeps 20.0 points more accuracy than finetuning "
+        f"(95% CI {100 * g['gap_lo']:.1f} to {100 * g['gap_hi']:.1f}; McNemar p = 0.22, adjusted "
+        f"p = 0.25, not significant)"
+    )
     assert g["p_adj"] == pytest.approx(min(2 * g["p"], sps.binomtest(3, 3, 0.5).pvalue))  # BH over the 2 gaps
     assert f.count(".") >= 1 and f.endswith(".")
     # the other way round: a negative gap is said as "less", with the CI of the stated difference
     neg = dict(g, gap=-0.123, gap_lo=-0.16, gap_hi=-0.081, p=0.0004, p_adj=0.003, significant=True)
-    assert ("prompt tuning keeps 12.3 points less accuracy than finetuning (95% CI 8.1 to 16.0; McNemar p < 0.001, "
-            "adjusted p = 0.003, significant)" in finding(neg))
+    assert (
+        "prompt tuning keeps 12.3 points less accuracy than finetuning (95% CI 8.1 to 16.0; McNemar p < 0.001, "
+        "adjusted p = 0.003, significant)" in finding(neg)
+    )
 
 
 def test_files_and_formats(rep):
@@ -121,8 +134,10 @@ def test_files_and_formats(rep):
     # the wide table: rows model / method, clean, then per eps robust [CI] and drop (relative drop)
     assert "| Model | Method | Clean accuracy | eps=1/255 robust [95% CI] | eps=1/255 drop (rel.) |" in md
     r = row(rep, "finetune-shapes-vqa", E4)
-    assert (f"| finetune-shapes-vqa | finetuning | 90.0 | 70.0 [" in md
-            and f"| 40.0 [{100 * r['robust_lo']:.1f}, {100 * r['robust_hi']:.1f}] | 50.0 (55.6%) |" in md)
+    assert (
+        "| finetune-shapes-vqa | finetuning | 90.0 | 70.0 [" in md
+        and f"| 40.0 [{100 * r['robust_lo']:.1f}, {100 * r['robust_hi']:.1f}] | 50.0 (55.6%) |" in md
+    )
     assert "## Findings" in md and "Gaps against finetuning" in md and "Sanity checks" in md
     verdict = "| Task | Method | Cells | More robust | Less robust | Rel. drop smaller | Rel. drop larger |"
     assert md.index(verdict) < md.index("## shapes-vqa")  # the count table opens the findings
@@ -150,8 +165,7 @@ def test_non_binary_scores_use_means_and_the_sign_test(tmp_path):
     from .helpers import write_run
 
     def caption_run(name, clean, adv):
-        d = write_run(tmp_path / name, f"{name}-shapes-caption", {E4: [True] * 6}, [True] * 6,
-                      task="shapes-caption")
+        d = write_run(tmp_path / name, f"{name}-shapes-caption", {E4: [True] * 6}, [True] * 6, task="shapes-caption")
         recs = []
         for line in (d / "records.jsonl").read_text().splitlines():
             r = _json.loads(line)
@@ -186,14 +200,13 @@ def test_verdict_counts_the_significant_cells_per_task_and_over_all_tasks():
     from robust_pt.report.tables import verdict_frame
 
     rows = [  # task, method, gap, significant, rel_drop_gap, rel_drop_significant
-        ("vqa", "prompt", 0.03, True, 0.005, False),    # more robust; relative drop not significant
-        ("vqa", "prompt", -0.03, True, -0.02, True),    # less robust; relative drop larger
-        ("vqa", "prompt", 0.00, False, 0.02, True),     # within noise; relative drop smaller
+        ("vqa", "prompt", 0.03, True, 0.005, False),  # more robust; relative drop not significant
+        ("vqa", "prompt", -0.03, True, -0.02, True),  # less robust; relative drop larger
+        ("vqa", "prompt", 0.00, False, 0.02, True),  # within noise; relative drop smaller
         ("vqa", "lora", -0.03, False, float("nan"), False),  # a CI off 0 but not significant after adjustment
-        ("ve", "prompt", -0.04, True, -0.01, False),    # less robust
+        ("ve", "prompt", -0.04, True, -0.01, False),  # less robust
     ]
-    gaps = pd.DataFrame(rows, columns=["task", "method", "gap", "significant", "rel_drop_gap",
-                                       "rel_drop_significant"])
+    gaps = pd.DataFrame(rows, columns=["task", "method", "gap", "significant", "rel_drop_gap", "rel_drop_significant"])
     v = verdict_frame(gaps).set_index(["task", "method"])
     assert v.loc[("vqa", "prompt")].tolist() == [3, 1, 1, 1, 1]
     assert v.loc[("vqa", "lora")].tolist() == [1, 0, 0, 0, 0]

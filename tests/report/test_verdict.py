@@ -8,22 +8,27 @@ from robust_pt.report.verdict import verdict
 
 
 def _gaps(rows):
-    return pd.DataFrame(rows, columns=["task", "attack", "method", "gap", "significant", "rel_drop_gap",
-                                       "rel_drop_significant"])
+    return pd.DataFrame(
+        rows, columns=["task", "attack", "method", "gap", "significant", "rel_drop_gap", "rel_drop_significant"]
+    )
 
 
-SUMMARY = pd.DataFrame([("vqa", "pgd", "image"), ("vqa", "emb-fgsm", "embedding"), ("ve", "pgd", "image")],
-                       columns=["task", "attack", "kind"])
+SUMMARY = pd.DataFrame(
+    [("vqa", "pgd", "image"), ("vqa", "emb-fgsm", "embedding"), ("ve", "pgd", "image")],
+    columns=["task", "attack", "kind"],
+)
 
 
 def test_the_verdict_counts_adjusted_decisions_with_their_attack_families():
-    g = _gaps([
-        ("vqa", "pgd", "prompt", -0.05, True, -0.03, True),
-        ("vqa", "emb-fgsm", "prompt", -0.08, True, -0.01, False),
-        ("ve", "pgd", "prompt", 0.04, False, 0.02, False),  # a CI off 0 would not count: not significant
-        ("vqa", "pgd", "lora", 0.06, True, 0.04, True),
-        ("ve", "pgd", "lora", -0.01, False, 0.0, False),
-    ])
+    g = _gaps(
+        [
+            ("vqa", "pgd", "prompt", -0.05, True, -0.03, True),
+            ("vqa", "emb-fgsm", "prompt", -0.08, True, -0.01, False),
+            ("ve", "pgd", "prompt", 0.04, False, 0.02, False),  # a CI off 0 would not count: not significant
+            ("vqa", "pgd", "lora", 0.06, True, 0.04, True),
+            ("ve", "pgd", "lora", -0.01, False, 0.0, False),
+        ]
+    )
     s = verdict(g, SUMMARY, "holm")
     assert 2 <= len(s) <= 4
     assert s[0].startswith("5 comparisons against finetuning (2 methods, 2 tasks") and "Holm adjustment" in s[0]

@@ -8,16 +8,33 @@ import numpy as np
 import pytest
 
 from robust_pt.tasks import load_task
-from robust_pt.tasks.metrics import (bleu4, box_iou, box_to_tokens, caption_tokens, cider,
-                                     cider_per_example, tokens_to_box)
+from robust_pt.tasks.metrics import (
+    bleu4,
+    box_iou,
+    box_to_tokens,
+    caption_tokens,
+    cider,
+    cider_per_example,
+    tokens_to_box,
+)
 from robust_pt.tasks.vocab import NUM_BINS, WORDS, bin_tokens, tokenize
-
 
 # --------------------------------------------------------------------------- vocab
 
+
 def test_tokenize_and_bins():
-    assert tokenize('Does the image describe " the red circle "?') == \
-        ["does", "the", "image", "describe", '"', "the", "red", "circle", '"', "?"]
+    assert tokenize('Does the image describe " the red circle "?') == [
+        "does",
+        "the",
+        "image",
+        "describe",
+        '"',
+        "the",
+        "red",
+        "circle",
+        '"',
+        "?",
+    ]
     assert tokenize("<bin_3> <bin_31>x, 12:") == ["<bin_3>", "<bin_31>", "x", ",", "12", ":"]
     assert NUM_BINS == 32 and bin_tokens()[0] == "<bin_0>" and bin_tokens()[-1] == "<bin_31>"
     assert len(bin_tokens()) == 32
@@ -26,6 +43,7 @@ def test_tokenize_and_bins():
 
 
 # --------------------------------------------------------------------------- boxes
+
 
 def test_box_iou():
     assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
@@ -68,8 +86,10 @@ def test_ground_task_scores():
 CORPUS_REFS = [
     ["a large red circle and a small blue square", "there are two objects: a small blue square and a large red circle"],
     ["a small green triangle", "a picture of a small green triangle", "a green triangle"],
-    ["a large yellow square, a small purple circle and a large red triangle",
-     "a yellow square, a purple circle and a red triangle"],
+    [
+        "a large yellow square, a small purple circle and a large red triangle",
+        "a yellow square, a purple circle and a red triangle",
+    ],
     ["a small blue circle and a large blue circle", "an image with a large blue circle and a small blue circle"],
 ]
 
@@ -77,21 +97,38 @@ CORPUS_REFS = [
 def nltk_bleu(refs_list, hyps):
     from nltk.translate.bleu_score import corpus_bleu
 
-    return corpus_bleu([[caption_tokens(r) for r in refs] for refs in refs_list],
-                       [caption_tokens(h) for h in hyps])
+    return corpus_bleu([[caption_tokens(r) for r in refs] for refs in refs_list], [caption_tokens(h) for h in hyps])
 
 
-@pytest.mark.parametrize("hyps", [
-    ["a large red circle and a small blue square", "a small green triangle",
-     "a large yellow square and a small purple circle", "a small blue circle and a large blue circle"],
-    ["a red circle and a blue square", "there is a small green triangle",  # shorter: brevity penalty
-     "a yellow square and a red triangle", "a large blue circle and a small blue circle"],
-    ["a large red circle", "a large green triangle", "a small purple circle and a large red triangle",
-     "there are two blue circles"],
-    ["there are two objects: a small blue square and a large red circle, really", "a small green triangle",
-     "a picture of a large yellow square, a small purple circle and a large red triangle",
-     "an image with a large blue circle and a small blue circle"],  # longer than the closest refs
-])
+@pytest.mark.parametrize(
+    "hyps",
+    [
+        [
+            "a large red circle and a small blue square",
+            "a small green triangle",
+            "a large yellow square and a small purple circle",
+            "a small blue circle and a large blue circle",
+        ],
+        [
+            "a red circle and a blue square",
+            "there is a small green triangle",  # shorter: brevity penalty
+            "a yellow square and a red triangle",
+            "a large blue circle and a small blue circle",
+        ],
+        [
+            "a large red circle",
+            "a large green triangle",
+            "a small purple circle and a large red triangle",
+            "there are two blue circles",
+        ],
+        [
+            "there are two objects: a small blue square and a large red circle, really",
+            "a small green triangle",
+            "a picture of a large yellow square, a small purple circle and a large red triangle",
+            "an image with a large blue circle and a small blue circle",
+        ],  # longer than the closest refs
+    ],
+)
 def test_bleu4_matches_nltk(hyps):
     ours = bleu4(CORPUS_REFS, hyps)
     assert 0.0 < ours <= 1.0
@@ -109,11 +146,14 @@ def test_bleu4_edge_cases():
     with pytest.raises(ValueError):
         bleu4(refs, ["only one hypothesis"])
     # punctuation does not count: "," and ":" are dropped before scoring
-    assert bleu4([["a red circle, a blue square and a green circle"]],
-                 ["a red circle a blue square and a green circle ."]) == 1.0
+    assert (
+        bleu4([["a red circle, a blue square and a green circle"]], ["a red circle a blue square and a green circle ."])
+        == 1.0
+    )
 
 
 # --------------------------------------------------------------------------- CIDEr-D
+
 
 def test_cider_hand_computed():
     """Two images, one reference each; N = 2 so log N = L = ln 2.
@@ -142,12 +182,12 @@ def test_cider_hand_computed():
 def test_cider_length_penalty_hand_computed():
     """Image 1 with hyp "a red" against ref "a red circle" (idf as above).
 
-      n=1: hyp {a:0, red:L}, |hyp| = L, |ref| = sqrt(2) L, dot = L^2 -> 1/sqrt(2)
-      n=2: hyp {a red:L}, |hyp| = L, ref {a red:L, red circle:L} -> 1/sqrt(2)
-      n=3, n=4: 0
-      length (pycocoevalcap counts bigrams): hyp 1, ref 2 -> delta = -1,
-      penalty = exp(-1 / (2 * 6^2)) = exp(-1/72)
-      CIDEr-D = 10 * (2 / sqrt(2)) / 4 * exp(-1/72) = 3.535534 * 0.986207 = 3.486769
+    n=1: hyp {a:0, red:L}, |hyp| = L, |ref| = sqrt(2) L, dot = L^2 -> 1/sqrt(2)
+    n=2: hyp {a red:L}, |hyp| = L, ref {a red:L, red circle:L} -> 1/sqrt(2)
+    n=3, n=4: 0
+    length (pycocoevalcap counts bigrams): hyp 1, ref 2 -> delta = -1,
+    penalty = exp(-1 / (2 * 6^2)) = exp(-1/72)
+    CIDEr-D = 10 * (2 / sqrt(2)) / 4 * exp(-1/72) = 3.535534 * 0.986207 = 3.486769
     """
     got = cider_per_example([["a red circle"], ["a blue square"]], ["a red", "a blue square"])
     assert got[0] == pytest.approx(10 * (2 / math.sqrt(2)) / 4 * math.exp(-1 / 72))
@@ -175,9 +215,11 @@ def test_cider_clipping_and_multiple_refs():
 
 
 def test_cider_edge_cases():
-    refs = [["a large red circle and a small blue square", "a red circle and a blue square"],
-            ["a small green triangle", "a green triangle"],
-            ["a large yellow square and a small purple circle", "a yellow square and a purple circle"]]
+    refs = [
+        ["a large red circle and a small blue square", "a red circle and a blue square"],
+        ["a small green triangle", "a green triangle"],
+        ["a large yellow square and a small purple circle", "a yellow square and a purple circle"],
+    ]
     same = cider_per_example(refs, [r[0] for r in refs])
     assert (same > 3.0).all()  # identical to a reference: high
     empty = cider_per_example(refs, ["", "", ""])

@@ -34,9 +34,12 @@ Refs = list[list[str]]
 
 # --------------------------------------------------------------------------- random corpora
 
+
 def _scene(rng: np.random.Generator) -> list[tuple[str, str, str]]:
-    return [(str(rng.choice(SIZES)), str(rng.choice(COLOURS)), str(rng.choice(SHAPES)))
-            for _ in range(int(rng.integers(1, 4)))]
+    return [
+        (str(rng.choice(SIZES)), str(rng.choice(COLOURS)), str(rng.choice(SHAPES)))
+        for _ in range(int(rng.integers(1, 4)))
+    ]
 
 
 def _describe(objs: list[tuple[str, str, str]], rng: np.random.Generator) -> str:
@@ -47,8 +50,18 @@ def _describe(objs: list[tuple[str, str, str]], rng: np.random.Generator) -> str
         words = [w for w, keep in ((size, rng.random() < 0.7), (colour, rng.random() < 0.9)) if keep]
         parts.append(" ".join(["a", *words, shape]))
     body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    prefix = str(rng.choice(["", "", "there is ", "a picture of ", "an image with ",
-                             f"there are {NUMBER_WORDS[min(len(objs), 4)]} objects: "]))
+    prefix = str(
+        rng.choice(
+            [
+                "",
+                "",
+                "there is ",
+                "a picture of ",
+                "an image with ",
+                f"there are {NUMBER_WORDS[min(len(objs), 4)]} objects: ",
+            ]
+        )
+    )
     text = prefix + body + str(rng.choice(["", "", " ."]))
     return text.capitalize() if rng.random() < 0.2 else text
 
@@ -69,7 +82,7 @@ def _hypothesis(refs: list[str], objs, rng: np.random.Generator) -> str:
         return str(rng.choice(refs))  # a reference verbatim
     if kind < 0.95:
         words = str(rng.choice(refs)).split()
-        return " ".join(words[:int(rng.integers(1, 4))])  # truncated: length penalty, brevity
+        return " ".join(words[: int(rng.integers(1, 4))])  # truncated: length penalty, brevity
     return ""
 
 
@@ -85,6 +98,7 @@ def random_corpus(seed: int, n: int) -> tuple[Refs, list[str]]:
 
 
 # --------------------------------------------------------------------------- pycocoevalcap
+
 
 def _coco_inputs(refs_list: Refs, hyps: list[str]) -> tuple[dict, dict]:
     def tok(text: str) -> str:
@@ -106,6 +120,7 @@ def coco_cider(refs_list: Refs, hyps: list[str]) -> tuple[float, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- tests
+
 
 def test_corpora_exercise_the_edge_cases():
     refs_list, hyps = random_corpus(0, 300)

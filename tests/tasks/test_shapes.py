@@ -14,8 +14,7 @@ from robust_pt.tasks import TASKS, load_task, metrics, stack_images
 from robust_pt.tasks.base import CAPTION, CLOSED, GROUND, MIXED
 from robust_pt.tasks.shapes import COLOUR_RGB, generate_scene
 from robust_pt.tasks.shapes_tasks import PRETRAIN_ANSWERS, VE_ANSWERS, VQA_ANSWERS
-from robust_pt.tasks.vocab import (COLOURS, NUMBER_WORDS, SHAPES, SIZES, UNDECIDABLE, WORDS,
-                                   bin_tokens, tokenize)
+from robust_pt.tasks.vocab import COLOURS, NUMBER_WORDS, SHAPES, SIZES, UNDECIDABLE, WORDS, bin_tokens, tokenize
 
 N = 240  # examples per downstream task in the shared samples
 MARGIN = 6.0  # px at 64 x 64
@@ -29,9 +28,15 @@ def sample(name: str, n: int = N, split: str = "val", seed: int = 0, size: int =
 
 # --------------------------------------------------------------------------- independent checks
 
+
 def matching(objs, colour=None, shape=None, size=None):
-    return [o for o in objs if (colour is None or o.colour == colour)
-            and (shape is None or o.shape == shape) and (size is None or o.size == size)]
+    return [
+        o
+        for o in objs
+        if (colour is None or o.colour == colour)
+        and (shape is None or o.shape == shape)
+        and (size is None or o.size == size)
+    ]
 
 
 def the(objs, **attrs):
@@ -107,6 +112,7 @@ def ve_answer(instruction: str, objs) -> str:
 
 # --------------------------------------------------------------------------- determinism
 
+
 @pytest.mark.parametrize("name", TASKS)
 def test_same_seed_same_bytes_and_texts(name):
     a = load_task(name, split="train", limit=12, seed=3)
@@ -114,8 +120,15 @@ def test_same_seed_same_bytes_and_texts(name):
     for i in (11, 0, 5):  # any order: each example is made on its own
         ea, eb = a[i], b[i]
         assert ea.image.tobytes() == eb.image.tobytes()
-        assert (ea.id, ea.text, ea.target, ea.label, ea.refs, ea.box, ea.qtype) == \
-            (eb.id, eb.text, eb.target, eb.label, eb.refs, eb.box, eb.qtype)
+        assert (ea.id, ea.text, ea.target, ea.label, ea.refs, ea.box, ea.qtype) == (
+            eb.id,
+            eb.text,
+            eb.target,
+            eb.label,
+            eb.refs,
+            eb.box,
+            eb.qtype,
+        )
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -144,6 +157,7 @@ def test_generate_scene_deterministic_from_rng():
 
 
 # --------------------------------------------------------------------------- images and scenes
+
 
 @pytest.mark.parametrize("size", [64, 96])
 def test_images_and_scene_graphs(size):
@@ -191,6 +205,7 @@ def test_background_is_cluttered_but_low_contrast():
 
 
 # --------------------------------------------------------------------------- answers re-derived
+
 
 def test_vqa_answers_follow_from_scene_graph():
     task, exs, scenes = sample("shapes-vqa")
@@ -247,6 +262,7 @@ def test_captions_describe_the_scene():
 
 # --------------------------------------------------------------------------- balance
 
+
 def test_vqa_question_types_and_yes_no_balanced():
     _, exs, _ = sample("shapes-vqa")
     types = Counter(ex.qtype for ex in exs)
@@ -270,6 +286,7 @@ def test_ve_labels_balanced():
 
 
 # --------------------------------------------------------------------------- pretraining mix
+
 
 def test_pretrain_mix():
     task = load_task("shapes-pretrain", split="train", limit=800)
@@ -297,6 +314,7 @@ def test_pretrain_mix():
 
 # --------------------------------------------------------------------------- vocabulary
 
+
 def test_vocabulary_closure():
     allowed = set(WORDS) | set(bin_tokens())
     assert WORDS == sorted(set(WORDS)) and all(w == w.lower() for w in WORDS)
@@ -313,6 +331,7 @@ def test_vocabulary_closure():
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def test_load_task_errors():
     with pytest.raises(TaskError) as e:
@@ -334,14 +353,20 @@ def test_load_task_errors():
 
 
 def test_sizes_limits_and_laziness():
-    assert [len(load_task(n, split=s)) for n, s in [("shapes-vqa", "train"), ("shapes-vqa", "val"),
-                                                    ("shapes-ve", "test"), ("shapes-pretrain", "train")]] \
-        == [20000, 1000, 1000, 200000]
+    assert [
+        len(load_task(n, split=s))
+        for n, s in [
+            ("shapes-vqa", "train"),
+            ("shapes-vqa", "val"),
+            ("shapes-ve", "test"),
+            ("shapes-pretrain", "train"),
+        ]
+    ] == [20000, 1000, 1000, 200000]
     assert len(load_task("shapes-ground", split="test", limit=7)) == 7
-    assert len(load_task("shapes-ground", split="test", limit=10 ** 9)) == 1000
-    assert len(load_task("shapes-ground", split="train", num_examples=10 ** 6)) == 10 ** 6
-    big = load_task("shapes-caption", split="train", num_examples=10 ** 6)
-    assert big[-1].id == big[10 ** 6 - 1].id  # made on demand, nothing stored
+    assert len(load_task("shapes-ground", split="test", limit=10**9)) == 1000
+    assert len(load_task("shapes-ground", split="train", num_examples=10**6)) == 10**6
+    big = load_task("shapes-caption", split="train", num_examples=10**6)
+    assert big[-1].id == big[10**6 - 1].id  # made on demand, nothing stored
     t = load_task("shapes-vqa", split="test", limit=5)
     with pytest.raises(IndexError):
         t[5]

@@ -48,7 +48,9 @@ def _logits(model):
 def test_roundtrip_and_tuned_checkpoint_stores_only_tuned_tensors(base, prompt_ckpt):
     meta = json.loads((prompt_ckpt / "meta.json").read_text())
     assert meta["method"] == "prompt" and meta["task"] == "shapes-vqa" and meta["answers"]
-    assert "accuracy" in meta["clean_metrics"] and meta["base"]["sha256"] == ckpt.sha256_file(base / "model.safetensors")
+    assert "accuracy" in meta["clean_metrics"] and meta["base"]["sha256"] == ckpt.sha256_file(
+        base / "model.safetensors"
+    )
     assert 0 < meta["trainable_fraction"] < 0.05
     stored = load_file(str(prompt_ckpt / "model.safetensors"))
     assert stored and all(k.startswith("prompt.") for k in stored)
@@ -111,8 +113,9 @@ def test_out_dir_holding_another_checkpoint(base, prompt_ckpt):
     with pytest.raises(CheckpointError, match="--overwrite"):
         tune(base, "shapes-vqa", TuningConfig(method="bitfit"), FAST, prompt_ckpt, log=lambda *_: None)
     # the same config is reused, not retrained
-    meta = tune(base, "shapes-vqa", TuningConfig(method="prompt", prompt_length=4), FAST, prompt_ckpt,
-                log=lambda *_: None)
+    meta = tune(
+        base, "shapes-vqa", TuningConfig(method="prompt", prompt_length=4), FAST, prompt_ckpt, log=lambda *_: None
+    )
     assert meta["method"] == "prompt"
 
 
@@ -132,11 +135,14 @@ def _unpickling_sites(tree: ast.AST) -> list[str]:
             found += [n for n in names if n.split(".")[0] in ("pickle", "dill", "cloudpickle", "joblib")]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             owner = node.func.value
-            if (isinstance(owner, ast.Name) and owner.id in ("torch", "pickle", "np", "numpy")
-                    and node.func.attr in ("load", "loads")):
+            if (
+                isinstance(owner, ast.Name)
+                and owner.id in ("torch", "pickle", "np", "numpy")
+                and node.func.attr in ("load", "loads")
+            ):
                 if owner.id in ("np", "numpy") and not any(
-                        k.arg == "allow_pickle" and getattr(k.value, "value", False) is True
-                        for k in node.keywords):
+                    k.arg == "allow_pickle" and getattr(k.value, "value", False) is True for k in node.keywords
+                ):
                     continue
                 found.append(f"{owner.id}.{node.func.attr} (line {node.lineno})")
     return found
@@ -163,17 +169,25 @@ def _cli(*args):
     return res.exit_code, res.output  # click 8.2+: stdout and stderr interleaved
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["eval", "--model", "/no/such/ckpt"], "does not exist"),
-    (["train", "--base", "/no/such/base", "--task", "shapes-vqa", "--out", "/tmp/x"], "does not exist"),
-    (["train", "--base", "BASE", "--task", "shapes-nope", "--out", "OUT"], "unknown task"),
-    (["train", "--base", "BASE", "--task", "shapes-vqa", "--method", "magic", "--out", "OUT"], "unknown tuning method"),
-    (["train", "--base", "BASE", "--task", "shapes-vqa", "--prompt-length", "0", "--out", "OUT"], "prompt length"),
-    (["train", "--base", "BASE", "--task", "shapes-vqa", "--method", "bitfit", "--out", "PT"], "--overwrite"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["eval", "--model", "/no/such/ckpt"], "does not exist"),
+        (["train", "--base", "/no/such/base", "--task", "shapes-vqa", "--out", "/tmp/x"], "does not exist"),
+        (["train", "--base", "BASE", "--task", "shapes-nope", "--out", "OUT"], "unknown task"),
+        (
+            ["train", "--base", "BASE", "--task", "shapes-vqa", "--method", "magic", "--out", "OUT"],
+            "unknown tuning method",
+        ),
+        (["train", "--base", "BASE", "--task", "shapes-vqa", "--prompt-length", "0", "--out", "OUT"], "prompt length"),
+        (["train", "--base", "BASE", "--task", "shapes-vqa", "--method", "bitfit", "--out", "PT"], "--overwrite"),
+    ],
+)
 def test_cli_bad_input_exit_2_one_line(base, prompt_ckpt, tmp_path, args, needle):
-    args = [str(base) if a == "BASE" else str(tmp_path / "o") if a == "OUT" else str(prompt_ckpt) if a == "PT" else a
-            for a in args]
+    args = [
+        str(base) if a == "BASE" else str(tmp_path / "o") if a == "OUT" else str(prompt_ckpt) if a == "PT" else a
+        for a in args
+    ]
     before = (prompt_ckpt / "model.safetensors").read_bytes()
     code, out = _cli(*args, "--steps", "1") if args[0] == "train" else _cli(*args)
     assert code == 2, out

@@ -85,7 +85,11 @@ def test_prefix_changes_the_output_and_masks_cover_it():
 
 
 def test_trainable_counts_follow_length_depth_and_reparam():
-    d, L_enc, L_dec = ofa.PRESETS["tiny"]["d_model"], ofa.PRESETS["tiny"]["enc_layers"], ofa.PRESETS["tiny"]["dec_layers"]
+    d, L_enc, L_dec = (
+        ofa.PRESETS["tiny"]["d_model"],
+        ofa.PRESETS["tiny"]["enc_layers"],
+        ofa.PRESETS["tiny"]["dec_layers"],
+    )
 
     def count(**kw):
         m = _model()

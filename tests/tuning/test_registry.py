@@ -56,6 +56,7 @@ def _logits(model):
 
 # ----------------------------------------------------------------------------- every registered method
 
+
 def test_registry_lists_the_methods_in_report_order():
     assert BUILTIN == ["finetune", "prompt", "adapter", "bitfit", "lora"]
     assert HF == ["finetune", "prompt", "lora", "ia3"]
@@ -108,8 +109,18 @@ def test_every_hf_method_trains_a_step(vilt, tmp_path, method):
     meta = train_hf(vilt, "shapes-vqa", cfg, tmp_path / method, log=lambda *_: None)
     assert meta["method"] == method and meta["lr"] == spec.hf.lr
     assert (meta["trainable_fraction"] == 1.0) == spec.hf.full
-    assert set(meta["identity"]["config"]) == {"method", "steps", "batch_size", "lr", "warmup", "weight_decay",
-                                               "seed", "train_size", "eval_size", *spec.hf.options}
+    assert set(meta["identity"]["config"]) == {
+        "method",
+        "steps",
+        "batch_size",
+        "lr",
+        "warmup",
+        "weight_decay",
+        "seed",
+        "train_size",
+        "eval_size",
+        *spec.hf.options,
+    }
     saved = "model.safetensors" if spec.hf.full else "adapter_model.safetensors"
     assert (tmp_path / method / saved).exists()
 
@@ -144,8 +155,15 @@ def _apply_toy(model, o: ToyOptions) -> None:
         layer.self_attn.post = Gain(o.toy_gain)
 
 
-TOY = registry.TuningMethod("toy", "the toy method", ToyOptions, apply=_apply_toy, lr=1e-2, colour="#000000",
-                            help="a gain after the first attention layers")
+TOY = registry.TuningMethod(
+    "toy",
+    "the toy method",
+    ToyOptions,
+    apply=_apply_toy,
+    lr=1e-2,
+    colour="#000000",
+    help="a gain after the first attention layers",
+)
 
 
 @pytest.fixture
@@ -158,8 +176,22 @@ def toy():
 def test_toy_method_trains_and_loads_from_the_cli(toy, base, tmp_path):
     out = invoke("train", "--help").output
     assert "--toy-gain" in out and "--toy-layers" in out and "toy" in out
-    r = invoke("train", "--base", base, "--task", "shapes-vqa", "--method", "toy", "--toy-gain", 0.25,
-               "--prompt-length", 4, "--out", tmp_path / "toy", *FAST)  # another method's option: ignored
+    r = invoke(
+        "train",
+        "--base",
+        base,
+        "--task",
+        "shapes-vqa",
+        "--method",
+        "toy",
+        "--toy-gain",
+        0.25,
+        "--prompt-length",
+        4,
+        "--out",
+        tmp_path / "toy",
+        *FAST,
+    )  # another method's option: ignored
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "toy" / "meta.json").read_text())
     assert meta["tuning"] == {"method": "toy", "toy_gain": 0.25, "toy_layers": 1} and meta["lr"] == 1e-2
@@ -167,8 +199,23 @@ def test_toy_method_trains_and_loads_from_the_cli(toy, base, tmp_path):
     m = robust_pt.load_model(tmp_path / "toy")
     assert isinstance(m.encoder[0].self_attn.post, Gain) and m.encoder[1].self_attn.post is None
     assert float(m.encoder[0].self_attn.post.g) != 0.25  # trained a step
-    assert_one_line_error(invoke("train", "--base", base, "--task", "shapes-vqa", "--method", "toy", "--toy-layers",
-                                 0, "--out", tmp_path / "bad", *FAST), "toy layers must be a positive integer")
+    assert_one_line_error(
+        invoke(
+            "train",
+            "--base",
+            base,
+            "--task",
+            "shapes-vqa",
+            "--method",
+            "toy",
+            "--toy-layers",
+            0,
+            "--out",
+            tmp_path / "bad",
+            *FAST,
+        ),
+        "toy layers must be a positive integer",
+    )
 
 
 def test_toy_method_in_recipes(toy, base, tmp_path):
@@ -176,14 +223,26 @@ def test_toy_method_in_recipes(toy, base, tmp_path):
 
     def recipe(entry):
         p = tmp_path / "r.yaml"
-        p.write_text(yaml.safe_dump({"name": "toyrecipe", "base": str(base), "tasks": ["shapes-vqa"],
-                                     "tuning": [entry], "attacks": [{"attack": "fgsm", "eps": ["1/255"]}]}))
+        p.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "toyrecipe",
+                    "base": str(base),
+                    "tasks": ["shapes-vqa"],
+                    "tuning": [entry],
+                    "attacks": [{"attack": "fgsm", "eps": ["1/255"]}],
+                }
+            )
+        )
         return p
 
     assert {"toy_gain", "toy_layers", "steps", "method"} <= tuning_keys("toy")
     r = load_recipe(recipe({"method": "toy", "toy_gain": 0.1, "steps": 2}))
-    assert r.tuning[0].name == "toy" and r.tuning[0].tuning.relevant() == {"method": "toy", "toy_gain": 0.1,
-                                                                          "toy_layers": 1}
+    assert r.tuning[0].name == "toy" and r.tuning[0].tuning.relevant() == {
+        "method": "toy",
+        "toy_gain": 0.1,
+        "toy_layers": 1,
+    }
     assert r.tuning[0].train.steps == 2
     with pytest.raises(ConfigError, match=r"unknown key 'prompt_length' \(prompt_length is an option of prompt"):
         load_recipe(recipe({"method": "toy", "prompt_length": 4}))
@@ -205,8 +264,10 @@ def test_toy_method_in_reports(toy, tmp_path):
     assert registry.report_order()[-1] == "toy" and method_rank("toy") == 5 and method_rank("ia3") == 99
     rng = np.random.default_rng(0)
     clean = [True] * 30
-    paths = [write_run(tmp_path / m, f"{m}-vqa", {2 / 255: rng.random(30) < 0.6}, clean, model_cfg={"method": m})
-             for m in ("toy", "prompt", "finetune")]
+    paths = [
+        write_run(tmp_path / m, f"{m}-vqa", {2 / 255: rng.random(30) < 0.6}, clean, model_cfg={"method": m})
+        for m in ("toy", "prompt", "finetune")
+    ]
     rep = robust_pt.report(paths, out=tmp_path / "rep", n_boot=100, figures=False)
     assert list(dict.fromkeys(rep.summary["method"])) == ["finetune", "prompt", "toy"]
     assert "the toy method" in (tmp_path / "rep" / "report.md").read_text()
@@ -224,15 +285,27 @@ def test_a_prompt_like_method_gets_factor_panels(tmp_path):
     class Opts:
         toy_m: int = 8
 
-    spec = registry.TuningMethod("toyprompt", "toy prompts", Opts, apply=_apply_toy, lr=1e-2, prompt_like=True,
-                                 factors=(registry.Factor("toy_m", "prompt count", label=lambda v: f"M={v}"),))
+    spec = registry.TuningMethod(
+        "toyprompt",
+        "toy prompts",
+        Opts,
+        apply=_apply_toy,
+        lr=1e-2,
+        prompt_like=True,
+        factors=(registry.Factor("toy_m", "prompt count", label=lambda v: f"M={v}"),),
+    )
     registry.register(spec)
     try:
         rng = np.random.default_rng(0)
         paths = []
         for m in (4, 16, 8):
-            p = write_run(tmp_path / f"t{m}", f"toyprompt-M{m}", {2 / 255: rng.random(20) < 0.5}, [True] * 20,
-                          model_cfg={"method": "toyprompt"})
+            p = write_run(
+                tmp_path / f"t{m}",
+                f"toyprompt-M{m}",
+                {2 / 255: rng.random(20) < 0.5},
+                [True] * 20,
+                model_cfg={"method": "toyprompt"},
+            )
             meta = json.loads((p / "run.json").read_text())
             meta["model_meta"] = {"method": "toyprompt", "tuning": {"method": "toyprompt", "toy_m": m}}
             (p / "run.json").write_text(json.dumps(meta))
@@ -246,21 +319,30 @@ def test_a_prompt_like_method_gets_factor_panels(tmp_path):
 
 def test_unregistered_toy_is_gone(base, tmp_path):
     assert registry.find("toy") is None and "--toy-gain" not in invoke("train", "--help").output
-    assert_one_line_error(invoke("train", "--base", base, "--task", "shapes-vqa", "--method", "toy",
-                                 "--out", tmp_path / "x", *FAST), "unknown tuning method 'toy'")
+    assert_one_line_error(
+        invoke("train", "--base", base, "--task", "shapes-vqa", "--method", "toy", "--out", tmp_path / "x", *FAST),
+        "unknown tuning method 'toy'",
+    )
 
 
 # ----------------------------------------------------------------------------- one line for every mistake
 
+
 def test_unknown_methods_and_options_are_refused_with_one_line(base, tmp_path):
-    assert_one_line_error(invoke("train", "--base", base, "--task", "shapes-vqa", "--method", "magic",
-                                 "--out", tmp_path / "x", *FAST), "unknown tuning method 'magic'", "prompt, adapter")
+    assert_one_line_error(
+        invoke("train", "--base", base, "--task", "shapes-vqa", "--method", "magic", "--out", tmp_path / "x", *FAST),
+        "unknown tuning method 'magic'",
+        "prompt, adapter",
+    )
     with pytest.raises(ConfigError, match="unknown tuning method 'qlora'; choose one of finetune, prompt"):
         TuningConfig("qlora")
     with pytest.raises(ConfigError, match="'ia3' runs on Hugging Face bases only"):
         TuningConfig("ia3")
-    with pytest.raises(ConfigError, match=r"unknown option 'adapter_dim' for tuning method prompt \(adapter_dim is "
-                                          r"an option of adapter\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown option 'adapter_dim' for tuning method prompt \(adapter_dim is "
+        r"an option of adapter\)",
+    ):
         TuningConfig("prompt", adapter_dim=4)
     with pytest.raises(ConfigError, match="prompt_reparam must be true or false, got 1"):
         TuningConfig("prompt", prompt_reparam=1)
@@ -268,14 +350,20 @@ def test_unknown_methods_and_options_are_refused_with_one_line(base, tmp_path):
         TuningConfig("lora", lora_r=2.5)
     from robust_pt.tuning.hf_train import HFTrainConfig
 
-    with pytest.raises(ConfigError, match="unknown method 'bitfit' for a Hugging Face base; choose one of finetune, "
-                                          "prompt, lora, ia3 .adapter and bitfit are built-in-model methods."):
+    with pytest.raises(
+        ConfigError,
+        match="unknown method 'bitfit' for a Hugging Face base; choose one of finetune, "
+        "prompt, lora, ia3 .adapter and bitfit are built-in-model methods.",
+    ):
         HFTrainConfig(method="bitfit")
     from robust_pt.recipe import load_recipe
 
     p = tmp_path / "r.yaml"
-    p.write_text(yaml.safe_dump({"base": str(base), "tasks": ["shapes-vqa"], "tuning": [{"method": "qlora"}],
-                                 "attacks": ["fgsm"]}))
+    p.write_text(
+        yaml.safe_dump(
+            {"base": str(base), "tasks": ["shapes-vqa"], "tuning": [{"method": "qlora"}], "attacks": ["fgsm"]}
+        )
+    )
     with pytest.raises(ConfigError, match=r"tuning\[0\]: unknown tuning method 'qlora'.*\(or none: the untuned base\)"):
         load_recipe(p)
 
@@ -311,15 +399,17 @@ def test_register_refuses_bad_methods():
 
 def test_declaring_the_methods_loads_no_torch():
     """The CLI and the reports read the registry at start-up: method modules import torch only when applied."""
-    code = ("import sys\n"
-            "from robust_pt.tuning import registry\n"
-            "registry.methods()\n"
-            "from robust_pt.cli import _register, app\n"
-            "_register()\n"
-            "import typer.main\n"
-            "typer.main.get_command(app)\n"
-            "from robust_pt.report.load import METHOD_NAMES\n"
-            "print(sorted(m for m in ('torch', 'peft', 'transformers') if m in sys.modules), len(METHOD_NAMES))\n")
+    code = (
+        "import sys\n"
+        "from robust_pt.tuning import registry\n"
+        "registry.methods()\n"
+        "from robust_pt.cli import _register, app\n"
+        "_register()\n"
+        "import typer.main\n"
+        "typer.main.get_command(app)\n"
+        "from robust_pt.report.load import METHOD_NAMES\n"
+        "print(sorted(m for m in ('torch', 'peft', 'transformers') if m in sys.modules), len(METHOD_NAMES))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "[]", out.stdout
