@@ -3,7 +3,7 @@
 #   make setup        create .venv, install robust-pt (editable, [dev]) with the tested pins in
 #                     constraints.txt, torchattacks (--no-deps), and the offline NLTK data.
 #                     Idempotent: re-runs only what changed (a few seconds when nothing did).
-#   make test         setup, then the test suite, offline
+#   make test         setup, then ruff (lint + format check, rules in pyproject.toml) and the test suite, offline
 #   make demo         setup, then `robust-pt demo`
 #   make dogfood      setup, then recipes/ci-smoke.yaml from scratch and `robust-pt check` against
 #                     reports/ci-smoke-baseline.json (CI runs it after the tests)
@@ -26,7 +26,7 @@ TORCHATTACKS := torchattacks==3.5.1
 # What constraints.txt pins (besides the comments at its top).
 PINNED := torch transformers tokenizers huggingface-hub textattack foolbox peft safetensors \
           numpy pandas scipy statsmodels scikit-learn typer rich matplotlib nltk pyyaml pytest \
-          pycocoevalcap pycocotools
+          pycocoevalcap pycocotools ruff
 
 DOGFOOD_OUT ?= .cache/ci-smoke
 
@@ -45,6 +45,8 @@ $(STAMP): pyproject.toml setup.py constraints.txt | $(BIN)/python
 	@touch $@
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 demo: setup

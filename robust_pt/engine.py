@@ -45,16 +45,24 @@ from torch import nn
 
 from .attacks import Attack, build
 from .attacks.core import threat_model
+from .attacks.threats import derive_seed  # noqa: F401  (re-exported: engine.derive_seed, one definition)
 from .attacks.victim import corpus_summary, make_victim, verdict_traits, victim_class
 from .errors import AttackError, ConfigError, RobustPTError, TaskError
-from .models.base import VLModel
 from .locking import hold
+from .models.base import VLModel
 from .predict import images_of
-from .attacks.threats import derive_seed  # noqa: F401  (re-exported: engine.derive_seed, one definition)
-from .runformat import RECORD_COLUMNS  # noqa: F401  (re-exported: engine.RECORD_COLUMNS)
-from .runformat import SUMMARY_COLUMNS, TEXT_SUMMARY_COLUMNS, at_eps, eps_stats, records_frame, rel_drop, sample_name, \
-    sample_tag
-from .runformat import eps_label  # noqa: F401  (re-exported: engine.eps_label)
+from .runformat import (
+    RECORD_COLUMNS,  # noqa: F401  (re-exported: engine.RECORD_COLUMNS)
+    SUMMARY_COLUMNS,
+    TEXT_SUMMARY_COLUMNS,
+    at_eps,
+    eps_label,  # noqa: F401  (re-exported: engine.eps_label)
+    eps_stats,
+    records_frame,
+    rel_drop,
+    sample_name,
+    sample_tag,
+)
 from .runformat import safe_id as _safe  # noqa: F401
 from .store import RunStore
 from .tasks.base import CLOSED, Example, Task
@@ -64,7 +72,6 @@ from .tasks.base import CLOSED, Example, Task
 # over 1024 examples in benchmarks/scale.py); without it memory stays flat at the same speed.
 # Read by oneDNN when it first runs, so it only helps a process that has not run a conv yet.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
-
 
 
 @dataclass
@@ -128,12 +135,18 @@ def tensor_task(images, labels, n_classes: int) -> Task:
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
         raise TaskError(f"labels must lie in 0..{n_classes - 1} (the classifier has {n_classes} outputs)")
     arr = x.numpy()
-    exs = [Example(id=str(i), image=arr[i], text="", target=str(int(y[i])), label=int(y[i]))
-           for i in range(x.shape[0])]
+    exs = [Example(id=str(i), image=arr[i], text="", target=str(int(y[i])), label=int(y[i])) for i in range(x.shape[0])]
     h = hashlib.sha256(arr.tobytes())
     h.update(y.numpy().tobytes())
-    t = TensorTask(name="tensors", kind=CLOSED, split="-", metric="accuracy",
-                   answers=[str(k) for k in range(n_classes)], image_size=int(x.shape[-1]), _examples=exs)
+    t = TensorTask(
+        name="tensors",
+        kind=CLOSED,
+        split="-",
+        metric="accuracy",
+        answers=[str(k) for k in range(n_classes)],
+        image_size=int(x.shape[-1]),
+        _examples=exs,
+    )
     t.sha256 = h.hexdigest()  # type: ignore[attr-defined]
     return t
 
@@ -142,8 +155,15 @@ class _Limited(Task):
     """The first `n` examples of another task."""
 
     def __init__(self, base: Task, n: int):
-        super().__init__(name=base.name, kind=base.kind, split=base.split, metric=base.metric,
-                         answers=base.answers, image_size=base.image_size, seed=base.seed)
+        super().__init__(
+            name=base.name,
+            kind=base.kind,
+            split=base.split,
+            metric=base.metric,
+            answers=base.answers,
+            image_size=base.image_size,
+            seed=base.seed,
+        )
         self._base, self._n = base, n
 
     def __len__(self) -> int:
@@ -169,6 +189,7 @@ def _positive_int(name: str, value, error=ConfigError) -> int:
 
 # ----------------------------------------------------------------------------- resolution
 
+
 def _resolve_model(model, load: dict | None = None) -> tuple[nn.Module, dict, str]:
     """(module, checkpoint info, display name); `load`: device, precision, base for load_model."""
     load = {k: v for k, v in (load or {}).items() if v is not None}
@@ -191,8 +212,9 @@ def _resolve_task(model: nn.Module, task, split: str, limit: int | None, task_se
     vl = isinstance(model, VLModel)
     if isinstance(task, (tuple, list)) and len(task) == 2 and not isinstance(task[0], str):
         if vl:
-            raise TaskError("a vision-language model needs a task with questions (e.g. shapes-vqa), not "
-                            "(images, labels) tensors")
+            raise TaskError(
+                "a vision-language model needs a task with questions (e.g. shapes-vqa), not (images, labels) tensors"
+            )
         images, labels = task
         x = torch.as_tensor(images)
         with torch.no_grad():
@@ -203,11 +225,12 @@ def _resolve_task(model: nn.Module, task, split: str, limit: int | None, task_se
         t = tensor_task(images, labels, n_classes)
         if limit is not None:
             t = _Limited(t, min(limit, len(t)))
-        return t, {"name": "tensors", "n": len(t), "sha256": t._base.sha256 if isinstance(t, _Limited)
-                   else t.sha256}
+        return t, {"name": "tensors", "n": len(t), "sha256": t._base.sha256 if isinstance(t, _Limited) else t.sha256}
     if not vl:
-        raise TaskError("a plain image classifier is evaluated on (images, labels) tensors: "
-                        "evaluate(classifier, (images, labels), ...)")
+        raise TaskError(
+            "a plain image classifier is evaluated on (images, labels) tensors: "
+            "evaluate(classifier, (images, labels), ...)"
+        )
     trained = model.trained_task
     if task is None:
         if not trained:
@@ -219,31 +242,45 @@ def _resolve_task(model: nn.Module, task, split: str, limit: int | None, task_se
         if task not in TASKS:
             load_task(task, split=split, limit=1)  # raises the one-line "unknown task" error
         if trained and task != trained:
-            raise TaskError(f"model {model.display_name} was tuned on {trained}, not {task}; attack it on "
-                            f"--task {trained} or pass a checkpoint tuned on {task}")
+            raise TaskError(
+                f"model {model.display_name} was tuned on {trained}, not {task}; attack it on "
+                f"--task {trained} or pass a checkpoint tuned on {task}"
+            )
         # real datasets are resized as the model's processor does (robust_pt/tasks/formats.py)
         resize = {"resize": model.resize_mode} if ":" in task and getattr(model, "resize_mode", None) else {}
         t = load_task(task, split=split, limit=limit, seed=task_seed, size=model.image_size, **resize)
     elif isinstance(task, Task):
         t = task
         if trained and t.name != trained:
-            raise TaskError(f"model {model.display_name} was tuned on {trained}, not {t.name}; attack it on "
-                            f"{trained} or pass a checkpoint tuned on {t.name}")
+            raise TaskError(
+                f"model {model.display_name} was tuned on {trained}, not {t.name}; attack it on "
+                f"{trained} or pass a checkpoint tuned on {t.name}"
+            )
         if limit is not None and limit < len(t):
             t = _Limited(t, limit)
     else:
         raise TaskError(f"task must be a task name, a Task or (images, labels) tensors, got {type(task).__name__}")
     kinds = getattr(model, "task_kinds", None)  # Hugging Face models say which task kinds they serve
     if kinds is not None and t.kind not in kinds:
-        raise TaskError(f"{getattr(model, 'architecture', None) or model.display_name} cannot serve the {t.kind} task "
-                        f"{t.name}; it serves {', '.join(kinds)} tasks")
+        raise TaskError(
+            f"{getattr(model, 'architecture', None) or model.display_name} cannot serve the {t.kind} task "
+            f"{t.name}; it serves {', '.join(kinds)} tasks"
+        )
     if t.image_size != model.image_size:
-        raise TaskError(f"task {t.name} has {t.image_size}px images but the model expects {model.image_size}px; "
-                        f"load the task with size={model.image_size}")
+        raise TaskError(
+            f"task {t.name} has {t.image_size}px images but the model expects {model.image_size}px; "
+            f"load the task with size={model.image_size}"
+        )
     if len(t) == 0:
         raise TaskError(f"task {t.name} has no examples")
-    return t, {"name": t.name, "split": t.split, "seed": t.seed, "n": len(t), "image_size": t.image_size,
-               "kind": t.kind}
+    return t, {
+        "name": t.name,
+        "split": t.split,
+        "seed": t.seed,
+        "n": len(t),
+        "image_size": t.image_size,
+        "kind": t.kind,
+    }
 
 
 def _device(model: nn.Module):
@@ -255,9 +292,11 @@ def _device(model: nn.Module):
 
 # ----------------------------------------------------------------------------- context
 
+
 @dataclass
 class _Setup:
     """What an evaluation runs, shared by _Prepared and the _Ctx made from it."""
+
     vl: bool
     task: Task
     attack: Attack
@@ -269,6 +308,7 @@ class _Setup:
 @dataclass
 class _Ctx(_Setup):
     """One process's run: the victim, the threat model bound to it, the sweep (sweep.py reads these)."""
+
     model: nn.Module
     store: RunStore
     device: Any
@@ -277,9 +317,17 @@ class _Ctx(_Setup):
     sweep: Any = None  # sweep.Survivors / WorstSoFar / EveryLevel
     sample_counts: dict = field(default_factory=dict)
     chunk: int | None = None  # examples per pass after an out-of-memory error (None: the whole batch)
-    stats: dict = field(default_factory=lambda: {"grad_evals": 0, "fwd_evals": 0, "gen_evals": 0,
-                                                 "clean_seconds": 0.0, "attack_seconds": 0.0,
-                                                 "batches_run": 0, "examples_run": 0})
+    stats: dict = field(
+        default_factory=lambda: {
+            "grad_evals": 0,
+            "fwd_evals": 0,
+            "gen_evals": 0,
+            "clean_seconds": 0.0,
+            "attack_seconds": 0.0,
+            "batches_run": 0,
+            "examples_run": 0,
+        }
+    )
 
     @property
     def early_stop(self) -> bool:
@@ -295,6 +343,7 @@ class _Ctx(_Setup):
 
 
 # ----------------------------------------------------------------------------- one batch
+
 
 def _run_batch(ctx: _Ctx, b: int, start: int, examples: list[Example]) -> tuple[list[dict], int]:
     """All records (every eps) of batch b; also returns how many survive the largest eps (sweep.py)."""
@@ -348,8 +397,8 @@ def save_triptych(path: Path, clean: torch.Tensor, adv: torch.Tensor) -> None:
 
 # ----------------------------------------------------------------------------- summary
 
-def summarize(records, *, model: str, task: Task, attack: Attack, eps: list[float], seed: int,
-              n: int) -> Any:
+
+def summarize(records, *, model: str, task: Task, attack: Attack, eps: list[float], seed: int, n: int) -> Any:
     """One row per eps from the records (what run.summary holds); the statistics are runformat's."""
     import pandas as pd
 
@@ -363,14 +412,27 @@ def summarize(records, *, model: str, task: Task, attack: Attack, eps: list[floa
         clean = float(d["clean_score"].mean()) if len(d) else math.nan
         robust = float(d["score"].mean()) if len(d) else math.nan
         st = eps_stats(d, binary)
-        rows.append({
-            "model": model, "task": task.name, "attack": spec.name, "eps": e, "eps_label": eps_label(e, spec.eps_unit),
-            "n": len(d), "metric": task.metric, "clean": clean, "robust": robust, "drop": clean - robust,
-            "rel_drop": rel_drop(clean, robust),
-            **{k: st[k] for k in ("success_rate", "mean_linf", "mean_l2", "n_attacked", "n_broken", "mean_steps")},
-            "backend": spec.backend, "norm": spec.norm, "kind": spec.kind,
-            "early_stop": bool(spec.early_stop and stops), "seed": seed,
-        })
+        rows.append(
+            {
+                "model": model,
+                "task": task.name,
+                "attack": spec.name,
+                "eps": e,
+                "eps_label": eps_label(e, spec.eps_unit),
+                "n": len(d),
+                "metric": task.metric,
+                "clean": clean,
+                "robust": robust,
+                "drop": clean - robust,
+                "rel_drop": rel_drop(clean, robust),
+                **{k: st[k] for k in ("success_rate", "mean_linf", "mean_l2", "n_attacked", "n_broken", "mean_steps")},
+                "backend": spec.backend,
+                "norm": spec.norm,
+                "kind": spec.kind,
+                "early_stop": bool(spec.early_stop and stops),
+                "seed": seed,
+            }
+        )
         if text_fields:
             rows[-1].update({k: st[k] for k in TEXT_SUMMARY_COLUMNS})
         rows[-1].update(corpus_summary(task, d))
@@ -381,11 +443,28 @@ def summarize(records, *, model: str, task: Task, attack: Attack, eps: list[floa
 
 # ----------------------------------------------------------------------------- evaluate
 
-def evaluate(model, task=None, attack: str | Path | Attack = "pgd", eps=None, seed: int = 0,
-             out: str | Path | None = None, *, batch_size: int | str = 32, limit: int | None = None,
-             split: str = "test", task_seed: int = 0, samples: int = 8, progress: bool = True,
-             on_batch: Callable[[int], None] | None = None, device=None, precision: str | None = None,
-             base=None, nproc: int | None = None, **overrides) -> Run:
+
+def evaluate(
+    model,
+    task=None,
+    attack: str | Path | Attack = "pgd",
+    eps=None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    *,
+    batch_size: int | str = 32,
+    limit: int | None = None,
+    split: str = "test",
+    task_seed: int = 0,
+    samples: int = 8,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+    device=None,
+    precision: str | None = None,
+    base=None,
+    nproc: int | None = None,
+    **overrides,
+) -> Run:
     """Attack `model` on `task` at every eps; returns a Run (summary, records).
 
     model: a checkpoint directory, a VLModel, or any torch image classifier.
@@ -411,16 +490,27 @@ def evaluate(model, task=None, attack: str | Path | Attack = "pgd", eps=None, se
     if nproc is not None:
         nproc = _positive_int("nproc", nproc)
     where = dd.place()
+    args = dict(
+        model=model,
+        task=task,
+        attack=attack,
+        eps=eps,
+        seed=seed,
+        out=out,
+        batch_size=batch_size,
+        limit=limit,
+        split=split,
+        task_seed=task_seed,
+        samples=samples,
+        device=device,
+        precision=precision,
+        base=base,
+        overrides=overrides,
+    )
     if nproc is not None and nproc > 1:
         if where.distributed:
             raise ConfigError("nproc > 1 launches its own processes; under torchrun leave --nproc out")
-        return _launch(nproc, model=model, task=task, attack=attack, eps=eps, seed=seed, out=out,
-                       batch_size=batch_size, limit=limit, split=split, task_seed=task_seed, samples=samples,
-                       progress=progress, on_batch=on_batch, device=device, precision=precision, base=base,
-                       overrides=overrides)
-    args = dict(model=model, task=task, attack=attack, eps=eps, seed=seed, out=out, batch_size=batch_size,
-                limit=limit, split=split, task_seed=task_seed, samples=samples, device=device,
-                precision=precision, base=base, overrides=overrides)
+        return _launch(nproc, **args, progress=progress, on_batch=on_batch)
     if where.distributed:
         return _evaluate_distributed(where, args, progress, on_batch)
     prep = _prepare(**args)
@@ -450,20 +540,83 @@ class _Prepared(_Setup):
         return math.ceil(self.n / self.batch_size)
 
 
-def _prepare(*, model, task, attack, eps, seed, out, batch_size, limit, split, task_seed, samples, device,
-             precision, base, overrides, world: int = 1) -> _Prepared:
-    """Validate everything, load the model and task, and fix the run's config (no writes)."""
-    from .distributed import check_world
-    from .runtime.memory import parse_batch_size
-
+def _check_options(seed, batch_size, limit, samples) -> tuple[int, int | str, int | None]:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
-    batch_size = parse_batch_size(batch_size)
     if limit is not None:
         limit = _positive_int("limit", limit)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
         raise ConfigError(f"samples must be a non-negative integer, got {samples!r}")
+    return int(seed), batch_size, limit
+
+
+def _run_config(
+    module, vl: bool, model_name: str, ckpt_info: dict, task_id: dict, atk, eps_list, batch_size, seed: int
+) -> tuple[dict, dict]:
+    """The run's config (its fingerprint: model, task, attack identity, eps, batch size, seed) and info."""
+    meta = dict(getattr(module, "meta", None) or {}) if vl else {}
+    model_id = {
+        "name": meta.get("name") if vl else type(module).__name__,
+        "class": type(module).__name__,
+        "method": meta.get("method"),
+        "trained_task": module.trained_task if vl else None,
+        "state_sha256": state_sha256(module),
+    }
+    config = {
+        "model": model_id,
+        "task": task_id,
+        "attack": atk.spec.identity,
+        "eps": eps_list,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    model_meta = {
+        k: meta[k]
+        for k in (
+            "name",
+            "method",
+            "task",
+            "tuning",
+            "trainable_params",
+            "total_params",
+            "trainable_fraction",
+            "clean_metrics",
+        )
+        if k in meta
+    }
+    info = {
+        "model_name": model_name,
+        "model_meta": model_meta,
+        "checkpoint": ckpt_info,
+        "attack_preset": atk.spec.to_dict(),
+    }
+    return config, info
+
+
+def _prepare(
+    *,
+    model,
+    task,
+    attack,
+    eps,
+    seed,
+    out,
+    batch_size,
+    limit,
+    split,
+    task_seed,
+    samples,
+    device,
+    precision,
+    base,
+    overrides,
+    world: int = 1,
+) -> _Prepared:
+    """Validate everything, load the model and task, and fix the run's config (no writes)."""
+    from .distributed import check_world
+    from .runtime.memory import parse_batch_size
+
+    seed, batch_size, limit = _check_options(seed, parse_batch_size(batch_size), limit, samples)
     atk = build(attack, **overrides)
     eps_list = atk.eps_grid(eps)
     module, ckpt_info, model_name = _resolve_model(model, {"device": device, "precision": precision, "base": base})
@@ -474,25 +627,29 @@ def _prepare(*, model, task, attack, eps, seed, out, batch_size, limit, split, t
     victim = victim_class(module, t)
     threat.check_task(atk, victim, t)
     if not victim.has_logits and atk.needs_logits:
-        raise AttackError(f"{atk.describe()} needs logits over candidate answers, which the {t.kind} task {t.name} "
-                          f"does not have; use pgd, pgd-l2, fgsm, emb-fgsm or emb-pgd with the ours backend")
+        raise AttackError(
+            f"{atk.describe()} needs logits over candidate answers, which the {t.kind} task {t.name} "
+            f"does not have; use pgd, pgd-l2, fgsm, emb-fgsm or emb-pgd with the ours backend"
+        )
     check_world(world, len(t))
     out = Path(out) if out is not None else None
     if batch_size == "auto":
         batch_size = _auto_batch_size(module, vl, t, out)
 
-    meta = dict(getattr(module, "meta", None) or {}) if vl else {}
-    model_id = {"name": meta.get("name") if vl else type(module).__name__, "class": type(module).__name__,
-                "method": meta.get("method"), "trained_task": module.trained_task if vl else None,
-                "state_sha256": state_sha256(module)}
-    config = {"model": model_id, "task": task_id, "attack": atk.spec.identity, "eps": eps_list,
-              "batch_size": batch_size, "seed": seed}
-    model_meta = {k: meta[k] for k in ("name", "method", "task", "tuning", "trainable_params", "total_params",
-                                       "trainable_fraction", "clean_metrics") if k in meta}
-    info = {"model_name": model_name, "model_meta": model_meta, "checkpoint": ckpt_info,
-            "attack_preset": atk.spec.to_dict()}
-    return _Prepared(module=module, vl=vl, task=t, attack=atk, eps=eps_list, seed=seed, samples=samples, out=out,
-                     config=config, info=info, model_name=model_name)
+    config, info = _run_config(module, vl, model_name, ckpt_info, task_id, atk, eps_list, batch_size, seed)
+    return _Prepared(
+        module=module,
+        vl=vl,
+        task=t,
+        attack=atk,
+        eps=eps_list,
+        seed=seed,
+        samples=samples,
+        out=out,
+        config=config,
+        info=info,
+        model_name=model_name,
+    )
 
 
 def _auto_batch_size(module: nn.Module, vl: bool, t: Task, out: Path | None) -> int:
@@ -541,8 +698,17 @@ def _fits_fn(module: nn.Module, vl: bool, t: Task) -> Callable[[int], None]:
 def _new_ctx(prep: _Prepared, store: RunStore, samples: int) -> _Ctx:
     from .sweep import choose
 
-    ctx = _Ctx(model=prep.module, vl=prep.vl, task=prep.task, attack=prep.attack, eps=prep.eps, seed=prep.seed,
-               samples=samples, store=store, device=_device(prep.module))
+    ctx = _Ctx(
+        model=prep.module,
+        vl=prep.vl,
+        task=prep.task,
+        attack=prep.attack,
+        eps=prep.eps,
+        seed=prep.seed,
+        samples=samples,
+        store=store,
+        device=_device(prep.module),
+    )
     ctx.victim = make_victim(prep.module, prep.task, ctx.device, ctx.stats)
     threat = threat_model(prep.attack.kind)
     ctx.bound = threat.bind(ctx.victim, prep.attack.spec, prep.seed)
@@ -562,7 +728,7 @@ def _attack_batch(ctx: _Ctx, b: int, start: int, examples: list[Example]) -> tup
             recs: list[dict] = []
             surv = 0
             for off in range(0, len(examples), size):
-                r, sv = _run_batch(ctx, b, start + off, examples[off:off + size])
+                r, sv = _run_batch(ctx, b, start + off, examples[off : off + size])
                 recs += r
                 surv += sv
             break
@@ -571,8 +737,10 @@ def _attack_batch(ctx: _Ctx, b: int, start: int, examples: list[Example]) -> tup
                 raise
             free_memory()
             if size <= 1:
-                raise AttackError("out of memory with a single example per pass; use a smaller model, fewer "
-                                  "restarts or a device with more memory") from None
+                raise AttackError(
+                    "out of memory with a single example per pass; use a smaller model, fewer "
+                    "restarts or a device with more memory"
+                ) from None
             ctx.chunk = size // 2
             ctx.stats["oom_retries"] = ctx.stats.get("oom_retries", 0) + 1
             ctx.stats["pass_size"] = ctx.chunk
@@ -591,9 +759,17 @@ def _warn(msg: str) -> None:
         print(f"warning: {msg}", file=sys.stderr)
 
 
-def _run_batches(ctx: _Ctx, todo: list[tuple[int, int]], n: int, batch_size: int, store: RunStore,
-                 bar_label: str | None, total: int, done_examples: int,
-                 hooks: Sequence[Callable[[int], None]]) -> None:
+def _run_batches(
+    ctx: _Ctx,
+    todo: list[tuple[int, int]],
+    n: int,
+    batch_size: int,
+    store: RunStore,
+    bar_label: str | None,
+    total: int,
+    done_examples: int,
+    hooks: Sequence[Callable[[int], None]],
+) -> None:
     """Attack these (batch, start) pairs in order; each batch's records go to `store`."""
     from .progress import progress_bar
 
@@ -630,8 +806,9 @@ def _finish(prep: _Prepared, store: RunStore, stats: dict) -> Run:
     """Summary from the completed records (sorted by example and eps, so it does not depend
     on which process or run wrote which batch), written to the run directory."""
     frame = records_frame(store.records, prep.model_name, prep.task.name, prep.attack.name)
-    summary = summarize(frame, model=prep.model_name, task=prep.task, attack=prep.attack, eps=prep.eps,
-                        seed=prep.seed, n=prep.n)
+    summary = summarize(
+        frame, model=prep.model_name, task=prep.task, attack=prep.attack, eps=prep.eps, seed=prep.seed, n=prep.n
+    )
     store.finish(summary.to_dict(orient="records"), stats, summary.to_csv(index=False))
     return Run(summary=summary, records=frame, config=prep.config, path=store.path, stats=dict(stats))
 
@@ -650,8 +827,7 @@ def _evaluate_single(prep: _Prepared, progress: bool, on_batch) -> Run:
     done_examples = n - sum(min(bs, n - s) for _, s in todo)
     ctx = _new_ctx(prep, store, prep.samples)
     label = f"{prep.model_name} {prep.attack.name} {prep.task.name}" if progress else None
-    _run_batches(ctx, todo, n, bs, store, label, n,
-                 done_examples, [on_batch] if on_batch is not None else [])
+    _run_batches(ctx, todo, n, bs, store, label, n, done_examples, [on_batch] if on_batch is not None else [])
     if prep.out is not None and reorder:  # resumed: put the batches back in order
         merge(prep.out)
         store = RunStore(prep.out, prep.config, prep.info)
@@ -701,8 +877,7 @@ def _dist_prepare(where, args: dict) -> _Prepared:
         prep = _prepare(**{**args, "device": dd.rank_device(args["device"], where)}, world=where.world)
     except RobustPTError as e:
         err = e
-    sts = dd.gather(dd.status(err, batch_size=prep.batch_size if prep else None,
-                              config=prep.config if prep else None))
+    sts = dd.gather(dd.status(err, batch_size=prep.batch_size if prep else None, config=prep.config if prep else None))
     dd.raise_first(sts, where, err)
     assert prep is not None
     auto = parse_batch_size(args["batch_size"]) == "auto"
@@ -752,8 +927,9 @@ def _dist_open_shard(where, prep: _Prepared, shard_lock: ExitStack, done: set[in
     return store
 
 
-def _dist_attack(where, prep: _Prepared, store: RunStore, shard_lock: ExitStack, done: set[int], progress: bool,
-                 on_batch) -> dict:
+def _dist_attack(
+    where, prep: _Prepared, store: RunStore, shard_lock: ExitStack, done: set[int], progress: bool, on_batch
+) -> dict:
     """4. attack this rank's batches; release the shard; the merged stats of all ranks."""
     from . import distributed as dd
 
@@ -764,8 +940,11 @@ def _dist_attack(where, prep: _Prepared, store: RunStore, shard_lock: ExitStack,
     done_examples = total - sum(min(bs, n - s) for _, s in todo)
     ctx = _new_ctx(prep, store, dd.sample_quota(prep.samples, where))
     hooks = [h for h in (on_batch, dd.kill_hook(where)) if h is not None]
-    label = (f"{prep.model_name} {prep.attack.name} {prep.task.name} [rank 0 of {where.world}]"
-             if progress and where.main else None)
+    label = (
+        f"{prep.model_name} {prep.attack.name} {prep.task.name} [rank 0 of {where.world}]"
+        if progress and where.main
+        else None
+    )
     err = None
     try:
         _run_batches(ctx, todo, n, bs, store, label, total, done_examples, hooks)
@@ -787,8 +966,9 @@ def _dist_merge(where, prep: _Prepared, stats: dict) -> Run:
             have = dd.merge(prep.out)
             missing = sorted(set(range(prep.n_batches())) - have)
             if missing:
-                raise dd.DistributedError(f"batches {missing[:5]} have no records after the merge; run the same "
-                                          f"command again")
+                raise dd.DistributedError(
+                    f"batches {missing[:5]} have no records after the merge; run the same command again"
+                )
             run = _finish(prep, RunStore(prep.out, prep.config, prep.info), stats)
         except RobustPTError as e:
             err = e
@@ -797,8 +977,27 @@ def _dist_merge(where, prep: _Prepared, stats: dict) -> Run:
     return run if run is not None else load_run(prep.out)
 
 
-def _launch(nproc: int, *, model, task, attack, eps, seed, out, batch_size, limit, split, task_seed, samples,
-            progress, on_batch, device, precision, base, overrides) -> Run:
+def _launch(
+    nproc: int,
+    *,
+    model,
+    task,
+    attack,
+    eps,
+    seed,
+    out,
+    batch_size,
+    limit,
+    split,
+    task_seed,
+    samples,
+    progress,
+    on_batch,
+    device,
+    precision,
+    base,
+    overrides,
+) -> Run:
     """evaluate(..., nproc=N) outside torchrun: start N local ranks, then read the merged run."""
     from . import distributed as dd
 
@@ -810,9 +1009,27 @@ def _launch(nproc: int, *, model, task, attack, eps, seed, out, batch_size, limi
         dd.check_world(nproc, _positive_int("limit", limit))
     if isinstance(attack, Attack):
         raise ConfigError("nproc > 1: pass the attack as a preset name or file, not an Attack object")
-    dd.launch(nproc, dict(model=model, task=task, attack=attack, eps=eps, seed=seed, out=str(out),
-                          batch_size=batch_size, limit=limit, split=split, task_seed=task_seed, samples=samples,
-                          progress=progress, device=device, precision=precision, base=base, **overrides))
+    dd.launch(
+        nproc,
+        dict(
+            model=model,
+            task=task,
+            attack=attack,
+            eps=eps,
+            seed=seed,
+            out=str(out),
+            batch_size=batch_size,
+            limit=limit,
+            split=split,
+            task_seed=task_seed,
+            samples=samples,
+            progress=progress,
+            device=device,
+            precision=precision,
+            base=base,
+            **overrides,
+        ),
+    )
     return load_run(out)
 
 
