@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import methods
 from .presets import (
     ALLOWED_KEYS,
     BACKENDS,
-    NEEDS_LOGITS,
     OVERRIDABLE,
     AttackSpec,
     list_presets,
@@ -67,7 +67,8 @@ class Attack:
     @property
     def needs_logits(self) -> bool:
         """Only closed-answer tasks and classifiers can be attacked (library backends, logit-based attacks)."""
-        return self.spec.method in NEEDS_LOGITS or self.spec.backend != "ours" or self.kind in ("text", "joint")
+        m = methods.get(self.kind, self.spec.method)
+        return bool(m and m.needs_logits) or self.spec.backend != "ours" or self.kind in ("text", "joint")
 
     def eps_grid(self, eps=None) -> list[float]:
         """The eps values to run (given, else the preset's), validated and sorted."""
@@ -88,7 +89,8 @@ class Attack:
             bits.append(f"queries={s.queries}" if s.queries else "queries=unlimited")
             return f"{s.name} ({', '.join(bits)})"
         bits = [f"{s.kind} {s.method}", s.norm, f"backend={s.backend}"]
-        if s.method not in ("fgsm", "square"):
+        m = methods.get(s.kind, s.method)
+        if not (m and (m.one_step or m.query_budget)):
             bits.append(f"steps={s.steps}")
         if s.queries:
             bits.append(f"queries={s.queries}")

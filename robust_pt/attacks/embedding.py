@@ -27,6 +27,7 @@ import torch
 
 from ..models.base import Embeds
 from .gradient import Objective, ascend, uniform_noise
+from .methods import get
 from .presets import AttackSpec
 
 
@@ -79,7 +80,7 @@ def run_embedding_attack(
 
     start = x0
     steps = spec.steps
-    if spec.method == "fgsm":
+    if get(spec.kind, spec.method).one_step:
         alpha, steps = eps, 1
     elif spec.random_start:
         ni = uniform_noise(x0[0].shape[1:], -eps, eps, seeds, x0[0]) * si

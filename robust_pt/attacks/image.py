@@ -71,10 +71,11 @@ def ours(
     """Batched PGD / FGSM with torchattacks' arithmetic (see module docstring)."""
     alpha = spec.step_size(eps)
     norm = spec.norm
-    if spec.method == "fgsm" and norm == "linf":
+    one_step = _method(spec).one_step
+    if one_step and norm == "linf":
         return _fgsm_linf(obj, x0, eps)
     start = x0
-    if spec.random_start and spec.method == "pgd":
+    if spec.random_start and not one_step:
         if norm == "linf":
             start = torch.clamp(x0 + uniform_noise(x0.shape[1:], -eps, eps, seeds, x0), min=0, max=1)
         else:
@@ -105,7 +106,7 @@ def ours(
             delta = delta * factor.view(-1, *([1] * (delta.dim() - 1)))
             return [torch.clamp(x0[rows] + delta, min=0, max=1)]
 
-    steps = 1 if spec.method == "fgsm" else spec.steps
+    steps = 1 if one_step else spec.steps
     return ascend(obj, [start], steps=steps, step=step, project=proj, early_stop=early_stop)
 
 
@@ -185,62 +186,29 @@ def _foolbox():
     return foolbox
 
 
+def _method(spec: AttackSpec):
+    from .methods import get
+
+    m = get(spec.kind, spec.method)
+    if m is None:
+        raise AttackError(f"no image attack method {spec.method!r}")
+    return m
+
+
 def _torchattacks_attack(spec: AttackSpec, model: nn.Module, eps: float, n_classes: int, seed: int):
-    ta = _torchattacks()
-    m, norm = spec.method, ("Linf" if spec.norm == "linf" else "L2")
-    alpha = spec.step_size(eps)
-    if m == "fgsm":
-        return ta.FGSM(model, eps=eps)
-    if m == "pgd":
-        if spec.norm == "linf":
-            return ta.PGD(model, eps=eps, alpha=alpha, steps=spec.steps, random_start=spec.random_start)
-        return ta.PGDL2(model, eps=eps, alpha=alpha, steps=spec.steps, random_start=spec.random_start)
-    if m == "apgd":
-        return ta.APGD(model, norm=norm, eps=eps, steps=spec.steps, n_restarts=spec.restarts, seed=seed, loss=spec.loss)
-    if m == "square":
-        return ta.Square(
-            model,
-            norm=norm,
-            eps=eps,
-            n_queries=int(spec.queries),
-            n_restarts=spec.restarts,
-            p_init=spec.p_init,
-            loss=spec.loss,
-            seed=seed,
-        )
-    if m == "cw":
-        return ta.CW(model, c=spec.c, kappa=spec.kappa, steps=spec.steps, lr=spec.lr)
-    if m == "autoattack":
-        atk = ta.AutoAttack(model, norm=norm, eps=eps, version=spec.version, n_classes=n_classes, seed=seed)
-        targets = max(1, min(spec.target_classes, n_classes - 1))
-        for sub in atk._autoattack.attacks:  # the reference settings (torchattacks defaults to 10 steps)
-            if hasattr(sub, "steps"):
-                sub.steps = spec.steps
-            if hasattr(sub, "n_target_classes"):
-                sub.n_target_classes = targets
-            if hasattr(sub, "n_queries") and spec.queries:
-                sub.n_queries = int(spec.queries)
-        return atk
-    raise AttackError(f"torchattacks backend has no {m}")
+    m = _method(spec)
+    if m.torchattacks is None:
+        raise AttackError(f"torchattacks backend has no {spec.method}")
+    return m.torchattacks(spec, m.params(spec), _torchattacks(), model, eps, n_classes, seed)
 
 
 def _foolbox_run(spec: AttackSpec, model: nn.Module, x0: torch.Tensor, labels: torch.Tensor, eps: float):
     fb = _foolbox()
     fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x0.device)
-    m, alpha = spec.method, spec.step_size(eps)
-    if m == "fgsm":
-        atk = fb.attacks.LinfFastGradientAttack(random_start=False)
-    elif m == "pgd" and spec.norm == "linf":
-        atk = fb.attacks.LinfPGD(abs_stepsize=alpha, steps=spec.steps, random_start=spec.random_start)
-    elif m == "pgd":
-        atk = fb.attacks.L2PGD(abs_stepsize=alpha, steps=spec.steps, random_start=spec.random_start)
-    elif m == "cw":
-        # one binary-search step at c = spec.c: the same fixed-c objective as torchattacks' CW
-        atk = fb.attacks.L2CarliniWagnerAttack(
-            binary_search_steps=1, steps=spec.steps, stepsize=spec.lr, confidence=spec.kappa, initial_const=spec.c
-        )
-    else:
-        raise AttackError(f"foolbox backend has no {m}")
+    m = _method(spec)
+    if m.foolbox is None:
+        raise AttackError(f"foolbox backend has no {spec.method}")
+    atk = m.foolbox(spec, m.params(spec), fb, eps)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, clipped, _ = atk(fmodel, x0, labels, epsilons=[eps])
@@ -319,7 +287,8 @@ def run_image_attack(
     rows = torch.arange(B, device=x0.device)
     with torch.no_grad():
         logits = obj.logits([adv], rows)
-    steps = torch.full((B,), 0 if spec.method == "square" else spec.steps, dtype=torch.long)
-    grads = B * (spec.steps if spec.method != "square" else 0) * spec.restarts
-    queries = int(spec.queries) if spec.method in ("square",) else None
+    black_box = _method(spec).query_budget  # counted in queries, not gradient steps
+    steps = torch.full((B,), 0 if black_box else spec.steps, dtype=torch.long)
+    grads = B * (spec.steps if not black_box else 0) * spec.restarts
+    queries = int(spec.queries) if black_box else None
     return ImageResult(adv, logits, steps, queries, grads, B)

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import AttackError, ConfigError
+from . import methods as _methods
 
 KINDS = ("image", "embedding", "text", "joint")
 # TextAttack recipes (robust_pt/attacks/text.py) and the two joint orders (joint.py)
 TEXT_METHODS = ("deepwordbug", "pwws", "textbugger", "textfooler", "bert-attack", "bae", "pruthi")
 JOINT_METHODS = ("text-image", "image-text")
-METHODS = ("pgd", "fgsm", "apgd", "square", "cw", "autoattack") + TEXT_METHODS + JOINT_METHODS
+METHODS = _methods.names() + TEXT_METHODS + JOINT_METHODS  # gradient methods: attacks/methods.py
 BACKENDS = ("ours", "torchattacks", "foolbox", "textattack")
 NORMS = ("linf", "l2")
 EPS_UNITS = ("pixel", "rms", "abs", "words")
@@ -37,21 +38,14 @@ EPS_UNITS = ("pixel", "rms", "abs", "words")
 NEEDS_EMBEDDINGS = ("textbugger", "textfooler")
 NEEDS_MLM = ("bert-attack", "bae")
 
-# (kind, method) -> backends that implement it
+# (kind, method) -> backends that implement it (gradient methods from their registry)
 SUPPORT: dict[tuple[str, str], tuple[str, ...]] = {
-    ("image", "pgd"): ("ours", "torchattacks", "foolbox"),
-    ("image", "fgsm"): ("ours", "torchattacks", "foolbox"),
-    ("image", "apgd"): ("torchattacks",),
-    ("image", "square"): ("torchattacks",),
-    ("image", "cw"): ("torchattacks", "foolbox"),
-    ("image", "autoattack"): ("torchattacks",),
-    ("embedding", "pgd"): ("ours",),
-    ("embedding", "fgsm"): ("ours",),
+    **_methods.backend_table(),
     **{("text", m): ("textattack",) for m in TEXT_METHODS},
     **{("joint", m): ("ours",) for m in JOINT_METHODS},  # the image part runs on our PGD
 }
-# methods that need logits over candidates (a closed-answer task or a plain classifier)
-NEEDS_LOGITS = ("apgd", "square", "cw", "autoattack")
+# methods that need logits over candidates (a closed-answer task or a plain classifier), as registered today
+NEEDS_LOGITS = tuple(n for n in _methods.names() if any(m.needs_logits for m in _methods.all_named(n)))
 
 
 @dataclass(frozen=True)
@@ -115,7 +109,8 @@ class AttackSpec:
     def step_size(self, eps: float) -> float:
         if self.alpha is not None:
             return float(self.alpha)
-        if self.method == "fgsm":
+        m = _methods.get(self.kind, self.method)
+        if m is not None and m.one_step:
             return float(eps)
         return float(self.step_ratio if self.step_ratio is not None else 0.25) * float(eps)
 
@@ -310,33 +305,25 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
             raise AttackError(f"attack {spec.name}: unknown kind {spec.kind!r}; use one of {', '.join(known)}")
         threat.check_spec(spec)
         return _check_budgets(spec)
-    if spec.method not in METHODS:
-        raise AttackError(f"attack {spec.name}: unknown method {spec.method!r}; use one of {', '.join(METHODS)}")
+    known = _methods.names() + TEXT_METHODS + JOINT_METHODS  # live: methods registered since import count
+    if spec.method not in known:
+        raise AttackError(f"attack {spec.name}: unknown method {spec.method!r}; use one of {', '.join(known)}")
     if spec.backend not in BACKENDS:
         raise AttackError(f"attack {spec.name}: unknown backend {spec.backend!r}; use one of {', '.join(BACKENDS)}")
     if spec.norm not in NORMS:
         raise AttackError(f"attack {spec.name}: unknown norm {spec.norm!r}; use linf or l2")
-    supported = SUPPORT.get((spec.kind, spec.method))
+    supported = {**SUPPORT, **_methods.backend_table()}.get((spec.kind, spec.method))
     if supported is None:
         hint = {
             "text": f"text attacks are {', '.join(TEXT_METHODS)}",
             "joint": f"joint attacks are {' or '.join(JOINT_METHODS)} (with text_method: RECIPE)",
-        }.get(
-            spec.kind,
-            "embedding attacks are pgd or fgsm"
-            if spec.kind == "embedding"
-            else "image attacks are pgd, fgsm, apgd, square, cw or autoattack",
-        )
+        }.get(spec.kind, f"{spec.kind} attacks are {_or(_methods.names(spec.kind))}")
         raise AttackError(f"attack {spec.name}: method {spec.method} does not exist for {spec.kind} attacks; {hint}")
     if spec.backend not in supported:
         raise AttackError(
             f"attack {spec.name} ({spec.kind} {spec.method}) has no {spec.backend} backend; "
             f"use --backend {' or '.join(supported)}"
         )
-    if spec.method == "cw" and spec.norm != "l2":
-        raise AttackError(f"attack {spec.name}: Carlini-Wagner is an L2 attack; set norm: l2")
-    if spec.method == "fgsm" and spec.norm == "l2" and spec.backend != "ours":
-        raise AttackError(f"attack {spec.name}: L2 fgsm (fast gradient method) exists only with --backend ours")
     if spec.kind in ("text", "joint"):
         _check_text(spec)
     elif spec.text_method or spec.max_words_fraction is not None or spec.embeddings or spec.mlm:
@@ -355,26 +342,21 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
     elif spec.eps_unit != "pixel":
         raise AttackError(f"attack {spec.name}: image attacks take eps in pixel units (eps_unit: pixel)")
     _check_budgets(spec)
-    if spec.method == "fgsm" and spec.steps != 1:
-        raise AttackError(
-            f"attack {spec.name} is a one-step attack (FGSM); for --steps {spec.steps} use "
-            f"{'emb-pgd' if spec.kind == 'embedding' else 'pgd'}"
-        )
-    if spec.method == "square" and not spec.queries:
-        raise AttackError(f"attack {spec.name}: square needs a query budget (queries: N)")
     if spec.alpha is not None and spec.alpha <= 0:
         raise AttackError(f"alpha must be > 0, got {spec.alpha}")
     if spec.step_ratio is not None and spec.step_ratio <= 0:
         raise AttackError(f"step_ratio must be > 0, got {spec.step_ratio}")
-    if spec.method == "apgd" and spec.loss not in ("ce", "dlr"):
-        raise AttackError(f"attack {spec.name}: apgd loss must be ce or dlr, got {spec.loss!r}")
-    if spec.method == "square" and spec.loss not in ("margin", "ce"):
-        raise AttackError(f"attack {spec.name}: square loss must be margin or ce, got {spec.loss!r}")
-    if spec.method == "autoattack" and spec.version not in ("standard", "plus", "rand"):
-        raise AttackError(f"attack {spec.name}: autoattack version must be standard, plus or rand")
     if spec.target_classes <= 0:
         raise AttackError(f"target_classes must be a positive integer, got {spec.target_classes}")
+    method = _methods.get(spec.kind, spec.method)
+    if method is not None and method.check is not None:
+        method.check(spec)  # the combinations this method refuses (attacks/methods.py)
     return spec
+
+
+def _or(names) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _check_budgets(spec: AttackSpec) -> AttackSpec:
@@ -429,8 +411,9 @@ def load_preset(path: Path) -> AttackSpec:
     data = _coerce(raw, f"attack preset {path}")
     data.setdefault("name", path.stem)
     spec = AttackSpec(**data, path=str(path))
-    if spec.method == "square" and "queries" not in raw:
-        spec = replace(spec, queries=1000)
+    m = _methods.get(spec.kind, spec.method)
+    if m is not None and m.default_queries and "queries" not in raw:
+        spec = replace(spec, queries=m.default_queries)
     if spec.kind == "text":  # what a text preset means when it leaves them out
         spec = replace(spec, eps_unit=raw.get("eps_unit", "words"), backend=raw.get("backend", "textattack"))
     return check_spec(spec)
@@ -467,7 +450,8 @@ def resolve(preset_or_path: str | Path | AttackSpec, **overrides) -> AttackSpec:
                     f"instead; overridable: {allowed}"
                 )
             raise ConfigError(f"unknown attack option {key!r}; allowed: {allowed}")
-    if "steps" in ov and spec.method == "square" and "queries" not in ov:
+    m = _methods.get(spec.kind, spec.method)
+    if "steps" in ov and m is not None and m.query_budget and "queries" not in ov:
         # the one budget knob of a black-box attack is its number of queries
         ov["queries"] = ov.pop("steps")
     ov = _coerce(ov, f"the overrides of attack {spec.name}")

@@ -35,7 +35,11 @@ class _Gradient(Bound):
 
     @property
     def restarts(self) -> int:
-        return self.spec.restarts if self.spec.method == "pgd" else 1
+        """Engine-run restarts for methods that ask for them (our PGD); libraries run their own."""
+        from .methods import get
+
+        m = get(self.spec.kind, self.spec.method)
+        return self.spec.restarts if m is not None and m.engine_restarts else 1
 
     @property
     def early_stop(self) -> bool:
