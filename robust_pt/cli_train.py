@@ -158,23 +158,21 @@ def _train(
     def own(names) -> dict:  # the chosen method's options (None: not given, the method's default)
         return {k: options[k] for k in names if options.get(k) is not None}
 
+    schedule = dict(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        train_size=train_size,
+        eval_size=eval_size,
+        threads=threads,
+    )  # the same on both paths
     if is_hf_dir(base):
         from .tuning.hf_train import HFTrainConfig, train_hf
 
         try:
             spec = registry.hf_method(method)
-            cfg = HFTrainConfig(
-                method=method,
-                steps=steps,
-                batch_size=batch_size,
-                lr=lr,
-                seed=seed,
-                train_size=train_size,
-                eval_size=eval_size,
-                threads=threads,
-                device=device,
-                options=own(spec.hf.options),
-            )
+            cfg = HFTrainConfig(method=method, **schedule, device=device, options=own(spec.hf.options))
             meta = train_hf(base, task, cfg, out, overwrite=overwrite)
         except RobustPTError as err:
             fail(err)
@@ -183,16 +181,7 @@ def _train(
     try:
         spec = registry.builtin_method(method)
         tcfg = TuningConfig(method, **own(spec.option_names))
-        tc = TrainConfig(
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            train_size=train_size,
-            eval_size=eval_size,
-            threads=threads,
-        )
-        meta = tune(base, task, tcfg, tc, out, overwrite=overwrite)
+        meta = tune(base, task, tcfg, TrainConfig(**schedule), out, overwrite=overwrite)
     except RobustPTError as err:
         fail(err)
     _print_metrics({str(out): meta})

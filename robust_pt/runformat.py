@@ -94,8 +94,6 @@ SUMMARY_COLUMNS = [
     "seed",
 ]
 TEXT_SUMMARY_COLUMNS = ["mean_words_changed", "mean_words_fraction", "mean_queries"]
-#: Attack kinds whose records carry the text fields (adv_text, words_changed, ...).
-TEXT_KINDS = ("text", "joint")
 
 #: Two eps values closer than this are the same eps.
 EPS_ATOL = 1e-12

@@ -25,6 +25,30 @@ import torch
 from .predict import images_of
 
 
+def _clean(rec: dict, fields: dict) -> dict:
+    """The clean input as an output: the clean prediction, no perturbation, the threat model's defaults."""
+    return {
+        "pred": rec["clean_pred"],
+        "score": rec["clean_score"],
+        "linf": 0.0,
+        "l2": 0.0,
+        "broken": False,
+        "broken_at": None,
+        **fields,
+    }
+
+
+def _output(src: dict, fields: dict) -> dict:
+    """The record fields of one output (prediction, score, perturbation size, the threat model's fields)."""
+    return {
+        "pred": src["pred"],
+        "score": src["score"],
+        "linf": src["linf"],
+        "l2": src["l2"],
+        **{k: src[k] for k in fields},
+    }
+
+
 class Survivors:
     def rows(self, n: int, clean_correct: list, found: list) -> list[int]:
         return [i for i in range(n) if clean_correct[i] and found[i] is None]
@@ -33,48 +57,32 @@ class Survivors:
         return cand["broken"]
 
     def record(self, rec: dict, i: int, eps: float, new: dict, found: list, clean_correct: list, fields: dict) -> None:
-        if not clean_correct[i]:
+        if not clean_correct[i]:  # not robust to begin with: not attacked
             rec.update(
                 attacked=False,
                 correct=False,
-                pred=rec["clean_pred"],
-                score=rec["clean_score"],
-                linf=0.0,
-                l2=0.0,
                 steps=0,
                 queries=None,
                 broken_at=None,
-                **fields,
+                **_output(_clean(rec, fields), fields),
             )
-        elif i in new:
+        elif i in new:  # attacked at this eps
             cur = new[i]
             if cur["broken"]:
                 found[i] = {**cur, "broken_at": eps}
+            broken_at = eps if cur["broken"] else None
             rec.update(
                 attacked=True,
                 correct=not cur["broken"],
-                pred=cur["pred"],
-                score=cur["score"],
-                linf=cur["linf"],
-                l2=cur["l2"],
                 steps=cur["steps"],
                 queries=cur["queries"],
-                broken_at=eps if cur["broken"] else None,
-                **{k: cur[k] for k in fields},
+                broken_at=broken_at,
+                **_output(cur, fields),
             )
-        else:
+        else:  # broken at a smaller eps: that adversarial lies in this ball too
             adv = found[i]
             rec.update(
-                attacked=False,
-                correct=False,
-                pred=adv["pred"],
-                score=adv["score"],
-                linf=adv["linf"],
-                l2=adv["l2"],
-                steps=0,
-                queries=None,
-                broken_at=adv["broken_at"],
-                **{k: adv[k] for k in fields},
+                attacked=False, correct=False, steps=0, queries=None, broken_at=adv["broken_at"], **_output(adv, fields)
             )
 
     def survivors(self, n: int, clean_correct: list, found: list) -> int:
@@ -91,29 +99,18 @@ class WorstSoFar:
     def record(self, rec, i, eps, new, found, clean_correct, fields):
         # the clean input lies in every ball: the worst output so far starts as the clean one
         cur = new[i]
-        worst = found[i] or {
-            "pred": rec["clean_pred"],
-            "score": rec["clean_score"],
-            "linf": 0.0,
-            "l2": 0.0,
-            "broken": False,
-            "broken_at": None,
-            **fields,
-        }
+        worst = found[i] or _clean(rec, fields)
         if cur["score"] < worst["score"]:
             worst = {**cur, "broken_at": eps}
         found[i] = worst
+        broken_at = worst["broken_at"] if worst["broken"] else None
         rec.update(
             attacked=True,
             correct=None,
-            pred=worst["pred"],
-            score=worst["score"],
-            linf=worst["linf"],
-            l2=worst["l2"],
             steps=cur["steps"],
             queries=cur["queries"],
-            broken_at=worst["broken_at"] if worst["broken"] else None,
-            **{k: worst[k] for k in fields},
+            broken_at=broken_at,
+            **_output(worst, fields),
         )
 
     def survivors(self, n, clean_correct, found):
@@ -131,23 +128,20 @@ class EveryLevel:
         return cand["broken"] if self.binary else cand["score"] < prev["score"]
 
     def record(self, rec, i, eps, new, found, clean_correct, fields):
-        if i not in new:
+        if i not in new:  # not robust to begin with: not attacked
             Survivors().record(rec, i, eps, new, found, clean_correct, fields)
             return
         cur = new[i]
         found[i] = cur
         correct = (not cur["broken"]) if self.binary else None
+        broken_at = eps if cur["broken"] else None
         rec.update(
             attacked=True,
             correct=correct,
-            pred=cur["pred"],
-            score=cur["score"],
-            linf=cur["linf"],
-            l2=cur["l2"],
             steps=cur["steps"],
             queries=cur["queries"],
-            broken_at=eps if cur["broken"] else None,
-            **{k: cur[k] for k in fields},
+            broken_at=broken_at,
+            **_output(cur, fields),
         )
 
     def survivors(self, n, clean_correct, found):

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import TaskError
 from ..predict import predict, predict_embeds
+from ..runformat import binary_verdict
 from ..tasks.base import CAPTION, CLOSED, GROUND, Example, Task
 from . import objectives as ob
 
@@ -31,7 +32,6 @@ class Victim:
 
     binary = True  # verdicts are right/wrong (else graded scores such as CIDEr)
     has_logits = True  # logits over candidate answers or classes
-    vl = True  # a vision-language model (has text input and embeddings)
 
     def __init__(self, model, task: Task, device: Any, stats: dict):
         self.model, self.task, self.device, self.stats = model, task, device, stats
@@ -85,8 +85,6 @@ class Victim:
 
 
 class ClassifierVictim(Victim):
-    vl = False
-
     def answer(self, p) -> str:
         return self.task.answers[int(p)]
 
@@ -109,8 +107,6 @@ class ClassifierVictim(Victim):
 
 
 class ClosedVictim(ClassifierVictim):
-    vl = True
-
     def clean_predictions(self, x0, texts):
         self.stats["fwd_evals"] += len(x0)
         return self.model.candidate_logits(x0, list(texts), self.task.answers).argmax(-1).tolist()
@@ -130,7 +126,7 @@ class GenerativeVictim(Victim):
 
     def __init__(self, model, task: Task, device: Any, stats: dict):
         super().__init__(model, task, device, stats)
-        self.binary = task.kind != CAPTION
+        self.binary = binary_verdict(task.kind)
         # captions: CIDEr-D with document frequencies from all the run's references
         self.refs_all = [list(task[i].refs) for i in range(len(task))] if not self.binary else None
 
@@ -184,7 +180,7 @@ def victim_class(model, task: Task) -> type[Victim]:
 
 def verdict_traits(task: Task) -> tuple[bool, bool]:
     """(binary verdicts, early stopping allowed) of any victim on this task, for summaries of its records."""
-    return task.kind != CAPTION, task.kind == CLOSED
+    return binary_verdict(task.kind), task.kind == CLOSED
 
 
 def corpus_summary(task: Task, d) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import RobustPTError, RunDirError
-from ..runformat import MARKER, RECORDS, RUN_JSON, SAMPLES, at_eps, eps_label  # noqa: F401  (eps_label re-exported)
+from ..runformat import MARKER, RECORDS, RUN_JSON, SAMPLES, at_eps, binary_verdict, eps_label  # noqa: F401  (eps_label re-exported)
 from ..runformat import eps_unit as _eps_unit
 from ..tuning import registry
 
@@ -119,7 +119,7 @@ class RunData:
     def binary(self) -> bool:
         """Per-example correctness is 0/1 (closed and grounding tasks), so McNemar applies."""
         c = self.records["correct"]
-        return bool(c.notna().all()) and self.task_kind != "caption"
+        return bool(c.notna().all()) and binary_verdict(self.task_kind)
 
     @property
     def score_is_correctness(self) -> bool:
