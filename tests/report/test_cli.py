@@ -30,6 +30,12 @@ def test_report_bad_inputs_exit_2(tmp_path):
     r = invoke("report", a, b, "--out", tmp_path / "o", "--allow-mixed", "--bootstrap", 100, "--gallery", 0)
     assert r.exit_code == 0, r.output
     assert_one_line_error(invoke("report", a, "--out", tmp_path / "o2", "--bootstrap", 5), "n_boot")
+    assert_one_line_error(
+        invoke("report", a, "--out", tmp_path / "o3", "--correction", "bonferroni"),
+        "unknown correction 'bonferroni'",
+        "bh, holm, none",
+    )
+    assert not (tmp_path / "o3").exists()  # refused before anything is written
 
 
 def test_corrupt_records_warn_and_still_report(tmp_path):
