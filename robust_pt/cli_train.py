@@ -250,12 +250,17 @@ def demo(
 def run(
     recipe: str = typer.Argument(..., help="A recipe file, or the name of a shipped one (see `list recipes`)."),
     out: Optional[Path] = typer.Option(None, help="Report directory (default reports/<recipe name>)."),
+    only: Optional[str] = typer.Option(
+        None,
+        help="Comma-separated tuning entries: tune and attack only these; the report holds every run "
+        "of the recipe already in the report directory (add a method without rebuilding the others).",
+    ),
 ):
     """Run a recipe: tune what is missing, attack everything (resumable), write the report."""
     from .recipe import run_recipe
 
     try:
-        run_recipe(recipe, out)
+        run_recipe(recipe, out, only=[n.strip() for n in only.split(",") if n.strip()] if only else None)
     except RobustPTError as err:
         fail(err)
 

@@ -104,6 +104,16 @@ class Recipe:
         """Every (task, tuning entry) the recipe tunes: an entry's `tasks` limits it."""
         return [(task, t) for task in self.tasks for t in self.tuning if t.tasks is None or task in t.tasks]
 
+    def only(self, names) -> "Recipe":
+        """The recipe with only the tuning entries called `names` (an unknown name: one line)."""
+        from dataclasses import replace
+
+        have = [t.name for t in self.tuning]
+        bad = [n for n in names if n not in have]
+        if bad:
+            raise ConfigError(f"recipe {self.name} has no tuning entry {bad[0]!r}; its entries: {', '.join(have)}")
+        return replace(self, tuning=[t for t in self.tuning if t.name in names])
+
     def runs(self) -> list[tuple[str, TuningEntry, AttackEntry, str]]:
         """Every attack run, as (task, tuning entry, attack entry, run directory name)."""
         return [
@@ -308,27 +318,31 @@ def _check_base(base: str, recipe_path: Path) -> None:
         )
 
 
-def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print) -> Path:
-    """Tune what is missing, attack everything (resumable), write the report; returns its dir."""
+def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print, only=None) -> Path:
+    """Tune what is missing, attack everything (resumable), write the report; returns its dir.
+
+    only: names of tuning entries: tune and attack just those (e.g. a method added to a recipe
+    whose other runs are done, without rebuilding their checkpoints); the report holds
+    every run of the recipe found in the report directory."""
     from .locking import hold
 
     r = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    part = r.only(only) if only else r
     out = Path(out) if out is not None else Path("reports") / r.name
     with hold(out, "report directory"):  # a second `robust-pt run` into it: LockedError, exit 2
-        return _run_locked(r, out, log)
+        return _run_locked(r, part, out, log)
 
 
-def _run_locked(r: Recipe, out: Path, log) -> Path:
+def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
     from .engine import evaluate
     from .report import build
     from .zoo import build_zoo
 
     runs_dir = out / "runs"
     t0 = time.time()
-    ckpts = build_zoo(r, log=log)
+    ckpts = build_zoo(part, log=log)
     log(f"[{r.name}] checkpoints ready after {time.time() - t0:.0f} s")
-    run_paths = []
-    for task, t, a, name in r.runs():
+    for task, t, a, name in part.runs():
         run = runs_dir / name
         t1 = time.time()
         evaluate(
@@ -346,7 +360,14 @@ def _run_locked(r: Recipe, out: Path, log) -> Path:
             **dict(a.overrides),
         )
         log(f"[{r.name}] {run.name}: {time.time() - t1:.0f} s")
-        run_paths.append(run)
+    run_paths = [runs_dir / name for *_, name in r.runs()]
+    if part is not r:  # --only: the other entries' runs that are there
+        found = [p for p in run_paths if (p / "run.json").exists()]
+        if len(found) < len(run_paths):
+            log(
+                f"[{r.name}] {len(run_paths) - len(found)} runs of the other entries are missing; the report leaves them out"
+            )
+        run_paths = found
     build(run_paths, out, allow_mixed=len(r.tasks) > 1, title=f"robust-pt: {r.name}")
     log(f"[{r.name}] finished in {time.time() - t0:.0f} s; report in {out}")
     return out

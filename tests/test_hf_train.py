@@ -219,3 +219,78 @@ def test_bad_train_input(bases, tmp_path):
     )
     assert _train(bases["vilt"], tmp_path / "lora", "lora").exit_code == 0
     assert_one_line_error(_train(tmp_path / "lora", tmp_path / "d", "lora"), "is a peft adapter")
+
+
+def test_apt_on_vilt_trains_a_delta_that_changes_predictions_and_loads_on_its_base_only(bases, tmp_path):
+    """APT after every ViltLayer attention (+ the VQA head): only those tensors are saved, the base's
+    weights stay as they were, the loaded model computes what a freshly attached one does, the
+    predictions move, a changed base is refused, and the attacks run on it."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from transformers import ViltForQuestionAnswering
+
+    from robust_pt.api import load_model
+    from robust_pt.predict import images_of
+    from robust_pt.tasks import load_task
+    from robust_pt.tuning.apt import APTOptions, attach_hf
+    from robust_pt.tuning.registry import HFContext
+
+    out = tmp_path / "apt"
+    fast = ["--steps", 30, "--batch-size", 8, "--train-size", 64, "--eval-size", 8, "--threads", 1, "--device", "cpu"]
+    r = invoke("train", "--base", bases["vilt"], "--task", "shapes-vqa", "--method", "apt", "--out", out, *fast,
+               "--apt-prompts", 8, "--lr", "1e-2")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "delta_config.json").read_text())
+    assert (
+        cfg["method"] == "apt"
+        and cfg["options"]["apt_prompts"] == 8
+        and cfg["architecture"] == "ViltForQuestionAnswering"
+    )
+    saved = load_file(str(out / "delta_model.safetensors"))
+    n_layers = ViltForQuestionAnswering.from_pretrained(bases["vilt"]).config.num_hidden_layers
+    assert sum(k.endswith(".attention.apt.prompts") for k in saved) == n_layers
+    assert all(".attention.apt." in k or k.startswith("classifier.") for k in saved)
+    meta = json.loads((out / "robust_pt.json").read_text())
+    assert meta["method"] == "apt" and 0 < meta["trainable_fraction"] < 1
+
+    model, base = load_model(out, device="cpu"), load_model(bases["vilt"], device="cpu")
+    plain = dict(base.hf.named_parameters())
+    for n, p in model.hf.named_parameters():  # the backbone as in the base
+        if ".apt." not in n and not n.startswith("classifier."):
+            assert torch.equal(p, plain[n]), n
+    net = ViltForQuestionAnswering.from_pretrained(bases["vilt"])  # attach by hand, load the tensors
+    attach_hf(APTOptions(apt_prompts=8), HFContext("ViltForQuestionAnswering", net, {}))
+    net.load_state_dict(saved, strict=False)
+    net.eval()
+    task = load_task("shapes-vqa", split="test", limit=16, seed=0, size=model.image_size)
+    ex = [task[i] for i in range(len(task))]
+    x, q = images_of(ex, "cpu"), [e.text for e in ex]
+    with torch.no_grad():
+        logits = model.label_logits_from_embeds(model.embed(x, q))
+        assert torch.equal(logits, load_model(out, device="cpu").label_logits_from_embeds(model.embed(x, q)))
+        e = model.embed(x, q)
+        mask = torch.ones(len(ex), e.image.shape[1], dtype=torch.long)
+        out_hand = net.vilt(inputs_embeds=e.text, attention_mask=e.text_mask.long(), image_embeds=e.image,
+                            pixel_mask=mask)  # fmt: skip
+        assert torch.allclose(net.classifier(out_hand.pooler_output), logits, atol=1e-5)
+        before = base.label_logits_from_embeds(base.embed(x, q)).argmax(-1)
+    assert (logits.argmax(-1) != before).any()
+    _attack_both(out, tmp_path, "apt")
+
+    changed = tmp_path / "vilt-changed"
+    shutil.copytree(bases["vilt"], changed)
+    other = ViltForQuestionAnswering.from_pretrained(changed)
+    with torch.no_grad():
+        other.classifier[-1].bias.add_(1.0)
+    other.save_pretrained(changed, safe_serialization=True)
+    r = invoke("attack", "--model", out, "--base", changed, "--attack", "pgd", "--limit", 2, "--eps", "2/255",
+               "--steps", "1", "--device", "cpu", "--out", tmp_path / "refused")  # fmt: skip
+    assert_one_line_error(r, "was tuned on", "use the original base")
+
+
+@pytest.mark.parametrize("arch,task", [("blip", "shapes-vqa"), ("clip", "shapes-ve")])
+def test_apt_on_another_architecture_is_refused_in_one_line(bases, tmp_path, arch, task):
+    out = tmp_path / "apt"
+    assert_one_line_error(_train(bases[arch], out, "apt", task), "--method apt supports ViltForQuestionAnswering")
+    assert not out.exists()

@@ -120,6 +120,25 @@ def test_recipe_runs_and_an_interrupted_run_ends_with_the_same_report(tmp_path, 
     shutil.rmtree(tmp_path / "zoo")
 
 
+def test_only_adds_an_entry_without_rebuilding_the_others_and_reports_every_run(tmp_path, base):
+    """A method added to a finished recipe: `--only apt` tunes and attacks apt alone (the other
+    entries' checkpoints may be gone) and the report equals a full run's."""
+    first = _recipe(tmp_path, base)
+    out = run_recipe(first, tmp_path / "rep", log=lambda *_: None)
+    shutil.rmtree(tmp_path / "zoo")  # a fresh clone: the committed runs, no checkpoints
+    apt = {"method": "apt", "apt_prompts": 2, "steps": 2, "batch_size": 4, "train_size": 16, "eval_size": 8}
+    grown = _recipe(tmp_path, base, tuning=yaml.safe_load(first.read_text())["tuning"] + [apt])
+    lines = []
+    run_recipe(grown, out, log=lines.append, only=["apt"])
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["apt-shapes-vqa"]
+    assert len(list((out / "runs").iterdir())) == 6
+    full = run_recipe(grown, tmp_path / "full", log=lambda *_: None)
+    assert _summary(out) == _summary(full)
+    _register()
+    res = CliRunner().invoke(app, ["run", str(grown), "--out", str(out), "--only", "apt,ia3"])
+    assert res.exit_code == 2 and "has no tuning entry 'ia3'" in res.output, res.output
+
+
 def test_an_untuned_entry_attacks_the_base_itself_and_attacks_keep_to_their_tasks(tmp_path, base):
     """`method: none` (CI's dogfood recipe): the runs use the base checkpoint as it is."""
     ft = {"method": "finetune", "steps": 1, "batch_size": 4, "train_size": 8, "eval_size": 4, "tasks": ["shapes-vqa"]}

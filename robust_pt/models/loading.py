@@ -10,6 +10,8 @@ loads it; a directory that none recognises is one CheckpointError listing them a
   module        a torch nn.Module, used as it is (any image classifier)
   builtin       a robust-pt checkpoint directory (meta.json), or builtin:NAME
   peft-adapter  a peft adapter directory (adapter_config.json) on a base of an HF family
+  hf-delta      a robust-pt delta directory (delta_config.json: a method peft does not
+                have, e.g. APT) on a base of an HF family (robust_pt/models/hf_delta.py)
   vilt, blip,   a Hugging Face save_pretrained directory whose config.json names the
   clip          family's architecture (ViltForQuestionAnswering, BlipForQuestionAnswering,
                 CLIPModel; robust_pt/models/hf.py)
@@ -197,6 +199,21 @@ class PeftAdapterFamily(ModelFamily):
         return _resolve(self.loader)(Path(str(ref)), base=base, device=device, precision=precision or "auto")
 
 
+class HFDeltaFamily(ModelFamily):
+    """A Hugging Face model tuned by a method peft does not have (APT): its tensors on a base of an HF family."""
+
+    name = "hf-delta"
+    recognised_by = "a robust-pt delta directory (delta_config.json, e.g. APT) on a base of a Hugging Face family"
+    loader = "robust_pt.models.hf_delta:load_delta"
+
+    def detect(self, ref):
+        d = _dir(ref)
+        return d is not None and (d / "delta_config.json").exists()
+
+    def load(self, ref, *, device=None, precision=None, base=None):
+        return _resolve(self.loader)(Path(str(ref)), base=base, device=device, precision=precision or "auto")
+
+
 @dataclass(frozen=True, eq=False)
 class HFFamily(ModelFamily):
     """A Hugging Face architecture: recognised by the architecture its config.json names.
@@ -337,7 +354,7 @@ def detect(ref: Any) -> ModelFamily:
         architecture_of(path)  # raises: no architecture, or one no family has
     known = "; ".join(f"{f.name}: {f.recognised_by}" for f in _FAMILIES.values())
     raise CheckpointError(
-        f"{path} holds no checkpoint (no {ckpt.META}, {ADAPTER_CONFIG} or {CONFIG}); robust-pt "
+        f"{path} holds no checkpoint (no {ckpt.META}, {ADAPTER_CONFIG}, delta_config.json or {CONFIG}); robust-pt "
         f"loads these model families: {known}"
     )
 
@@ -360,6 +377,7 @@ def load_model(path_or_module: Any, *, device: Any = None, precision: str | None
 register(ModuleFamily())
 register(BuiltinFamily())
 register(PeftAdapterFamily())
+register(HFDeltaFamily())
 register(
     HFFamily(
         "vilt",

@@ -120,7 +120,7 @@ def is_hf_dir(path) -> bool:
     return (
         p.is_dir()
         and not (p / "meta.json").exists()
-        and ((p / "config.json").exists() or (p / "adapter_config.json").exists())
+        and any((p / f).exists() for f in ("config.json", "adapter_config.json", "delta_config.json"))
     )
 
 
@@ -147,12 +147,15 @@ def _check_out(out: Path, identity: dict, overwrite: bool) -> dict | None:
         except ValueError:
             meta = {}
         if meta.get("identity") == identity and any(
-            (out / f).exists() for f in ("model.safetensors", "adapter_model.safetensors")
+            (out / f).exists() for f in ("model.safetensors", "adapter_model.safetensors", "delta_model.safetensors")
         ):
             return meta
     if not any(out.iterdir()):
         return None
-    known = any((out / f).exists() for f in ("robust_pt.json", "config.json", "adapter_config.json", "meta.json"))
+    known = any(
+        (out / f).exists()
+        for f in ("robust_pt.json", "config.json", "adapter_config.json", "delta_config.json", "meta.json")
+    )
     if not known:
         raise CheckpointError(f"--out {out} is a non-empty directory that holds no checkpoint; choose another --out")
     if not overwrite:
@@ -194,13 +197,26 @@ def _full_method() -> str:
     return next((m.name for m in registry.hf_methods() if m.hf.full), registry.REFERENCE)
 
 
-def _peft_config(arch: str, cfg: HFTrainConfig, net):
-    from ..models.loading import hf_family
+def _tunable(arch: str, cfg: HFTrainConfig, net):
+    """(the module to train, its PeftModel or None): every weight (full), peft's model with the method's
+    peft config, or `net` with the method's own modules attached (tuning/<method>.py)."""
+    from ..models.hf_delta import context
 
-    t = hf_family(arch).peft_targets  # LoRA targets, IA3 targets, IA3 feed-forward modules
-    lora_t, ia3_t, ia3_ff = list(t.lora), list(t.ia3), list(t.ia3_feedforward)
-    ctx = registry.HFContext(arch, net, {"lora": lora_t, "ia3": ia3_t, "ia3_feedforward": ia3_ff})
-    return cfg.spec.hf.peft_config(cfg.options, ctx)  # the method's (tuning/<method>.py)
+    hf = cfg.spec.hf
+    if hf.full:
+        for p in net.parameters():
+            p.requires_grad_(True)
+        return net, None
+    if hf.attach is not None:
+        hf.attach(cfg.options, context(arch, net))
+        return net, None
+    import peft
+
+    pm = peft.get_peft_model(net, hf.peft_config(cfg.options, context(arch, net)))
+    for n, p in pm.named_parameters():
+        if "modules_to_save" in n:  # peft's SEQ_CLS head copy: kept, not trained
+            p.requires_grad_(False)
+    return pm, pm
 
 
 def _loss(model, arch: str, task, batch, answerable) -> torch.Tensor | None:
@@ -217,6 +233,31 @@ def _loss(model, arch: str, task, batch, answerable) -> torch.Tensor | None:
         return torch.nn.functional.cross_entropy(logits, labels)
     e = model.embed(images_of(batch, model.device), [ex.text for ex in batch])
     return model.sequence_loss_from_embeds(e, [ex.target for ex in batch]).mean()
+
+
+def _save(tmp: Path, cfg: HFTrainConfig, net, pm, tok, trained: list[str], identity: dict, base_dir: Path) -> None:
+    """The tuned model in its format: a peft adapter, a robust-pt delta (models/hf_delta.py) or every weight."""
+    if pm is not None:
+        pm.save_pretrained(tmp, safe_serialization=True)
+    elif cfg.spec.hf.attach is not None:
+        from ..models.hf_delta import save_delta
+
+        state = dict(net.named_parameters())
+        save_delta(
+            {n: state[n] for n in trained},
+            tmp,
+            method=cfg.method,
+            options=cfg.method_options(),
+            arch=identity["architecture"],
+            base_dir=base_dir,
+            base_sha256=identity["base_sha256"],
+        )
+    else:
+        net.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        for f in ("preprocessor_config.json", "processor_config.json"):
+            if (base_dir / f).exists():
+                shutil.copy2(base_dir / f, tmp / f)
 
 
 def train_hf(
@@ -283,19 +324,8 @@ def train_hf(
                     f"adds them) or a base whose id2label covers them"
                 )
     torch.manual_seed(cfg.seed)
-    pm = None
-    if full:
-        for p in net.parameters():
-            p.requires_grad_(True)
-        trained_net = net
-    else:
-        import peft
-
-        pm = peft.get_peft_model(net, _peft_config(arch, cfg, net))
-        for n, p in pm.named_parameters():
-            if "modules_to_save" in n:  # peft's SEQ_CLS head copy: kept, not trained
-                p.requires_grad_(False)
-        trained_net = pm
+    trained_net, pm = _tunable(arch, cfg, net)
+    trained = [n for n, p in net.named_parameters() if p.requires_grad]  # what a delta keeps
     model = wrap(arch, trained_net, tok, ip, {"method": cfg.method})
     model.to(dev)
     answerable = [True] * len(train_task.answers or [])  # ViLT: answers its head has
@@ -368,14 +398,7 @@ def train_hf(
     tmp.mkdir(parents=True)
     try:
         model.to("cpu")
-        if pm is None:
-            net.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
-            for f in ("preprocessor_config.json", "processor_config.json"):
-                if (base_dir / f).exists():
-                    shutil.copy2(base_dir / f, tmp / f)
-        else:
-            pm.save_pretrained(tmp, safe_serialization=True)
+        _save(tmp, cfg, net, pm, tok, trained, identity, base_dir)
         (tmp / "robust_pt.json").write_text(json.dumps(meta, indent=1, default=str))
         if out.exists():
             shutil.rmtree(out)

@@ -9,6 +9,8 @@ import to learn the methods' names and options without loading torch.
   prepends them as keys/values in the self-attention of every layer of the chosen depth
   (models/ofa.py extends the attention masks to cover them).
 * Bottleneck (adapter.py): a bottleneck MLP after each layer's FFN (Houlsby-style, zero-init up).
+* ApproximatePrompt (apt.py, APT): prompts that diffuse into every token after an attention's
+  output projection (MiniOFA's `Attention.post`; a Hugging Face ViLT's attention output).
 """
 
 from __future__ import annotations
@@ -65,3 +67,42 @@ class Bottleneck(nn.Module):
 
     def forward(self, x):
         return self.up(self.act(self.down(x)))
+
+
+class ApproximatePrompt(nn.Module):
+    """APT's information diffusion for one attention (Wu et al. 2023, the authors' `approximate_prompt`).
+
+    Called after the attention's output projection as post(h, x): h (B, N, d) the tokens that
+    entered the attention, x (B, N, d) its output. With M prompts P (M, d) and a bias-free
+    low-rank update of the prompts (d -> rank -> d):
+
+        K = P + up(down(P))            prompt keys
+        A = dropout(ReLU(h K^T))       (B, N, M): no softmax, no 1/sqrt(d)
+        E = A P                        the prompts are the values, no projection
+        w = max_M A, gradient stopped  (B, N, 1)
+        out = (x + w E) * exp(s)
+
+    Initialisation (as the authors'): P ~ N(0, 0.02), down ~ N(0, 1), up = 0 (so K = P at
+    the start), s = 0 (so exp(s) = 1). The initial output is therefore x + w E with K = P,
+    not x itself: APT starts close to, not at, the base model (|P| ~ 0.02 makes E small).
+    Each token's prompt term depends on itself and the prompts only: O(N M d) per layer.
+    """
+
+    def __init__(self, d: int, prompts: int, rank: int, dropout: float):
+        super().__init__()
+        self.prompts = nn.Parameter(torch.empty(prompts, d))
+        self.down = nn.Linear(d, rank, bias=False)
+        self.up = nn.Linear(rank, d, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.scale = nn.Parameter(torch.zeros(1))
+        nn.init.normal_(self.prompts, std=0.02)
+        nn.init.normal_(self.down.weight, std=1.0)
+        nn.init.zeros_(self.up.weight)
+
+    def keys(self) -> torch.Tensor:
+        return self.prompts + self.up(self.down(self.prompts))
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        a = self.dropout(torch.relu(h @ self.keys().t()))
+        w = a.amax(-1, keepdim=True).detach()
+        return (x + w * (a @ self.prompts)) * self.scale.exp()

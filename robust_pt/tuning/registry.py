@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 from ..errors import ConfigError
 
 REFERENCE = "finetune"  # what every other method is compared against
-BUILTIN = ("finetune", "prompt", "adapter", "bitfit", "lora", "ia3")  # robust_pt/tuning/<name>.py, in this order
+BUILTIN = ("finetune", "prompt", "adapter", "bitfit", "lora", "ia3", "apt")  # robust_pt/tuning/<name>.py, in this order
 # names an option may not take: the training schedule, recipe-entry and CLI keys every method shares
 RESERVED = frozenset(
     {
@@ -105,16 +105,24 @@ class OnHF:
 
     lr: its default peak learning rate there. options: the options it reads there (also what the
     run's identity records). peft_config: (options, HFContext) -> a peft config (get_peft_model,
-    saved as an adapter); None: every weight trains and the model is saved with save_pretrained."""
+    saved as a peft adapter). attach: (options, HFContext) -> None, for a method peft does not
+    have: adds its modules to HFContext.net in place and leaves exactly its own parameters
+    trainable; saved as a robust-pt delta on the base (models/hf_delta.py). Neither: every
+    weight trains and the model is saved with save_pretrained."""
 
     lr: float
     options: tuple[str, ...] = ()
     peft_config: Callable[[Any, HFContext], Any] | None = None
+    attach: Callable[[Any, HFContext], None] | None = None
+
+    def __post_init__(self):
+        if self.peft_config is not None and self.attach is not None:
+            raise ConfigError("OnHF: give peft_config (a peft method) or attach (robust-pt's own), not both")
 
     @property
     def full(self) -> bool:
         """Every weight trains (so a ViLT head may grow new answers)."""
-        return self.peft_config is None
+        return self.peft_config is None and self.attach is None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,110 @@
+"""APT, approximated prompt tuning (Wu et al. 2023, arXiv 2306.15706): prompts that diffuse into every
+token after each attention instead of joining it.
+
+Deep prompt tuning makes every attention run over N + M tokens; APT replaces the prompts'
+part in it by an independent step per token (tuning/layers.py's ApproximatePrompt, which
+documents the computation and its initialisation): out = (x + w * ReLU(h K^T) P) * exp(s),
+O(N M d) per layer.
+
+Built-in model: one module per self-attention of the chosen depth (encoder, decoder or
+both, like `prompt`), set as `Attention.post` (models/ofa.py); the backbone is frozen and
+only the APT tensors train and are saved (plus the base's hash). Hugging Face base: the
+same module after the output of every ViLT layer's attention, where the authors put it
+(ViltAttention's output: after the output projection, on the layer-normed tokens that
+entered it), plus the VQA head, as in their runs; saved as delta_model.safetensors +
+delta_config.json on top of the base (models/hf_delta.py). Other architectures are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .methods import freeze
+from .registry import Factor, HFContext, OnHF, TuningMethod, register
+
+DEPTHS = ("encoder", "decoder", "both")
+#: Hugging Face architecture -> (the attention modules APT follows (class name), the head that also trains)
+HF_PLACES = {"ViltForQuestionAnswering": ("ViltAttention", "classifier")}
+
+
+@dataclass(frozen=True)
+class APTOptions:
+    apt_prompts: int = field(default=16, metadata={"help": "APT prompt count M per layer (the authors ran 200)"})
+    apt_depth: str = field(default="both", metadata={"help": "layers with APT: encoder, decoder or both"})
+    apt_rank: int = field(default=4, metadata={"help": "rank of APT's low-rank update of the prompt keys"})
+    apt_dropout: float = field(default=0.1, metadata={"help": "dropout on APT's prompt scores"})
+
+    def __post_init__(self):
+        for name in ("apt_prompts", "apt_rank"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {v!r}")
+        if self.apt_depth not in DEPTHS:
+            raise ConfigError(f"unknown APT depth {self.apt_depth!r}; choose one of {', '.join(DEPTHS)}")
+        if not 0.0 <= self.apt_dropout < 1.0:
+            raise ConfigError(f"APT dropout must be in [0, 1), got {self.apt_dropout}")
+
+
+def apply(model, o: APTOptions) -> None:
+    """Freeze the MiniOFA and give every self-attention of the chosen depth an APT module."""
+    from .layers import ApproximatePrompt
+
+    freeze(model)
+    layers = (list(model.encoder) if o.apt_depth in ("encoder", "both") else []) + (
+        list(model.decoder) if o.apt_depth in ("decoder", "both") else []
+    )
+    for layer in layers:
+        layer.self_attn.post = ApproximatePrompt(model.cfg.d_model, o.apt_prompts, o.apt_rank, o.apt_dropout)
+        for p in layer.self_attn.post.parameters():
+            p.requires_grad_(True)
+
+
+def _after_attention(module, args, kwargs, output):
+    """Forward hook on a Hugging Face attention: its first output rewritten by the module's APT."""
+    h = args[0] if args else kwargs["hidden_states"]
+    if isinstance(output, tuple):
+        return (module.apt(h, output[0]),) + output[1:]
+    return module.apt(h, output)
+
+
+def attach_hf(o: APTOptions, ctx: HFContext) -> None:
+    """Freeze the transformers model, add an APT module after each of its attentions, unfreeze the head."""
+    from .layers import ApproximatePrompt
+
+    if ctx.arch not in HF_PLACES:
+        raise ConfigError(
+            f"--method apt supports {', '.join(HF_PLACES)} among Hugging Face bases, not {ctx.arch}; "
+            f"use --method lora or ia3 there"
+        )
+    attention, head = HF_PLACES[ctx.arch]
+    freeze(ctx.net)
+    d = ctx.net.config.hidden_size
+    for module in ctx.net.modules():
+        if type(module).__name__ == attention:
+            module.apt = ApproximatePrompt(d, o.apt_prompts, o.apt_rank, o.apt_dropout)
+            module.register_forward_hook(_after_attention, with_kwargs=True)
+            for p in module.apt.parameters():
+                p.requires_grad_(True)
+    for p in getattr(ctx.net, head).parameters():
+        p.requires_grad_(True)
+
+
+METHOD = register(
+    TuningMethod(
+        "apt",
+        "APT",
+        APTOptions,
+        apply=apply,
+        lr=3e-3,
+        hf=OnHF(lr=5e-4, options=("apt_prompts", "apt_rank", "apt_dropout"), attach=attach_hf),
+        prompt_like=True,
+        factors=(
+            Factor("apt_prompts", "APT prompt count M"),
+            Factor("apt_depth", "APT depth", order=lambda v: {d: i for i, d in enumerate(DEPTHS)}.get(v, 9)),
+        ),
+        colour="#8c564b",
+        aliases=("approximated-prompt-tuning",),
+        help="APT approximated prompt tuning: prompts diffused into every token after each attention, backbone frozen",
+    )
+)
