@@ -106,16 +106,18 @@ def _checkpoint_info(path: Path) -> dict:
     from .tuning import checkpoint as ckpt
 
     info: dict[str, Any] = {"path": str(path)}
-    if (path / ckpt.WEIGHTS).exists():
-        info["sha256"] = {ckpt.WEIGHTS: ckpt.sha256_file(path / ckpt.WEIGHTS)}
-    try:
-        import json
+    weights = [f for f in (ckpt.WEIGHTS, "adapter_model.safetensors", "delta_model.safetensors") if (path / f).exists()]
+    if weights:  # a built-in or Hugging Face model, a peft adapter, a robust-pt delta on a Hugging Face base
+        info["sha256"] = {f: ckpt.sha256_file(path / f) for f in weights}
+    for meta_file in (ckpt.META, "delta_config.json"):
+        try:
+            import json
 
-        meta = json.loads((path / ckpt.META).read_text())
-        if "base" in meta:
-            info["base"] = meta["base"]
-    except Exception:
-        pass
+            meta = json.loads((path / meta_file).read_text())
+            if "base" in meta:
+                info["base"] = meta["base"]
+        except Exception:
+            pass
     return info
 
 

@@ -260,35 +260,113 @@ def _save(tmp: Path, cfg: HFTrainConfig, net, pm, tok, trained: list[str], ident
                 shutil.copy2(base_dir / f, tmp / f)
 
 
-def train_hf(
-    base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Path, overwrite: bool = False, log=print
-) -> dict:
-    """Tune the Hugging Face model in `base` on `task_name` with `cfg.method`; save into `out`."""
-    from ..devices import resolve_device
-    from ..models.hf import SUPPORTED, architecture_of, load_transformers, wrap
-    from ..predict import evaluate_clean
-    from ..progress import progress_bar
-    from ..tasks import TASKS, load_task
-    from .train import _schedule
+def _check_base_dir(base, base_dir: Path) -> str:
+    """The architecture of a Hugging Face model directory to tune (an adapter or no model: one line)."""
+    from ..models.hf import SUPPORTED, architecture_of
 
-    base_dir, out = Path(base).resolve(), Path(out)
     if (base_dir / "adapter_config.json").exists():
         raise CheckpointError(
             f"{base} is a peft adapter; train on a model directory ({', '.join(SUPPORTED)} saved with save_pretrained)"
         )
     if not (base_dir / "config.json").exists():
         raise CheckpointError(f"{base} holds no Hugging Face model (no config.json)")
-    arch = architecture_of(base_dir)
+    return architecture_of(base_dir)
+
+
+def _fit_head(arch: str, net, task, cfg: HFTrainConfig, task_name: str) -> list[str]:
+    """ViLT answers with its id2label: a full method appends the task's missing answers (returned), any
+    other keeps the labels and needs at least half of the task's answers among them."""
+    if arch != "ViltForQuestionAnswering" or not task.answers:
+        return []
+    if cfg.spec.hf.full:
+        return _reheaded_vilt(net, task.answers)
+    from ..models.hf import _norm
+
+    have = {_norm(v) for v in net.config.id2label.values()}
+    missing = [a for a in task.answers if _norm(a) not in have]
+    if len(missing) > len(task.answers) / 2:
+        raise ConfigError(
+            f"the base's id2label lacks {len(missing)} of the {len(task.answers)} answers "
+            f"of {task_name} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
+            f"{cfg.method} keeps the base's VQA head, so use --method {_full_method()} (which "
+            f"adds them) or a base whose id2label covers them"
+        )
+    return []
+
+
+def _fit(model, arch: str, task, cfg: HFTrainConfig, answerable, lr: float) -> list[float]:
+    """AdamW with warm-up and cosine decay over `cfg.steps` batches; the losses of the steps that had one."""
+    from ..progress import progress_bar
+    from .train import _schedule
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    sched = _schedule(opt, cfg.steps, cfg.warmup)
+    rng = np.random.default_rng(cfg.seed)
+    n = len(task)
+    bs = min(cfg.batch_size, n)
+    order, pos, losses = rng.permutation(n), 0, []
+    model.train()
+    with progress_bar(f"{cfg.method} {arch} {task.name}", total=cfg.steps, unit="steps") as advance:
+        for _ in range(cfg.steps):
+            if pos + bs > n:
+                order, pos = rng.permutation(n), 0
+            batch = [task[int(i)] for i in order[pos : pos + bs]]
+            pos += bs
+            loss = _loss(model, arch, task, batch, answerable)
+            if loss is not None:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                losses.append(float(loss.detach()))
+            sched.step()
+            advance(1, loss=f"{np.mean(losses[-50:]) if losses else math.nan:.3f}")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return losses
+
+
+def _write(out: Path, meta: dict, save) -> None:
+    """save(tmp) then robust_pt.json into a fresh sibling directory, renamed over `out` when complete."""
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        save(tmp)
+        (tmp / "robust_pt.json").write_text(json.dumps(meta, indent=1, default=str))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_hf(
+    base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Path, overwrite: bool = False, log=print
+) -> dict:
+    """Tune the Hugging Face model in `base` on `task_name` with `cfg.method`; save into `out`."""
+    from ..devices import resolve_device
+    from ..models.hf import load_transformers, wrap
+    from ..predict import evaluate_clean
+    from ..tasks import TASKS, load_task
+
+    base_dir, out = Path(base).resolve(), Path(out)
+    arch = _check_base_dir(base, base_dir)
     if task_name == "shapes-pretrain":
         raise TaskError("shapes-pretrain is the pretraining mix; tune on one task (e.g. shapes-vqa)")
     dev = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    weights = base_dir / "model.safetensors"
     identity = {
         "kind": "hf-tune",
         "architecture": arch,
         "base": str(base_dir),
-        "base_sha256": _sha256(base_dir / "model.safetensors") if (base_dir / "model.safetensors").exists() else None,
+        "base_sha256": _sha256(weights) if weights.exists() else None,
         "task": task_name,
         "config": cfg.identity(),
     }
@@ -306,23 +384,7 @@ def train_hf(
             f"{arch} cannot serve the {train_task.kind} task {train_task.name}; it serves "
             f"{', '.join(probe.task_kinds)} tasks"
         )
-    added: list[str] = []
-    full = cfg.spec.hf.full  # every weight trains (no peft config)
-    if arch == "ViltForQuestionAnswering" and train_task.answers:
-        if full:
-            added = _reheaded_vilt(net, train_task.answers)
-        else:
-            from ..models.hf import _norm
-
-            have = {_norm(v) for v in net.config.id2label.values()}
-            missing = [a for a in train_task.answers if _norm(a) not in have]
-            if len(missing) > len(train_task.answers) / 2:
-                raise ConfigError(
-                    f"the base's id2label lacks {len(missing)} of the {len(train_task.answers)} answers "
-                    f"of {task_name} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
-                    f"{cfg.method} keeps the base's VQA head, so use --method {_full_method()} (which "
-                    f"adds them) or a base whose id2label covers them"
-                )
+    added = _fit_head(arch, net, train_task, cfg, task_name)
     torch.manual_seed(cfg.seed)
     trained_net, pm = _tunable(arch, cfg, net)
     trained = [n for n, p in net.named_parameters() if p.requires_grad]  # what a delta keeps
@@ -331,37 +393,11 @@ def train_hf(
     answerable = [True] * len(train_task.answers or [])  # ViLT: answers its head has
     if arch == "ViltForQuestionAnswering" and train_task.answers:
         answerable = (model.candidate_index(train_task.answers) >= 0).tolist()
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainable = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-
     lr = cfg.lr or cfg.spec.hf.lr
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    sched = _schedule(opt, cfg.steps, cfg.warmup)
-    rng = np.random.default_rng(cfg.seed)
-    n = len(train_task)
-    bs = min(cfg.batch_size, n)
-    order, pos, losses = rng.permutation(n), 0, []
     t0 = time.time()
-    model.train()
-    with progress_bar(f"{cfg.method} {arch} {train_task.name}", total=cfg.steps, unit="steps") as advance:
-        for _ in range(cfg.steps):
-            if pos + bs > n:
-                order, pos = rng.permutation(n), 0
-            batch = [train_task[int(i)] for i in order[pos : pos + bs]]
-            pos += bs
-            loss = _loss(model, arch, train_task, batch, answerable)
-            if loss is not None:
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                losses.append(float(loss.detach()))
-            sched.step()
-            advance(1, loss=f"{np.mean(losses[-50:]) if losses else math.nan:.3f}")
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    losses = _fit(model, arch, train_task, cfg, answerable, lr)
     metrics, test_n = None, 0
     eval_split = "test" if task_name in TASKS else "val"
     if cfg.eval_size:
@@ -392,18 +428,6 @@ def train_hf(
         "total_params": total,
         "trainable_fraction": trainable / total if total else None,
     }
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        model.to("cpu")
-        _save(tmp, cfg, net, pm, tok, trained, identity, base_dir)
-        (tmp / "robust_pt.json").write_text(json.dumps(meta, indent=1, default=str))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    model.to("cpu")
+    _write(out, meta, lambda tmp: _save(tmp, cfg, net, pm, tok, trained, identity, base_dir))
     return meta
