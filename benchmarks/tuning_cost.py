@@ -96,7 +96,7 @@ def train_step(model, opt, x, q, y):
     opt.step()
 
 
-def flops(model, fn) -> int:
+def flops(fn) -> int:
     with counter() as c:
         fn()
     return c.get_total_flops()
@@ -123,8 +123,8 @@ def token_form_flops(base, x, q, answers, m: int) -> tuple[int, dict]:
     d, f = base.cfg.d_model, base.cfg.ffn
     for mod, a, kw in calls:
         with torch.no_grad():
-            plain = flops(base, lambda: mod(*a, **kw))
-            more = flops(base, lambda: mod(*_with_tokens(mod, a, kw, m, d)))
+            plain = flops(lambda: mod(*a, **kw))
+            more = flops(lambda: mod(*_with_tokens(mod, a, kw, m, d)))
         extra += more - plain
         if not check and isinstance(mod, EncoderLayer):
             B, N = a[0].shape[:2]
@@ -156,8 +156,9 @@ def _with_tokens(layer, a, kw, m: int, d: int):
     return (torch.cat([tokens, y], 1), y_mask, memory, memory_mask, None, pattern)
 
 
-def timings(models: dict, x, q, y, answers, repeat: int, iters: int) -> dict:
-    """{variant: {"train_ms": median, "attack_ms": median}}, the variants alternating in each repeat."""
+def timings(models: dict, attacked: dict, x, q, y, answers, repeat: int, iters: int) -> dict:
+    """{variant: {"train_ms": median, "attack_ms": median}}, the variants alternating in each repeat (training
+    steps on `models`, attack passes on their frozen copies `attacked`)."""
     import torch
 
     opts = {k: torch.optim.AdamW([p for p in mdl.parameters() if p.requires_grad] or [torch.zeros(1)], lr=1e-4)
@@ -168,7 +169,7 @@ def timings(models: dict, x, q, y, answers, repeat: int, iters: int) -> dict:
         for k in order:
             mdl = models[k]
             for what, fn in (
-                ("attack_ms", lambda: attack_pass(mdl, x, q, answers)),
+                ("attack_ms", lambda: attack_pass(attacked[k], x, q, answers)),
                 ("train_ms", lambda: train_step(mdl.train(), opts[k], x, q, y)),
             ):
                 if what == "train_ms" and k == "base":
@@ -182,18 +183,29 @@ def timings(models: dict, x, q, y, answers, repeat: int, iters: int) -> dict:
     return {k: {w: statistics.median(v) if v else None for w, v in d.items()} for k, d in out.items()}
 
 
-def measure(m: int, n: int, repeat: int, iters: int) -> dict:
-    models = {k: variant(k, m) for k in ("base", "prompt", "apt")}
-    x, q, y, answers = batch(n, models["base"].image_size)
-    closed = {k: flops(mdl, lambda: attack_pass(mdl, x, q, answers)) for k, mdl in models.items()}
-    fwd = {}
-    for k, mdl in models.items():
-        import torch
+def frozen(model):
+    """A copy with no parameter requiring grad: what an attack runs (load_model freezes every model)."""
+    import copy
 
+    out = copy.deepcopy(model)
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out.eval()
+
+
+def measure(m: int, n: int, repeat: int, iters: int) -> dict:
+    import torch
+
+    models = {k: variant(k, m) for k in ("base", "prompt", "apt")}
+    attacked = {k: frozen(mdl) for k, mdl in models.items()}
+    x, q, y, answers = batch(n, models["base"].image_size)
+    closed = {k: flops(lambda: attack_pass(mdl, x, q, answers)) for k, mdl in attacked.items()}
+    fwd = {}
+    for k, mdl in attacked.items():
         with torch.no_grad():
-            fwd[k] = flops(mdl, lambda: mdl.candidate_logits(x, q, answers))
-    tokens_extra, check = token_form_flops(models["base"], x, q, answers, m)
-    per = lambda v: v / n / 1e9  # noqa: E731 - GFLOPs per example
+            fwd[k] = flops(lambda: mdl.candidate_logits(x, q, answers))
+    tokens_extra, check = token_form_flops(attacked["base"], x, q, answers, m)
+    per = lambda v: v / len(x) / 1e9  # noqa: E731 - GFLOPs per example
     res = {
         "M": m,
         "examples": n,
@@ -208,7 +220,7 @@ def measure(m: int, n: int, repeat: int, iters: int) -> dict:
         "trainable_params": {
             k: sum(p.numel() for p in mdl.parameters() if p.requires_grad) for k, mdl in models.items() if k != "base"
         },
-        "ms": timings(models, x, q, y, answers, repeat, iters),
+        "ms": timings(models, attacked, x, q, y, answers, repeat, iters),
     }
     return res
 

@@ -260,7 +260,7 @@ def run(
     from .recipe import run_recipe
 
     try:
-        run_recipe(recipe, out, only=[n.strip() for n in only.split(",") if n.strip()] if only else None)
+        run_recipe(recipe, out, only=None if only is None else [n.strip() for n in only.split(",") if n.strip()])
     except RobustPTError as err:
         fail(err)
 

@@ -109,6 +109,8 @@ class Recipe:
         from dataclasses import replace
 
         have = [t.name for t in self.tuning]
+        if not names:
+            raise ConfigError(f"--only names no tuning entry of recipe {self.name}; its entries: {', '.join(have)}")
         bad = [n for n in names if n not in have]
         if bad:
             raise ConfigError(f"recipe {self.name} has no tuning entry {bad[0]!r}; its entries: {', '.join(have)}")
@@ -327,10 +329,37 @@ def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print, 
     from .locking import hold
 
     r = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    part = r.only(only) if only else r
+    part = r if only is None else r.only(only)
     out = Path(out) if out is not None else Path("reports") / r.name
     with hold(out, "report directory"):  # a second `robust-pt run` into it: LockedError, exit 2
         return _run_locked(r, part, out, log)
+
+
+def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
+    """--only: the runs of the entries not selected that are in the report directory, each complete and
+    made with its entry's tuning (a run of an entry edited since is refused, one line)."""
+    import json
+
+    mine = {t.name for t in part.tuning}
+    found = []
+    for task, t, _a, name in r.runs():
+        p = runs_dir / name
+        if t.name in mine or not (p / "run.json").exists():
+            continue
+        meta = json.loads((p / "run.json").read_text())
+        tuning = (meta.get("model_meta") or {}).get("tuning")
+        want = None if t.tuning is None else t.tuning.relevant()
+        stale = meta.get("status") != "complete" or (want is not None and tuning != want)
+        if stale or (meta.get("config") or {}).get("task", {}).get("name") != task:
+            raise ConfigError(
+                f"{p} is not a complete run of the recipe's entry {t.name!r} as it stands (status "
+                f"{meta.get('status')!r}, tuning {tuning}); run without --only to redo it, or delete it"
+            )
+        found.append(p)
+    missing = len(r.runs()) - len(part.runs()) - len(found)
+    if missing:
+        log(f"[{r.name}] {missing} runs of the other entries are missing; the report leaves them out")
+    return found
 
 
 def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
@@ -340,6 +369,7 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
 
     runs_dir = out / "runs"
     t0 = time.time()
+    others = _other_runs(r, part, runs_dir, log) if part is not r else None
     ckpts = build_zoo(part, log=log)
     log(f"[{r.name}] checkpoints ready after {time.time() - t0:.0f} s")
     for task, t, a, name in part.runs():
@@ -361,13 +391,9 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
         )
         log(f"[{r.name}] {run.name}: {time.time() - t1:.0f} s")
     run_paths = [runs_dir / name for *_, name in r.runs()]
-    if part is not r:  # --only: the other entries' runs that are there
-        found = [p for p in run_paths if (p / "run.json").exists()]
-        if len(found) < len(run_paths):
-            log(
-                f"[{r.name}] {len(run_paths) - len(found)} runs of the other entries are missing; the report leaves them out"
-            )
-        run_paths = found
+    if others is not None:  # --only: the selected entries' runs and the others' that are there, in recipe order
+        keep = set(others) | {runs_dir / name for *_, name in part.runs()}
+        run_paths = [p for p in run_paths if p in keep]
     build(run_paths, out, allow_mixed=len(r.tasks) > 1, title=f"robust-pt: {r.name}")
     log(f"[{r.name}] finished in {time.time() - t0:.0f} s; report in {out}")
     return out

@@ -43,9 +43,25 @@ def context(arch: str, net):
     return HFContext(arch, net, {"lora": list(t.lora), "ia3": list(t.ia3), "ia3_feedforward": list(t.ia3_feedforward)})
 
 
-def save_delta(
-    tensors: dict, out: Path, *, method: str, options: dict, arch: str, base_dir: Path, base_sha256: str | None
-) -> None:
+def base_digest(base_dir: Path) -> str:
+    """sha256 over the base's weight files (safetensors, shards and their index, .bin) and the labels
+    in its config.json (a tuned head means something only with the base's id2label)."""
+    import hashlib
+
+    from ..tuning.checkpoint import sha256_file
+
+    files = sorted({*base_dir.glob("*.safetensors"), *base_dir.glob("*.bin"), *base_dir.glob("*.index.json")})
+    if not files:
+        raise CheckpointError(f"{base_dir} holds no weight files (*.safetensors, *.bin); pass a model directory")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}:{sha256_file(f)}\n".encode())
+    labels = read_json(base_dir / "config.json").get("id2label")
+    h.update(json.dumps(labels, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def save_delta(tensors: dict, out: Path, *, method: str, options: dict, arch: str, base_dir: Path) -> None:
     """Write the trained tensors ({name in the transformers model: tensor}) and the config that rebuilds
     them on the base into `out`."""
     from safetensors.torch import save_file
@@ -58,38 +74,40 @@ def save_delta(
         "method": method,
         "options": options,
         "architecture": arch,
-        "base": {"path": str(base_dir), "sha256": base_sha256},
+        "base": {"path": str(Path(base_dir).resolve()), "sha256": base_digest(Path(base_dir))},
     }
     (out / DELTA_CONFIG).write_text(json.dumps(cfg, indent=1))
 
 
 def _base_dir(cfg: dict, path: Path, base: Any) -> Path:
-    from .hf_peft import resolve_base
-
-    if base is not None:
-        return resolve_base(base, path)
-    ref = (cfg.get("base") or {}).get("path")
-    return resolve_base(ref, path)
+    """The `base` given, else the path delta_config.json names (as written, or relative to the delta)."""
+    ref = base if base is not None else (cfg.get("base") or {}).get("path")
+    if not ref:
+        raise CheckpointError(f"{path / DELTA_CONFIG} names no base; pass the base directory (--base DIR)")
+    p = Path(str(ref)).expanduser()
+    for cand in [p] if p.is_absolute() else [Path.cwd() / p, path / p]:
+        if (cand / "config.json").exists():
+            return cand.resolve()
+    where = "given with --base" if base is not None else f"named in {DELTA_CONFIG}"
+    raise CheckpointError(
+        f"the base model of {path} ({ref}, {where}) is missing or holds no config.json; "
+        f"pass the base directory it was tuned on (--base DIR)"
+    )
 
 
 def _check_base(cfg: dict, path: Path, base_dir: Path) -> str:
-    from ..tuning.checkpoint import sha256_file
-
     arch = architecture_of(base_dir)
     if cfg.get("architecture") and cfg["architecture"] != arch:
         raise CheckpointError(
             f"{path} was tuned on a {cfg['architecture']} but its base {base_dir} is a {arch}; "
             f"pass the base it was tuned on (--base DIR)"
         )
-    want = (cfg.get("base") or {}).get("sha256")
-    weights = base_dir / "model.safetensors"
-    if want and weights.exists():
-        got = sha256_file(weights)
-        if got != want:
-            raise CheckpointError(
-                f"base weights {weights} have sha256 {got[:12]}..., but {path} was tuned on "
-                f"{want[:12]}...; use the original base or re-train"
-            )
+    want, got = (cfg.get("base") or {}).get("sha256"), base_digest(base_dir)
+    if want != got:
+        raise CheckpointError(
+            f"the base {base_dir} (weights and labels, sha256 {got[:12]}...) is not the one {path} was "
+            f"tuned on ({str(want)[:12]}...); use the original base or re-train"
+        )
     return arch
 
 

@@ -30,10 +30,14 @@ HF_PLACES = {"ViltForQuestionAnswering": ("ViltAttention", "classifier")}
 
 @dataclass(frozen=True)
 class APTOptions:
-    apt_prompts: int = field(default=16, metadata={"help": "APT prompt count M per layer (the authors ran 200)"})
-    apt_depth: str = field(default="both", metadata={"help": "layers with APT: encoder, decoder or both"})
+    apt_prompts: int = field(default=16, metadata={"help": "APT prompt count M per layer (the paper's runs: 200)"})
+    apt_depth: str = field(
+        default="both", metadata={"help": "built-in model: layers with APT, encoder, decoder or both (ViLT: all)"}
+    )
     apt_rank: int = field(default=4, metadata={"help": "rank of APT's low-rank update of the prompt keys"})
-    apt_dropout: float = field(default=0.1, metadata={"help": "dropout on APT's prompt scores"})
+    apt_dropout: float = field(
+        default=0.1, metadata={"help": "dropout on APT's prompt scores (the authors': the attention dropout)"}
+    )
 
     def __post_init__(self):
         for name in ("apt_prompts", "apt_rank"):
@@ -81,7 +85,7 @@ def attach_hf(o: APTOptions, ctx: HFContext) -> None:
     freeze(ctx.net)
     d = ctx.net.config.hidden_size
     for module in ctx.net.modules():
-        if type(module).__name__ == attention:
+        if type(module).__name__ == attention and not hasattr(module, "apt"):  # attached once only
             module.apt = ApproximatePrompt(d, o.apt_prompts, o.apt_rank, o.apt_dropout)
             module.register_forward_hook(_after_attention, with_kwargs=True)
             for p in module.apt.parameters():
@@ -97,7 +101,12 @@ METHOD = register(
         APTOptions,
         apply=apply,
         lr=3e-3,
-        hf=OnHF(lr=5e-4, options=("apt_prompts", "apt_rank", "apt_dropout"), attach=attach_hf),
+        hf=OnHF(
+            lr=5e-4,
+            options=("apt_prompts", "apt_rank", "apt_dropout"),
+            attach=attach_hf,
+            architectures=tuple(HF_PLACES),
+        ),
         prompt_like=True,
         factors=(
             Factor("apt_prompts", "APT prompt count M"),

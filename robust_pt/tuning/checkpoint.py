@@ -184,6 +184,12 @@ def load(path: str | Path, _depth: int = 0):
         apply_method(model, TuningConfig(**tuning))
         model.meta = dict(meta)
         _load_state(model, tensors, path, strict=False)
+        lacking = [n for n, p in model.named_parameters() if p.requires_grad and n not in tensors]
+        if lacking:  # the method's own tensors must all be there (else they stay at their initialisation)
+            raise CheckpointError(
+                f"{path / WEIGHTS} lacks {lacking[0]} (and {len(lacking) - 1} more) of its "
+                f"{tuning.get('method')} tensors; re-create the checkpoint"
+            )
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -250,7 +250,6 @@ def _save(tmp: Path, cfg: HFTrainConfig, net, pm, tok, trained: list[str], ident
             options=cfg.method_options(),
             arch=identity["architecture"],
             base_dir=base_dir,
-            base_sha256=identity["base_sha256"],
         )
     else:
         net.save_pretrained(tmp, safe_serialization=True)
@@ -356,6 +355,12 @@ def train_hf(
 
     base_dir, out = Path(base).resolve(), Path(out)
     arch = _check_base_dir(base, base_dir)
+    supported = cfg.spec.hf.architectures
+    if supported is not None and arch not in supported:
+        raise ConfigError(
+            f"--method {cfg.method} supports {', '.join(supported)} among Hugging Face bases, not {arch} ({base}); "
+            f"use --method lora or ia3 there"
+        )
     if task_name == "shapes-pretrain":
         raise TaskError("shapes-pretrain is the pretraining mix; tune on one task (e.g. shapes-vqa)")
     dev = resolve_device(cfg.device)
@@ -366,7 +371,7 @@ def train_hf(
         "kind": "hf-tune",
         "architecture": arch,
         "base": str(base_dir),
-        "base_sha256": _sha256(weights) if weights.exists() else None,
+        "base_sha256": _sha256(weights) if weights.exists() else None,  # the delta's check: hf_delta.base_digest
         "task": task_name,
         "config": cfg.identity(),
     }

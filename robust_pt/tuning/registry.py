@@ -108,12 +108,15 @@ class OnHF:
     saved as a peft adapter). attach: (options, HFContext) -> None, for a method peft does not
     have: adds its modules to HFContext.net in place and leaves exactly its own parameters
     trainable; saved as a robust-pt delta on the base (models/hf_delta.py). Neither: every
-    weight trains and the model is saved with save_pretrained."""
+    weight trains and the model is saved with save_pretrained. architectures: the Hugging Face
+    architectures it supports (None: every one robust-pt loads); another is refused in one
+    line before anything is loaded."""
 
     lr: float
     options: tuple[str, ...] = ()
     peft_config: Callable[[Any, HFContext], Any] | None = None
     attach: Callable[[Any, HFContext], None] | None = None
+    architectures: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.peft_config is not None and self.attach is not None:

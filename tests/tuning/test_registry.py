@@ -58,10 +58,11 @@ def _logits(model):
 
 
 def test_registry_lists_the_methods_in_report_order():
-    assert BUILTIN == ["finetune", "prompt", "adapter", "bitfit", "lora"]
-    assert HF == ["finetune", "prompt", "lora", "ia3"]
-    assert registry.report_order() == ["finetune", "prompt", "adapter", "bitfit", "lora"]
-    assert registry.get("prompt").prompt_like and not registry.get("lora").prompt_like
+    assert BUILTIN == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt"]
+    assert HF == ["finetune", "prompt", "lora", "ia3", "apt"]
+    assert registry.report_order() == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt"]
+    assert registry.get("prompt").prompt_like and registry.get("apt").prompt_like
+    assert not registry.get("lora").prompt_like
     assert not registry.get(registry.REFERENCE).delta and all(registry.get(m).delta for m in BUILTIN[1:])
 
 
@@ -121,7 +122,13 @@ def test_every_hf_method_trains_a_step(vilt, tmp_path, method):
         "eval_size",
         *spec.hf.options,
     }
-    saved = "model.safetensors" if spec.hf.full else "adapter_model.safetensors"
+    saved = (
+        "model.safetensors"
+        if spec.hf.full
+        else "delta_model.safetensors"  # robust-pt's own (OnHF.attach; models/hf_delta.py)
+        if spec.hf.attach is not None
+        else "adapter_model.safetensors"
+    )
     assert (tmp_path / method / saved).exists()
 
 
@@ -261,7 +268,7 @@ def test_toy_method_in_reports(toy, tmp_path):
     from tests.report.helpers import write_run
 
     assert METHOD_NAMES["toy"] == "the toy method" == method_name("toy") and plots.PALETTE["toy"] == "#000000"
-    assert registry.report_order()[-1] == "toy" and method_rank("toy") == 5 and method_rank("ia3") == 99
+    assert registry.report_order()[-1] == "toy" and method_rank("toy") == 6 and method_rank("ia3") == 99
     rng = np.random.default_rng(0)
     clean = [True] * 30
     paths = [
@@ -353,7 +360,7 @@ def test_unknown_methods_and_options_are_refused_with_one_line(base, tmp_path):
     with pytest.raises(
         ConfigError,
         match="unknown method 'bitfit' for a Hugging Face base; choose one of finetune, "
-        "prompt, lora, ia3 .adapter and bitfit are built-in-model methods.",
+        "prompt, lora, ia3, apt .adapter and bitfit are built-in-model methods.",
     ):
         HFTrainConfig(method="bitfit")
     from robust_pt.recipe import load_recipe
