@@ -35,6 +35,11 @@ def report_cmd(
         "--correction",
         help="Multiplicity correction of the gaps' p-values across the report: bh (Benjamini-Hochberg), holm or none.",
     ),
+    reference: str = typer.Option(
+        "finetune",
+        "--reference",
+        help="Tuning method every other method is compared against (e.g. prompt, lora); it needs a run in the report.",
+    ),
 ):
     """Tables, statistics, figures and sanity checks from run directories."""
     from .report import build
@@ -49,6 +54,7 @@ def report_cmd(
             title=title,
             gallery=gallery,
             correction=correction,
+            reference=reference,
         )
     except RobustPTError as err:
         fail(err)

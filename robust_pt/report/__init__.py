@@ -3,7 +3,7 @@
     import robust_pt as rpt
     rep = rpt.report(["runs/ft-pgd", "runs/pt-pgd"], out="reports/vqa")
     rep.summary    # one row per (task, model, attack, eps), with 95% CIs
-    rep.gaps       # each tuning method against finetuning: gap, CI, p, adjusted p, significant
+    rep.gaps       # each tuning method against finetuning (or build(reference=...)): gap, CI, p, adjusted p, significant
     rep.sanity     # gradient-masking checks: pass / fail / not checked, with the reason
     rep.findings   # one sentence per comparison
 
@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from ..runformat import slug as _safe
 from . import stats
-from .load import MixedRunsError, ReportError, RunData, load_runs
+from .load import REFERENCE, MixedRunsError, ReportError, RunData, load_runs
 
 __all__ = ["build", "Report", "ReportError", "MixedRunsError", "SCHEMA_VERSION"]
 
@@ -52,6 +52,7 @@ class Report:
     files: dict = field(default_factory=dict)  # name -> Path
     text_examples: int = 8
     correction: str = stats.DEFAULT_CORRECTION  # multiplicity correction of the gaps' p-values
+    reference: str = REFERENCE  # the method every other method's gaps are against
 
     def to_dict(self) -> dict:
         from .document import as_plain
@@ -69,13 +70,7 @@ class Report:
                     "level": stats.LEVEL,
                     "method": "paired percentile bootstrap",
                 },
-                "tests": {
-                    "binary": "McNemar's exact test; interval: exact conditional (Clopper-Pearson)",
-                    "graded": "paired bootstrap test; interval: percentile",
-                    "alpha": stats.ALPHA,
-                    "correction": self.correction,
-                    "correction_name": stats.CORRECTION_NAMES[self.correction],
-                },
+                "tests": self._tests(),
                 "runs": [
                     {
                         "path": str(r.path),
@@ -105,6 +100,23 @@ class Report:
             }
         )
 
+    def _tests(self) -> dict:
+        """summary.json's record of how the gaps were tested. The reference method is written only when
+        it is not finetuning, so that reports made with the default stay byte for byte what they were
+        (no "reference" key: the gaps are against finetuning)."""
+        from .tables import reference_name
+
+        tests = {
+            "binary": "McNemar's exact test; interval: exact conditional (Clopper-Pearson)",
+            "graded": "paired bootstrap test; interval: percentile",
+            "alpha": stats.ALPHA,
+            "correction": self.correction,
+            "correction_name": stats.CORRECTION_NAMES[self.correction],
+        }
+        if self.reference != REFERENCE:
+            tests.update(reference=self.reference, reference_name=reference_name(self.reference))
+        return tests
+
     def __repr__(self) -> str:
         return f"Report(runs={len(self.runs)}, rows={len(self.summary)}, gaps={len(self.gaps)}, out={self.out})"
 
@@ -113,6 +125,24 @@ def _int(name: str, v, lo: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
         raise ReportError(f"{name} must be an integer >= {lo}, got {v!r}")
     return v
+
+
+def _reference(reference, data: list[RunData]) -> str:
+    """The reference method, checked against the runs: a known method (aliases such as "pt" allowed)
+    that has a run in the report. Why here and not in gap_rows: a misspelt or absent reference would
+    otherwise give a report without a single gap; the error names the methods the runs have instead.
+    The default (finetuning) keeps today's behaviour: without a finetuning run the report says so in
+    its notes."""
+    from .load import METHOD_NAMES, method_rank, normalise_method
+
+    present = sorted({r.method for r in data}, key=lambda m: (method_rank(m), m))
+    listing = ", ".join(present)
+    ref = normalise_method(reference)
+    if ref is None or ref not in METHOD_NAMES:
+        raise ReportError(f"unknown reference method {reference!r}; the runs' methods are: {listing}")
+    if ref != REFERENCE and ref not in present:
+        raise ReportError(f"no run of the reference method {ref!r} in the report; the runs' methods are: {listing}")
+    return ref
 
 
 def build(
@@ -127,6 +157,7 @@ def build(
     gallery: int = 6,
     text_examples: int = 8,
     correction: str = stats.DEFAULT_CORRECTION,
+    reference: str = REFERENCE,
 ) -> Report:
     """Build a report from run directories (or folders of them); write it to `out` if given.
 
@@ -134,6 +165,8 @@ def build(
     run without valid records, or runs of different tasks without allow_mixed. Corrupt
     record lines are skipped and reported in `Report.warnings`. `correction` (bh, holm, none)
     adjusts the gaps' p-values across the report; the adjusted decisions are what it counts.
+    `reference` (a tuning method, finetuning by default) is what every other method's runs are
+    compared against, and what the text names; an unknown one, or one without a run, is a ReportError.
     """
     from .. import __version__
     from . import sanity, tables
@@ -145,8 +178,9 @@ def build(
     if isinstance(runs, (str, Path)):
         runs = [runs]
     data = load_runs(list(runs), allow_mixed=allow_mixed)
+    reference = _reference(reference, data)
     summary = tables.summary_frame(data, n_boot, seed)
-    gap_rows, notes = tables.gap_rows(data, n_boot, seed)
+    gap_rows, notes = tables.gap_rows(data, n_boot, seed, reference)
     gaps = tables.gap_frame(gap_rows, correction)
     import pandas as pd
 
@@ -160,7 +194,7 @@ def build(
         summary=summary,
         gaps=gaps,
         sanity=san,
-        findings=tables.findings(gaps),
+        findings=tables.findings(gaps, reference),
         warnings=warnings,
         notes=notes,
         seed=seed,
@@ -170,6 +204,7 @@ def build(
         title=title,
         text_examples=text_examples,
         correction=correction,
+        reference=reference,
     )
     if out is not None:
         write(rep, Path(out), figures=figures, gallery=gallery)

@@ -17,8 +17,9 @@ from typing import Any, Callable, Union
 
 from ..runformat import broken_mask
 from . import stats
+from .load import REFERENCE
 from .sanity import FAIL, RULE
-from .tables import is_significant, method_name, points, verdict_frame
+from .tables import is_significant, method_name, points, reference_name, verdict_frame
 from .verdict import verdict
 
 Cell = Union[str, list]
@@ -188,17 +189,20 @@ def _num(x, digits: int = 4) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
-def gap_table(gaps, task: str) -> Table:
+def gap_table(gaps, task: str, reference: str = REFERENCE) -> Table:
+    """The gaps of one task against `reference` (finetuning by default), which the headers and the
+    caption name."""
     d = gaps[gaps["task"] == task]
+    ref = reference_name(reference)
     headers = [
         "Model",
         "Method",
-        "vs finetuning",
+        f"vs {ref}",
         "Attack",
         "eps",
         "n",
         "Robust",
-        "Finetuning robust",
+        f"{reference_name(reference, capital=True)} robust",
         "Gap [95% CI]",
         "p (test)",
         "p adj.",
@@ -228,17 +232,18 @@ def gap_table(gaps, task: str) -> Table:
                 f"{int(r['b'])} / {int(r['c'])}",
             ]
         )
-    return Table(
-        headers,
-        rows,
-        caption=(
-            f"{task}: gap = method - finetuning on the same examples (points; positive: the method keeps more); "
-            "CI: the interval its test inverts (McNemar's exact test on the discordant pairs for 0/1 verdicts, so it "
-            "excludes 0 exactly when p < 0.05; a paired bootstrap for graded scores); p adj.: adjusted across the "
-            "report's comparisons, significant = p adj. < 0.05; rel. drop gap = finetuning's relative drop - the "
-            "method's (positive: the method degrades less; bootstrap, its own adjusted family, * = significant); "
-            "b / c = examples only the method / only finetuning gets right (graded: scores higher / lower)"
-        ),
+    return Table(headers, rows, caption=_gap_caption(task, ref))
+
+
+def _gap_caption(task: str, ref: str) -> str:
+    """The gap table's caption; `ref` is the reference's display name."""
+    return (
+        f"{task}: gap = method - {ref} on the same examples (points; positive: the method keeps more); "
+        "CI: the interval its test inverts (McNemar's exact test on the discordant pairs for 0/1 verdicts, so it "
+        "excludes 0 exactly when p < 0.05; a paired bootstrap for graded scores); p adj.: adjusted across the "
+        f"report's comparisons, significant = p adj. < 0.05; rel. drop gap = {ref}'s relative drop - the "
+        "method's (positive: the method degrades less; bootstrap, its own adjusted family, * = significant); "
+        f"b / c = examples only the method / only {ref} gets right (graded: scores higher / lower)"
     )
 
 
@@ -246,7 +251,8 @@ def _p(p: float) -> str:
     return stats.format_p(p).replace("p ", "").replace("= ", "")
 
 
-def verdict_table(gaps) -> Table:
+def verdict_table(gaps, reference: str = REFERENCE) -> Table:
+    """The count table; its caption names `reference`, the method the gaps are against."""
     v = verdict_frame(gaps)
     rows = [
         [
@@ -263,7 +269,7 @@ def verdict_table(gaps) -> Table:
     return Table(
         ["Task", "Method", "Cells", "More robust", "Less robust", "Rel. drop smaller", "Rel. drop larger"],
         rows,
-        caption="Comparisons against finetuning (one cell per attack and eps) that are significant "
+        caption=f"Comparisons against {reference_name(reference)} (one cell per attack and eps) that are significant "
         "after adjustment for multiplicity across the report: the robust metric (more / less "
         "robust) and the relative drop (clean gap taken out, its own family).",
     )
@@ -340,7 +346,8 @@ def build_document(report) -> Document:
     title = report.title or f"Robustness report: {', '.join(tasks)}"
     doc = Document(title)
     doc.add(Heading(1, title))
-    lead = verdict(g, s, report.correction)
+    ref = reference_name(report.reference)
+    lead = verdict(g, s, report.correction, report.reference)
     if lead:
         doc.add(Para(" ".join(lead), "verdict"))
     for task in tasks:  # the key figure: metric vs eps per task
@@ -357,7 +364,7 @@ def build_document(report) -> Document:
         Para(
             f"Made by robust-pt {report.version} from {len(report.runs)} run(s) on {report.created}. Metrics "
             f"are in points (x100). Robust metrics: paired bootstrap CIs, {report.n_boot} replicates, seed "
-            f"{report.seed}, 95% percentile interval. Gaps against finetuning: McNemar's exact test with the "
+            f"{report.seed}, 95% percentile interval. Gaps against {ref}: McNemar's exact test with the "
             f"interval it inverts (0/1 verdicts) or the bootstrap test with its interval (graded scores), "
             f"p-values adjusted across the report ({stats.CORRECTION_NAMES[report.correction]})."
         )
@@ -370,7 +377,7 @@ def build_document(report) -> Document:
         for attack in dict.fromkeys(s[s["task"] == task]["attack"]):
             doc.add(Heading(3, f"{attack}"), wide_table(s, task, attack))
         if len(g) and (g["task"] == task).any():
-            doc.add(Heading(3, "Gaps against finetuning"), gap_table(g, task))
+            doc.add(Heading(3, f"Gaps against {ref}"), gap_table(g, task, report.reference))
         doc.add(Heading(3, "Attack details"), details_table(s, task))
 
     _add_figures(
@@ -405,6 +412,13 @@ def build_document(report) -> Document:
         "and both predictions",
     )
 
+    _add_text_examples(doc, report)
+    doc.add(Heading(2, "Runs"), runs_table(report))
+    return doc
+
+
+def _add_text_examples(doc: Document, report) -> None:
+    """The word diffs of the text attacks' examples, if any run has them (split out of build_document)."""
     text_rows = [row for r in report.runs for row in text_examples(r, report.text_examples)]
     if text_rows:
         doc.add(Heading(2, "Text attack examples"))
@@ -423,9 +437,6 @@ def build_document(report) -> Document:
             )
         )
 
-    doc.add(Heading(2, "Runs"), runs_table(report))
-    return doc
-
 
 def _add_findings(doc: Document, report) -> None:
     """The count table, then one sentence per comparison: the significant ones (and failed sanity checks
@@ -442,12 +453,11 @@ def _add_findings(doc: Document, report) -> None:
         )
     shown += report.notes
     if not len(g) and not shown:
-        doc.add(
-            Para("No comparison against finetuning: no finetuning run shares a task and attack with another method.")
-        )
+        ref = reference_name(report.reference)
+        doc.add(Para(f"No comparison against {ref}: no {ref} run shares a task and attack with another method."))
         return
     if len(g):
-        doc.add(verdict_table(g))
+        doc.add(verdict_table(g, report.reference))
     if shown:
         doc.add(Bullets(shown))
     if rest:

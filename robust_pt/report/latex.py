@@ -56,5 +56,5 @@ def render(report) -> str:
         for attack in dict.fromkeys(s[s["task"] == task]["attack"]):
             out += [tabular(wide_table(s, task, attack), _lab(task, attack)), ""]
         if len(g) and (g["task"] == task).any():
-            out += [tabular(gap_table(g, task), _lab(task, "gaps")), ""]
+            out += [tabular(gap_table(g, task, report.reference), _lab(task, "gaps")), ""]
     return "\n".join(out)

@@ -7,9 +7,12 @@ binary verdicts, the bootstrap for graded ones), and its significance is the tes
 adjusted across the report (`significant`, from `p_adj`), which is what every count and
 sentence uses.
 
-Gap convention: gap = metric(method) - metric(finetuning) on the same examples, so a
+Gap convention: gap = metric(method) - metric(reference) on the same examples, so a
 positive gap means the method keeps more of the metric under attack; rel_drop_gap =
-rel_drop(finetuning) - rel_drop(method), positive when the method degrades less.
+rel_drop(reference) - rel_drop(method), positive when the method degrades less. The
+reference method is finetuning unless a report names another (`reference`); every
+sentence names it by its display name (`reference_name`), so the default text says
+"finetuning" as it always has.
 """
 
 from __future__ import annotations
@@ -88,6 +91,15 @@ GAP_COLUMNS = [
 
 def method_name(method: str) -> str:
     return METHOD_NAMES.get(method, method)
+
+
+def reference_name(reference: str = REFERENCE, capital: bool = False) -> str:
+    """How sentences, headings and captions name the reference method ("finetuning" by default).
+
+    Why one helper: every wording that used to say "finetuning" literally goes through it, so a
+    report with another reference names that method everywhere and the default text is unchanged."""
+    name = method_name(reference)
+    return name[:1].upper() + name[1:] if capital else name
 
 
 def run_matrix(run: RunData) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -219,24 +231,28 @@ def gap_row(
     }
 
 
+def _no_reference_note(task: str, attack: str, reference: str) -> str:
+    name = reference_name(reference)
+    ckpt = "a finetuned checkpoint" if reference == REFERENCE else f"a checkpoint tuned with {name}"
+    return f"{task}, {attack}: no {name} run, so no gap against {name} (attack {ckpt} with the same attack to get one)"
+
+
 def gap_rows(
-    runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED
+    runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED, reference: str = REFERENCE
 ) -> tuple[list[dict], list[str]]:
-    """Every non-finetuning run against every finetuning run of its task and attack; plus notes."""
+    """Every run whose method is not `reference` against every `reference` run of its task and attack;
+    plus notes. The reference is finetuning unless the report names another (build(reference=...))."""
     out: list[dict] = []
     notes: list[str] = []
     keys = sorted({(r.task, r.attack) for r in runs})
     for task, attack in keys:
         group = [r for r in runs if r.task == task and r.attack == attack]
-        refs = [r for r in group if r.method == REFERENCE]
-        others = [r for r in group if r.method != REFERENCE]
+        refs = [r for r in group if r.method == reference]
+        others = [r for r in group if r.method != reference]
         if not others:
             continue
         if not refs:
-            notes.append(
-                f"{task}, {attack}: no finetuning run, so no gap against finetuning "
-                f"(attack a finetuned checkpoint with the same attack to get one)"
-            )
+            notes.append(_no_reference_note(task, attack, reference))
             continue
         for run in others:
             for ref in refs:
@@ -304,12 +320,13 @@ def _decision(p_adj: float, significant: bool) -> str:
     return f"adjusted {stats.format_p(p_adj)}, " + ("significant" if significant else "not significant")
 
 
-def finding(row: dict, several_models: bool = False, several_refs: bool = False) -> str:
+def finding(row: dict, several_models: bool = False, several_refs: bool = False, reference: str = REFERENCE) -> str:
     """One sentence per comparison, whichever way it falls: the gap with the interval its test inverts,
-    the unadjusted and the adjusted p-value and the decision; then the same for the relative drop."""
+    the unadjusted and the adjusted p-value and the decision; then the same for the relative drop.
+    `reference`: the method the gaps are against, named in the sentence (finetuning by default)."""
     g, lo, hi = row["gap"], row["gap_lo"], row["gap_hi"]
     subject = who(row["method"], row["model"], several_models)
-    ref = "finetuning" + (f" ({row['reference']})" if several_refs else "")
+    ref = reference_name(reference) + (f" ({row['reference']})" if several_refs else "")
     m = _metric_words(row["metric"])
     test = "McNemar" if row["test"] == "mcnemar" else "bootstrap test"
     p = f"{test} {stats.format_p(row['p'])}, {_decision(row['p_adj'], row['significant'])}"
@@ -345,8 +362,9 @@ def is_significant(row) -> bool:
     return bool(row["significant"]) or bool(row["rel_drop_significant"])
 
 
-def findings(gaps) -> list[str]:
-    """One sentence per comparison: the significant ones first, each group in report order."""
+def findings(gaps, reference: str = REFERENCE) -> list[str]:
+    """One sentence per comparison: the significant ones first, each group in report order; each names
+    `reference` (the method the gaps are against) as the comparison."""
     if not len(gaps):
         return []
     sig, rest = [], []
@@ -354,7 +372,8 @@ def findings(gaps) -> list[str]:
         several_models = grp.groupby("method")["model"].nunique().max() > 1
         several_refs = grp["reference"].nunique() > 1
         for _, row in grp.iterrows():
-            (sig if is_significant(row) else rest).append(finding(row.to_dict(), several_models, several_refs))
+            sentence = finding(row.to_dict(), several_models, several_refs, reference)
+            (sig if is_significant(row) else rest).append(sentence)
     return sig + rest
 
 
@@ -362,13 +381,13 @@ VERDICT_COLUMNS = ["task", "method", "cells", "more", "less", "rel_smaller", "re
 
 
 def verdict_frame(gaps):
-    """How many comparisons against finetuning are significant each way, per task and over all tasks.
+    """How many comparisons against the reference are significant each way, per task and over all tasks.
 
     Why: a report with hundreds of gaps answers "is it more robust?" only if someone counts;
     cells = (attack, eps) comparisons; more / less: the robust-metric gap is significant (its
     test's p-value adjusted across the report, `significant`) and above / below 0;
     rel_smaller / rel_larger: the relative drop (the clean gap taken out) is significantly
-    smaller / larger than finetuning's (`rel_drop_significant`, its own family).
+    smaller / larger than the reference's (`rel_drop_significant`, its own family).
     """
     import pandas as pd
 

@@ -3,7 +3,9 @@
 Why: readers of a report with hundreds of gaps want "is any tuning method more robust than
 finetuning, where, and how often?" before any table. The sentences count the comparisons
 whose adjusted decision (`significant`, `rel_drop_significant`; stats.py) goes each way,
-per method, with the attack families (image, embedding, text, joint) they fall in.
+per method, with the attack families (image, embedding, text, joint) they fall in. The
+comparisons are against the report's reference method (finetuning unless it names
+another), and the sentences name that method.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 from collections import Counter
 
 from . import stats
-from .load import method_rank
-from .tables import method_name
+from .load import REFERENCE, method_rank
+from .tables import method_name, reference_name
 
 
 def _methods(gaps) -> list[str]:
@@ -37,7 +39,8 @@ def _cells(gaps, mask, methods: list[str]) -> list[str]:
     return out
 
 
-def _rel_drop(gaps, methods: list[str]) -> str:
+def _rel_drop(gaps, methods: list[str], ref: str) -> str:
+    """The relative-drop sentence; `ref` is the reference's display name."""
     rsig = gaps["rel_drop_significant"].astype(bool)
     lead = "With the clean gap taken out (relative drop), "
     sides = []
@@ -45,12 +48,12 @@ def _rel_drop(gaps, methods: list[str]) -> str:
         counts = [(m, int((mask & (gaps["method"] == m)).sum())) for m in methods]
         named = ", ".join(f"{method_name(m)} in {k}" for m, k in counts if k)
         sides.append(
-            f"the degradation is significantly {word} than finetuning's for {named} cells"
+            f"the degradation is significantly {word} than {ref}'s for {named} cells"
             if named
             else f"significantly {word} for no method"
         )
     if not rsig.any():
-        return lead + "no difference from finetuning is significant."
+        return lead + f"no difference from {ref} is significant."
     return lead + "; ".join(sides) + "."
 
 
@@ -60,29 +63,31 @@ def _adjustment(correction: str) -> str:
     return f"with {stats.CORRECTION_NAMES[correction]} adjustment across them"
 
 
-def verdict(gaps, summary, correction: str) -> list[str]:
-    """The report's opening sentences (none without gaps). `summary` gives each attack's family."""
+def verdict(gaps, summary, correction: str, reference: str = REFERENCE) -> list[str]:
+    """The report's opening sentences (none without gaps). `summary` gives each attack's family;
+    `reference` is the method the gaps are against, named in every sentence."""
     if not len(gaps):
         return []
+    ref = reference_name(reference)
     kinds = summary.drop_duplicates(["task", "attack"]).set_index(["task", "attack"])["kind"]
     g = gaps.assign(kind=[kinds.get((t, a)) for t, a in zip(gaps["task"], gaps["attack"])])
     methods = _methods(g)
     sig = g["significant"].astype(bool)
     tasks = g["task"].nunique()
     first = (
-        f"{len(g)} comparisons against finetuning ({len(methods)} method{'s' * (len(methods) > 1)}, {tasks} "
+        f"{len(g)} comparisons against {ref} ({len(methods)} method{'s' * (len(methods) > 1)}, {tasks} "
         f"task{'s' * (tasks > 1)}, one per attack and eps), each decided by McNemar's exact test (a bootstrap "
         f"test for graded metrics) {_adjustment(correction)}, at the 5% level."
     )
     more, less = _cells(g, sig & (g["gap"] > 0), methods), _cells(g, sig & (g["gap"] < 0), methods)
     second = (
-        "More robust than finetuning: " + "; ".join(more) + "."
+        f"More robust than {ref}: " + "; ".join(more) + "."
         if more
-        else "No tuning method is significantly more robust than finetuning anywhere."
+        else f"No tuning method is significantly more robust than {ref} anywhere."
     )
     third = (
-        "Less robust than finetuning: " + "; ".join(less) + "."
+        f"Less robust than {ref}: " + "; ".join(less) + "."
         if less
-        else "No tuning method is significantly less robust than finetuning anywhere."
+        else f"No tuning method is significantly less robust than {ref} anywhere."
     )
-    return [first, second, third, _rel_drop(g, methods)]
+    return [first, second, third, _rel_drop(g, methods, ref)]

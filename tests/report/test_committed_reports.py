@@ -93,3 +93,22 @@ def test_the_committed_runs_would_resume_as_the_same_attack(name):
     for _task, _t, a, run in recipe.runs():
         meta = json.loads((ROOT / "reports" / name / "runs" / run / "run.json").read_text())
         assert build_attack(a.attack, **dict(a.overrides)).spec.identity == meta["config"]["attack"], run
+
+
+def test_the_committed_apt_against_prompt_report_is_what_its_runs_give():
+    """reports/ofa-pt-robustness/apt-vs-prompt: the APT and prompt-tuning runs of the recipe with prompt
+    tuning as the reference (`robust-pt report ... --reference prompt`); its gaps are APT - prompt."""
+    import pandas as pd
+
+    root = ROOT / "reports" / "ofa-pt-robustness"
+    runs = sorted(p for p in (root / "runs").iterdir() if p.name.split("_")[1] in ("apt", "prompt"))
+    rep = build(runs, None, allow_mixed=True, n_boot=100, figures=False, reference="prompt")
+    committed = pd.read_csv(root / "apt-vs-prompt" / "gaps.csv")
+    assert set(committed["method"]) == {"apt"}
+    key = lambda r: (r["task"], r["attack"], round(float(r["eps"]), 10))  # noqa: E731
+    fresh = {key(r): r for r in rep.gaps.to_dict(orient="records")}
+    assert len(committed) == len(fresh) == 66
+    for r in committed.to_dict(orient="records"):
+        f = fresh[key(r)]
+        assert f["method"] == "apt" and f["reference"].startswith("prompt-"), key(r)
+        assert (f["n"], f["b"], f["c"]) == (r["n"], r["b"], r["c"]) and abs(f["gap"] - r["gap"]) < 1e-12, key(r)
