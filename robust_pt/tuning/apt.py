@@ -112,7 +112,7 @@ METHOD = register(
             Factor("apt_prompts", "APT prompt count M"),
             Factor("apt_depth", "APT depth", order=lambda v: {d: i for i, d in enumerate(DEPTHS)}.get(v, 9)),
         ),
-        colour="#8c564b",
+        colour="#17becf",
         aliases=("approximated-prompt-tuning",),
         help="APT approximated prompt tuning: prompts diffused into every token after each attention, backbone frozen",
     )
