@@ -39,11 +39,21 @@ def dirs(tmp_path_factory):
     model = build("tiny", vocab=["yes", "no"])
     ckpt.save(model, root / "ofa", {"method": "finetune", "name": "ofa"})
     out["builtin"] = root / "ofa"
+    from robust_pt.models.hf_delta import save_delta
+    from robust_pt.tuning.apt import APTOptions, attach_hf
+    from robust_pt.tuning.registry import HFContext
+
+    net = ViltForQuestionAnswering.from_pretrained(str(out["vilt"]))
+    attach_hf(APTOptions(apt_prompts=3), HFContext(HF["vilt"], net, {}))
+    trained = {n: p for n, p in net.named_parameters() if p.requires_grad}
+    opts = {"apt_prompts": 3, "apt_rank": 4, "apt_dropout": 0.1}
+    save_delta(trained, root / "vilt-apt", method="apt", options=opts, arch=HF["vilt"], base_dir=out["vilt"])
+    out["hf-delta"] = root / "vilt-apt"
     return out
 
 
 def test_families_are_registered_in_detection_order():
-    assert [f.name for f in families()] == ["module", "builtin", "peft-adapter", "vilt", "blip", "clip"]
+    assert [f.name for f in families()] == ["module", "builtin", "peft-adapter", "hf-delta", "vilt", "blip", "clip"]
     assert loading.hf_architectures() == tuple(HF.values())
 
 
@@ -60,7 +70,13 @@ def test_each_family_loads_its_models(dirs):
     from robust_pt.models.hf import HFVLModel
     from robust_pt.models.ofa import MiniOFA
 
-    expect = {"vilt": "ViltVQA", "blip": "BlipVQA", "clip": "ClipMatch", "peft-adapter": "ViltVQA"}
+    expect = {
+        "vilt": "ViltVQA",
+        "blip": "BlipVQA",
+        "clip": "ClipMatch",
+        "peft-adapter": "ViltVQA",
+        "hf-delta": "ViltVQA",
+    }
     for name, cls in expect.items():
         m = loading.load_model(dirs[name], device="cpu")
         assert isinstance(m, HFVLModel) and type(m).__name__ == cls, name
