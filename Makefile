@@ -26,7 +26,7 @@ TORCHATTACKS := torchattacks==3.5.1
 # What constraints.txt pins (besides the comments at its top).
 PINNED := torch transformers tokenizers huggingface-hub textattack foolbox peft safetensors \
           numpy pandas scipy statsmodels scikit-learn typer rich matplotlib nltk pyyaml pytest \
-          pycocoevalcap pycocotools ruff
+          pycocoevalcap pycocotools ruff imagecorruptions-imaug opencv-python scikit-image numba
 
 DOGFOOD_OUT ?= .cache/ci-smoke
 

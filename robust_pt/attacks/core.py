@@ -118,6 +118,10 @@ class ThreatModel:
                 f"not {spec.eps_unit!r}"
             )
 
+    def check_eps(self, spec, eps) -> None:
+        """Validate the eps a run asks for (the preset's or --eps); presets.validate_eps calls it for
+        every kind that is not one of presets.KINDS."""
+
     def no_vl_message(self, attack, model_name: str) -> str:
         return f"{attack.name} needs a vision-language model; {model_name} is an image-only classifier"
 
@@ -127,6 +131,7 @@ BUILTIN = {
     "embedding": "robust_pt.attacks.threats:EMBEDDING",
     "text": "robust_pt.attacks.threats:TEXT",
     "joint": "robust_pt.attacks.threats:JOINT",
+    "corruption": "robust_pt.attacks.corruptions:CORRUPTION",
 }
 _registered: dict[str, ThreatModel] = {}
 

@@ -188,11 +188,23 @@ def parse_eps(value: Any) -> list[float]:
         raise ConfigError(f"bad eps value {value!r}; write numbers or fractions such as 8/255") from None
 
 
+def _threat_of(kind: str):
+    """The threat model of a kind that is not one of KINDS (registered, or built in lazily such as
+    corruption), or None."""
+    from .core import BUILTIN, registered, threat_model
+
+    return registered(kind) or (threat_model(kind) if kind in BUILTIN else None)
+
+
 def validate_eps(spec: AttackSpec, eps: Iterable[float]) -> list[float]:
-    """Sorted, de-duplicated eps list; AttackError for eps <= 0 or (L-inf pixels) eps > 1."""
+    """Sorted, de-duplicated eps list; AttackError for eps <= 0 or (L-inf pixels) eps > 1, and what the
+    threat model of any other kind refuses (corruption: severities 1-5)."""
     vals = sorted(set(float(e) for e in eps))
     if not vals:
         raise AttackError(f"no eps given for attack {spec.name} and its preset has no default; pass --eps")
+    threat = _threat_of(spec.kind) if spec.kind not in KINDS else None
+    if threat is not None:
+        threat.check_eps(spec, vals)
     for e in vals:
         if e <= 0:
             raise AttackError(f"eps must be > 0, got {e:g}")
@@ -296,10 +308,10 @@ def _coerce(spec_dict: dict, where: str) -> dict:
 def check_spec(spec: AttackSpec) -> AttackSpec:
     """Validate values and their combination; AttackError says what fits. A kind registered as a
     threat model (attacks/core.py) is validated by its threat model."""
-    from .core import kinds, registered
+    from .core import kinds
 
     if spec.kind not in KINDS:
-        threat = registered(spec.kind)
+        threat = _threat_of(spec.kind)
         if threat is None:
             known = list(KINDS) + [k for k in kinds() if k not in KINDS]
             raise AttackError(f"attack {spec.name}: unknown kind {spec.kind!r}; use one of {', '.join(known)}")

@@ -1,0 +1,118 @@
+"""Natural image corruptions (robust_pt/attacks/corruptions.py): the 19 ImageNet-C corruptions at
+severities 1-5 as presets of kind `corruption`, deterministic per (seed, example, severity), every
+clean-correct example at every severity, on VL models and plain classifiers; bad input as one line."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import robust_pt as rpt
+from robust_pt.attacks import build
+from robust_pt.attacks.corruptions import CORRUPTIONS, corrupt
+from robust_pt.errors import AttackError
+from tests._cli import assert_one_line_error, invoke
+
+RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "snow", "frost", "fog",
+          "elastic_transform", "speckle_noise", "spatter"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def image():
+    from robust_pt.tasks import load_task
+
+    return load_task("shapes-vqa", split="test", limit=1, seed=0, size=48)[0].image
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_each_corruption_changes_the_image_at_severity_1_and_5_and_is_deterministic(image, name):
+    for severity in (1, 5):
+        a, b = corrupt(image, name, severity, seed=7), corrupt(image, name, severity, seed=7)
+        assert a.shape == image.shape and a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1
+        assert np.array_equal(a, b), (name, severity)  # same (seed, example, severity): same image
+        assert np.abs(a - image).mean() > 1 / 255, (name, severity)  # measured: at least 0.006
+        if name in RANDOM:
+            assert not np.array_equal(a, corrupt(image, name, severity, seed=8)), (name, severity)
+
+
+def test_every_preset_names_its_corruption_with_severities_1_to_5():
+    for name in CORRUPTIONS:
+        atk = build(name.replace("_", "-"))
+        assert atk.spec.kind == "corruption" and atk.spec.method == name and atk.eps_grid() == [1, 2, 3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def fog_run(tiny_vqa, vqa_task, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fog") / "run"
+    run = rpt.evaluate(tiny_vqa, vqa_task, attack="fog", eps=[1, 3, 5], out=out, seed=1, progress=False)
+    return out, run
+
+
+def test_a_corruption_run_judges_every_clean_correct_example_at_every_severity(fog_run, tiny_vqa, vqa_task, tmp_path):
+    out, run = fog_run
+    r = run.records
+    assert len(r) == 48 * 3 and sorted(set(r["eps"])) == [1.0, 3.0, 5.0]
+    cc = r["clean_correct"].astype(bool)
+    assert r.loc[cc, "attacked"].all() and not r.loc[~cc, "attacked"].any()  # not nested: each severity alone
+    assert not r.loc[~cc, "correct"].astype(bool).any()  # wrong on the clean image counts as wrong
+    robust = run.summary.set_index("eps")["robust"]
+    assert robust[5.0] < robust[1.0] <= run.summary["clean"].iloc[0]  # heavier fog breaks more
+    assert list((out / "samples").glob("*.png"))
+    again = rpt.evaluate(
+        tiny_vqa, vqa_task, attack="fog", eps=[1, 3, 5], out=tmp_path / "again", seed=1, progress=False
+    )
+    cols = ["id", "eps", "correct", "pred", "linf", "l2"]
+    assert again.records[cols].equals(r[cols])  # a second, independent run: the same corrupted images
+
+
+def test_a_corruption_runs_on_a_plain_image_classifier(tiny_cnn_class):
+    torch.manual_seed(0)
+    model = tiny_cnn_class().eval()
+    x = torch.rand(24, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x).argmax(-1)
+    run = rpt.evaluate(model, (x, y), attack="gaussian-noise", eps=[1, 5], progress=False)
+    assert len(run.records) == 48 and run.summary["clean"].iloc[0] == 1.0
+    assert run.summary.set_index("eps")["robust"][5.0] < 1.0  # heavy noise moves some predictions
+
+
+def test_bad_corruption_input_is_one_line(tiny_vqa_dir, tmp_path, monkeypatch):
+    r = invoke(
+        "attack", "--model", tiny_vqa_dir, "--attack", "fog", "--eps", "6", "--limit", 4, "--out", tmp_path / "a"
+    )
+    assert_one_line_error(r, "severities, integers from 1 to 5")
+    r = invoke(
+        "attack", "--model", tiny_vqa_dir, "--attack", "fog", "--eps", "2.5", "--limit", 4, "--out", tmp_path / "b"
+    )
+    assert_one_line_error(r, "severities, integers from 1 to 5")
+    bad = tmp_path / "fogg.yaml"
+    bad.write_text("name: fogg\nkind: corruption\nmethod: fogg\neps_unit: severity\neps: [1]\n")
+    r = invoke("attack", "--model", tiny_vqa_dir, "--attack", bad, "--limit", 4, "--out", tmp_path / "c")
+    assert_one_line_error(r, "method fogg does not exist for corruption attacks", "gaussian_noise")
+    with pytest.raises(AttackError, match="unknown corruption 'fogg'"):
+        corrupt(np.zeros((3, 32, 32), np.float32), "fogg", 1, 0)
+    with pytest.raises(AttackError, match="at least 32x32"):
+        corrupt(np.zeros((3, 16, 16), np.float32), "fog", 1, 0)
+    for name in [m for m in sys.modules if m == "imagecorruptions" or m.startswith("imagecorruptions.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "imagecorruptions", None)  # the optional extra is not installed
+    r = invoke("attack", "--model", tiny_vqa_dir, "--attack", "fog", "--limit", 4, "--out", tmp_path / "d")
+    assert_one_line_error(r, "optional extra `corruptions`", "imagecorruptions-imaug")
+    assert not (tmp_path / "d" / "records.jsonl").exists()
+    for d in ("a", "b", "c"):
+        assert not (tmp_path / d).exists()
+
+
+def test_corruption_presets_load_without_torch_or_the_extra():
+    import json
+    import subprocess
+
+    code = (
+        "import json, sys\nimport robust_pt.attacks as a\na.build('fog').eps_grid([1, 3])\n"
+        "print(json.dumps([m for m in ('torch', 'imagecorruptions') if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
