@@ -116,3 +116,49 @@ def test_corruption_presets_load_without_torch_or_the_extra():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+# ----------------------------------------------------------------------------- text corruptions
+
+
+@pytest.mark.parametrize(
+    "name", ["char-swap", "char-delete", "char-insert", "keyboard", "homoglyph", "word-drop", "word-order"]
+)
+def test_each_text_corruption_changes_the_question_deterministically_and_leaves_global_random_alone(name):
+    import random
+
+    from robust_pt.attacks.text_corruptions import corrupt_text, words_to_corrupt
+
+    q = "how many red circles are there in the image?"
+    corrupt_text(q, name, 1, seed=0)  # the first call imports TextAttack (whose import draws on its own)
+    state = (random.getstate(), np.random.get_state()[1].copy())
+    for severity in (1, 5):
+        a, n = corrupt_text(q, name, severity, seed=11)
+        assert (a, n) == corrupt_text(q, name, severity, seed=11) and a != q, (name, severity)
+        assert 1 <= n <= words_to_corrupt(9, severity), (name, severity, n)
+    assert corrupt_text(q, name, 5, seed=11)[1] > corrupt_text(q, name, 1, seed=11)[1]
+    assert random.getstate() == state[0] and np.array_equal(np.random.get_state()[1], state[1])
+    assert words_to_corrupt(9, 1) == 1 and words_to_corrupt(9, 5) == 4 and words_to_corrupt(3, 1) == 1
+
+
+def test_a_text_corruption_run_keeps_the_image_and_records_the_corrupted_question(tiny_vqa, vqa_task, tmp_path):
+    run = rpt.evaluate(tiny_vqa, vqa_task, attack="word-drop", eps=[1, 5], out=tmp_path / "run", seed=2, progress=False)
+    r = run.records
+    assert len(r) == 48 * 2
+    cc = r["clean_correct"].astype(bool)
+    assert r.loc[cc, "attacked"].all() and (r.loc[cc, "adv_text"] != "").all()
+    texts = {ex.id: ex.text for ex in (vqa_task[i] for i in range(len(vqa_task)))}
+    for _, row in r[cc].iterrows():
+        assert len(row["adv_text"].split()) < len(texts[row["id"]].split())  # words were dropped
+    assert (r["linf"] == 0).all()  # the image is the clean one
+    robust = run.summary.set_index("eps")["robust"]
+    assert robust[5.0] <= robust[1.0] <= run.summary["clean"].iloc[0]
+    again = rpt.evaluate(tiny_vqa, vqa_task, attack="word-drop", eps=[1, 5], out=tmp_path / "b", seed=2, progress=False)
+    assert again.records[["id", "eps", "adv_text", "correct"]].equals(r[["id", "eps", "adv_text", "correct"]])
+
+
+def test_a_text_corruption_refuses_an_image_classifier_in_one_line(tiny_cnn_class):
+    model = tiny_cnn_class().eval()
+    x = torch.rand(4, 3, 32, 32)
+    with pytest.raises(AttackError, match="corrupts the question text of a vision-language model"):
+        rpt.evaluate(model, (x, torch.zeros(4, dtype=torch.long)), attack="char-swap", progress=False)

@@ -53,6 +53,7 @@ class Report:
     text_examples: int = 8
     correction: str = stats.DEFAULT_CORRECTION  # multiplicity correction of the gaps' p-values
     reference: str = REFERENCE  # the method every other method's gaps are against
+    corruptions: Any = None  # pandas.DataFrame, corruption.COLUMNS: per corruption and mean over severities
 
     def to_dict(self) -> dict:
         from .document import as_plain
@@ -97,8 +98,14 @@ class Report:
                 "warnings": self.warnings,
                 "notes": self.notes,
                 "figures": {f"{k[0]}:{k[1]}": v for k, v in self.figures.items()},
+                **self._corruption_rows(),
             }
         )
+
+    def _corruption_rows(self) -> dict:
+        """summary.json's "corruptions" (only in reports with corruption runs: the others stay as they were)."""
+        c = self.corruptions
+        return {"corruptions": c.to_dict(orient="records")} if c is not None and len(c) else {}
 
     def _tests(self) -> dict:
         """summary.json's record of how the gaps were tested. The reference method is written only when
@@ -189,6 +196,8 @@ def build(
         columns=["check", "description", "task", "model", "method", "status", "detail"],
     )
     warnings = [w for r in data for w in r.warnings()]
+    from .corruption import corruption_frame
+
     rep = Report(
         runs=data,
         summary=summary,
@@ -205,6 +214,7 @@ def build(
         text_examples=text_examples,
         correction=correction,
         reference=reference,
+        corruptions=corruption_frame(data, reference, n_boot, seed),
     )
     if out is not None:
         write(rep, Path(out), figures=figures, gallery=gallery)
@@ -254,6 +264,9 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
     files["report.html"].write_text(html.render(doc, out))
     rep.summary.to_csv(files["summary.csv"], index=False)
     rep.gaps.to_csv(files["gaps.csv"], index=False)
+    if rep.corruptions is not None and len(rep.corruptions):
+        files["corruptions.csv"] = out / "corruptions.csv"
+        rep.corruptions.to_csv(files["corruptions.csv"], index=False)
     files["summary.tex"].write_text(latex.render(rep))
     files["summary.json"].write_text(json.dumps(rep.to_dict(), indent=1))
     files.update({f"figures/{Path(v).name}": out / v for v in rep.figures.values()})

@@ -380,6 +380,7 @@ def build_document(report) -> Document:
             doc.add(Heading(3, f"Gaps against {ref}"), gap_table(g, task, report.reference))
         doc.add(Heading(3, "Attack details"), details_table(s, task))
 
+    _add_corruptions(doc, report)
     _add_figures(
         doc,
         report,
@@ -415,6 +416,45 @@ def build_document(report) -> Document:
     _add_text_examples(doc, report)
     doc.add(Heading(2, "Runs"), runs_table(report))
     return doc
+
+
+def _add_corruptions(doc: Document, report) -> None:
+    """Natural corruptions: per corruption the metric over its severities, the mean, the relative error."""
+    c = report.corruptions
+    if c is None or not len(c):
+        return
+    ref = reference_name(report.reference)
+    doc.add(Heading(2, "Natural corruptions"))
+    doc.add(
+        Para(
+            "Per corruption: the metric averaged over its severities (an example wrong on the clean input "
+            "counts as wrong); mean: over the model's corruptions of that kind; relative corruption error "
+            f"(rCE): (clean - corrupted) / the same for {ref} on the same examples (1: degrades as much as "
+            f"{ref}, below 1: less). 95% paired bootstrap intervals.",
+            "note",
+        )
+    )
+    for task in dict.fromkeys(c["task"]):
+        d = c[c["task"] == task]
+        rows = [
+            [
+                r["model"],
+                who(r["method"], r["model"]),
+                r["kind"],
+                r["corruption"],
+                str(int(r["severities"])),
+                points(r["clean"]),
+                f"{points(r['corrupted'])} {ci(r['corrupted_lo'], r['corrupted_hi'])}",
+                ""
+                if r["reference"] is None or math.isnan(r["rce"])
+                else f"{r['rce']:.2f} [{r['rce_lo']:.2f}, {r['rce_hi']:.2f}]",
+            ]
+            for _, r in d.iterrows()
+        ]
+        metric = d["metric"].iloc[0]
+        headers = ["Model", "Method", "Kind", "Corruption", "Severities", f"Clean {metric}",
+                   f"Corrupted {metric} [95% CI]", f"rCE vs {ref} [95% CI]"]  # fmt: skip
+        doc.add(Heading(3, f"{task}: corruptions"), Table(headers, rows, caption=f"{task}: natural corruptions"))
 
 
 def _add_text_examples(doc: Document, report) -> None:

@@ -301,7 +301,11 @@ FUNCS = {
 
 
 def run_checks(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED) -> list[dict]:
-    """One row per (task, model, check)."""
+    """One row per (task, model, check). Natural corruptions are not attacks (their severities need not
+    be monotone and no gradient is involved): they take no part in the gradient-masking checks."""
+    from .corruption import KINDS as CORRUPTION_KINDS
+
+    runs = [r for r in runs if r.attack_spec.get("kind") not in CORRUPTION_KINDS]
     out = []
     keys = []
     for r in runs:
