@@ -57,5 +57,8 @@ def test_a_registered_kind_validates_its_presets(tmp_path):
         rpt.evaluate(None, None, attack=str(bad))
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text(PRESET.replace("kind: noise", "kind: fog"))
-    with pytest.raises(AttackError, match="unknown kind 'fog'; use one of image, embedding, text, joint, noise"):
+    with pytest.raises(
+        AttackError,
+        match="unknown kind 'fog'; use one of image, embedding, text, joint, corruption, noise, text-corruption",
+    ):
         rpt.evaluate(None, None, attack=str(unknown))
