@@ -14,7 +14,7 @@ from robust_pt.errors import AttackError
 
 
 def test_the_builtin_methods_declare_what_the_old_lists_said():
-    assert NEEDS_LOGITS == ("apgd", "square", "cw", "autoattack")
+    assert NEEDS_LOGITS == ("apgd", "square", "cw", "autoattack", "mifgsm", "difgsm")
     assert SUPPORT[("image", "pgd")] == ("ours", "torchattacks", "foolbox")
     assert SUPPORT[("embedding", "fgsm")] == ("ours",)
     assert methods.get("image", "fgsm").one_step and methods.get("image", "square").query_budget
@@ -53,3 +53,30 @@ def test_a_registered_method_runs_through_presets_and_the_engine(rfgsm, tiny_cnn
     assert (r["linf"] <= 8 / 255 + 1e-6).all() and r["attacked"].any()
     with pytest.raises(AttackError, match="has no ours backend; use --backend torchattacks"):
         build(str(preset), backend="ours")
+
+
+@pytest.mark.parametrize("preset", ["mi-fgsm", "di-fgsm"])
+def test_the_transfer_oriented_presets_run_inside_their_ball(preset, tiny_cnn):
+    pytest.importorskip("torchattacks")
+    model, x, y = tiny_cnn
+    run = rpt.evaluate(model, (x, y), attack=preset, eps=[2 / 255, 8 / 255], progress=False)
+    r = run.records
+    assert (r["linf"] <= r["eps"] + 1e-6).all() and r["attacked"].any()
+    s = run.summary.set_index("eps")["robust"]
+    assert s[8 / 255] <= s[2 / 255] <= run.summary["clean"].iloc[0]
+
+
+def test_mi_fgsm_through_the_engine_is_torchattacks_mifgsm(tiny_cnn):
+    """Same robust accuracy as torchattacks' MIFGSM called directly on the clean-correct examples."""
+    ta = pytest.importorskip("torchattacks")
+    import torch
+
+    model, x, y = tiny_cnn
+    eps = 8 / 255
+    run = rpt.evaluate(model, (x, y), attack="mi-fgsm", eps=[eps], progress=False)
+    with torch.no_grad():
+        cc = model(x).argmax(-1) == y
+    adv = ta.MIFGSM(model, eps=eps, alpha=eps / 10, steps=10, decay=1.0)(x[cc], y[cc])
+    with torch.no_grad():
+        direct = int((model(adv).argmax(-1) == y[cc]).sum())
+    assert int(run.records["correct"].astype(bool).sum()) == direct

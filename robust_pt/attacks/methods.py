@@ -272,5 +272,31 @@ register(
         torchattacks=_autoattack_ta,
     )
 )
+# transfer-oriented iterative methods (Dong et al. 2018; Xie et al. 2019), torchattacks' implementations:
+# momentum 1.0 (MI-FGSM); input diversity with torchattacks' defaults, resize 0.9, probability 0.5 (DI-FGSM)
+register(
+    AttackMethod(
+        "mifgsm",
+        "image",
+        GradientParams,
+        ("torchattacks",),
+        needs_logits=True,
+        torchattacks=lambda spec, p, ta, model, eps, *_: ta.MIFGSM(
+            model, eps=eps, alpha=spec.step_size(eps), steps=p.steps, decay=1.0
+        ),
+    )
+)
+register(
+    AttackMethod(
+        "difgsm",
+        "image",
+        GradientParams,
+        ("torchattacks",),
+        needs_logits=True,
+        torchattacks=lambda spec, p, ta, model, eps, *_: ta.DIFGSM(
+            model, eps=eps, alpha=spec.step_size(eps), steps=p.steps, decay=0.0, random_start=p.random_start
+        ),
+    )
+)
 register(AttackMethod("pgd", "embedding", GradientParams, ("ours",), engine_restarts=True))
 register(AttackMethod("fgsm", "embedding", OneStepParams, ("ours",), one_step=True, check=_fgsm_check))
