@@ -62,8 +62,7 @@ def test_the_transfer_oriented_presets_run_inside_their_ball(preset, tiny_cnn):
     run = rpt.evaluate(model, (x, y), attack=preset, eps=[2 / 255, 8 / 255], progress=False)
     r = run.records
     assert (r["linf"] <= r["eps"] + 1e-6).all() and r["attacked"].any()
-    s = run.summary.set_index("eps")["robust"]
-    assert s[8 / 255] <= s[2 / 255] <= run.summary["clean"].iloc[0]
+    assert run.summary.set_index("eps")["robust"][8 / 255] < run.summary["clean"].iloc[0]  # it breaks some
 
 
 def test_mi_fgsm_through_the_engine_is_torchattacks_mifgsm(tiny_cnn):

@@ -15,8 +15,9 @@ runs all 19 with numpy 2), an optional extra (`pip install robust-pt[corruptions
 when a run first corrupts an image (this module itself imports neither it nor torch: presets of
 kind corruption are validated without them). Each image is corrupted as uint8 HxWx3 (the library's
 input), back to [0, 1], and deterministically: numpy's global generator is seeded per (run
-seed, example id, severity, corruption) and the corruptions with a `seed` argument
-(impulse_noise, glass_blur) get the same seed.
+seed, example id, severity, corruption) for the call and restored afterwards, and the corruptions
+with a `seed` argument (impulse_noise, glass_blur, whose numba generator it reseeds) get the
+same seed.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def corrupt(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarra
         raise AttackError(f"unknown corruption {name!r}; choose one of {', '.join(CORRUPTIONS)}")
     if severity not in SEVERITIES:
         raise AttackError(f"corruption severity must be an integer from 1 to 5, got {severity!r}")
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise AttackError(f"image corruptions take RGB images (3, H, W), got shape {tuple(image.shape)}")
     if min(image.shape[-2:]) < 32:
         raise AttackError(
             f"image corruptions need images of at least 32x32 pixels (ImageNet-C's library), got "
@@ -76,9 +79,13 @@ def corrupt(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarra
     lib, functions = _library()
     hwc = (np.clip(image.transpose(1, 2, 0), 0.0, 1.0) * 255.0).round().astype(np.uint8)
     seed = int(seed) % 2**32
-    np.random.seed(seed)  # the library draws from numpy's global generator
     kwargs = {"seed": seed} if "seed" in inspect.signature(getattr(functions, name)).parameters else {}
-    out = np.asarray(lib.corrupt(hwc, severity=severity, corruption_name=name, **kwargs), dtype=np.float64)
+    state = np.random.get_state()
+    np.random.seed(seed)  # the library draws from numpy's global generator: seeded here, restored after
+    try:
+        out = np.asarray(lib.corrupt(hwc, severity=severity, corruption_name=name, **kwargs), dtype=np.float64)
+    finally:
+        np.random.set_state(state)
     return (np.clip(out, 0.0, 255.0) / 255.0).transpose(2, 0, 1).astype(np.float32)
 
 

@@ -3,8 +3,9 @@
 Why: the adaptation-robustness benchmark of Chen et al. (NeurIPS 2023 D&B) puts adapted VLMs
 under text corruptions as well as image ones; a user's question has typos without anyone
 optimising them. A preset of kind `text-corruption` names one corruption; its eps are
-severities (integers 1-5): severity s corrupts round(s/10 of the words) of the question, at
-least one (s = 5: half of them). Not an attack: nothing looks at the model; each question is
+severities (integers 1-5): severity s corrupts s/10 of the question's words (rounded half up), at
+least one (s = 5: half of them). The words are the text as the model reads it (for VE,
+grounding and captioning that includes the task's instruction around the statement). Not an attack: nothing looks at the model; each question is
 corrupted the same way for the same (run seed, example id, severity, corruption), and the
 victim judges the clean image with the corrupted question (every clean-correct example at
 every severity, as for image corruptions; records keep the corrupted text in `adv_text`).
@@ -18,12 +19,14 @@ candidate per chosen word, drawn under a seeded random state that is restored af
   keyboard     WordSwapQWERTY                     one character replaced by a keyboard neighbour
   homoglyph    WordSwapHomoglyphSwap              one character replaced by a look-alike glyph
   word-drop    the chosen words deleted (at least one word stays)
-  word-order   as many swaps of two neighbouring words
+  word-order   as many swaps of two neighbouring words, at distinct places (words_changed counts
+               the words that moved)
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from dataclasses import replace
 
@@ -46,8 +49,8 @@ _made: dict = {}
 
 
 def words_to_corrupt(n_words: int, severity: int) -> int:
-    """round(severity/10 of the words), at least one (0 for an empty text)."""
-    return min(n_words, max(1, int(round(severity * n_words / 10)))) if n_words else 0
+    """severity/10 of the words rounded half up, at least one (0 for an empty text)."""
+    return min(n_words, max(1, math.floor(severity * n_words / 10 + 0.5))) if n_words else 0
 
 
 @contextlib.contextmanager
@@ -88,10 +91,12 @@ def corrupt_text(text: str, name: str, severity: int, seed: int) -> tuple[str, i
         k = min(k, len(words) - 1)
         drop = set(rng.choice(len(words), size=k, replace=False).tolist()) if k > 0 else set()
         return " ".join(w for i, w in enumerate(words) if i not in drop), len(drop)
-    if name == "word-order":
-        for i in rng.integers(0, max(len(words) - 1, 1), size=k if len(words) > 1 else 0):
+    if name == "word-order":  # k swaps of neighbouring pairs at distinct places (none undoes another)
+        before = list(words)
+        places = min(k, len(words) - 1)
+        for i in sorted(rng.choice(len(words) - 1, size=places, replace=False).tolist()) if places > 0 else []:
             words[i], words[i + 1] = words[i + 1], words[i]
-        return " ".join(words), (k if len(words) > 1 else 0)
+        return " ".join(words), sum(a != b for a, b in zip(before, words))
     t = _transformation(name)
     changed = 0
     for i in sorted(rng.choice(len(words), size=k, replace=False).tolist()) if k else []:

@@ -16,6 +16,15 @@ c (under robust-pt's convention an example wrong on the clean input counts as wr
 
 Each value comes with a 95% paired percentile bootstrap interval (the examples of the model's
 and the reference's runs resampled together, stats.bootstrap_means).
+
+Conventions to know when comparing with published numbers: "corrupted" is robust-pt's robust
+metric, P(right on the clean input and on the corrupted one), not plain accuracy on corrupted
+inputs (an example wrong on the clean input never counts as right); the mean is over every
+corruption the report holds (ImageNet-C's mCE averages its 15 test corruptions, leaving out
+speckle noise, gaussian blur, spatter and saturate); a mean rCE exists only where every
+corruption has one. The corruption runs also take part in the report's gaps against the
+reference (one gap per severity), so a report that mixes them with attacks adjusts both
+together; keep them in a report of their own to leave the attacks' adjusted p-values as they are.
 """
 
 from __future__ import annotations
@@ -89,10 +98,16 @@ def corruption_frame(runs: list[RunData], reference: str, B: int = stats.DEFAULT
     rows, groups = [], {}
     corr = corruption_runs(runs)
     per = {id(r): _per_example(r) for r in corr}
-    refs = {(r.task, r.attack): per[id(r)] for r in corr if r.method == reference}
+    refs: dict = {}
+    for r in corr:
+        if r.method == reference:
+            refs.setdefault((r.task, r.attack), []).append(r)
     for r in corr:
         mine = per[id(r)]
-        ref = refs.get((r.task, r.attack)) if r.method != reference else None
+        ref = None
+        if r.method != reference and refs.get((r.task, r.attack)):
+            cands = refs[(r.task, r.attack)]
+            ref = per[id(next((x for x in cands if x.eps == r.eps), cands[0]))]  # same severities first
         v = np.array(list(mine.values())).reshape(-1, 2)
         lo, hi = _ci(stats.bootstrap_means(v[:, 1], B, seed)[:, 0]) if len(v) else (math.nan, math.nan)
         rce = _rce(mine, ref, B, seed)
@@ -115,7 +130,7 @@ def corruption_frame(runs: list[RunData], reference: str, B: int = stats.DEFAULT
                 *rce,
             ]  # fmt: skip
         )
-        groups.setdefault((r.task, r.model, r.method, kind, r.metric), []).append((mine, ref))
+        groups.setdefault((r.task, r.model, r.method, kind, r.metric), []).append((mine, ref, len(r.eps)))
     rows += [_mean_row(key, items, reference, B, seed) for key, items in groups.items() if len(items) > 1]
     df = pd.DataFrame(rows, columns=COLUMNS)
     if len(df):
@@ -131,20 +146,21 @@ def corruption_frame(runs: list[RunData], reference: str, B: int = stats.DEFAULT
 def _mean_row(key, items, reference: str, B: int, seed: int) -> list:
     """The mean over a model's corruptions of one kind: mCA, and mean rCE when every corruption has a reference."""
     task, model, method, kind, metric = key
-    ids = sorted(set.intersection(*(set(m) for m, _ in items)))
-    corrupted = np.array([[m[i][1] for m, _ in items] for i in ids])  # (n, C)
+    ids = sorted(set.intersection(*(set(m) for m, _, _ in items)))
+    corrupted = np.array([[m[i][1] for m, _, _ in items] for i in ids])  # (n, C)
     clean = np.array([items[0][0][i][0] for i in ids])
     mca = corrupted.mean(1) if len(ids) else np.array([])
     lo, hi = _ci(stats.bootstrap_means(mca, B, seed)[:, 0]) if len(ids) else (math.nan, math.nan)
     rce = (math.nan, math.nan, math.nan)
-    if all(ref is not None for _, ref in items):
-        ids_r = sorted(set(ids).intersection(*(set(ref) for _, ref in items)))
+    if all(ref is not None for _, ref, _ in items):
+        ids_r = sorted(set(ids).intersection(*(set(ref) for _, ref, _ in items)))
         if ids_r:
-            cols = [[*m[i], *ref[i]] for i in ids_r for m, ref in items]
+            cols = [[*m[i], *ref[i]] for i in ids_r for m, ref, _ in items]
             v = np.array(cols).reshape(len(ids_r), len(items) * 4)
             reps, point = stats.bootstrap_means(v, B, seed).reshape(B, len(items), 4), v.mean(0).reshape(len(items), 4)
-            r_lo, r_hi = _ci(np.nanmean(_ratio(reps), axis=1))
-            rce = (float(np.nanmean(_ratio(point))), r_lo, r_hi)
-    return [task, model, method, kind, "mean", len(items), len(ids), metric,
+            r_lo, r_hi = _ci(np.mean(_ratio(reps), axis=1))  # a replicate where one corruption has none: left out
+            rce = (float(np.mean(_ratio(point))), r_lo, r_hi)  # nan unless every corruption has an rCE
+    sev = {n for _, _, n in items}
+    return [task, model, method, kind, "mean", sev.pop() if len(sev) == 1 else None, len(ids), metric,
             float(clean.mean()) if len(ids) else math.nan, float(mca.mean()) if len(ids) else math.nan, lo, hi,
             reference if not math.isnan(rce[0]) else None, *rce]  # fmt: skip

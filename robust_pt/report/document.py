@@ -442,7 +442,7 @@ def _add_corruptions(doc: Document, report) -> None:
                 who(r["method"], r["model"]),
                 r["kind"],
                 r["corruption"],
-                str(int(r["severities"])),
+                "mixed" if r["severities"] is None or r["severities"] != r["severities"] else str(int(r["severities"])),
                 points(r["clean"]),
                 f"{points(r['corrupted'])} {ci(r['corrupted_lo'], r['corrupted_hi'])}",
                 ""
