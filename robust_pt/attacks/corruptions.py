@@ -127,13 +127,10 @@ class _CorruptionBound(Bound):
         )
 
 
-class Corruption(ThreatModel):
-    """Presets of kind `corruption`: `method` one of CORRUPTIONS, eps severities 1-5."""
+class SeverityThreat(ThreatModel):
+    """A natural corruption at severities: not nested, eps_unit severity, eps the integers 1-5."""
 
-    name = "corruption"
     nested = False
-    saves_samples = True
-    methods = CORRUPTIONS
     eps_units = ("severity",)
 
     def check_spec(self, spec) -> None:
@@ -142,6 +139,14 @@ class Corruption(ThreatModel):
 
     def check_eps(self, spec, eps) -> None:
         check_severities(spec.name, eps)
+
+
+class Corruption(SeverityThreat):
+    """Presets of kind `corruption`: `method` one of CORRUPTIONS, eps severities 1-5."""
+
+    name = "corruption"
+    saves_samples = True
+    methods = CORRUPTIONS
 
     def bind(self, victim, spec, seed: int) -> Bound:
         _library()  # a missing extra: one line before any work

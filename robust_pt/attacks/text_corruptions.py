@@ -33,8 +33,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import AttackError
-from .core import Bound, Outcome, ThreatModel
-from .corruptions import check_severities
+from .core import Bound, Outcome
+from .corruptions import SeverityThreat
 
 TRANSFORMATIONS = {
     "char-swap": "WordSwapNeighboringCharacterSwap",
@@ -140,22 +140,13 @@ class _TextCorruptionBound(Bound):
         )
 
 
-class TextCorruption(ThreatModel):
+class TextCorruption(SeverityThreat):
     """Presets of kind `text-corruption`: `method` one of TEXT_CORRUPTIONS, eps severities 1-5."""
 
     name = "text-corruption"
     needs = frozenset({"vl", "text"})
-    nested = False
     record_fields = RECORD_FIELDS
     methods = TEXT_CORRUPTIONS
-    eps_units = ("severity",)
-
-    def check_spec(self, spec) -> None:
-        super().check_spec(spec)
-        check_severities(spec.name, spec.eps)
-
-    def check_eps(self, spec, eps) -> None:
-        check_severities(spec.name, eps)
 
     def no_vl_message(self, attack, model_name: str) -> str:
         return (
