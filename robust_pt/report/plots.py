@@ -173,7 +173,8 @@ def _eps_axis(ax, da, title: str) -> None:
         ax.set_xticks([0.0] + ticks)
         ax.set_xticklabels(["0"] + [names[t] for t in ticks], rotation=30, fontsize=8)
     ax.set_title(title, fontsize=10)
-    severities = len(da) and set(da["kind"]) <= {"corruption", "text-corruption"}
+    kinds = set(da["kind"]) if "kind" in da.columns else set()
+    severities = bool(kinds) and kinds <= {"corruption", "text-corruption"}
     ax.set_xlabel("severity (0: clean)" if severities else "eps")
     ax.set_ylabel(f"{da['metric'].iloc[0] if len(da) else 'metric'} (x100)")
     ax.grid(alpha=0.3)
