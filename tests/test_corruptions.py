@@ -79,6 +79,13 @@ def test_a_corruption_runs_on_a_plain_image_classifier(tiny_cnn_class):
     assert run.summary.set_index("eps")["robust"][5.0] < 1.0  # heavy noise moves some predictions
 
 
+def test_images_the_library_cannot_take_are_refused_before_any_work(tiny_cnn, tmp_path):
+    model, x, y = tiny_cnn  # 16x16 images
+    with pytest.raises(AttackError, match="at least 32x32 pixels"):
+        rpt.evaluate(model, (x, y), attack="fog", out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_corruption_input_is_one_line(tiny_vqa_dir, tmp_path, monkeypatch):
     r = invoke(
         "attack", "--model", tiny_vqa_dir, "--attack", "fog", "--eps", "6", "--limit", 4, "--out", tmp_path / "a"

@@ -148,6 +148,17 @@ class Corruption(SeverityThreat):
     saves_samples = True
     methods = CORRUPTIONS
 
+    def check_task(self, attack, victim_cls, task) -> None:
+        """Images the library cannot take (under 32 px, not RGB): one line before any work."""
+        super().check_task(attack, victim_cls, task)
+        if len(task):
+            shape = np.asarray(task[0].image).shape
+            if len(shape) != 3 or shape[0] != 3 or min(shape[-2:]) < 32:
+                raise AttackError(
+                    f"{attack.name}: image corruptions take RGB images of at least 32x32 pixels (ImageNet-C's "
+                    f"library); {task.name} has images of shape {tuple(shape)}"
+                )
+
     def bind(self, victim, spec, seed: int) -> Bound:
         _library()  # a missing extra: one line before any work
         return _CorruptionBound(self, victim, spec, seed)
