@@ -9,10 +9,9 @@ kind of model or task it runs on.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from robust_pt.attacks.core import Bound, Outcome, ThreatModel, register
+from robust_pt.attacks.core import Bound, ThreatModel, register
 from robust_pt.attacks.threats import derive_seed
 
 
@@ -21,17 +20,7 @@ class _NoiseBound(Bound):
         g = [torch.Generator().manual_seed(derive_seed(self.seed, ex.id, eps, "noise")) for ex in examples]
         noise = torch.stack([(torch.rand(x0.shape[1:], generator=gi) * 2 - 1) * eps for gi in g]).to(x0)
         adv = (x0 + noise).clamp(0, 1)
-        preds = self.victim.judge_images(adv, examples)
-        d = (adv - x0).flatten(1).cpu()
-        return Outcome(
-            preds,
-            self.victim.scores(examples, index, preds),
-            d.abs().amax(1).double().numpy(),
-            d.norm(dim=1).double().numpy(),
-            np.ones(len(examples), dtype=np.int64),
-            None,
-            adv,
-        )
+        return self.judged(examples, index, x0, adv)  # the victim judges
 
 
 class UniformNoise(ThreatModel):

@@ -66,6 +66,21 @@ class Bound:
     def perturb(self, b: int, examples: Sequence, index: Sequence[int], x0, eps: float, restart: int) -> Outcome:
         raise NotImplementedError
 
+    def judged(self, examples: Sequence, index: Sequence[int], x0, adv) -> Outcome:
+        """The Outcome of images `adv` made without looking at the model (noise, corruptions): the victim
+        judges them, and their L-inf / L2 distances to the clean `x0` are recorded (one step each)."""
+        preds = self.victim.judge_images(adv, examples)
+        d = (adv - x0).flatten(1).cpu()
+        return Outcome(
+            preds,
+            self.victim.scores(examples, index, preds),
+            d.abs().amax(1).double().numpy(),
+            d.norm(dim=1).double().numpy(),
+            np.ones(len(examples), dtype=np.int64),
+            None,
+            adv,
+        )
+
 
 class ThreatModel:
     """Base of the registered threat models; subclasses set the declarations and bind()."""

@@ -27,7 +27,7 @@ import inspect
 import numpy as np
 
 from ..errors import AttackError
-from .core import Bound, Outcome, ThreatModel
+from .core import Bound, ThreatModel
 
 CORRUPTIONS = (
     "gaussian_noise",
@@ -114,17 +114,7 @@ class _CorruptionBound(Bound):
                 ]
             )
         ).to(x0)
-        preds = self.victim.judge_images(adv, examples)
-        d = (adv - x0).flatten(1).cpu()
-        return Outcome(
-            preds,
-            self.victim.scores(examples, index, preds),
-            d.abs().amax(1).double().numpy(),
-            d.norm(dim=1).double().numpy(),
-            np.ones(len(examples), dtype=np.int64),
-            None,
-            adv,
-        )
+        return self.judged(examples, index, x0, adv)  # the victim judges
 
 
 class SeverityThreat(ThreatModel):

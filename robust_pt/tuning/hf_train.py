@@ -49,6 +49,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, TaskError
 from . import registry
+from .checkpoint import sha256_file
 
 #: Default peak learning rate per Hugging Face method (each method's `hf.lr`, tuning/registry.py).
 DEFAULT_LR = registry.Live(lambda: {m.name: m.hf.lr for m in registry.hf_methods()})
@@ -122,16 +123,6 @@ def is_hf_dir(path) -> bool:
         and not (p / "meta.json").exists()
         and any((p / f).exists() for f in ("config.json", "adapter_config.json", "delta_config.json"))
     )
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_out(out: Path, identity: dict, overwrite: bool) -> dict | None:
@@ -371,7 +362,7 @@ def train_hf(
         "kind": "hf-tune",
         "architecture": arch,
         "base": str(base_dir),
-        "base_sha256": _sha256(weights) if weights.exists() else None,  # the delta's check: hf_delta.base_digest
+        "base_sha256": sha256_file(weights) if weights.exists() else None,  # the delta's check: hf_delta.base_digest
         "task": task_name,
         "config": cfg.identity(),
     }
