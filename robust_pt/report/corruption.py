@@ -81,14 +81,19 @@ def _ratio(m: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (m[..., 0] - m[..., 1]) / den, np.nan)
 
 
-def _rce(mine: dict, ref: dict | None, B: int, seed: int) -> tuple[float, float, float]:
-    """rCE and its CI over the examples both runs have (nan without a reference or a reference drop)."""
-    ids = sorted(set(mine) & set(ref or {}))
+def _rce(pairs: list, B: int, seed: int) -> tuple[float, float, float]:
+    """rCE averaged over (model run, reference run) pairs, one per corruption, and its CI, over the examples
+    every run has; nan without a reference for each, or where a corruption has none (its reference lost
+    nothing). A bootstrap replicate where one corruption has none is left out of the interval."""
+    if not pairs or any(ref is None for _, ref in pairs):
+        return math.nan, math.nan, math.nan
+    ids = sorted(set.intersection(*(set(m) & set(ref) for m, ref in pairs)))
     if not ids:
         return math.nan, math.nan, math.nan
-    v = np.array([[*mine[i], *ref[i]] for i in ids])  # clean, corrupted, clean_ref, corrupted_ref
-    lo, hi = _ci(_ratio(stats.bootstrap_means(v, B, seed)))
-    return float(_ratio(v.mean(0))), lo, hi
+    v = np.array([[x for m, ref in pairs for x in (*m[i], *ref[i])] for i in ids])  # clean, corrupted, ref's two
+    reps = stats.bootstrap_means(v, B, seed).reshape(B, len(pairs), 4)
+    lo, hi = _ci(np.mean(_ratio(reps), axis=1))
+    return float(np.mean(_ratio(v.mean(0).reshape(len(pairs), 4)))), lo, hi
 
 
 def corruption_frame(runs: list[RunData], reference: str, B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED):
@@ -110,7 +115,7 @@ def corruption_frame(runs: list[RunData], reference: str, B: int = stats.DEFAULT
             ref = per[id(next((x for x in cands if x.eps == r.eps), cands[0]))]  # same severities first
         v = np.array(list(mine.values())).reshape(-1, 2)
         lo, hi = _ci(stats.bootstrap_means(v[:, 1], B, seed)[:, 0]) if len(v) else (math.nan, math.nan)
-        rce = _rce(mine, ref, B, seed)
+        rce = _rce([(mine, ref)], B, seed)
         kind = KINDS[r.attack_spec.get("kind")]
         rows.append(
             [
@@ -151,15 +156,7 @@ def _mean_row(key, items, reference: str, B: int, seed: int) -> list:
     clean = np.array([items[0][0][i][0] for i in ids])
     mca = corrupted.mean(1) if len(ids) else np.array([])
     lo, hi = _ci(stats.bootstrap_means(mca, B, seed)[:, 0]) if len(ids) else (math.nan, math.nan)
-    rce = (math.nan, math.nan, math.nan)
-    if all(ref is not None for _, ref, _ in items):
-        ids_r = sorted(set(ids).intersection(*(set(ref) for _, ref, _ in items)))
-        if ids_r:
-            cols = [[*m[i], *ref[i]] for i in ids_r for m, ref, _ in items]
-            v = np.array(cols).reshape(len(ids_r), len(items) * 4)
-            reps, point = stats.bootstrap_means(v, B, seed).reshape(B, len(items), 4), v.mean(0).reshape(len(items), 4)
-            r_lo, r_hi = _ci(np.mean(_ratio(reps), axis=1))  # a replicate where one corruption has none: left out
-            rce = (float(np.mean(_ratio(point))), r_lo, r_hi)  # nan unless every corruption has an rCE
+    rce = _rce([(m, ref) for m, ref, _ in items], B, seed)
     sev = {n for _, _, n in items}
     return [task, model, method, kind, "mean", sev.pop() if len(sev) == 1 else None, len(ids), metric,
             float(clean.mean()) if len(ids) else math.nan, float(mca.mean()) if len(ids) else math.nan, lo, hi,
