@@ -77,6 +77,17 @@ def attack_cmd(
         "--base",
         help="peft adapter: its base model directory (default: base_model_name_or_path in adapter_config.json).",
     ),
+    surrogate: Optional[str] = typer.Option(
+        None,
+        "--surrogate",
+        help="Transfer attack: craft on this checkpoint (A,B: an ensemble, mean of their losses), judge on --model.",
+    ),
+    crafted: Optional[Path] = typer.Option(
+        None,
+        "--crafted",
+        help="With --surrogate: where crafted inputs are kept and reused by every target (default: crafted/ "
+        "beside the run directory).",
+    ),
 ):
     """Attack a checkpoint on a task at one or more eps; prints the summary, writes the run dir."""
     from .distributed import place, reports_errors
@@ -102,17 +113,10 @@ def attack_cmd(
         }
         ov = {k: v for k, v in ov.items() if v is not None}
         if out is None:
-            out = _default_run_dir(
-                model,
-                task,
-                attack,
-                eps,
-                limit,
-                batch_size,
-                seed,
-                split,
-                {**ov, **({"base": str(base.resolve())} if base else {})},
-            )
+            key = {**ov, **({"base": str(base.resolve())} if base else {}), **_surrogate_key(surrogate)}
+            out = _default_run_dir(model, task, attack, eps, limit, batch_size, seed, split, key)
+        if surrogate is not None:
+            ov.update(surrogate=surrogate, crafted=str(crafted or Path(out).parent / "crafted"))
         run = evaluate(
             model,
             task,
@@ -141,6 +145,13 @@ def attack_cmd(
         title=f"{run.summary['model'].iloc[0]} on {run.summary['task'].iloc[0]}: {run.summary['attack'].iloc[0]}",
     )
     typer.echo(f"run directory: {run.path}")
+
+
+def _surrogate_key(surrogate: str | None) -> dict:
+    """What the default run directory of a transfer run adds: the surrogates' resolved paths."""
+    if surrogate is None:
+        return {}
+    return {"surrogate": [str(Path(p.strip()).resolve()) for p in surrogate.split(",") if p.strip()]}
 
 
 def _check_cli(steps, limit, batch_size, seed, nproc=None) -> None:

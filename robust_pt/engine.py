@@ -197,10 +197,12 @@ def _resolve_model(model, load: dict | None = None) -> tuple[nn.Module, dict, st
     load = {k: v for k, v in (load or {}).items() if v is not None}
     if isinstance(model, (str, Path)):
         from .models.loading import load_model
+        from .tuning.checkpoint import checkpoint_dir
 
         m = load_model(model, **load)
         path = Path(str(model))
-        info = _checkpoint_info(path) if path.is_dir() else {"path": str(model)}
+        where = checkpoint_dir(model)  # builtin:NAME -> the package's directory, for its hashes
+        info = {**_checkpoint_info(where), "path": str(model)} if where.is_dir() else {"path": str(model)}
         name = path.name if path.is_dir() else str(model)
         return m, info, name
     if not isinstance(model, nn.Module):
@@ -400,8 +402,19 @@ def save_triptych(path: Path, clean: torch.Tensor, adv: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------- summary
 
 
-def summarize(records, *, model: str, task: Task, attack: Attack, eps: list[float], seed: int, n: int) -> Any:
-    """One row per eps from the records (what run.summary holds); the statistics are runformat's."""
+def summarize(
+    records,
+    *,
+    model: str,
+    task: Task,
+    attack: Attack,
+    eps: list[float],
+    seed: int,
+    n: int,
+    surrogate: str | None = None,
+) -> Any:
+    """One row per eps from the records (what run.summary holds); the statistics are runformat's.
+    `surrogate`: the label of the model(s) a transfer attack crafted on (a `surrogate` column)."""
     import pandas as pd
 
     spec = attack.spec
@@ -438,6 +451,8 @@ def summarize(records, *, model: str, task: Task, attack: Attack, eps: list[floa
         if text_fields:
             rows[-1].update({k: st[k] for k in TEXT_SUMMARY_COLUMNS})
         rows[-1].update(corpus_summary(task, d))
+        if surrogate:
+            rows[-1]["surrogate"] = surrogate
     out = pd.DataFrame(rows)
     cols = SUMMARY_COLUMNS + [c for c in out.columns if c not in SUMMARY_COLUMNS]
     return out[[c for c in cols if c in out.columns]]
@@ -465,6 +480,8 @@ def evaluate(
     precision: str | None = None,
     base=None,
     nproc: int | None = None,
+    surrogate=None,
+    crafted: str | Path | None = None,
     **overrides,
 ) -> Run:
     """Attack `model` on `task` at every eps; returns a Run (summary, records).
@@ -486,6 +503,11 @@ def evaluate(
     nproc: > 1 runs the batches on that many local processes (torch.distributed, one
       shard each, merged into `out`); under torchrun the ranks are found from its variables
       and nproc is left out. See robust_pt/distributed.py and docs/distributed.md.
+    surrogate: a transfer attack: adversarial inputs are crafted on this model (a checkpoint
+      directory or module; a list or "A,B" string: an ensemble, the mean of their losses)
+      and judged on `model` (robust_pt/attacks/transfer.py).
+    crafted: a directory where crafted inputs are kept and reused by every target crafted
+      from the same surrogates, attack, seed and task (None: kept for this run only).
     """
     from . import distributed as dd
 
@@ -507,6 +529,8 @@ def evaluate(
         device=device,
         precision=precision,
         base=base,
+        surrogate=surrogate,
+        crafted=crafted,
         overrides=overrides,
     )
     if nproc is not None and nproc > 1:
@@ -529,6 +553,7 @@ class _Prepared(_Setup):
     config: dict
     info: dict
     model_name: str
+    threat: Any = None  # attacks.core.ThreatModel (a TransferThreat around it for transfer runs)
 
     @property
     def n(self) -> int:
@@ -612,6 +637,8 @@ def _prepare(
     precision,
     base,
     overrides,
+    surrogate=None,
+    crafted=None,
     world: int = 1,
 ) -> _Prepared:
     """Validate everything, load the model and task, and fix the run's config (no writes)."""
@@ -619,7 +646,13 @@ def _prepare(
     from .runtime.memory import parse_batch_size
 
     seed, batch_size, limit = _check_options(seed, parse_batch_size(batch_size), limit, samples)
+    sources = _surrogate_list(surrogate)
     atk = build(attack, **overrides)
+    if sources:  # crafted with every step: stopping at the surrogate's boundary weakens transfer
+        from .attacks.transfer import check_attack
+
+        check_attack(atk.spec, len(sources))
+        atk = build(atk, early_stop=False)
     eps_list = atk.eps_grid(eps)
     module, ckpt_info, model_name = _resolve_model(model, {"device": device, "precision": precision, "base": base})
     vl = isinstance(module, VLModel)
@@ -639,7 +672,13 @@ def _prepare(
         batch_size = _auto_batch_size(module, vl, t, out)
 
     config, info = _run_config(module, vl, model_name, ckpt_info, task_id, atk, eps_list, batch_size, seed)
+    if sources:
+        threat = _transfer_threat(threat, sources, module, t, {"device": device, "precision": precision})
+        threat.store = _crafted_store(crafted, threat.surrogates, atk, seed, task_id)
+        config["surrogates"] = [s.identity() for s in threat.surrogates]
+        info["surrogates"] = [s.info for s in threat.surrogates]
     return _Prepared(
+        threat=threat,
         module=module,
         vl=vl,
         task=t,
@@ -652,6 +691,55 @@ def _prepare(
         info=info,
         model_name=model_name,
     )
+
+
+def _surrogate_list(surrogate) -> list:
+    """The surrogates asked for, as (label or None, source) pairs: None, a path or module, an "A,B"
+    string, a list of those, or a {label: source} mapping (labels name them in summaries and reports)."""
+    if surrogate is None:
+        return []
+    if isinstance(surrogate, dict):
+        out = [(str(k), v) for k, v in surrogate.items()]
+    else:
+        items = surrogate if isinstance(surrogate, (list, tuple)) else [surrogate]
+        out = []
+        for s in items:
+            out += [(None, p.strip()) for p in s.split(",") if p.strip()] if isinstance(s, str) else [(None, s)]
+    if not out:
+        raise ConfigError("surrogate is empty; give one or more checkpoint directories (A or A,B)")
+    return out
+
+
+def _transfer_threat(inner, sources: list, target: nn.Module, t: Task, load: dict):
+    """The run's threat model wrapped to craft on the loaded, checked surrogates."""
+    from .attacks.transfer import Surrogate, TransferThreat, check_surrogate, label_of
+
+    surrogates = []
+    for label, src in sources:
+        module, info, name = _resolve_model(src, load)
+        s = Surrogate(module, label or label_of(module, name), state_sha256(module), info)
+        check_surrogate(s, target, t, isinstance(target, VLModel))
+        surrogates.append(s)
+    return TransferThreat(inner, surrogates)
+
+
+def _jsonable_surrogates(surrogate) -> dict | None:
+    """The surrogates as {label: path} for other processes (a module cannot travel: ConfigError)."""
+    pairs = _surrogate_list(surrogate)
+    if any(not isinstance(src, (str, Path)) for _, src in pairs):
+        raise ConfigError("nproc > 1: pass surrogates as checkpoint directories, not modules")
+    if not pairs:
+        return None
+    if all(label is None for label, _ in pairs):
+        return [str(src) for _, src in pairs]
+    return {label or Path(src).name: str(src) for label, src in pairs}
+
+
+def _crafted_store(crafted, surrogates: list, atk: Attack, seed: int, task_id: dict):
+    """Where crafted inputs are kept: keyed by what crafting depends on (never by the target)."""
+    from .attacks.transfer import CraftedStore, store_key
+
+    return CraftedStore(Path(crafted) if crafted else None, store_key(surrogates, atk.spec.identity, seed, task_id))
 
 
 def _auto_batch_size(module: nn.Module, vl: bool, t: Task, out: Path | None) -> int:
@@ -712,7 +800,7 @@ def _new_ctx(prep: _Prepared, store: RunStore, samples: int) -> _Ctx:
         device=_device(prep.module),
     )
     ctx.victim = make_victim(prep.module, prep.task, ctx.device, ctx.stats)
-    threat = threat_model(prep.attack.kind)
+    threat = prep.threat or threat_model(prep.attack.kind)
     ctx.bound = threat.bind(ctx.victim, prep.attack.spec, prep.seed)
     ctx.sweep = choose(threat.nested, ctx.victim.binary)  # the sweep, chosen once
     return ctx
@@ -808,8 +896,16 @@ def _finish(prep: _Prepared, store: RunStore, stats: dict) -> Run:
     """Summary from the completed records (sorted by example and eps, so it does not depend
     on which process or run wrote which batch), written to the run directory."""
     frame = records_frame(store.records, prep.model_name, prep.task.name, prep.attack.name)
+    surrogate = "+".join(s["label"] for s in prep.config.get("surrogates", [])) or None
     summary = summarize(
-        frame, model=prep.model_name, task=prep.task, attack=prep.attack, eps=prep.eps, seed=prep.seed, n=prep.n
+        frame,
+        model=prep.model_name,
+        task=prep.task,
+        attack=prep.attack,
+        eps=prep.eps,
+        seed=prep.seed,
+        n=prep.n,
+        surrogate=surrogate,
     )
     store.finish(summary.to_dict(orient="records"), stats, summary.to_csv(index=False))
     return Run(summary=summary, records=frame, config=prep.config, path=store.path, stats=dict(stats))
@@ -999,6 +1095,8 @@ def _launch(
     precision,
     base,
     overrides,
+    surrogate=None,
+    crafted=None,
 ) -> Run:
     """evaluate(..., nproc=N) outside torchrun: start N local ranks, then read the merged run."""
     from . import distributed as dd
@@ -1029,6 +1127,8 @@ def _launch(
             device=device,
             precision=precision,
             base=base,
+            surrogate=_jsonable_surrogates(surrogate),
+            crafted=str(crafted) if crafted else None,
             **overrides,
         ),
     )

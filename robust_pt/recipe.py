@@ -49,6 +49,7 @@ ATTACK_KEYS = {
     "examples",
     "nproc",
     "tasks",
+    "surrogate",
 }
 _TRAIN_FIELDS = ("steps", "batch_size", "lr", "train_size", "eval_size")
 #: Keys of every tuning entry; each method adds its own options (tuning/registry.py, tuning_keys).
@@ -78,10 +79,12 @@ class AttackEntry:
     examples: int | None
     nproc: int | None = None  # processes for this attack (default: the recipe's nproc)
     tasks: tuple[str, ...] | None = None  # the recipe's tasks this attack runs on (default: all)
+    surrogate: tuple[str, ...] | None = None  # transfer: the tuning entries it is crafted on (several: an ensemble)
 
     @property
     def label(self) -> str:
-        return self.attack + (f"-{self.tag}" if self.tag else "")
+        source = f"-from-{'+'.join(self.surrogate)}" if self.surrogate else ""
+        return self.attack + (f"-{self.tag}" if self.tag else "") + source
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,11 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
                     f"increasing; list eps from smallest to largest"
                 )
         overrides = tuple(
-            sorted((k, v) for k, v in entry.items() if k not in ("attack", "eps", "tag", "examples", "nproc", "tasks"))
+            sorted(
+                (k, v)
+                for k, v in entry.items()
+                if k not in ("attack", "eps", "tag", "examples", "nproc", "tasks", "surrogate")
+            )
         )
         atk = build(entry["attack"], **dict(overrides))  # unknown attack / bad values fail here
         atk.eps_grid(eps)
@@ -277,17 +284,19 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
                     f"which the {kinds[t]} task {t} does not have; list the tasks it runs on with "
                     f"`tasks: [...]`"
                 )
-        attacks.append(
-            AttackEntry(
-                entry["attack"],
-                None if eps is None else tuple(eps),
-                str(entry.get("tag", "")),
-                overrides,
-                entry.get("examples"),
-                _positive(f"{where}: attacks[{i}] nproc", entry["nproc"]) if "nproc" in entry else None,
-                tasks,
+        for source in _sources(f"{where}: attacks[{i}] ({entry['attack']})", entry.get("surrogate"), tunings, atk):
+            attacks.append(
+                AttackEntry(
+                    entry["attack"],
+                    None if eps is None else tuple(eps),
+                    str(entry.get("tag", "")),
+                    overrides,
+                    entry.get("examples"),
+                    _positive(f"{where}: attacks[{i}] nproc", entry["nproc"]) if "nproc" in entry else None,
+                    tasks,
+                    source,
+                )
             )
-        )
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: two attack entries would share a run; give one a distinct 'tag'")
@@ -308,6 +317,28 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path=path,
         nproc=_positive(f"{where}: nproc", raw.get("nproc", 1)),
     )
+
+
+def _sources(where: str, value, tunings: list, atk) -> list[tuple[str, ...] | None]:
+    """An attack entry's `surrogate`: none (white-box); a tuning entry's name, or "a+b" (an ensemble);
+    or a list of those: one transfer run per source, each judged on every tuning entry."""
+    if value is None:
+        return [None]
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, str) and v.strip("+") for v in items):
+        raise ConfigError(f"{where}: surrogate must be a tuning entry's name, 'a+b' or a list of them, got {value!r}")
+    names = [t.name for t in tunings]
+    out = []
+    for v in items:
+        source = tuple(v.split("+"))
+        bad = [n for n in source if n not in names]
+        if bad:
+            raise ConfigError(f"{where}: surrogate {bad[0]!r} is not a tuning entry; the entries: {', '.join(names)}")
+        from .attacks.transfer import check_attack
+
+        check_attack(atk.spec, len(source))
+        out.append(source)
+    return out
 
 
 def _check_base(base: str, recipe_path: Path) -> None:
@@ -387,6 +418,7 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
             batch_size=r.batch_size,
             progress=True,
             nproc=a.nproc or r.nproc,
+            **_transfer_args(a, task, ckpts, out),
             **dict(a.overrides),
         )
         log(f"[{r.name}] {run.name}: {time.time() - t1:.0f} s")
@@ -397,6 +429,19 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
     build(run_paths, out, allow_mixed=len(r.tasks) > 1, title=f"robust-pt: {r.name}")
     log(f"[{r.name}] finished in {time.time() - t0:.0f} s; report in {out}")
     return out
+
+
+def _transfer_args(a: AttackEntry, task: str, ckpts: dict, out: Path) -> dict:
+    """evaluate's surrogate and crafted arguments for a transfer entry (crafted inputs shared by its targets)."""
+    if not a.surrogate:
+        return {}
+    missing = [s for s in a.surrogate if (task, s) not in ckpts]
+    if missing:
+        raise ConfigError(
+            f"attack {a.label}: surrogate {missing[0]} is not tuned on {task}; add {task} to its tasks or list "
+            f"the attack's tasks"
+        )
+    return {"surrogate": {s: ckpts[(task, s)][0] for s in a.surrogate}, "crafted": out / "crafted"}
 
 
 def list_recipes() -> list[tuple[str, str]]:

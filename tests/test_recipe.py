@@ -67,6 +67,10 @@ def _recipe(tmp_path, base_dir, **changes):
             "must be a non-empty list of the recipe's",
         ),
         ({"tuning": [{"method": "finetune", "tasks": "shapes-vqa"}]}, ConfigError, "must be a non-empty list of the"),
+        ({"attacks": [{"attack": "pgd", "surrogate": "lora"}]}, ConfigError, "surrogate 'lora' is not a tuning entry"),
+        ({"attacks": [{"attack": "deepwordbug", "surrogate": "finetune"}]}, AttackError, "queries the target itself"),
+        ({"attacks": [{"attack": "emb-pgd", "surrogate": "finetune+prompt"}]}, AttackError, "one surrogate"),
+        ({"attacks": [{"attack": "pgd", "surrogate": 3}]}, ConfigError, "surrogate must be a tuning entry"),
     ],
 )
 def test_bad_recipes_fail_before_any_work(tmp_path, base, change, error, needle):
@@ -165,6 +169,34 @@ def test_an_untuned_entry_attacks_the_base_itself_and_attacks_keep_to_their_task
     ]
     run = json.loads((out / "runs" / "shapes-vqa_base_fgsm" / "run.json").read_text())
     assert run["checkpoint"]["sha256"] == {ckpt.WEIGHTS: ckpt.sha256_file(base / ckpt.WEIGHTS)}, run["checkpoint"]
+
+
+def test_a_transfer_entry_runs_one_source_per_run_and_crafts_each_source_once(tmp_path, base):
+    """`surrogate: [finetune, prompt, finetune+prompt]`: a run per (source, target); the crafted inputs of a
+    source are made at its first target and reused by the other (the stats count the crafting passes)."""
+    pgd = {"attack": "pgd", "eps": ["8/255"], "steps": 2, "surrogate": ["finetune", "prompt", "finetune+prompt"]}
+    p = _recipe(tmp_path, base, attacks=[pgd], examples=8)
+    out = run_recipe(p, tmp_path / "rep", log=lambda *_: None)
+    names = sorted(d.name for d in (out / "runs").iterdir())
+    assert names == sorted(
+        f"shapes-vqa_{t}_pgd-from-{s}"
+        for t in ("finetune", "prompt")
+        for s in ("finetune", "prompt", "finetune+prompt")
+    )
+    files = list((out / "crafted").rglob("*.safetensors"))
+    for s in ("finetune", "prompt", "finetune+prompt"):
+        metas = [
+            json.loads((out / "runs" / f"shapes-vqa_{t}_pgd-from-{s}" / "run.json").read_text())
+            for t in ("finetune", "prompt")
+        ]
+        assert [x["label"] for x in metas[0]["config"]["surrogates"]] == s.split("+")
+        # a (batch, eps) is crafted when a target first needs it (it has examples to attack), then reused
+        crafted = [m["stats"].get("crafted", 0) for m in metas]
+        assert sum(crafted) <= 2  # never twice (tests/test_transfer.py counts the reuse on a trained model)
+    assert len(files) == len({f.name + f.parent.name for f in files}) <= 3 * 2  # 8 examples in batches of 4
+    assert (out / "transfer.csv").exists() and "## Transfer attacks" in (out / "report.md").read_text()
+    shutil.rmtree(out / "crafted")  # a fresh clone has no crafted inputs: the runs are complete and report alike
+    assert _summary(run_recipe(p, out, log=lambda *_: None)) == _summary(out)
 
 
 def test_the_ci_smoke_baseline_covers_exactly_the_ci_smoke_recipe():

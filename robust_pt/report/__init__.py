@@ -54,6 +54,7 @@ class Report:
     correction: str = stats.DEFAULT_CORRECTION  # multiplicity correction of the gaps' p-values
     reference: str = REFERENCE  # the method every other method's gaps are against
     corruptions: Any = None  # pandas.DataFrame, corruption.COLUMNS: per corruption and mean over severities
+    transfer: Any = None  # pandas.DataFrame, transfer.COLUMNS: the transfer matrix (None without transfer runs)
 
     def to_dict(self) -> dict:
         from .document import as_plain
@@ -99,8 +100,12 @@ class Report:
                 "notes": self.notes,
                 "figures": {f"{k[0]}:{k[1]}": v for k, v in self.figures.items()},
                 **self._corruption_rows(),
+                **({"transfer": self.transfer.to_dict(orient="records")} if self._has_transfer() else {}),
             }
         )
+
+    def _has_transfer(self) -> bool:
+        return self.transfer is not None and len(self.transfer) > 0
 
     def _corruption_rows(self) -> dict:
         """summary.json's "corruptions" (only in reports with corruption runs: the others stay as they were)."""
@@ -197,6 +202,7 @@ def build(
     )
     warnings = [w for r in data for w in r.warnings()]
     from .corruption import corruption_frame
+    from .transfer import transfer_frame
 
     rep = Report(
         runs=data,
@@ -215,6 +221,7 @@ def build(
         correction=correction,
         reference=reference,
         corruptions=corruption_frame(data, reference, n_boot, seed),
+        transfer=transfer_frame(data, summary),
     )
     if out is not None:
         write(rep, Path(out), figures=figures, gallery=gallery)
@@ -224,6 +231,7 @@ def build(
 def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dict:
     """Write every file of the report into `out` (created); returns {name: path}."""
     from . import document, factors, html, latex, markdown, plots
+    from .transfer import groups as transfer_groups
 
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out} exists and is not a directory; choose another --out")
@@ -237,13 +245,20 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
         for task in dict.fromkeys(s["task"]):
             p = plots.metric_vs_eps(s, task, figdir / f"metric-vs-eps_{_safe(task)}.png")
             rep.figures[("metric_vs_eps", task)] = str(p.relative_to(out))
-        for attack in dict.fromkeys(s["attack"]):
+        transferred = {r.attack for r in rep.runs if r.source}  # drawn as transfer heatmaps instead
+        for attack in [a for a in dict.fromkeys(s["attack"]) if a not in transferred]:
             p = plots.degradation(s, attack, figdir / f"degradation_{_safe(attack)}.png")
             rep.figures[("degradation", attack)] = str(p.relative_to(out))
         fpanels = factors.panels(rep.runs)
         for task in dict.fromkeys(p.task for p in fpanels):
             p = plots.prompt_factors(s, task, fpanels, figdir / f"prompt-factors_{_safe(task)}.png")
             rep.figures[("prompt_factors", task)] = str(p.relative_to(out))
+        if rep._has_transfer():
+            for task, attack, _ in transfer_groups(rep.transfer):
+                p = plots.transfer_heatmap(
+                    rep.transfer, task, attack, figdir / f"transfer_{_safe(task)}_{_safe(attack)}.png"
+                )
+                rep.figures[("transfer", f"{task}: {attack}")] = str(p.relative_to(out))
         if gallery:
             for r in rep.runs:
                 items = plots.samples(r, gallery)
@@ -264,6 +279,9 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
     files["report.html"].write_text(html.render(doc, out))
     rep.summary.to_csv(files["summary.csv"], index=False)
     rep.gaps.to_csv(files["gaps.csv"], index=False)
+    if rep._has_transfer():
+        files["transfer.csv"] = out / "transfer.csv"
+        rep.transfer.to_csv(files["transfer.csv"], index=False)
     if rep.corruptions is not None and len(rep.corruptions):
         files["corruptions.csv"] = out / "corruptions.csv"
         rep.corruptions.to_csv(files["corruptions.csv"], index=False)

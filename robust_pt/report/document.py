@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Union
 
+import numpy as np
+
 from ..runformat import broken_mask
 from . import stats
 from .load import REFERENCE
@@ -372,14 +374,17 @@ def build_document(report) -> Document:
     for w in report.warnings:
         doc.add(Para(f"Warning: {w}", "warning"))
     _add_findings(doc, report)
+    transferred = {r.attack for r in report.runs if r.source}  # shown in the transfer matrix instead
     for task in tasks:
         doc.add(Heading(2, task))
         for attack in dict.fromkeys(s[s["task"] == task]["attack"]):
-            doc.add(Heading(3, f"{attack}"), wide_table(s, task, attack))
+            if attack not in transferred:
+                doc.add(Heading(3, f"{attack}"), wide_table(s, task, attack))
         if len(g) and (g["task"] == task).any():
             doc.add(Heading(3, f"Gaps against {ref}"), gap_table(g, task, report.reference))
         doc.add(Heading(3, "Attack details"), details_table(s, task))
 
+    _add_transfer(doc, report)
     _add_corruptions(doc, report)
     _add_figures(
         doc,
@@ -455,6 +460,79 @@ def _add_corruptions(doc: Document, report) -> None:
         headers = ["Model", "Method", "Kind", "Corruption", "Severities", f"Clean {metric}",
                    f"Corrupted {metric} [95% CI]", f"rCE vs {ref} [95% CI]"]  # fmt: skip
         doc.add(Heading(3, f"{task}: corruptions"), Table(headers, rows, caption=f"{task}: natural corruptions"))
+
+
+def _add_transfer(doc: Document, report) -> None:
+    """Transfer attacks: the lead sentence, then per task and attack the heatmap and one matrix per eps."""
+    from .transfer import groups, matrix
+
+    f = report.transfer
+    if f is None or not len(f):
+        return
+    doc.add(Heading(2, "Transfer attacks"))
+    doc.add(
+        Para(
+            "Rows: the model(s) the adversarial inputs were crafted on (every step, no early stopping; several "
+            "models: the mean of their losses); columns: the model judged. Each cell: robust metric [95% "
+            "bootstrap CI] in points; the cell where source = target is the white-box attack. Inputs crafted "
+            "once per source served every target.",
+            "note",
+        )
+    )
+    lead = _transfer_lead(f)
+    if lead:
+        doc.add(Bullets(lead))
+    for task, attack, eps_all in groups(f):
+        doc.add(Heading(3, f"{task}: {attack}"))
+        fig = report.figures.get(("transfer", f"{task}: {attack}"))
+        if fig:
+            doc.add(
+                Image(fig, f"{task}: {attack} transfer matrix", f"{task}: {attack}, robust metric by source and target")
+            )
+        for e in eps_all:
+            sources, targets, cells = matrix(f, task, attack, e)
+            rows = [
+                [" + ".join(method_name(x) for x in src.split("+"))]
+                + [_cell(cells.get((src, t)), src == t) for t in targets]
+                for src in sources
+            ]
+            lab = next(iter(cells.values()))["eps_label"]
+            doc.add(
+                Table(
+                    ["crafted on / judged on"] + [method_name(t) for t in targets],
+                    rows,
+                    caption=f"{task}: {attack} at eps={lab}, transfer matrix (white-box in bold)",
+                )
+            )
+
+
+def _cell(r, diagonal: bool) -> Cell:
+    if r is None:
+        return ""
+    text = f"{points(r['robust'])} {ci(r['robust_lo'], r['robust_hi'])}"
+    return [(text, "strong")] if diagonal else text
+
+
+def _transfer_lead(f) -> list[str]:
+    """One sentence per task and attack at its largest eps: what the public base's inputs leave of each
+    target, against the target's white-box value."""
+    out = []
+    for (task, attack), d in f.groupby(["task", "attack"], sort=False):
+        e = d["eps"].max()
+        b = d[np.isclose(d["eps"].to_numpy(float), e, rtol=0, atol=1e-12) & (d["source"] == "pretrain")]
+        b = b[b["target"] != "pretrain"]
+        if not len(b):
+            continue
+        parts = [
+            f"{method_name(r['target'])} {points(r['robust'])} (white-box {points(r['white_box'])})"
+            for _, r in b.iterrows()
+        ]
+        out.append(
+            f"{task}, {attack} at eps={b['eps_label'].iloc[0]}: crafted on the public base, the inputs leave "
+            + ", ".join(parts)
+            + "."
+        )
+    return out
 
 
 def _add_text_examples(doc: Document, report) -> None:

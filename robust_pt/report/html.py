@@ -101,7 +101,12 @@ def _e(s) -> str:
     return html.escape(str(s), quote=True)
 
 
-MARKS = {"del": ("<del>", "</del>"), "ins": ("<ins>", "</ins>"), "code": ("<code>", "</code>")}
+MARKS = {
+    "strong": ("<strong>", "</strong>"),
+    "del": ("<del>", "</del>"),
+    "ins": ("<ins>", "</ins>"),
+    "code": ("<code>", "</code>"),
+}
 
 
 def cell(c) -> str:

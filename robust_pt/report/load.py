@@ -77,6 +77,7 @@ class RunData:
     unfinished: int = 0  # records of batches without a batch_done marker (left out)
     duplicates: int = 0  # (id, eps) records seen twice (the first kept)
     status: str = ""
+    source: str | None = None  # transfer runs: the surrogate(s) crafted on ("finetune", "finetune+prompt")
 
     @property
     def name(self) -> str:
@@ -391,6 +392,7 @@ def load_run(path: str | Path) -> RunData:
     spec = dict(spec)
     spec.setdefault("name", "attack")
     model, method = model_identity(meta, p)
+    source = transfer_source(cfg)
     df = _clean_score_by_id(records_frame(records))
     n0 = len(df)
     df = df.drop_duplicates(["id", "eps"], keep="first").reset_index(drop=True)
@@ -404,7 +406,7 @@ def load_run(path: str | Path) -> RunData:
         metric=metric,
         model=model,
         method=method,
-        attack=str(spec["name"]),
+        attack=str(spec["name"]) + (f" from {source}" if source else ""),
         attack_spec=spec,
         eps=eps_list,
         records=df,
@@ -412,7 +414,17 @@ def load_run(path: str | Path) -> RunData:
         unfinished=unfinished,
         duplicates=n0 - len(df),
         status=str(meta.get("status") or ""),
+        source=source,
     )
+
+
+def transfer_source(cfg: dict) -> str | None:
+    """The surrogates a transfer run crafted on, as methods joined by '+' (None for a white-box run)."""
+    sur = cfg.get("surrogates")
+    if not isinstance(sur, list) or not sur:
+        return None
+    labels = [str(s.get("label") if isinstance(s, dict) else s) for s in sur]
+    return "+".join(normalise_method(x) or x for x in labels)
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -433,7 +445,7 @@ def _label_attacks(runs: list[RunData]) -> None:
     """Two runs of one preset name with different settings get the differing settings in their label."""
     by_name: dict[str, list[RunData]] = {}
     for r in runs:
-        by_name.setdefault(r.attack_name, []).append(r)
+        by_name.setdefault(r.attack, []).append(r)  # the preset name (and its source, for transfer runs)
     for name, rs in by_name.items():
         specs = [{k: v for k, v in r.attack_spec.items() if k not in ("eps", "description", "path")} for r in rs]
         keys = sorted(

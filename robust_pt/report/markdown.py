@@ -9,7 +9,7 @@ def _esc(s: str) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
-MARKS = {"del": ("~~", "~~"), "ins": ("**", "**"), "code": ("`", "`")}
+MARKS = {"strong": ("**", "**"), "del": ("~~", "~~"), "ins": ("**", "**"), "code": ("`", "`")}
 
 
 def cell(c) -> str:

@@ -7,6 +7,8 @@ degradation      per attack: relative degradation bars grouped by task, the meth
                  side in each group, one panel per eps (the paper's Figure 3, with CIs);
 prompt_factors   per task: robust metric vs prompt length / depth / reparameterisation
                  (factors.py decides which models form each panel), one line per eps;
+transfer         per (task, attack): the transfer matrix as heatmaps, sources x targets, one panel
+                 per eps, the robust metric in each cell, the white-box diagonal outlined;
 gallery          per run: the engine's clean | adversarial | amplified-difference sample
                  images (runs/ID/samples/*.png) with the input text (question, hypothesis,
                  ...), the target and the clean and adversarial predictions, composed with PIL
@@ -349,6 +351,48 @@ def degradation(summary, attack: str, path: Path, max_panels: int = 6) -> Path:
 
 
 # ----------------------------------------------------------------------------- gallery
+
+
+def transfer_heatmap(frame, task: str, attack: str, path: Path) -> Path:
+    """The transfer matrix of one task and attack: rows the source crafted on, columns the target judged,
+    each cell the robust metric (points); cells where source = target (white-box) outlined."""
+    from matplotlib.patches import Rectangle
+
+    from .transfer import matrix
+
+    d = frame[(frame["task"] == task) & (frame["attack"] == attack)]
+    eps_all = sorted(set(d["eps"].round(12)))
+    _, targets0, _ = matrix(frame, task, attack, eps_all[0])
+    sources0 = list(dict.fromkeys(d["source"]))
+    fig = _figure(2.4 + 0.95 * len(targets0) * len(eps_all) + 0.5 * len(eps_all), 1.9 + 0.42 * len(sources0))
+    fig.set_layout_engine("constrained")
+    for k, e in enumerate(eps_all):
+        sources, targets, cells = matrix(frame, task, attack, e)
+        vals = np.array(
+            [[100 * cells[(s, t)]["robust"] if (s, t) in cells else np.nan for t in targets] for s in sources]
+        )
+        ax = fig.add_subplot(1, len(eps_all), k + 1)
+        im = ax.imshow(vals, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+        for i, src in enumerate(sources):
+            for j, tgt in enumerate(targets):
+                if np.isfinite(vals[i, j]):
+                    ax.text(j, i, f"{vals[i, j]:.1f}", ha="center", va="center", fontsize=8)
+                if src == tgt:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
+        ax.set_xticks(range(len(targets)), [method_name(t) for t in targets], rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(sources)), [_source_name(s) for s in sources] if k == 0 else [], fontsize=8)
+        lab = d[np.isclose(d["eps"].to_numpy(float), e, rtol=0, atol=1e-12)]["eps_label"].iloc[0]
+        ax.set_title(f"eps={lab}", fontsize=9)
+        ax.set_xlabel("target (judged)", fontsize=8)
+        if k == 0:
+            ax.set_ylabel("source (crafted on)", fontsize=8)
+    fig.colorbar(im, ax=fig.axes, shrink=0.9, label=f"robust {d['metric'].iloc[0]} (points)")
+    fig.suptitle(f"{task}: {attack} transfer matrix (outlined: white-box)", fontsize=10)
+    return _save(fig, path)
+
+
+def _source_name(source: str) -> str:
+    return " + ".join(method_name(s) for s in source.split("+"))
 
 
 def prompt_factors(summary, task: str, panels: list, path: Path) -> Path:

@@ -11,7 +11,10 @@ huge-eps     at a very large eps (L-inf pixel eps >= 64/255, L2 pixel eps >= a q
 more-steps   PGD with more steps is never weaker than PGD with fewer (same norm, eps);
 black-box    a black-box attack (square) is never stronger than the strongest white-box
              gradient attack (pgd, apgd) of the same norm at the same eps;
-fgsm-vs-pgd  FGSM is never stronger than the strongest PGD of the same kind and norm.
+fgsm-vs-pgd  FGSM is never stronger than the strongest PGD of the same kind and norm;
+transfer     (only for models with transfer runs) an attack crafted on another model is never
+             stronger than the same attack crafted on the target itself (or its white-box
+             run): stronger would mean the target's own gradients mislead (masking).
 
 Tolerance rule (so that sampling noise never fails a check): a check fails only when the
 95% paired-bootstrap CI of the violating difference lies entirely on the violating side of
@@ -37,6 +40,7 @@ CHECKS = (
     ("black-box", "black-box never stronger than white-box"),
     ("fgsm-vs-pgd", "FGSM never stronger than PGD"),
 )
+TRANSFER_CHECK = ("transfer", "transfer never stronger than white-box")
 PASS, FAIL, NOT_CHECKED = "pass", "fail", "not checked"
 HUGE_LINF = 64 / 255
 HUGE_RMS = 1.0
@@ -60,7 +64,7 @@ def _lab(run: RunData, e: float) -> str:
 
 
 def _row(check: str, task: str, model: str, method: str, status: str, detail: str) -> dict:
-    title = dict(CHECKS)[check]
+    title = dict(CHECKS + (TRANSFER_CHECK,))[check]
     return {
         "check": check,
         "description": title,
@@ -300,9 +304,35 @@ FUNCS = {
 }
 
 
+def check_transfer(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
+    """Transfer runs of one (task, model) against its own attack of the same preset (transfer.white_box_run)."""
+    from .transfer import white_box_run
+
+    pairs = [(w, r) for r in runs if r.source and (w := white_box_run(r, runs)) is not None and w is not r]
+
+    def say(w: RunData, r: RunData, e: float, d: float) -> str:
+        return (
+            f"at eps={_lab(r, e)} {r.attack} leaves {100 * _robust(r, e):.1f}, the target's own "
+            f"{w.attack} {100 * _robust(w, e):.1f}: transfer stronger by {100 * d:.1f} points"
+        )
+
+    comparisons = ((w, r, e) for w, r in pairs for e in common_eps(r, w))
+    fails, notes, n = _excesses(comparisons, B, seed, say)
+    if not n:
+        return NOT_CHECKED, "needs the same attack crafted on the target itself (surrogate = target) or a white-box run"
+    if fails:
+        return (
+            FAIL,
+            "a transfer attack is stronger than the white-box one beyond noise (gradient masking?): "
+            + "; ".join(fails),
+        )
+    return PASS, f"{n} comparison(s)" + ("; stronger within noise: " + "; ".join(notes) if notes else "")
+
+
 def run_checks(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED) -> list[dict]:
     """One row per (task, model, check). Natural corruptions are not attacks (their severities need not
-    be monotone and no gradient is involved): they take no part in the gradient-masking checks."""
+    be monotone and no gradient is involved): they take no part in the gradient-masking checks. Transfer
+    runs take part in the transfer check only (a row only for models that have them)."""
     from .corruption import KINDS as CORRUPTION_KINDS
 
     runs = [r for r in runs if r.attack_spec.get("kind") not in CORRUPTION_KINDS]
@@ -312,8 +342,12 @@ def run_checks(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.
         if (r.task, r.model) not in keys:
             keys.append((r.task, r.model))
     for task, model in keys:
-        group = [r for r in runs if r.task == task and r.model == model]
-        for check, _ in CHECKS:
+        everything = [r for r in runs if r.task == task and r.model == model]
+        group = [r for r in everything if not r.source]
+        for check, _ in CHECKS if group else ():
             status, detail = FUNCS[check](group, B, seed)
             out.append(_row(check, task, model, group[0].method, status, detail))
+        if len(group) < len(everything):
+            status, detail = check_transfer(everything, B, seed)
+            out.append(_row(TRANSFER_CHECK[0], task, model, everything[0].method, status, detail))
     return out

@@ -38,6 +38,7 @@ def write_run(
     model_cfg: dict | None = None,
     answers=("red", "blue"),
     samples: int = 0,
+    surrogates: list | None = None,
 ) -> Path:
     """correct: {eps: [bool per example]}; clean: [bool per example]. Returns the run dir."""
     path = Path(path)
@@ -60,6 +61,8 @@ def write_run(
         "batch_size": batch_size,
         "seed": 0,
     }
+    if surrogates:  # a transfer run, crafted on these (labels)
+        config["surrogates"] = [{"label": x, "class": "MiniOFA", "state_sha256": "1" * 64} for x in surrogates]
     fp = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     meta = {
         "format": "robust-pt-run/1",

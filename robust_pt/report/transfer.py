@@ -1,0 +1,122 @@
+"""The transfer matrix: sources (the surrogates attacks were crafted on) x targets (the models judged).
+
+Why: a white-box number says what the holder of the tuned model can do; the question for
+parameter-efficient tuning is what the holder of the public base (or of another model tuned
+from it) can do. One row per (task, attack, eps, source, target) with the robust metric and
+its 95% bootstrap interval (the report summary's), and the target's white-box value: the run
+crafted on the target itself (source = target, the matrix diagonal), else the target's
+white-box run of the same preset. `transfer_gap` = robust - white-box (>= 0 when transfer is
+weaker, as it should be; sanity.check_transfer tests it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .load import RunData, normalise_method
+
+COLUMNS = [
+    "task",
+    "attack",
+    "eps",
+    "eps_label",
+    "metric",
+    "source",
+    "target",
+    "model",
+    "n",
+    "clean",
+    "robust",
+    "robust_lo",
+    "robust_hi",
+    "white_box",
+    "transfer_gap",
+    "run",
+]
+
+
+def transfer_runs(runs: list[RunData]) -> list[RunData]:
+    return [r for r in runs if r.source]
+
+
+def white_box_run(run: RunData, runs: list[RunData]) -> RunData | None:
+    """The target's own attack for a transfer run: crafted on the target itself, else its white-box run."""
+    same = [r for r in runs if r.task == run.task and r.model == run.model and r.attack_name == run.attack_name]
+    own = [r for r in same if r.source and normalise_method(r.source) == r.method]
+    return (own or [r for r in same if not r.source] or [None])[0]
+
+
+def transfer_frame(runs: list[RunData], summary):
+    """The matrix's rows (COLUMNS), in the report's run order; None without transfer runs."""
+    import pandas as pd
+
+    tr = transfer_runs(runs)
+    if not tr or summary is None or not len(summary):
+        return None
+    by_run = {path: d for path, d in summary.groupby("run")}
+    rows = []
+    for r in tr:
+        wb = white_box_run(r, runs)
+        own = by_run.get(str(r.path))
+        base = by_run.get(str(wb.path)) if wb is not None else None
+        for _, s in (own if own is not None else summary.iloc[:0]).iterrows():
+            w = _at(base, s["eps"])
+            rows.append(
+                {
+                    "task": r.task,
+                    "attack": r.attack_name,
+                    "eps": float(s["eps"]),
+                    "eps_label": s["eps_label"],
+                    "metric": s["metric"],
+                    "source": r.source,
+                    "target": r.method,
+                    "model": r.model,
+                    "n": int(s["n"]),
+                    "clean": float(s["clean"]),
+                    "robust": float(s["robust"]),
+                    "robust_lo": float(s["robust_lo"]),
+                    "robust_hi": float(s["robust_hi"]),
+                    "white_box": w,
+                    "transfer_gap": float(s["robust"]) - w if math.isfinite(w) else math.nan,
+                    "run": str(r.path),
+                }
+            )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _at(summary_rows, eps: float) -> float:
+    if summary_rows is None:
+        return math.nan
+    hit = summary_rows[np.isclose(summary_rows["eps"].to_numpy(float), eps, rtol=0, atol=1e-12)]
+    return float(hit["robust"].iloc[0]) if len(hit) else math.nan
+
+
+def matrix(frame, task: str, attack: str, eps: float):
+    """(sources, targets, values[source][target] rows of `frame`) of one task, attack and eps, in run order."""
+    d = frame[
+        (frame["task"] == task)
+        & (frame["attack"] == attack)
+        & np.isclose(frame["eps"].to_numpy(float), eps, rtol=0, atol=1e-12)
+    ]
+    sources = sorted(dict.fromkeys(d["source"]), key=_order)
+    targets = sorted(dict.fromkeys(d["target"]), key=_order)
+    cells = {(r["source"], r["target"]): r for _, r in d.iterrows()}
+    return sources, targets, cells
+
+
+def _order(name: str) -> tuple:
+    """The public base first, then the report's method order, ensembles last (in their order)."""
+    from .load import method_rank
+
+    parts = name.split("+")
+    return (len(parts) > 1, [(p != "pretrain", method_rank(p), p) for p in parts])
+
+
+def groups(frame) -> list[tuple[str, str, list[float]]]:
+    """(task, attack, eps values) of the matrices `frame` holds, in its order."""
+    out = []
+    for (task, attack), d in frame.groupby(["task", "attack"], sort=False):
+        out.append((task, attack, sorted(set(d["eps"].round(12)))))
+    return out
