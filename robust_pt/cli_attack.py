@@ -82,6 +82,13 @@ def attack_cmd(
         "--surrogate",
         help="Transfer attack: craft on this checkpoint (A,B: an ensemble, mean of their losses), judge on --model.",
     ),
+    target: Optional[str] = typer.Option(
+        None, "--target", help="Targeted attack (closed tasks): an answer, random or least-likely."
+    ),
+    target_text: Optional[str] = typer.Option(None, "--target-text", help="Targeted attack: the caption to produce."),
+    target_box: Optional[str] = typer.Option(
+        None, "--target-box", help="Targeted attack (grounding): the box x0,y0,x1,y1 (pixels) to produce."
+    ),
     crafted: Optional[Path] = typer.Option(
         None,
         "--crafted",
@@ -110,6 +117,7 @@ def attack_cmd(
             "queries": query_budget,
             "embeddings": str(embeddings.expanduser().resolve()) if embeddings else None,
             "mlm": str(mlm.expanduser().resolve()) if mlm else None,
+            "target": _one_target(target, target_text, target_box),
         }
         ov = {k: v for k, v in ov.items() if v is not None}
         if out is None:
@@ -140,11 +148,20 @@ def attack_cmd(
         fail(err)
     if where.distributed and not where.main:
         return  # rank 0 prints the merged summary
-    print_summary(
-        run.summary,
-        title=f"{run.summary['model'].iloc[0]} on {run.summary['task'].iloc[0]}: {run.summary['attack'].iloc[0]}",
+    first = run.summary.iloc[0]
+    how = (f" from {first['surrogate']}" if "surrogate" in first else "") + (
+        f" (target {first['target']})" if "target" in first else ""
     )
+    print_summary(run.summary, title=f"{first['model']} on {first['task']}: {first['attack']}{how}")
     typer.echo(f"run directory: {run.path}")
+
+
+def _one_target(*given) -> str | None:
+    """The target of --target, --target-text or --target-box (one of them at most)."""
+    got = [g for g in given if g is not None]
+    if len(got) > 1:
+        raise ConfigError("give one of --target, --target-text and --target-box")
+    return got[0] if got else None
 
 
 def _surrogate_key(surrogate: str | None) -> dict:

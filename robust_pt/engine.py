@@ -62,6 +62,7 @@ from .runformat import (
     rel_drop,
     sample_name,
     sample_tag,
+    target_rate,
 )
 from .runformat import safe_id as _safe  # noqa: F401
 from .store import RunStore
@@ -453,6 +454,8 @@ def summarize(
         rows[-1].update(corpus_summary(task, d))
         if surrogate:
             rows[-1]["surrogate"] = surrogate
+        if spec.target:
+            rows[-1].update(target=spec.target, target_success=target_rate(d))
     out = pd.DataFrame(rows)
     cols = SUMMARY_COLUMNS + [c for c in out.columns if c not in SUMMARY_COLUMNS]
     return out[[c for c in cols if c in out.columns]]
@@ -661,6 +664,12 @@ def _prepare(
     t, task_id = _resolve_task(module, task, split, limit, task_seed)
     victim = victim_class(module, t)
     threat.check_task(atk, victim, t)
+    if atk.spec.target:
+        from .attacks.targeted import check_task as check_target
+
+        if sources:
+            raise AttackError("a targeted attack runs white-box here; leave out the surrogate or the target")
+        check_target(atk.spec, t)
     if not victim.has_logits and atk.needs_logits:
         raise AttackError(
             f"{atk.describe()} needs logits over candidate answers, which the {t.kind} task {t.name} "
@@ -802,7 +811,7 @@ def _new_ctx(prep: _Prepared, store: RunStore, samples: int) -> _Ctx:
     ctx.victim = make_victim(prep.module, prep.task, ctx.device, ctx.stats)
     threat = prep.threat or threat_model(prep.attack.kind)
     ctx.bound = threat.bind(ctx.victim, prep.attack.spec, prep.seed)
-    ctx.sweep = choose(threat.nested, ctx.victim.binary)  # the sweep, chosen once
+    ctx.sweep = choose(threat.nested, ctx.victim.binary, bool(prep.attack.spec.target))  # the sweep, chosen once
     return ctx
 
 

@@ -50,6 +50,7 @@ ATTACK_KEYS = {
     "nproc",
     "tasks",
     "surrogate",
+    "target",
 }
 _TRAIN_FIELDS = ("steps", "batch_size", "lr", "train_size", "eval_size")
 #: Keys of every tuning entry; each method adds its own options (tuning/registry.py, tuning_keys).

@@ -234,6 +234,17 @@ def _mean_over(d, mask, col: str) -> float:
     return float(_num(d.loc[np.asarray(mask, dtype=bool), col]).mean())
 
 
+def target_rate(d) -> float:
+    """A targeted attack's success at one eps: the share of the examples it aimed at (those with a target)
+    whose prediction is the target."""
+    if not len(d) or "target" not in d:
+        return math.nan
+    aimed = d["target"].notna().to_numpy(bool)
+    if not aimed.any():
+        return math.nan
+    return float(d.loc[aimed, "target_success"].astype(bool).mean())
+
+
 def eps_stats(d, binary: bool) -> dict:
     """The attack statistics of a run's records at one eps (a DataFrame): success_rate, perturbation sizes,
     attacked and broken counts, steps, queries and words changed (nan where the records lack the field)."""

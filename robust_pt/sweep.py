@@ -11,6 +11,9 @@ the threat model's `nested` (are its eps sets nested balls?) and the victim's `b
   (lowest-scoring) output over all eps so far, the clean one included.
 * EveryLevel (not nested, e.g. corruption severities): every clean-correct example (every
   example, if graded) at every level, each level on its own.
+* Targeted (a targeted attack, attacks/targeted.py): Survivors with "broken" meaning the
+  target was produced; every example not wrong on the clean input is attacked (graded
+  tasks too), and the records keep the task's verdict (`correct`) beside the target's.
 
 Examples the victim already gets wrong are not robust and are not attacked.
 """
@@ -73,7 +76,7 @@ class Survivors:
             broken_at = eps if cur["broken"] else None
             rec.update(
                 attacked=True,
-                correct=not cur["broken"],
+                correct=cur.get("correct", not cur["broken"]),
                 steps=cur["steps"],
                 queries=cur["queries"],
                 broken_at=broken_at,
@@ -81,8 +84,14 @@ class Survivors:
             )
         else:  # broken at a smaller eps: that adversarial lies in this ball too
             adv = found[i]
+            correct = adv.get("correct", False)
             rec.update(
-                attacked=False, correct=False, steps=0, queries=None, broken_at=adv["broken_at"], **_output(adv, fields)
+                attacked=False,
+                correct=correct,
+                steps=0,
+                queries=None,
+                broken_at=adv["broken_at"],
+                **_output(adv, fields),
             )
 
     def survivors(self, n: int, clean_correct: list, found: list) -> int:
@@ -148,8 +157,24 @@ class EveryLevel:
         return sum(1 for i in range(n) if found[i] is not None and not found[i]["broken"])
 
 
-def choose(nested: bool, binary: bool):
+class Targeted(Survivors):
+    """Survivors for targeted attacks: broken = the target produced; only examples wrong on the clean input
+    (False, not None: a graded verdict has no clean right or wrong) are left alone."""
+
+    def rows(self, n, clean_correct, found):
+        return [i for i in range(n) if clean_correct[i] is not False and found[i] is None]
+
+    def record(self, rec, i, eps, new, found, clean_correct, fields):
+        super().record(rec, i, eps, new, found, {i: clean_correct[i] is not False}, fields)
+
+    def survivors(self, n, clean_correct, found):
+        return sum(1 for i in range(n) if clean_correct[i] is not False and found[i] is None)
+
+
+def choose(nested: bool, binary: bool, targeted: bool = False):
     """The sweep of a run, from its threat model's and its victim's declarations."""
+    if targeted:
+        return Targeted()
     if not nested:
         return EveryLevel(binary)
     return Survivors() if binary else WorstSoFar()
@@ -168,6 +193,7 @@ def _try(
         still = []
         for j, i in enumerate(todo):
             score, prev = float(out.scores[j]), new.get(i)
+            broken = victim.broken(score, float(clean_scores[i]))
             cand = {
                 "pred": victim.answer(out.preds[j]),
                 "score": score,
@@ -175,9 +201,11 @@ def _try(
                 "l2": float(out.l2[j]),
                 "steps": int(out.steps[j]) + (prev["steps"] if prev else 0),
                 "queries": out.queries,
-                "broken": victim.broken(score, float(clean_scores[i])),
+                "broken": broken if out.success is None else bool(out.success[j]),
                 "_adv": None if out.adv is None else out.adv[j],
             }
+            if out.success is not None:  # targeted: broken is the target's success, correct the task's verdict
+                cand["correct"] = (not broken) if victim.binary else None
             if out.extra is not None:
                 cand.update(out.extra[j])
             if prev is None or run.sweep.better(cand, prev):
@@ -208,7 +236,7 @@ def run_batch(run, b: int, start: int, examples: list) -> tuple[list[dict], int]
     clean_scores = victim.scores(examples, index, clean_preds)
     st["clean_seconds"] += time.perf_counter() - t0
     clean_correct = victim.clean_correct(clean_scores)
-    fields = bound.threat.record_fields
+    fields = bound.record_fields
     found: list[dict | None] = [None] * n
     records: list[dict] = []
     t1 = time.perf_counter()

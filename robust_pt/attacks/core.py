@@ -46,6 +46,8 @@ class Outcome:
     queries: int | None
     adv: Any = None  # adversarial images (B, C, H, W) when the threat model saves samples
     extra: list[dict] | None = None  # per row: the threat model's record fields
+    success: np.ndarray | None = None  # targeted attacks: per row, whether the target was produced (else
+    # the victim's verdict decides what is broken)
 
 
 class Bound:
@@ -55,6 +57,13 @@ class Bound:
 
     def __init__(self, threat: "ThreatModel", victim, spec, seed: int):
         self.threat, self.victim, self.spec, self.seed = threat, victim, spec, seed
+
+    @property
+    def record_fields(self) -> dict:
+        """The record fields this run adds (the threat model's; a targeted run adds its target's)."""
+        from .targeted import FIELDS
+
+        return {**self.threat.record_fields, **(FIELDS if getattr(self.spec, "target", "") else {})}
 
     def start_batch(self) -> None:
         """Forget per-batch state (called before each batch's clean pass)."""

@@ -64,12 +64,14 @@ def ascend(
 
     step(xs, grads, rows) -> moved xs; project(xs, rows) -> xs inside the ball (and the
     valid input range). With early_stop and labels, an example leaves the batch as soon
-    as its logits at the current point are wrong; its current point is its adversarial.
+    as its logits at the current point are wrong (targeted objectives: give the target,
+    `objective.reached`); its current point is its adversarial.
     """
     xs = [s.detach().clone() for s in start]
     B = xs[0].shape[0]
     labels = objective.labels
     use_stop = early_stop and labels is not None
+    reached = getattr(objective, "reached", None)  # targeted objectives: done once the target is given
     active = torch.arange(B, device=xs[0].device)
     used = torch.zeros(B, dtype=torch.long)
     out_logits: torch.Tensor | None = None
@@ -88,7 +90,8 @@ def ascend(
         loss, logits = objective.loss(cur, active)
         grad_evals += int(active.numel())
         if use_stop:
-            broken = logits.detach().argmax(-1) != labels[active]
+            lg = logits.detach()
+            broken = reached(lg, active) if reached is not None else lg.argmax(-1) != labels[active]
             if bool(broken.any()):
                 keep_logits(active[broken], logits[broken])
                 keep = ~broken

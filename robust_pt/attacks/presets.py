@@ -69,6 +69,8 @@ class AttackSpec:
     embeddings (textfooler, textbugger): counter-fitted word vectors, a text file of
     "word v1 v2 ..." lines.  mlm (bert-attack, bae): a local Hugging Face masked-LM dir.
     queries (text, joint): the text attack's query budget (candidate texts scored).
+    target: a targeted attack's target (attacks/targeted.py): an answer of a closed task,
+    random or least-likely; a caption; a box "x0,y0,x1,y1" in pixels. Empty: untargeted.
     """
 
     name: str
@@ -99,6 +101,8 @@ class AttackSpec:
     max_words_fraction: float | None = None
     embeddings: str = ""
     mlm: str = ""
+    # targeted attacks (attacks/targeted.py): an answer, random, least-likely, a caption or a box
+    target: str = ""
     path: str = ""  # where the preset was read from (informational)
 
     def to_dict(self) -> dict:
@@ -131,7 +135,7 @@ class AttackSpec:
         return self.method if self.kind == "text" else self.text_method if self.kind == "joint" else ""
 
 
-TEXT_KEYS = ("text_method", "max_words_fraction", "embeddings", "mlm")
+TEXT_KEYS = ("text_method", "max_words_fraction", "embeddings", "mlm", "target")
 
 
 ALLOWED_KEYS: tuple[str, ...] = tuple(f.name for f in fields(AttackSpec) if f.name != "path")
@@ -309,7 +313,9 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
     """Validate values and their combination; AttackError says what fits. A kind registered as a
     threat model (attacks/core.py) is validated by its threat model."""
     from .core import kinds
+    from .targeted import check_spec as check_target
 
+    check_target(spec)  # a target only for the attacks that can aim (image / embedding pgd and fgsm, ours)
     if spec.kind not in KINDS:
         threat = _threat_of(spec.kind)
         if threat is None:

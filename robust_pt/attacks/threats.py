@@ -49,13 +49,31 @@ class _Gradient(Bound):
         self.victim.stats["grad_evals"] += r.grad_evals
         self.victim.stats["fwd_evals"] += r.fwd_evals
 
+    @property
+    def targeting(self):
+        """The run's targets (targeted.Targeting) when the preset names one, else None."""
+        if not self.spec.target:
+            return None
+        if getattr(self, "_targeting", None) is None:
+            from .targeted import Targeting
+
+            self._targeting = Targeting(self.spec, self.seed)
+        return self._targeting
+
+    def _aim(self, out: Outcome, examples, index, targets) -> Outcome:
+        """A targeted attack's outcome: success per row and the target's record fields."""
+        if targets is not None:
+            out.success, out.extra = self.targeting.judge(self.victim, examples, index, out.preds, targets)
+        return out
+
 
 class _ImageBound(_Gradient):
     def perturb(self, b, examples, index, x0, eps, restart):
         from .image import flat_norms, run_image_attack
 
-        v = self.victim
-        obj = v.image_objective(examples)
+        v, aim = self.victim, self.targeting
+        targets = aim.targets(v, examples, x0) if aim else None
+        obj = aim.image_objective(v, examples, targets) if aim else v.image_objective(examples)
         seeds = [derive_seed(self.seed, ex.id, eps, restart) for ex in examples]
         r = run_image_attack(
             self.spec,
@@ -71,9 +89,10 @@ class _ImageBound(_Gradient):
         self._count(r)
         linf, l2 = flat_norms(r.adv - x0)
         preds = v.predict_images(r.adv, [ex.text for ex in examples], r.logits)
-        return Outcome(
+        out = Outcome(
             preds, v.scores(examples, index, preds), _np(linf), _np(l2), r.steps.cpu().numpy(), r.queries, r.adv
         )
+        return self._aim(out, examples, index, targets)
 
 
 class ImageThreat(ThreatModel):
@@ -90,18 +109,19 @@ class _EmbeddingBound(_Gradient):
     def perturb(self, b, examples, index, x0, eps, restart):
         from .embedding import run_embedding_attack
 
-        v = self.victim
+        v, aim = self.victim, self.targeting
         with torch.no_grad():
             e0 = v.model.embed(x0, [ex.text for ex in examples])
+        targets = aim.targets(v, examples, x0) if aim else None
+        obj = aim.embeds_objective(v, examples, e0, targets) if aim else v.embeds_objective(examples, e0)
         seeds = [derive_seed(self.seed, ex.id, eps, restart) for ex in examples]
-        r = run_embedding_attack(
-            self.spec, v.embeds_objective(examples, e0), e0, eps, seeds=seeds, early_stop=self.early_stop
-        )
+        r = run_embedding_attack(self.spec, obj, e0, eps, seeds=seeds, early_stop=self.early_stop)
         self._count(r)
         preds = v.predict_embeds(r.adv, r.logits)
-        return Outcome(
+        out = Outcome(
             preds, v.scores(examples, index, preds), _np(r.linf), _np(r.l2), r.steps.cpu().numpy(), None, None
         )
+        return self._aim(out, examples, index, targets)
 
 
 class EmbeddingThreat(ThreatModel):

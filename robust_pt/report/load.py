@@ -80,6 +80,11 @@ class RunData:
     source: str | None = None  # transfer runs: the surrogate(s) crafted on ("finetune", "finetune+prompt")
 
     @property
+    def target(self) -> str:
+        """A targeted run's target (attacks/targeted.py), "" for an untargeted one."""
+        return str(self.attack_spec.get("target") or "")
+
+    @property
     def name(self) -> str:
         return self.path.name
 
@@ -406,7 +411,7 @@ def load_run(path: str | Path) -> RunData:
         metric=metric,
         model=model,
         method=method,
-        attack=str(spec["name"]) + (f" from {source}" if source else ""),
+        attack=str(spec["name"]) + (f" from {source}" if source else "") + _aim(spec),
         attack_spec=spec,
         eps=eps_list,
         records=df,
@@ -416,6 +421,11 @@ def load_run(path: str | Path) -> RunData:
         status=str(meta.get("status") or ""),
         source=source,
     )
+
+
+def _aim(spec: dict) -> str:
+    """A targeted run's label suffix: ' (target red)' (empty for untargeted runs)."""
+    return f" (target {spec['target']})" if spec.get("target") else ""
 
 
 def transfer_source(cfg: dict) -> str | None:

@@ -12,6 +12,9 @@ more-steps   PGD with more steps is never weaker than PGD with fewer (same norm,
 black-box    a black-box attack (square) is never stronger than the strongest white-box
              gradient attack (pgd, apgd) of the same norm at the same eps;
 fgsm-vs-pgd  FGSM is never stronger than the strongest PGD of the same kind and norm;
+targeted     (only for models with targeted runs) a targeted attack's untargeted success is
+             never above the untargeted attack's of the same preset (it leaves no less
+             robust metric), else the untargeted attack is not finding what it should;
 transfer     (only for models with transfer runs) an attack crafted on another model is never
              stronger than the same attack crafted on the target itself (or its white-box
              run): stronger would mean the target's own gradients mislead (masking).
@@ -41,6 +44,7 @@ CHECKS = (
     ("fgsm-vs-pgd", "FGSM never stronger than PGD"),
 )
 TRANSFER_CHECK = ("transfer", "transfer never stronger than white-box")
+TARGETED_CHECK = ("targeted", "targeted never more successful (untargeted) than untargeted")
 PASS, FAIL, NOT_CHECKED = "pass", "fail", "not checked"
 HUGE_LINF = 64 / 255
 HUGE_RMS = 1.0
@@ -64,7 +68,7 @@ def _lab(run: RunData, e: float) -> str:
 
 
 def _row(check: str, task: str, model: str, method: str, status: str, detail: str) -> dict:
-    title = dict(CHECKS + (TRANSFER_CHECK,))[check]
+    title = dict(CHECKS + (TRANSFER_CHECK, TARGETED_CHECK))[check]
     return {
         "check": check,
         "description": title,
@@ -329,6 +333,27 @@ def check_transfer(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
     return PASS, f"{n} comparison(s)" + ("; stronger within noise: " + "; ".join(notes) if notes else "")
 
 
+def check_targeted(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
+    """Targeted runs of one (task, model) against the untargeted white-box runs of the same preset."""
+    plain = [r for r in runs if not r.source and not r.target]
+    pairs = [(u, t) for t in runs if t.target and not t.source for u in plain if u.attack_name == t.attack_name]
+
+    def say(u: RunData, t: RunData, e: float, d: float) -> str:
+        return (
+            f"at eps={_lab(t, e)} {t.attack} leaves {100 * _robust(t, e):.1f}, the untargeted {u.attack} "
+            f"{100 * _robust(u, e):.1f}: the targeted attack more often wrong by {100 * d:.1f} points"
+        )
+
+    fails, notes, n = _excesses(((u, t, e) for u, t in pairs for e in common_eps(t, u)), B, seed, say)
+    if not n:
+        return NOT_CHECKED, "needs the untargeted run of the same preset at the same eps"
+    if fails:
+        return FAIL, "a targeted attack fools the model more often than the untargeted one beyond noise: " + "; ".join(
+            fails
+        )
+    return PASS, f"{n} comparison(s)" + ("; within noise: " + "; ".join(notes) if notes else "")
+
+
 def run_checks(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED) -> list[dict]:
     """One row per (task, model, check). Natural corruptions are not attacks (their severities need not
     be monotone and no gradient is involved): they take no part in the gradient-masking checks. Transfer
@@ -343,11 +368,15 @@ def run_checks(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.
             keys.append((r.task, r.model))
     for task, model in keys:
         everything = [r for r in runs if r.task == task and r.model == model]
-        group = [r for r in everything if not r.source]
+        group = [r for r in everything if not r.source and not r.target]
         for check, _ in CHECKS if group else ():
             status, detail = FUNCS[check](group, B, seed)
             out.append(_row(check, task, model, group[0].method, status, detail))
-        if len(group) < len(everything):
-            status, detail = check_transfer(everything, B, seed)
-            out.append(_row(TRANSFER_CHECK[0], task, model, everything[0].method, status, detail))
+        for (name, _), func, has in (
+            (TARGETED_CHECK, check_targeted, lambda r: r.target and not r.source),
+            (TRANSFER_CHECK, check_transfer, lambda r: r.source),
+        ):
+            if any(has(r) for r in everything):
+                status, detail = func(everything, B, seed)
+                out.append(_row(name, task, model, everything[0].method, status, detail))
     return out
