@@ -10,8 +10,13 @@ its preset (text: `max_words_fraction`, `queries`; image: eps, norm, steps, step
 * image-text: image PGD at eps first; an example still standing gets the text attack with
   its adversarial image held fixed (the wrapper caches that image's features).
 
-An example leaves as soon as one stage breaks it. The final verdict is the model's
-prediction at the final (image, text) pair.
+* sga: SGA's three steps (attacks/sga.py): the text attack at the clean image (cached like
+  text-image's), image PGD on the mean loss over the image at several scales and the set
+  {question, its adversarial rewrite}, then the text attack again, from the question, at
+  the adversarial image. Every example goes through every stage (SGA is made to transfer).
+
+In the two chained orders an example leaves as soon as one stage breaks it. The final
+verdict is the model's prediction at the final (image, text) pair.
 """
 
 from __future__ import annotations
@@ -96,12 +101,16 @@ def run_joint(
     grads = fwds = 0
     ids = list(ids) if ids is not None else [str(j) for j in range(B)]
 
-    def image_stage(rows: list[int], cur_texts: list[str]) -> None:
+    def image_stage(rows: list[int], cur_texts: list[str], guide: list[str] | None = None) -> None:
         nonlocal grads, fwds
         if not rows:
             return
         idx = torch.tensor(rows, device=x0.device)
         obj = ClosedImage(model, [cur_texts[j] for j in rows], answers, labels[idx])
+        if guide is not None:  # sga: the set of texts, the image at every scale
+            from .sga import SetGuided
+
+            obj = SetGuided([obj, ClosedImage(model, [guide[j] for j in rows], answers, labels[idx])])
         r = run_image_attack(
             img, obj, x0[idx], eps, seeds=[seeds[j] for j in rows], batch_seed=batch_seed, early_stop=early_stop
         )
@@ -128,7 +137,17 @@ def run_joint(
             text_res[j] = cache[ids[j]]
             out_texts[j] = cache[ids[j]].adv_text
 
-    if spec.method == "text-image":
+    if spec.method == "sga":
+        everyone = list(range(B))
+        text_stage(everyone, x0, clean=True)
+        image_stage(everyone, list(texts), guide=list(out_texts))
+        res = runner.run_many(
+            adv, list(texts), [int(y) for y in labels], fraction=frac, seeds=[s + 1 for s in text_seeds]
+        )
+        text_res, out_texts = list(res), [r.adv_text for r in res]
+        logits = torch.stack([r.logits for r in res]).to(x0.device)
+        standing = []
+    elif spec.method == "text-image":
         text_stage(list(range(B)), x0, clean=True)
         logits = torch.stack([r.logits for r in text_res]).to(x0.device)
         standing = [j for j in range(B) if int(logits[j].argmax()) == int(labels[j])]

@@ -11,7 +11,9 @@ implement it with how each builds it, and what it needs or is:
 * query_budget: a black-box method whose budget is queries, not gradient steps (Square);
 * engine_restarts: the engine runs its restarts (our PGD) instead of the library;
 * default_queries: the query budget of a preset that names none;
-* check(spec): the combinations it refuses, one line each.
+* check(spec): the combinations it refuses, one line each;
+* objective(victim, examples): what it ascends instead of the victim's own objective
+  (SGA's set-level loss), run by our PGD loop.
 
 The preset's flat AttackSpec stays what run.json records (its identity is the run
 fingerprint, unchanged); `params(spec)` is the method's own view of it. Library objects
@@ -86,6 +88,7 @@ class AttackMethod:
     check: Callable[[Any], None] | None = None
     torchattacks: Callable | None = None  # (spec, params, ta, model, eps, n_classes, seed) -> attack
     foolbox: Callable | None = None  # (spec, params, fb, eps) -> attack
+    objective: Callable | None = None  # (victim, examples) -> the objective our PGD ascends
 
     def params(self, spec) -> Any:
         """This method's parameters, read from a preset's fields."""
@@ -296,6 +299,25 @@ register(
         torchattacks=lambda spec, p, ta, model, eps, *_: ta.DIFGSM(
             model, eps=eps, alpha=spec.step_size(eps), steps=p.steps, decay=0.0, random_start=p.random_start
         ),
+    )
+)
+
+
+def _sga():
+    from . import sga
+
+    return sga
+
+
+# SGA's image stage (attacks/sga.py): our PGD on the mean loss over scales and reference captions
+register(
+    AttackMethod(
+        "sga",
+        "image",
+        GradientParams,
+        ("ours",),
+        engine_restarts=True,
+        objective=lambda victim, examples: _sga().reference_set(victim, examples),
     )
 )
 register(AttackMethod("pgd", "embedding", GradientParams, ("ours",), engine_restarts=True))

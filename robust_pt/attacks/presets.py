@@ -29,7 +29,7 @@ from . import methods as _methods
 KINDS = ("image", "embedding", "text", "joint")
 # TextAttack recipes (robust_pt/attacks/text.py) and the two joint orders (joint.py)
 TEXT_METHODS = ("deepwordbug", "pwws", "textbugger", "textfooler", "bert-attack", "bae", "pruthi")
-JOINT_METHODS = ("text-image", "image-text")
+JOINT_METHODS = ("text-image", "image-text", "sga")
 METHODS = _methods.names() + TEXT_METHODS + JOINT_METHODS  # gradient methods: attacks/methods.py
 BACKENDS = ("ours", "torchattacks", "foolbox", "textattack")
 NORMS = ("linf", "l2")

@@ -73,7 +73,7 @@ class _ImageBound(_Gradient):
 
         v, aim = self.victim, self.targeting
         targets = aim.targets(v, examples, x0) if aim else None
-        obj = aim.image_objective(v, examples, targets) if aim else v.image_objective(examples)
+        obj = aim.image_objective(v, examples, targets) if aim else self._objective(examples)
         seeds = [derive_seed(self.seed, ex.id, eps, restart) for ex in examples]
         r = run_image_attack(
             self.spec,
@@ -93,6 +93,17 @@ class _ImageBound(_Gradient):
             preds, v.scores(examples, index, preds), _np(linf), _np(l2), r.steps.cpu().numpy(), r.queries, r.adv
         )
         return self._aim(out, examples, index, targets)
+
+    def _objective(self, examples):
+        """The victim's objective, or the one the method ascends instead (methods.AttackMethod.objective)."""
+        from .methods import get
+
+        m = get(self.spec.kind, self.spec.method)
+        return (
+            m.objective(self.victim, examples)
+            if m is not None and m.objective
+            else self.victim.image_objective(examples)
+        )
 
 
 class ImageThreat(ThreatModel):
@@ -253,7 +264,7 @@ class _JointBound(_TextBound):
             text_seeds=text_seeds,
             early_stop=self.early_stop,
             ids=[ex.id for ex in examples],
-            text_cache=self.text_cache if spec.method == "text-image" else None,
+            text_cache=self.text_cache if spec.method in ("text-image", "sga") else None,
             known=known,
             features=features,
         )
