@@ -402,10 +402,15 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
     runs_dir = out / "runs"
     t0 = time.time()
     others = _other_runs(r, part, runs_dir, log) if part is not r else None
-    ckpts = build_zoo(part, log=log)
+    kept = {name for task, t, a, name in part.runs() if _finished(r, task, t, a, runs_dir / name)}
+    if kept:
+        log(f"[{r.name}] {len(kept)} runs complete in {runs_dir} and made as the recipe says: kept as they are")
+    ckpts = build_zoo(part, log=log, only=_needed(part, kept))
     log(f"[{r.name}] checkpoints ready after {time.time() - t0:.0f} s")
     for task, t, a, name in part.runs():
         run = runs_dir / name
+        if name in kept:
+            continue
         t1 = time.time()
         evaluate(
             ckpts[(task, t.name)][0],
@@ -429,6 +434,51 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
         run_paths = [p for p in run_paths if p in keep]
     build(run_paths, out, allow_mixed=len(r.tasks) > 1, title=f"robust-pt: {r.name}")
     log(f"[{r.name}] finished in {time.time() - t0:.0f} s; report in {out}")
+    return out
+
+
+def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -> bool:
+    """A complete run made with this entry's tuning, attack, eps, examples, seed and batch size, whose
+    checkpoint (absent from a fresh clone) need not be rebuilt to resume it. Its training schedule is not
+    in run.json: a run of an entry whose steps or rate changed since is kept (delete it to redo it)."""
+    import json
+
+    from .attacks import build
+
+    try:
+        meta = json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    cfg = meta.get("config") or {}
+    atk = build(a.attack, **{**dict(a.overrides), **({"early_stop": False} if a.surrogate else {})})
+    want = {
+        "task": task,
+        "n": a.examples or r.examples,
+        "attack": atk.spec.identity,
+        "eps": atk.eps_grid(None if a.eps is None else list(a.eps)),
+        "seed": r.seed,
+        "batch_size": r.batch_size,
+        "tuning": None if t.tuning is None else t.tuning.relevant(),
+    }
+    task_cfg = cfg.get("task") or {}
+    have = {
+        "task": task_cfg.get("name"),
+        "n": task_cfg.get("n"),
+        "attack": cfg.get("attack"),
+        "eps": cfg.get("eps"),
+        "seed": cfg.get("seed"),
+        "batch_size": cfg.get("batch_size"),
+        "tuning": (meta.get("model_meta") or {}).get("tuning"),
+    }
+    return meta.get("status") == "complete" and have == want
+
+
+def _needed(r: Recipe, kept: set) -> set:
+    """The (task, tuning entry) checkpoints the runs still to do need: their targets and surrogates."""
+    out = set()
+    for task, t, a, name in r.runs():
+        if name not in kept:
+            out |= {(task, t.name)} | {(task, s) for s in a.surrogate or ()}
     return out
 
 

@@ -22,15 +22,16 @@ def entry_dir(task: str, name: str, recipe: str = "demo", root: Path | None = No
     return zoo_dir(recipe, root) / f"{name}-{task}"
 
 
-def build_zoo(recipe, log=print) -> dict[tuple[str, str], tuple[Path, dict]]:
-    """Tune (or reuse) every (task, tuning entry) of a recipe: {(task, name): (dir, meta)}.
-
-    An untuned entry (`method: none`) is the base checkpoint itself."""
+def build_zoo(recipe, log=print, only: set | None = None) -> dict[tuple[str, str], tuple[Path, dict]]:
+    """Tune (or reuse) every (task, tuning entry) of a recipe (those in `only`, if given):
+    {(task, name): (dir, meta)}. An untuned entry (`method: none`) is the base checkpoint itself."""
     from .tuning import checkpoint as ckpt
     from .tuning.train import tune
 
     out = {}
     for task, t in recipe.checkpoints():
+        if only is not None and (task, t.name) not in only:
+            continue
         if t.tuning is None:
             d = ckpt.checkpoint_dir(recipe.base)
             meta = ckpt.read_meta(d)

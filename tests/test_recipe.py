@@ -199,6 +199,28 @@ def test_a_transfer_entry_runs_one_source_per_run_and_crafts_each_source_once(tm
     assert _summary(run_recipe(p, out, log=lambda *_: None)) == _summary(out)
 
 
+def test_complete_runs_need_no_checkpoint_and_an_edited_entry_is_redone(tmp_path, base):
+    """A fresh clone holds the committed runs but no zoo: running the recipe again rebuilds nothing and
+    writes the same report; an attack entry edited since (its eps) is run again, with its checkpoints."""
+    p = _recipe(tmp_path, base)
+    out = run_recipe(p, tmp_path / "rep", log=lambda *_: None)
+    first = _summary(out)
+    shutil.rmtree(tmp_path / "zoo")
+    lines = []
+    run_recipe(p, out, log=lines.append)
+    assert not (tmp_path / "zoo").exists() and _summary(out) == first
+    assert any("4 runs complete" in ln for ln in lines)
+    edited = _recipe(
+        tmp_path, base, attacks=[{"attack": "fgsm", "eps": ["8/255"]}, {"attack": "emb-fgsm", "eps": [0.1]}]
+    )
+    for m in ("finetune", "prompt"):  # (the store refuses a changed config in place)
+        shutil.rmtree(out / "runs" / f"shapes-vqa_{m}_fgsm")
+    lines = []
+    run_recipe(edited, out, log=lines.append)
+    assert any("2 runs complete" in ln for ln in lines)  # the emb-fgsm runs
+    assert sorted(d.name for d in (tmp_path / "zoo").iterdir()) == ["finetune-shapes-vqa", "prompt-shapes-vqa"]
+
+
 def test_the_ci_smoke_baseline_covers_exactly_the_ci_smoke_recipe():
     """`make dogfood` checks recipes/ci-smoke.yaml against reports/ci-smoke-baseline.json: a
     recipe edited without re-making the baseline would fail CI with "not measured now"."""
