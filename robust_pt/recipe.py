@@ -29,6 +29,7 @@ RECIPE_KEYS = {
     "tuning",
     "attacks",
     "examples",
+    "task_examples",
     "seed",
     "batch_size",
     "split",
@@ -103,6 +104,11 @@ class Recipe:
     zoo: str | None
     path: Path | None = field(default=None, compare=False)
     nproc: int = 1  # processes per attack run (torch.distributed, robust_pt/distributed.py)
+    task_examples: tuple[tuple[str, int], ...] = ()  # examples per task where it differs from `examples`
+
+    def examples_for(self, task: str, a: "AttackEntry") -> int:
+        """The examples of one run: the attack entry's, else the task's, else the recipe's."""
+        return a.examples or dict(self.task_examples).get(task) or self.examples
 
     def checkpoints(self) -> list[tuple[str, TuningEntry]]:
         """Every (task, tuning entry) the recipe tunes: an entry's `tasks` limits it."""
@@ -311,6 +317,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         tuning=tuple(tunings),
         attacks=tuple(attacks),
         examples=_positive(f"{where}: examples", raw.get("examples", 256)),
+        task_examples=_task_examples(where, raw.get("task_examples"), raw["tasks"]),
         seed=int(raw.get("seed", 0)),
         batch_size=_positive(f"{where}: batch_size", raw.get("batch_size", 64)),
         split=str(raw.get("split", "test")),
@@ -318,6 +325,15 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path=path,
         nproc=_positive(f"{where}: nproc", raw.get("nproc", 1)),
     )
+
+
+def _task_examples(where: str, value, tasks: list) -> tuple[tuple[str, int], ...]:
+    """`task_examples: {shapes-caption: 128}`: fewer (or more) examples for some tasks (e.g. generative ones)."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or set(value) - set(tasks):
+        raise ConfigError(f"{where}: task_examples must map some of the recipe's tasks to a number, got {value!r}")
+    return tuple((t, _positive(f"{where}: task_examples {t}", n)) for t, n in value.items())
 
 
 def _sources(where: str, value, tunings: list, atk) -> list[tuple[str, ...] | None]:
@@ -419,7 +435,7 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
             eps=None if a.eps is None else list(a.eps),
             seed=r.seed,
             out=run,
-            limit=a.examples or r.examples,
+            limit=r.examples_for(task, a),
             split=r.split,
             batch_size=r.batch_size,
             progress=True,
@@ -453,7 +469,7 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
     atk = build(a.attack, **{**dict(a.overrides), **({"early_stop": False} if a.surrogate else {})})
     want = {
         "task": task,
-        "n": a.examples or r.examples,
+        "n": r.examples_for(task, a),
         "attack": atk.spec.identity,
         "eps": atk.eps_grid(None if a.eps is None else list(a.eps)),
         "seed": r.seed,

@@ -71,6 +71,8 @@ def _recipe(tmp_path, base_dir, **changes):
         ({"attacks": [{"attack": "deepwordbug", "surrogate": "finetune"}]}, AttackError, "queries the target itself"),
         ({"attacks": [{"attack": "emb-pgd", "surrogate": "finetune+prompt"}]}, AttackError, "one surrogate"),
         ({"attacks": [{"attack": "pgd", "surrogate": 3}]}, ConfigError, "surrogate must be a tuning entry"),
+        ({"task_examples": {"shapes-ve": 3}}, ConfigError, "task_examples must map some of the recipe's tasks"),
+        ({"task_examples": {"shapes-vqa": 0}}, ConfigError, "task_examples shapes-vqa"),
     ],
 )
 def test_bad_recipes_fail_before_any_work(tmp_path, base, change, error, needle):
@@ -175,7 +177,7 @@ def test_a_transfer_entry_runs_one_source_per_run_and_crafts_each_source_once(tm
     """`surrogate: [finetune, prompt, finetune+prompt]`: a run per (source, target); the crafted inputs of a
     source are made at its first target and reused by the other (the stats count the crafting passes)."""
     pgd = {"attack": "pgd", "eps": ["8/255"], "steps": 2, "surrogate": ["finetune", "prompt", "finetune+prompt"]}
-    p = _recipe(tmp_path, base, attacks=[pgd], examples=8)
+    p = _recipe(tmp_path, base, attacks=[pgd], examples=20, task_examples={"shapes-vqa": 8})
     out = run_recipe(p, tmp_path / "rep", log=lambda *_: None)
     names = sorted(d.name for d in (out / "runs").iterdir())
     assert names == sorted(
