@@ -506,11 +506,9 @@ def evaluate(
     nproc: > 1 runs the batches on that many local processes (torch.distributed, one
       shard each, merged into `out`); under torchrun the ranks are found from its variables
       and nproc is left out. See robust_pt/distributed.py and docs/distributed.md.
-    surrogate: a transfer attack: adversarial inputs are crafted on this model (a checkpoint
-      directory or module; a list or "A,B" string: an ensemble, the mean of their losses)
-      and judged on `model` (robust_pt/attacks/transfer.py).
-    crafted: a directory where crafted inputs are kept and reused by every target crafted
-      from the same surrogates, attack, seed and task (None: kept for this run only).
+    surrogate, crafted: a transfer attack crafted on this model (a directory or module; a list,
+      "A,B" or {label: dir}: an ensemble) and judged on `model`; crafted inputs kept in
+      `crafted` for every target (robust_pt/attacks/transfer.py).
     """
     from . import distributed as dd
 

@@ -197,8 +197,6 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     """Read and validate a recipe (everything is checked before any training starts)."""
     import yaml
 
-    from .attacks import build
-    from .attacks.presets import parse_eps
     from .tasks import TASKS, load_task
     from .tuning.config import TrainConfig
 
@@ -259,51 +257,11 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     names = [t.name for t in tunings]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: two tuning entries share a name; give each a distinct 'name'")
-    attacks = []
-    for i, entry in enumerate(raw["attacks"]):
-        if isinstance(entry, str):
-            entry = {"attack": entry}
-        if not isinstance(entry, dict) or "attack" not in entry:
-            raise ConfigError(f"{where}: attacks[{i}] must be a preset name or a mapping with 'attack'")
-        _unknown(f"{where}: attacks[{i}]", entry, ATTACK_KEYS)
-        eps = None
-        if "eps" in entry:
-            eps = parse_eps(entry["eps"])
-            if any(b <= a for a, b in zip(eps, eps[1:])):
-                raise ConfigError(
-                    f"{where}: attacks[{i}] ({entry['attack']}) eps grid {entry['eps']} is not "
-                    f"increasing; list eps from smallest to largest"
-                )
-        overrides = tuple(
-            sorted(
-                (k, v)
-                for k, v in entry.items()
-                if k not in ("attack", "eps", "tag", "examples", "nproc", "tasks", "surrogate")
-            )
-        )
-        atk = build(entry["attack"], **dict(overrides))  # unknown attack / bad values fail here
-        atk.eps_grid(eps)
-        tasks = subset(f"attacks[{i}] ({entry['attack']})", entry.get("tasks"))
-        for t in tasks or raw["tasks"]:
-            if kinds[t] != "closed" and atk.needs_logits:
-                raise ConfigError(
-                    f"{where}: attacks[{i}] ({atk.describe()}) needs logits over candidate answers, "
-                    f"which the {kinds[t]} task {t} does not have; list the tasks it runs on with "
-                    f"`tasks: [...]`"
-                )
-        for source in _sources(f"{where}: attacks[{i}] ({entry['attack']})", entry.get("surrogate"), tunings, atk):
-            attacks.append(
-                AttackEntry(
-                    entry["attack"],
-                    None if eps is None else tuple(eps),
-                    str(entry.get("tag", "")),
-                    overrides,
-                    entry.get("examples"),
-                    _positive(f"{where}: attacks[{i}] nproc", entry["nproc"]) if "nproc" in entry else None,
-                    tasks,
-                    source,
-                )
-            )
+    attacks = [
+        a
+        for i, entry in enumerate(raw["attacks"])
+        for a in _attack_entries(where, i, entry, raw, kinds, subset, tunings)
+    ]
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: two attack entries would share a run; give one a distinct 'tag'")
@@ -325,6 +283,58 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path=path,
         nproc=_positive(f"{where}: nproc", raw.get("nproc", 1)),
     )
+
+
+def _attack_entries(where: str, i: int, entry, raw: dict, kinds: dict, subset, tunings: list) -> list[AttackEntry]:
+    """The runs' attack entries of one item of a recipe's `attacks` (one per transfer source), validated."""
+    from .attacks import build
+    from .attacks.presets import parse_eps
+
+    out = []
+    if isinstance(entry, str):
+        entry = {"attack": entry}
+    if not isinstance(entry, dict) or "attack" not in entry:
+        raise ConfigError(f"{where}: attacks[{i}] must be a preset name or a mapping with 'attack'")
+    _unknown(f"{where}: attacks[{i}]", entry, ATTACK_KEYS)
+    eps = None
+    if "eps" in entry:
+        eps = parse_eps(entry["eps"])
+        if any(b <= a for a, b in zip(eps, eps[1:])):
+            raise ConfigError(
+                f"{where}: attacks[{i}] ({entry['attack']}) eps grid {entry['eps']} is not "
+                f"increasing; list eps from smallest to largest"
+            )
+    overrides = tuple(
+        sorted(
+            (k, v)
+            for k, v in entry.items()
+            if k not in ("attack", "eps", "tag", "examples", "nproc", "tasks", "surrogate")
+        )
+    )
+    atk = build(entry["attack"], **dict(overrides))  # unknown attack / bad values fail here
+    atk.eps_grid(eps)
+    tasks = subset(f"attacks[{i}] ({entry['attack']})", entry.get("tasks"))
+    for t in tasks or raw["tasks"]:
+        if kinds[t] != "closed" and atk.needs_logits:
+            raise ConfigError(
+                f"{where}: attacks[{i}] ({atk.describe()}) needs logits over candidate answers, "
+                f"which the {kinds[t]} task {t} does not have; list the tasks it runs on with "
+                f"`tasks: [...]`"
+            )
+    for source in _sources(f"{where}: attacks[{i}] ({entry['attack']})", entry.get("surrogate"), tunings, atk):
+        out.append(
+            AttackEntry(
+                entry["attack"],
+                None if eps is None else tuple(eps),
+                str(entry.get("tag", "")),
+                overrides,
+                entry.get("examples"),
+                _positive(f"{where}: attacks[{i}] nproc", entry["nproc"]) if "nproc" in entry else None,
+                tasks,
+                source,
+            )
+        )
+    return out
 
 
 def _task_examples(where: str, value, tasks: list) -> tuple[tuple[str, int], ...]:

@@ -60,10 +60,8 @@ class Bound:
 
     @property
     def record_fields(self) -> dict:
-        """The record fields this run adds (the threat model's; a targeted run adds its target's)."""
-        from .targeted import FIELDS
-
-        return {**self.threat.record_fields, **(FIELDS if getattr(self.spec, "target", "") else {})}
+        """The record fields this run adds: the threat model's (a targeted run adds its target's)."""
+        return self.threat.record_fields
 
     def start_batch(self) -> None:
         """Forget per-batch state (called before each batch's clean pass)."""

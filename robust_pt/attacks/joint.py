@@ -66,6 +66,12 @@ def final_logits(model, x: torch.Tensor, texts: Sequence[str], answers: Sequence
         return model.candidate_logits(x, list(texts), answers)
 
 
+def _text_again(runner: TextRunner, adv, texts, labels, frac: float, text_seeds) -> tuple[list, list, torch.Tensor]:
+    """SGA's last step: the text attack from the question again, at the adversarial images."""
+    res = runner.run_many(adv, list(texts), [int(y) for y in labels], fraction=frac, seeds=[s + 1 for s in text_seeds])
+    return list(res), [r.adv_text for r in res], torch.stack([r.logits for r in res]).to(adv.device)
+
+
 def run_joint(
     spec: AttackSpec,
     runner: TextRunner,
@@ -138,14 +144,9 @@ def run_joint(
             out_texts[j] = cache[ids[j]].adv_text
 
     if spec.method == "sga":
-        everyone = list(range(B))
-        text_stage(everyone, x0, clean=True)
-        image_stage(everyone, list(texts), guide=list(out_texts))
-        res = runner.run_many(
-            adv, list(texts), [int(y) for y in labels], fraction=frac, seeds=[s + 1 for s in text_seeds]
-        )
-        text_res, out_texts = list(res), [r.adv_text for r in res]
-        logits = torch.stack([r.logits for r in res]).to(x0.device)
+        text_stage(list(range(B)), x0, clean=True)
+        image_stage(list(range(B)), list(texts), guide=list(out_texts))
+        text_res, out_texts, logits = _text_again(runner, adv, texts, labels, frac, text_seeds)
         standing = []
     elif spec.method == "text-image":
         text_stage(list(range(B)), x0, clean=True)

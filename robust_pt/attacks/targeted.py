@@ -126,7 +126,7 @@ class Targeting:
             return [t] * len(examples)
         answers = list(victim.task.answers)
         if t == "random":
-            from .threats import derive_seed
+            from .seeds import derive_seed
 
             out = []
             for ex in examples:

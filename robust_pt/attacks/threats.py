@@ -9,21 +9,14 @@ so results do not depend on batching or resuming. Registered lazily by core.BUIL
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 
 from .core import Bound, Outcome, ThreatModel
+from .seeds import derive_seed  # noqa: F401  (re-exported: threats.derive_seed, one definition)
 
 # record fields of text and joint attacks (besides queries), and their value when not attacked
 NO_TEXT = {"adv_text": None, "words_changed": 0, "words_fraction": 0.0, "max_words": None}
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit seed from any parts (stable across processes and platforms)."""
-    text = "|".join(f"{p:.12g}" if isinstance(p, float) else str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -48,6 +41,12 @@ class _Gradient(Bound):
     def _count(self, r) -> None:
         self.victim.stats["grad_evals"] += r.grad_evals
         self.victim.stats["fwd_evals"] += r.fwd_evals
+
+    @property
+    def record_fields(self) -> dict:
+        from .targeted import FIELDS
+
+        return {**self.threat.record_fields, **(FIELDS if self.spec.target else {})}
 
     @property
     def targeting(self):

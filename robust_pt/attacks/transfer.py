@@ -408,7 +408,7 @@ class TransferBound(Bound):
 
     def _attempt_embeds(self, examples, index, x0, eps, restart) -> list[dict]:
         from .embedding import run_embedding_attack, scales
-        from .threats import derive_seed
+        from .seeds import derive_seed
 
         cr, spec = self.crafter, self.spec
         with torch.no_grad():
