@@ -462,3 +462,22 @@ def test_device_flags(zoo, tmp_path):
         "bad device 'tpu'",
     )
     assert load_model(zoo["vilt"]).device.type == "cpu"  # auto without a GPU
+
+
+def test_hugging_face_and_peft_models_transfer(zoo, models):
+    """Crafted on the tiny ViLT base, judged on its LoRA adapter (peft); the base as its own surrogate is
+    the white-box run; the built-in model (another image size) is refused as a surrogate."""
+    import robust_pt as rpt
+    from robust_pt.errors import AttackError
+
+    task = self_labelled(models["vilt"], n=8)
+    kw = dict(eps=[8 / 255], steps=3, progress=False, early_stop=False)
+    white = rpt.evaluate(models["vilt"], task, "pgd", **kw)
+    own = rpt.evaluate(models["vilt"], task, "pgd", surrogate=zoo["vilt"], **kw)
+    cols = ["id", "eps", "pred", "correct"]
+    assert own.records[cols].equals(white.records[cols])
+    run = rpt.evaluate(zoo["vilt-lora"], task, "pgd", surrogate=zoo["vilt"], **kw)
+    assert run.config["surrogates"][0]["label"] and run.summary["surrogate"].notna().all()
+    assert (run.records["linf"] <= 8 / 255 + 1e-6).all()
+    with pytest.raises(AttackError, match="px images"):
+        rpt.evaluate(models["vilt"], task, "pgd", surrogate="builtin:base-small", **kw)

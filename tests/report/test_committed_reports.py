@@ -15,7 +15,7 @@ from robust_pt.recipe import load_recipe
 from robust_pt.report import build
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ["prompt-factors", "ofa-pt-robustness", "corruptions"]
+COMMITTED = ["prompt-factors", "ofa-pt-robustness", "corruptions", "transfer"]
 
 
 def _expected_runs(recipe) -> dict[str, dict]:
@@ -25,7 +25,7 @@ def _expected_runs(recipe) -> dict[str, dict]:
     want = {}
     for task, _t, a, name in recipe.runs():
         eps = a.eps if a.eps is not None else build_attack(a.attack, **dict(a.overrides)).eps_grid(None)
-        want[name] = {"task": task, "n": a.examples or recipe.examples, "eps": [round(float(e), 10) for e in eps]}
+        want[name] = {"task": task, "n": recipe.examples_for(task, a), "eps": [round(float(e), 10) for e in eps]}
     return want
 
 
@@ -55,6 +55,13 @@ def test_the_committed_report_tables_are_what_its_committed_runs_give(name):
     for r in committed:
         f = fresh[key(r)]
         assert (f["n"], f["clean"], f["robust"]) == (r["n"], r["clean"], r["robust"]), key(r)
+    if (root / "transfer.csv").exists():  # the transfer matrix, cell by cell
+        import pandas as pd
+
+        cols = ["task", "attack", "eps", "source", "target", "n", "robust", "white_box"]
+        old = pd.read_csv(root / "transfer.csv")[cols].sort_values(cols[:5]).reset_index(drop=True)
+        new = rep.transfer[cols].sort_values(cols[:5]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(old, new, check_dtype=False)
 
 
 @pytest.mark.parametrize("name", COMMITTED)
@@ -92,7 +99,9 @@ def test_the_committed_runs_would_resume_as_the_same_attack(name):
     recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
     for _task, _t, a, run in recipe.runs():
         meta = json.loads((ROOT / "reports" / name / "runs" / run / "run.json").read_text())
-        assert build_attack(a.attack, **dict(a.overrides)).spec.identity == meta["config"]["attack"], run
+        transfer = {"early_stop": False} if a.surrogate else {}  # transfer runs craft with every step
+        spec = build_attack(a.attack, **{**dict(a.overrides), **transfer}).spec
+        assert spec.identity == meta["config"]["attack"], run
 
 
 def test_the_committed_apt_against_prompt_report_is_what_its_runs_give():
