@@ -515,7 +515,9 @@ def _cell(r, diagonal: bool) -> Cell:
 
 def _transfer_lead(f) -> list[str]:
     """One sentence per task and attack at its largest eps: what the public base's inputs leave of each
-    target, against the target's white-box value."""
+    target, against the target's white-box value (where the report has it)."""
+    from .transfer import order
+
     out = []
     for (task, attack), d in f.groupby(["task", "attack"], sort=False):
         e = d["eps"].max()
@@ -523,8 +525,10 @@ def _transfer_lead(f) -> list[str]:
         b = b[b["target"] != "pretrain"]
         if not len(b):
             continue
+        b = b.iloc[sorted(range(len(b)), key=lambda k: order(b["target"].iloc[k]))]
         parts = [
-            f"{method_name(r['target'])} {points(r['robust'])} (white-box {points(r['white_box'])})"
+            f"{method_name(r['target'])} {points(r['robust'])}"
+            + (f" (white-box {points(r['white_box'])})" if math.isfinite(r["white_box"]) else "")
             for _, r in b.iterrows()
         ]
         out.append(

@@ -100,13 +100,13 @@ def matrix(frame, task: str, attack: str, eps: float):
         & (frame["attack"] == attack)
         & np.isclose(frame["eps"].to_numpy(float), eps, rtol=0, atol=1e-12)
     ]
-    sources = sorted(dict.fromkeys(d["source"]), key=_order)
-    targets = sorted(dict.fromkeys(d["target"]), key=_order)
+    sources = sorted(dict.fromkeys(d["source"]), key=order)
+    targets = sorted(dict.fromkeys(d["target"]), key=order)
     cells = {(r["source"], r["target"]): r for _, r in d.iterrows()}
     return sources, targets, cells
 
 
-def _order(name: str) -> tuple:
+def order(name: str) -> tuple:
     """The public base first, then the report's method order, ensembles last (in their order)."""
     from .load import method_rank
 
