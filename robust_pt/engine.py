@@ -454,7 +454,7 @@ def summarize(
         rows[-1].update(corpus_summary(task, d))
         if surrogate:
             rows[-1]["surrogate"] = surrogate
-        if spec.target:
+        if getattr(spec, "target", ""):
             rows[-1].update(target=spec.target, target_success=target_rate(d))
     out = pd.DataFrame(rows)
     cols = SUMMARY_COLUMNS + [c for c in out.columns if c not in SUMMARY_COLUMNS]

@@ -263,7 +263,9 @@ def test_recipes_take_nproc(tiny_vqa_dir, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="nproc must be a positive integer"):
         rc.load_recipe(write(nproc=0))
     seen = []
-    monkeypatch.setattr("robust_pt.zoo.build_zoo", lambda recipe, log: {("shapes-vqa", "finetune"): (tiny_vqa_dir, {})})
+    monkeypatch.setattr(
+        "robust_pt.zoo.build_zoo", lambda recipe, log, only=None: {("shapes-vqa", "finetune"): (tiny_vqa_dir, {})}
+    )
     monkeypatch.setattr("robust_pt.engine.evaluate", lambda *a, **k: seen.append(k["nproc"]))
     import importlib
 

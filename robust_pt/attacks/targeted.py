@@ -31,7 +31,6 @@ from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from ..errors import AttackError
 
@@ -99,7 +98,7 @@ class Toward:
     def logits(self, xs, rows):
         return self.inner.logits(xs, rows)
 
-    def reached(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def reached(self, logits, rows):
         return logits.argmax(-1) == self.labels[rows]
 
 
@@ -111,7 +110,7 @@ class Targeting:
         self.chosen: dict[str, object] = {}  # example id -> target (answer index, caption or box text)
 
     # -- choosing
-    def targets(self, victim, examples: Sequence, x0: torch.Tensor) -> list:
+    def targets(self, victim, examples: Sequence, x0) -> list:
         """Each example's target: an answer index (closed), the caption or box text (generative); None when
         the fixed target is the example's own answer (nothing to attack)."""
         todo = [i for i, ex in enumerate(examples) if ex.id not in self.chosen]
@@ -135,6 +134,8 @@ class Targeting:
                 out.append(int(others[rng.integers(len(others))]))
             return out
         if t == "least-likely":
+            import torch
+
             with torch.no_grad():
                 rows = torch.arange(len(examples), device=x0.device)
                 logits = victim.image_objective(examples).logits([x0], rows)
