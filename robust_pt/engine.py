@@ -609,6 +609,7 @@ def _run_config(
             "total_params",
             "trainable_fraction",
             "clean_metrics",
+            "identity",  # how the checkpoint was made (base hash, task, tuning, schedule)
         )
         if k in meta
     }

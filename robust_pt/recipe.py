@@ -15,7 +15,7 @@ it at any point and running it again therefore ends with the same report.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -464,9 +464,10 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
 
 
 def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -> bool:
-    """A complete run made with this entry's tuning, attack, eps, examples, seed and batch size, whose
-    checkpoint (absent from a fresh clone) need not be rebuilt to resume it. Its training schedule is not
-    in run.json: a run of an entry whose steps or rate changed since is kept (delete it to redo it)."""
+    """A complete run made with this entry's tuning, attack, eps, examples, seed and batch size (and, for runs
+    whose run.json records the checkpoint's identity, its training schedule), whose checkpoint (absent from
+    a fresh clone) need not be rebuilt to resume it. Older runs do not record the schedule: a run of an
+    entry whose steps or rate changed since is kept (delete it to redo it)."""
     import json
 
     from .attacks import build
@@ -496,6 +497,9 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
         "batch_size": cfg.get("batch_size"),
         "tuning": (meta.get("model_meta") or {}).get("tuning"),
     }
+    made = ((meta.get("model_meta") or {}).get("identity") or {}).get("train")  # runs since 2026-12-02 say
+    if made is not None and t.train is not None and made != asdict(t.train):
+        return False
     return meta.get("status") == "complete" and have == want
 
 

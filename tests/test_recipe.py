@@ -203,7 +203,8 @@ def test_a_transfer_entry_runs_one_source_per_run_and_crafts_each_source_once(tm
 
 def test_complete_runs_need_no_checkpoint_and_an_edited_entry_is_redone(tmp_path, base):
     """A fresh clone holds the committed runs but no zoo: running the recipe again rebuilds nothing and
-    writes the same report; an attack entry edited since (its eps) is run again, with its checkpoints."""
+    writes the same report; an attack entry edited since (its eps) is run again, with its checkpoints; a run
+    whose checkpoint's schedule changed is not kept (the store then refuses it in place: delete it)."""
     p = _recipe(tmp_path, base)
     out = run_recipe(p, tmp_path / "rep", log=lambda *_: None)
     first = _summary(out)
@@ -221,6 +222,14 @@ def test_complete_runs_need_no_checkpoint_and_an_edited_entry_is_redone(tmp_path
     run_recipe(edited, out, log=lines.append)
     assert any("2 runs complete" in ln for ln in lines)  # the emb-fgsm runs
     assert sorted(d.name for d in (tmp_path / "zoo").iterdir()) == ["finetune-shapes-vqa", "prompt-shapes-vqa"]
+    longer = yaml.safe_load(edited.read_text())
+    longer["tuning"][0]["steps"] = 3  # finetune's schedule changed (run.json records it): not kept as it is
+    edited.write_text(yaml.safe_dump(longer))
+    shutil.rmtree(tmp_path / "zoo")
+    from robust_pt.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="shapes-vqa_finetune_.*different config"):
+        run_recipe(edited, out, log=lambda *_: None)
 
 
 def test_the_ci_smoke_baseline_covers_exactly_the_ci_smoke_recipe():
