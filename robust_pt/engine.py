@@ -725,6 +725,9 @@ def _transfer_threat(inner, sources: list, target: nn.Module, t: Task, load: dic
     surrogates = []
     for label, src in sources:
         module, info, name = _resolve_model(src, load)
+        module.eval()  # crafting as judging: no dropout, no batch-norm updates
+        identity = (getattr(module, "meta", None) or {}).get("identity")
+        info = {**info, **({"identity": identity} if identity else {})}  # how it was made (recipes compare)
         s = Surrogate(module, label or label_of(module, name), state_sha256(module), info)
         check_surrogate(s, target, t, isinstance(target, VLModel))
         surrogates.append(s)

@@ -321,6 +321,16 @@ def _attack_entries(where: str, i: int, entry, raw: dict, kinds: dict, subset, t
                 f"which the {kinds[t]} task {t} does not have; list the tasks it runs on with "
                 f"`tasks: [...]`"
             )
+    if atk.spec.target:  # a target the task lacks, or a targeted transfer: refused before any training
+        from .attacks.targeted import check_task as check_target
+        from .tasks import load_task
+
+        if entry.get("surrogate"):
+            raise ConfigError(
+                f"{where}: attacks[{i}] ({entry['attack']}): a targeted attack runs white-box; drop its surrogate"
+            )
+        for t in tasks or raw["tasks"]:
+            check_target(atk.spec, load_task(t, split="test", limit=1))
     for source in _sources(f"{where}: attacks[{i}] ({entry['attack']})", entry.get("surrogate"), tunings, atk):
         out.append(
             AttackEntry(
@@ -500,7 +510,20 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
     made = ((meta.get("model_meta") or {}).get("identity") or {}).get("train")  # runs since 2026-12-02 say
     if made is not None and t.train is not None and made != asdict(t.train):
         return False
+    if not _surrogates_as_made(r, a, meta):
+        return False
     return meta.get("status") == "complete" and have == want
+
+
+def _surrogates_as_made(r: Recipe, a: AttackEntry, meta: dict) -> bool:
+    """A transfer run's surrogates were made with their entries' schedules (where run.json records it)."""
+    entries = {t.name: t for t in r.tuning}
+    for name, info in zip(a.surrogate or (), meta.get("surrogates") or []):
+        made = ((info or {}).get("identity") or {}).get("train")
+        t = entries.get(name)
+        if made is not None and t is not None and t.train is not None and made != asdict(t.train):
+            return False
+    return True
 
 
 def _needed(r: Recipe, kept: set) -> set:

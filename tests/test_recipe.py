@@ -72,6 +72,8 @@ def _recipe(tmp_path, base_dir, **changes):
         ({"attacks": [{"attack": "emb-pgd", "surrogate": "finetune+prompt"}]}, AttackError, "one surrogate"),
         ({"attacks": [{"attack": "pgd", "surrogate": 3}]}, ConfigError, "surrogate must be a tuning entry"),
         ({"task_examples": {"shapes-ve": 3}}, ConfigError, "task_examples must map some of the recipe's tasks"),
+        ({"attacks": [{"attack": "pgd", "target": "purple-elephant"}]}, AttackError, "not an answer of task"),
+        ({"attacks": [{"attack": "pgd", "target": "red", "surrogate": "finetune"}]}, ConfigError, "runs white-box"),
         ({"task_examples": {"shapes-vqa": 0}}, ConfigError, "task_examples shapes-vqa"),
     ],
 )

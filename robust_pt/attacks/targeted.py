@@ -197,11 +197,9 @@ class Targeting:
         return np.asarray(ok, dtype=bool), fields
 
     def _cider(self, victim, index, preds, targets) -> list:
+        """CIDEr-D of each caption against its target alone, idf from all the run's references (so a
+        row's value does not depend on which rows are judged with it)."""
         from ..tasks.metrics import cider_per_example
 
-        refs = [list(r) for r in victim.refs_all]
-        hyps = [""] * len(refs)
-        for i, p, t in zip(index, preds, targets):
-            refs[i], hyps[i] = [str(t)], p
-        scores = cider_per_example(refs, hyps)
-        return [float(scores[i]) for i in index]
+        scores = cider_per_example([[str(t)] for t in targets], list(preds), df_refs=victim.refs_all)
+        return [float(x) for x in scores]

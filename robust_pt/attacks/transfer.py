@@ -241,7 +241,7 @@ class CraftedStore:
     def _path(self, b: int, start: int, n: int, eps: float) -> Path:
         return self.root / f"b{b:05d}-s{start:06d}-n{n}-e{eps:.10g}.safetensors"
 
-    def load(self, b: int, start: int, ids: list, eps: float) -> dict | None:
+    def load(self, b: int, start: int, ids: list, eps: float, digest: str = "") -> dict | None:
         mem = self.memory.get((b, start, len(ids), eps))
         if mem is not None or self.root is None:
             return mem
@@ -257,11 +257,11 @@ class CraftedStore:
             info = json.loads(meta.get("crafted", "{}"))
         except (SafetensorError, OSError, ValueError):
             return None  # a torn or foreign file: craft again
-        if info.get("key") != self.key or info.get("ids") != list(ids):
-            return None
+        if (info.get("key"), info.get("ids"), info.get("eps"), info.get("x0")) != (self.key, list(ids), eps, digest):
+            return None  # another crafting's file (other examples, eps or clean images): craft again
         return {"tensors": tensors, "extra": info.get("extra"), "queries": info.get("queries")}
 
-    def save(self, b: int, start: int, ids: list, eps: float, crafted: dict) -> None:
+    def save(self, b: int, start: int, ids: list, eps: float, crafted: dict, digest: str = "") -> None:
         self.memory = {(b, start, len(ids), eps): crafted, **{k: v for k, v in self.memory.items() if k[0] == b}}
         if self.root is None:
             return
@@ -269,7 +269,8 @@ class CraftedStore:
 
         self.root.mkdir(parents=True, exist_ok=True)
         path = self._path(b, start, len(ids), eps)
-        info = {"key": self.key, "ids": list(ids), "extra": crafted["extra"], "queries": crafted["queries"]}
+        info = {"key": self.key, "ids": list(ids), "eps": eps, "x0": digest}
+        info.update(extra=crafted["extra"], queries=crafted["queries"])
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tensors = {k: v.detach().cpu().contiguous() for k, v in crafted["tensors"].items()}
         save_file(tensors, str(tmp), metadata={"crafted": json.dumps(info)})
@@ -353,12 +354,13 @@ class TransferBound(Bound):
         x0, examples, index = self.batch
         ids = [ex.id for ex in examples]
         store, stats = self.threat.store, self.victim.stats
-        found = store.load(b, index[0], ids, eps)
+        digest = hashlib.sha256(x0.detach().cpu().contiguous().numpy().tobytes()).hexdigest()  # the clean images
+        found = store.load(b, index[0], ids, eps, digest)
         if found is not None:
             stats["crafted_reused"] = stats.get("crafted_reused", 0) + 1
             return found
         crafted = self._craft(b, x0, examples, index, eps)
-        store.save(b, index[0], ids, eps, crafted)
+        store.save(b, index[0], ids, eps, crafted, digest)
         stats["crafted"] = stats.get("crafted", 0) + 1
         return crafted
 
@@ -376,8 +378,10 @@ class TransferBound(Bound):
             still = []
             for row, i in zip(rows, todo):
                 row["broken"] = cr.broken(row.pop("score"), float(clean_scores[i]))
+                spent = row["steps"] + (best[i]["steps"] if i in best else 0)  # over all restarts, as _try counts
                 if i not in best or row["broken"]:
-                    best[i] = {**row, "steps": row["steps"] + (best[i]["steps"] if i in best else 0)}
+                    best[i] = row
+                best[i]["steps"] = spent
                 if not best[i]["broken"]:
                     still.append(i)
             todo = still

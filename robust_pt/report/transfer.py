@@ -41,10 +41,31 @@ def transfer_runs(runs: list[RunData]) -> list[RunData]:
     return [r for r in runs if r.source]
 
 
+def _hashes(run: RunData) -> tuple[str | None, list]:
+    """(the target's state hash, the surrogates' state hashes) of a run, from its config."""
+    cfg = run.meta.get("config") or {}
+    model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    sur = cfg.get("surrogates") if isinstance(cfg.get("surrogates"), list) else []
+    return model.get("state_sha256"), [s.get("state_sha256") for s in sur if isinstance(s, dict)]
+
+
+def crafted_on_itself(run: RunData) -> bool:
+    """A transfer run whose one surrogate is the target itself (same weights): the white-box attack."""
+    target, sources = _hashes(run)
+    if target and sources:
+        return sources == [target]
+    return bool(run.source) and normalise_method(run.source) == run.method  # runs without hashes: by label
+
+
 def white_box_run(run: RunData, runs: list[RunData]) -> RunData | None:
-    """The target's own attack for a transfer run: crafted on the target itself, else its white-box run."""
-    same = [r for r in runs if r.task == run.task and r.model == run.model and r.attack_name == run.attack_name]
-    own = [r for r in same if r.source and normalise_method(r.source) == r.method]
+    """The target's own attack for a transfer run: crafted on the target itself, else its untargeted
+    white-box run of the same preset."""
+    same = [
+        r
+        for r in runs
+        if r.task == run.task and r.model == run.model and r.attack_name == run.attack_name and not r.target
+    ]
+    own = [r for r in same if r.source and crafted_on_itself(r)]
     return (own or [r for r in same if not r.source] or [None])[0]
 
 

@@ -132,19 +132,25 @@ def bleu4(refs_list: Sequence[Sequence[str]], hyps: Sequence[str]) -> float:
 
 
 def cider_per_example(
-    refs_list: Sequence[Sequence[str]], hyps: Sequence[str], n: int = 4, sigma: float = 6.0
+    refs_list: Sequence[Sequence[str]],
+    hyps: Sequence[str],
+    n: int = 4,
+    sigma: float = 6.0,
+    df_refs: Sequence[Sequence[str]] | None = None,
 ) -> np.ndarray:
-    """CIDEr-D of each hypothesis against its references, idf from this set's references."""
+    """CIDEr-D of each hypothesis against its references, idf from this set's references (or from
+    `df_refs`, another corpus: a targeted caption scored against its target with the run's idf)."""
     _check(refs_list, hyps)
     if not hyps:
         return np.zeros(0, dtype=np.float64)
     crefs = [[_ngrams(caption_tokens(r), n) for r in refs] for refs in refs_list]
     ctest = [_ngrams(caption_tokens(h), n) for h in hyps]
+    corpus = crefs if df_refs is None else [[_ngrams(caption_tokens(r), n) for r in refs] for refs in df_refs]
     df: Counter = Counter()
-    for refs in crefs:
+    for refs in corpus:
         for g in {g for r in refs for g in r}:
             df[g] += 1
-    log_n = math.log(float(len(crefs)))
+    log_n = math.log(float(len(corpus)))
 
     def vec(counts: Counter) -> tuple[list[dict], list[float], int]:
         v: list[dict] = [{} for _ in range(n)]

@@ -61,8 +61,16 @@ def write_run(
         "batch_size": batch_size,
         "seed": 0,
     }
-    if surrogates:  # a transfer run, crafted on these (labels)
-        config["surrogates"] = [{"label": x, "class": "MiniOFA", "state_sha256": "1" * 64} for x in surrogates]
+    if surrogates:  # a transfer run, crafted on these (labels); a label naming the run's own method is the target
+        own = config["model"].get("method")
+        config["surrogates"] = [
+            {
+                "label": x,
+                "class": "MiniOFA",
+                "state_sha256": config["model"]["state_sha256"] if x == own else hashlib.sha256(x.encode()).hexdigest(),
+            }
+            for x in surrogates
+        ]
     fp = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     meta = {
         "format": "robust-pt-run/1",
