@@ -335,8 +335,10 @@ def check_transfer(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
 
 def check_targeted(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
     """Targeted runs of one (task, model) against the untargeted white-box runs of the same preset."""
+    from .transfer import same_attack
+
     plain = [r for r in runs if not r.source and not r.target]
-    pairs = [(u, t) for t in runs if t.target and not t.source for u in plain if u.attack_name == t.attack_name]
+    pairs = [(u, t) for t in runs if t.target and not t.source for u in plain if same_attack(u, t)]
 
     def say(u: RunData, t: RunData, e: float, d: float) -> str:
         return (

@@ -57,14 +57,20 @@ def crafted_on_itself(run: RunData) -> bool:
     return bool(run.source) and normalise_method(run.source) == run.method  # runs without hashes: by label
 
 
+#: spec keys that may differ between a run and its white-box / untargeted partner
+PARTNER_FREE = ("early_stop", "target", "eps", "description", "path")
+
+
+def same_attack(a: RunData, b: RunData) -> bool:
+    """The same preset with the same settings, apart from early stopping, target and eps grid."""
+    keep = lambda r: {k: v for k, v in r.attack_spec.items() if k not in PARTNER_FREE}  # noqa: E731
+    return a.attack_name == b.attack_name and keep(a) == keep(b)
+
+
 def white_box_run(run: RunData, runs: list[RunData]) -> RunData | None:
     """The target's own attack for a transfer run: crafted on the target itself, else its untargeted
     white-box run of the same preset."""
-    same = [
-        r
-        for r in runs
-        if r.task == run.task and r.model == run.model and r.attack_name == run.attack_name and not r.target
-    ]
+    same = [r for r in runs if r.task == run.task and r.model == run.model and same_attack(r, run) and not r.target]
     own = [r for r in same if r.source and crafted_on_itself(r)]
     return (own or [r for r in same if not r.source] or [None])[0]
 

@@ -29,3 +29,15 @@ def test_targeted_check(tmp_path, targeted_keep, status):
     san = rep.sanity.set_index("check")
     assert san.loc["targeted", "status"] == status
     assert san.loc["more-steps", "status"] == "not checked"  # the targeted run is not a second PGD
+
+
+def test_a_targeted_run_is_compared_only_with_the_same_settings(tmp_path):
+    rng = np.random.default_rng(1)
+    clean = rng.random(N) < 0.9
+    plain = {e: clean & (rng.random(N) < 0.5) for e in EPS}
+    write_run(tmp_path / "runs" / "pgd-l2", "ft-vqa", plain, list(clean), model_cfg={"method": "finetune"},
+              spec={**PRESETS["pgd"], "norm": "l2"})  # fmt: skip
+    write_run(tmp_path / "runs" / "pgd-red", "ft-vqa", {e: clean & False for e in EPS}, list(clean),
+              model_cfg={"method": "finetune"}, spec={**PRESETS["pgd"], "target": "red"})  # fmt: skip
+    rep = rpt.report(sorted((tmp_path / "runs").iterdir()), n_boot=100, figures=False)
+    assert rep.sanity.set_index("check").loc["targeted", "status"] == "not checked"  # an L2 run is no partner
