@@ -146,7 +146,10 @@ def run_joint(
     if spec.method == "sga":
         text_stage(list(range(B)), x0, clean=True)
         image_stage(list(range(B)), list(texts), guide=list(out_texts))
+        first = list(text_res)
         text_res, out_texts, logits = _text_again(runner, adv, texts, labels, frac, text_seeds)
+        # the records' queries: both text stages' (the final text is the second stage's)
+        text_res = [replace(r, queries=r.queries + (f.queries if f else 0)) for r, f in zip(text_res, first)]
         standing = []
     elif spec.method == "text-image":
         text_stage(list(range(B)), x0, clean=True)

@@ -365,8 +365,9 @@ class TransferBound(Bound):
         return crafted
 
     def _craft(self, b, x0, examples, index, eps) -> dict:
-        """Every example at eps, restarts for those the surrogate still gets right; the first
-        output that fools the surrogate is kept (else the first one), as the white-box sweep does."""
+        """Every example at eps, restarts for those the surrogate still gets right; kept, as the white-box
+        sweep keeps: the first output that fools the surrogate (else the first one), or for graded
+        verdicts the lowest-scoring one."""
         cr = self.crafter
         with torch.no_grad():
             clean_scores = cr.scores(examples, index, self.inner.clean(x0, examples, index))
@@ -377,9 +378,10 @@ class TransferBound(Bound):
                 rows = self._attempt(b, [examples[i] for i in todo], [index[i] for i in todo], x0[todo], eps, restart)
             still = []
             for row, i in zip(rows, todo):
-                row["broken"] = cr.broken(row.pop("score"), float(clean_scores[i]))
+                row["broken"] = cr.broken(row["score"], float(clean_scores[i]))
                 spent = row["steps"] + (best[i]["steps"] if i in best else 0)  # over all restarts, as _try counts
-                if i not in best or row["broken"]:
+                # the sweep's rule (sweep.Survivors / WorstSoFar.better): the first to fool it, or the lowest score
+                if i not in best or (row["broken"] if cr.binary else row["score"] < best[i]["score"]):
                     best[i] = row
                 best[i]["steps"] = spent
                 if not best[i]["broken"]:
