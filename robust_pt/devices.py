@@ -20,6 +20,14 @@ from .errors import ConfigError
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device a module's parameters live on (cpu for a module without parameters)."""
+    try:
+        return next(module.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
 def resolve_device(device: Any = None) -> torch.device:
     """None/"auto": cuda if available, else cpu; "cpu"; "cuda" or "cuda:N" (an error if there is no GPU)."""
     if isinstance(device, torch.device):

@@ -47,6 +47,7 @@ from .attacks import Attack, build
 from .attacks.core import threat_model
 from .attacks.threats import derive_seed  # noqa: F401  (re-exported: engine.derive_seed, one definition)
 from .attacks.victim import corpus_summary, make_victim, verdict_traits, victim_class
+from .devices import module_device as _device
 from .errors import AttackError, ConfigError, RobustPTError, TaskError
 from .locking import hold
 from .models.base import VLModel
@@ -286,13 +287,6 @@ def _resolve_task(model: nn.Module, task, split: str, limit: int | None, task_se
         "image_size": t.image_size,
         "kind": t.kind,
     }
-
-
-def _device(model: nn.Module):
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------- context
@@ -650,11 +644,11 @@ def _prepare(
     seed, batch_size, limit = _check_options(seed, parse_batch_size(batch_size), limit, samples)
     sources = _surrogate_list(surrogate)
     atk = build(attack, **overrides)
-    if sources:  # crafted with every step: stopping at the surrogate's boundary weakens transfer
-        from .attacks.transfer import check_attack
+    if sources:
+        from .attacks.transfer import CRAFTING, check_attack
 
         check_attack(atk.spec, len(sources))
-        atk = build(atk, early_stop=False)
+        atk = build(atk, **CRAFTING)
     eps_list = atk.eps_grid(eps)
     module, ckpt_info, model_name = _resolve_model(model, {"device": device, "precision": precision, "base": base})
     vl = isinstance(module, VLModel)

@@ -215,7 +215,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     for t in raw["tasks"]:
         if t not in TASKS or t == "shapes-pretrain":
             raise ConfigError(f"{where}: unknown task {t!r}; choose from {', '.join(TASKS[:-1])}")
-    kinds = {t: load_task(t, split="test", limit=1).kind for t in raw["tasks"]}
+    probes = {t: load_task(t, split="test", limit=1) for t in raw["tasks"]}  # kinds, answers
 
     def subset(what: str, tasks) -> tuple[str, ...] | None:
         if tasks is not None and (
@@ -260,7 +260,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     attacks = [
         a
         for i, entry in enumerate(raw["attacks"])
-        for a in _attack_entries(where, i, entry, raw, kinds, subset, tunings)
+        for a in _attack_entries(where, i, entry, raw, probes, subset, tunings)
     ]
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
@@ -285,7 +285,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     )
 
 
-def _attack_entries(where: str, i: int, entry, raw: dict, kinds: dict, subset, tunings: list) -> list[AttackEntry]:
+def _attack_entries(where: str, i: int, entry, raw: dict, probes: dict, subset, tunings: list) -> list[AttackEntry]:
     """The runs' attack entries of one item of a recipe's `attacks` (one per transfer source), validated."""
     from .attacks import build
     from .attacks.presets import parse_eps
@@ -315,22 +315,21 @@ def _attack_entries(where: str, i: int, entry, raw: dict, kinds: dict, subset, t
     atk.eps_grid(eps)
     tasks = subset(f"attacks[{i}] ({entry['attack']})", entry.get("tasks"))
     for t in tasks or raw["tasks"]:
-        if kinds[t] != "closed" and atk.needs_logits:
+        if probes[t].kind != "closed" and atk.needs_logits:
             raise ConfigError(
                 f"{where}: attacks[{i}] ({atk.describe()}) needs logits over candidate answers, "
-                f"which the {kinds[t]} task {t} does not have; list the tasks it runs on with "
+                f"which the {probes[t].kind} task {t} does not have; list the tasks it runs on with "
                 f"`tasks: [...]`"
             )
     if atk.spec.target:  # a target the task lacks, or a targeted transfer: refused before any training
         from .attacks.targeted import check_task as check_target
-        from .tasks import load_task
 
         if entry.get("surrogate"):
             raise ConfigError(
                 f"{where}: attacks[{i}] ({entry['attack']}): a targeted attack runs white-box; drop its surrogate"
             )
         for t in tasks or raw["tasks"]:
-            check_target(atk.spec, load_task(t, split="test", limit=1))
+            check_target(atk.spec, probes[t])
     for source in _sources(f"{where}: attacks[{i}] ({entry['attack']})", entry.get("surrogate"), tunings, atk):
         out.append(
             AttackEntry(
@@ -481,13 +480,14 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
     import json
 
     from .attacks import build
+    from .attacks.transfer import CRAFTING
 
     try:
         meta = json.loads((run / "run.json").read_text())
     except (OSError, ValueError):
         return False
     cfg = meta.get("config") or {}
-    atk = build(a.attack, **{**dict(a.overrides), **({"early_stop": False} if a.surrogate else {})})
+    atk = build(a.attack, **{**dict(a.overrides), **(CRAFTING if a.surrogate else {})})
     want = {
         "task": task,
         "n": r.examples_for(task, a),
@@ -507,23 +507,19 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
         "batch_size": cfg.get("batch_size"),
         "tuning": (meta.get("model_meta") or {}).get("tuning"),
     }
-    made = ((meta.get("model_meta") or {}).get("identity") or {}).get("train")  # runs since 2026-12-02 say
-    if made is not None and t.train is not None and made != asdict(t.train):
-        return False
-    if not _surrogates_as_made(r, a, meta):
-        return False
-    return meta.get("status") == "complete" and have == want
+    entries = {e.name: e for e in r.tuning}
+    made = [(meta.get("model_meta"), t)] + [
+        (info, entries.get(name)) for name, info in zip(a.surrogate or (), meta.get("surrogates") or [])
+    ]
+    as_made = all(_schedule_kept(info, e) for info, e in made)  # the target's checkpoint and the surrogates'
+    return meta.get("status") == "complete" and have == want and as_made
 
 
-def _surrogates_as_made(r: Recipe, a: AttackEntry, meta: dict) -> bool:
-    """A transfer run's surrogates were made with their entries' schedules (where run.json records it)."""
-    entries = {t.name: t for t in r.tuning}
-    for name, info in zip(a.surrogate or (), meta.get("surrogates") or []):
-        made = ((info or {}).get("identity") or {}).get("train")
-        t = entries.get(name)
-        if made is not None and t is not None and t.train is not None and made != asdict(t.train):
-            return False
-    return True
+def _schedule_kept(info: dict | None, entry: TuningEntry | None) -> bool:
+    """False only when run.json records how a checkpoint was made (`identity`, runs since 2026-12-02) and
+    its tuning entry's schedule is no longer that one."""
+    made = ((info or {}).get("identity") or {}).get("train")
+    return made is None or entry is None or entry.train is None or made == asdict(entry.train)
 
 
 def _needed(r: Recipe, kept: set) -> set:

@@ -185,6 +185,7 @@ def _try(
 ) -> dict[int, dict]:
     """Perturb these rows at eps, with restarts for the ones not yet broken: row -> the output in force."""
     victim, bound = run.victim, run.bound
+    images = bound.threat.saves_samples  # the adversarial images are kept only to save samples of them
     new: dict[int, dict] = {}
     todo = rows
     for restart in range(bound.restarts):
@@ -202,7 +203,7 @@ def _try(
                 "steps": int(out.steps[j]) + (prev["steps"] if prev else 0),
                 "queries": out.queries,
                 "broken": broken if out.success is None else bool(out.success[j]),
-                "_adv": None if out.adv is None else out.adv[j],
+                "_adv": out.adv[j] if images and out.adv is not None else None,
             }
             if out.success is not None:  # targeted: broken is the target's success, correct the task's verdict
                 cand["correct"] = (not broken) if victim.binary else None

@@ -44,7 +44,7 @@ class Outcome:
     l2: np.ndarray
     steps: np.ndarray
     queries: int | None
-    adv: Any = None  # adversarial images (B, C, H, W) when the threat model saves samples
+    adv: Any = None  # the adversarial inputs: images (B, C, H, W), or Embeds for embedding attacks
     extra: list[dict] | None = None  # per row: the threat model's record fields
     success: np.ndarray | None = None  # targeted attacks: per row, whether the target was produced (else
     # the victim's verdict decides what is broken)

@@ -175,9 +175,9 @@ class Targeting:
         return Toward(victim.embeds_objective(self.aimed(victim.task, examples, targets), e0))
 
     # -- success
-    def judge(self, victim, examples, index, preds: list, targets: list) -> tuple[np.ndarray, list[dict]]:
+    def judge(self, victim, examples, preds: list, targets: list) -> tuple[np.ndarray, list[dict]]:
         """(success per row, the record fields per row)."""
-        kind = victim.task.kind if victim.has_logits is False else "closed"
+        kind = "closed" if victim.has_logits else victim.task.kind
         ok = []
         for ex, p, t in zip(examples, preds, targets):
             if t is None:
@@ -189,14 +189,14 @@ class Targeting:
                 ok.append(bool(victim.task.example_scores([replace(ex, box=box)], [p])[0] >= 0.5))
             else:
                 ok.append(_normal(p) == _normal(t))
-        cider = self._cider(victim, index, preds, targets) if victim.task.kind == "caption" else [None] * len(preds)
+        cider = self._cider(victim, preds, targets) if victim.task.kind == "caption" else [None] * len(preds)
         fields = [
             {"target": self.text(victim, t), "target_success": bool(s), "target_cider": c}
             for t, s, c in zip(targets, ok, cider)
         ]
         return np.asarray(ok, dtype=bool), fields
 
-    def _cider(self, victim, index, preds, targets) -> list:
+    def _cider(self, victim, preds, targets) -> list:
         """CIDEr-D of each caption against its target alone, idf from all the run's references (so a
         row's value does not depend on which rows are judged with it)."""
         from ..tasks.metrics import cider_per_example

@@ -59,10 +59,10 @@ class _Gradient(Bound):
             self._targeting = Targeting(self.spec, self.seed)
         return self._targeting
 
-    def _aim(self, out: Outcome, examples, index, targets) -> Outcome:
+    def _aim(self, out: Outcome, examples, targets) -> Outcome:
         """A targeted attack's outcome: success per row and the target's record fields."""
         if targets is not None:
-            out.success, out.extra = self.targeting.judge(self.victim, examples, index, out.preds, targets)
+            out.success, out.extra = self.targeting.judge(self.victim, examples, out.preds, targets)
         return out
 
 
@@ -91,7 +91,7 @@ class _ImageBound(_Gradient):
         out = Outcome(
             preds, v.scores(examples, index, preds), _np(linf), _np(l2), r.steps.cpu().numpy(), r.queries, r.adv
         )
-        return self._aim(out, examples, index, targets)
+        return self._aim(out, examples, targets)
 
     def _objective(self, examples):
         """The victim's objective, or the one the method ascends instead (methods.AttackMethod.objective)."""
@@ -128,10 +128,10 @@ class _EmbeddingBound(_Gradient):
         r = run_embedding_attack(self.spec, obj, e0, eps, seeds=seeds, early_stop=self.early_stop)
         self._count(r)
         preds = v.predict_embeds(r.adv, r.logits)
-        out = Outcome(
-            preds, v.scores(examples, index, preds), _np(r.linf), _np(r.l2), r.steps.cpu().numpy(), None, None
+        out = Outcome(  # adv: the adversarial Embeds (what a transfer run carries to its targets)
+            preds, v.scores(examples, index, preds), _np(r.linf), _np(r.l2), r.steps.cpu().numpy(), None, r.adv
         )
-        return self._aim(out, examples, index, targets)
+        return self._aim(out, examples, targets)
 
 
 class EmbeddingThreat(ThreatModel):

@@ -36,12 +36,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..devices import module_device
 from ..errors import AttackError
 from .core import Bound, Outcome, ThreatModel
 
 #: attack kinds that can be crafted on a surrogate; embedding and joint take a single surrogate
 TRANSFERABLE = ("image", "embedding", "joint")
 SINGLE_SURROGATE = ("embedding", "joint")
+#: what every transfer run changes in its preset: every step is crafted (stopping at the surrogate's
+#: boundary is what makes adversarial inputs transfer badly)
+CRAFTING = {"early_stop": False}
 
 
 @dataclass
@@ -116,7 +120,7 @@ def check_surrogate(s: Surrogate, target: nn.Module, task, vl: bool) -> None:
 def _check_classifier(s: Surrogate, target: nn.Module, task) -> None:
     x = torch.as_tensor(task[0].image)[None].float()
     with torch.no_grad():
-        k = int(s.module(x.to(_device(s.module))).shape[-1])
+        k = int(s.module(x.to(module_device(s.module))).shape[-1])
     if k != len(task.answers):
         raise AttackError(
             f"surrogate {s.label} has {k} classes, the task {len(task.answers)}; transfer needs the same classes"
@@ -138,13 +142,6 @@ def check_embeddings(surrogate: nn.Module, target: nn.Module, x0: torch.Tensor, 
             f"target into {tuple(et.image.shape[1:])} and {tuple(et.text.shape[1:])}: embedding transfer needs a "
             f"shared embedding space (a surrogate of the same architecture and tokenizer); use an image attack"
         )
-
-
-def _device(module: nn.Module):
-    try:
-        return next(module.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------- ensembles
@@ -185,9 +182,9 @@ class EnsembleObjective:
 
 
 class Ensemble:
-    """Several surrogates' victims as one victim: the attack ascends the mean loss; its verdict
-    on its own crafted inputs (which decides restarts) is the mean logits' (closed tasks) or the
-    first surrogate's (generative tasks)."""
+    """Several surrogates' victims as one victim: the attack ascends the mean loss; its verdict on its
+    own crafted inputs (which decides restarts) comes from the mean logits the attack returns (closed
+    tasks) or from the first surrogate (generative tasks, and every clean pass)."""
 
     def __init__(self, victims: Sequence):
         self.victims = list(victims)
@@ -204,24 +201,6 @@ class Ensemble:
 
     def image_objective(self, examples):
         return EnsembleObjective([v.image_objective(examples) for v in self.victims])
-
-    def clean_predictions(self, x0, texts):
-        if not self.has_logits:
-            return self.victims[0].clean_predictions(x0, texts)
-        objective = self.image_objective([_Text(t) for t in texts])
-        return objective.logits([x0], torch.arange(len(x0), device=x0.device)).argmax(-1).tolist()
-
-    def predict_images(self, adv, texts, logits):
-        return self.victims[0].predict_images(adv, texts, logits)
-
-
-@dataclass
-class _Text:
-    """A stand-in example for objectives that only read the question (and a label they ignore here)."""
-
-    text: str
-    label: int = 0
-    target: str = ""
 
 
 # ----------------------------------------------------------------------------- the store
@@ -297,13 +276,10 @@ class TransferThreat(ThreatModel):
         self.needs, self.nested = inner.needs, inner.nested
         self.record_fields, self.saves_samples = inner.record_fields, inner.saves_samples
 
-    def identity(self, spec) -> dict:
-        return {**self.inner.identity(spec), "surrogates": [s.identity() for s in self.surrogates]}
-
     def bind(self, victim, spec, seed: int) -> Bound:
         from .victim import make_victim
 
-        victims = [make_victim(s.module, victim.task, _device(s.module), victim.stats) for s in self.surrogates]
+        victims = [make_victim(s.module, victim.task, module_device(s.module), victim.stats) for s in self.surrogates]
         crafter = victims[0] if len(victims) == 1 else Ensemble(victims)
         return TransferBound(self, victim, spec, seed, crafter)
 
@@ -397,13 +373,13 @@ class TransferBound(Bound):
         return {"tensors": tensors, "extra": extra, "queries": rows[0].get("queries")}
 
     def _attempt(self, b, examples, index, x0, eps, restart) -> list[dict]:
-        """One try on the surrogate: per row its crafted tensors, steps, score (and text fields)."""
-        if self.embedding:
-            return self._attempt_embeds(examples, index, x0, eps, restart)
+        """One try on the surrogate (its own threat model's perturb): per row the crafted tensors (images, or
+        the embedding perturbation relative to the surrogate's embedding scale), steps, score, text fields."""
         out = self.inner.perturb(b, examples, index, x0, eps, restart)
+        crafted = self._relative(out, x0, examples) if self.embedding else {"adv": out.adv.detach()}
         return [
             {
-                "adv": out.adv[j].detach(),
+                **{k: v[j] for k, v in crafted.items()},
                 "steps": int(out.steps[j]),
                 "score": float(out.scores[j]),
                 "queries": out.queries,
@@ -412,35 +388,19 @@ class TransferBound(Bound):
             for j in range(len(examples))
         ]
 
-    def _attempt_embeds(self, examples, index, x0, eps, restart) -> list[dict]:
-        from .embedding import run_embedding_attack, scales
-        from .seeds import derive_seed
+    def _relative(self, out: Outcome, x0, examples) -> dict:
+        """An embedding attack's perturbation in units of the surrogate's embedding scale (and its sizes)."""
+        from .embedding import scales
 
-        cr, spec = self.crafter, self.spec
         with torch.no_grad():
-            e0 = cr.model.embed(x0, [ex.text for ex in examples])
-        seeds = [derive_seed(self.seed, ex.id, eps, restart) for ex in examples]
-        r = run_embedding_attack(spec, cr.embeds_objective(examples, e0), e0, eps, seeds=seeds, early_stop=False)
-        cr.stats["grad_evals"] += r.grad_evals
-        cr.stats["fwd_evals"] += r.fwd_evals
-        si, st = scales(e0, spec.eps_unit)
-        rel_i = (r.adv.image - e0.image).detach() / si.view(-1, 1, 1)
-        rel_t = (r.adv.text - e0.text).detach() / st.view(-1, 1, 1)
-        preds = cr.predict_embeds(r.adv, r.logits)
-        scores = cr.scores(examples, index, preds)
-        return [
-            {
-                "rel_image": rel_i[j],
-                "rel_text": rel_t[j],
-                "linf": r.linf[j].detach(),
-                "l2": r.l2[j].detach(),
-                "steps": int(r.steps[j]),
-                "score": float(scores[j]),
-                "queries": None,
-                "extra": None,
-            }
-            for j in range(len(examples))
-        ]
+            e0 = self.crafter.model.embed(x0, [ex.text for ex in examples])
+        si, st = scales(e0, self.spec.eps_unit)
+        return {
+            "rel_image": (out.adv.image - e0.image).detach() / si.view(-1, 1, 1),
+            "rel_text": (out.adv.text - e0.text).detach() / st.view(-1, 1, 1),
+            "linf": torch.from_numpy(out.linf),
+            "l2": torch.from_numpy(out.l2),
+        }
 
     def _judge_embeds(self, examples, index, x0, rel_image, rel_text) -> Outcome:
         from ..models.base import Embeds

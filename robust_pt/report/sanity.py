@@ -213,6 +213,17 @@ def _excesses(comparisons, B: int, seed: int, say) -> tuple[list[str], list[str]
     return fails, notes, n
 
 
+def _decide(comparisons, B: int, seed: int, say, unchecked: str, failing: str, noted: str = "within noise"):
+    """A check's (status, detail) from its comparisons (_excesses): not checked (`unchecked` says why) when
+    none share examples, a fail (`failing` and the fails) beyond noise, else a pass with the notes."""
+    fails, notes, n = _excesses(comparisons, B, seed, say)
+    if not n:
+        return NOT_CHECKED, unchecked
+    if fails:
+        return FAIL, failing + "; ".join(fails)
+    return PASS, f"{n} comparison(s)" + (f"; {noted}: " + "; ".join(notes) if notes else "")
+
+
 def check_more_steps(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
     pgd = _by(runs, ("pgd",))
     pairs = []
@@ -239,12 +250,8 @@ def check_more_steps(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
         )
 
     more_vs_fewer = ((many, few, e) for few, many in pairs for e in common_eps(few, many))
-    fails, notes, n = _excesses(more_vs_fewer, B, seed, say)
-    if not n:
-        return NOT_CHECKED, "the PGD runs with different steps share no examples"
-    if fails:
-        return FAIL, "more PGD steps are weaker beyond noise: " + "; ".join(fails)
-    return PASS, f"{n} comparison(s)" + ("; within noise: " + "; ".join(notes) if notes else "")
+    unchecked = "the PGD runs with different steps share no examples"
+    return _decide(more_vs_fewer, B, seed, say, unchecked, "more PGD steps are weaker beyond noise: ")
 
 
 def _strongest(whites: list[RunData], other: RunData, e: float) -> RunData | None:
@@ -269,12 +276,8 @@ def _weaker_than(
         )
 
     against_pgd = ((w, r, e) for r in attackers for e in r.eps if (w := _strongest(whites, r, e)) is not None)
-    fails, notes, n = _excesses(against_pgd, B, seed, say)
-    if not n:
-        return NOT_CHECKED, hint
-    if fails:
-        return FAIL, f"{what} is stronger than white-box PGD beyond noise (gradient masking?): " + "; ".join(fails)
-    return PASS, f"{n} comparison(s)" + ("; stronger within noise: " + "; ".join(notes) if notes else "")
+    failing = f"{what} is stronger than white-box PGD beyond noise (gradient masking?): "
+    return _decide(against_pgd, B, seed, say, hint, failing, "stronger within noise")
 
 
 def check_black_box(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
@@ -321,16 +324,9 @@ def check_transfer(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
         )
 
     comparisons = ((w, r, e) for w, r in pairs for e in common_eps(r, w))
-    fails, notes, n = _excesses(comparisons, B, seed, say)
-    if not n:
-        return NOT_CHECKED, "needs the same attack crafted on the target itself (surrogate = target) or a white-box run"
-    if fails:
-        return (
-            FAIL,
-            "a transfer attack is stronger than the white-box one beyond noise (gradient masking?): "
-            + "; ".join(fails),
-        )
-    return PASS, f"{n} comparison(s)" + ("; stronger within noise: " + "; ".join(notes) if notes else "")
+    unchecked = "needs the same attack crafted on the target itself (surrogate = target) or a white-box run"
+    failing = "a transfer attack is stronger than the white-box one beyond noise (gradient masking?): "
+    return _decide(comparisons, B, seed, say, unchecked, failing, "stronger within noise")
 
 
 def check_targeted(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
@@ -346,14 +342,10 @@ def check_targeted(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
             f"{100 * _robust(u, e):.1f}: the targeted attack more often wrong by {100 * d:.1f} points"
         )
 
-    fails, notes, n = _excesses(((u, t, e) for u, t in pairs for e in common_eps(t, u)), B, seed, say)
-    if not n:
-        return NOT_CHECKED, "needs the untargeted run of the same preset at the same eps"
-    if fails:
-        return FAIL, "a targeted attack fools the model more often than the untargeted one beyond noise: " + "; ".join(
-            fails
-        )
-    return PASS, f"{n} comparison(s)" + ("; within noise: " + "; ".join(notes) if notes else "")
+    comparisons = ((u, t, e) for u, t in pairs for e in common_eps(t, u))
+    unchecked = "needs the untargeted run of the same preset at the same eps"
+    failing = "a targeted attack fools the model more often than the untargeted one beyond noise: "
+    return _decide(comparisons, B, seed, say, unchecked, failing)
 
 
 def run_checks(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED) -> list[dict]:

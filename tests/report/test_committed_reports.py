@@ -95,11 +95,12 @@ def test_the_committed_runs_would_resume_as_the_same_attack(name):
     """Each run's recorded attack identity is what its recipe's preset resolves to today, so re-running
     the recipe resumes the committed runs instead of refusing them as a different config."""
     from robust_pt.attacks import build as build_attack
+    from robust_pt.attacks.transfer import CRAFTING
 
     recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
     for _task, _t, a, run in recipe.runs():
         meta = json.loads((ROOT / "reports" / name / "runs" / run / "run.json").read_text())
-        transfer = {"early_stop": False} if a.surrogate else {}  # transfer runs craft with every step
+        transfer = CRAFTING if a.surrogate else {}  # transfer runs craft with every step
         spec = build_attack(a.attack, **{**dict(a.overrides), **transfer}).spec
         assert spec.identity == meta["config"]["attack"], run
 
