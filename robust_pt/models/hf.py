@@ -521,8 +521,23 @@ def _load_tokenizer(path: Path):
         ) from None
 
 
+def _load_processor(path: Path):
+    """The whole saved processor (tokenizer, image processor, chat template) of a generative family."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(str(path), local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - transformers raises many kinds
+        raise CheckpointError(
+            f"cannot load the processor saved in {path} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); save it with the model "
+            f"(processor.save_pretrained(DIR))"
+        ) from None
+
+
 def load_transformers(path: Path, arch: str):
-    """(transformers model, tokenizer, image processor config) from a save_pretrained directory."""
+    """(transformers model, tokenizer (the whole processor for generative families), image processor
+    config) from a save_pretrained directory."""
     import transformers
 
     if not (path / "preprocessor_config.json").exists():
@@ -531,7 +546,7 @@ def load_transformers(path: Path, arch: str):
             f"(processor.save_pretrained(DIR)) so robust-pt knows the input size and normalisation"
         )
     ip = read_json(path / "preprocessor_config.json")
-    tok = _load_tokenizer(path)
+    tok = _load_processor(path) if hf_family(arch).processor else _load_tokenizer(path)
     cls = getattr(transformers, arch)
     try:
         model = cls.from_pretrained(str(path), local_files_only=True)

@@ -232,6 +232,7 @@ class HFFamily(ModelFamily):
     config_size: str = "vision_config.image_size"
     crop: bool = False
     size_divisor: bool = False
+    processor: bool = False  # the model takes the whole saved processor (generative families: chat template)
     loader: str = "robust_pt.models.hf:load_hf"
 
     @property
@@ -407,5 +408,28 @@ register(
         "robust_pt.models.hf:ClipMatch",
         PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "fc2"), ia3_feedforward=("fc2",)),
         crop=True,
+    )
+)
+_LM_TARGETS = PeftTargets(
+    lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",)
+)
+register(
+    HFFamily(
+        "llava",
+        "LlavaForConditionalGeneration",
+        "robust_pt.models.hf_llava:Llava",
+        _LM_TARGETS,
+        crop=True,
+        processor=True,
+    )
+)
+register(
+    HFFamily(
+        "llava-next",
+        "LlavaNextForConditionalGeneration",
+        "robust_pt.models.hf_llava:LlavaNext",
+        _LM_TARGETS,
+        crop=True,
+        processor=True,
     )
 )
