@@ -521,12 +521,10 @@ def _load_tokenizer(path: Path):
         ) from None
 
 
-def _load_processor(path: Path):
+def _load_processor(path: Path, arch: str):
     """The whole saved processor (tokenizer, image processor, chat template) of a generative family."""
-    from transformers import AutoProcessor
-
     try:
-        return AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        return hf_family(arch).model_class.load_processor(path)
     except Exception as err:  # noqa: BLE001 - transformers raises many kinds
         raise CheckpointError(
             f"cannot load the processor saved in {path} ({type(err).__name__}: "
@@ -546,7 +544,7 @@ def load_transformers(path: Path, arch: str):
             f"(processor.save_pretrained(DIR)) so robust-pt knows the input size and normalisation"
         )
     ip = read_json(path / "preprocessor_config.json")
-    tok = _load_processor(path) if hf_family(arch).processor else _load_tokenizer(path)
+    tok = _load_processor(path, arch) if hf_family(arch).processor else _load_tokenizer(path)
     cls = getattr(transformers, arch)
     try:
         model = cls.from_pretrained(str(path), local_files_only=True)

@@ -60,14 +60,21 @@ class GenerativeVLM(HFVLModel):
         self.eos_id = self._eos_id()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
         prefix, suffix = self._template_parts()
-        self.register_buffer("prefix_ids", torch.tensor(prefix), persistent=False)
-        self.register_buffer("suffix_ids", torch.tensor(suffix), persistent=False)
+        self.register_buffer("prefix_ids", torch.tensor(prefix, dtype=torch.long), persistent=False)
+        self.register_buffer("suffix_ids", torch.tensor(suffix, dtype=torch.long), persistent=False)
         self.n_image_tokens = int((self.prefix_ids == self.image_token_id).sum())
         if self.n_image_tokens == 0:
             raise TaskError(f"{self.architecture}: the processor's prompt holds no image token")
         self._ans_cache: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ family hooks
+    @classmethod
+    def load_processor(cls, path):
+        """The processor saved in `path` (tokenizer, image processor, chat template)."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(str(path), local_files_only=True)
+
     def pixel_values(self, images: torch.Tensor) -> dict:
         """[0, 1] images (B, 3, S, S) -> the keyword arguments of the family's `get_image_features`."""
         return {"pixel_values": self.normalize(images)}

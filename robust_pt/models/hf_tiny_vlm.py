@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 from ..errors import ConfigError
 from .hf_tiny import _corpus_words
 
-VLM_ARCHS = ("llava", "llava-next")
+VLM_ARCHS = ("llava", "llava-next", "paligemma", "idefics3", "qwen2-vl", "qwen2.5-vl")
 _SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
 
 LLAVA_TEMPLATE = (
@@ -32,11 +32,12 @@ LLAVA_TEMPLATE = (
 )
 
 
-def lm_tokenizer(words: Sequence[str], extra_special: Sequence[str] = ()):
+def lm_tokenizer(words: Sequence[str], extra_special: Sequence[str] = (), bos: bool = True, cls: str = ""):
     """A PreTrainedTokenizerFast for a decoder: WordPiece over characters and `words`, lower-cased,
-    "<s>" prepended, "</s>" its eos, "<pad>" its padding; `extra_special` kept whole."""
+    "<s>" prepended (unless not `bos`), "</s>" its eos, "<pad>" its padding; `extra_special` kept whole;
+    `cls`: the transformers tokenizer class a family's processor insists on (default PreTrainedTokenizerFast)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    import transformers
 
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
     tokens = _SPECIALS + list(extra_special) + chars + ["##" + c for c in chars]
@@ -45,9 +46,12 @@ def lm_tokenizer(words: Sequence[str], extra_special: Sequence[str] = ()):
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 2)])
+    head = "<s> " if bos else ""
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{head}$A", pair=f"{head}$A $B:1", special_tokens=[("<s>", vocab["<s>"])]
+    )
     tok.decoder = decoders.WordPiece()
-    fast = PreTrainedTokenizerFast(
+    fast = getattr(transformers, cls or "PreTrainedTokenizerFast")(
         tokenizer_object=tok,
         bos_token="<s>",
         eos_token="</s>",
@@ -132,6 +136,128 @@ def _llava(next_: bool, tok, image_size, patch_size, hidden, layers, heads):
     return model, proc
 
 
+def _paligemma(tok, image_size, patch_size, hidden, layers, heads):
+    from transformers import (
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+    )
+
+    ip = SiglipImageProcessor(size={"height": image_size, "width": image_size})
+    ip.image_seq_length = (image_size // patch_size) ** 2
+    proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)  # adds <image> and the <loc> / <seg> tokens
+    vision = SiglipVisionConfig(**_clip_vision(image_size, patch_size, hidden, layers, heads))
+    text = GemmaConfig(**{**_llama(tok, hidden, layers, heads), "head_dim": hidden // heads})
+    cfg = PaliGemmaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        projection_dim=hidden,
+        hidden_size=hidden,
+    )
+    return PaliGemmaForConditionalGeneration(cfg), proc
+
+
+IDEFICS_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
+IDEFICS_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}"
+    "{% elif c['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+def _idefics3(tok, image_size, patch_size, hidden, layers, heads):
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        Idefics3VisionConfig,
+        LlamaConfig,
+    )
+
+    scale = 2
+    ip = Idefics3ImageProcessor(
+        do_image_splitting=False,
+        size={"longest_edge": image_size},
+        max_image_size={"longest_edge": image_size},
+    )
+    seq = (image_size // patch_size) ** 2 // scale**2
+    proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=seq, chat_template=IDEFICS_TEMPLATE)
+    vision = Idefics3VisionConfig(**_clip_vision(image_size, patch_size, hidden, layers, heads))
+    cfg = Idefics3Config(
+        vision_config=vision.to_dict(),
+        text_config=LlamaConfig(**_llama(tok, hidden, layers, heads)).to_dict(),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=scale,
+        pad_token_id=tok.pad_token_id,
+    )
+    return Idefics3ForConditionalGeneration(cfg), proc
+
+
+QWEN_TOKENS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _qwen2vl(v25: bool, tok, image_size, patch_size, hidden, layers, heads):
+    import transformers as tf
+
+    merge = 2
+    ip = tf.Qwen2VLImageProcessor(
+        min_pixels=image_size * image_size,
+        max_pixels=image_size * image_size,
+        patch_size=patch_size,
+        merge_size=merge,
+        temporal_patch_size=2,
+    )
+    from .hf_qwen2vl import image_only
+
+    base = tf.Qwen2_5_VLProcessor if v25 else tf.Qwen2VLProcessor
+    try:
+        proc = base(image_processor=ip, tokenizer=tok, video_processor=tf.Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
+    except ImportError:  # no torchvision: no video processor (hf_qwen2vl.image_only)
+        proc = image_only(base)(image_processor=ip, tokenizer=tok, chat_template=QWEN_TEMPLATE)
+    head_dim = hidden // heads
+    text = {**_llama(tok, hidden, layers, heads), "rope_scaling": {"type": "mrope", "mrope_section": _sections(head_dim)}}
+    vision = dict(depth=layers, hidden_size=hidden, num_heads=heads, patch_size=patch_size, spatial_merge_size=merge,
+                  temporal_patch_size=2)
+    if v25:
+        vision.update(out_hidden_size=hidden, intermediate_size=2 * hidden, fullatt_block_indexes=[layers - 1],
+                      window_size=patch_size * merge * 2)
+        cfg_cls, model_cls = tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration
+    else:
+        vision.update(embed_dim=hidden, mlp_ratio=2)
+        cfg_cls, model_cls = tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_TOKENS}
+    cfg = cfg_cls(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    return model_cls(cfg), proc
+
+
+def _sections(head_dim: int) -> list[int]:
+    """Multimodal rope sections (temporal, height, width) summing to head_dim / 2."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
 def build_tiny_vlm(
     arch: str,
     *,
@@ -150,9 +276,15 @@ def build_tiny_vlm(
         raise ConfigError(f"unknown tiny generative architecture {arch!r}; choose one of {', '.join(VLM_ARCHS)}")
     torch.manual_seed(seed)
     vocab = _corpus_words([*words, "user", "assistant"])
+    dims = (image_size, patch_size, hidden, layers, heads)
     if arch in ("llava", "llava-next"):
-        tok = lm_tokenizer(vocab, ["<image>"])
-        model, proc = _llava(arch == "llava-next", tok, image_size, patch_size, hidden, layers, heads)
+        model, proc = _llava(arch == "llava-next", lm_tokenizer(vocab, ["<image>"]), *dims)
+    elif arch == "paligemma":
+        model, proc = _paligemma(lm_tokenizer(vocab, bos=False, cls="GemmaTokenizerFast"), *dims)
+    elif arch == "idefics3":
+        model, proc = _idefics3(lm_tokenizer(vocab, IDEFICS_TOKENS), *dims)
+    else:
+        model, proc = _qwen2vl(arch == "qwen2.5-vl", lm_tokenizer(vocab, QWEN_TOKENS, bos=False, cls="Qwen2TokenizerFast"), *dims)
     return model.eval(), proc
 
 

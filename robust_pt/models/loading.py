@@ -128,10 +128,16 @@ def read_json(path: Path) -> dict:
     return data
 
 
+def _architectures(cfg: dict) -> list:
+    """config.json's "architectures"; transformers 4.57 saves Qwen2-VL's inside text_config."""
+    archs = cfg.get("architectures") or (cfg.get("text_config") or {}).get("architectures") or []
+    return archs if isinstance(archs, list) else []
+
+
 def _named_architecture(path: Path) -> str | None:
     """The first architecture path/config.json names; None when there is none or it cannot be read."""
     try:
-        archs = read_json(path / CONFIG).get("architectures") or []
+        archs = _architectures(read_json(path / CONFIG))
     except CheckpointError:
         return None
     return archs[0] if isinstance(archs, list) and archs else None
@@ -220,10 +226,13 @@ class HFFamily(ModelFamily):
 
     name: the family's short name (also hf_tiny's); architecture: config.json
     "architectures"[0], also the transformers class loaded; model: "module:Class" of
-    its HFVLModel subclass; peft_targets: what LoRA / IA3 tune. Image settings: the
+    its HFVLModel subclass; peft_targets: what LoRA / IA3 tune; processor: its class takes the
+    whole saved processor (AutoProcessor: the chat template) instead of the tokenizer. Image settings: the
     processor's size (its shortest edge, or height = width), else the model config's
     `config_size` attribute; `crop`: the processor's centre crop is honoured (resize
-    mode crop); `size_divisor`: the size is rounded down to the processor's size_divisor."""
+    mode crop); `size_divisor`: the size is rounded down to the processor's size_divisor; `size_rule`:
+    a function of the processor config and the model config that gives the size robust-pt pins
+    a processor that would tile or vary the resolution to."""
 
     name: str
     architecture: str
@@ -233,6 +242,7 @@ class HFFamily(ModelFamily):
     crop: bool = False
     size_divisor: bool = False
     processor: bool = False  # the model takes the whole saved processor (generative families: chat template)
+    size_rule: str | None = None  # "module:function" (ip, model config) -> the pinned input size, if any
     loader: str = "robust_pt.models.hf:load_hf"
 
     @property
@@ -257,6 +267,8 @@ class HFFamily(ModelFamily):
 
     def input_size(self, ip: dict, model_config) -> tuple[int, str]:
         """(input resolution S, resize mode) of the saved image processor: how a task prepares images."""
+        if self.size_rule is not None:
+            return int(_resolve(self.size_rule)(ip, model_config)), "squash"
         crop = ip.get("crop_size")
         if self.crop and ip.get("do_center_crop", True) and crop is not None:
             return self._edge(crop), "crop"
@@ -278,6 +290,11 @@ class HFFamily(ModelFamily):
                 )
             return int(h if h is not None else w)
         return int(v) if v is not None else None
+
+
+def vision_size(ip: dict, model_config) -> int:
+    """The vision encoder's own input size (config.vision_config.image_size): one untiled image."""
+    return int(model_config.vision_config.image_size)
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -323,8 +340,7 @@ def hf_family(architecture: str) -> HFFamily:
 
 def architecture_of(path: Path) -> str:
     """The supported architecture named in path/config.json, or a one-line error."""
-    cfg = read_json(path / CONFIG)
-    archs = cfg.get("architectures") or []
+    archs = _architectures(read_json(path / CONFIG))
     supported = ", ".join(hf_architectures())
     if not archs:
         raise CheckpointError(
@@ -433,3 +449,42 @@ register(
         processor=True,
     )
 )
+register(
+    HFFamily(
+        "paligemma",
+        "PaliGemmaForConditionalGeneration",
+        "robust_pt.models.hf_paligemma:PaliGemma",
+        PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj", "fc2"),
+                    ia3_feedforward=("down_proj", "fc2")),
+        processor=True,
+    )
+)
+for _name, _arch, _cls in (
+    ("idefics3", "Idefics3ForConditionalGeneration", "Idefics3"),
+    ("smolvlm", "SmolVLMForConditionalGeneration", "SmolVLM"),
+):
+    register(
+        HFFamily(
+            _name,
+            _arch,
+            f"robust_pt.models.hf_idefics3:{_cls}",
+            PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj", "fc2"),
+                        ia3_feedforward=("down_proj", "fc2")),
+            processor=True,
+            size_rule="robust_pt.models.loading:vision_size",
+        )
+    )
+for _name, _arch, _cls in (
+    ("qwen2-vl", "Qwen2VLForConditionalGeneration", "Qwen2VL"),
+    ("qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration", "Qwen25VL"),
+):
+    register(
+        HFFamily(
+            _name,
+            _arch,
+            f"robust_pt.models.hf_qwen2vl:{_cls}",
+            PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",)),
+            processor=True,
+            size_rule="robust_pt.models.hf_qwen2vl:pinned_side",
+        )
+    )
