@@ -58,6 +58,7 @@ class HFVLModel(VLModel):
 
     architecture = ""
     task_kinds: tuple[str, ...] = (CLOSED,)
+    trains_on_answer_text = False  # robust-pt train: the answer's token loss (else cross-entropy over candidates)
 
     def __init__(self, net: nn.Module, tokenizer, image_cfg: dict, meta: dict, *, image: ImageSettings):
         """image_cfg: the saved processor config; image: the family's image settings from it
@@ -268,6 +269,7 @@ class BlipVQA(HFVLModel):
 
     architecture = "BlipForQuestionAnswering"
     task_kinds = (CLOSED, GROUND, CAPTION)
+    trains_on_answer_text = True
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -544,7 +546,7 @@ def load_transformers(path: Path, arch: str):
             f"(processor.save_pretrained(DIR)) so robust-pt knows the input size and normalisation"
         )
     ip = read_json(path / "preprocessor_config.json")
-    tok = _load_processor(path, arch) if hf_family(arch).processor else _load_tokenizer(path)
+    tok = _load_processor(path, arch) if hf_family(arch).generative else _load_tokenizer(path)
     cls = getattr(transformers, arch)
     try:
         model = cls.from_pretrained(str(path), local_files_only=True)

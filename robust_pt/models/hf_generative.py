@@ -50,6 +50,7 @@ class GenerativeVLM(HFVLModel):
     """Common part of the generative families; subclasses implement `pixel_values` and `image_features`."""
 
     task_kinds = (CLOSED, GROUND, CAPTION)
+    trains_on_answer_text = True  # the answer's tokens after the chat-templated prompt (which is not scored)
     answer_sep = " "  # between the rendered prompt and the answer, as the template would continue
     max_question_tokens = 64
 

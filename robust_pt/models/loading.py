@@ -226,7 +226,7 @@ class HFFamily(ModelFamily):
 
     name: the family's short name (also hf_tiny's); architecture: config.json
     "architectures"[0], also the transformers class loaded; model: "module:Class" of
-    its HFVLModel subclass; peft_targets: what LoRA / IA3 tune; processor: its class takes the
+    its HFVLModel subclass; peft_targets: what LoRA / IA3 tune; generative: a decoder-only VLM whose class takes the
     whole saved processor (AutoProcessor: the chat template) instead of the tokenizer. Image settings: the
     processor's size (its shortest edge, or height = width), else the model config's
     `config_size` attribute; `crop`: the processor's centre crop is honoured (resize
@@ -241,7 +241,7 @@ class HFFamily(ModelFamily):
     config_size: str = "vision_config.image_size"
     crop: bool = False
     size_divisor: bool = False
-    processor: bool = False  # the model takes the whole saved processor (generative families: chat template)
+    generative: bool = False  # a decoder-only VLM: its class takes the whole saved processor (chat template)
     size_rule: str | None = None  # "module:function" (ip, model config) -> the pinned input size, if any
     loader: str = "robust_pt.models.hf:load_hf"
 
@@ -436,7 +436,7 @@ register(
         "robust_pt.models.hf_llava:Llava",
         _LM_TARGETS,
         crop=True,
-        processor=True,
+        generative=True,
     )
 )
 register(
@@ -446,7 +446,7 @@ register(
         "robust_pt.models.hf_llava:LlavaNext",
         _LM_TARGETS,
         crop=True,
-        processor=True,
+        generative=True,
     )
 )
 register(
@@ -456,7 +456,7 @@ register(
         "robust_pt.models.hf_paligemma:PaliGemma",
         PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj", "fc2"),
                     ia3_feedforward=("down_proj", "fc2")),
-        processor=True,
+        generative=True,
     )
 )
 for _name, _arch, _cls in (
@@ -470,7 +470,7 @@ for _name, _arch, _cls in (
             f"robust_pt.models.hf_idefics3:{_cls}",
             PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj", "fc2"),
                         ia3_feedforward=("down_proj", "fc2")),
-            processor=True,
+            generative=True,
             size_rule="robust_pt.models.loading:vision_size",
         )
     )
@@ -484,7 +484,7 @@ for _name, _arch, _cls in (
             _arch,
             f"robust_pt.models.hf_qwen2vl:{_cls}",
             PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",)),
-            processor=True,
+            generative=True,
             size_rule="robust_pt.models.hf_qwen2vl:pinned_side",
         )
     )

@@ -214,7 +214,7 @@ def _loss(model, arch: str, task, batch, answerable) -> torch.Tensor | None:
     from ..predict import images_of
     from ..tasks.base import CLOSED
 
-    if task.kind == CLOSED and arch != "BlipForQuestionAnswering":
+    if task.kind == CLOSED and not model.trains_on_answer_text:
         batch = [ex for ex in batch if ex.label >= 0 and answerable[ex.label]]
         if not batch:
             return None

@@ -45,17 +45,22 @@ def apply(model, o: PromptOptions) -> None:
 
 
 def peft_config(o: PromptOptions, ctx: HFContext):
+    """peft prompt tuning where plain peft prepends the virtual tokens too: ViLT (SEQ_CLS) and the
+    generative VLMs (CAUSAL_LM: the tokens go in front of the LM's input embeddings)."""
     import peft
 
-    if ctx.arch != "ViltForQuestionAnswering":
+    from ..models.loading import hf_family
+
+    generative = hf_family(ctx.arch).generative
+    if ctx.arch != "ViltForQuestionAnswering" and not generative:
         raise ConfigError(
-            f"--method prompt needs a ViLT base: peft prepends prompt tokens in plain-peft forward "
-            f"passes only for task types {ctx.arch} does not have, so the saved adapter would not work "
-            f"outside robust-pt; use --method lora or ia3"
+            f"--method prompt needs a ViLT or generative (LLaVA, PaliGemma, Idefics3, Qwen2-VL) base: peft "
+            f"prepends prompt tokens in plain-peft forward passes only for task types {ctx.arch} does not "
+            f"have, so the saved adapter would not work outside robust-pt; use --method lora or ia3"
         )
-    c = ctx.net.config
+    c = getattr(ctx.net.config, "text_config", None) if generative else ctx.net.config
     return peft.PromptTuningConfig(
-        task_type="SEQ_CLS",
+        task_type="CAUSAL_LM" if generative else "SEQ_CLS",
         num_virtual_tokens=o.prompt_length,
         token_dim=c.hidden_size,
         num_transformer_submodules=1,
