@@ -67,8 +67,8 @@ UNTUNED = "none"
 @dataclass(frozen=True)
 class TuningEntry:
     name: str
-    tuning: Any  # TuningConfig, or None for the untuned base
-    train: Any  # TrainConfig, or None for the untuned base
+    tuning: Any  # TuningConfig (an HFTrainConfig on a Hugging Face base), or None for the untuned base
+    train: Any  # TrainConfig, or None for the untuned base and on a Hugging Face base
     tasks: tuple[str, ...] | None = None  # the recipe's tasks it is tuned on (default: all)
 
 
@@ -106,6 +106,11 @@ class Recipe:
     nproc: int = 1  # processes per attack run (torch.distributed, robust_pt/distributed.py)
     task_examples: tuple[tuple[str, int], ...] = ()  # examples per task where it differs from `examples`
 
+    @property
+    def hf_base(self) -> bool:
+        """Whether the base is a Hugging Face model directory (tuned by robust_pt/tuning/hf_train.py)."""
+        return not str(self.base).startswith("builtin:") and (Path(self.base) / "config.json").exists()
+
     def examples_for(self, task: str, a: "AttackEntry") -> int:
         """The examples of one run: the attack entry's, else the task's, else the recipe's."""
         return a.examples or dict(self.task_examples).get(task) or self.examples
@@ -136,35 +141,51 @@ class Recipe:
         ]
 
 
-def tuning_keys(method: str) -> set[str]:
-    """The keys a tuning entry of `method` accepts: the shared ones and the method's own options."""
+def tuning_keys(method: str, hf: bool = False) -> set[str]:
+    """The keys a tuning entry of `method` accepts: the shared ones and the method's own options
+    (on a Hugging Face base, `hf`: the options it reads there)."""
     from .tuning import registry
 
+    if hf:
+        return set(TUNING_ENTRY_KEYS) | set(registry.hf_method(method).hf.options)
     return set(TUNING_ENTRY_KEYS) | set(registry.builtin_method(method).option_names)
 
 
-def _tuning_entry(where: str, entry: dict):
-    """(TuningConfig, {schedule key: value}) of one tuning entry; unknown keys and bad values: one line."""
+def _tuning_entry(where: str, entry: dict, seed: int, hf: bool = False):
+    """(tuning config, train config) of one tuning entry: a TuningConfig and a TrainConfig, or on a
+    Hugging Face base (`hf`) an HFTrainConfig (method, options and schedule) and None; unknown keys and
+    bad values: one line."""
     from .tuning import registry
-    from .tuning.config import TuningConfig
+    from .tuning.config import TrainConfig, TuningConfig
 
+    find = registry.hf_method if hf else registry.builtin_method
     try:
-        spec = registry.builtin_method(entry["method"])
+        spec = find(entry["method"])
     except ConfigError as err:
         raise ConfigError(f"{where}: {err} (or {UNTUNED}: the untuned base)") from None
     where = f"{where} ({entry.get('name', spec.name)})"
-    allowed = tuning_keys(spec.name)
+    allowed = tuning_keys(spec.name, hf)
     extra = sorted(set(entry) - allowed)
     if extra:
         owner = [m.name for m in registry.methods() if extra[0] in m.option_names]
         hint = f" ({extra[0]} is an option of {' and '.join(owner)}, not of {spec.name})" if owner else ""
+        hint += " on a Hugging Face base" if hf and not owner else ""
         raise ConfigError(f"{where}: unknown key {extra[0]!r}{hint}; allowed keys: {', '.join(sorted(allowed))}")
     hyper = {k: v for k, v in entry.items() if k in spec.option_names}
+    sched = {k: v for k, v in entry.items() if k in _TRAIN_FIELDS}
     try:
-        tc = TuningConfig(spec.name, **hyper)
+        if isinstance(sched.get("lr"), str):  # YAML reads 3e-3 (no dot) as a string
+            try:
+                sched["lr"] = float(sched["lr"])
+            except ValueError:
+                raise ConfigError(f"lr must be a number, got {sched['lr']!r}") from None
+        if hf:
+            from .tuning.hf_train import HFTrainConfig
+
+            return HFTrainConfig(method=spec.name, seed=seed, options=hyper, **sched), None
+        return TuningConfig(spec.name, **hyper), TrainConfig(seed=seed, **sched)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
-    return tc, {k: v for k, v in entry.items() if k in _TRAIN_FIELDS}
 
 
 def _unknown(where: str, data: dict, allowed: set) -> None:
@@ -198,7 +219,6 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     import yaml
 
     from .tasks import TASKS, load_task
-    from .tuning.config import TrainConfig
 
     path = find_recipe(name_or_path)
     try:
@@ -230,6 +250,12 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             )
         return None if tasks is None else tuple(tasks)
 
+    base = str(raw.get("base", "builtin:base-small"))
+    hf_base = _hf_base(base, path)
+    if hf_base is None:
+        _check_base(base, path)
+    else:
+        base = str(hf_base)
     tunings = []
     for i, entry in enumerate(raw["tuning"]):
         if not isinstance(entry, dict) or "method" not in entry:
@@ -245,15 +271,9 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
                 )
             )
             continue
-        tc, sched = _tuning_entry(f"{where}: tuning[{i}]", entry)
-        tunings.append(
-            TuningEntry(
-                entry.get("name", tc.method),
-                tc,
-                TrainConfig(seed=int(raw.get("seed", 0)), **sched),
-                subset(f"tuning[{i}] ({entry.get('name', tc.method)})", entry.get("tasks")),
-            )
-        )
+        tc, train = _tuning_entry(f"{where}: tuning[{i}]", entry, int(raw.get("seed", 0)), hf_base is not None)
+        name = entry.get("name", tc.method)
+        tunings.append(TuningEntry(name, tc, train, subset(f"tuning[{i}] ({name})", entry.get("tasks"))))
     names = [t.name for t in tunings]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: two tuning entries share a name; give each a distinct 'name'")
@@ -265,8 +285,6 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: two attack entries would share a run; give one a distinct 'tag'")
-    base = str(raw.get("base", "builtin:base-small"))
-    _check_base(base, path)
     return Recipe(
         name=str(raw.get("name", path.stem)),
         description=str(raw.get("description", "")),
@@ -375,6 +393,23 @@ def _sources(where: str, value, tunings: list, atk) -> list[tuple[str, ...] | No
         check_attack(atk.spec, len(source))
         out.append(source)
     return out
+
+
+def _hf_base(base: str, recipe_path: Path) -> Path | None:
+    """The Hugging Face model directory `base` names (as given, else beside the recipe), or None when it
+    names a built-in checkpoint; an unsupported architecture there is one line."""
+    from .models.loading import architecture_of
+    from .tuning.hf_train import is_hf_dir
+
+    for d in (Path(base), recipe_path.parent / base):
+        if is_hf_dir(d):
+            if not (d / "config.json").exists():
+                raise ConfigError(
+                    f"recipe {recipe_path.name}: base {base} is an adapter or delta; name the model directory it is on"
+                )
+            architecture_of(d)
+            return d.resolve()
+    return None
 
 
 def _check_base(base: str, recipe_path: Path) -> None:
@@ -518,7 +553,10 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
 def _schedule_kept(info: dict | None, entry: TuningEntry | None) -> bool:
     """False only when run.json records how a checkpoint was made (`identity`, runs since 2026-12-02) and
     its tuning entry's schedule is no longer that one."""
-    made = ((info or {}).get("identity") or {}).get("train")
+    identity = (info or {}).get("identity") or {}
+    if entry is not None and identity.get("kind") == "hf-tune" and entry.tuning is not None:
+        return identity.get("config") == entry.tuning.identity()  # a Hugging Face base's tuning (hf_train.py)
+    made = identity.get("train")
     return made is None or entry is None or entry.train is None or made == asdict(entry.train)
 
 

@@ -1,7 +1,8 @@
 """Where a recipe's tuned checkpoints live, and building the missing ones.
 
 `<cache>/zoo/<recipe>/<tuning name>-<task>`: one directory per (recipe, tuning entry,
-task). A checkpoint whose config matches is reused, so a recipe trains only what is
+task); on a Hugging Face base (a recipe whose `base` is a model directory) each is tuned by
+robust_pt/tuning/hf_train.py (a peft adapter, a delta or a save_pretrained model). A checkpoint whose config matches is reused, so a recipe trains only what is
 missing (and `make demo` trains nothing the second time); one made from another base or
 schedule is retrained in the default cache, refused in a recipe's own `zoo:` directory.
 """
@@ -32,6 +33,9 @@ def build_zoo(recipe, log=print, only: set | None = None) -> dict[tuple[str, str
     for task, t in recipe.checkpoints():
         if only is not None and (task, t.name) not in only:
             continue
+        if recipe.hf_base:
+            out[(task, t.name)] = _hf_entry(recipe, task, t, log)
+            continue
         if t.tuning is None:
             d = ckpt.checkpoint_dir(recipe.base)
             meta = ckpt.read_meta(d)
@@ -44,3 +48,15 @@ def build_zoo(recipe, log=print, only: set | None = None) -> dict[tuple[str, str
         # `zoo:` directory is the user's, and a different checkpoint there is refused
         out[(task, t.name)] = (d, tune(recipe.base, task, t.tuning, t.train, d, log=log, replace_stale=not recipe.zoo))
     return out
+
+
+def _hf_entry(recipe, task: str, t, log) -> tuple[Path, dict]:
+    """(dir, meta) of a tuning entry on a Hugging Face base: the base itself (untuned) or train_hf's output."""
+    from .models.hf import side_meta
+    from .tuning.hf_train import train_hf
+
+    if t.tuning is None:
+        meta = side_meta(Path(recipe.base))
+        return Path(recipe.base), {**meta, "clean_metrics": {}}
+    d = entry_dir(task, t.name, recipe.name, Path(recipe.zoo) if recipe.zoo else None)
+    return d, train_hf(recipe.base, task, t.tuning, d, overwrite=not recipe.zoo, log=log)

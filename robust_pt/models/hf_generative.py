@@ -74,7 +74,7 @@ class GenerativeVLM(HFVLModel):
         """The processor saved in `path` (tokenizer, image processor, chat template)."""
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        return AutoProcessor.from_pretrained(str(path), local_files_only=True, use_fast=False)  # we only need its text side
 
     def pixel_values(self, images: torch.Tensor) -> dict:
         """[0, 1] images (B, 3, S, S) -> the keyword arguments of the family's `get_image_features`."""

@@ -110,6 +110,10 @@ class HFTrainConfig:
             **{k: getattr(self, k) for k in _SCHEDULE_TAIL},
         }
 
+    def relevant(self) -> dict:
+        """The method and the options it reads: robust_pt.json's `tuning` (as a built-in checkpoint's meta)."""
+        return {"method": self.method, **self.method_options()}
+
     def record(self) -> dict:
         """robust_pt.json's `train`: the identity plus threads and device."""
         return {**self.identity(), "threads": self.threads, "device": self.device}
@@ -411,6 +415,7 @@ def train_hf(
         "answers": train_task.answers,
         "base": str(base_dir),
         "identity": identity,
+        "tuning": cfg.relevant(),
         "lr": lr,
         "train": cfg.record(),
         "clean_metrics": metrics,
