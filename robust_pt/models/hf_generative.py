@@ -73,8 +73,14 @@ class GenerativeVLM(HFVLModel):
     def load_processor(cls, path):
         """The processor saved in `path` (tokenizer, image processor, chat template)."""
         from transformers import AutoProcessor
+        from transformers.utils import logging
 
-        return AutoProcessor.from_pretrained(str(path), local_files_only=True, use_fast=False)  # we only need its text side
+        level = logging.get_verbosity()
+        logging.set_verbosity_error()  # not the slow-image-processor notice: robust-pt does its own pixels
+        try:
+            return AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        finally:
+            logging.set_verbosity(level)
 
     def pixel_values(self, images: torch.Tensor) -> dict:
         """[0, 1] images (B, 3, S, S) -> the keyword arguments of the family's `get_image_features`."""
@@ -96,7 +102,10 @@ class GenerativeVLM(HFVLModel):
 
     def processor_inputs(self, prompts: Sequence[str], images) -> dict:
         """What the saved processor makes of prompts and PIL images (the reference path; tests)."""
-        return dict(self.processor(text=list(prompts), images=list(images), return_tensors="pt", padding=True))
+        pad = {"padding": True} if len(prompts) > 1 else {}
+        return dict(
+            self.processor(text=list(prompts), images=list(images), return_tensors="pt", truncation=False, **pad)
+        )
 
     # ------------------------------------------------------------------ set-up
     def _config_value(self, *names):
@@ -153,7 +162,9 @@ class GenerativeVLM(HFVLModel):
     def _rows(self, e: Embeds) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per example: its input embeddings [prompts, prefix (image features in place), question, suffix]
         and their positions (D, L)."""
-        B, d = e.image.shape[0], e.image.shape[-1]
+        B = e.image.shape[0]
+        if e.text.shape[0] != B:
+            raise TaskError(f"{self.architecture}: {B} images for {e.text.shape[0]} questions")
         if e.image.shape[1] != self.n_image_tokens:
             raise TaskError(
                 f"{self.architecture}: {e.image.shape[1]} image features for {self.n_image_tokens} image tokens"

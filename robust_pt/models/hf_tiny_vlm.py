@@ -36,8 +36,8 @@ def lm_tokenizer(words: Sequence[str], extra_special: Sequence[str] = (), bos: b
     """A PreTrainedTokenizerFast for a decoder: WordPiece over characters and `words`, lower-cased,
     "<s>" prepended (unless not `bos`), "</s>" its eos, "<pad>" its padding; `extra_special` kept whole;
     `cls`: the transformers tokenizer class a family's processor insists on (default PreTrainedTokenizerFast)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     import transformers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
     tokens = _SPECIALS + list(extra_special) + chars + ["##" + c for c in chars]
@@ -224,16 +224,31 @@ def _qwen2vl(v25: bool, tok, image_size, patch_size, hidden, layers, heads):
 
     base = tf.Qwen2_5_VLProcessor if v25 else tf.Qwen2VLProcessor
     try:
-        proc = base(image_processor=ip, tokenizer=tok, video_processor=tf.Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
+        proc = base(
+            image_processor=ip, tokenizer=tok, video_processor=tf.Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE
+        )
     except ImportError:  # no torchvision: no video processor (hf_qwen2vl.image_only)
         proc = image_only(base)(image_processor=ip, tokenizer=tok, chat_template=QWEN_TEMPLATE)
     head_dim = hidden // heads
-    text = {**_llama(tok, hidden, layers, heads), "rope_scaling": {"type": "mrope", "mrope_section": _sections(head_dim)}}
-    vision = dict(depth=layers, hidden_size=hidden, num_heads=heads, patch_size=patch_size, spatial_merge_size=merge,
-                  temporal_patch_size=2)
+    text = {
+        **_llama(tok, hidden, layers, heads),
+        "rope_scaling": {"type": "mrope", "mrope_section": _sections(head_dim)},
+    }
+    vision = dict(
+        depth=layers,
+        hidden_size=hidden,
+        num_heads=heads,
+        patch_size=patch_size,
+        spatial_merge_size=merge,
+        temporal_patch_size=2,
+    )
     if v25:
-        vision.update(out_hidden_size=hidden, intermediate_size=2 * hidden, fullatt_block_indexes=[layers - 1],
-                      window_size=patch_size * merge * 2)
+        vision.update(
+            out_hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            fullatt_block_indexes=[layers - 1],
+            window_size=patch_size * merge * 2,
+        )
         cfg_cls, model_cls = tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration
     else:
         vision.update(embed_dim=hidden, mlp_ratio=2)
@@ -284,7 +299,9 @@ def build_tiny_vlm(
     elif arch == "idefics3":
         model, proc = _idefics3(lm_tokenizer(vocab, IDEFICS_TOKENS), *dims)
     else:
-        model, proc = _qwen2vl(arch == "qwen2.5-vl", lm_tokenizer(vocab, QWEN_TOKENS, bos=False, cls="Qwen2TokenizerFast"), *dims)
+        model, proc = _qwen2vl(
+            arch == "qwen2.5-vl", lm_tokenizer(vocab, QWEN_TOKENS, bos=False, cls="Qwen2TokenizerFast"), *dims
+        )
     return model.eval(), proc
 
 
@@ -295,3 +312,8 @@ def save_tiny_vlm(arch: str, out: str | Path, **kw) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     return out
+
+
+#: A tiny LLaVA finetuned on shapes-caption (`make tiny-llava`): a pretrained base to tune and attack,
+#: committed so that tests and recipes start from one that has learned (CIDEr 2.8 on its test split).
+TINY_LLAVA = Path(__file__).resolve().parents[1] / "assets" / "tiny-llava"

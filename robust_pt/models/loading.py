@@ -426,9 +426,9 @@ register(
         crop=True,
     )
 )
-_LM_TARGETS = PeftTargets(
-    lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",)
-)
+# LoRA on every linear layer of the LM's blocks (LLaVA's own LoRA recipe; also the vision tower's q/k/v)
+_LM_LORA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_LM_TARGETS = PeftTargets(lora=_LM_LORA, ia3=("k_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",))
 register(
     HFFamily(
         "llava",
@@ -454,8 +454,7 @@ register(
         "paligemma",
         "PaliGemmaForConditionalGeneration",
         "robust_pt.models.hf_paligemma:PaliGemma",
-        PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj", "fc2"),
-                    ia3_feedforward=("down_proj", "fc2")),
+        PeftTargets(lora=_LM_LORA, ia3=("k_proj", "v_proj", "down_proj", "fc2"), ia3_feedforward=("down_proj", "fc2")),
         generative=True,
     )
 )
@@ -468,8 +467,9 @@ for _name, _arch, _cls in (
             _name,
             _arch,
             f"robust_pt.models.hf_idefics3:{_cls}",
-            PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj", "fc2"),
-                        ia3_feedforward=("down_proj", "fc2")),
+            PeftTargets(
+                lora=_LM_LORA, ia3=("k_proj", "v_proj", "down_proj", "fc2"), ia3_feedforward=("down_proj", "fc2")
+            ),
             generative=True,
             size_rule="robust_pt.models.loading:vision_size",
         )
@@ -483,7 +483,7 @@ for _name, _arch, _cls in (
             _name,
             _arch,
             f"robust_pt.models.hf_qwen2vl:{_cls}",
-            PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",)),
+            _LM_TARGETS,
             generative=True,
             size_rule="robust_pt.models.hf_qwen2vl:pinned_side",
         )
