@@ -109,7 +109,9 @@ class Recipe:
     @property
     def hf_base(self) -> bool:
         """Whether the base is a Hugging Face model directory (tuned by robust_pt/tuning/hf_train.py)."""
-        return not str(self.base).startswith("builtin:") and (Path(self.base) / "config.json").exists()
+        from .tuning.hf_train import is_hf_dir
+
+        return not str(self.base).startswith("builtin:") and is_hf_dir(self.base)
 
     def examples_for(self, task: str, a: "AttackEntry") -> int:
         """The examples of one run: the attack entry's, else the task's, else the recipe's."""

@@ -212,7 +212,7 @@ def test_rerun_reuses_and_different_config_is_refused(bases, tmp_path):
 
 
 def test_bad_train_input(bases, tmp_path):
-    assert_one_line_error(_train(bases["clip"], tmp_path / "a", "prompt"), "--method prompt needs a ViLT base")
+    assert_one_line_error(_train(bases["clip"], tmp_path / "a", "prompt"), "--method prompt needs a ViLT or generative")
     assert_one_line_error(_train(bases["vilt"], tmp_path / "b", "adapter"), "built-in-model methods")
     assert_one_line_error(
         _train(bases["clip"], tmp_path / "c", "lora", "shapes-caption"), "CLIPModel cannot serve the caption task"

@@ -90,12 +90,19 @@ def test_transferred_images_lie_in_the_ball_and_in_0_1(tiny_vqa, vqa_task, tmp_p
         assert (adv - x0[start : start + n]).abs().amax() <= eps + 1e-6
 
 
-def test_a_different_surrogate_is_weaker_than_white_box(tiny_vqa, vqa_task):
-    target = _sibling(tiny_vqa, scale=0.3)
+def test_a_different_surrogate_is_weaker_than_white_box():
+    """On the committed base (a model trained in the run differs across CPUs: there the two were one
+    example apart): 0.54 robust under transfer against 0.42 white-box here, 6 of 48 examples apart."""
+    from robust_pt.tuning import checkpoint as ckpt
+    from tests.conftest import count_task
+
+    base = ckpt.load("builtin:base-small")
+    task = count_task(base.image_size)
+    target = _sibling(base, scale=0.3)
     kw = dict(attack="pgd", eps=[8 / 255], steps=5, seed=0, progress=False, early_stop=False)
-    white = rpt.evaluate(target, vqa_task, **kw).summary["robust"].iloc[0]
-    transfer = rpt.evaluate(target, vqa_task, surrogate=tiny_vqa, **kw).summary["robust"].iloc[0]
-    assert transfer >= white
+    white = rpt.evaluate(target, task, **kw).summary["robust"].iloc[0]
+    transfer = rpt.evaluate(target, task, surrogate=base, **kw).summary["robust"].iloc[0]
+    assert transfer >= white + 2 / 48
 
 
 def test_embedding_transfer_equals_white_box_on_itself(tiny_vqa, vqa_task):

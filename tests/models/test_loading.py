@@ -52,9 +52,21 @@ def dirs(tmp_path_factory):
     return out
 
 
+GENERATIVE = {
+    "llava": "LlavaForConditionalGeneration",
+    "llava-next": "LlavaNextForConditionalGeneration",
+    "paligemma": "PaliGemmaForConditionalGeneration",
+    "idefics3": "Idefics3ForConditionalGeneration",
+    "smolvlm": "SmolVLMForConditionalGeneration",
+    "qwen2-vl": "Qwen2VLForConditionalGeneration",
+    "qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration",
+}
+
+
 def test_families_are_registered_in_detection_order():
-    assert [f.name for f in families()] == ["module", "builtin", "peft-adapter", "hf-delta", "vilt", "blip", "clip"]
-    assert loading.hf_architectures() == tuple(HF.values())
+    assert [f.name for f in families()] == ["module", "builtin", "peft-adapter", "hf-delta", *HF, *GENERATIVE]
+    assert loading.hf_architectures() == (*HF.values(), *GENERATIVE.values())
+    assert [f.name for f in loading.hf_families() if f.generative] == list(GENERATIVE)
 
 
 def test_each_reference_is_recognised_by_its_family(dirs):
