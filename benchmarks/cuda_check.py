@@ -12,8 +12,9 @@ is the only place the CUDA path runs):
 3. PGD-10 on the demo's prompt-tuned checkpoint, if `make demo` built it here;
 4. PGD on one GPU through torchrun (nccl process group, rank 0 of 1): the run completes and its
    records equal the single-process run's;
-5. PGD-10 at 4/255 on the committed tiny LLaVA (robust_pt/assets/tiny-llava) in bf16 autocast
-   and in fp32: both complete, adversarial images in the ball, robust accuracies close.
+5. PGD-10 at 4/255 on the committed tiny LLaVA (robust_pt/assets/tiny-llava, a captioner: the
+   reference captions' token loss, CIDEr of greedy captions) in bf16 autocast and in fp32: both
+   complete, adversarial images in the ball, robust CIDEr within 15% of each other.
 
 Prints one line per step (wall seconds, examples/s, clean and robust accuracy) and the checks'
 verdicts; exit status 1 if a check fails. --json writes the figures.
@@ -142,13 +143,14 @@ def main(argv=None) -> int:
           "records equal", verdicts)  # fmt: skip
     runs = {}
     for prec in ("bf16", "fp32") if dev.startswith("cuda") else ("fp32", "auto"):
-        runs[prec] = timed(f"pgd tiny LLaVA {prec}", rows, model=str(TINY_LLAVA), eps=[4 / 255], limit=small,
-                           batch_size="auto", device=dev, precision=prec, out=tmp / f"llava-{prec}", **pgd)  # fmt: skip
-    inside = all(float(r["linf"].max()) <= 4 / 255 + 1e-6 for r in (runs["bf16"].records, runs["fp32"].records))
+        runs[prec] = timed(f"pgd tiny LLaVA captions {prec}", rows, model=str(TINY_LLAVA), attack="pgd", steps=10,
+                           task="shapes-caption", eps=[4 / 255], limit=min(64, args.n), batch_size="auto",
+                           device=dev, precision=prec, out=tmp / f"llava-{prec}")  # fmt: skip
+    inside = all(float(r["linf"].max()) <= 4 / 255 + 1e-6 for r in (x.records for x in runs.values()))
     a, b = (runs[p].summary.iloc[0]["robust"] for p in runs)
-    gap = abs(float(a) - float(b))
-    check("tiny LLaVA bf16 ~ fp32", inside and gap <= 0.05, f"in the ball: {inside}; robust differ by {gap:.3f}",
-          verdicts)  # fmt: skip
+    gap = abs(float(a) - float(b)) / max(float(a), float(b), 1e-9)
+    check("tiny LLaVA bf16 ~ fp32", inside and gap <= 0.15,
+          f"in the ball: {inside}; robust CIDEr differ by {gap:.1%}", verdicts)  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "checks": verdicts}, indent=1))
     return 0 if all(v["ok"] for v in verdicts) else 1
