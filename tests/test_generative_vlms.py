@@ -133,6 +133,12 @@ def test_candidate_logits_equal_what_transformers_computes(vlms, name):
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
     # the image matters: another image gives other log-likelihoods
     assert not torch.allclose(m.candidate_logits(x.flip(0), QUESTIONS, ANSWERS), ours)
+    # candidates in passes of one (the prompt caches of a long answer list would not fit at real sizes)
+    m.cache_budget = 1
+    try:
+        torch.testing.assert_close(m.candidate_logits(x, QUESTIONS, ANSWERS), ours, rtol=1e-5, atol=1e-5)
+    finally:
+        del m.cache_budget
 
 
 def test_generation_and_sequence_loss(vlms):

@@ -46,6 +46,21 @@ class Prompt:
     next_pos: torch.Tensor  # (D, B) position of the first continuation token (D = rope sections)
 
 
+def image_only(base: type) -> type:
+    """A processor class `base` (Qwen2-VL's) without its video processor, which needs
+    torchvision: the same image processor, tokenizer and chat template, for images only."""
+
+    class ImageOnly(base):
+        attributes = [a for a in base.attributes if a != "video_processor"]
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kw):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kw)
+            self.video_processor = None
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = base.__name__  # saved as processor_class: loads as base
+    return ImageOnly
+
+
 class GenerativeVLM(HFVLModel):
     """Common part of the generative families; subclasses implement `pixel_values` and `image_features`."""
 
@@ -53,6 +68,7 @@ class GenerativeVLM(HFVLModel):
     trains_on_answer_text = True  # the answer's tokens after the chat-templated prompt (which is not scored)
     answer_sep = " "  # between the rendered prompt and the answer, as the template would continue
     max_question_tokens = 64
+    cache_budget = 2 * 1024**3  # bytes of repeated prompt caches per candidate pass (`_chunk`)
 
     def __init__(self, net, processor, image_cfg: dict, meta: dict, *, image):
         super().__init__(net, processor.tokenizer, image_cfg, meta, image=image)
@@ -69,16 +85,24 @@ class GenerativeVLM(HFVLModel):
         self._ans_cache: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ family hooks
+    processor_class: str | None = None  # transformers' processor class, where it holds a video processor
+
     @classmethod
     def load_processor(cls, path):
-        """The processor saved in `path` (tokenizer, image processor, chat template)."""
-        from transformers import AutoProcessor
+        """The processor saved in `path` (tokenizer, image processor, chat template); one whose video
+        processor cannot load (it needs torchvision) loads as its image-only subclass (`image_only`)."""
+        import transformers
         from transformers.utils import logging
 
         level = logging.get_verbosity()
         logging.set_verbosity_error()  # not the slow-image-processor notice: robust-pt does its own pixels
         try:
-            return AutoProcessor.from_pretrained(str(path), local_files_only=True)
+            return transformers.AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        except ImportError:
+            if cls.processor_class is None:
+                raise
+            proc = image_only(getattr(transformers, cls.processor_class))
+            return proc.from_pretrained(str(path), local_files_only=True)
         finally:
             logging.set_verbosity(level)
 
@@ -214,13 +238,22 @@ class GenerativeVLM(HFVLModel):
         return Prompt(logits[:, -1], cache, mask, pos[:, :, -1] + 1)
 
     def _continue(self, p: Prompt, ids: torch.Tensor, mask: torch.Tensor, repeat: int = 1) -> torch.Tensor:
-        """(N, T, V) logits after the prompt for continuation tokens `ids` (N, T) = B * repeat rows."""
-        if repeat > 1:
-            p.cache.batch_repeat_interleave(repeat)
+        """(N, T, V) logits after the prompt for continuation tokens `ids` (N, T) = B * repeat rows, on a
+        copy of the prompt's cache with each row repeated `repeat` times (the prompt's stays as it is)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache([(x.keys.repeat_interleave(repeat, 0), x.values.repeat_interleave(repeat, 0))
+                              for x in p.cache.layers])  # fmt: skip
         pm = p.mask.repeat_interleave(repeat, 0)
         pos = p.next_pos.repeat_interleave(repeat, 1)[..., None] + torch.arange(ids.shape[1], device=ids.device)
-        logits, _ = self._lm(self.word_embeddings(ids), torch.cat([pm, mask.long()], 1), pos, p.cache)
+        logits, _ = self._lm(self.word_embeddings(ids), torch.cat([pm, mask.long()], 1), pos, cache)
         return logits
+
+    def _chunk(self, p: Prompt, K: int) -> int:
+        """Candidates per continuation pass: all K unless their repeated caches would pass `cache_budget`
+        bytes (real sizes with long answer lists: one copy of a 7B model's prompt cache is ~0.3 GB)."""
+        per_row = sum(x.keys.numel() + x.values.numel() for x in p.cache.layers) * p.last.element_size()
+        return max(1, min(K, int(self.cache_budget // max(per_row, 1))))
 
     # ------------------------------------------------------------------ scoring
     def _answers(self, answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,7 +281,12 @@ class GenerativeVLM(HFVLModel):
         p = self.prompt_pass(embeds)
         B, K = p.last.shape[0], len(candidates)
         ids, mask = self._answers(candidates)
-        return self._logp(p, ids.repeat(B, 1), mask.repeat(B, 1), K).sum(1).view(B, K)
+        C, out = self._chunk(p, K), []
+        for c in range(0, K, C):
+            i, m = ids[c : c + C], mask[c : c + C]
+            T = int(m.sum(1).max())
+            out.append(self._logp(p, i[:, :T].repeat(B, 1), m[:, :T].repeat(B, 1), i.shape[0]).sum(1).view(B, -1))
+        return torch.cat(out, 1)
 
     def sequence_loss_from_embeds(self, embeds: Embeds, targets: Sequence[str]) -> torch.Tensor:
         p = self.prompt_pass(embeds)

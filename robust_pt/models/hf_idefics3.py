@@ -1,4 +1,8 @@
-"""Idefics3 and SmolVLM (Idefics3ForConditionalGeneration, SmolVLMForConditionalGeneration).
+"""Idefics3 (Idefics3ForConditionalGeneration; SmolVLM v1 checkpoints are this architecture).
+
+SmolVLM2's own class (SmolVLMForConditionalGeneration) is not registered: transformers' SmolVLM
+processor module imports torchvision, which this project's environment cannot install beside
+its CPU torch, so it could not be tested here.
 
 A SigLIP-style encoder, a pixel-shuffle connector and a Llama-style LM. Their processors split
 a large image into tiles plus a global image; robust-pt pins `do_image_splitting` off, so the
@@ -25,7 +29,3 @@ class Idefics3(GenerativeVLM):
         x = self.normalize(images)[:, None]  # (B, 1 image, 3, S, S)
         mask = torch.ones(x.shape[0], 1, x.shape[-2], x.shape[-1], dtype=torch.long, device=x.device)
         return {"pixel_values": x, "pixel_attention_mask": mask}
-
-
-class SmolVLM(Idefics3):
-    architecture = "SmolVLMForConditionalGeneration"

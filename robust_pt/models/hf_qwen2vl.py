@@ -9,7 +9,7 @@ S x S. Positions are the model's multimodal rope (get_rope_index over the prompt
 
 transformers' Qwen2-VL processors hold a video processor, which needs torchvision; where that is
 not installed (this project's CPU environment) the saved processor loads as its image-only
-subclass (`image_only`: the same image processor, tokenizer and chat template, no videos).
+subclass (hf_generative.image_only: the same image processor, tokenizer and chat template).
 """
 
 from __future__ import annotations
@@ -30,33 +30,9 @@ def pinned_side(ip: dict, model_config=None) -> int:
     return max(unit, side - side % unit)
 
 
-def image_only(base: type) -> type:
-    """`base` (Qwen2VLProcessor or Qwen2_5_VLProcessor) without its video processor."""
-
-    class ImageOnly(base):
-        attributes = ["image_processor", "tokenizer"]
-
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kw):
-            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kw)
-            self.video_processor = None
-
-    ImageOnly.__name__ = ImageOnly.__qualname__ = base.__name__  # saved as processor_class: loads as base
-    return ImageOnly
-
-
 class Qwen2VL(GenerativeVLM):
     architecture = "Qwen2VLForConditionalGeneration"
     processor_class = "Qwen2VLProcessor"
-
-    @classmethod
-    def load_processor(cls, path):
-        try:
-            return super().load_processor(path)
-        except ImportError:  # torchvision missing: the video processor cannot load
-            import transformers
-
-            proc = image_only(getattr(transformers, cls.processor_class))
-            return proc.from_pretrained(str(path), local_files_only=True)
 
     def __init__(self, net, processor, image_cfg, meta, *, image):
         S = int(image.size)

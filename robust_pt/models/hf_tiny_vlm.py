@@ -172,32 +172,25 @@ IDEFICS_TEMPLATE = (
 
 
 def _idefics3(tok, image_size, patch_size, hidden, layers, heads):
-    from transformers import (
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessor,
-        Idefics3Processor,
-        Idefics3VisionConfig,
-        LlamaConfig,
-    )
+    import transformers as tf
 
     scale = 2
-    ip = Idefics3ImageProcessor(
+    ip = tf.Idefics3ImageProcessor(
         do_image_splitting=False,
         size={"longest_edge": image_size},
         max_image_size={"longest_edge": image_size},
     )
     seq = (image_size // patch_size) ** 2 // scale**2
-    proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=seq, chat_template=IDEFICS_TEMPLATE)
-    vision = Idefics3VisionConfig(**_clip_vision(image_size, patch_size, hidden, layers, heads))
-    cfg = Idefics3Config(
+    proc = tf.Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=seq, chat_template=IDEFICS_TEMPLATE)
+    vision = tf.Idefics3VisionConfig(**_clip_vision(image_size, patch_size, hidden, layers, heads))
+    cfg = tf.Idefics3Config(
         vision_config=vision.to_dict(),
-        text_config=LlamaConfig(**_llama(tok, hidden, layers, heads)).to_dict(),
+        text_config=tf.LlamaConfig(**_llama(tok, hidden, layers, heads)).to_dict(),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         scale_factor=scale,
         pad_token_id=tok.pad_token_id,
     )
-    return Idefics3ForConditionalGeneration(cfg), proc
+    return tf.Idefics3ForConditionalGeneration(cfg), proc
 
 
 QWEN_TOKENS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -220,14 +213,14 @@ def _qwen2vl(v25: bool, tok, image_size, patch_size, hidden, layers, heads):
         merge_size=merge,
         temporal_patch_size=2,
     )
-    from .hf_qwen2vl import image_only
+    from .hf_generative import image_only
 
     base = tf.Qwen2_5_VLProcessor if v25 else tf.Qwen2VLProcessor
     try:
         proc = base(
             image_processor=ip, tokenizer=tok, video_processor=tf.Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE
         )
-    except ImportError:  # no torchvision: no video processor (hf_qwen2vl.image_only)
+    except ImportError:  # no torchvision: no video processor (hf_generative.image_only)
         proc = image_only(base)(image_processor=ip, tokenizer=tok, chat_template=QWEN_TEMPLATE)
     head_dim = hidden // heads
     text = {

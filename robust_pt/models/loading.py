@@ -458,10 +458,7 @@ register(
         generative=True,
     )
 )
-for _name, _arch, _cls in (
-    ("idefics3", "Idefics3ForConditionalGeneration", "Idefics3"),
-    ("smolvlm", "SmolVLMForConditionalGeneration", "SmolVLM"),
-):
+for _name, _arch, _cls in (("idefics3", "Idefics3ForConditionalGeneration", "Idefics3"),):
     register(
         HFFamily(
             _name,
