@@ -269,6 +269,10 @@ def _print_metrics(rows: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    def _flat(clean: dict) -> dict:  # a base pretrained on the mix keeps metrics per downstream task
+        return {f"{k} {m}" if isinstance(v, dict) else k: x for k, v in clean.items()
+                for m, x in (v.items() if isinstance(v, dict) else [(k, v)])}  # fmt: skip
+
     table = Table(title="clean metrics on the test split")
     for col in ("checkpoint", "method", "task", "metrics", "vs finetune", "trainable", "train s"):
         table.add_column(col)
@@ -276,7 +280,7 @@ def _print_metrics(rows: dict) -> None:
 
     finetuned = {m.get("task"): m.get("clean_metrics") or {} for m in rows.values() if m.get("method") == REFERENCE}
     for name, meta in rows.items():
-        clean = meta.get("clean_metrics") or {}
+        clean = _flat(meta.get("clean_metrics") or {})
         n = meta.get("eval_size")
         metrics = ", ".join(f"{k}={v:.3f}" for k, v in clean.items()) + (f" (n={n})" if n else "")
         ref = finetuned.get(meta.get("task"), {})

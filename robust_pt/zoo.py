@@ -57,6 +57,7 @@ def _hf_entry(recipe, task: str, t, log) -> tuple[Path, dict]:
 
     if t.tuning is None:
         meta = side_meta(Path(recipe.base))
-        return Path(recipe.base), {**meta, "clean_metrics": {}}
+        per_task = (meta.get("clean_metrics") or {}).get(task)  # a base pretrained on the mix keeps them per task
+        return Path(recipe.base), {**meta, "clean_metrics": per_task if isinstance(per_task, dict) else {}}
     d = entry_dir(task, t.name, recipe.name, Path(recipe.zoo) if recipe.zoo else None)
     return d, train_hf(recipe.base, task, t.tuning, d, overwrite=not recipe.zoo, log=log)

@@ -104,22 +104,29 @@ def test_detects_loads_and_pins(vlms):
 
 
 def reference_logp(m, img, question: str, answer: str) -> float:
-    """log p(answer eos | prompt) as transformers (and peft) compute it from the processor's output."""
+    """log p(answer, end of turn | prompt) as transformers (and peft) compute it from the processor's
+    output for the chat template's own assistant turn (PaliGemma: its processor's suffix)."""
     from robust_pt.models.hf_paligemma import PaliGemma
 
-    tok = m.tokenizer
     if isinstance(m, PaliGemma):  # its processor's training form: the answer as suffix, causal there
         inp = m.processor(text=[m.render(question)], images=[img], suffix=[answer], return_tensors="pt")
-        n = int(inp["token_type_ids"][0].sum())
+        start = int((inp["token_type_ids"][0] == 0).sum())
     else:
-        inp = m.processor_inputs([m.render(question) + m.answer_sep + answer + tok.eos_token], [img])
-        n = len(tok(answer, add_special_tokens=False)["input_ids"]) + 1
+        msgs = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ]
+        turn = m.processor.apply_chat_template(msgs, tokenize=False)
+        inp = m.processor_inputs([turn], [img])
+        start = m.processor_inputs([m.render(question)], [img])["input_ids"].shape[1]
     with torch.no_grad():
         logits = m.net(**inp).logits[0]  # m.net: the PeftModel for adapters (virtual tokens in front)
-    ids = inp["input_ids"][0]
-    ours_ids, _ = m._answers([answer])
-    assert ids[-n:].tolist() == ours_ids[0, :n].tolist()  # the same answer tokens
-    return float(torch.log_softmax(logits[-n - 1 : -1].float(), -1).gather(-1, ids[-n:, None]).sum())
+    ours = m.answer_ids(answer)
+    ids = inp["input_ids"][0, start : start + len(ours)]
+    assert ids.tolist() == ours  # the same answer and end-of-turn tokens, in place
+    at = logits.shape[0] - inp["input_ids"].shape[1] + start - 1  # peft's virtual tokens come first
+    lp = torch.log_softmax(logits[at : at + len(ours)].float(), -1)
+    return float(lp.gather(-1, ids[:, None]).sum())
 
 
 @pytest.mark.parametrize("name", ARCHS + ADAPTERS)
@@ -150,9 +157,9 @@ def test_generation_and_sequence_loss(vlms):
         m.generate(x, QUESTIONS, beam=2)
     loss = m.sequence_loss(x, QUESTIONS, ["red", "a red circle"])
     assert loss.shape == (2,) and torch.isfinite(loss).all()
-    # the mean token loss of an answer is -log p(answer eos) / its token count
+    # the mean token loss of an answer is -log p(answer, end of turn) / its token count
     lp = m.candidate_logits(x[:1], QUESTIONS[:1], ["red"])[0, 0]
-    n = len(m.tokenizer("red", add_special_tokens=False)["input_ids"]) + 1
+    n = len(m.answer_ids("red"))
     torch.testing.assert_close(loss[0], -lp / n)
 
 
@@ -260,7 +267,7 @@ def test_bad_generative_checkpoints_are_one_line(vzoo, tmp_path):
 
 @pytest.fixture(scope="module")
 def tuned_lora(tmp_path_factory):
-    """A LoRA tuned by `robust-pt train` on the committed tiny LLaVA (pretrained on shapes captions):
+    """A LoRA tuned by `robust-pt train` on the committed tiny LLaVA (trained on the shapes mix):
     (adapter dir, its robust_pt.json)."""
     from robust_pt.models.hf_tiny_vlm import TINY_LLAVA
 
@@ -276,7 +283,8 @@ def test_train_lora_on_a_tiny_llava_learns_above_the_majority_answer(tuned_lora)
     assert (out / "adapter_model.safetensors").exists() and meta["architecture"] == "LlavaForConditionalGeneration"
     test = load_task("shapes-vqa", split="test", limit=400, seed=0, size=32)
     majority = max(np.bincount([ex.label for ex in test])) / len(test)  # 0.22
-    # 0.405 here: the margin asked for, 0.09, is half of that and several times the spread across CPUs
+    # 0.415 here (the base: 0.44; it saw VQA in its pretraining mix): the margin asked for, 0.09, is half
+    # of that and several times the spread across CPUs
     assert meta["clean_metrics"]["accuracy"] > majority + 0.09, (meta["clean_metrics"], majority)
     assert meta["final_loss"] < meta["initial_loss"]
 
@@ -307,7 +315,8 @@ def test_a_recipe_on_a_tiny_llava_base_runs_end_to_end(tmp_path):
     shutil.copytree(TINY_LLAVA, tmp_path / "base")
     text = (ROOT / "recipes" / "tiny-llava.yaml").read_text()
     text = text.replace("../robust_pt/assets/tiny-llava", "base").replace("steps: 300", "steps: 20")
-    (tmp_path / "r.yaml").write_text(text.replace("examples: 128", "examples: 16") + f"zoo: {tmp_path / 'zoo'}\n")
+    text = text.replace("steps: 600", "steps: 20").replace("eval_size: 400", "eval_size: 16, train_size: 160")
+    (tmp_path / "r.yaml").write_text(text.replace("examples: 256", "examples: 16") + f"zoo: {tmp_path / 'zoo'}\n")
     r = load_recipe(tmp_path / "r.yaml")
     assert r.hf_base and r.base == str((tmp_path / "base").resolve())  # found beside the recipe
     assert r.examples == 16 and all(t.tuning.steps == 20 for t in r.tuning)

@@ -12,9 +12,12 @@ here, the same for every family:
 * `Embeds.image` are the projected image features (what replaces the image tokens in the LM's
   input), `Embeds.text` the LM's input embeddings of the question tokens: embedding attacks
   perturb exactly what the LM reads, and text attacks re-tokenise the question only.
-* Closed-answer tasks: logits over candidates are log p(answer tokens + eos | prompt), one
-  prompt pass whose KV cache is repeated for the K candidates (`Cache.batch_repeat_interleave`),
-  then one pass over all candidates: the prompt is computed once, not K times. Free-form tasks:
+* Closed-answer tasks: logits over candidates are log p(answer tokens + end of turn | prompt), the
+  answer tokenised in place after the prompt as the template's assistant turn writes it
+  (`answer_ids`); one prompt pass whose KV cache is repeated for the K candidates
+  (`Cache.batch_repeat_interleave` on a shallow copy), then one pass over the candidates (in
+  chunks under `cache_budget`): the prompt is computed once, not K times. The question, too, is
+  tokenised in place in the rendered template (`question_ids`). Free-form tasks:
   the reference sequence's mean token cross-entropy (teacher forcing after the prompt pass) and
   greedy decoding.
 * The continuation always runs after a prompt pass with the cache, so a family whose LM attends
@@ -23,6 +26,7 @@ here, the same for every family:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -33,7 +37,7 @@ from ..errors import TaskError
 from .base import Embeds
 from .hf import CAPTION, CLOSED, GROUND, HFVLModel, _f32
 
-MARKER = "zqzq"  # a question that no template contains: where the question goes
+MARKERS = ("zqzq", "xjxj")  # two questions no template contains: what differs between them is the question
 
 
 @dataclass
@@ -74,8 +78,14 @@ class GenerativeVLM(HFVLModel):
         super().__init__(net, processor.tokenizer, image_cfg, meta, image=image)
         self.processor = processor
         self.image_token_id = int(self._config_value("image_token_id", "image_token_index"))
+        bos = self.tokenizer.bos_token
+        # a template that writes bos itself gets none from the tokenizer (as apply_chat_template(tokenize=True))
+        self.add_special = not (bos and self.render(MARKERS[0]).startswith(bos))
         self.eos_id = self._eos_id()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        self._q_cut = _common_ends(*(self._text_ids(self.render(m)) for m in MARKERS))
+        self.end_ids = self._end_ids()
+        self.stop_ids = sorted({self.end_ids[-1], self.eos_id, *self._generation_eos()})
         prefix, suffix = self._template_parts()
         self.register_buffer("prefix_ids", torch.tensor(prefix, dtype=torch.long), persistent=False)
         self.register_buffer("suffix_ids", torch.tensor(suffix, dtype=torch.long), persistent=False)
@@ -124,12 +134,27 @@ class GenerativeVLM(HFVLModel):
         msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         return self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
+    def answer_text(self, question: str, answer: str) -> str:
+        """What follows render(question) when the model answers `answer`: the template's assistant turn
+        (its separator and end-of-turn token included), else answer_sep + answer + eos."""
+        gen = self.render(question)
+        msgs = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ]
+        try:
+            full = self.processor.apply_chat_template(msgs, add_generation_prompt=False, tokenize=False)
+        except Exception:  # noqa: BLE001 - a template without an assistant turn
+            full = ""
+        if full.startswith(gen) and len(full) > len(gen):
+            return full[len(gen) :]
+        return self.answer_sep + answer + (self.tokenizer.eos_token or "")
+
     def processor_inputs(self, prompts: Sequence[str], images) -> dict:
         """What the saved processor makes of prompts and PIL images (the reference path; tests)."""
         pad = {"padding": True} if len(prompts) > 1 else {}
-        return dict(
-            self.processor(text=list(prompts), images=list(images), return_tensors="pt", truncation=False, **pad)
-        )
+        kw = {"return_tensors": "pt", "truncation": False, "add_special_tokens": self.add_special, **pad}
+        return dict(self.processor(text=list(prompts), images=list(images), **kw))
 
     # ------------------------------------------------------------------ set-up
     def _config_value(self, *names):
@@ -142,7 +167,46 @@ class GenerativeVLM(HFVLModel):
 
     def _eos_id(self) -> int:
         tok = self.tokenizer
-        return int(tok.eos_token_id if tok.eos_token_id is not None else self._config_value("eos_token_id"))
+        eos = tok.eos_token_id if tok.eos_token_id is not None else self._config_value("eos_token_id")
+        return int(eos[0] if isinstance(eos, (list, tuple)) else eos)
+
+    def _generation_eos(self) -> list[int]:
+        eos = getattr(getattr(self.hf, "generation_config", None), "eos_token_id", None)
+        return [int(x) for x in (eos if isinstance(eos, (list, tuple)) else [eos]) if x is not None]
+
+    def _text_ids(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt as the processor tokenises it (image placeholders unexpanded)."""
+        return self.tokenizer(text, add_special_tokens=self.add_special)["input_ids"]
+
+    def _end_ids(self) -> list[int]:
+        """The tokens that close an answer: the template's end of turn (what two answers' turns share at
+        their end, up to its first token), else eos."""
+        tails = [self._answer_tail(m) for m in MARKERS]
+        _, n = _common_ends(*tails)
+        return [tails[0][len(tails[0]) - n]] if n else [self.eos_id]
+
+    def _answer_tail(self, answer: str) -> list[int]:
+        """Token ids of answer_text("", answer) in its context after the rendered prompt."""
+        gen = self._text_ids(self.render(""))
+        full = self._text_ids(self.render("") + self.answer_text("", answer))
+        if full[: len(gen)] == gen:
+            return full[len(gen) :]
+        return self.tokenizer(self.answer_text("", answer), add_special_tokens=False)["input_ids"]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """What the model says when it answers `answer`: its tokens in context, then the end of turn."""
+        tail = self._answer_tail(answer)
+        end = self.end_ids[0]
+        return (tail[: tail.index(end)] if end in tail else tail)[:32] + [end]
+
+    def question_ids(self, question: str) -> list[int]:
+        """The question's tokens as the template tokenises them in place (context can change the first one)."""
+        ids = self._text_ids(self.render(question))
+        head, tail = self._q_cut
+        mid = ids[head : len(ids) - tail] if len(ids) >= head + tail else []
+        if not question.strip():
+            return []
+        return mid or self.tokenizer(question, add_special_tokens=False)["input_ids"]
 
     def _template_ids(self, question: str) -> list[int]:
         from PIL import Image
@@ -151,15 +215,11 @@ class GenerativeVLM(HFVLModel):
         return self.processor_inputs([self.render(question)], [dummy])["input_ids"][0].tolist()
 
     def _template_parts(self) -> tuple[list[int], list[int]]:
-        """(prefix ids, suffix ids): what the rendered prompt holds before and after the question."""
-        empty, marked = self._template_ids(""), self._template_ids(MARKER)
-        p = 0
-        while p < len(empty) and empty[p] == marked[p]:
-            p += 1
-        s = 0
-        while s < len(empty) - p and empty[-1 - s] == marked[-1 - s]:
-            s += 1
-        return empty[:p], empty[len(empty) - s :]
+        """(prefix ids, suffix ids): what the processed prompt (image tokens expanded) holds before and
+        after the question: what two prompts with different questions share at each end."""
+        a, b = (self._template_ids(m) for m in MARKERS)
+        p, s = _common_ends(a, b)
+        return a[:p], a[len(a) - s :]
 
     # ------------------------------------------------------------------ embeddings
     @property
@@ -171,16 +231,15 @@ class GenerativeVLM(HFVLModel):
             return _f32(self.image_features(images))
 
     def embed_text(self, texts: Sequence[str]):
-        ids, mask = self._tokenize(texts, self.max_question_tokens, special=False)
+        """The LM's input embeddings of each question's tokens in place (right-padded) and their mask."""
+        rows = [self.question_ids(t)[: self.max_question_tokens] for t in texts]
+        T = max(1, max(len(r) for r in rows))
+        ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), T, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r, dtype=torch.long), True
+        ids, mask = ids.to(self.device), mask.to(self.device)
         return _f32(self.word_embeddings(ids)), mask
-
-    def _tokenize(self, texts, max_len, special=True):
-        tok = self.tokenizer
-        side, tok.padding_side = tok.padding_side, "right"
-        try:
-            return super()._tokenize([t if t else " " for t in texts], max_len, special=special)
-        finally:
-            tok.padding_side = side
 
     # ------------------------------------------------------------------ the prompt pass
     def _rows(self, e: Embeds) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -212,8 +271,9 @@ class GenerativeVLM(HFVLModel):
             positions.append(torch.cat([head, pre_pos, after.expand(pre_pos.shape[0], -1)], 1))
         return rows, positions
 
-    def _lm(self, embeds, mask, positions, cache=None):
-        """(logits, cache) of the LM over `embeds` (B, T, d) after `cache`."""
+    def _lm(self, embeds, mask, positions, cache=None, last_only: bool = False):
+        """(logits, cache) of the LM over `embeds` (B, T, d) after `cache`; `last_only`: the logits at the
+        last position only (a prompt pass: (B, L, V) over a 257k vocabulary would be gigabytes)."""
         pos = positions[0] if positions.shape[0] == 1 else positions
         with self._amp():
             out = self.hf.model(
@@ -224,7 +284,8 @@ class GenerativeVLM(HFVLModel):
                 use_cache=True,
                 return_dict=True,
             )
-            return _f32(self.hf.lm_head(out.last_hidden_state)), out.past_key_values
+            h = out.last_hidden_state[:, -1:] if last_only else out.last_hidden_state
+            return _f32(self.hf.lm_head(h)), out.past_key_values
 
     def prompt_pass(self, e: Embeds) -> Prompt:
         rows, positions = self._rows(e)
@@ -234,16 +295,16 @@ class GenerativeVLM(HFVLModel):
         mask = torch.stack(
             [F.pad(torch.ones(r.shape[0], dtype=torch.long, device=r.device), (L - r.shape[0], 0)) for r in rows]
         )
-        logits, cache = self._lm(embeds, mask, pos)
+        logits, cache = self._lm(embeds, mask, pos, last_only=True)
         return Prompt(logits[:, -1], cache, mask, pos[:, :, -1] + 1)
 
     def _continue(self, p: Prompt, ids: torch.Tensor, mask: torch.Tensor, repeat: int = 1) -> torch.Tensor:
         """(N, T, V) logits after the prompt for continuation tokens `ids` (N, T) = B * repeat rows, on a
         copy of the prompt's cache with each row repeated `repeat` times (the prompt's stays as it is)."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache([(x.keys.repeat_interleave(repeat, 0), x.values.repeat_interleave(repeat, 0))
-                              for x in p.cache.layers])  # fmt: skip
+        cache = copy.copy(p.cache)  # shallow copies: repeating and appending rebind their tensors, the
+        cache.layers = [copy.copy(x) for x in p.cache.layers]  # prompt's stay; layer kinds (sliding) are kept
+        if repeat > 1:
+            cache.batch_repeat_interleave(repeat)
         pm = p.mask.repeat_interleave(repeat, 0)
         pos = p.next_pos.repeat_interleave(repeat, 1)[..., None] + torch.arange(ids.shape[1], device=ids.device)
         logits, _ = self._lm(self.word_embeddings(ids), torch.cat([pm, mask.long()], 1), pos, cache)
@@ -257,10 +318,10 @@ class GenerativeVLM(HFVLModel):
 
     # ------------------------------------------------------------------ scoring
     def _answers(self, answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K, T) ids of "answer eos" (padded) and their mask."""
+        """(K, T) ids of each answer and its end of turn (padded; answer_ids) and their mask."""
         key = tuple(answers)
         if key not in self._ans_cache:
-            rows = [self.tokenizer(a, add_special_tokens=False)["input_ids"][:32] + [self.eos_id] for a in answers]
+            rows = [self.answer_ids(a) for a in answers]
             T = max(len(r) for r in rows)
             ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
             mask = torch.zeros(len(rows), T, dtype=torch.bool)
@@ -303,9 +364,10 @@ class GenerativeVLM(HFVLModel):
             raise TaskError(f"{self.architecture} decodes greedily here; run with beam 1")
         p = self.prompt_pass(embeds)
         B = p.last.shape[0]
+        stop = torch.tensor(self.stop_ids, device=p.last.device)
         nxt = p.last.argmax(-1)
         out = [nxt]
-        done = nxt == self.eos_id
+        done = torch.isin(nxt, stop)
         mask = torch.ones(B, 0, dtype=torch.long, device=nxt.device)
         for _ in range(max_len - 1):
             if bool(done.all()):
@@ -313,11 +375,23 @@ class GenerativeVLM(HFVLModel):
             mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.long, device=nxt.device)], 1)
             pos = p.next_pos[..., None] + mask.shape[1] - 1
             logits, p.cache = self._lm(self.word_embeddings(nxt[:, None]), torch.cat([p.mask, mask], 1), pos, p.cache)
-            nxt = torch.where(done, torch.full_like(nxt, self.eos_id), logits[:, -1].argmax(-1))
+            nxt = torch.where(done, torch.full_like(nxt, self.stop_ids[0]), logits[:, -1].argmax(-1))
             out.append(nxt)
-            done |= nxt == self.eos_id
+            done |= torch.isin(nxt, stop)
         texts = []
         for row in torch.stack(out, 1).tolist():
-            row = row[: row.index(self.eos_id)] if self.eos_id in row else row
+            ends = [i for i, t in enumerate(row) if t in self.stop_ids]
+            row = row[: ends[0]] if ends else row
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
         return texts
+
+
+def _common_ends(a: Sequence[int], b: Sequence[int]) -> tuple[int, int]:
+    """(p, s): the lengths of the longest common prefix and (not overlapping it) suffix of a and b."""
+    p = 0
+    while p < min(len(a), len(b)) and a[p] == b[p]:
+        p += 1
+    s = 0
+    while s < min(len(a), len(b)) - p and a[-1 - s] == b[-1 - s]:
+        s += 1
+    return p, s

@@ -62,7 +62,7 @@ class Qwen2VL(GenerativeVLM):
     def prefix_positions(self, prefix: torch.Tensor) -> torch.Tensor:
         _, _, _, g = self._grid
         thw = torch.tensor([[1, g, g]], device=prefix.device)
-        pos, _ = self.hf.model.get_rope_index(prefix[None], thw, None, torch.ones_like(prefix)[None])
+        pos, _ = self.hf.model.get_rope_index(prefix[None], thw, None, attention_mask=torch.ones_like(prefix)[None])
         return pos[:, 0]
 
 

@@ -15,6 +15,9 @@ loads it; a directory that none recognises is one CheckpointError listing them a
   vilt, blip,   a Hugging Face save_pretrained directory whose config.json names the
   clip          family's architecture (ViltForQuestionAnswering, BlipForQuestionAnswering,
                 CLIPModel; robust_pt/models/hf.py)
+  llava, llava-next, paligemma, idefics3, qwen2-vl, qwen2.5-vl
+                the generative VLMs (LlavaForConditionalGeneration, ...; robust_pt/models/
+                hf_generative.py and one module per family), with their saved processor
 
 A Hugging Face family (`HFFamily`) also holds what differs between architectures: its
 VLModel class, its image settings (`image_settings`: input resolution and resize mode
@@ -384,8 +387,9 @@ def load_model(path_or_module: Any, *, device: Any = None, precision: str | None
     meta.json (a robust-pt checkpoint; `builtin:base-small` for the shipped base),
     adapter_config.json (a peft adapter on its base; `base` overrides the base directory
     it names), config.json naming one of the supported Hugging Face architectures
-    (ViltForQuestionAnswering, BlipForQuestionAnswering, CLIPModel; see
-    robust_pt/models/hf.py). device: auto, cpu, cuda or cuda:N (default: cpu for an
+    (ViltForQuestionAnswering, BlipForQuestionAnswering, CLIPModel, robust_pt/models/hf.py;
+    the generative LLaVA, LLaVA-NeXT, PaliGemma, Idefics3, Qwen2-VL, Qwen2.5-VL,
+    robust_pt/models/hf_generative.py). device: auto, cpu, cuda or cuda:N (default: cpu for an
     nn.Module left as it is, auto for directories). precision: auto, fp32 or bf16
     (Hugging Face models on CUDA; robust_pt/devices.py)."""
     return detect(path_or_module).load(path_or_module, device=device, precision=precision, base=base)

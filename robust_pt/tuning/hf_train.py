@@ -345,8 +345,10 @@ def train_hf(
     """Tune the Hugging Face model in `base` on `task_name` with `cfg.method`; save into `out`."""
     from ..devices import resolve_device
     from ..models.hf import load_transformers, wrap
+    from ..models.loading import hf_family
     from ..predict import evaluate_clean
     from ..tasks import TASKS, load_task
+    from .train import DOWNSTREAM, PRETRAIN_TASK
 
     base_dir, out = Path(base).resolve(), Path(out)
     arch = _check_base_dir(base, base_dir)
@@ -356,8 +358,11 @@ def train_hf(
             f"--method {cfg.method} supports {', '.join(supported)} among Hugging Face bases, not {arch} ({base}); "
             f"use --method lora or ia3 there"
         )
-    if task_name == "shapes-pretrain":
-        raise TaskError("shapes-pretrain is the pretraining mix; tune on one task (e.g. shapes-vqa)")
+    if task_name == PRETRAIN_TASK and not hf_family(arch).generative:
+        raise TaskError(
+            f"{PRETRAIN_TASK} is the pretraining mix, which only generative bases train on (every example's "
+            f"target is text there); tune {arch} on one task (e.g. shapes-vqa)"
+        )
     dev = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -379,7 +384,7 @@ def train_hf(
     probe = wrap(arch, net, tok, ip, {})
     size, resize = probe.image_size, probe.resize_mode
     train_task = load_task(task_name, split="train", limit=cfg.train_size, seed=cfg.seed, size=size, resize=resize)
-    if train_task.kind not in probe.task_kinds:
+    if train_task.kind != "mixed" and train_task.kind not in probe.task_kinds:
         raise TaskError(
             f"{arch} cannot serve the {train_task.kind} task {train_task.name}; it serves "
             f"{', '.join(probe.task_kinds)} tasks"
@@ -401,15 +406,23 @@ def train_hf(
     metrics, test_n = None, 0
     eval_split = "test" if task_name in TASKS else "val"
     if cfg.eval_size:
-        test = load_task(task_name, split=eval_split, limit=cfg.eval_size, seed=cfg.seed, size=size, resize=resize)
-        metrics, test_n = evaluate_clean(model, test, batch_size=32), len(test)
+
+        def clean(name: str) -> tuple[dict, int]:
+            test = load_task(name, split=eval_split, limit=cfg.eval_size, seed=cfg.seed, size=size, resize=resize)
+            return evaluate_clean(model, test, batch_size=32), len(test)
+
+        if task_name == PRETRAIN_TASK:  # a base keeps clean metrics per downstream task, as the built-in one
+            metrics = {name: clean(name)[0] for name in DOWNSTREAM}
+            test_n = cfg.eval_size
+        else:
+            metrics, test_n = clean(task_name)
 
     meta = {
         "format": "robust-pt-hf/1",
         "method": cfg.method,
         "name": out.name,
         "architecture": arch,
-        "task": task_name if task_name in TASKS else None,
+        "task": task_name if task_name in TASKS and task_name != PRETRAIN_TASK else None,  # a base: any task
         "task_spec": task_name,
         "kind": train_task.kind,
         "answers": train_task.answers,

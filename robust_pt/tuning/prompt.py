@@ -59,7 +59,11 @@ def peft_config(o: PromptOptions, ctx: HFContext):
             f"have, so the saved adapter would not work outside robust-pt; use --method lora or ia3"
         )
     c = getattr(ctx.net.config, "text_config", None) if generative else ctx.net.config
+    # generative: the prompts start as embeddings of tokens sampled from the vocabulary (peft's RANDOM
+    # start, N(0, 1), is ~50x the scale of a small LM's word embeddings and swamps its attention)
+    init = {"prompt_tuning_init": peft.PromptTuningInit.SAMPLE_VOCAB} if generative else {}
     return peft.PromptTuningConfig(
+        **init,
         task_type="CAUSAL_LM" if generative else "SEQ_CLS",
         num_virtual_tokens=o.prompt_length,
         token_dim=c.hidden_size,
