@@ -148,6 +148,35 @@ def test_candidate_logits_equal_what_transformers_computes(vlms, name):
         del m.cache_budget
 
 
+def test_questions_are_tokenised_in_place(vlms):
+    """The tiny LLaVA-NeXT's tokenizer is SentencePiece-like: glued to the template's newline the question's
+    first word is another token than alone; the wrapper uses the in-place one (what the processor does)."""
+    m = vlms["llava-next"]
+    q = QUESTIONS[0]
+    alone = m.tokenizer(q, add_special_tokens=False)["input_ids"]
+    assert m.question_ids(q) != alone and m.question_ids(q)[1:] == alone[1:]
+    assert m.tokenizer.convert_ids_to_tokens(m.answer_ids("red")) == ["▁red", "</s>"]
+    assert m.answer_ids("red")[-1] in m.stop_ids
+    # the template's own end of turn, not the tokenizer's eos, closes a Qwen2-VL answer
+    assert vlms["qwen2-vl"].tokenizer.convert_ids_to_tokens(vlms["qwen2-vl"].end_ids) == ["<|im_end|>"]
+
+
+def test_greedy_generation_is_what_transformers_generates():
+    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA
+
+    m = load_model(TINY_LLAVA, device="cpu")
+    imgs = [pil_image(seed=i) for i in range(2)]
+    x = torch.cat([pixels(im) for im in imgs])
+    qs = ["what does the image describe?", "what color is the circle?"]
+    ours = m.generate(x, qs, max_len=8)
+    for im, q, o in zip(imgs, qs, ours):
+        inp = {k: v for k, v in m.processor_inputs([m.render(q)], [im]).items() if k != "token_type_ids"}
+        with torch.no_grad():
+            out = m.hf.generate(**inp, max_new_tokens=8, do_sample=False, eos_token_id=m.stop_ids)
+        ids = [t for t in out[0, inp["input_ids"].shape[1] :].tolist() if t not in m.stop_ids]
+        assert m.tokenizer.decode(ids, skip_special_tokens=True).strip() == o, (q, o)
+
+
 def test_generation_and_sequence_loss(vlms):
     m = vlms["llava"]
     x = torch.rand(2, 3, 32, 32)
@@ -176,6 +205,9 @@ def test_adversarial_images_stay_in_the_ball_and_in_0_1(vlms, name):
 
     m = vlms[name]
     task = self_labelled(m, n=4)
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)  # pixel gradients reach every example and channel
+    m.candidate_logits(x, QUESTIONS, ANSWERS).log_softmax(-1)[:, 0].sum().backward()
+    assert (x.grad.abs().flatten(1).sum(1) > 0).all() and (x.grad.abs().sum((0, 2, 3)) > 0).all()
     eps = 4 / 255
     run = evaluate(m, task, attack="pgd", eps=[eps], steps=3, early_stop=False, progress=False, samples=0)
     rec = run.records

@@ -32,25 +32,34 @@ LLAVA_TEMPLATE = (
 )
 
 
-def lm_tokenizer(words: Sequence[str], extra_special: Sequence[str] = (), bos: bool = True, cls: str = ""):
+def lm_tokenizer(
+    words: Sequence[str], extra_special: Sequence[str] = (), bos: bool = True, cls: str = "", metaspace: bool = False
+):
     """A PreTrainedTokenizerFast for a decoder: WordPiece over characters and `words`, lower-cased,
     "<s>" prepended (unless not `bos`), "</s>" its eos, "<pad>" its padding; `extra_special` kept whole;
-    `cls`: the transformers tokenizer class a family's processor insists on (default PreTrainedTokenizerFast)."""
+    `cls`: the transformers tokenizer class a family's processor insists on (default PreTrainedTokenizerFast);
+    `metaspace`: split on spaces only and mark a word's leading space, as Llama's SentencePiece does (so a
+    token depends on what precedes it: "▁what" after a space, "##what" glued to a newline)."""
     import transformers
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
-    tokens = _SPECIALS + list(extra_special) + chars + ["##" + c for c in chars]
+    pieces = chars + (["\n"] + [w for w in words if w.isascii()] if metaspace else [])
+    tokens = _SPECIALS + list(extra_special) + chars + ["##" + c for c in pieces]
+    if metaspace:  # SentencePiece-like: a word after a space is "▁word", glued to a newline it is "##word"
+        tokens += ["\n", "▁"] + ["▁" + c for c in pieces if c != "\n"]
     tokens += [w for w in words if w not in set(tokens)]
     vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.normalizer = normalizers.Lowercase() if metaspace else normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Metaspace(prepend_scheme="first") if metaspace else pre_tokenizers.BertPreTokenizer()
+    )
     head = "<s> " if bos else ""
     tok.post_processor = processors.TemplateProcessing(
         single=f"{head}$A", pair=f"{head}$A $B:1", special_tokens=[("<s>", vocab["<s>"])]
     )
-    tok.decoder = decoders.WordPiece()
+    tok.decoder = decoders.Metaspace(prepend_scheme="first") if metaspace else decoders.WordPiece()
     fast = getattr(transformers, cls or "PreTrainedTokenizerFast")(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -286,7 +295,9 @@ def build_tiny_vlm(
     vocab = _corpus_words([*words, "user", "assistant"])
     dims = (image_size, patch_size, hidden, layers, heads)
     if arch in ("llava", "llava-next"):
-        model, proc = _llava(arch == "llava-next", lm_tokenizer(vocab, ["<image>"]), *dims)
+        # LLaVA-NeXT gets a SentencePiece-like tokenizer: in-place tokenisation is tested on it
+        tok = lm_tokenizer(vocab, ["<image>"], metaspace=arch == "llava-next")
+        model, proc = _llava(arch == "llava-next", tok, *dims)
     elif arch == "paligemma":
         model, proc = _paligemma(lm_tokenizer(vocab, bos=False, cls="GemmaTokenizerFast"), *dims)
     elif arch == "idefics3":
