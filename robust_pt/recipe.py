@@ -14,6 +14,7 @@ it at any point and running it again therefore ends with the same report.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,7 +172,8 @@ def _tuning_entry(where: str, entry: dict, seed: int, hf: bool = False):
     if extra:
         owner = [m.name for m in registry.methods() if extra[0] in m.option_names]
         hint = f" ({extra[0]} is an option of {' and '.join(owner)}, not of {spec.name})" if owner else ""
-        hint += " on a Hugging Face base" if hf and not owner else ""
+        if hf and spec.name in owner:
+            hint = f" ({extra[0]} is an option of {spec.name} on the built-in model, not read on Hugging Face bases)"
         raise ConfigError(f"{where}: unknown key {extra[0]!r}{hint}; allowed keys: {', '.join(sorted(allowed))}")
     hyper = {k: v for k, v in entry.items() if k in spec.option_names}
     sched = {k: v for k, v in entry.items() if k in _TRAIN_FIELDS}
@@ -398,12 +400,14 @@ def _sources(where: str, value, tunings: list, atk) -> list[tuple[str, ...] | No
 
 
 def _hf_base(base: str, recipe_path: Path) -> Path | None:
-    """The Hugging Face model directory `base` names (as given, else beside the recipe), or None when it
-    names a built-in checkpoint; an unsupported architecture there is one line."""
+    """The Hugging Face model directory `base` names (as given, beside the recipe, or inside robust-pt's
+    package, e.g. robust_pt/assets/tiny-llava), or None when it names a built-in checkpoint; an unsupported
+    architecture there is one line."""
     from .models.loading import architecture_of
     from .tuning.hf_train import is_hf_dir
 
-    for d in (Path(base), recipe_path.parent / base):
+    package_root = Path(__file__).resolve().parents[1]  # robust_pt/assets/... in a clone and in a wheel
+    for d in (Path(base), recipe_path.parent / base, package_root / base):
         if is_hf_dir(d):
             if not (d / "config.json").exists():
                 raise ConfigError(
@@ -417,6 +421,12 @@ def _hf_base(base: str, recipe_path: Path) -> Path | None:
 def _check_base(base: str, recipe_path: Path) -> None:
     from .tuning import checkpoint as ckpt
 
+    if not base.startswith(ckpt.BUILTIN_PREFIX) and not Path(base).exists():
+        raise CheckpointError(
+            f"recipe {recipe_path.name}: base checkpoint {base} is missing (not a robust-pt checkpoint, nor a Hugging "
+            f"Face model directory as given, beside the recipe or in robust-pt's package); make it with "
+            f"`robust-pt pretrain --out {base}` or point 'base' at an existing one"
+        )
     if not (ckpt.checkpoint_dir(base) / ckpt.WEIGHTS).exists():
         raise CheckpointError(
             f"recipe {recipe_path.name}: base checkpoint {base} is missing; make it with "
@@ -544,22 +554,44 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
         "batch_size": cfg.get("batch_size"),
         "tuning": (meta.get("model_meta") or {}).get("tuning"),
     }
+    if t.tuning is None and r.hf_base:  # an untuned Hugging Face base reports what its side file says
+        want["tuning"] = have["tuning"]
     entries = {e.name: e for e in r.tuning}
     made = [(meta.get("model_meta"), t)] + [
         (info, entries.get(name)) for name, info in zip(a.surrogate or (), meta.get("surrogates") or [])
     ]
-    as_made = all(_schedule_kept(info, e) for info, e in made)  # the target's checkpoint and the surrogates'
+    as_made = all(_schedule_kept(info, e, r, task) for info, e in made)  # the target's checkpoint and surrogates'
     return meta.get("status") == "complete" and have == want and as_made
 
 
-def _schedule_kept(info: dict | None, entry: TuningEntry | None) -> bool:
+def _schedule_kept(info: dict | None, entry: TuningEntry | None, r: Recipe | None = None, task: str = "") -> bool:
     """False only when run.json records how a checkpoint was made (`identity`, runs since 2026-12-02) and
     its tuning entry's schedule is no longer that one."""
     identity = (info or {}).get("identity") or {}
     if entry is not None and identity.get("kind") == "hf-tune" and entry.tuning is not None:
-        return identity.get("config") == entry.tuning.identity()  # a Hugging Face base's tuning (hf_train.py)
+        # a Hugging Face base's tuning (hf_train.py): the same schedule, task and base (path and weights)
+        same_base = r is None or (
+            identity.get("base") == r.base and identity.get("base_sha256") == _weights_sha(r.base)
+        )
+        return identity.get("config") == entry.tuning.identity() and identity.get("task") in (task, None) and same_base
     made = identity.get("train")
     return made is None or entry is None or entry.train is None or made == asdict(entry.train)
+
+
+def _weights_sha(base: str) -> str | None:
+    """sha256 of a Hugging Face base's model.safetensors (what hf_train records), cached per file state."""
+    p = Path(base) / "model.safetensors"
+    if not p.exists():
+        return None
+    st = p.stat()
+    return _sha_cached(str(p), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha_cached(path: str, mtime: int, size: int) -> str:
+    from .tuning.checkpoint import sha256_file
+
+    return sha256_file(Path(path))
 
 
 def _needed(r: Recipe, kept: set) -> set:

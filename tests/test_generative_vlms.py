@@ -346,7 +346,7 @@ def test_a_recipe_on_a_tiny_llava_base_runs_end_to_end(tmp_path):
 
     shutil.copytree(TINY_LLAVA, tmp_path / "base")
     text = (ROOT / "recipes" / "tiny-llava.yaml").read_text()
-    text = text.replace("../robust_pt/assets/tiny-llava", "base").replace("steps: 300", "steps: 20")
+    text = text.replace("base: robust_pt/assets/tiny-llava", "base: base").replace("steps: 300", "steps: 20")
     text = text.replace("steps: 600", "steps: 20").replace("eval_size: 400", "eval_size: 16, train_size: 160")
     (tmp_path / "r.yaml").write_text(text.replace("examples: 256", "examples: 16") + f"zoo: {tmp_path / 'zoo'}\n")
     r = load_recipe(tmp_path / "r.yaml")
@@ -379,3 +379,15 @@ def test_recipe_with_an_unknown_option_on_a_hugging_face_base(tmp_path):
     )
     with pytest.raises(ConfigError, match="unknown key 'prompt_depth'"):
         load_recipe(tmp_path / "r.yaml")
+
+
+def test_finetuned_llava_next_keeps_the_base_tile_grid_in_its_config(vzoo, tmp_path):
+    """robust-pt pins LLaVA-NeXT's grid at load time; the finetuned model's config.json keeps the base's."""
+    grid = json.loads((vzoo["llava-next"] / "config.json").read_text())["image_grid_pinpoints"]
+    out = tmp_path / "ft"
+    fast = ["--steps", 2, "--batch-size", 4, "--train-size", 8, "--eval-size", 4, "--threads", 1, "--device", "cpu"]
+    r = invoke("train", "--base", vzoo["llava-next"], "--task", "shapes-vqa", "--method", "finetune", "--out", out, *fast)
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["image_grid_pinpoints"] == grid
+    m = load_model(out, device="cpu")
+    assert type(m).__name__ == "LlavaNext" and m.meta["method"] == "finetune" and "one tile" in m.meta["pinned"]

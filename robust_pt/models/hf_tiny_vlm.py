@@ -114,7 +114,7 @@ def _llava(next_: bool, tok, image_size, patch_size, hidden, layers, heads):
             LlavaNextProcessor,
         )
 
-        grid = [[image_size, image_size]]
+        grid = [[image_size, image_size], [image_size, 2 * image_size], [2 * image_size, image_size]]  # anyres
         model = LlavaNextForConditionalGeneration(LlavaNextConfig(**common, image_grid_pinpoints=grid))
         ip = LlavaNextImageProcessor(
             size={"shortest_edge": image_size},

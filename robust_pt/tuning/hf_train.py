@@ -8,9 +8,9 @@ formats, so the result loads in plain transformers / peft too:
   together with the base's processor files.
 * lora, ia3: peft's LoraConfig / IA3Config on the attention (and, for IA3, feed-forward)
   projections (each family's peft_targets, robust_pt/models/loading.py); prompt: peft's
-  PromptTuningConfig, ViLT only (as
-  SEQ_CLS, the task type whose forward prepends the virtual tokens in plain peft; BLIP
-  and CLIP have none, so plain peft would silently ignore the prompts). Saved with the
+  PromptTuningConfig on ViLT (as SEQ_CLS, the task type whose forward prepends the virtual
+  tokens in plain peft; BLIP and CLIP have none, so plain peft would silently ignore the
+  prompts) and on the generative VLMs (CAUSAL_LM: in front of the LM's input embeddings). Saved with the
   PeftModel's `save_pretrained` (adapter_config.json naming the base directory,
   adapter_model.safetensors). The base's VQA head stays frozen (peft's SEQ_CLS keeps a
   copy of it in the adapter; the copy is not trained), so only the method's own
@@ -21,7 +21,9 @@ tuning/registry.py): its default rate, the options it reads and its peft config 
 every weight trains). Nothing here tests a method's name.
 
 Losses, the ones evaluation uses: ViLT and CLIP on closed tasks, cross-entropy over the
-task's candidate logits; BLIP, the answer (or caption) sequence's token cross-entropy.
+task's candidate logits; BLIP and the generative VLMs, the answer (or caption) sequence's token
+cross-entropy (the chat-templated prompt is not scored). Generative bases also train on the
+shapes pretraining mix (`--task shapes-pretrain`: every example's target is text), as a base.
 ViLT answers with its id2label: lora / ia3 / prompt keep the head, train on the examples
 whose answer it has (at least half of the task's answers must be among its labels);
 finetune appends the missing answers to the head (new rows, the known rows kept).
@@ -249,9 +251,20 @@ def _save(tmp: Path, cfg: HFTrainConfig, net, pm, tok, trained: list[str], ident
     else:
         net.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        for f in ("preprocessor_config.json", "processor_config.json"):
+        for f in ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json"):
             if (base_dir / f).exists():
                 shutil.copy2(base_dir / f, tmp / f)
+        _unpin(base_dir, tmp)
+
+
+def _unpin(base_dir: Path, tmp: Path) -> None:
+    """The saved config.json gets back what robust-pt pins at load time (LLaVA-NeXT's tile grid,
+    models/hf_llava.py), so that plain transformers reads the finetuned model as the base's kind."""
+    base_cfg = json.loads((base_dir / "config.json").read_text())
+    if "image_grid_pinpoints" in base_cfg:
+        cfg = json.loads((tmp / "config.json").read_text())
+        cfg["image_grid_pinpoints"] = base_cfg["image_grid_pinpoints"]
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
 
 
 def _check_base_dir(base, base_dir: Path) -> str:
