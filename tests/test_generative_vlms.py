@@ -386,7 +386,9 @@ def test_finetuned_llava_next_keeps_the_base_tile_grid_in_its_config(vzoo, tmp_p
     grid = json.loads((vzoo["llava-next"] / "config.json").read_text())["image_grid_pinpoints"]
     out = tmp_path / "ft"
     fast = ["--steps", 2, "--batch-size", 4, "--train-size", 8, "--eval-size", 4, "--threads", 1, "--device", "cpu"]
-    r = invoke("train", "--base", vzoo["llava-next"], "--task", "shapes-vqa", "--method", "finetune", "--out", out, *fast)
+    r = invoke(
+        "train", "--base", vzoo["llava-next"], "--task", "shapes-vqa", "--method", "finetune", "--out", out, *fast
+    )
     assert r.exit_code == 0, r.output
     assert json.loads((out / "config.json").read_text())["image_grid_pinpoints"] == grid
     m = load_model(out, device="cpu")
