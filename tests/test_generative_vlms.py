@@ -393,3 +393,26 @@ def test_finetuned_llava_next_keeps_the_base_tile_grid_in_its_config(vzoo, tmp_p
     assert json.loads((out / "config.json").read_text())["image_grid_pinpoints"] == grid
     m = load_model(out, device="cpu")
     assert type(m).__name__ == "LlavaNext" and m.meta["method"] == "finetune" and "one tile" in m.meta["pinned"]
+
+
+def test_a_generative_base_trains_on_the_pretraining_mix(vzoo, tmp_path):
+    """The mix's every target is text: a generative base takes it (as `make tiny-llava` does) and keeps clean
+    metrics per downstream task; the result attacks any task."""
+    out = tmp_path / "base"
+    fast = ["--steps", 2, "--batch-size", 4, "--train-size", 16, "--eval-size", 2, "--threads", 1, "--device", "cpu"]
+    r = invoke(
+        "train", "--base", vzoo["llava"], "--task", "shapes-pretrain", "--method", "finetune", "--out", out, *fast
+    )
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "robust_pt.json").read_text())
+    assert meta["task"] is None and set(meta["clean_metrics"]) == {
+        "shapes-vqa",
+        "shapes-ve",
+        "shapes-ground",
+        "shapes-caption",
+    }
+    from robust_pt.models.hf_tiny import save_tiny
+
+    vilt = save_tiny("vilt", tmp_path / "vilt")
+    r = invoke("train", "--base", vilt, "--task", "shapes-pretrain", "--method", "lora", "--out", tmp_path / "v", *fast)
+    assert_one_line_error(r, "only generative bases train on", "ViltForQuestionAnswering")

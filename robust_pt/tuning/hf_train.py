@@ -335,6 +335,25 @@ def _fit(model, arch: str, task, cfg: HFTrainConfig, answerable, lr: float) -> l
     return losses
 
 
+def _clean_metrics(model, task_name: str, cfg: HFTrainConfig, split: str, size: int, resize: str):
+    """(clean metrics, examples) after training: on the task's eval split, or, for a base trained on the
+    pretraining mix, per downstream task (as the built-in base keeps them); (None, 0) with eval_size 0."""
+    from ..predict import evaluate_clean
+    from ..tasks import load_task
+    from .train import DOWNSTREAM, PRETRAIN_TASK
+
+    if not cfg.eval_size:
+        return None, 0
+
+    def clean(name: str) -> tuple[dict, int]:
+        test = load_task(name, split=split, limit=cfg.eval_size, seed=cfg.seed, size=size, resize=resize)
+        return evaluate_clean(model, test, batch_size=32), len(test)
+
+    if task_name == PRETRAIN_TASK:
+        return {name: clean(name)[0] for name in DOWNSTREAM}, cfg.eval_size
+    return clean(task_name)
+
+
 def _write(out: Path, meta: dict, save) -> None:
     """save(tmp) then robust_pt.json into a fresh sibling directory, renamed over `out` when complete."""
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -359,9 +378,8 @@ def train_hf(
     from ..devices import resolve_device
     from ..models.hf import load_transformers, wrap
     from ..models.loading import hf_family
-    from ..predict import evaluate_clean
     from ..tasks import TASKS, load_task
-    from .train import DOWNSTREAM, PRETRAIN_TASK
+    from .train import PRETRAIN_TASK
 
     base_dir, out = Path(base).resolve(), Path(out)
     arch = _check_base_dir(base, base_dir)
@@ -416,19 +434,8 @@ def train_hf(
     lr = cfg.lr or cfg.spec.hf.lr
     t0 = time.time()
     losses = _fit(model, arch, train_task, cfg, answerable, lr)
-    metrics, test_n = None, 0
     eval_split = "test" if task_name in TASKS else "val"
-    if cfg.eval_size:
-
-        def clean(name: str) -> tuple[dict, int]:
-            test = load_task(name, split=eval_split, limit=cfg.eval_size, seed=cfg.seed, size=size, resize=resize)
-            return evaluate_clean(model, test, batch_size=32), len(test)
-
-        if task_name == PRETRAIN_TASK:  # a base keeps clean metrics per downstream task, as the built-in one
-            metrics = {name: clean(name)[0] for name in DOWNSTREAM}
-            test_n = cfg.eval_size
-        else:
-            metrics, test_n = clean(task_name)
+    metrics, test_n = _clean_metrics(model, task_name, cfg, eval_split, size, resize)
 
     meta = {
         "format": "robust-pt-hf/1",
