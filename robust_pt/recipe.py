@@ -154,10 +154,10 @@ def tuning_keys(method: str, hf: bool = False) -> set[str]:
     return set(TUNING_ENTRY_KEYS) | set(registry.builtin_method(method).option_names)
 
 
-def _tuning_entry(where: str, entry: dict, seed: int, hf: bool = False):
+def _tuning_entry(where: str, entry: dict, seed: int, hf: Path | None = None):
     """(tuning config, train config) of one tuning entry: a TuningConfig and a TrainConfig, or on a
-    Hugging Face base (`hf`) an HFTrainConfig (method, options and schedule) and None; unknown keys and
-    bad values: one line."""
+    Hugging Face base (`hf`, its directory) an HFTrainConfig (method, options and schedule) and None;
+    unknown keys, bad values and a method that cannot tune that base: one line."""
     from .tuning import registry
     from .tuning.config import TrainConfig, TuningConfig
 
@@ -167,7 +167,7 @@ def _tuning_entry(where: str, entry: dict, seed: int, hf: bool = False):
     except ConfigError as err:
         raise ConfigError(f"{where}: {err} (or {UNTUNED}: the untuned base)") from None
     where = f"{where} ({entry.get('name', spec.name)})"
-    allowed = tuning_keys(spec.name, hf)
+    allowed = tuning_keys(spec.name, hf is not None)
     extra = sorted(set(entry) - allowed)
     if extra:
         owner = [m.name for m in registry.methods() if extra[0] in m.option_names]
@@ -184,8 +184,10 @@ def _tuning_entry(where: str, entry: dict, seed: int, hf: bool = False):
             except ValueError:
                 raise ConfigError(f"lr must be a number, got {sched['lr']!r}") from None
         if hf:
-            from .tuning.hf_train import HFTrainConfig
+            from .models.loading import architecture_of
+            from .tuning.hf_train import HFTrainConfig, check_method
 
+            check_method(spec.name, architecture_of(Path(hf)), hf)  # before any entry trains
             return HFTrainConfig(method=spec.name, seed=seed, options=hyper, **sched), None
         return TuningConfig(spec.name, **hyper), TrainConfig(seed=seed, **sched)
     except ConfigError as err:
@@ -275,7 +277,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
                 )
             )
             continue
-        tc, train = _tuning_entry(f"{where}: tuning[{i}]", entry, int(raw.get("seed", 0)), hf_base is not None)
+        tc, train = _tuning_entry(f"{where}: tuning[{i}]", entry, int(raw.get("seed", 0)), hf_base)
         name = entry.get("name", tc.method)
         tunings.append(TuningEntry(name, tc, train, subset(f"tuning[{i}] ({name})", entry.get("tasks"))))
     names = [t.name for t in tunings]

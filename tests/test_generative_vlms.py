@@ -377,7 +377,13 @@ def test_recipe_with_an_unknown_option_on_a_hugging_face_base(tmp_path):
         "base: base\ntasks: [shapes-vqa]\ntuning:\n  - {method: prompt, prompt_depth: both}\n"
         "attacks:\n  - {attack: pgd}\n"
     )
-    with pytest.raises(ConfigError, match="unknown key 'prompt_depth'"):
+    with pytest.raises(ConfigError, match="unknown key 'prompt_depth'.*on the built-in model, not read on Hugging"):
+        load_recipe(tmp_path / "r.yaml")
+    # a method that cannot tune this base is refused when the recipe is read, before any entry trains
+    (tmp_path / "r.yaml").write_text(
+        "base: base\ntasks: [shapes-vqa]\ntuning:\n  - {method: lora}\n  - {method: apt}\nattacks:\n  - {attack: pgd}\n"
+    )
+    with pytest.raises(ConfigError, match="apt supports ViltForQuestionAnswering"):
         load_recipe(tmp_path / "r.yaml")
 
 

@@ -321,6 +321,8 @@ class GenerativeVLM(HFVLModel):
         """(K, T) ids of each answer and its end of turn (padded; answer_ids) and their mask."""
         key = tuple(answers)
         if key not in self._ans_cache:
+            if len(self._ans_cache) > 4096:  # training on captions: one entry per distinct target
+                self._ans_cache.clear()
             rows = [self.answer_ids(a) for a in answers]
             T = max(len(r) for r in rows)
             ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)

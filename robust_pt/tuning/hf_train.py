@@ -267,6 +267,18 @@ def _unpin(base_dir: Path, tmp: Path) -> None:
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
 
 
+def check_method(method: str, arch: str, base) -> None:
+    """A one-line ConfigError when `method` cannot tune `arch` (before anything is loaded; recipes too)."""
+    hf = registry.hf_method(method).hf
+    if hf.architectures is not None and arch not in hf.architectures:
+        raise ConfigError(
+            f"--method {method} supports {', '.join(hf.architectures)} among Hugging Face bases, not {arch} "
+            f"({base}); use --method lora or ia3 there"
+        )
+    if hf.check is not None:
+        hf.check(arch)
+
+
 def _check_base_dir(base, base_dir: Path) -> str:
     """The architecture of a Hugging Face model directory to tune (an adapter or no model: one line)."""
     from ..models.hf import SUPPORTED, architecture_of
@@ -383,12 +395,7 @@ def train_hf(
 
     base_dir, out = Path(base).resolve(), Path(out)
     arch = _check_base_dir(base, base_dir)
-    supported = cfg.spec.hf.architectures
-    if supported is not None and arch not in supported:
-        raise ConfigError(
-            f"--method {cfg.method} supports {', '.join(supported)} among Hugging Face bases, not {arch} ({base}); "
-            f"use --method lora or ia3 there"
-        )
+    check_method(cfg.method, arch, base)
     if task_name == PRETRAIN_TASK and not hf_family(arch).generative:
         raise TaskError(
             f"{PRETRAIN_TASK} is the pretraining mix, which only generative bases train on (every example's "

@@ -44,6 +44,18 @@ def apply(model, o: PromptOptions) -> None:
         p.requires_grad_(True)
 
 
+def hf_check(arch: str) -> None:
+    """peft prepends prompt tokens in a plain forward pass only for ViLT (SEQ_CLS) and causal LMs."""
+    from ..models.loading import hf_family
+
+    if arch != "ViltForQuestionAnswering" and not hf_family(arch).generative:
+        raise ConfigError(
+            f"--method prompt needs a ViLT or generative (LLaVA, PaliGemma, Idefics3, Qwen2-VL) base: peft "
+            f"prepends prompt tokens in plain-peft forward passes only for task types {arch} does not "
+            f"have, so the saved adapter would not work outside robust-pt; use --method lora or ia3"
+        )
+
+
 def peft_config(o: PromptOptions, ctx: HFContext):
     """peft prompt tuning where plain peft prepends the virtual tokens too: ViLT (SEQ_CLS) and the
     generative VLMs (CAUSAL_LM: the tokens go in front of the LM's input embeddings)."""
@@ -51,13 +63,8 @@ def peft_config(o: PromptOptions, ctx: HFContext):
 
     from ..models.loading import hf_family
 
+    hf_check(ctx.arch)
     generative = hf_family(ctx.arch).generative
-    if ctx.arch != "ViltForQuestionAnswering" and not generative:
-        raise ConfigError(
-            f"--method prompt needs a ViLT or generative (LLaVA, PaliGemma, Idefics3, Qwen2-VL) base: peft "
-            f"prepends prompt tokens in plain-peft forward passes only for task types {ctx.arch} does not "
-            f"have, so the saved adapter would not work outside robust-pt; use --method lora or ia3"
-        )
     c = getattr(ctx.net.config, "text_config", None) if generative else ctx.net.config
     # generative: the prompts start as embeddings of tokens sampled from the vocabulary (peft's RANDOM
     # start, N(0, 1), is ~50x the scale of a small LM's word embeddings and swamps its attention)
@@ -86,7 +93,7 @@ METHOD = register(
         PromptOptions,
         apply=apply,
         lr=3e-2,
-        hf=OnHF(lr=3e-2, options=("prompt_length",), peft_config=peft_config),
+        hf=OnHF(lr=3e-2, options=("prompt_length",), peft_config=peft_config, check=hf_check),
         prompt_like=True,
         factors=FACTORS,
         colour="#d62728",

@@ -110,13 +110,15 @@ class OnHF:
     trainable; saved as a robust-pt delta on the base (models/hf_delta.py). Neither: every
     weight trains and the model is saved with save_pretrained. architectures: the Hugging Face
     architectures it supports (None: every one robust-pt loads); another is refused in one
-    line before anything is loaded."""
+    line before anything is loaded; check: a finer rule on the architecture (raises one line),
+    also applied before anything is loaded (tuning/hf_train.py check_method, recipes)."""
 
     lr: float
     options: tuple[str, ...] = ()
     peft_config: Callable[[Any, HFContext], Any] | None = None
     attach: Callable[[Any, HFContext], None] | None = None
     architectures: tuple[str, ...] | None = None
+    check: Callable[[str], None] | None = None  # (architecture) -> None, or a one-line ConfigError
 
     def __post_init__(self):
         if self.peft_config is not None and self.attach is not None:
