@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=512, help="examples per GPU run")
     ap.add_argument("--json", default=None, help="write the figures here")
+    ap.add_argument("--keep", action="store_true", help="keep the run directories (printed) instead of deleting them")
     ap.add_argument(
         "--device", default="cuda", help="cuda; cpu is a dry run of the script itself (tiny n, no bf16, gloo)"
     )
@@ -153,6 +155,10 @@ def main(argv=None) -> int:
           f"in the ball: {inside}; robust CIDEr differ by {gap:.1%}", verdicts)  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "checks": verdicts}, indent=1))
+    if args.keep:
+        print(f"run directories: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0 if all(v["ok"] for v in verdicts) else 1
 
 
