@@ -60,7 +60,8 @@ def _train_signature():
             typer.Option(
                 ...,
                 help="Base checkpoint dir (or builtin:base-small), or a Hugging Face "
-                "model directory (ViLT, BLIP, CLIP; tuned through peft).",
+                "model directory (ViLT, BLIP, CLIP, LLaVA, LLaVA-NeXT, PaliGemma, Idefics3, Qwen2-VL; tuned "
+                "through peft).",
             ),
         ),
         opt("task", str, typer.Option(..., help="Downstream task, e.g. shapes-vqa or vqav2:DIR.")),
