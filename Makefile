@@ -8,7 +8,8 @@
 #   make dogfood      setup, then recipes/ci-smoke.yaml from scratch and `robust-pt check` against
 #                     reports/ci-smoke-baseline.json (CI runs it after the tests)
 #   make tiny-llava   rebuild robust_pt/assets/tiny-llava (a tiny LLaVA trained on the shapes pretraining mix,
-#                     the committed base of the generative-VLM tests and recipes; about 4 minutes)
+#                     the committed base of the generative-VLM recipes) and tiny-llava-captions (the same
+#                     model trained on captions only: it cannot answer VQA, so tuning it shows learning); ~6 min
 #   make constraints  rewrite constraints.txt with the versions installed in .venv
 #   make clean        build outputs and caches of Python / pytest (keeps .venv and .cache)
 #   make distclean    clean, plus .venv and .cache
@@ -60,6 +61,8 @@ tiny-llava: setup
 	$(BIN)/python -c "from robust_pt.models.hf_tiny_vlm import save_tiny_vlm; save_tiny_vlm('llava', '$(TINY_INIT)')"
 	$(BIN)/robust-pt train --base $(TINY_INIT) --task shapes-pretrain --method finetune --steps 1000 \
 	    --batch-size 32 --lr 3e-3 --eval-size 200 --threads 2 --device cpu --out robust_pt/assets/tiny-llava --overwrite
+	$(BIN)/robust-pt train --base $(TINY_INIT) --task shapes-caption --method finetune --steps 600 --lr 3e-3 \
+	    --eval-size 100 --threads 2 --device cpu --out robust_pt/assets/tiny-llava-captions --overwrite
 
 # Always from scratch: resuming would reuse records made by older code.
 dogfood: setup

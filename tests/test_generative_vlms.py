@@ -299,13 +299,13 @@ def test_bad_generative_checkpoints_are_one_line(vzoo, tmp_path):
 
 @pytest.fixture(scope="module")
 def tuned_lora(tmp_path_factory):
-    """A LoRA tuned by `robust-pt train` on the committed tiny LLaVA (trained on the shapes mix):
-    (adapter dir, its robust_pt.json)."""
-    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA
+    """A LoRA tuned by `robust-pt train` on the committed tiny LLaVA trained on captions only (it answers VQA
+    below the majority answer): (adapter dir, its robust_pt.json)."""
+    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA_CAPTIONS
 
     out = tmp_path_factory.mktemp("vlm-train") / "lora"
     fast = ["--steps", 300, "--batch-size", 16, "--lr", "1e-2", "--eval-size", 400, "--threads", 2, "--device", "cpu"]
-    r = invoke("train", "--base", TINY_LLAVA, "--task", "shapes-vqa", "--method", "lora", "--out", out, *fast)
+    r = invoke("train", "--base", TINY_LLAVA_CAPTIONS, "--task", "shapes-vqa", "--method", "lora", "--out", out, *fast)
     assert r.exit_code == 0, r.output
     return out, json.loads((out / "robust_pt.json").read_text())
 
@@ -314,10 +314,16 @@ def test_train_lora_on_a_tiny_llava_learns_above_the_majority_answer(tuned_lora)
     out, meta = tuned_lora
     assert (out / "adapter_model.safetensors").exists() and meta["architecture"] == "LlavaForConditionalGeneration"
     test = load_task("shapes-vqa", split="test", limit=400, seed=0, size=32)
+    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA_CAPTIONS
+    from robust_pt.predict import evaluate_clean
+
     majority = max(np.bincount([ex.label for ex in test])) / len(test)  # 0.22
-    # 0.415 here (the base: 0.44; it saw VQA in its pretraining mix): the margin asked for, 0.09, is half
-    # of that and several times the spread across CPUs
-    assert meta["clean_metrics"]["accuracy"] > majority + 0.09, (meta["clean_metrics"], majority)
+    before = evaluate_clean(load_model(TINY_LLAVA_CAPTIONS, device="cpu"), test, batch_size=64)["accuracy"]
+    assert before < majority  # 0.065: a captioner, it cannot answer yet (the committed base: no training here)
+    # 0.405 here: the margins asked for (0.09 over the majority answer, 0.2 over the base) are about half of
+    # what it gained and several times the spread across CPUs
+    acc = meta["clean_metrics"]["accuracy"]
+    assert acc > majority + 0.09 and acc > before + 0.2, (acc, majority, before)
     assert meta["final_loss"] < meta["initial_loss"]
 
 

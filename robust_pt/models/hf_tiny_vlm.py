@@ -321,3 +321,6 @@ def save_tiny_vlm(arch: str, out: str | Path, **kw) -> Path:
 #: A tiny LLaVA trained on the shapes pretraining mix (`make tiny-llava`): a base to tune and attack, committed
 #: so that tests and recipes start from one that has learned (VQA 43.8%, VE 67.5%, caption CIDEr 0.81).
 TINY_LLAVA = Path(__file__).resolve().parents[1] / "assets" / "tiny-llava"
+#: The same tiny LLaVA trained on shapes captions only (`make tiny-llava`): it answers shapes-vqa below the majority
+#: answer (6.5%), so tuning it on VQA shows a method learning (tests/test_generative_vlms.py).
+TINY_LLAVA_CAPTIONS = TINY_LLAVA.with_name("tiny-llava-captions")
