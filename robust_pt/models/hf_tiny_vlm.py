@@ -106,6 +106,13 @@ def _llava(next_: bool, tok, image_size, patch_size, hidden, layers, heads):
     vision = CLIPVisionConfig(**_clip_vision(image_size, patch_size, hidden, layers, heads))
     text = LlamaConfig(**_llama(tok, hidden, layers, heads))
     common = dict(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"))
+    proc_kw = dict(  # LLaVA-1.5's: the CLS feature dropped, one extra token counted, its chat template
+        tokenizer=tok,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_TEMPLATE,
+    )
     if next_:
         from transformers import (
             LlavaNextConfig,
@@ -121,28 +128,12 @@ def _llava(next_: bool, tok, image_size, patch_size, hidden, layers, heads):
             crop_size={"height": image_size, "width": image_size},
             image_grid_pinpoints=grid,
         )
-        proc = LlavaNextProcessor(
-            image_processor=ip,
-            tokenizer=tok,
-            patch_size=patch_size,
-            vision_feature_select_strategy="default",
-            num_additional_image_tokens=1,
-            chat_template=LLAVA_TEMPLATE,
-        )
-        return model, proc
+        return model, LlavaNextProcessor(image_processor=ip, **proc_kw)
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     model = LlavaForConditionalGeneration(LlavaConfig(**common))
     ip = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
-    proc = LlavaProcessor(
-        image_processor=ip,
-        tokenizer=tok,
-        patch_size=patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_TEMPLATE,
-    )
-    return model, proc
+    return model, LlavaProcessor(image_processor=ip, **proc_kw)
 
 
 def _paligemma(tok, image_size, patch_size, hidden, layers, heads):
