@@ -42,9 +42,11 @@ def report_cmd(
     ),
 ):
     """Tables, statistics, figures and sanity checks from run directories."""
+    from .outputs import require_writable_dir
     from .report import build
 
     try:
+        require_writable_dir(out, "report directory")  # before the runs are read (build checks its files too)
         rep = build(
             runs,
             out,
@@ -89,9 +91,11 @@ def baseline_cmd(
     ),
 ):
     """Record robust metrics and gaps as the baseline that `robust-pt check` compares against."""
+    from .outputs import require_writable_file
     from .report.check import save_baseline
 
     try:
+        require_writable_file(out, "baseline file")  # before the runs are read
         base = save_baseline(inputs, out, allow_mixed=allow_mixed, correction=correction)
     except RobustPTError as err:
         fail(err)
@@ -113,9 +117,12 @@ def check_cmd(
     ),
 ):
     """Exit 0 when no robust metric fell below the baseline and no significant gap changed sign, else 1."""
+    from .outputs import require_writable_file
     from .report.check import check
 
     try:
+        if junit is not None:
+            require_writable_file(junit, "JUnit file", "--junit")  # before the runs are read
         res = check(inputs, baseline, tolerance=tolerance, junit=junit, allow_mixed=allow_mixed, two_sided=two_sided)
     except RobustPTError as err:
         fail(err)

@@ -23,10 +23,12 @@ def pretrain(
     overwrite: bool = typer.Option(False, help="Replace a different checkpoint in --out."),
 ):
     """Pretrain the built-in miniature OFA on the multi-task ShapesWorld mix."""
+    from .outputs import require_writable_dir
     from .tuning.config import TrainConfig
     from .tuning.train import pretrain as _pretrain
 
     try:
+        require_writable_dir(out, "checkpoint directory")
         meta = _pretrain(
             out,
             preset,
@@ -151,10 +153,16 @@ def _train(
     device: str,
     **options,
 ):
+    from .outputs import require_writable_dir
     from .tuning import registry
     from .tuning.config import TrainConfig, TuningConfig
     from .tuning.hf_train import is_hf_dir
     from .tuning.train import tune
+
+    try:
+        require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
+    except RobustPTError as err:
+        fail(err)
 
     def own(names) -> dict:  # the chosen method's options (None: not given, the method's default)
         return {k: options[k] for k in names if options.get(k) is not None}
@@ -232,12 +240,13 @@ def demo(
     """Run recipes/demo.yaml: build or reuse the demo checkpoints, attack them, write the report."""
     import time
 
-    from .recipe import load_recipe, run_recipe
+    from .recipe import check_outputs, load_recipe, run_recipe
     from .zoo import build_zoo
 
     t0 = time.time()
     try:
         recipe = load_recipe("demo")
+        check_outputs(recipe, None if zoo_only else out)  # before any checkpoint is built
         _print_metrics({d.name: meta for d, meta in build_zoo(recipe).values()})
         print(f"[demo] checkpoints ready after {time.time() - t0:.0f} s", flush=True)
         if not zoo_only:

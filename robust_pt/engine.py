@@ -505,7 +505,12 @@ def evaluate(
       `crafted` for every target (robust_pt/attacks/transfer.py).
     """
     from . import distributed as dd
+    from .outputs import require_writable_dir
 
+    if out is not None:  # before the model, the task or the attack is touched
+        require_writable_dir(out, "run directory")
+    if crafted is not None and surrogate is not None:
+        require_writable_dir(crafted, "crafted-inputs directory", "--crafted")
     if nproc is not None:
         nproc = _positive_int("nproc", nproc)
     where = dd.place()

@@ -29,3 +29,7 @@ class RunDirError(RobustPTError):
 
 class LockedError(RunDirError):
     """A run, report or checkpoint directory that another robust-pt process is writing."""
+
+
+class OutputPathError(RobustPTError):
+    """An output path (run, report or checkpoint directory, baseline or JUnit file) that cannot be written."""

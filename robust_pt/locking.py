@@ -50,8 +50,11 @@ def hold(
     d = Path(d)
     if d.exists() and not d.is_dir():
         raise RunDirError(f"{d} exists and is not a directory; use another directory")
-    d.mkdir(parents=True, exist_ok=True)
-    fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # an ancestor that is a file, no permission (robust_pt/outputs.py checks first)
+        raise RunDirError(f"{what} {d} cannot be written ({err.strerror}); use another directory") from None
     try:
         _acquire(fd, d, what, wait, on_wait)
         os.ftruncate(fd, 0)

@@ -436,6 +436,24 @@ def _check_base(base: str, recipe_path: Path) -> None:
         )
 
 
+def check_outputs(r: Recipe, out: Path | None) -> None:
+    """That everything the recipe writes can be written (robust_pt/outputs.py), before anything is tuned or
+    attacked: the report directory `out` (None: not written), its runs/ and report files, and the zoo's
+    checkpoint directories. Creates nothing."""
+    from .outputs import require_writable_dir
+    from .zoo import entry_dir
+
+    if out is not None:
+        from .report import check_out
+
+        check_out(Path(out))
+        require_writable_dir(Path(out) / "runs", "runs directory")
+    for task, t in r.checkpoints():
+        if t.tuning is not None:
+            d = entry_dir(task, t.name, r.name, Path(r.zoo) if r.zoo else None)
+            require_writable_dir(d, "checkpoint directory", "zoo: directory (or ROBUST_PT_CACHE)")
+
+
 def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print, only=None) -> Path:
     """Tune what is missing, attack everything (resumable), write the report; returns its dir.
 
@@ -447,6 +465,7 @@ def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print, 
     r = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     part = r if only is None else r.only(only)
     out = Path(out) if out is not None else Path("reports") / r.name
+    check_outputs(part, out)
     with hold(out, "report directory"):  # a second `robust-pt run` into it: LockedError, exit 2
         return _run_locked(r, part, out, log)
 

@@ -183,6 +183,8 @@ def build(
     from .. import __version__
     from . import sanity, tables
 
+    if out is not None:
+        check_out(Path(out), figures)  # before any run is read: a bad --out is one line, not a late traceback
     seed = _int("seed", seed, 0)
     n_boot = _int("n_boot", n_boot, 100)
     if correction not in stats.CORRECTIONS:
@@ -228,13 +230,36 @@ def build(
     return rep
 
 
+REPORT_FILES = (
+    "report.md",
+    "report.html",
+    "summary.csv",
+    "gaps.csv",
+    "summary.tex",
+    "summary.json",
+    "transfer.csv",
+    "corruptions.csv",
+)
+
+
+def check_out(out: Path, figures: bool = True) -> None:
+    """That the report can be written into `out` (robust_pt/outputs.py): the folder, figures/ and each
+    file (an existing report's files are replaced only once the report is built); creates nothing."""
+    from ..outputs import require_writable_dir, require_writable_file
+
+    require_writable_dir(out, "report directory")
+    if figures:
+        require_writable_dir(out / "figures", "report figures directory")
+    for name in REPORT_FILES:
+        require_writable_file(out / name, "report file")
+
+
 def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dict:
     """Write every file of the report into `out` (created); returns {name: path}."""
     from . import document, factors, html, latex, markdown, plots
     from .transfer import groups as transfer_groups
 
-    if out.exists() and not out.is_dir():
-        raise ReportError(f"{out} exists and is not a directory; choose another --out")
+    check_out(out, figures)
     out.mkdir(parents=True, exist_ok=True)
     figdir = out / "figures"
     if figures:

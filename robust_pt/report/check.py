@@ -363,6 +363,9 @@ def compare(
 
 def junit_xml(result: CheckResult, path: str | Path, baseline_path: str = "") -> Path:
     """JUnit XML: one testsuite, one testcase per (task, model, attack, eps)."""
+    from ..outputs import require_writable_file
+
+    p = require_writable_file(path, "JUnit file", "--junit")
     failures = sum(1 for c in result.cases if c.failures)
     suite = ET.Element(
         "testsuite",
@@ -385,7 +388,6 @@ def junit_xml(result: CheckResult, path: str | Path, baseline_path: str = "") ->
             ET.SubElement(tc, "system-out").text = "\n".join(c.info)
     root = ET.Element("testsuites", name="robust-pt", tests=str(len(result.cases)), failures=str(failures))
     root.append(suite)
-    p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(p, encoding="utf-8", xml_declaration=True)
     return p

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError, TaskError
+from ..outputs import require_writable_dir
 from . import registry
 from .checkpoint import sha256_file
 
@@ -394,6 +395,7 @@ def train_hf(
     from .train import PRETRAIN_TASK
 
     base_dir, out = Path(base).resolve(), Path(out)
+    require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
     arch = _check_base_dir(base, base_dir)
     check_method(cfg.method, arch, base)
     if task_name == PRETRAIN_TASK and not hf_family(arch).generative:

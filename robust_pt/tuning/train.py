@@ -19,6 +19,7 @@ import torch
 from .. import __version__
 from ..errors import TaskError
 from ..locking import hold
+from ..outputs import require_writable_dir
 from ..predict import evaluate_clean, images_of, task_loss_embeds
 from ..progress import progress_bar
 from . import checkpoint as ckpt
@@ -101,6 +102,7 @@ def pretrain(
     from ..tasks import load_task
     from ..tasks.vocab import WORDS, bin_tokens
 
+    require_writable_dir(out, "checkpoint directory")  # before the model is built or trained
     tc = tc or TrainConfig(steps=12000, batch_size=64)
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -168,6 +170,7 @@ def tune(
     replace_stale: `out` is a cache entry; one made from another base or config is retrained."""
     from ..tasks import load_task
 
+    require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
     torch.set_num_threads(tc.threads)
     base_dir = ckpt.checkpoint_dir(base)
     if task_name == PRETRAIN_TASK:
