@@ -82,6 +82,7 @@ class Report:
                         "task_kind": r.task_kind,
                         "metric": r.metric,
                         "attack": r.attack,
+                        "attack_base": r.attack_base,
                         "attack_spec": r.attack_spec,
                         "eps": r.eps,
                         "examples": int(r.records["id"].nunique()),

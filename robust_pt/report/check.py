@@ -18,6 +18,14 @@ than tolerance *above* the baseline fails too (on an unchanged model: an attack 
 weaker), and so does a clean metric that moved by more than tolerance either way (the
 model or the data changed); re-make the baseline when that is intended.
 
+Rows are matched on the attack's identity, not its name: the baseline records each attack's
+settings, and the baseline's attacks and the runs' are labelled together by the report's one
+labelling rule (load.attack_labels), so PGD-50 runs against a PGD-10 baseline are `pgd[steps=50]`
+against `pgd[steps=10]`: the baseline's rows are missing (a failure that names both), never matched
+to the other setting. A baseline made before the settings were recorded matches by its label
+alone, and only where that is unambiguous: a bare name ("pgd", one setting of it in the baseline)
+matches the runs' attack of that name when the runs have a single setting of it.
+
 Rows that are new (not in the baseline) pass and are listed as new. The JUnit XML has one
 test case per (task, model, attack, eps); gap regressions belong to the case of the
 compared (non-finetuning) model.
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +43,7 @@ from typing import Iterable
 from xml.etree import ElementTree as ET
 
 from . import SCHEMA_VERSION, ReportError
-from .load import RUN_JSON, eps_label
+from .load import RUN_JSON, attack_labels, attack_settings, eps_label
 
 BASELINE_KIND = "robust-pt-baseline"
 REPORT_KIND = "robust-pt-report"
@@ -46,7 +55,30 @@ class BaselineError(ReportError):
 
 
 def _key(task, model, attack, eps) -> tuple:
+    """A row's identity: task, model, attack label (attack_labels: its settings where they differ), eps."""
     return (str(task), str(model), str(attack), round(float(eps), 10))
+
+
+def _unlabelled(label: str) -> str:
+    """The base label of an attack label written without its base (summary.json made before robust-pt
+    recorded it): "pgd[steps=10]" -> "pgd"."""
+    return re.sub(r"\[[^\[\]]*\]$", "", str(label))
+
+
+def _identify(items: list[dict], runs: list[dict]) -> None:
+    """Give each row or gap of a report its attack's base label and settings (attack_base, attack_settings)
+    from the report's runs (each with task, model, attack label, attack_spec)."""
+    ident = {}
+    for r in runs:
+        spec = r.get("attack_spec")
+        if isinstance(spec, dict):
+            base = r.get("attack_base") or _unlabelled(r.get("attack", ""))
+            ident[(str(r.get("task")), str(r.get("model")), str(r.get("attack")))] = (base, attack_settings(spec))
+    for it in items:
+        hit = ident.get((str(it.get("task")), str(it.get("model")), str(it.get("attack"))))
+        if hit is not None:
+            it.setdefault("attack_base", hit[0])
+            it.setdefault("attack_settings", hit[1])
 
 
 def _read_summary(path: Path) -> dict:
@@ -107,8 +139,10 @@ def collect(
             summary = p / "summary.json"
         if summary is not None:
             obj = _read_summary(summary)
-            rows += obj.get("rows") or []
-            gaps += obj.get("gaps") or []
+            r_, g_ = obj.get("rows") or [], obj.get("gaps") or []
+            _identify(r_ + g_, obj.get("runs") or [])
+            rows += r_
+            gaps += g_
             warnings += obj.get("warnings") or []
             sources.append(str(summary))
         else:
@@ -124,8 +158,20 @@ def collect(
         )
         from .document import as_plain
 
-        rows += as_plain(rep.summary.to_dict(orient="records"))
-        gaps += as_plain(rep.gaps.to_dict(orient="records"))
+        r_, g_ = as_plain(rep.summary.to_dict(orient="records")), as_plain(rep.gaps.to_dict(orient="records"))
+        runs = [
+            {
+                "task": r.task,
+                "model": r.model,
+                "attack": r.attack,
+                "attack_base": r.attack_base,
+                "attack_spec": r.attack_spec,
+            }
+            for r in rep.runs
+        ]
+        _identify(r_ + g_, as_plain(runs))
+        rows += r_
+        gaps += g_
         warnings += rep.warnings
         sources += [str(r.path) for r in rep.runs]
     return rows, gaps, warnings, sources
@@ -143,6 +189,8 @@ def make_baseline(inputs: Iterable[str | Path], allow_mixed: bool = False, corre
                 "model",
                 "method",
                 "attack",
+                "attack_base",
+                "attack_settings",
                 "eps",
                 "eps_label",
                 "metric",
@@ -164,6 +212,8 @@ def make_baseline(inputs: Iterable[str | Path], allow_mixed: bool = False, corre
                 "method",
                 "reference",
                 "attack",
+                "attack_base",
+                "attack_settings",
                 "eps",
                 "eps_label",
                 "metric",
@@ -262,6 +312,80 @@ def _lab(r: dict) -> str:
     return r.get("eps_label") or eps_label(float(r["eps"]))
 
 
+LEGACY = (
+    "the baseline records no attack settings (made by an older robust-pt): its attacks are matched to the runs' "
+    "by name, so a change of an attack's settings goes unseen; re-make it with `robust-pt baseline`"
+)
+
+
+class _Labels:
+    """Attack labels of the baseline's entries and the runs' rows, made together (load.attack_labels), so
+    that two settings of one attack get two labels whichever side each is on."""
+
+    def __init__(self, baseline_items: list[dict], current_items: list[dict]):
+        self.items: list[tuple[str, dict]] = []
+        self.index: dict[tuple, int] = {}
+        for it in baseline_items + current_items:
+            if isinstance(it.get("attack_settings"), dict):
+                self._add(it)
+        self.labels = attack_labels(self.items)
+        self.base_of = {lab: base for lab, (base, _) in zip(self.labels, self.items)}
+        self.by_base: dict[str, set] = {}
+        for it in current_items:
+            lab = self.label(it)
+            self.by_base.setdefault(self.base_of.get(lab, _unlabelled(lab)), set()).add(lab)
+        self.legacy = False
+
+    @staticmethod
+    def _ident(it: dict) -> tuple:
+        base = it.get("attack_base") or _unlabelled(it["attack"])
+        return base, json.dumps(it["attack_settings"], sort_keys=True, default=str)
+
+    def _add(self, it: dict) -> None:
+        k = self._ident(it)
+        if k not in self.index:
+            self.index[k] = len(self.items)
+            self.items.append((k[0], it["attack_settings"]))
+
+    def label(self, it: dict) -> str:
+        """A run's row: its label among the baseline's and the runs' attacks (rows without settings: their own)."""
+        if isinstance(it.get("attack_settings"), dict):
+            return self.labels[self.index[self._ident(it)]]
+        return str(it["attack"])
+
+    def baseline_label(self, b: dict) -> tuple[str, str | None]:
+        """(label, why it cannot be matched or None) of a baseline entry; an entry without settings (an old
+        baseline) takes the label of the runs' one setting of its attack, where that is unambiguous."""
+        if isinstance(b.get("attack_settings"), dict):
+            return self.label(b), None
+        lab = str(b["attack"])
+        self.legacy = True
+        if _unlabelled(lab) != lab:
+            return lab, (
+                f"the baseline names {lab}, one of several settings of {_unlabelled(lab)}, without recording the "
+                f"settings (an older robust-pt), so it cannot be matched to the runs; re-make the baseline with "
+                f"`robust-pt baseline`"
+            )
+        cands = sorted(self.by_base.get(lab, ()))
+        if len(cands) > 1:
+            return lab, (
+                f"the baseline has {lab} without its settings (an older robust-pt); the runs have "
+                f"{', '.join(cands)}, so which one it was is unknown; re-make the baseline with `robust-pt baseline`"
+            )
+        return (cands[0] if cands else lab), None
+
+    def others(self, cur_keys, task: str, model: str, label: str) -> list[str]:
+        """The runs' other settings of the same attack for one task and model."""
+        base = self.base_of.get(label, _unlabelled(label))
+        return sorted(
+            {
+                k[2]
+                for k in cur_keys
+                if k[0] == task and k[1] == model and k[2] != label and self.base_of.get(k[2], k[2]) == base
+            }
+        )
+
+
 def compare(
     rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float = DEFAULT_TOLERANCE, two_sided: bool = False
 ) -> CheckResult:
@@ -273,7 +397,8 @@ def compare(
         or tolerance < 0
     ):
         raise ReportError(f"tolerance must be a number >= 0 (in metric units, 0.02 = 2 points), got {tolerance!r}")
-    cur = {_key(r["task"], r["model"], r["attack"], r["eps"]): r for r in rows}
+    names = _Labels(list(baseline["metrics"]) + list(baseline["gaps"]), list(rows) + list(gaps))
+    cur = {_key(r["task"], r["model"], names.label(r), r["eps"]): r for r in rows}
     cases: dict[tuple, Case] = {}
 
     def case(task, model, attack, eps, label) -> Case:
@@ -282,14 +407,28 @@ def compare(
             cases[k] = Case(str(task), str(model), str(attack), float(eps), label)
         return cases[k]
 
+    def missing(b: dict, attack: str, where: str) -> str:
+        others = names.others(cur, str(b["task"]), str(b["model"]), attack)
+        if not others:
+            return f"{where}: in the baseline but not measured now (run the same model, task and attack)"
+        return (
+            f"{where}: missing: baseline has {attack} at eps {_lab(b)} for model {b['model']}; the runs have "
+            f"{' and '.join(others)} - re-make the baseline if the attack changed on purpose (`robust-pt baseline`)"
+        )
+
     regressions: list[str] = []
+    base_keys = set()
     for b in baseline["metrics"]:
-        k = _key(b["task"], b["model"], b["attack"], b["eps"])
-        c = case(b["task"], b["model"], b["attack"], b["eps"], _lab(b))
-        where = f"{b['task']} {b['model']} {b['attack']} eps={_lab(b)}"
-        r = cur.get(k)
-        if r is None:
-            msg = f"{where}: in the baseline but not measured now (run the same model, task and attack)"
+        attack, unmatched = names.baseline_label(b)
+        k = _key(b["task"], b["model"], attack, b["eps"])
+        base_keys.add(k)
+        c = case(b["task"], b["model"], attack, b["eps"], _lab(b))
+        where = f"{b['task']} {b['model']} {attack} eps={_lab(b)}"
+        r = None if unmatched else cur.get(k)
+        if unmatched:
+            msg = f"{where}: {unmatched}"
+        elif r is None:
+            msg = missing(b, attack, where)
         else:
             now, then = r.get("robust"), b.get("robust")
             if now is None or then is None or not math.isfinite(float(now)):
@@ -321,17 +460,20 @@ def compare(
                 continue
         c.failures.append(msg)
         regressions.append(msg)
-    cur_gaps = {(_key(g["task"], g["model"], g["attack"], g["eps"]), str(g["reference"])): g for g in gaps}
+    cur_gaps = {(_key(g["task"], g["model"], names.label(g), g["eps"]), str(g["reference"])): g for g in gaps}
     for b in baseline["gaps"]:
         lo, hi, gap = b.get("gap_lo"), b.get("gap_hi"), b.get("gap")
         if gap is None or not _baseline_significant(b):
             continue  # the baseline could not tell the sign: nothing to keep
-        k = _key(b["task"], b["model"], b["attack"], b["eps"])
-        c = case(b["task"], b["model"], b["attack"], b["eps"], _lab(b))
-        where = f"{b['task']} {b['model']} {b['attack']} eps={_lab(b)}"
-        g = cur_gaps.get((k, str(b["reference"])))
+        attack, unmatched = names.baseline_label(b)
+        k = _key(b["task"], b["model"], attack, b["eps"])
+        c = case(b["task"], b["model"], attack, b["eps"], _lab(b))
+        where = f"{b['task']} {b['model']} {attack} eps={_lab(b)}"
+        g = None if unmatched else cur_gaps.get((k, str(b["reference"])))
         sign = "+" if gap > 0 else "-"
-        if g is None or g.get("gap") is None:
+        if unmatched:
+            msg = f"{where}: gap vs finetuning ({b['reference']}): {unmatched}"
+        elif g is None or g.get("gap") is None:
             msg = (
                 f"{where}: gap vs finetuning ({b['reference']}) is not measured now "
                 f"(baseline {sign}{_pts(abs(gap))} points, significant)"
@@ -350,15 +492,14 @@ def compare(
             continue
         c.failures.append(msg)
         regressions.append(msg)
-    base_keys = {_key(b["task"], b["model"], b["attack"], b["eps"]) for b in baseline["metrics"]}
     new = []
     for k, r in cur.items():
         if k not in base_keys:
-            c = case(r["task"], r["model"], r["attack"], r["eps"], _lab(r))
+            c = case(r["task"], r["model"], k[2], r["eps"], _lab(r))
             c.info.append("new: not in the baseline")
-            new.append(f"{r['task']} {r['model']} {r['attack']} eps={_lab(r)}")
+            new.append(f"{r['task']} {r['model']} {k[2]} eps={_lab(r)}")
     ordered = sorted(cases.values(), key=lambda c: (c.task, c.model, c.attack, c.eps))
-    return CheckResult(not regressions, regressions, ordered, new, [], float(tolerance))
+    return CheckResult(not regressions, regressions, ordered, new, [LEGACY] if names.legacy else [], float(tolerance))
 
 
 def junit_xml(result: CheckResult, path: str | Path, baseline_path: str = "") -> Path:
@@ -405,7 +546,7 @@ def check(
     base = load_baseline(baseline)
     rows, gaps, warnings, _ = collect(inputs, allow_mixed)
     res = compare(rows, gaps, base, tolerance, two_sided=two_sided)
-    res.warnings = warnings
+    res.warnings = warnings + res.warnings
     if junit is not None:
         junit_xml(res, junit, str(baseline))
     return res

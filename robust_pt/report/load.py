@@ -78,6 +78,7 @@ class RunData:
     duplicates: int = 0  # (id, eps) records seen twice (the first kept)
     status: str = ""
     source: str | None = None  # transfer runs: the surrogate(s) crafted on ("finetune", "finetune+prompt")
+    attack_base: str = ""  # the label before settings are added (attack_labels): "pgd", "pgd from pretrain"
 
     @property
     def target(self) -> str:
@@ -411,7 +412,8 @@ def load_run(path: str | Path) -> RunData:
         metric=metric,
         model=model,
         method=method,
-        attack=str(spec["name"]) + (f" from {source}" if source else "") + _aim(spec),
+        attack=base_label(spec, source),
+        attack_base=base_label(spec, source),
         attack_spec=spec,
         eps=eps_list,
         records=df,
@@ -421,6 +423,11 @@ def load_run(path: str | Path) -> RunData:
         status=str(meta.get("status") or ""),
         source=source,
     )
+
+
+def base_label(spec: dict, source: str | None = None) -> str:
+    """An attack's label before its settings: the preset name, its source for transfer runs, its target."""
+    return str(spec.get("name") or "attack") + (f" from {source}" if source else "") + _aim(spec)
 
 
 def _aim(spec: dict) -> str:
@@ -451,29 +458,43 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+#: spec keys that are not part of an attack's identity in its label (the eps grid is a column of its own)
+LABEL_FREE = ("eps", "description", "path")
+
+
+def attack_settings(spec: dict) -> dict:
+    """The settings that make an attack what it is: its spec without the eps grid and the prose."""
+    return {k: v for k, v in spec.items() if k not in LABEL_FREE}
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def attack_labels(items: list[tuple[str, dict]]) -> list[str]:
+    """The attack label of each (base label, settings): the base label ("pgd"), plus the settings in which
+    items of that base label differ ("pgd[steps=10]", "pgd[steps=50]").
+
+    Why one function: the report labels its runs with it, and `robust-pt check` labels the baseline's
+    attacks and the runs' together with it, so a PGD-50 run is never matched to a PGD-10 baseline."""
+    out = [name for name, _ in items]
+    by_name: dict[str, list[int]] = {}
+    for i, (name, _) in enumerate(items):
+        by_name.setdefault(name, []).append(i)
+    for name, idx in by_name.items():
+        specs = [items[i][1] for i in idx]
+        keys = sorted({k for s in specs for k in s if any(not _same(t.get(k), specs[0].get(k)) for t in specs)})
+        if keys:
+            for i in idx:
+                out[i] = f"{name}[" + ",".join(f"{k}={items[i][1].get(k)}" for k in keys) + "]"
+    return out
+
+
 def _label_attacks(runs: list[RunData]) -> None:
-    """Two runs of one preset name with different settings get the differing settings in their label."""
-    by_name: dict[str, list[RunData]] = {}
-    for r in runs:
-        by_name.setdefault(r.attack, []).append(r)  # the preset name (and its source, for transfer runs)
-    for name, rs in by_name.items():
-        specs = [{k: v for k, v in r.attack_spec.items() if k not in ("eps", "description", "path")} for r in rs]
-        keys = sorted(
-            {
-                k
-                for s in specs
-                for k in s
-                if any(
-                    json.dumps(s.get(k), sort_keys=True, default=str)
-                    != json.dumps(specs[0].get(k), sort_keys=True, default=str)
-                    for s in specs
-                )
-            }
-        )
-        if not keys:
-            continue
-        for r, s in zip(rs, specs):
-            r.attack = f"{name}[" + ",".join(f"{k}={s.get(k)}" for k in keys) + "]"
+    """Two runs of one preset name (and source) with different settings get the differing settings in their label."""
+    labels = attack_labels([(r.attack_base or r.attack, attack_settings(r.attack_spec)) for r in runs])
+    for r, label in zip(runs, labels):
+        r.attack = label
 
 
 def load_runs(paths: Iterable[str | Path], allow_mixed: bool = False) -> list[RunData]:

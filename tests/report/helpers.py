@@ -166,14 +166,17 @@ def golden_runs(root: Path, **kw) -> tuple[Path, Path]:
     return ft, pt
 
 
-def gate_runs(root: Path, pt_wrong_at_8: int = 30, n: int = 100, clean_wrong: int = 10) -> list[Path]:
-    """100 examples at 2/255 and 8/255; finetuning breaks far more than prompt tuning (unless degraded)."""
+def gate_runs(
+    root: Path, pt_wrong_at_8: int = 30, n: int = 100, clean_wrong: int = 10, spec: dict | None = None
+) -> list[Path]:
+    """100 examples at 2/255 and 8/255; finetuning breaks far more than prompt tuning (unless degraded).
+    `spec`: the attack's settings (PGD-10 by default)."""
     e2, e8 = 2 / 255, 8 / 255
     wrong = set(range(n - clean_wrong, n))
     clean = right_except(wrong, n)
     ft = {e2: right_except(set(range(40)) | wrong, n), e8: right_except(set(range(70)) | wrong, n)}
     pt = {e2: right_except(set(range(15)) | wrong, n), e8: right_except(set(range(pt_wrong_at_8)) | wrong, n)}
     return [
-        write_run(root / "ft", "finetune-shapes-vqa", ft, clean),
-        write_run(root / "pt", "prompt-shapes-vqa", pt, clean),
+        write_run(root / "ft", "finetune-shapes-vqa", ft, clean, spec=spec),
+        write_run(root / "pt", "prompt-shapes-vqa", pt, clean, spec=spec),
     ]

@@ -9,7 +9,7 @@ import pytest
 
 from robust_pt.report.check import BaselineError, check, load_baseline, save_baseline
 
-from .helpers import gate_runs
+from .helpers import PRESETS, gate_runs
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,72 @@ def test_example_workflow_runs_the_gate():
     text = "\n".join(str(s.get("run", "")) for s in steps)
     assert "robust-pt check" in text and "--baseline reports/baseline.json" in text and "--junit" in text
     assert "robust-pt report" in text and "robust-pt baseline" in text
+
+
+PGD50 = {**PRESETS["pgd"], "steps": 50}
+
+
+def test_pgd50_runs_against_a_pgd10_baseline_fail_naming_both_settings(baseline, tmp_path):
+    """The gate keys on the attack's identity: PGD-50 runs are not the PGD-10 baseline's attack, even alone
+    (where the report of the runs alone calls them plain "pgd")."""
+    _, _, path = baseline
+    runs = gate_runs(tmp_path, spec=PGD50)
+    for inputs in (runs, [_report(runs, tmp_path / "rep")]):  # run directories, or a report folder
+        res = check(inputs, path)
+        assert not res.passed and res.exit_code == 1
+        missing = [r for r in res.regressions if "missing" in r]
+        assert len(missing) == 4  # every baseline row: 2 models x 2 eps
+        assert (
+            "missing: baseline has pgd[steps=10] at eps 8/255 for model prompt-shapes-vqa; the runs have "
+            "pgd[steps=50] - re-make the baseline if the attack changed on purpose"
+        ) in "\n".join(missing)
+        assert sorted(res.new) == sorted(
+            f"shapes-vqa {m}-shapes-vqa pgd[steps=50] eps={e}"
+            for m in ("finetune", "prompt")
+            for e in ("2/255", "8/255")
+        )
+
+
+def test_the_same_settings_pass_and_keep_the_plain_label(baseline, tmp_path):
+    _, _, path = baseline
+    res = check(gate_runs(tmp_path, spec=dict(PRESETS["pgd"])), path)
+    assert res.passed and not res.new and {c.attack for c in res.cases} == {"pgd"}
+    b = json.loads(path.read_text())
+    assert all(m["attack_settings"]["steps"] == 10 and m["attack_base"] == "pgd" for m in b["metrics"])
+
+
+def test_a_pgd50_baseline_against_both_settings_matches_its_own(tmp_path):
+    """A baseline of two settings of pgd, checked against runs of both: each row meets its own setting."""
+    base = tmp_path / "base.json"
+    save_baseline(gate_runs(tmp_path / "a", spec=PGD50), base)
+    runs = gate_runs(tmp_path / "b", spec=PGD50) + gate_runs(tmp_path / "c", spec=dict(PRESETS["pgd"]))
+    res = check(runs, base)
+    assert res.passed, res.regressions
+    assert len(res.new) == 4 and all("pgd[steps=10]" in n for n in res.new)
+
+
+def test_an_old_baseline_without_settings_matches_by_name_only_where_unambiguous(baseline, tmp_path):
+    _, runs, path = baseline
+    b = json.loads(path.read_text())
+    for item in b["metrics"] + b["gaps"]:
+        del item["attack_settings"], item["attack_base"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(b))
+    res = check(runs, old)
+    assert res.passed and any("records no attack settings" in w for w in res.warnings)
+    both = runs + gate_runs(tmp_path / "b", spec=PGD50)
+    res = check(both, old)
+    assert not res.passed
+    assert "the runs have pgd[steps=10], pgd[steps=50], so which one it was is unknown" in res.regressions[0]
+    for item in b["metrics"] + b["gaps"]:
+        item["attack"] = "pgd[steps=10]"  # an old baseline of two settings: never guessed
+    old.write_text(json.dumps(b))
+    res = check(both, old)
+    assert not res.passed and "cannot be matched to the runs" in res.regressions[0]
+
+
+def _report(runs, out):
+    from robust_pt.report import build
+
+    build(runs, out, n_boot=200, figures=False)
+    return out
