@@ -1,7 +1,7 @@
 # robust-pt developer tasks.
 #
 #   make setup        create .venv, install robust-pt (editable, [dev]) with the tested pins in
-#                     constraints.txt, torchattacks (--no-deps), and the offline NLTK data.
+#                     constraints.txt, torchattacks (--no-deps), and the offline NLTK data (robust-pt setup).
 #                     Idempotent: re-runs only what changed (a few seconds when nothing did).
 #   make test         setup, then ruff (lint + format check, rules in pyproject.toml) and the test suite, offline
 #   make demo         setup, then `robust-pt demo`
@@ -36,7 +36,7 @@ DOGFOOD_OUT ?= .cache/ci-smoke
 .PHONY: setup test demo dogfood constraints clean distclean tiny-llava
 
 setup: $(STAMP)
-	@$(BIN)/python scripts/setup_nltk.py
+	@$(BIN)/robust-pt setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -16,7 +16,7 @@ import typer
 from .cli_app import app, fail  # noqa: F401  (`from robust_pt.cli import app` keeps working)
 from .errors import RobustPTError
 
-COMMAND_MODULES = ("cli_train", "cli_attack", "cli_report")  # robust_pt.<name>, in help order
+COMMAND_MODULES = ("cli_train", "cli_attack", "cli_report", "cli_setup")  # robust_pt.<name>, in help order
 
 
 def _register() -> None:

@@ -1,7 +1,7 @@
 """Offline setup for TextAttack / NLTK. Nothing runs at import.
 
 `import textattack` tries to download six NLTK corpora on its first import and then
-crashes without the stop-word list. `scripts/setup_nltk.py` (run by `make setup`)
+crashes without the stop-word list. `robust-pt setup` (robust_pt/textdata.py; `make setup`)
 prepares the data under `paths.nltk_dir()` and writes TextAttack's post-install marker
 under `paths.textattack_cache()`; call `prepare_textattack_env()` before importing
 textattack so both libraries find them.
@@ -62,7 +62,7 @@ def missing_offline_data(
     """What of the offline TextAttack data is missing (an empty list when all is there).
 
     Defaults to robust-pt's own directories. The fix for anything listed is
-    `python scripts/setup_nltk.py` (or `make setup`) in a checkout.
+    `robust-pt setup` (in a checkout, `make setup`).
     """
     nd = Path(nltk_data) if nltk_data is not None else paths.nltk_dir()
     tc = Path(ta_cache) if ta_cache is not None else paths.textattack_cache()

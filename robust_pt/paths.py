@@ -1,7 +1,7 @@
 """Where robust-pt finds its presets and keeps its caches.
 
-Stdlib only and free of relative imports: scripts/setup_nltk.py loads this file by path
-(before the package is installed), and `import robust_pt` must stay light.
+Stdlib only: robust_pt/textdata.py (`robust-pt setup`) uses it, and `import robust_pt`
+must stay light.
 
 Two layouts are supported:
 

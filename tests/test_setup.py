@@ -17,7 +17,6 @@ import robust_pt
 from robust_pt import paths
 
 REPO = Path(__file__).resolve().parent.parent
-SETUP_NLTK = REPO / "scripts" / "setup_nltk.py"
 
 
 def _run(code: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -90,12 +89,13 @@ def test_prepare_textattack_env_sets_defaults_and_keeps_user_values(tmp_path):
     assert json.loads(out.stdout)["NLTK_DATA"] == "/somewhere/else"
 
 
-# --- scripts/setup_nltk.py ---------------------------------------------------------------
+# --- robust-pt setup (robust_pt/textdata.py) -----------------------------------------------
 
 
 def _setup_nltk(cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "ROBUST_PT_CACHE": str(cache), "ROBUST_PT_NO_APT": "1"}
-    return subprocess.run([sys.executable, str(SETUP_NLTK)], capture_output=True, text=True, env=env, timeout=300)
+    cmd = [sys.executable, "-m", "robust_pt", "setup"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=cache.parent)
 
 
 def test_setup_nltk_prepares_offline_data_and_is_idempotent(tmp_path):
@@ -129,7 +129,7 @@ def test_setup_nltk_prepares_offline_data_and_is_idempotent(tmp_path):
         assert used and all(lexnames[int(n)].startswith("verb.") for n in used)
         assert missing_offline_data(nltk_data, ta_cache) == []
     else:
-        assert "WordNet" in out.stderr
+        assert "WordNet" in out.stderr and "apt-get install wordnet-base" in out.stderr
 
     before = {p: p.stat().st_mtime_ns for p in (stop, marker)}
     out2 = _setup_nltk(cache)
@@ -137,6 +137,40 @@ def test_setup_nltk_prepares_offline_data_and_is_idempotent(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in before} == before
     if have_wordnet:
         assert "up to date" in out2.stdout
+
+
+def test_the_old_script_still_prepares_the_data(tmp_path):
+    env = {**os.environ, "ROBUST_PT_CACHE": str(tmp_path), "ROBUST_PT_NO_APT": "1"}
+    cmd = [sys.executable, str(REPO / "scripts" / "setup_nltk.py"), "-q"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "nltk_data" / "corpora" / "stopwords" / "english").is_file()
+
+
+def test_the_first_text_attack_prepares_its_data_with_one_line(tmp_path):
+    """A pip user who never ran `robust-pt setup`: the first text attack fills robust-pt's own cache and says so."""
+    code = (
+        "import json\n"
+        "from robust_pt.attacks.textattack_setup import ensure_offline_data\n"
+        "print(json.dumps(ensure_offline_data()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NLTK_DATA", "TA_CACHE_DIR")}
+    env["ROBUST_PT_CACHE"] = str(tmp_path / "c")
+
+    def first_use():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out, json.loads(out.stdout.strip().splitlines()[-1])
+
+    out, missing = first_use()
+    assert (tmp_path / "c" / "nltk_data" / "corpora" / "stopwords" / "english").is_file()
+    assert (tmp_path / "c" / "textattack" / "post_install_check_3").is_file()
+    assert "preparing the offline NLTK data" in out.stderr and "robust-pt setup" in out.stderr
+    assert all("WordNet" in m for m in missing)  # only WordNet can be missing (no system copy to take)
+    if Path("/usr/share/wordnet/data.noun").is_file():
+        assert missing == []
+    again, _ = first_use()
+    assert "preparing" not in again.stderr  # once
 
 
 # --- import cost -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ search). Each recipe here is TextAttack's own, with the untargeted goal over the
 candidate answers, and adapted to run offline:
 
   deepwordbug  character swaps/substitutions/deletions/insertions, greedy WIR (as published)
-  pwws         WordNet synonyms, weighted-saliency WIR (as published; WordNet from scripts/setup_nltk.py)
+  pwws         WordNet synonyms, weighted-saliency WIR (as published; WordNet from `robust-pt setup`)
   textbugger   character bugs + embedding neighbours (--embeddings); without the USE constraint
   textfooler   embedding neighbours (--embeddings), cos-sim >= 0.5; without USE and POS constraints
   bert-attack  masked-LM substitutes (--mlm); without USE
@@ -69,8 +69,8 @@ def check_resources(spec: AttackSpec) -> None:
     if recipe == "pwws":
         if any("WordNet" in m for m in ensure_offline_data()):
             raise AttackError(
-                "pwws needs NLTK's WordNet, which is missing; run `python scripts/setup_nltk.py` "
-                "(it copies Debian's wordnet-base into the project cache)"
+                "pwws needs NLTK's WordNet, which is missing; run `robust-pt setup` "
+                "(it copies the system's WordNet into robust-pt's cache and says how to get it when missing)"
             )
 
 

@@ -8,6 +8,7 @@ way without importing each other.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ def load_textattack():
     if missing:
         raise AttackError(
             f"text attacks need offline NLTK data that is missing ({'; '.join(missing)}); "
-            f"run `python scripts/setup_nltk.py` (or `make setup`)"
+            f"run `robust-pt setup` (in a checkout: `make setup`)"
         )
     try:
         with warnings.catch_warnings(), _quiet():
@@ -37,32 +38,27 @@ def load_textattack():
 
 
 def ensure_offline_data() -> list[str]:
-    """Point NLTK and TextAttack at the project cache and fill it if needed; what is still missing.
+    """Point NLTK and TextAttack at robust-pt's cache and fill it if needed; what is still missing.
 
-    In a checkout whose NLTK_DATA / TA_CACHE_DIR are robust-pt's own, missing data is
-    written by scripts/setup_nltk.py (without apt-get: WordNet is copied only when
-    Debian's wordnet-base is installed). Elsewhere nothing is written.
+    When NLTK_DATA / TA_CACHE_DIR are robust-pt's own (checkout or installed wheel), the
+    missing stop words and marker are written by robust_pt.textdata (as `robust-pt setup`
+    does, but without apt-get: WordNet is copied only when the system has it), with one
+    line on stderr. Data the user pointed elsewhere is never written.
     """
-    import io
-
-    from .. import paths
+    from .. import paths, textdata
     from ..offline import missing_offline_data, prepare_textattack_env
 
     env = prepare_textattack_env()
     nltk_data = env["NLTK_DATA"].split(os.pathsep)[0]
     missing = missing_offline_data(nltk_data, env["TA_CACHE_DIR"])
-    root = paths.repo_root()
-    script = root / "scripts" / "setup_nltk.py" if root else None
     own = Path(nltk_data) == paths.nltk_dir() and Path(env["TA_CACHE_DIR"]) == paths.textattack_cache()
-    if not missing or script is None or not script.is_file() or not own:
+    fixable = [m for m in missing if "WordNet" not in m or textdata.wordnet_source_present()]
+    if not fixable or not own:
         return missing
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_robust_pt_setup_nltk", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    print(f"robust-pt: preparing the offline NLTK data text attacks need in {paths.cache_dir()} "
+          "(once; `robust-pt setup` does it ahead)", file=sys.stderr, flush=True)  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        mod.main(["--cache", str(paths.cache_dir()), "--no-apt", "-q"])
+        textdata.prepare(paths.cache_dir(), allow_apt=False, quiet=True)
     return missing_offline_data(nltk_data, env["TA_CACHE_DIR"])
 
 
