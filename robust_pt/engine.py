@@ -257,6 +257,8 @@ def _resolve_task(model: nn.Module, task, split: str, limit: int | None, task_se
         t = load_task(task, split=split, limit=limit, seed=task_seed, size=model.image_size, **resize)
     elif isinstance(task, Task):
         t = task
+        if t.image_size != model.image_size and t.at_size is not None:  # loaded without a size: the model's
+            t = t.at_size(model.image_size)
         if trained and t.name != trained:
             raise TaskError(
                 f"model {model.display_name} was tuned on {trained}, not {t.name}; attack it on "
@@ -275,7 +277,8 @@ def _resolve_task(model: nn.Module, task, split: str, limit: int | None, task_se
     if t.image_size != model.image_size:
         raise TaskError(
             f"task {t.name} has {t.image_size}px images but the model expects {model.image_size}px; "
-            f"load the task with size={model.image_size}"
+            f"load it with rpt.load_task({t.name!r}, split={t.split!r}, size={model.image_size}) "
+            f"(or without size=: evaluate then uses the model's)"
         )
     if len(t) == 0:
         raise TaskError(f"task {t.name} has no examples")

@@ -34,12 +34,16 @@ __all__ = [
 ]
 
 
+#: The image side of a task loaded without a size (then evaluate() gives it the model's).
+DEFAULT_IMAGE_SIZE = 64
+
+
 def load_task(
     name: str,
     split: str = "test",
     limit: int | None = None,
     seed: int = 0,
-    size: int = 64,
+    size: int | None = None,
     num_examples: int | None = None,
     resize: str = "squash",
 ) -> Task:
@@ -49,7 +53,10 @@ def load_task(
     Built-in: `num_examples` overrides the split size (train 20000, val and test 1000;
     shapes-pretrain has only "train", 200000); `limit` then truncates it. Real datasets:
     `limit` takes a subsample seeded by `seed`; images are resized to `size` (`resize`:
-    squash or crop, as the model's processor does)."""
+    squash or crop, as the model's processor does).
+
+    size: the image side in pixels. None (the default): 64, and `evaluate` regenerates the
+    task at the attacked model's size; a given size is kept (a mismatch is an error)."""
     from .formats import FORMATS, is_real
 
     real = is_real(name)
@@ -66,6 +73,11 @@ def load_task(
             raise TaskError(f"{label} must be a positive integer, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TaskError(f"seed must be a non-negative integer, got {seed!r}")
+    if size is None:
+        again = dict(split=split, limit=limit, seed=seed, num_examples=num_examples, resize=resize)
+        task = load_task(name, size=DEFAULT_IMAGE_SIZE, **again)
+        task.at_size = lambda s: load_task(name, size=s, **again)
+        return task
     if isinstance(size, bool) or not isinstance(size, int) or size < 16:
         raise TaskError(f"image size must be an integer >= 16, got {size!r}")
     if real:

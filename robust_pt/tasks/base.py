@@ -8,7 +8,7 @@ engine never needs to know which task it runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -50,6 +50,9 @@ class Task:
     image_size: int = 64
     seed: int = 0
     _examples: Sequence[Example] | None = field(default=None, repr=False)
+    # set by load_task when no size was asked for: the same task at another image size, so that
+    # evaluate() can give a task loaded without a size the model's size
+    at_size: Callable[[int], Task] | None = field(default=None, repr=False, compare=False)
 
     # Subclasses that generate lazily override these two.
     def __len__(self) -> int:
