@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, TaskError
+from ..tuning.checkpoint import refuse_nonfinite, verify_weights
 from .base import Embeds, VLModel
 
 # architecture_of, read_json, SUPPORTED: also imported from here by hf_peft.py and robust_pt/tuning/hf_train.py
@@ -554,6 +555,8 @@ def load_transformers(path: Path, arch: str):
         raise CheckpointError(
             f"cannot load {arch} from {path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
         ) from None
+    if not verify_weights(path, side_meta(path), SIDE_FILE):  # not written by robust-pt: no NaN / Inf weights
+        refuse_nonfinite(model.named_parameters(), path)
     return model.eval(), tok, ip
 
 

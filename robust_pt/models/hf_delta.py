@@ -150,6 +150,11 @@ def load_delta(path: str | Path, *, base: Any = None, device: Any = None, precis
         raise CheckpointError(str(err)) from None
     _load_tensors(net, path)
     side = side_meta(path)
+    from ..tuning.checkpoint import read_tensors, refuse_nonfinite, verify_weights
+    from .hf import SIDE_FILE
+
+    if not verify_weights(path, side, SIDE_FILE):  # not written by robust-pt: at least no NaN / Inf weights
+        refuse_nonfinite(read_tensors(path / DELTA_WEIGHTS).items(), path / DELTA_WEIGHTS)
     meta = {
         "name": path.name,
         "architecture": arch,

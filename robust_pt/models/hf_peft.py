@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from .hf import HFVLModel, finish, load_transformers, side_meta, wrap
+from ..tuning.checkpoint import read_tensors, refuse_nonfinite, verify_weights
+from .hf import SIDE_FILE, HFVLModel, finish, load_transformers, side_meta, wrap
 from .loading import ADAPTER_CONFIG, architecture_of, hf_architectures, read_json
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -185,6 +186,8 @@ def load_adapter(
                 f"the base it was trained on (--base DIR)"
             ) from None
     _check_fit(pm, path, base_dir, arch)
+    if not verify_weights(path, side, SIDE_FILE):  # not written by robust-pt: at least no NaN / Inf weights
+        refuse_nonfinite(read_tensors(path / ADAPTER_WEIGHTS).items(), path / ADAPTER_WEIGHTS)
     pm.eval()
     method = side.get("method") or METHOD_OF.get(ptype, ptype.lower())
     meta = {

@@ -179,8 +179,8 @@ class BuiltinFamily(ModelFamily):
     def detect(self, ref):
         if str(ref).startswith(ckpt.BUILTIN_PREFIX):
             return True
-        d = _dir(ref)
-        return d is not None and (d / ckpt.META).exists()
+        d = _dir(ref)  # one that lost its meta.json is still ours: loading it says what is missing
+        return d is not None and ((d / ckpt.META).exists() or ckpt.looks_builtin(d))
 
     def load(self, ref, *, device=None, precision=None, base=None):
         """On `device`; it computes in float32 whatever `precision` says (the value is still checked)."""

@@ -3,21 +3,33 @@
 A finetuned (or pretrained) checkpoint stores every weight. Any other method stores
 only its own tensors plus the path and sha256 of its base's weights, and loads on top
 of that base; a changed base is refused rather than silently mixed.
+
+Every checkpoint robust-pt writes also records the sha256 of its own weight files
+(`weights_sha256` in meta.json; in robust_pt.json for Hugging Face directories, tuning/
+hf_train.py), and loading checks it: a file overwritten or damaged on disk (a few KB of
+0xFF bytes in model.safetensors are NaN weights that still load) is one error line instead
+of a silently broken model. A checkpoint without the hashes (made elsewhere, or before they
+were recorded) is refused when any floating weight is NaN or Inf. Hashes are cached per file
+state (path, inode, size, times), so loading the same checkpoint again in a run re-reads nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 from ..errors import CheckpointError
 
 FORMAT = "robust-pt-checkpoint/1"
 WEIGHTS, CONFIG, META = "model.safetensors", "config.json", "meta.json"
 BUILTIN_PREFIX = "builtin:"
+WEIGHTS_SHA = "weights_sha256"  # meta.json (robust_pt.json): {weight file name: sha256 of the file}
+ARCHITECTURE = "mini-ofa"  # config.json's "architecture" of a built-in checkpoint (models/ofa.py)
 
 
 def builtin_dir(name: str) -> Path:
@@ -52,6 +64,65 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _sha_cached(path: str, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    return sha256_file(Path(path))
+
+
+def sha256_cached(path: Path) -> str:
+    """sha256_file, remembered per file state (a rewritten or replaced file is hashed again)."""
+    st = os.stat(path)
+    return _sha_cached(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def weights_sha256(d: Path) -> dict[str, str]:
+    """{name: sha256} of the weight files (*.safetensors) in directory `d`: what meta.json records."""
+    return {f.name: sha256_file(f) for f in sorted(Path(d).glob("*.safetensors"))}
+
+
+def verify_weights(d: Path, meta: dict, meta_name: str = META) -> bool:
+    """Check `d`'s weight files against the sha256 its meta (read from `meta_name`) records: True when
+    they match, False when it records none (then the caller checks that the weights are finite), a
+    one-line CheckpointError when a file differs or is missing."""
+    want = meta.get(WEIGHTS_SHA) if isinstance(meta, dict) else None
+    if not isinstance(want, dict) or not want:
+        return False
+    for name, digest in want.items():
+        f = Path(d) / name
+        if not f.is_file():
+            raise CheckpointError(
+                f"{f} is missing but its {meta_name} records it; re-create the checkpoint (robust-pt train ...) "
+                f"or restore it"
+            )
+        if sha256_cached(f) != digest:
+            raise CheckpointError(
+                f"{f} does not match the sha256 in its {meta_name}: the file is corrupt or was changed; "
+                f"re-create it (robust-pt train ...) or restore it"
+            )
+    return True
+
+
+def refuse_nonfinite(tensors: Iterable, where: Path) -> None:
+    """A one-line CheckpointError when any floating tensor of (name, tensor) pairs holds NaN or Inf."""
+    import torch
+
+    for name, t in tensors:
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(
+                f"{where} holds non-finite weights (NaN or Inf in {name}): the file is corrupt or its training "
+                f"diverged; re-create it (robust-pt train ...) or restore it"
+            )
+
+
+def looks_builtin(path: Path) -> bool:
+    """A directory whose config.json is a built-in checkpoint's (a robust-pt checkpoint, maybe lacking meta.json)."""
+    try:
+        cfg = json.loads((Path(path) / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("architecture") == ARCHITECTURE
 
 
 def _read_json(path: Path) -> dict:
@@ -135,8 +206,8 @@ def save(model, out: Path, meta: dict, base_dir: Path | None = None) -> None:
         keep = {n for n, p in model.named_parameters() if p.requires_grad}
         state = {k: v for k, v in state.items() if k in keep}
         meta = {**meta, "base": {"path": base_ref(base_dir, out), "sha256": sha256_file(base_dir / WEIGHTS)}}
-    meta = {"format": FORMAT, **meta}
     _atomic_write(out / WEIGHTS, lambda p: save_file(state, p, metadata={"format": FORMAT}))
+    meta = {"format": FORMAT, **meta, WEIGHTS_SHA: {WEIGHTS: sha256_file(out / WEIGHTS)}}
     _atomic_write(out / CONFIG, lambda p: Path(p).write_text(json.dumps(model.cfg.to_dict(), indent=1)))
     _atomic_write(out / META, lambda p: Path(p).write_text(json.dumps(meta, indent=1, default=str)))
 
@@ -157,6 +228,12 @@ def load(path: str | Path, _depth: int = 0):
         raise CheckpointError(
             f"checkpoint directory {path} does not exist; pass a directory made by "
             f"`robust-pt train` / `robust-pt pretrain`"
+        )
+    if not (path / META).exists() and (looks_builtin(path) or (path / WEIGHTS).exists()):
+        raise CheckpointError(
+            f"{path} has no {META}: it is not a complete robust-pt checkpoint (meta.json says how it was made "
+            f"and holds its weights' sha256); restore {META} or re-create it with `robust-pt train` / "
+            f"`robust-pt pretrain`"
         )
     meta = _read_json(path / META)
     if meta.get("format") != FORMAT:
@@ -190,6 +267,9 @@ def load(path: str | Path, _depth: int = 0):
                 f"{path / WEIGHTS} lacks {lacking[0]} (and {len(lacking) - 1} more) of its "
                 f"{tuning.get('method')} tensors; re-create the checkpoint"
             )
+    # after the checks that name what is wrong (truncated, a tensor short, mis-shaped): any other change
+    if not verify_weights(path, meta):  # made elsewhere or before the hashes were recorded: no NaN / Inf weights
+        refuse_nonfinite(tensors.items(), path / WEIGHTS)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -52,7 +52,7 @@ import torch
 from ..errors import CheckpointError, ConfigError, TaskError
 from ..outputs import require_writable_dir
 from . import registry
-from .checkpoint import sha256_file
+from .checkpoint import WEIGHTS_SHA, looks_builtin, sha256_file, weights_sha256
 
 #: Default peak learning rate per Hugging Face method (each method's `hf.lr`, tuning/registry.py).
 DEFAULT_LR = registry.Live(lambda: {m.name: m.hf.lr for m in registry.hf_methods()})
@@ -128,6 +128,7 @@ def is_hf_dir(path) -> bool:
     return (
         p.is_dir()
         and not (p / "meta.json").exists()
+        and not looks_builtin(p)  # a built-in checkpoint that lost its meta.json
         and any((p / f).exists() for f in ("config.json", "adapter_config.json", "delta_config.json"))
     )
 
@@ -375,6 +376,7 @@ def _write(out: Path, meta: dict, save) -> None:
     tmp.mkdir(parents=True)
     try:
         save(tmp)
+        meta = {**meta, WEIGHTS_SHA: weights_sha256(tmp)}  # checked when loading (tuning/checkpoint.py)
         (tmp / "robust_pt.json").write_text(json.dumps(meta, indent=1, default=str))
         if out.exists():
             shutil.rmtree(out)
