@@ -149,8 +149,11 @@ def attack_cmd(
         if where is not None and where.distributed and not reports_errors(where):
             raise typer.Exit(2)  # one line per run: local rank 0 prints it
         fail(err)
+    except KeyboardInterrupt:
+        interrupted(out)
     if where.distributed and not where.main:
         return  # rank 0 prints the merged summary
+    _notes(run, limit)
     first = run.summary.iloc[0]
     how = (f" from {first['surrogate']}" if "surrogate" in first else "") + (
         f" (target {first['target']})" if "target" in first else ""
@@ -221,12 +224,38 @@ def _default_run_dir(model, task, attack, eps, limit, batch_size, seed, split, o
     return default_out(model, task, attack, fingerprint(key))
 
 
+def interrupted(out) -> None:
+    """Ctrl-C: what is kept and how to go on (exit 130, the shell's code for SIGINT)."""
+    where = f" in {out}" if out is not None else ""
+    typer.echo(f"\ninterrupted: the finished batches are kept{where}; re-run the same command to resume", err=True)
+    raise typer.Exit(130)
+
+
+def _notes(run, limit) -> None:
+    """What the run did not say by itself: nothing re-attacked, fewer examples than --limit asked for."""
+    if run.stats.get("batches_run") == 0 and run.path is not None:
+        typer.echo(f"note: {run.path} was already complete; nothing was re-attacked (--out elsewhere to run again)")
+    n = int(run.summary["n"].iloc[0]) if len(run.summary) else 0
+    if limit is not None and n < limit:
+        typer.echo(f"note: --limit {limit} is more than the task's {n} examples; all {n} were used")
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         if math.isnan(v):
             return "-"
         return f"{v:.3f}"
     return str(v)
+
+
+def _same(summary, a: str, b: str) -> bool:
+    """Whether two columns hold the same numbers in every row (NaN where the other is NaN)."""
+    import numpy as np
+
+    if a not in summary.columns or b not in summary.columns:
+        return False
+    x, y = summary[a].to_numpy(float), summary[b].to_numpy(float)
+    return bool(np.allclose(x, y, atol=1e-12, equal_nan=True))
 
 
 def print_summary(summary, title: str = "summary") -> None:
@@ -252,6 +281,10 @@ def print_summary(summary, title: str = "summary") -> None:
     cols += [c for c in ("bleu4_clean", "bleu4_robust", "mean_words_changed", "mean_queries") if c in summary.columns]
     if "mean_words_changed" in summary.columns and (summary["kind"] == "text").all():
         cols = [c for c in cols if c not in ("mean_linf", "mean_l2", "mean_steps")]
+    caption = None
+    if _same(summary, "rel_drop", "success_rate"):  # a binary verdict: relative drop is the success rate
+        cols.remove("rel_drop")
+        caption = "succ = rel (relative drop) on a binary metric"
     heads = {
         "mean_words_changed": "words",
         "mean_queries": "queries",
@@ -267,7 +300,7 @@ def print_summary(summary, title: str = "summary") -> None:
     }
     if len(summary):
         title += f" ({summary['metric'].iloc[0]}, n={int(summary['n'].iloc[0])})"
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
     cells = [
         [f"{row[c]:.1f}" if c in ("mean_steps", "mean_queries") else _fmt(row[c]) for c in cols]
         for _, row in summary.iterrows()

@@ -273,6 +273,10 @@ def run(
         run_recipe(recipe, out, only=None if only is None else [n.strip() for n in only.split(",") if n.strip()])
     except RobustPTError as err:
         fail(err)
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: finished checkpoints and attack batches are kept; re-run the same command "
+                   "to resume", err=True)  # fmt: skip
+        raise typer.Exit(130)
 
 
 def _print_metrics(rows: dict) -> None:

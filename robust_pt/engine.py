@@ -862,6 +862,12 @@ def _warn(msg: str) -> None:
         print(f"warning: {msg}", file=sys.stderr)
 
 
+def _stored_survivors(store: RunStore, eps: float) -> int:
+    """Survivors at the last eps among the records an earlier sitting stored (so a resumed run's progress
+    line counts the whole run, not this sitting only): the examples still right there."""
+    return sum(1 for r in store.records if r.get("correct") is True and abs(float(r.get("eps", -1)) - eps) < 1e-12)
+
+
 def _run_batches(
     ctx: _Ctx,
     todo: list[tuple[int, int]],
@@ -882,7 +888,7 @@ def _run_batches(
     module.eval()
     t_start = time.perf_counter()
     bar = progress_bar(bar_label, total=total, unit="examples") if bar_label and todo else nullcontext(None)
-    survivors = 0
+    survivors = _stored_survivors(store, ctx.eps[-1]) if bar_label and todo and done_examples else 0
     try:
         with bar as advance:
             if advance is not None and done_examples:

@@ -147,21 +147,28 @@ def progress_bar(
 
 @contextmanager
 def _rich_bar(label: str, total: int, fields: dict) -> Iterator[Advance]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # rich's own TimeRemainingColumn estimates from the last 30 s only: with batches slower than that it
+    # shows nothing after the first one, and a resumed run's first jump distorts it. LogProgress's rate
+    # (measured from the first advance on) is the one both displays use.
+    rate = LogProgress(label, total, float("inf"), sys.stderr)
     extra = " ".join(f"{k}={{task.fields[{k}]}}" for k in fields) if fields else ""
     cols = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta {task.fields[eta]}"),
     ]
     with Progress(*cols, transient=False) as prog:
-        tid = prog.add_task(label, total=total, info=extra)
+        tid = prog.add_task(label, total=total, info=extra, eta="?")
 
         def advance(n: int = 1, **values) -> None:
+            rate.advance(n)
+            eta = rate.eta(rate.clock())
             info = " ".join(f"{k}={v}" for k, v in values.items())
-            prog.update(tid, advance=n, info=info)
+            prog.update(tid, advance=n, info=info, eta=format_duration(eta) if eta is not None else "?")
 
         yield advance

@@ -1,0 +1,99 @@
+"""What a newcomer met at the terminal: Ctrl-C, re-runs, --limit beyond the split, duplicate columns, progress."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+
+from robust_pt.progress import LogProgress
+
+from ._cli import invoke
+
+SMALL = ["--model", "builtin:base-small", "--task", "shapes-vqa", "--attack", "fgsm", "--eps", "2/255"]
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_resume(monkeypatch, tmp_path):
+    import robust_pt.engine
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(robust_pt.engine, "evaluate", interrupted)
+    r = invoke("attack", *SMALL, "--limit", 8, "--out", tmp_path / "run")
+    assert r.exit_code == 130
+    assert "interrupted" in r.stderr and "re-run the same command to resume" in r.stderr
+    assert "Traceback" not in r.output + r.stderr
+
+
+def test_a_finished_run_says_it_was_already_complete(tmp_path):
+    first = invoke("attack", *SMALL, "--limit", 8, "--out", tmp_path / "run")
+    assert first.exit_code == 0, first.output
+    assert "already complete" not in first.stdout
+    again = invoke("attack", *SMALL, "--limit", 8, "--out", tmp_path / "run")
+    assert again.exit_code == 0 and "already complete" in again.stdout
+
+
+def test_limit_beyond_the_split_is_said(tmp_path):
+    from robust_pt.tasks import load_task
+
+    n = len(load_task("shapes-vqa", split="test"))
+    r = invoke("attack", *SMALL, "--limit", n + 500, "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    assert f"--limit {n + 500} is more than the task's {n} examples" in r.stdout
+
+
+def test_the_summary_shows_rel_only_where_it_differs_from_succ(capsys):
+    from robust_pt.cli_attack import print_summary
+
+    row = dict(
+        eps_label="8/255", clean=0.8, robust=0.4, drop=0.4, n_attacked=8, mean_steps=1.0, metric="accuracy", n=10
+    )
+    row.update(mean_linf=0.03, mean_l2=1.0, kind="image")
+    print_summary(pd.DataFrame([{**row, "rel_drop": 0.5, "success_rate": 0.5}]))
+    binary = capsys.readouterr().out
+    print_summary(pd.DataFrame([{**row, "rel_drop": 0.3, "success_rate": 0.5}]))
+    graded = capsys.readouterr().out
+    head = [ln.split() for ln in (binary, graded) for ln in [next(x for x in ln.splitlines() if "eps" in x.split())]]
+    assert "rel" not in head[0] and "succ" in head[0] and "succ = rel" in binary
+    assert "rel" in head[1] and "succ" in head[1]
+
+
+def test_eta_is_known_after_the_first_batch_and_ignores_a_resumed_jump():
+    t = [0.0]
+    log = LogProgress("x", 100, float("inf"), io.StringIO(), clock=lambda: t[0])
+    t[0] = 10.0
+    log.advance(10)  # the first batch: 10 examples in 10 s
+    assert log.eta(t[0]) == 90.0
+    t2 = [0.0]
+    resumed = LogProgress("x", 100, float("inf"), io.StringIO(), clock=lambda: t2[0])
+    resumed.advance(50)  # resumed from an earlier sitting, at once
+    t2[0] = 10.0
+    resumed.advance(10)
+    assert resumed.eta(t2[0]) == 40.0  # 40 left at 1 example/s, not skewed by the 50 resumed
+
+
+def test_a_resumed_progress_line_counts_the_survivors_of_every_sitting(tmp_path, monkeypatch):
+    import robust_pt as rpt
+
+    monkeypatch.setenv("ROBUST_PT_QUIET", "0")
+    monkeypatch.setenv("ROBUST_PT_LOG_EVERY", "0")
+    out = tmp_path / "run"
+    kw = dict(attack="fgsm", eps=[2 / 255], limit=16, batch_size=8, out=out, progress=False)
+
+    def stop(b):
+        raise KeyboardInterrupt
+
+    try:
+        rpt.evaluate("builtin:base-small", "shapes-vqa", on_batch=stop, **kw)
+    except KeyboardInterrupt:
+        pass
+    whole = rpt.evaluate("builtin:base-small", "shapes-vqa", attack="fgsm", eps=[2 / 255], limit=16, batch_size=8)
+    survivors = int(round(whole.summary["robust"].iloc[0] * 16))
+    import contextlib
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rpt.evaluate("builtin:base-small", "shapes-vqa", **{**kw, "progress": True})
+    last = [ln for ln in err.getvalue().splitlines() if "survivors=" in ln][-1]
+    assert f"survivors={survivors}@2/255" in last, last
