@@ -4,6 +4,10 @@
 #                     constraints.txt, torchattacks (--no-deps), and the offline NLTK data (robust-pt setup).
 #                     Idempotent: re-runs only what changed (a few seconds when nothing did).
 #   make test         setup, then ruff (lint + format check, rules in pyproject.toml) and the test suite, offline
+#   make test-wheel   the pip user's path (tests/test_wheel.py): the built wheel in a fresh venv outside the
+#                     repo runs DeepWordBug and PGD from another directory (~3 min; .ci/run runs it)
+#   make test-kernels the suite under torch's other CPU kernel paths (ATen default and avx2, oneDNN and MKL
+#                     capped at AVX2): training is not bit-reproducible across CPUs, so tests must hold on each
 #   make demo         setup, then `robust-pt demo`
 #   make dogfood      setup, then recipes/ci-smoke.yaml from scratch and `robust-pt check` against
 #                     reports/ci-smoke-baseline.json (CI runs it after the tests)
@@ -33,7 +37,7 @@ PINNED := torch transformers tokenizers huggingface-hub textattack foolbox peft 
 
 DOGFOOD_OUT ?= .cache/ci-smoke
 
-.PHONY: setup test demo dogfood constraints clean distclean tiny-llava
+.PHONY: setup test test-wheel test-kernels demo dogfood constraints clean distclean tiny-llava
 
 setup: $(STAMP)
 	@$(BIN)/robust-pt setup
@@ -51,6 +55,17 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+test-wheel: setup
+	ROBUST_PT_WHEEL_TEST=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/test_wheel.py
+
+# Each path runs the whole suite (PYTEST_ARGS to narrow it); how long each took is in the README.
+test-kernels: setup
+	for cap in default avx2; do \
+	  echo "== ATEN_CPU_CAPABILITY=$$cap ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2"; \
+	  ATEN_CPU_CAPABILITY=$$cap ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 HF_HUB_OFFLINE=1 \
+	    TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests || exit 1; \
+	done
 
 demo: setup
 	$(BIN)/robust-pt demo
