@@ -15,6 +15,7 @@ markdown.py / html.py / latex.py (writers) and check.py (baseline and CI gate).
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
@@ -285,6 +286,10 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
                     rep.transfer, task, attack, figdir / f"transfer_{_safe(task)}_{_safe(attack)}.png"
                 )
                 rep.figures[("transfer", f"{task}: {attack}")] = str(p.relative_to(out))
+        c = rep.corruptions
+        if c is not None and len(c) and c["rce"].notna().any():
+            p = plots.rce(c, figdir / "rce.png")
+            rep.figures[("rce", "all")] = str(p.relative_to(out))
         if gallery:
             for r in rep.runs:
                 items = plots.samples(r, gallery)
@@ -328,3 +333,4 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+__signature__ = inspect.signature(build)  # what inspect.signature / help show for robust_pt.report(...)

@@ -157,9 +157,18 @@ def wide_table(summary, task: str, attack: str) -> Table:
     )
 
 
-def details_table(summary, task: str) -> Table:
-    """Per (model, attack, eps): attack success rate, perturbation size, queries and words changed."""
+#: eps units that are norm budgets: the L-inf / L2 size of the perturbation is what they bound
+NORM_UNITS = ("pixel", "rms", "abs")
+
+
+def details_table(summary, task: str, units: dict | None = None) -> Table:
+    """Per (model, attack, eps): attack success rate, perturbation size, queries and words changed.
+
+    `units`: run path -> the run's eps unit (run.json). A perturbation size applies where the eps is a
+    norm budget (NORM_UNITS); for other units (words, severity) only where something was measured
+    (an image corruption changes pixels, a text attack none): elsewhere it is "-", not 0."""
     d = summary[summary["task"] == task]
+    units = units or {}
     extra = [
         (c, h) for c, h in (("mean_queries", "Queries"), ("mean_words_changed", "Words changed")) if d[c].notna().any()
     ]
@@ -173,8 +182,8 @@ def details_table(summary, task: str) -> Table:
             r["eps_label"],
             str(int(r["n"])),
             pct(r["success_rate"]),
-            _num(r["mean_linf"]),
-            _num(r["mean_l2"]),
+            _size(r["mean_linf"], units.get(r["run"])),
+            _size(r["mean_l2"], units.get(r["run"])),
         ]
         rows.append(cells + [_num(r[c], 1) for c, _ in extra])
     return Table(
@@ -185,6 +194,13 @@ def details_table(summary, task: str) -> Table:
             f"it breaks; perturbation sizes are means over broken examples"
         ),
     )
+
+
+def _size(x, unit: str | None) -> str:
+    """A mean perturbation size, or "-" where it does not apply (details_table)."""
+    if unit is not None and unit not in NORM_UNITS and not (isinstance(x, (int, float)) and x > 0):
+        return "-"
+    return _num(x)
 
 
 def _num(x, digits: int = 4) -> str:
@@ -349,19 +365,10 @@ def build_document(report) -> Document:
     doc = Document(title)
     doc.add(Heading(1, title))
     ref = reference_name(report.reference)
-    lead = verdict(g, s, report.correction, report.reference)
+    lead = verdict(g, s, report.correction, report.reference, report.runs)
     if lead:
         doc.add(Para(" ".join(lead), "verdict"))
-    for task in tasks:  # the key figure: metric vs eps per task
-        fig = report.figures.get(("metric_vs_eps", task))
-        if fig:
-            doc.add(
-                Image(
-                    fig,
-                    f"{task}: robust metric vs eps",
-                    f"{task}: robust metric vs eps (clean at eps=0), 95% CI shaded",
-                )
-            )
+    key = _add_key_figure(doc, report)
     doc.add(
         Para(
             f"Made by robust-pt {report.version} from {len(report.runs)} run(s) on {report.created}. Metrics "
@@ -382,10 +389,19 @@ def build_document(report) -> Document:
                 doc.add(Heading(3, f"{attack}"), wide_table(s, task, attack))
         if len(g) and (g["task"] == task).any():
             doc.add(Heading(3, f"Gaps against {ref}"), gap_table(g, task, report.reference))
-        doc.add(Heading(3, "Attack details"), details_table(s, task))
+        doc.add(Heading(3, "Attack details"), details_table(s, task, {str(r.path): r.eps_unit for r in report.runs}))
 
     _add_transfer(doc, report)
     _add_corruptions(doc, report)
+    if key != "metric_vs_eps":
+        _add_figures(
+            doc,
+            report,
+            "metric_vs_eps",
+            "Robust metric vs eps",
+            "{}: robust metric vs eps",
+            "{}: robust metric vs eps (clean at eps=0), 95% CI shaded",
+        )
     _add_figures(
         doc,
         report,
@@ -421,6 +437,50 @@ def build_document(report) -> Document:
     _add_text_examples(doc, report)
     doc.add(Heading(2, "Runs"), runs_table(report))
     return doc
+
+
+def _add_key_figure(doc: Document, report) -> str:
+    """The figure a report opens with, after its verdict; returns its kind. Transfer runs: the transfer
+    matrices with the sentence on what the public base's inputs do; corruption runs: the relative
+    corruption error; otherwise the robust metric vs eps per task."""
+    figs = report.figures
+    if report.transfer is not None and len(report.transfer) and any(k[0] == "transfer" for k in figs):
+        lead = _transfer_lead(report.transfer)
+        if lead:
+            doc.add(Bullets(lead))
+        for (kind, name), fig in figs.items():
+            if kind == "transfer":
+                doc.add(Image(fig, f"{name} transfer matrix", f"{name}: {_MATRIX_CAPTION}"))
+        return "transfer"
+    if ("rce", "all") in figs:
+        doc.add(Image(figs[("rce", "all")], "relative corruption error", _rce_caption(report)))
+        return "rce"
+    for task in dict.fromkeys(report.summary["task"]):
+        fig = figs.get(("metric_vs_eps", task))
+        if fig:
+            doc.add(
+                Image(
+                    fig,
+                    f"{task}: robust metric vs eps",
+                    f"{task}: robust metric vs eps (clean at eps=0), 95% CI shaded",
+                )
+            )
+    return "metric_vs_eps"
+
+
+_MATRIX_CAPTION = (
+    "robust metric by source (the model the inputs were crafted on) and target (the model judged); "
+    "outlined: source = target, the white-box attack"
+)
+
+
+def _rce_caption(report) -> str:
+    ref = reference_name(report.reference)
+    return (
+        f"Relative corruption error against {ref}: (clean - corrupted) / the same for {ref} on the same "
+        f"examples, per corruption averaged over its severities, with the mean over each kind on top; "
+        f"1 (dashed): degrades as much as {ref}, left of it less; 95% paired bootstrap intervals"
+    )
 
 
 def _add_corruptions(doc: Document, report) -> None:
@@ -479,16 +539,8 @@ def _add_transfer(doc: Document, report) -> None:
             "note",
         )
     )
-    lead = _transfer_lead(f)
-    if lead:
-        doc.add(Bullets(lead))
     for task, attack, eps_all in groups(f):
-        doc.add(Heading(3, f"{task}: {attack}"))
-        fig = report.figures.get(("transfer", f"{task}: {attack}"))
-        if fig:
-            doc.add(
-                Image(fig, f"{task}: {attack} transfer matrix", f"{task}: {attack}, robust metric by source and target")
-            )
+        doc.add(Heading(3, f"{task}: {attack}"))  # its heatmap opens the report (_add_key_figure)
         for e in eps_all:
             sources, targets, cells = matrix(f, task, attack, e)
             rows = [

@@ -9,8 +9,11 @@ image in a closed Fold has no size to check, only its decoding), data-image-size
 data-failed (resources that failed to load or were blocked) and data-loaded="1". Tests
 read these from Chromium's --dump-dom.
 
-Tables sit in their own horizontally scrolling box (a wide one never stretches the page),
-numeric columns are right-aligned, and a click on a header sorts the table (a second inline
+Tables sit in their own horizontally scrolling box (a wide one never stretches the page); in a
+wide table (more than WIDE columns, e.g. an eps sweep's robust and drop columns) a number's
+interval or relative value goes on a second line of its cell ("85.2" over "[80.1, 89.9]"), so
+that a sweep of five eps fits the page instead of hiding behind the scroll bar. Numeric columns
+are right-aligned, and a click on a header sorts the table (a second inline
 script; it sets data-sortable, the number of sortable tables, on <body>). A Fold block is
 a closed <details> element.
 """
@@ -32,7 +35,7 @@ CSP = (
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:2rem auto;
-max-width:1200px;padding:0 1rem;color:#222;line-height:1.45}
+max-width:1280px;padding:0 1rem;color:#222;line-height:1.45}
 h1{font-size:1.6rem;border-bottom:2px solid #ddd;padding-bottom:.3rem}h2{font-size:1.3rem;margin-top:2rem;
 border-bottom:1px solid #eee}h3{font-size:1.05rem}
 .table-wrap{overflow-x:auto;width:fit-content;max-width:100%;margin:.6rem 0}
@@ -41,7 +44,8 @@ th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:
 th{background:#f0f2f5;vertical-align:bottom;min-width:4.5em;max-width:14em;font-weight:600;cursor:pointer;
 user-select:none}th:hover{background:#e4e8ee}
 td{white-space:nowrap}td.wrap{white-space:normal;min-width:16em;max-width:32em}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td .sub{font-size:.9em;color:#555}
+.wide table{font-size:.78rem}.wide th{min-width:3em}.wide td,.wide th{padding:.2rem .35rem}
 td:first-child,th:first-child{position:sticky;left:0;z-index:1}td:first-child{background:#fff}
 th[aria-sort=ascending]::after{content:" \\25B2";font-size:.7em}th[aria-sort=descending]::after{content:" \\25BC";
 font-size:.7em}
@@ -114,6 +118,8 @@ def cell(c) -> str:
 
 
 NUMBER = re.compile(r"^(?:[+-]?\d|n/a$)")
+WIDE = 8  # a table with more columns than this stacks each number over its interval (see the module docstring)
+STACK = re.compile(r"^([+-]?\d[^\s\[(]*) ([\[(].*[\])])$")  # "85.2 [80.1, 89.9]", "37.6 (5.8%)"
 WRAP = 40  # a cell longer than this (a sentence) may wrap; shorter ones (names, numbers) stay on one line
 
 
@@ -136,6 +142,7 @@ def _header(h: str) -> str:
 def table(t: Table) -> str:
     """A sortable table inside its own horizontally scrolling box, so that a wide one never stretches the page."""
     nums = numeric_columns(t)
+    stack = len(t.headers) > WIDE
     num = lambda i: ' class="num"' if i in nums else ""  # noqa: E731
     head = (
         "<thead><tr>"
@@ -149,10 +156,17 @@ def table(t: Table) -> str:
             cls = "num" if i in nums else "wrap" if len(cell_text(c)) > WRAP else ""
             if t.status_col == i:
                 cls = {PASS: "pass", FAIL: "fail", NOT_CHECKED: "nc"}.get(str(c), cls)
-            tds.append(f'<td class="{cls}">{cell(c)}</td>' if cls else f"<td>{cell(c)}</td>")
+            inner = cell(c)
+            m = STACK.match(cell_text(c)) if stack and i in nums and isinstance(c, str) else None
+            if m:
+                inner = f'{_e(m.group(1))}<br><span class="sub">{_e(m.group(2))}</span>'
+            tds.append(f'<td class="{cls}">{inner}</td>' if cls else f"<td>{inner}</td>")
         rows.append("<tr>" + "".join(tds) + "</tr>")
     cap = f"<caption>{_e(t.caption)}</caption>" if t.caption else ""
-    return f'<div class="table-wrap"><table class="sortable">{cap}{head}<tbody>{"".join(rows)}</tbody></table></div>'
+    wide = " wide" if stack else ""
+    return (
+        f'<div class="table-wrap{wide}"><table class="sortable">{cap}{head}<tbody>{"".join(rows)}</tbody></table></div>'
+    )
 
 
 def image(b: Image, root: Path) -> str:

@@ -9,13 +9,16 @@ prompt_factors   per task: robust metric vs prompt length / depth / reparameteri
                  (factors.py decides which models form each panel), one line per eps;
 transfer         per (task, attack): the transfer matrix as heatmaps, sources x targets, one panel
                  per eps, the robust metric in each cell, the white-box diagonal outlined;
+rce              corruption reports: the relative corruption error against the reference per task
+                 and corruption (the means on top), a dot per method with its 95% CI;
 gallery          per run: the engine's clean | adversarial | amplified-difference sample
                  images (runs/ID/samples/*.png) with the input text (question, hypothesis,
                  ...), the target and the clean and adversarial predictions, composed with PIL
                  so that pixels stay sharp.
 
 Every figure colours a tuning method the same way (method_colours: the colour follows the
-method, never the checkpoint), so finetuning is the same blue in every panel and file.
+method, never the checkpoint), so finetuning is the same blue in every panel and file. Axes show
+metrics x100: shares (accuracy, Acc@0.5) as "%", other metrics (CIDEr) as points (metric_axis).
 """
 
 from __future__ import annotations
@@ -38,6 +41,15 @@ PALETTE = registry.Live(lambda: {**{m.name: m.colour for m in registry.methods()
 EXTRA = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#637939"]
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+#: metrics that are shares of examples (or of answers): plotted as percentages
+PERCENT_METRICS = ("accuracy", "acc@0.5")
+
+
+def metric_axis(metric: str) -> str:
+    """An axis label for a metric shown x100: "accuracy (%)" for shares, "cider (points)" otherwise."""
+    return f"{metric} (%)" if str(metric).lower() in PERCENT_METRICS else f"{metric} (points)"
 
 
 def _figure(w: float, h: float):
@@ -178,7 +190,7 @@ def _eps_axis(ax, da, title: str) -> None:
     kinds = set(da["kind"]) if "kind" in da.columns else set()
     severities = bool(kinds) and kinds <= {"corruption", "text-corruption"}
     ax.set_xlabel("severity (0: clean)" if severities else "eps")
-    ax.set_ylabel(f"{da['metric'].iloc[0] if len(da) else 'metric'} (x100)")
+    ax.set_ylabel(metric_axis(da["metric"].iloc[0] if len(da) else "metric"))
     ax.grid(alpha=0.3)
 
 
@@ -386,9 +398,53 @@ def transfer_heatmap(frame, task: str, attack: str, path: Path) -> Path:
         ax.set_xlabel("target (judged)", fontsize=8)
         if k == 0:
             ax.set_ylabel("source (crafted on)", fontsize=8)
-    fig.colorbar(im, ax=fig.axes, shrink=0.9, label=f"robust {d['metric'].iloc[0]} (points)")
+    fig.colorbar(im, ax=fig.axes, shrink=0.9, label=f"robust {metric_axis(d['metric'].iloc[0])}")
     fig.suptitle(f"{task}: {attack} transfer matrix (outlined: white-box)", fontsize=10)
     return _save(fig, path)
+
+
+def rce(frame, path: Path) -> Path:
+    """Relative corruption error against the reference (corruption.py): one panel per task, one row per
+    corruption (the means over each kind on top), a dot per method with its 95% CI; 1 (dashed) degrades
+    as much as the reference, left of it less."""
+    d = frame[frame["rce"].notna()]
+    tasks = list(dict.fromkeys(d["task"]))
+    rows_of = {t: _rce_rows(d[d["task"] == t]) for t in tasks}
+    height = max(len(r) for r in rows_of.values()) if tasks else 1
+    fig = _figure(3.6 * max(1, len(tasks)) + 1.2, 1.3 + 0.22 * height)
+    colours = method_colours(frame)
+    methods = method_order(series(m, mo) for m, mo in d[["method", "model"]].itertuples(index=False))
+    handles: dict[str, object] = {}
+    for k, task in enumerate(tasks):
+        ax = fig.add_subplot(1, len(tasks), k + 1)
+        names = rows_of[task]
+        dt = d[d["task"] == task]
+        for j, m in enumerate(methods):
+            dm = dt[[series(a, b) == m for a, b in dt[["method", "model"]].itertuples(index=False)]]
+            y = [
+                names.index((r["kind"], r["corruption"])) + (j - (len(methods) - 1) / 2) * 0.15
+                for _, r in dm.iterrows()
+            ]
+            x = dm["rce"].to_numpy(float)
+            err = np.abs(np.vstack([x - dm["rce_lo"].to_numpy(float), dm["rce_hi"].to_numpy(float) - x]))
+            ax.errorbar(x, y, xerr=err, fmt="o", ms=3.5, lw=0.8, color=colours[m], label=_series_name(m))
+        ax.axvline(1.0, color="black", ls="--", lw=0.8)
+        ax.set_yticks(range(len(names)), [c if c != "mean" else f"mean ({kind})" for kind, c in names], fontsize=7)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel(f"rCE vs {method_name(d['reference'].iloc[0])} (1: as much)", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    order = list(handles.values())
+    fig.tight_layout(rect=_legend(fig, order))
+    return _save(fig, path)
+
+
+def _rce_rows(d) -> list[tuple[str, str]]:
+    """(kind, corruption) rows of one task: the means first, then each kind's corruptions as they come."""
+    keys = list(dict.fromkeys(zip(d["kind"], d["corruption"])))
+    return [k for k in keys if k[1] == "mean"] + [k for k in keys if k[1] != "mean"]
 
 
 def _source_name(source: str) -> str:
@@ -436,7 +492,7 @@ def prompt_factors(summary, task: str, panels: list, path: Path) -> Path:
         ax.set_xticklabels([value_label(p.factor, v) for v in p.values], fontsize=8)
         fixed = ", ".join(f"{TITLES[f].split()[-1]} {value_label(f, v)}" for f, v in p.fixed.items())
         ax.set_title(f"{p.attack}: {TITLES[p.factor]}\n({fixed})", fontsize=9)
-        ax.set_ylabel(f"{da['metric'].iloc[0] if len(da) else 'metric'} (x100)")
+        ax.set_ylabel(metric_axis(da["metric"].iloc[0] if len(da) else "metric"))
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         if factors.index(p.factor) == len(factors) - 1:  # one legend per row, beside it: never over the data

@@ -1,11 +1,24 @@
-"""The answer a report opens with: two to four sentences computed from the adjusted counts.
+"""The answer a report opens with: one sentence per threat, computed from the adjusted counts, then how.
 
 Why: readers of a report with hundreds of gaps want "is any tuning method more robust than
-finetuning, where, and how often?" before any table. The sentences count the comparisons
-whose adjusted decision (`significant`, `rel_drop_significant`; stats.py) goes each way,
-per method, with the attack families (image, embedding, text, joint) they fall in. The
-comparisons are against the report's reference method (finetuning unless it names
-another), and the sentences name that method.
+finetuning, where, and how often?" before any table, and the answer depends on who attacks.
+So the comparisons are counted per threat, read from the runs' declarations (run.json), never
+from attack names:
+
+* white-box: the attack is crafted on the model it is judged on (no surrogates);
+* transferred from the public base: crafted on the untuned base only (every surrogate's method
+  is the pretrained base) and judged on models that are not among the surrogates;
+* transferred from a tuned sibling: crafted on other tuned models (or an ensemble with them);
+* corruptions: natural corruptions (corruption.corruption_runs), not attacks at all.
+
+A cell where the reference (or the method compared with it) is itself among the surrogates is
+a white-box attack on that model set against a transfer attack on the other: it says nothing
+about which is more robust, so it is counted in no threat, and the verdict says how many were
+left out. The sentences count the comparisons whose adjusted decision (`significant`,
+`rel_drop_significant`; stats.py) goes each way, per method, with the attack families (image,
+embedding, text, joint) they fall in. The comparisons are against the report's reference
+method (finetuning unless it names another), and the sentences name that method; the last
+sentence says how the cells were decided.
 """
 
 from __future__ import annotations
@@ -13,8 +26,17 @@ from __future__ import annotations
 from collections import Counter
 
 from . import stats
-from .load import REFERENCE, method_rank
+from .load import REFERENCE, RunData, method_rank, normalise_method
 from .tables import method_name, reference_name
+
+WHITE_BOX = "white-box"
+FROM_BASE = "transferred from the public base"
+FROM_SIBLING = "transferred from a tuned sibling"
+CORRUPTIONS = "natural corruptions"
+#: the order of the verdict's sentences
+THREATS = (WHITE_BOX, FROM_BASE, FROM_SIBLING, CORRUPTIONS)
+#: the surrogate method that is the public base (an untuned checkpoint)
+PUBLIC_BASE = "pretrain"
 
 
 def _methods(gaps) -> list[str]:
@@ -37,6 +59,63 @@ def _cells(gaps, mask, methods: list[str]) -> list[str]:
         if len(hit):
             out.append(f"{method_name(m)} in {len(hit)} of {int(mine.sum())} cells ({_families(hit)})")
     return out
+
+
+def _surrogates(run: RunData) -> list[dict]:
+    sur = (run.meta.get("config") or {}).get("surrogates")
+    return [s for s in sur if isinstance(s, dict)] if isinstance(sur, list) else []
+
+
+def _among_surrogates(run: RunData) -> bool:
+    """The run's own model is one of the models its inputs were crafted on (a white-box attack on it, at
+    least in part): by weights hash where run.json has them, else by tuning method."""
+    from .transfer import _hashes
+
+    own, hashes = _hashes(run)
+    if own and hashes and all(hashes):
+        return own in hashes
+    return run.method in {normalise_method(str(s.get("label"))) for s in _surrogates(run)}
+
+
+def threat(run: RunData, ref: RunData | None) -> str | None:
+    """The threat one comparison (run against the reference run `ref`) measures; None where one of the two
+    models was among the surrogates while the other was not (a white-box attack against a transfer one)."""
+    from .corruption import corruption_runs
+
+    if corruption_runs([run]):
+        return CORRUPTIONS
+    if not run.source:
+        return WHITE_BOX
+    if _among_surrogates(run) or (ref is not None and _among_surrogates(ref)):
+        return None
+    methods = {normalise_method(str(s.get("label"))) for s in _surrogates(run)}
+    return FROM_BASE if methods == {PUBLIC_BASE} else FROM_SIBLING
+
+
+def threats(gaps, runs: list[RunData] | None) -> list[str | None]:
+    """The threat of each gap row (None: left out, see threat()); without runs, every attack is white-box."""
+    if runs is None:
+        return [WHITE_BOX] * len(gaps)
+    by_key = {(r.task, r.attack, r.model): r for r in runs}
+    out = []
+    for t, a, m, ref in zip(gaps["task"], gaps["attack"], gaps["model"], gaps["reference"]):
+        run = by_key.get((t, a, m))
+        out.append(threat(run, by_key.get((t, a, ref))) if run is not None else WHITE_BOX)
+    return out
+
+
+def _answer(g, methods: list[str], ref: str, what: str) -> str:
+    """One threat's sentence: more robust than `ref` where, less robust where; or that nothing differs."""
+    sig = g["significant"].astype(bool)
+    more, less = _cells(g, sig & (g["gap"] > 0), methods), _cells(g, sig & (g["gap"] < 0), methods)
+    head = what[:1].upper() + what[1:]
+    if not more and not less:
+        return f"{head}: no tuning method is significantly more or less robust than {ref} ({len(g)} cells)."
+    parts = [
+        (f"more robust than {ref}: " + "; ".join(more)) if more else f"none more robust than {ref}",
+        ("less robust: " + "; ".join(less)) if less else "none less robust",
+    ]
+    return f"{head}: " + "; ".join(parts) + "."
 
 
 def _rel_drop(gaps, methods: list[str], ref: str) -> str:
@@ -63,31 +142,33 @@ def _adjustment(correction: str) -> str:
     return f"with {stats.CORRECTION_NAMES[correction]} adjustment across them"
 
 
-def verdict(gaps, summary, correction: str, reference: str = REFERENCE) -> list[str]:
-    """The report's opening sentences (none without gaps). `summary` gives each attack's family;
+def verdict(gaps, summary, correction: str, reference: str = REFERENCE, runs: list[RunData] | None = None) -> list[str]:
+    """The report's opening sentences (none without gaps): the answer per threat first, then the cells left
+    out, the relative drop and how the cells were decided. `summary` gives each attack's family; `runs`
+    the declarations each threat is read from (without them every attack counts as white-box);
     `reference` is the method the gaps are against, named in every sentence."""
     if not len(gaps):
         return []
     ref = reference_name(reference)
     kinds = summary.drop_duplicates(["task", "attack"]).set_index(["task", "attack"])["kind"]
-    g = gaps.assign(kind=[kinds.get((t, a)) for t, a in zip(gaps["task"], gaps["attack"])])
+    g = gaps.assign(kind=[kinds.get((t, a)) for t, a in zip(gaps["task"], gaps["attack"])], threat=threats(gaps, runs))
     methods = _methods(g)
-    sig = g["significant"].astype(bool)
+    present = [t for t in THREATS if (g["threat"] == t).any()]
+    out = [_answer(g[g["threat"] == t], methods, ref, t) for t in present]
+    left = g[g["threat"].isna()]
+    counted = g[g["threat"].notna()]
+    if len(left):
+        out.append(
+            f"Left out: {len(left)} cells where {ref} or the method compared with it was itself among the models "
+            f"the inputs were crafted on (a white-box attack on one of the two against a transfer attack on the "
+            f"other)."
+        )
+    if len(counted):
+        out.append(_rel_drop(counted, methods, ref))
     tasks = g["task"].nunique()
-    first = (
+    out.append(
         f"{len(g)} comparisons against {ref} ({len(methods)} method{'s' * (len(methods) > 1)}, {tasks} "
         f"task{'s' * (tasks > 1)}, one per attack and eps), each decided by McNemar's exact test (a bootstrap "
         f"test for graded metrics) {_adjustment(correction)}, at the 5% level."
     )
-    more, less = _cells(g, sig & (g["gap"] > 0), methods), _cells(g, sig & (g["gap"] < 0), methods)
-    second = (
-        f"More robust than {ref}: " + "; ".join(more) + "."
-        if more
-        else f"No tuning method is significantly more robust than {ref} anywhere."
-    )
-    third = (
-        f"Less robust than {ref}: " + "; ".join(less) + "."
-        if less
-        else f"No tuning method is significantly less robust than {ref} anywhere."
-    )
-    return [first, second, third, _rel_drop(g, methods, ref)]
+    return out

@@ -71,3 +71,25 @@ def test_a_report_without_corruption_runs_has_no_corruption_section(tmp_path):
     rep = rpt.report([run], out=tmp_path / "rep", n_boot=100, figures=False)
     assert not len(rep.corruptions) and "corruptions" not in json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert "Natural corruptions" not in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_corruption_report_opens_with_the_relative_corruption_error(tmp_path):
+    """The key figure of corruptions is rCE (after the verdict); the metric-vs-severity plots come later.
+    Sizes that do not apply are "-": a text corruption changes no pixel, an image one does."""
+    _runs(tmp_path / "runs")
+    text = {"kind": "text-corruption", "method": "keyboard", "backend": "ours", "norm": "linf", "eps_unit": "severity"}
+    write_run(tmp_path / "runs" / "finetune-keyboard", "finetune-vqa", {1.0: [True, False] * 10}, [True] * 20,
+              attack="keyboard", spec=text, model_cfg={"method": "finetune"},
+              extra={"linf": 0.0, "l2": 0.0})  # fmt: skip
+    rep = rpt.report(sorted((tmp_path / "runs").iterdir()), out=tmp_path / "rep", n_boot=200)
+    assert ("rce", "all") in rep.figures and (tmp_path / "rep" / rep.figures[("rce", "all")]).exists()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    first = md.index("![")
+    assert md[first:].startswith("![relative corruption error](figures/rce.png)")
+    assert md.index("**Verdict.**") < first < md.index("## Findings") < md.index("## Robust metric vs eps")
+    rows = [ln for ln in md.splitlines() if ln.startswith("| finetune-vqa |")]
+    keyboard = next(ln for ln in rows if "| keyboard |" in ln)
+    fog = next(ln for ln in rows if "| fog |" in ln and "%" in ln)
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    assert cells(keyboard)[6:8] == ["-", "-"]  # Mean L-inf, Mean L2 of a text corruption: no pixel changed
+    assert "-" not in cells(fog)[6:8]

@@ -166,7 +166,10 @@ def test_fold_renders_as_details_in_html_and_as_a_bold_line_in_markdown(report_d
     assert '<th scope="col" class="num">Robust&nbsp;[95%&nbsp;CI]</th>' not in page  # only brackets keep spaces
     assert '<th scope="col" class="num">Robust [95%&nbsp;CI]</th>' in page
     assert '<td class="num">10.0 [8.0, 12.0]</td>' in page and "<td>b</td>" in page
-    assert page.count('<div class="table-wrap"><table class="sortable">') == 3
+    assert page.count('<div class="table-wrap"><table class="sortable">') == 2
+    # a wide table (an eps sweep) stacks each number over its interval, so that it fits the page
+    assert page.count('<div class="table-wrap wide"><table class="sortable">') == 1
+    assert '<td class="num">51.0<br><span class="sub">[41.0, 61.0]</span></td>' in page
 
 
 # clicks the numeric header once (ascending) and the text header twice (descending), then records what it sees

@@ -227,3 +227,11 @@ def test_gallery_prefers_the_records_text_and_wraps_it(tmp_path):
 def test_ground_answers_read_as_boxes():
     assert plots._answer_text("<bin_0> <bin_0> <bin_31> <bin_31>", 64).startswith("box (")
     assert plots._answer_text("red", 64) == "red"
+
+
+def test_axes_read_in_percent_for_shares_and_points_otherwise():
+    """Readers expect accuracy in %, not "(x100)"; a graded metric such as CIDEr x100 is in points."""
+    assert plots.metric_axis("accuracy") == "accuracy (%)" and plots.metric_axis("acc@0.5") == "acc@0.5 (%)"
+    assert plots.metric_axis("cider") == "cider (points)"
+    fig = plots.metric_vs_eps_figure(summary_frame(), "shapes-vqa")
+    assert {ax.get_ylabel() for ax in fig.axes} == {"accuracy (%)"}

@@ -72,3 +72,16 @@ def test_reports_without_transfer_runs_have_no_transfer_parts(tmp_path):
     assert rep.transfer is None and not (tmp_path / "rep" / "transfer.csv").exists()
     assert "transfer" not in json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert "transfer" not in set(rep.sanity["check"])
+
+
+def test_a_transfer_report_opens_with_its_matrix(tmp_path):
+    """The key figure of transfer runs is the transfer matrix, with what the public base's inputs do, right
+    after the verdict; the per-source metric-vs-eps panels come later."""
+    _matrix_runs(tmp_path / "runs")
+    rpt.report(sorted((tmp_path / "runs").iterdir()), out=tmp_path / "rep", n_boot=200)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    first = md.index("![")
+    assert md[first:].startswith("![shapes-vqa: pgd transfer matrix](figures/transfer_shapes-vqa_pgd.png)")
+    assert md.index("**Verdict.**") < md.index("crafted on the public base, the inputs leave") < first
+    assert first < md.index("## Findings") < md.index("## Transfer attacks") < md.index("## Robust metric vs eps")
+    assert md.count("transfer matrix](figures/") == 1  # shown once, at the top
