@@ -478,8 +478,9 @@ def _rce_caption(report) -> str:
     ref = reference_name(report.reference)
     return (
         f"Relative corruption error against {ref}: (clean - corrupted) / the same for {ref} on the same "
-        f"examples, per corruption averaged over its severities, with the mean over each kind on top; "
-        f"1 (dashed): degrades as much as {ref}, left of it less; 95% paired bootstrap intervals"
+        f"examples, per corruption averaged over its severities, with the mean over each kind on top (where "
+        f"every corruption of the kind has one); 1 (dashed): degrades as much as {ref}, left of it less; log "
+        f"scale; 95% paired bootstrap intervals, cut at the axis' ends (triangles: values beyond them)"
     )
 
 

@@ -405,8 +405,9 @@ def transfer_heatmap(frame, task: str, attack: str, path: Path) -> Path:
 
 def rce(frame, path: Path) -> Path:
     """Relative corruption error against the reference (corruption.py): one panel per task, one row per
-    corruption (the means over each kind on top), a dot per method with its 95% CI; 1 (dashed) degrades
-    as much as the reference, left of it less."""
+    corruption (the means over each kind on top), a dot per method with its 95% CI, on a log axis shared
+    by the panels (a ratio: 1/2 and 2 are as far from 1); 1 (dashed) degrades as much as the reference,
+    left of it less. Values beyond the axis sit on its edge as triangles, intervals are cut there."""
     d = frame[frame["rce"].notna()]
     tasks = list(dict.fromkeys(d["task"]))
     rows_of = {t: _rce_rows(d[d["task"] == t]) for t in tasks}
@@ -414,6 +415,10 @@ def rce(frame, path: Path) -> Path:
     fig = _figure(3.6 * max(1, len(tasks)) + 1.2, 1.3 + 0.22 * height)
     colours = method_colours(frame)
     methods = method_order(series(m, mo) for m, mo in d[["method", "model"]].itertuples(index=False))
+    x_all = d["rce"].to_numpy(float)
+    spread = np.abs(np.log2(x_all[x_all > 0])) if (x_all > 0).any() else np.array([1.0])
+    lim = 2.0 ** min(3, max(1, math.ceil(float(np.max(spread)) + 0.25)))
+    lo_edge, hi_edge = 1 / lim, lim
     handles: dict[str, object] = {}
     for k, task in enumerate(tasks):
         ax = fig.add_subplot(1, len(tasks), k + 1)
@@ -421,14 +426,27 @@ def rce(frame, path: Path) -> Path:
         dt = d[d["task"] == task]
         for j, m in enumerate(methods):
             dm = dt[[series(a, b) == m for a, b in dt[["method", "model"]].itertuples(index=False)]]
-            y = [
-                names.index((r["kind"], r["corruption"])) + (j - (len(methods) - 1) / 2) * 0.15
-                for _, r in dm.iterrows()
-            ]
-            x = dm["rce"].to_numpy(float)
-            err = np.abs(np.vstack([x - dm["rce_lo"].to_numpy(float), dm["rce_hi"].to_numpy(float) - x]))
-            ax.errorbar(x, y, xerr=err, fmt="o", ms=3.5, lw=0.8, color=colours[m], label=_series_name(m))
+            y = np.array(
+                [
+                    names.index((r["kind"], r["corruption"])) + (j - (len(methods) - 1) / 2) * 0.15
+                    for _, r in dm.iterrows()
+                ]
+            )
+            x = np.clip(dm["rce"].to_numpy(float), lo_edge, hi_edge)
+            lo = np.clip(dm["rce_lo"].to_numpy(float), lo_edge, hi_edge)
+            hi = np.clip(dm["rce_hi"].to_numpy(float), lo_edge, hi_edge)
+            ax.hlines(y, lo, hi, color=colours[m], lw=0.8)
+            inside = (dm["rce"].to_numpy(float) > lo_edge) & (dm["rce"].to_numpy(float) < hi_edge)
+            ax.plot(x[inside], y[inside], "o", ms=3.5, color=colours[m], label=_series_name(m))
+            for edge, marker in ((lo_edge, "<"), (hi_edge, ">")):
+                out = ~inside & (x == edge)
+                ax.plot(x[out], y[out], marker, ms=4.5, color=colours[m])
         ax.axvline(1.0, color="black", ls="--", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(lo_edge / 1.1, hi_edge * 1.1)
+        ticks = [2.0**e for e in range(-int(math.log2(lim)), int(math.log2(lim)) + 1)]
+        ax.set_xticks(ticks, [f"1/{round(1 / t)}" if t < 1 else f"{t:g}" for t in ticks], fontsize=8)
+        ax.minorticks_off()
         ax.set_yticks(range(len(names)), [c if c != "mean" else f"mean ({kind})" for kind, c in names], fontsize=7)
         ax.set_ylim(len(names) - 0.5, -0.5)
         ax.set_title(task, fontsize=10)
