@@ -5,7 +5,8 @@ finetuning, where, and how often?" before any table, and the answer depends on w
 So the comparisons are counted per threat, read from the runs' declarations (run.json), never
 from attack names:
 
-* white-box: the attack is crafted on the model it is judged on (no surrogates);
+* white-box (and query) attacks on the model itself: crafted on the model they are judged on (no
+  surrogates), with its gradients or, for black-box and text attacks, its answers;
 * transferred from the public base: crafted on the untuned base only (every surrogate's method
   is the pretrained base) and judged on models that are not among the surrogates;
 * transferred from a tuned sibling: crafted on other tuned models (or an ensemble with them);
@@ -29,7 +30,7 @@ from . import stats
 from .load import REFERENCE, RunData, method_rank, normalise_method
 from .tables import method_name, reference_name
 
-WHITE_BOX = "white-box"
+WHITE_BOX = "white-box and query attacks on the model itself"
 FROM_BASE = "transferred from the public base"
 FROM_SIBLING = "transferred from a tuned sibling"
 CORRUPTIONS = "natural corruptions"
@@ -112,8 +113,8 @@ def _answer(g, methods: list[str], ref: str, what: str) -> str:
     if not more and not less:
         return f"{head}: no tuning method is significantly more or less robust than {ref} ({len(g)} cells)."
     parts = [
-        (f"more robust than {ref}: " + "; ".join(more)) if more else f"none more robust than {ref}",
-        ("less robust: " + "; ".join(less)) if less else "none less robust",
+        (f"more robust than {ref}: " + "; ".join(more)) if more else f"no method significantly more robust than {ref}",
+        ("less robust: " + "; ".join(less)) if less else "none significantly less robust",
     ]
     return f"{head}: " + "; ".join(parts) + "."
 

@@ -33,8 +33,8 @@ def test_the_verdict_counts_adjusted_decisions_with_their_attack_families():
     assert 2 <= len(s) <= 4
     # the answer first (every attack here is white-box: no run declares surrogates), the method last
     assert s[0] == (
-        "White-box: more robust than finetuning: LoRA in 1 of 2 cells (image 1); less robust: prompt tuning in "
-        "2 of 3 cells (embedding 1, image 1)."
+        "White-box and query attacks on the model itself: more robust than finetuning: LoRA in 1 of 2 cells "
+        "(image 1); less robust: prompt tuning in 2 of 3 cells (embedding 1, image 1)."
     )
     assert "larger than finetuning's for prompt tuning in 1 cells" in s[1]
     assert "smaller than finetuning's for LoRA in 1 cells" in s[1]
@@ -44,7 +44,10 @@ def test_the_verdict_counts_adjusted_decisions_with_their_attack_families():
 def test_nothing_significant_is_said_plainly():
     g = _gaps([("vqa", "pgd", "prompt", -0.05, False, -0.03, False)])
     s = verdict(g, SUMMARY, "none")
-    assert s[0] == "White-box: no tuning method is significantly more or less robust than finetuning (1 cells)."
+    assert s[0] == (
+        "White-box and query attacks on the model itself: no tuning method is significantly more or less robust "
+        "than finetuning (1 cells)."
+    )
     assert s[1].endswith("no difference from finetuning is significant.")
     assert "without adjustment for multiplicity" in s[-1]
     assert verdict(g.iloc[:0], SUMMARY, "bh") == []
@@ -81,7 +84,10 @@ def test_the_verdict_is_given_per_threat_and_never_counts_a_white_box_attack_on_
     g = rep.gaps.set_index("attack")
     assert g.loc["pgd from finetune", "significant"] and g.loc["pgd from finetune", "gap"] > 0  # the trap
     s = verdict(rep.gaps, rep.summary, rep.correction, rep.reference, rep.runs)
-    assert s[0] == "White-box: more robust than finetuning: prompt tuning in 1 of 1 cells (image 1); none less robust."
+    assert s[0] == (
+        "White-box and query attacks on the model itself: more robust than finetuning: prompt tuning in 1 of 1 "
+        "cells (image 1); none significantly less robust."
+    )
     assert (
         s[1]
         == "Transferred from the public base: no tuning method is significantly more or less robust than finetuning (1 cells)."
@@ -89,4 +95,4 @@ def test_the_verdict_is_given_per_threat_and_never_counts_a_white_box_attack_on_
     assert s[2].startswith("Left out: 2 cells where finetuning or the method compared with it was itself among")
     assert not any(x.startswith("Transferred from a tuned sibling") for x in s)  # no sibling of both here
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert md.startswith("# Robustness report: shapes-vqa\n\n**Verdict.** White-box: more robust than finetuning")
+    assert md.startswith("# Robustness report: shapes-vqa\n\n**Verdict.** White-box and query attacks on the model")
