@@ -13,7 +13,8 @@
 #                     reports/ci-smoke-baseline.json (CI runs it after the tests)
 #   make tiny-llava   rebuild robust_pt/assets/tiny-llava (a tiny LLaVA trained on the shapes pretraining mix,
 #                     the committed base of the generative-VLM recipes) and tiny-llava-captions (the same
-#                     model trained on captions only: it cannot answer VQA, so tuning it shows learning); ~6 min
+#                     model trained on captions only: it cannot answer VQA, so tuning it shows learning) and
+#                     tests/assets/tiny-llava-lora (the recipe's LoRA on tiny-llava, attacked by the tests); ~10 min
 #   make constraints  rewrite constraints.txt with the versions installed in .venv
 #   make clean        build outputs and caches of Python / pytest (keeps .venv and .cache)
 #   make distclean    clean, plus .venv and .cache
@@ -78,6 +79,9 @@ tiny-llava: setup
 	    --batch-size 32 --lr 3e-3 --eval-size 200 --threads 2 --device cpu --out robust_pt/assets/tiny-llava --overwrite
 	$(BIN)/robust-pt train --base $(TINY_INIT) --task shapes-caption --method finetune --steps 600 --lr 3e-3 \
 	    --eval-size 100 --threads 2 --device cpu --out robust_pt/assets/tiny-llava-captions --overwrite
+	$(BIN)/robust-pt train --base robust_pt/assets/tiny-llava --task shapes-vqa --method lora --steps 600 \
+	    --batch-size 16 --lr 0.002 --eval-size 400 --threads 2 --device cpu --out tests/assets/tiny-llava-lora --overwrite
+	rm -f tests/assets/tiny-llava-lora/README.md
 
 # Always from scratch: resuming would reuse records made by older code.
 dogfood: setup

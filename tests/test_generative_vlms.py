@@ -327,19 +327,23 @@ def test_train_lora_on_a_tiny_llava_learns_above_the_majority_answer(tuned_lora)
     assert meta["final_loss"] < meta["initial_loss"]
 
 
-def test_pgd_changes_the_predictions_of_the_tuned_lora(tuned_lora, tmp_path):
-    out, _ = tuned_lora
+def test_pgd_changes_the_predictions_of_the_tuned_lora(tmp_path):
+    """A committed LoRA (tests/assets/tiny-llava-lora, `make tiny-llava`: the recipe's LoRA schedule on the
+    committed tiny LLaVA, 46.5% on 400 VQA questions), so the attacked weights are the same on every CPU.
+    (A LoRA trained in the run answered from the text alone on an AVX-512 machine: PGD changed 0 of 30.)"""
+    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA
+
     r = invoke(
-        "attack", "--model", out, "--attack", "pgd", "--task", "shapes-vqa", "--eps", "8/255,16/255", "--steps", 10,
-        "--limit", 48, "--device", "cpu", "--out", tmp_path / "run",
+        "attack", "--model", ROOT / "tests" / "assets" / "tiny-llava-lora", "--base", TINY_LLAVA, "--attack", "pgd",
+        "--task", "shapes-vqa", "--eps", "8/255,16/255", "--steps", 10, "--limit", 48, "--device", "cpu",
+        "--out", tmp_path / "run",
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     recs = [x for x in map(json.loads, (tmp_path / "run" / "records.jsonl").read_text().splitlines()) if "index" in x]
     attacked = [x for x in recs if x["attacked"]]
     changed = [x for x in attacked if x["pred"] != x["clean_pred"]]
-    # it answers many questions from the text alone (about a quarter survive 16/255 here), but where it
-    # looks at the image PGD moves it: 6 of 21 attacked at 16/255 changed here
-    assert len(attacked) >= 10 and len(changed) >= 2, (len(attacked), len(changed))
+    # 11 of 43 attacked rows changed, natively (AVX-512) and under ATEN_CPU_CAPABILITY=avx2 alike
+    assert len(attacked) >= 10 and len(changed) >= 4, (len(attacked), len(changed))
     assert all(x["linf"] <= x["eps"] + 1e-6 for x in recs)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["config"]["model"]["class"] == "Llava" and run["model_meta"]["method"] == "lora"
