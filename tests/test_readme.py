@@ -215,3 +215,69 @@ def test_the_readme_keeps_its_examples_small():
             assert "--steps" in words and int(words[words.index("--steps") + 1]) <= 20, c
         slow = ("robust-pt run", "robust-pt demo", "robust-pt pretrain")
         assert not c.startswith(slow), f"too slow for the suite: {c}"
+
+
+# --- the answer table against the committed reports ------------------------------------------------
+
+#: the table's rows: label prefix -> (committed report, attack kinds from attacks/<name>.yaml, transferred?)
+ANSWER_ROWS = {
+    "image, on the model itself": ("ofa-pt-robustness", {"image"}, False),
+    "embedding": ("ofa-pt-robustness", {"embedding"}, False),
+    "text": ("ofa-pt-robustness", {"text", "joint"}, False),
+    "transferred from the public base": ("transfer", None, True),
+    "natural image corruptions": ("corruptions", {"corruption"}, False),
+    "natural text corruptions": ("corruptions", {"text-corruption"}, False),
+    "tiny LLaVA, PGD": ("tiny-llava", {"image"}, False),
+    "tiny LLaVA, emb-fgsm": ("tiny-llava", {"embedding"}, False),
+}
+METHOD_COLUMNS = {"prompt tuning": "prompt", "APT": "apt", "Adapter": "adapter", "BitFit": "bitfit", "LoRA": "lora"}
+CELL = re.compile(r"^(?:\*\*)?(less|no different)[¹²]? (\d+)/(\d+)(?:, more² (\d+))?(?:\*\*)?$")
+
+
+def _answer_table() -> tuple[list[str], list[list[str]]]:
+    text = README.read_text()
+    section = text.split("## The answer so far", 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| ")]
+    split = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in rows]
+    return split[0], [r for r in split[1:] if not set(r[0]) <= set("-")]
+
+
+def _kind(attack: str) -> str:
+    import yaml
+
+    name = attack.split("[", 1)[0].split(" from ", 1)[0]
+    return yaml.safe_load((ROOT / "attacks" / f"{name}.yaml").read_text())["kind"]
+
+
+def test_the_answer_table_matches_the_committed_reports():
+    """Each cell's verdict and counts are those of the report's gaps.csv (adjusted decisions), so a regenerated
+    report cannot leave the front page saying something else."""
+    import csv
+
+    header, rows = _answer_table()
+    assert [METHOD_COLUMNS[h] for h in header[1:]] == list(METHOD_COLUMNS.values()), header
+    labels = [next(k for k in ANSWER_ROWS if r[0].startswith(k)) for r in rows]
+    assert sorted(labels) == sorted(ANSWER_ROWS), labels
+    for row, label in zip(rows, labels):
+        report, kinds, transferred = ANSWER_ROWS[label]
+        assert f"(reports/{report}/report.md)" in row[0], row[0]
+        gaps = list(csv.DictReader((ROOT / "reports" / report / "gaps.csv").open()))
+        if transferred:
+            gaps = [g for g in gaps if g["attack"].endswith(" from pretrain")]  # crafted on the public base only
+        else:
+            gaps = [g for g in gaps if " from " not in g["attack"] and _kind(g["attack"]) in kinds]
+        for column, cell in zip(header[1:], row[1:]):
+            mine = [g for g in gaps if g["method"] == METHOD_COLUMNS[column]]
+            where = f"README answer table, {label} x {column}: {cell!r}"
+            if cell == "–":
+                assert not mine, f"{where}: the report has {len(mine)} cells"
+                continue
+            m = CELL.match(cell)
+            assert m, f"{where}: not 'less|no different N/M[, more² K]'"
+            less = sum(g["significant"] == "True" and float(g["gap"]) < 0 for g in mine)
+            more = sum(g["significant"] == "True" and float(g["gap"]) > 0 for g in mine)
+            verdict = "less" if less else "no different"
+            got = (m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4) or 0))
+            assert got == (verdict, less, len(mine), more), (
+                f"{where}: the report says {(verdict, less, len(mine), more)}"
+            )
