@@ -22,7 +22,7 @@ from . import stats
 from .load import REFERENCE
 from .sanity import FAIL, RULE
 from .tables import is_significant, method_name, points, reference_name, verdict_frame
-from .verdict import verdict
+from .verdict import threats, verdict
 
 Cell = Union[str, list]
 
@@ -269,12 +269,15 @@ def _p(p: float) -> str:
     return stats.format_p(p).replace("p ", "").replace("= ", "")
 
 
-def verdict_table(gaps, reference: str = REFERENCE) -> Table:
-    """The count table; its caption names `reference`, the method the gaps are against."""
-    v = verdict_frame(gaps)
+def verdict_table(gaps, reference: str = REFERENCE, threats: list | None = None) -> Table:
+    """The count table; its caption names `reference`, the method the gaps are against. With `threats` (one
+    per gap, verdict.threats) of more than one kind, or with cells left out, a column says each row's."""
+    by_threat = threats is not None and (len(set(threats)) > 1 or None in threats)
+    v = verdict_frame(gaps, threats if by_threat else None)
     rows = [
-        [
-            r["task"],
+        [r["task"]]
+        + ([r["threat"]] if by_threat else [])
+        + [
             method_name(r["method"]),
             str(r["cells"]),
             str(r["more"]),
@@ -285,7 +288,9 @@ def verdict_table(gaps, reference: str = REFERENCE) -> Table:
         for _, r in v.iterrows()
     ]
     return Table(
-        ["Task", "Method", "Cells", "More robust", "Less robust", "Rel. drop smaller", "Rel. drop larger"],
+        ["Task"]
+        + (["Threat"] if by_threat else [])
+        + ["Method", "Cells", "More robust", "Less robust", "Rel. drop smaller", "Rel. drop larger"],
         rows,
         caption=f"Comparisons against {reference_name(reference)} (one cell per attack and eps) that are significant "
         "after adjustment for multiplicity across the report: the robust metric (more / less "
@@ -632,7 +637,7 @@ def _add_findings(doc: Document, report) -> None:
         doc.add(Para(f"No comparison against {ref}: no {ref} run shares a task and attack with another method."))
         return
     if len(g):
-        doc.add(verdict_table(g, report.reference))
+        doc.add(verdict_table(g, report.reference, threats(g, report.runs)))
     if shown:
         doc.add(Bullets(shown))
     if rest:

@@ -380,14 +380,15 @@ def findings(gaps, reference: str = REFERENCE) -> list[str]:
 VERDICT_COLUMNS = ["task", "method", "cells", "more", "less", "rel_smaller", "rel_larger"]
 
 
-def verdict_frame(gaps):
+def verdict_frame(gaps, threats: list | None = None):
     """How many comparisons against the reference are significant each way, per task and over all tasks.
 
     Why: a report with hundreds of gaps answers "is it more robust?" only if someone counts;
     cells = (attack, eps) comparisons; more / less: the robust-metric gap is significant (its
     test's p-value adjusted across the report, `significant`) and above / below 0;
     rel_smaller / rel_larger: the relative drop (the clean gap taken out) is significantly
-    smaller / larger than the reference's (`rel_drop_significant`, its own family).
+    smaller / larger than the reference's (`rel_drop_significant`, its own family). `threats`: one per
+    gap row (verdict.threats; None: left out), counted apart (a "threat" column, after "task").
     """
     import pandas as pd
 
@@ -402,9 +403,17 @@ def verdict_frame(gaps):
     )
     counts = ["more", "less", "rel_smaller", "rel_larger"]
     spec = {"cells": ("gap", "size"), **{c: (c, "sum") for c in counts}}
-    rows = d.groupby(["task", "method"], sort=False).agg(**spec).reset_index()
+    keys, columns = ["method"], VERDICT_COLUMNS
+    if threats is not None:
+        d = d.assign(threat=[t if t is not None else LEFT_OUT for t in threats])
+        keys, columns = ["threat", "method"], VERDICT_COLUMNS[:1] + ["threat"] + VERDICT_COLUMNS[1:]
+    rows = d.groupby(["task"] + keys, sort=False).agg(**spec).reset_index()
     if rows["task"].nunique() > 1:
-        total = d.groupby("method", sort=False).agg(**spec).reset_index().assign(task="all tasks")
+        total = d.groupby(keys, sort=False).agg(**spec).reset_index().assign(task="all tasks")
         rows = pd.concat([rows, total], ignore_index=True)
     rows[["cells"] + counts] = rows[["cells"] + counts].astype(int)
-    return rows[VERDICT_COLUMNS]
+    return rows[columns]
+
+
+#: the count table's name for cells no threat counts (verdict.threat: None)
+LEFT_OUT = "left out: white-box on one side only"

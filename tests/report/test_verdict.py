@@ -96,3 +96,13 @@ def test_the_verdict_is_given_per_threat_and_never_counts_a_white_box_attack_on_
     assert not any(x.startswith("Transferred from a tuned sibling") for x in s)  # no sibling of both here
     md = (tmp_path / "rep" / "report.md").read_text()
     assert md.startswith("# Robustness report: shapes-vqa\n\n**Verdict.** White-box and query attacks on the model")
+
+
+def test_the_count_table_counts_each_threat_apart(tmp_path):
+    import robust_pt as rpt
+
+    rpt.report(_transfer_runs(tmp_path / "runs"), out=tmp_path / "rep", n_boot=200, figures=False)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| Task | Threat | Method | Cells | More robust | Less robust |" in md
+    assert "| shapes-vqa | left out: white-box on one side only | prompt tuning | 2 | 1 | 1 | " in md
+    assert "| shapes-vqa | transferred from the public base | prompt tuning | 1 | 0 | 0 | " in md
