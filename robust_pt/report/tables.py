@@ -412,7 +412,15 @@ def verdict_frame(gaps, threats: list | None = None):
         total = d.groupby(keys, sort=False).agg(**spec).reset_index().assign(task="all tasks")
         rows = pd.concat([rows, total], ignore_index=True)
     rows[["cells"] + counts] = rows[["cells"] + counts].astype(int)
-    return rows[columns]
+    if threats is not None:  # per task (in order, all tasks last), the threats in the verdict's order
+        from .verdict import THREATS
+
+        tasks = list(dict.fromkeys(rows["task"]))
+        rank = {t: k for k, t in enumerate(THREATS)}
+        rows = rows.assign(
+            _task=rows["task"].map(tasks.index), _threat=rows["threat"].map(lambda t: rank.get(t, len(rank)))
+        ).sort_values(["_task", "_threat"], kind="stable")
+    return rows[columns].reset_index(drop=True)
 
 
 #: the count table's name for cells no threat counts (verdict.threat: None)
