@@ -60,7 +60,7 @@ test: setup
 test-wheel: setup
 	ROBUST_PT_WHEEL_TEST=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/test_wheel.py
 
-# Each path runs the whole suite (PYTEST_ARGS to narrow it); how long each took is in the README.
+# Each path runs the whole suite (PYTEST_ARGS to narrow it); how long each took: docs/benchmarks.md.
 test-kernels: setup
 	for cap in default avx2; do \
 	  echo "== ATEN_CPU_CAPABILITY=$$cap ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2"; \

@@ -258,6 +258,14 @@ def _same(summary, a: str, b: str) -> bool:
     return bool(np.allclose(x, y, atol=1e-12, equal_nan=True))
 
 
+def _unmeasured(summary, col: str) -> bool:
+    """No row measured anything in `col` (absent, NaN or 0 everywhere): shown as nothing, not 0.000."""
+    if col not in summary.columns:
+        return True
+    v = summary[col].astype(float)
+    return bool(((v == 0) | v.isna()).all())
+
+
 def print_summary(summary, title: str = "summary") -> None:
     """The summary DataFrame as a rich table."""
     import sys
@@ -281,6 +289,8 @@ def print_summary(summary, title: str = "summary") -> None:
     cols += [c for c in ("bleu4_clean", "bleu4_robust", "mean_words_changed", "mean_queries") if c in summary.columns]
     if "mean_words_changed" in summary.columns and (summary["kind"] == "text").all():
         cols = [c for c in cols if c not in ("mean_linf", "mean_l2", "mean_steps")]
+    if all(_unmeasured(summary, c) for c in ("mean_linf", "mean_l2")):  # text corruptions: no pixel moved
+        cols = [c for c in cols if c not in ("mean_linf", "mean_l2")]
     caption = None
     if _same(summary, "rel_drop", "success_rate"):  # a binary verdict: relative drop is the success rate
         cols.remove("rel_drop")

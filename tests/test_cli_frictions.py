@@ -97,3 +97,16 @@ def test_a_resumed_progress_line_counts_the_survivors_of_every_sitting(tmp_path,
         rpt.evaluate("builtin:base-small", "shapes-vqa", **{**kw, "progress": True})
     last = [ln for ln in err.getvalue().splitlines() if "survivors=" in ln][-1]
     assert f"survivors={survivors}@2/255" in last, last
+
+
+def test_sizes_nothing_measured_are_not_shown_as_zero(capsys):
+    from robust_pt.cli_attack import print_summary
+
+    row = dict(eps_label="3", clean=0.8, robust=0.4, drop=0.4, rel_drop=0.5, success_rate=0.5, n_attacked=8)
+    row.update(mean_steps=1.0, metric="accuracy", n=10, kind="corruption")
+    print_summary(pd.DataFrame([{**row, "mean_linf": 0.0, "mean_l2": 0.0}]))
+    text = capsys.readouterr().out
+    print_summary(pd.DataFrame([{**row, "mean_linf": 0.03, "mean_l2": 1.2}]))
+    image = capsys.readouterr().out
+    assert "linf" not in text and "0.000" not in text
+    assert "linf" in image and "0.030" in image
