@@ -386,6 +386,48 @@ class _Labels:
         )
 
 
+def _metric_failure(b: dict, r: dict, where: str, tolerance: float, two_sided: bool) -> str | None:
+    """Why the current row `r` fails its baseline row `b` (None: it passes)."""
+    now, then, metric = r.get("robust"), b.get("robust"), b.get("metric", "metric")
+    if now is None or then is None or not math.isfinite(float(now)):
+        return f"{where}: robust {metric} is not available now"
+    if float(now) < float(then) - tolerance - 1e-12:
+        return f"{where}: robust {metric} {_pts(now)} < baseline {_pts(then)} - tolerance {_pts(tolerance)} (points)"
+    clean_now, clean_then = r.get("clean"), b.get("clean")
+    if two_sided and clean_now is not None and clean_then is not None:
+        if abs(float(clean_now) - float(clean_then)) > tolerance + 1e-12:
+            return (
+                f"{where}: clean {metric} {_pts(clean_now)} differs from baseline {_pts(clean_then)} by more than "
+                f"tolerance {_pts(tolerance)} (points): the model or the data changed; re-make the baseline with "
+                f"`robust-pt baseline` if that is intended"
+            )
+    if two_sided and float(now) > float(then) + tolerance + 1e-12:
+        return (
+            f"{where}: robust {metric} {_pts(now)} > baseline {_pts(then)} + tolerance {_pts(tolerance)} (points): "
+            f"the attack got weaker, or the model or data changed; re-make the baseline with `robust-pt baseline` "
+            f"if that is intended"
+        )
+    return None
+
+
+def _gap_failure(b: dict, g: dict | None, where: str) -> str | None:
+    """Why the current gap `g` fails the baseline's significant gap `b` (None: it keeps its sign)."""
+    gap, lo, hi = b["gap"], b.get("gap_lo"), b.get("gap_hi")
+    if g is None or g.get("gap") is None:
+        sign = "+" if gap > 0 else "-"
+        return (
+            f"{where}: gap vs finetuning ({b['reference']}) is not measured now "
+            f"(baseline {sign}{_pts(abs(gap))} points, significant)"
+        )
+    if (g["gap"] > 0) != (gap > 0) or g["gap"] == 0:
+        return (
+            f"{where}: gap vs finetuning ({b['reference']}) lost its sign: baseline {float(gap) * 100:+.1f}, "
+            f"now {float(g['gap']) * 100:+.1f} points (significant in the baseline: 95% CI {_pts(lo)} to "
+            f"{_pts(hi)}, adjusted {_p(b.get('p_adj'))})"
+        )
+    return None
+
+
 def compare(
     rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float = DEFAULT_TOLERANCE, two_sided: bool = False
 ) -> CheckResult:
@@ -430,39 +472,16 @@ def compare(
         elif r is None:
             msg = missing(b, attack, where)
         else:
-            now, then = r.get("robust"), b.get("robust")
-            if now is None or then is None or not math.isfinite(float(now)):
-                msg = f"{where}: robust {b.get('metric', 'metric')} is not available now"
-            elif float(now) < float(then) - tolerance - 1e-12:
-                msg = (
-                    f"{where}: robust {b.get('metric', 'metric')} {_pts(now)} < baseline {_pts(then)} - "
-                    f"tolerance {_pts(tolerance)} (points)"
-                )
-            elif (
-                two_sided
-                and r.get("clean") is not None
-                and b.get("clean") is not None
-                and abs(float(r["clean"]) - float(b["clean"])) > tolerance + 1e-12
-            ):
-                msg = (
-                    f"{where}: clean {b.get('metric', 'metric')} {_pts(r['clean'])} differs from baseline "
-                    f"{_pts(b['clean'])} by more than tolerance {_pts(tolerance)} (points): the model or the "
-                    f"data changed; re-make the baseline with `robust-pt baseline` if that is intended"
-                )
-            elif two_sided and float(now) > float(then) + tolerance + 1e-12:
-                msg = (
-                    f"{where}: robust {b.get('metric', 'metric')} {_pts(now)} > baseline {_pts(then)} + "
-                    f"tolerance {_pts(tolerance)} (points): the attack got weaker, or the model or data changed; "
-                    f"re-make the baseline with `robust-pt baseline` if that is intended"
-                )
-            else:
-                c.info.append(f"robust {_pts(now)} (baseline {_pts(then)}, tolerance {_pts(tolerance)})")
+            msg = _metric_failure(b, r, where, tolerance, two_sided)
+            if msg is None:
+                c.info.append(f"robust {_pts(r.get('robust'))} (baseline {_pts(b.get('robust'))}, "
+                              f"tolerance {_pts(tolerance)})")  # fmt: skip
                 continue
         c.failures.append(msg)
         regressions.append(msg)
     cur_gaps = {(_key(g["task"], g["model"], names.label(g), g["eps"]), str(g["reference"])): g for g in gaps}
     for b in baseline["gaps"]:
-        lo, hi, gap = b.get("gap_lo"), b.get("gap_hi"), b.get("gap")
+        gap = b.get("gap")
         if gap is None or not _baseline_significant(b):
             continue  # the baseline could not tell the sign: nothing to keep
         attack, unmatched = names.baseline_label(b)
@@ -470,26 +489,16 @@ def compare(
         c = case(b["task"], b["model"], attack, b["eps"], _lab(b))
         where = f"{b['task']} {b['model']} {attack} eps={_lab(b)}"
         g = None if unmatched else cur_gaps.get((k, str(b["reference"])))
-        sign = "+" if gap > 0 else "-"
         if unmatched:
             msg = f"{where}: gap vs finetuning ({b['reference']}): {unmatched}"
-        elif g is None or g.get("gap") is None:
-            msg = (
-                f"{where}: gap vs finetuning ({b['reference']}) is not measured now "
-                f"(baseline {sign}{_pts(abs(gap))} points, significant)"
-            )
-        elif (g["gap"] > 0) != (gap > 0) or g["gap"] == 0:
-            msg = (
-                f"{where}: gap vs finetuning ({b['reference']}) lost its sign: baseline {float(gap) * 100:+.1f}, "
-                f"now {float(g['gap']) * 100:+.1f} points (significant in the baseline: 95% CI {_pts(lo)} to "
-                f"{_pts(hi)}, adjusted {_p(b.get('p_adj'))})"
-            )
         else:
-            c.info.append(
-                f"gap vs {b['reference']} {float(g['gap']) * 100:+.1f} keeps its sign "
-                f"(baseline {float(gap) * 100:+.1f})"
-            )
-            continue
+            msg = _gap_failure(b, g, where)
+            if msg is None:
+                c.info.append(
+                    f"gap vs {b['reference']} {float(g['gap']) * 100:+.1f} keeps its sign "
+                    f"(baseline {float(gap) * 100:+.1f})"
+                )
+                continue
         c.failures.append(msg)
         regressions.append(msg)
     new = []

@@ -413,7 +413,7 @@ def verdict_frame(gaps, threats: list | None = None):
         rows = pd.concat([rows, total], ignore_index=True)
     rows[["cells"] + counts] = rows[["cells"] + counts].astype(int)
     if threats is not None:  # per task (in order, all tasks last), the threats in the verdict's order
-        from .verdict import THREATS
+        from .threats import THREATS
 
         tasks = list(dict.fromkeys(rows["task"]))
         rank = {t: k for k, t in enumerate(THREATS)}

@@ -29,15 +29,7 @@ from collections import Counter
 from . import stats
 from .load import REFERENCE, RunData, method_rank, normalise_method
 from .tables import method_name, reference_name
-
-WHITE_BOX = "white-box and query attacks on the model itself"
-FROM_BASE = "transferred from the public base"
-FROM_SIBLING = "transferred from a tuned sibling"
-CORRUPTIONS = "natural corruptions"
-#: the order of the verdict's sentences
-THREATS = (WHITE_BOX, FROM_BASE, FROM_SIBLING, CORRUPTIONS)
-#: the surrogate method that is the public base (an untuned checkpoint)
-PUBLIC_BASE = "pretrain"
+from .threats import CORRUPTIONS, FROM_BASE, FROM_SIBLING, PUBLIC_BASE, THREATS, WHITE_BOX
 
 
 def _methods(gaps) -> list[str]:

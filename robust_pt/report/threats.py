@@ -1,0 +1,14 @@
+"""The threats a verdict speaks of, in the order it speaks of them.
+
+A leaf (no imports of its own): the verdict (verdict.py) decides each comparison's threat,
+and the count table (tables.py) orders its rows by them, without importing each other.
+"""
+
+WHITE_BOX = "white-box and query attacks on the model itself"
+FROM_BASE = "transferred from the public base"
+FROM_SIBLING = "transferred from a tuned sibling"
+CORRUPTIONS = "natural corruptions"
+#: the order of the verdict's sentences
+THREATS = (WHITE_BOX, FROM_BASE, FROM_SIBLING, CORRUPTIONS)
+#: the surrogate method that is the public base (an untuned checkpoint)
+PUBLIC_BASE = "pretrain"
