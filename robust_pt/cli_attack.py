@@ -150,6 +150,8 @@ def attack_cmd(
             raise typer.Exit(2)  # one line per run: local rank 0 prints it
         fail(err)
     except KeyboardInterrupt:
+        if where is not None and where.distributed and not reports_errors(where):
+            raise typer.Exit(130)  # one line per run: local rank 0 prints it
         interrupted(out)
     if where.distributed and not where.main:
         return  # rank 0 prints the merged summary
@@ -226,8 +228,12 @@ def _default_run_dir(model, task, attack, eps, limit, batch_size, seed, split, o
 
 def interrupted(out) -> None:
     """Ctrl-C: what is kept and how to go on (exit 130, the shell's code for SIGINT)."""
-    where = f" in {out}" if out is not None else ""
-    typer.echo(f"\ninterrupted: the finished batches are kept{where}; re-run the same command to resume", err=True)
+    if out is None:
+        typer.echo("\ninterrupted before the run started", err=True)
+    else:
+        typer.echo(
+            f"\ninterrupted: the finished batches are kept in {out}; re-run the same command to resume", err=True
+        )
     raise typer.Exit(130)
 
 
@@ -252,7 +258,7 @@ def _same(summary, a: str, b: str) -> bool:
     """Whether two columns hold the same numbers in every row (NaN where the other is NaN)."""
     import numpy as np
 
-    if a not in summary.columns or b not in summary.columns:
+    if a not in summary.columns or b not in summary.columns or not len(summary) or not summary[a].astype(float).any():
         return False
     x, y = summary[a].to_numpy(float), summary[b].to_numpy(float)
     return bool(np.allclose(x, y, atol=1e-12, equal_nan=True))

@@ -23,5 +23,11 @@ def setup_cmd(
 ):
     """Prepare NLTK stop words, WordNet (copied from the system; says how to get it) and TextAttack's marker."""
     from . import textdata
+    from .cli_app import fail
+    from .errors import ConfigError
 
-    raise typer.Exit(textdata.prepare(cache, textdata.apt_allowed(no_apt), quiet))
+    try:
+        code = textdata.prepare(cache, textdata.apt_allowed(no_apt), quiet)
+    except OSError as err:
+        fail(ConfigError(f"cannot write {err.filename or cache} ({err.strerror}); pass a writable --cache"))
+    raise typer.Exit(code)

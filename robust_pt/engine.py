@@ -258,7 +258,7 @@ def _resolve_task(model: nn.Module, task, split: str, limit: int | None, task_se
     elif isinstance(task, Task):
         t = task
         if t.image_size != model.image_size and t.at_size is not None:  # loaded without a size: the model's
-            t = t.at_size(model.image_size)
+            t = t.at_size(model.image_size, getattr(model, "resize_mode", None))
         if trained and t.name != trained:
             raise TaskError(
                 f"model {model.display_name} was tuned on {trained}, not {t.name}; attack it on "
@@ -864,8 +864,14 @@ def _warn(msg: str) -> None:
 
 def _stored_survivors(store: RunStore, eps: float) -> int:
     """Survivors at the last eps among the records an earlier sitting stored (so a resumed run's progress
-    line counts the whole run, not this sitting only): the examples still right there."""
-    return sum(1 for r in store.records if r.get("correct") is True and abs(float(r.get("eps", -1)) - eps) < 1e-12)
+    line counts the whole run, not this sitting only): not broken there and not wrong before the attack,
+    as every sweep's survivors() counts them."""
+
+    def at(r) -> bool:
+        e = r.get("eps")
+        return isinstance(e, (int, float)) and abs(float(e) - eps) < 1e-12
+
+    return sum(1 for r in store.records if at(r) and r.get("broken_at") is None and r.get("clean_correct") is not False)
 
 
 def _run_batches(

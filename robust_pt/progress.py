@@ -70,16 +70,20 @@ class LogProgress:
         self.clock, self.unit = clock, unit
         self.values: dict = dict(fields or {})
         self.done = 0
+        self.resumed = 0  # examples an earlier sitting did: counted as done, not in the rate
         self.t0 = self._last = clock()
         self._first: tuple[float, int] | None = None  # (time, done) after the first advance
         self._dirty = False
 
     def advance(self, n: int = 1, **values) -> None:
+        """n more done; an advance carrying `resumed=` (work of an earlier sitting) does not start the rate."""
         self.done += n
         self.values.update(values)
         self._dirty = True
         now = self.clock()
-        if self._first is None:
+        if values.get("resumed") is not None and self._first is None:
+            self.resumed += n
+        elif self._first is None:
             self._first = (now, self.done)
         if now - self._last >= self.every:
             self._emit(now)
@@ -113,8 +117,9 @@ class LogProgress:
             t1, d1 = self._first
             if self.done > d1 and now > t1:
                 return left * (now - t1) / (self.done - d1)
-        if self.done > 0 and now > self.t0:
-            return left * (now - self.t0) / self.done
+        own = self.done - self.resumed
+        if self._first is not None and own > 0 and now > self.t0:
+            return left * (now - self.t0) / own
         return None
 
 
@@ -166,7 +171,7 @@ def _rich_bar(label: str, total: int, fields: dict) -> Iterator[Advance]:
         tid = prog.add_task(label, total=total, info=extra, eta="?")
 
         def advance(n: int = 1, **values) -> None:
-            rate.advance(n)
+            rate.advance(n, **values)
             eta = rate.eta(rate.clock())
             info = " ".join(f"{k}={v}" for k, v in values.items())
             prog.update(tid, advance=n, info=info, eta=format_duration(eta) if eta is not None else "?")

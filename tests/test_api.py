@@ -42,3 +42,19 @@ def test_a_task_loaded_at_another_size_names_the_call_to_make():
     task = rpt.load_task("shapes-vqa", split="test", limit=4, size=64)
     with pytest.raises(RobustPTError, match=r"rpt\.load_task\('shapes-vqa', split='test', size=48\)"):
         rpt.evaluate(model, task, attack="fgsm", eps=[2 / 255], progress=False)
+
+
+def test_a_real_dataset_loaded_without_a_size_takes_the_models_size_and_resize_mode(monkeypatch):
+    from types import SimpleNamespace
+
+    import robust_pt.tasks.formats as formats
+
+    calls = []
+    monkeypatch.setattr(formats, "load_real", lambda name, **kw: calls.append(kw) or SimpleNamespace(**kw))
+    task = rpt.load_task("vqav2:/data/vqa", limit=8)
+    assert calls[-1]["size"] == 64 and calls[-1]["resize"] == "squash"
+    task.at_size(224, "crop")  # what evaluate() does for a crop-processor model
+    assert calls[-1]["size"] == 224 and calls[-1]["resize"] == "crop"
+    asked = rpt.load_task("vqav2:/data/vqa", limit=8, resize="squash")
+    asked.at_size(224, "crop")
+    assert calls[-1]["resize"] == "squash"  # what the user asked for wins

@@ -110,3 +110,41 @@ def test_sizes_nothing_measured_are_not_shown_as_zero(capsys):
     image = capsys.readouterr().out
     assert "linf" not in text and "0.000" not in text
     assert "linf" in image and "0.030" in image
+
+
+def test_no_eta_from_a_resumed_jump_alone():
+    t = [0.0]
+    log = LogProgress("x", 1000, float("inf"), io.StringIO(), clock=lambda: t[0])
+    log.advance(500, resumed=500)  # an earlier sitting's work, at once
+    t[0] = 5.0
+    assert log.eta(t[0]) is None  # not "0s": nothing of this sitting has finished yet
+    t[0] = 10.0
+    log.advance(100)  # 100 in 10 s
+    assert log.eta(t[0]) == 40.0
+
+
+def test_stored_survivors_follow_every_sweep():
+    from types import SimpleNamespace
+
+    from robust_pt.engine import _stored_survivors
+
+    e = 8 / 255
+    recs = [
+        {"eps": e, "clean_correct": True, "broken_at": None},  # survived
+        {"eps": e, "clean_correct": True, "broken_at": 2 / 255},  # broken
+        {"eps": e, "clean_correct": False, "broken_at": None},  # wrong before the attack
+        {"eps": e, "clean_correct": None, "broken_at": None, "correct": None},  # graded (CIDEr): survived
+        {"eps": 2 / 255, "clean_correct": True, "broken_at": None},  # another eps
+        {"eps": None, "clean_correct": True},  # malformed
+        {"batch": 0},  # a batch marker
+    ]
+    assert _stored_survivors(SimpleNamespace(records=recs), e) == 2
+
+
+def test_setup_into_an_unwritable_cache_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = invoke("setup", "--cache", blocker / "cache", "--no-apt")
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--cache" in lines[0], r.stderr

@@ -24,10 +24,7 @@ def load_textattack():
         return sys.modules["textattack"]
     missing = [m for m in ensure_offline_data() if "WordNet" not in m]
     if missing:
-        raise AttackError(
-            f"text attacks need offline NLTK data that is missing ({'; '.join(missing)}); "
-            f"run `robust-pt setup` (in a checkout: `make setup`)"
-        )
+        raise AttackError(f"text attacks need offline NLTK data that is missing ({'; '.join(missing)}); {how_to_fix()}")
     try:
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
@@ -57,9 +54,26 @@ def ensure_offline_data() -> list[str]:
         return missing
     print(f"robust-pt: preparing the offline NLTK data text attacks need in {paths.cache_dir()} "
           "(once; `robust-pt setup` does it ahead)", file=sys.stderr, flush=True)  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        textdata.prepare(paths.cache_dir(), allow_apt=False, quiet=True)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            textdata.prepare(paths.cache_dir(), allow_apt=False, quiet=True)
+    except OSError as err:  # a read-only cache: say what is missing, as without it
+        print(f"robust-pt: cannot write {paths.cache_dir()} ({err.strerror})", file=sys.stderr, flush=True)
     return missing_offline_data(nltk_data, env["TA_CACHE_DIR"])
+
+
+def how_to_fix() -> str:
+    """What to run for missing offline data: `robust-pt setup`, unless NLTK_DATA / TA_CACHE_DIR point elsewhere."""
+    from .. import paths
+
+    mine = {"NLTK_DATA": paths.nltk_dir(), "TA_CACHE_DIR": paths.textattack_cache()}
+    theirs = [f"{k}={os.environ[k]}" for k, v in mine.items() if os.environ.get(k) and Path(os.environ[k]) != v]
+    if theirs:
+        return (
+            f"{' and '.join(theirs)} point away from robust-pt's cache: fill them (nltk.download) or unset them "
+            f"and run `robust-pt setup`"
+        )
+    return "run `robust-pt setup` (in a checkout: `make setup`)"
 
 
 @contextlib.contextmanager

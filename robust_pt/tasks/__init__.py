@@ -45,7 +45,7 @@ def load_task(
     seed: int = 0,
     size: int | None = None,
     num_examples: int | None = None,
-    resize: str = "squash",
+    resize: str | None = None,
 ) -> Task:
     """A built-in task by name, or a real dataset as "NAME:DIR" (vqav2, snli-ve, refcoco,
     refcoco+, refcocog, coco-captions; see robust_pt/tasks/formats.py).
@@ -74,16 +74,17 @@ def load_task(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TaskError(f"seed must be a non-negative integer, got {seed!r}")
     if size is None:
-        again = dict(split=split, limit=limit, seed=seed, num_examples=num_examples, resize=resize)
-        task = load_task(name, size=DEFAULT_IMAGE_SIZE, **again)
-        task.at_size = lambda s: load_task(name, size=s, **again)
+        again = dict(split=split, limit=limit, seed=seed, num_examples=num_examples)
+        task = load_task(name, size=DEFAULT_IMAGE_SIZE, resize=resize, **again)
+        # evaluate() calls it with the model's size and resize mode (a resize asked for here wins)
+        task.at_size = lambda s, mode=None: load_task(name, size=s, resize=resize or mode, **again)
         return task
     if isinstance(size, bool) or not isinstance(size, int) or size < 16:
         raise TaskError(f"image size must be an integer >= 16, got {size!r}")
     if real:
         from .formats import load_real
 
-        return load_real(name, split=split, limit=limit, seed=seed, size=size, resize=resize)
+        return load_real(name, split=split, limit=limit, seed=seed, size=size, resize=resize or "squash")
     n = num_examples if num_examples is not None else sizes[split]
     if limit is not None:
         n = min(n, limit)
