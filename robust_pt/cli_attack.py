@@ -99,7 +99,6 @@ def attack_cmd(
     """Attack a checkpoint on a task at one or more eps; prints the summary, writes the run dir."""
     from .distributed import place, reports_errors
     from .engine import evaluate
-    from .outputs import require_writable_dir
     from .runtime.memory import parse_batch_size
 
     where = None
@@ -124,10 +123,8 @@ def attack_cmd(
         if out is None:
             key = {**ov, **({"base": str(base.resolve())} if base else {}), **_surrogate_key(surrogate)}
             out = _default_run_dir(model, task, attack, eps, limit, batch_size, seed, split, key)
-        require_writable_dir(out, "run directory")
-        if surrogate is not None:
+        if surrogate is not None:  # evaluate() checks --out and --crafted before anything else
             ov.update(surrogate=surrogate, crafted=str(crafted or Path(out).parent / "crafted"))
-            require_writable_dir(ov["crafted"], "crafted-inputs directory", "--crafted")
         run = evaluate(
             model,
             task,

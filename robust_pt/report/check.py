@@ -243,8 +243,10 @@ def make_baseline(inputs: Iterable[str | Path], allow_mixed: bool = False, corre
 def save_baseline(
     inputs: Iterable[str | Path], out: str | Path, allow_mixed: bool = False, correction: str | None = None
 ) -> dict:
+    from ..outputs import require_writable_file
+
+    out = require_writable_file(out, "baseline file")  # before the runs are read
     base = make_baseline(inputs, allow_mixed, correction)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(base, indent=1) + "\n")
     return base
@@ -458,14 +460,18 @@ def compare(
             f"{' and '.join(others)} - re-make the baseline if the attack changed on purpose (`robust-pt baseline`)"
         )
 
+    def entry(b: dict) -> tuple:
+        """A baseline entry's (attack label, why it cannot be matched or None, key, case, where)."""
+        attack, unmatched = names.baseline_label(b)
+        k = _key(b["task"], b["model"], attack, b["eps"])
+        where = f"{b['task']} {b['model']} {attack} eps={_lab(b)}"
+        return attack, unmatched, k, case(b["task"], b["model"], attack, b["eps"], _lab(b)), where
+
     regressions: list[str] = []
     base_keys = set()
     for b in baseline["metrics"]:
-        attack, unmatched = names.baseline_label(b)
-        k = _key(b["task"], b["model"], attack, b["eps"])
+        attack, unmatched, k, c, where = entry(b)
         base_keys.add(k)
-        c = case(b["task"], b["model"], attack, b["eps"], _lab(b))
-        where = f"{b['task']} {b['model']} {attack} eps={_lab(b)}"
         r = None if unmatched else cur.get(k)
         if unmatched:
             msg = f"{where}: {unmatched}"
@@ -484,10 +490,7 @@ def compare(
         gap = b.get("gap")
         if gap is None or not _baseline_significant(b):
             continue  # the baseline could not tell the sign: nothing to keep
-        attack, unmatched = names.baseline_label(b)
-        k = _key(b["task"], b["model"], attack, b["eps"])
-        c = case(b["task"], b["model"], attack, b["eps"], _lab(b))
-        where = f"{b['task']} {b['model']} {attack} eps={_lab(b)}"
+        _, unmatched, k, c, where = entry(b)
         g = None if unmatched else cur_gaps.get((k, str(b["reference"])))
         if unmatched:
             msg = f"{where}: gap vs finetuning ({b['reference']}): {unmatched}"

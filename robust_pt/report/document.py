@@ -404,8 +404,8 @@ def build_document(report) -> Document:
             report,
             "metric_vs_eps",
             "Robust metric vs eps",
-            "{}: robust metric vs eps",
-            "{}: robust metric vs eps (clean at eps=0), 95% CI shaded",
+            _EPS_ALT,
+            _EPS_CAPTION,
         )
     _add_figures(
         doc,
@@ -463,14 +463,12 @@ def _add_key_figure(doc: Document, report) -> str:
     for task in dict.fromkeys(report.summary["task"]):
         fig = figs.get(("metric_vs_eps", task))
         if fig:
-            doc.add(
-                Image(
-                    fig,
-                    f"{task}: robust metric vs eps",
-                    f"{task}: robust metric vs eps (clean at eps=0), 95% CI shaded",
-                )
-            )
+            doc.add(Image(fig, _EPS_ALT.format(task), _EPS_CAPTION.format(task)))
     return "metric_vs_eps"
+
+
+_EPS_ALT = "{}: robust metric vs eps"
+_EPS_CAPTION = "{}: robust metric vs eps (clean at eps=0), 95% CI shaded"
 
 
 _MATRIX_CAPTION = (

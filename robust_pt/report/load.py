@@ -404,6 +404,7 @@ def load_run(path: str | Path) -> RunData:
     df = df.drop_duplicates(["id", "eps"], keep="first").reset_index(drop=True)
     eps = cfg.get("eps")
     eps_list = sorted({float(e) for e in eps}) if isinstance(eps, list) and eps else sorted(set(df["eps"]))
+    label = base_label(spec, source)  # settings join it where two runs differ (_label_attacks)
     return RunData(
         path=p,
         meta=meta,
@@ -412,8 +413,8 @@ def load_run(path: str | Path) -> RunData:
         metric=metric,
         model=model,
         method=method,
-        attack=base_label(spec, source),
-        attack_base=base_label(spec, source),
+        attack=label,
+        attack_base=label,
         attack_spec=spec,
         eps=eps_list,
         records=df,

@@ -405,6 +405,8 @@ def verdict_frame(gaps, threats: list | None = None):
     spec = {"cells": ("gap", "size"), **{c: (c, "sum") for c in counts}}
     keys, columns = ["method"], VERDICT_COLUMNS
     if threats is not None:
+        from .threats import LEFT_OUT
+
         d = d.assign(threat=[t if t is not None else LEFT_OUT for t in threats])
         keys, columns = ["threat", "method"], VERDICT_COLUMNS[:1] + ["threat"] + VERDICT_COLUMNS[1:]
     rows = d.groupby(["task"] + keys, sort=False).agg(**spec).reset_index()
@@ -421,7 +423,3 @@ def verdict_frame(gaps, threats: list | None = None):
             _task=rows["task"].map(tasks.index), _threat=rows["threat"].map(lambda t: rank.get(t, len(rank)))
         ).sort_values(["_task", "_threat"], kind="stable")
     return rows[columns].reset_index(drop=True)
-
-
-#: the count table's name for cells no threat counts (verdict.threat: None)
-LEFT_OUT = "left out: white-box on one side only"

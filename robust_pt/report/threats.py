@@ -12,3 +12,5 @@ CORRUPTIONS = "natural corruptions"
 THREATS = (WHITE_BOX, FROM_BASE, FROM_SIBLING, CORRUPTIONS)
 #: the surrogate method that is the public base (an untuned checkpoint)
 PUBLIC_BASE = "pretrain"
+#: the count table's name for cells no threat counts (verdict.threat: None)
+LEFT_OUT = "left out: white-box on one side only"

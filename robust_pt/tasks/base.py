@@ -52,7 +52,7 @@ class Task:
     _examples: Sequence[Example] | None = field(default=None, repr=False)
     # set by load_task when no size was asked for: the same task at another image size, so that
     # evaluate() can give a task loaded without a size the model's size
-    at_size: Callable[[int], Task] | None = field(default=None, repr=False, compare=False)
+    at_size: Callable[..., Task] | None = field(default=None, repr=False, compare=False)  # (size, resize mode)
 
     # Subclasses that generate lazily override these two.
     def __len__(self) -> int:
