@@ -74,7 +74,7 @@ demo: setup
 TINY_INIT := .cache/tiny-llava-init
 tiny-llava: setup
 	rm -rf $(TINY_INIT)
-	$(BIN)/python -c "from robust_pt.models.hf_tiny_vlm import save_tiny_vlm; save_tiny_vlm('llava', '$(TINY_INIT)')"
+	$(BIN)/python -c "from robust_pt.testing.tiny_vlm import save_tiny_vlm; save_tiny_vlm('llava', '$(TINY_INIT)')"
 	$(BIN)/robust-pt train --base $(TINY_INIT) --task shapes-pretrain --method finetune --steps 1000 \
 	    --batch-size 32 --lr 3e-3 --eval-size 200 --threads 2 --device cpu --out robust_pt/assets/tiny-llava --overwrite
 	$(BIN)/robust-pt train --base $(TINY_INIT) --task shapes-caption --method finetune --steps 600 --lr 3e-3 \

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def model_parser(doc: str, n: int) -> argparse.ArgumentParser:
     """A parser described by the first paragraph of `doc`, with --model, --task and --n (default `n`)."""
-    from robust_pt.zoo import entry_dir
+    from robust_pt.tuning.zoo import entry_dir
 
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument(

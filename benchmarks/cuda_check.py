@@ -51,7 +51,7 @@ def timed(label: str, rows: list, **kw):
     """evaluate(**kw), timed; one row of figures appended to `rows`; returns the Run."""
     import torch
 
-    from robust_pt.engine import evaluate
+    from robust_pt.engine.loop import evaluate
 
     if str(kw.get("device", "")).startswith("cuda"):
         torch.cuda.synchronize()
@@ -103,8 +103,8 @@ def torchrun_records(n: int, out: Path, device: str) -> tuple[float, list]:
 def main(argv=None) -> int:
     import torch
 
-    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA
-    from robust_pt.zoo import entry_dir
+    from robust_pt.testing.tiny_vlm import TINY_LLAVA
+    from robust_pt.tuning.zoo import entry_dir
 
     args = parse_args(argv)
     dev = args.device

@@ -59,7 +59,7 @@ def unit_costs(model, task, batch_size: int) -> tuple[float, float]:
     """Seconds per example of one forward+backward (input gradient) and one forward pass."""
     import torch.nn.functional as F
 
-    from robust_pt.predict import images_of
+    from robust_pt.models.predict import images_of
 
     exs = [task[i] for i in range(min(batch_size, len(task)))]
     x = images_of(exs)
@@ -83,7 +83,7 @@ def plain_loop(model, task, n: int, eps_list, steps: int, batch_size: int, seed:
     import torchattacks
 
     from robust_pt.models.base import BoundClassifier
-    from robust_pt.predict import images_of
+    from robust_pt.models.predict import images_of
 
     torch.manual_seed(seed)
     accs = []
@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
     os.environ.setdefault("ROBUST_PT_QUIET", "1")
     import robust_pt as rpt
     from robust_pt.attacks import parse_eps
-    from robust_pt.engine import eps_label
+    from robust_pt.engine.loop import eps_label
     from robust_pt.errors import RobustPTError
 
     try:

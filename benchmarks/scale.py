@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def parse_args(argv=None):
-    from robust_pt.zoo import entry_dir
+    from robust_pt.tuning.zoo import entry_dir
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -87,7 +87,7 @@ def _child(args) -> dict:
 
     torch.set_num_threads(threads)
     import robust_pt as rpt
-    from robust_pt.engine import evaluate
+    from robust_pt.engine.loop import evaluate
 
     common = dict(
         attack=args.attack,

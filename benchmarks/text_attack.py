@@ -50,7 +50,7 @@ def baseline(model, task, spec, fraction: float, seed: int) -> dict:
     import textattack
     from textattack.attack_results import FailedAttackResult, SkippedAttackResult, SuccessfulAttackResult
 
-    from robust_pt.attacks.text import _quiet, build_attack
+    from robust_pt.attacks.text.recipes import _quiet, build_attack
     from robust_pt.attacks.vl_wrapper import PlainVLWrapper, VLScorer, WordBudget
 
     wrapper = PlainVLWrapper(model, task.answers)
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     import robust_pt as rpt
     from robust_pt.attacks import build
-    from robust_pt.attacks.text import load_textattack
+    from robust_pt.attacks.text.recipes import load_textattack
     from robust_pt.errors import RobustPTError
 
     try:

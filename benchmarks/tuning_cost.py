@@ -73,7 +73,7 @@ def variant(name: str, m: int):
 
 
 def batch(n: int, size: int):
-    from robust_pt.predict import images_of
+    from robust_pt.models.predict import images_of
     from robust_pt.tasks import load_task
 
     task = load_task("shapes-vqa", split="test", limit=n, seed=0, size=size)

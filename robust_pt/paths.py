@@ -1,6 +1,6 @@
 """Where robust-pt finds its presets and keeps its caches.
 
-Stdlib only: robust_pt/textdata.py (`robust-pt setup`) uses it, and `import robust_pt`
+Stdlib only: robust_pt/runtime/textdata.py (`robust-pt setup`) uses it, and `import robust_pt`
 must stay light.
 
 Two layouts are supported:

@@ -9,7 +9,7 @@ through the engine (each run directory resumes), then writes the report. Interru
 it at any point and running it again therefore ends with the same report.
 
 `nproc: N` (top level, or per attack entry) runs each attack on N local processes
-(torch.distributed; robust_pt/distributed.py); the report is the same as with one.
+(torch.distributed; robust_pt/runtime/distributed.py); the report is the same as with one.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class Recipe:
     split: str
     zoo: str | None
     path: Path | None = field(default=None, compare=False)
-    nproc: int = 1  # processes per attack run (torch.distributed, robust_pt/distributed.py)
+    nproc: int = 1  # processes per attack run (torch.distributed, robust_pt/runtime/distributed.py)
     task_examples: tuple[tuple[str, int], ...] = ()  # examples per task where it differs from `examples`
 
     @property
@@ -441,7 +441,7 @@ def check_outputs(r: Recipe, out: Path | None) -> None:
     attacked: the report directory `out` (None: not written), its runs/ and report files, and the zoo's
     checkpoint directories. Creates nothing."""
     from .outputs import require_writable_dir
-    from .zoo import entry_dir
+    from .tuning.zoo import entry_dir
 
     if out is not None:
         from .report import check_out
@@ -460,7 +460,7 @@ def run_recipe(recipe: Recipe | str | Path, out: Path | None = None, log=print, 
     only: names of tuning entries: tune and attack just those (e.g. a method added to a recipe
     whose other runs are done, without rebuilding their checkpoints); the report holds
     every run of the recipe found in the report directory."""
-    from .locking import hold
+    from .runtime.locking import hold
 
     r = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     part = r if only is None else r.only(only)
@@ -498,9 +498,9 @@ def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
 
 
 def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
-    from .engine import evaluate
+    from .engine.loop import evaluate
     from .report import build
-    from .zoo import build_zoo
+    from .tuning.zoo import build_zoo
 
     runs_dir = out / "runs"
     t0 = time.time()

@@ -17,7 +17,7 @@ holds a run with a different config is refused, never mixed.
 
 Streaming: a store with a directory keeps no records in memory (only the ids of the
 completed batches); `records` reads them back from the file, so memory during a run does
-not grow with the number of examples. Distributed runs (robust_pt/distributed.py) write
+not grow with the number of examples. Distributed runs (robust_pt/runtime/distributed.py) write
 one such store per rank under runs/<id>/shards/rank-K/ and merge them with `batch_spans`.
 """
 

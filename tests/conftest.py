@@ -65,7 +65,7 @@ def train_vqa(out, recipe: dict, name: str) -> None:
     import numpy as np
 
     from robust_pt.models.ofa import build
-    from robust_pt.predict import images_of
+    from robust_pt.models.predict import images_of
     from robust_pt.tasks import load_task
     from robust_pt.tasks.vocab import WORDS, bin_tokens
     from robust_pt.tuning import checkpoint as ckpt

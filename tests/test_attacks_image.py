@@ -13,7 +13,7 @@ from robust_pt.attacks.image import flat_norms, run_image_attack
 from robust_pt.attacks.objectives import ClassifierImage, ClosedImage
 from robust_pt.errors import AttackError, ConfigError
 from robust_pt.models.base import BoundClassifier
-from robust_pt.predict import images_of
+from robust_pt.models.predict import images_of
 
 PRESETS = ["fgsm", "pgd", "pgd-l2", "apgd-ce", "square", "cw-l2", "autoattack"]
 # tiny budgets so the whole file stays fast

@@ -19,9 +19,9 @@ def _records_and_direct(name, tiny_vqa_dir, vqa_task, eps):
     """The engine's records for 12 examples, and run_joint called directly with the engine's seeds."""
     from robust_pt.attacks import build
     from robust_pt.attacks.joint import run_joint
-    from robust_pt.attacks.text import TextRunner
-    from robust_pt.engine import derive_seed
-    from robust_pt.predict import images_of
+    from robust_pt.attacks.text.recipes import TextRunner
+    from robust_pt.engine.loop import derive_seed
+    from robust_pt.models.predict import images_of
     from robust_pt.tuning import checkpoint as ckpt
 
     run = rpt.evaluate(tiny_vqa_dir, vqa_task, attack=name, eps=[eps], limit=12, batch_size=12, progress=False)

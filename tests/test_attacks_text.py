@@ -153,8 +153,8 @@ def test_robust_model_keeps_labels_and_budget_sweep(tiny_vqa_dir, vqa_task):
 
 def test_results_do_not_depend_on_lockstep_grouping(text_vqa, text_task):
     from robust_pt.attacks import build
-    from robust_pt.attacks.text import TextRunner
-    from robust_pt.predict import images_of
+    from robust_pt.attacks.text.recipes import TextRunner
+    from robust_pt.models.predict import images_of
 
     exs = [text_task[i] for i in range(12)]
     x = images_of(exs)
@@ -172,7 +172,7 @@ def test_results_do_not_depend_on_lockstep_grouping(text_vqa, text_task):
 
 def test_scorer_matches_the_model_and_dedupes(text_vqa, text_task):
     from robust_pt.attacks.vl_wrapper import VLScorer
-    from robust_pt.predict import images_of
+    from robust_pt.models.predict import images_of
 
     exs = [text_task[i] for i in range(3)]
     x = images_of(exs)
@@ -348,7 +348,7 @@ def test_clear_errors_before_anything_is_written(attack, kw, needles, tiny_vqa_d
 
 
 def test_wrong_embedding_formats(tmp_path):
-    from robust_pt.attacks.text import read_embeddings
+    from robust_pt.attacks.text.recipes import read_embeddings
 
     bad = {
         "json.txt": '{"red": [0.1, 0.2]}\n',

@@ -6,7 +6,7 @@ import io
 
 import pandas as pd
 
-from robust_pt.progress import LogProgress
+from robust_pt.runtime.progress import LogProgress
 
 from ._cli import invoke
 
@@ -14,12 +14,12 @@ SMALL = ["--model", "builtin:base-small", "--task", "shapes-vqa", "--attack", "f
 
 
 def test_ctrl_c_says_what_is_kept_and_how_to_resume(monkeypatch, tmp_path):
-    import robust_pt.engine
+    import robust_pt.engine.loop
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(robust_pt.engine, "evaluate", interrupted)
+    monkeypatch.setattr(robust_pt.engine.loop, "evaluate", interrupted)
     r = invoke("attack", *SMALL, "--limit", 8, "--out", tmp_path / "run")
     assert r.exit_code == 130
     assert "interrupted" in r.stderr and "re-run the same command to resume" in r.stderr
@@ -44,7 +44,7 @@ def test_limit_beyond_the_split_is_said(tmp_path):
 
 
 def test_the_summary_shows_rel_only_where_it_differs_from_succ(capsys):
-    from robust_pt.cli_attack import print_summary
+    from robust_pt.cli.attack import print_summary
 
     row = dict(
         eps_label="8/255", clean=0.8, robust=0.4, drop=0.4, n_attacked=8, mean_steps=1.0, metric="accuracy", n=10
@@ -100,7 +100,7 @@ def test_a_resumed_progress_line_counts_the_survivors_of_every_sitting(tmp_path,
 
 
 def test_sizes_nothing_measured_are_not_shown_as_zero(capsys):
-    from robust_pt.cli_attack import print_summary
+    from robust_pt.cli.attack import print_summary
 
     row = dict(eps_label="3", clean=0.8, robust=0.4, drop=0.4, rel_drop=0.5, success_rate=0.5, n_attacked=8)
     row.update(mean_steps=1.0, metric="accuracy", n=10, kind="corruption")
@@ -126,7 +126,7 @@ def test_no_eta_from_a_resumed_jump_alone():
 def test_stored_survivors_follow_every_sweep():
     from types import SimpleNamespace
 
-    from robust_pt.engine import _stored_survivors
+    from robust_pt.engine.loop import _stored_survivors
 
     e = 8 / 255
     recs = [

@@ -138,7 +138,7 @@ def test_corruption_presets_load_without_torch_or_the_extra():
 def test_each_text_corruption_changes_the_question_deterministically_and_leaves_global_random_alone(name):
     import random
 
-    from robust_pt.attacks.text_corruptions import corrupt_text, words_to_corrupt
+    from robust_pt.attacks.text.corruptions import corrupt_text, words_to_corrupt
 
     q = "how many red circles are there in the image?"
     corrupt_text(q, name, 1, seed=0)  # the first call imports TextAttack (whose import draws on its own)
@@ -155,7 +155,7 @@ def test_each_text_corruption_changes_the_question_deterministically_and_leaves_
 
 
 def test_word_order_counts_the_words_that_moved():
-    from robust_pt.attacks.text_corruptions import corrupt_text
+    from robust_pt.attacks.text.corruptions import corrupt_text
 
     for seed in range(200):
         for q in ("how many circles are there?", "is there a red square left of the blue circle?"):

@@ -17,10 +17,10 @@ import torch
 from typer.testing import CliRunner
 
 import robust_pt as rpt
-from robust_pt import distributed as dd
-from robust_pt import engine
 from robust_pt.cli import _register, app
+from robust_pt.engine import loop as engine
 from robust_pt.errors import ConfigError
+from robust_pt.runtime import distributed as dd
 from robust_pt.runtime import memory
 from robust_pt.store import RECORDS, RunStore
 
@@ -264,9 +264,10 @@ def test_recipes_take_nproc(tiny_vqa_dir, tmp_path, monkeypatch):
         rc.load_recipe(write(nproc=0))
     seen = []
     monkeypatch.setattr(
-        "robust_pt.zoo.build_zoo", lambda recipe, log, only=None: {("shapes-vqa", "finetune"): (tiny_vqa_dir, {})}
+        "robust_pt.tuning.zoo.build_zoo",
+        lambda recipe, log, only=None: {("shapes-vqa", "finetune"): (tiny_vqa_dir, {})},
     )
-    monkeypatch.setattr("robust_pt.engine.evaluate", lambda *a, **k: seen.append(k["nproc"]))
+    monkeypatch.setattr("robust_pt.engine.loop.evaluate", lambda *a, **k: seen.append(k["nproc"]))
     import importlib
 
     monkeypatch.setattr(importlib.import_module("robust_pt.report"), "build", lambda *a, **k: None)

@@ -1,4 +1,4 @@
-"""Generative vision-language models behind VLModel (robust_pt/models/hf_generative.py and its families).
+"""Generative vision-language models behind VLModel (robust_pt/models/hf/generative.py and its families).
 
 A module-wide zoo of tiny models built from configs, one per family (LLaVA, LLaVA-NeXT,
 PaliGemma, Idefics3, Qwen2-VL, Qwen2.5-VL), with processors and tokenizers built offline, and
@@ -75,7 +75,7 @@ def _peft_adapters(root, base_dir) -> dict:
 @pytest.fixture(scope="module")
 def vzoo(tmp_path_factory):
     """name -> directory of the tiny generative models and the adapters on the LLaVA."""
-    from robust_pt.models.hf_tiny_vlm import save_tiny_vlm
+    from robust_pt.testing.tiny_vlm import save_tiny_vlm
 
     root = tmp_path_factory.mktemp("vlm-zoo")
     dirs = {a: save_tiny_vlm(a, root / a) for a in ARCHS}
@@ -106,7 +106,7 @@ def test_detects_loads_and_pins(vlms):
 def reference_logp(m, img, question: str, answer: str) -> float:
     """log p(answer, end of turn | prompt) as transformers (and peft) compute it from the processor's
     output for the chat template's own assistant turn (PaliGemma: its processor's suffix)."""
-    from robust_pt.models.hf_paligemma import PaliGemma
+    from robust_pt.models.hf.paligemma import PaliGemma
 
     if isinstance(m, PaliGemma):  # its processor's training form: the answer as suffix, causal there
         inp = m.processor(text=[m.render(question)], images=[img], suffix=[answer], return_tensors="pt")
@@ -162,7 +162,7 @@ def test_questions_are_tokenised_in_place(vlms):
 
 
 def test_greedy_generation_is_what_transformers_generates():
-    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA
+    from robust_pt.testing.tiny_vlm import TINY_LLAVA
 
     m = load_model(TINY_LLAVA, device="cpu")
     imgs = [pil_image(seed=i) for i in range(2)]
@@ -200,8 +200,8 @@ def test_adversarial_images_stay_in_the_ball_and_in_0_1(vlms, name):
     from robust_pt.attacks import build
     from robust_pt.attacks.image import run_image_attack
     from robust_pt.attacks.objectives import ClosedImage
-    from robust_pt.engine import evaluate
-    from robust_pt.predict import images_of
+    from robust_pt.engine.loop import evaluate
+    from robust_pt.models.predict import images_of
 
     m = vlms[name]
     task = self_labelled(m, n=4)
@@ -224,7 +224,7 @@ def test_adversarial_images_stay_in_the_ball_and_in_0_1(vlms, name):
 
 @pytest.mark.parametrize("name", ARCHS)
 def test_emb_fgsm_and_deepwordbug_run_end_to_end(vzoo, vlms, name):
-    from robust_pt.engine import evaluate
+    from robust_pt.engine.loop import evaluate
 
     m = vlms[name]
     task = self_labelled(m, n=4)
@@ -249,7 +249,7 @@ def test_emb_fgsm_and_deepwordbug_run_end_to_end(vzoo, vlms, name):
 
 def test_free_form_tasks_run(vlms):
     """Captioning and grounding by generation, attacked through the reference sequence's loss."""
-    from robust_pt.engine import evaluate
+    from robust_pt.engine.loop import evaluate
 
     m = vlms["qwen2-vl"]
     for task_name, metric in (("shapes-caption", "cider"), ("shapes-ground", "acc@0.5")):
@@ -263,7 +263,7 @@ def test_free_form_tasks_run(vlms):
 
 
 def test_adapters_load_on_their_base_only(vzoo, tmp_path):
-    from robust_pt.models.hf_tiny_vlm import save_tiny_vlm
+    from robust_pt.testing.tiny_vlm import save_tiny_vlm
 
     wide = save_tiny_vlm("llava", tmp_path / "llava-48", hidden=48)
     for name in ADAPTERS:
@@ -301,7 +301,7 @@ def test_bad_generative_checkpoints_are_one_line(vzoo, tmp_path):
 def tuned_lora(tmp_path_factory):
     """A LoRA tuned by `robust-pt train` on the committed tiny LLaVA trained on captions only (it answers VQA
     below the majority answer): (adapter dir, its robust_pt.json)."""
-    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA_CAPTIONS
+    from robust_pt.testing.tiny_vlm import TINY_LLAVA_CAPTIONS
 
     out = tmp_path_factory.mktemp("vlm-train") / "lora"
     fast = ["--steps", 300, "--batch-size", 16, "--lr", "1e-2", "--eval-size", 400, "--threads", 2, "--device", "cpu"]
@@ -314,8 +314,8 @@ def test_train_lora_on_a_tiny_llava_learns_above_the_majority_answer(tuned_lora)
     out, meta = tuned_lora
     assert (out / "adapter_model.safetensors").exists() and meta["architecture"] == "LlavaForConditionalGeneration"
     test = load_task("shapes-vqa", split="test", limit=400, seed=0, size=32)
-    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA_CAPTIONS
-    from robust_pt.predict import evaluate_clean
+    from robust_pt.models.predict import evaluate_clean
+    from robust_pt.testing.tiny_vlm import TINY_LLAVA_CAPTIONS
 
     majority = max(np.bincount([ex.label for ex in test])) / len(test)  # 0.22
     before = evaluate_clean(load_model(TINY_LLAVA_CAPTIONS, device="cpu"), test, batch_size=64)["accuracy"]
@@ -331,7 +331,7 @@ def test_pgd_changes_the_predictions_of_the_tuned_lora(tmp_path):
     """A committed LoRA (tests/assets/tiny-llava-lora, `make tiny-llava`: the recipe's LoRA schedule on the
     committed tiny LLaVA, 46.5% on 400 VQA questions), so the attacked weights are the same on every CPU.
     (A LoRA trained in the run answered from the text alone on an AVX-512 machine: PGD changed 0 of 30.)"""
-    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA
+    from robust_pt.testing.tiny_vlm import TINY_LLAVA
 
     r = invoke(
         "attack", "--model", ROOT / "tests" / "assets" / "tiny-llava-lora", "--base", TINY_LLAVA, "--attack", "pgd",
@@ -351,8 +351,8 @@ def test_pgd_changes_the_predictions_of_the_tuned_lora(tmp_path):
 
 def test_a_recipe_on_a_tiny_llava_base_runs_end_to_end(tmp_path):
     """recipes/tiny-llava.yaml with short schedules: finetune vs LoRA vs prompt tuning, PGD and emb-fgsm."""
-    from robust_pt.models.hf_tiny_vlm import TINY_LLAVA
     from robust_pt.recipe import load_recipe, run_recipe
+    from robust_pt.testing.tiny_vlm import TINY_LLAVA
 
     shutil.copytree(TINY_LLAVA, tmp_path / "base")
     text = (ROOT / "recipes" / "tiny-llava.yaml").read_text()
@@ -379,8 +379,8 @@ def test_a_recipe_on_a_tiny_llava_base_runs_end_to_end(tmp_path):
 
 def test_recipe_with_an_unknown_option_on_a_hugging_face_base(tmp_path):
     from robust_pt.errors import ConfigError
-    from robust_pt.models.hf_tiny_vlm import save_tiny_vlm
     from robust_pt.recipe import load_recipe
+    from robust_pt.testing.tiny_vlm import save_tiny_vlm
 
     save_tiny_vlm("llava", tmp_path / "base")
     (tmp_path / "r.yaml").write_text(
@@ -427,7 +427,7 @@ def test_a_generative_base_trains_on_the_pretraining_mix(vzoo, tmp_path):
         "shapes-ground",
         "shapes-caption",
     }
-    from robust_pt.models.hf_tiny import save_tiny
+    from robust_pt.testing.hf_tiny import save_tiny
 
     vilt = save_tiny("vilt", tmp_path / "vilt")
     r = invoke("train", "--base", vilt, "--task", "shapes-pretrain", "--method", "lora", "--out", tmp_path / "v", *fast)

@@ -37,7 +37,7 @@ def zoo(tmp_path_factory):
     import peft
     from transformers import ViltForQuestionAnswering
 
-    from robust_pt.models.hf_tiny import save_tiny
+    from robust_pt.testing.hf_tiny import save_tiny
 
     root = tmp_path_factory.mktemp("hf-zoo")
     dirs = {a: save_tiny(a, root / a, answers=PRETRAIN_ANSWERS) for a in ("vilt", "blip", "clip")}
@@ -80,7 +80,7 @@ def pixels(img) -> torch.Tensor:
 
 def self_labelled(model, n: int = 6) -> Task:
     """n shapes-vqa questions labelled with the model's own clean answers: every one is attacked."""
-    from robust_pt.predict import images_of
+    from robust_pt.models.predict import images_of
 
     base = load_task("shapes-vqa", split="test", limit=n, seed=0, size=model.image_size)
     exs = list(base)
@@ -279,8 +279,8 @@ def test_linf_distance_at_most_eps(models, name):
     from robust_pt.attacks import build
     from robust_pt.attacks.image import run_image_attack
     from robust_pt.attacks.objectives import ClosedImage
-    from robust_pt.engine import evaluate
-    from robust_pt.predict import images_of
+    from robust_pt.engine.loop import evaluate
+    from robust_pt.models.predict import images_of
 
     m = models[name]
     task = self_labelled(m)
@@ -307,7 +307,7 @@ def test_linf_distance_at_most_eps(models, name):
 
 @pytest.mark.parametrize("name", ["vilt", "blip", "clip", "vilt-prompt"])
 def test_embedding_attack(models, name):
-    from robust_pt.engine import evaluate
+    from robust_pt.engine.loop import evaluate
 
     m = models[name]
     e = m.embed(torch.rand(2, 3, 32, 32), QUESTIONS[:2])

@@ -20,7 +20,7 @@ FAST = ["--steps", 3, "--batch-size", 8, "--train-size", 32, "--eval-size", 8, "
 
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory):
-    from robust_pt.models.hf_tiny import save_tiny
+    from robust_pt.testing.hf_tiny import save_tiny
 
     root = tmp_path_factory.mktemp("hf-bases")
     return {
@@ -231,7 +231,7 @@ def test_apt_on_vilt_trains_a_delta_that_changes_predictions_and_loads_on_its_ba
     from transformers import ViltForQuestionAnswering
 
     from robust_pt.api import load_model
-    from robust_pt.predict import images_of
+    from robust_pt.models.predict import images_of
     from robust_pt.tasks import load_task
     from robust_pt.tuning.apt import APTOptions, attach_hf
     from robust_pt.tuning.registry import HFContext

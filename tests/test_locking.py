@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from robust_pt.errors import LockedError, RunDirError
-from robust_pt.locking import LOCK_FILE, hold
+from robust_pt.runtime.locking import LOCK_FILE, hold
 from robust_pt.store import MARKER
 
 from ._cli import assert_one_line_error, invoke
@@ -144,7 +144,7 @@ def test_a_killed_holder_blocks_nothing_and_the_next_run_resumes(tiny_vqa_dir, r
 HOLD = """
 import sys, time
 from pathlib import Path
-from robust_pt.locking import hold
+from robust_pt.runtime.locking import hold
 with hold(sys.argv[1]):
     Path(sys.argv[2]).touch()
     time.sleep(600)

@@ -47,7 +47,7 @@ def _listing(tmp_path) -> set:
 
 
 def test_attack_out_under_a_file(tmp_path, blocker, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("robust_pt.engine"), "_prepare", _never("the attack"))
+    monkeypatch.setattr(importlib.import_module("robust_pt.engine.loop"), "_prepare", _never("the attack"))
     before = _listing(tmp_path)
     bad = blocker / "run"
     res = invoke("attack", "--model", "builtin:base-small", "--task", "shapes-vqa", "--attack", "pgd", "--out", bad)
@@ -56,7 +56,7 @@ def test_attack_out_under_a_file(tmp_path, blocker, monkeypatch):
 
 
 def test_attack_crafted_under_a_file(tmp_path, blocker, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("robust_pt.engine"), "_prepare", _never("the attack"))
+    monkeypatch.setattr(importlib.import_module("robust_pt.engine.loop"), "_prepare", _never("the attack"))
     before = _listing(tmp_path)
     res = invoke(
         "attack",
@@ -76,7 +76,7 @@ def test_attack_crafted_under_a_file(tmp_path, blocker, monkeypatch):
 
 
 def test_evaluate_api_refuses_before_loading(tmp_path, blocker, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("robust_pt.engine"), "_prepare", _never("the attack"))
+    monkeypatch.setattr(importlib.import_module("robust_pt.engine.loop"), "_prepare", _never("the attack"))
     with pytest.raises(OutputPathError, match="x.txt is a file"):
         robust_pt.evaluate("builtin:base-small", "shapes-vqa", attack="pgd", out=blocker / "run")
     assert blocker.read_text() == KEEP
@@ -172,7 +172,7 @@ def test_pretrain_out_under_a_file(tmp_path, blocker, monkeypatch):
 
 @pytest.mark.parametrize("command", ["run", "demo"])
 def test_recipe_report_dir_under_a_file(tmp_path, blocker, monkeypatch, command):
-    monkeypatch.setattr(importlib.import_module("robust_pt.zoo"), "build_zoo", _never("building the zoo"))
+    monkeypatch.setattr(importlib.import_module("robust_pt.tuning.zoo"), "build_zoo", _never("building the zoo"))
     before = _listing(tmp_path)
     bad = blocker / "report"
     args = ["run", "demo", "--out", bad] if command == "run" else ["demo", "--out", bad]
@@ -182,7 +182,7 @@ def test_recipe_report_dir_under_a_file(tmp_path, blocker, monkeypatch, command)
 
 
 def test_recipe_zoo_under_a_file(tmp_path, blocker, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("robust_pt.zoo"), "build_zoo", _never("building the zoo"))
+    monkeypatch.setattr(importlib.import_module("robust_pt.tuning.zoo"), "build_zoo", _never("building the zoo"))
     monkeypatch.setenv("ROBUST_PT_CACHE", str(blocker))
     before = _listing(tmp_path)
     res = invoke("run", "demo", "--out", tmp_path / "report")

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from robust_pt.errors import ConfigError, RobustPTError
-from robust_pt.progress import LogProgress, format_duration, log_interval, progress_bar
+from robust_pt.runtime.progress import LogProgress, format_duration, log_interval, progress_bar
 
 
 class FakeClock:

@@ -16,7 +16,7 @@ README no longer shows fails too. The README keeps its commands small (`--limit 
 tuning steps) so that all of this takes about a minute on two cores.
 
 Checkpoints the README takes from elsewhere are made first at the same relative paths: a
-tiny random ViLT (robust_pt.models.hf_tiny.save_tiny) stands in for the downloaded
+tiny random ViLT (robust_pt.testing.hf_tiny.save_tiny) stands in for the downloaded
 `ckpts/vilt-vqa`. Links between README.md and docs/*.md (files and #anchors) must resolve.
 """
 
@@ -167,8 +167,8 @@ def test_relative_links_resolve(md):
 @pytest.fixture
 def readme_dir(tmp_path, monkeypatch):
     """A fresh working directory holding what the README takes from elsewhere, at the README's paths."""
-    from robust_pt.models.hf_tiny import save_tiny
     from robust_pt.tasks import load_task
+    from robust_pt.testing.hf_tiny import save_tiny
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ROBUST_PT_NO_APT", "1")  # `robust-pt setup` must never call apt-get here

@@ -103,7 +103,7 @@ def test_recipe_runs_and_an_interrupted_run_ends_with_the_same_report(tmp_path, 
     assert len(list((full / "runs").iterdir())) == 4  # 2 tunings x 2 attacks
 
     # interrupt: stop the second engine run after its first batch, then run again
-    import robust_pt.engine as engine
+    import robust_pt.engine.loop as engine
 
     out2 = tmp_path / "again"
     calls = {"n": 0}

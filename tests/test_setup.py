@@ -73,7 +73,7 @@ def test_installed_layout_uses_package_data_and_home_cache(monkeypatch, tmp_path
 
 def test_prepare_textattack_env_sets_defaults_and_keeps_user_values(tmp_path):
     code = (
-        "import json, os; from robust_pt.offline import prepare_textattack_env; "
+        "import json, os; from robust_pt.runtime.offline import prepare_textattack_env; "
         "print(json.dumps(prepare_textattack_env()))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("NLTK_DATA", "TA_CACHE_DIR")}
@@ -89,7 +89,7 @@ def test_prepare_textattack_env_sets_defaults_and_keeps_user_values(tmp_path):
     assert json.loads(out.stdout)["NLTK_DATA"] == "/somewhere/else"
 
 
-# --- robust-pt setup (robust_pt/textdata.py) -----------------------------------------------
+# --- robust-pt setup (robust_pt/runtime/textdata.py) -----------------------------------------------
 
 
 def _setup_nltk(cache: Path) -> subprocess.CompletedProcess:
@@ -99,7 +99,7 @@ def _setup_nltk(cache: Path) -> subprocess.CompletedProcess:
 
 
 def test_setup_nltk_prepares_offline_data_and_is_idempotent(tmp_path):
-    from robust_pt.offline import missing_offline_data
+    from robust_pt.runtime.offline import missing_offline_data
 
     cache = tmp_path / "cache"
     out = _setup_nltk(cache)
@@ -151,7 +151,7 @@ def test_the_first_text_attack_prepares_its_data_with_one_line(tmp_path):
     """A pip user who never ran `robust-pt setup`: the first text attack fills robust-pt's own cache and says so."""
     code = (
         "import json\n"
-        "from robust_pt.attacks.textattack_setup import ensure_offline_data\n"
+        "from robust_pt.attacks.text.setup import ensure_offline_data\n"
         "print(json.dumps(ensure_offline_data()))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("NLTK_DATA", "TA_CACHE_DIR")}

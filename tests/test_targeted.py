@@ -23,7 +23,7 @@ def test_a_targeted_success_is_the_target_on_a_fresh_model(tiny_vqa, tiny_vqa_di
     from robust_pt.attacks import build
     from robust_pt.attacks.core import threat_model
     from robust_pt.attacks.victim import make_victim
-    from robust_pt.predict import images_of
+    from robust_pt.models.predict import images_of
 
     spec = build("pgd", steps=10, target="random").spec
     victim = make_victim(tiny_vqa, vqa_task, torch.device("cpu"), {"grad_evals": 0, "fwd_evals": 0})

@@ -74,7 +74,7 @@ def test_crafted_inputs_are_reused_across_targets(tiny_vqa, vqa_task, tmp_path):
 def test_transferred_images_lie_in_the_ball_and_in_0_1(tiny_vqa, vqa_task, tmp_path):
     from safetensors.torch import load_file
 
-    from robust_pt.predict import images_of
+    from robust_pt.models.predict import images_of
 
     run = rpt.evaluate(
         _sibling(tiny_vqa), vqa_task, "pgd", eps=EPS, steps=3, surrogate=tiny_vqa, crafted=tmp_path, progress=False

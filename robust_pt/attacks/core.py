@@ -154,7 +154,7 @@ BUILTIN = {
     "text": "robust_pt.attacks.threats:TEXT",
     "joint": "robust_pt.attacks.threats:JOINT",
     "corruption": "robust_pt.attacks.corruptions:CORRUPTION",
-    "text-corruption": "robust_pt.attacks.text_corruptions:TEXT_CORRUPTION",
+    "text-corruption": "robust_pt.attacks.text.corruptions:TEXT_CORRUPTION",
 }
 _registered: dict[str, ThreatModel] = {}
 

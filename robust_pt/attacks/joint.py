@@ -29,7 +29,7 @@ import torch
 from .image import flat_norms, run_image_attack
 from .objectives import ClosedImage
 from .presets import AttackSpec
-from .text import TextResult, TextRunner
+from .text.recipes import TextResult, TextRunner
 
 
 @dataclass

@@ -3,7 +3,7 @@
 The bridge between a model + task and the attack loops: closed-answer tasks (VQA, VE)
 and plain classifiers maximise the cross-entropy over candidate logits (and have logits,
 so early stopping and library backends apply); generative tasks (grounding, captioning)
-maximise the per-example loss of the reference sequence (robust_pt.predict's
+maximise the per-example loss of the reference sequence (robust_pt.models.predict's
 `task_loss_embeds` definition). Each objective covers one batch of examples; `rows`
 select examples of that batch.
 """

@@ -27,7 +27,7 @@ from ..errors import AttackError, ConfigError
 from . import methods as _methods
 
 KINDS = ("image", "embedding", "text", "joint")
-# TextAttack recipes (robust_pt/attacks/text.py) and the two joint orders (joint.py)
+# TextAttack recipes (robust_pt/attacks/text/recipes.py) and the two joint orders (joint.py)
 TEXT_METHODS = ("deepwordbug", "pwws", "textbugger", "textfooler", "bert-attack", "bae", "pruthi")
 JOINT_METHODS = ("text-image", "image-text", "sga")
 METHODS = _methods.names() + TEXT_METHODS + JOINT_METHODS  # gradient methods: attacks/methods.py
@@ -391,7 +391,7 @@ def _check_text(spec: AttackSpec) -> None:
     """Text and joint presets: the recipe, the word and query budgets, which resource fits which recipe.
 
     Whether a needed resource (--embeddings, --mlm) was given is checked when the attack
-    runs (robust_pt.attacks.text.check_resources), so `list attacks` can show every preset.
+    runs (robust_pt.attacks.text.recipes.check_resources), so `list attacks` can show every preset.
     """
     recipe = spec.text_recipe
     if spec.kind == "joint":

@@ -155,7 +155,7 @@ def _stack(tensors: list) -> torch.Tensor | None:
 
 
 def text_fields(tr) -> dict:
-    from .text import words_fraction
+    from .text.recipes import words_fraction
 
     if tr is None:
         return {**NO_TEXT, "queries": 0}
@@ -182,7 +182,7 @@ class _TextBound(Bound):
     @property
     def runner(self):
         if self._runner is None:
-            from .text import TextRunner
+            from .text.recipes import TextRunner
 
             self._runner = TextRunner(self.spec, self.victim.model, self.victim.task.answers)
         return self._runner
@@ -285,7 +285,7 @@ class _TextThreat(ThreatModel):
 
     def check_task(self, attack, victim_cls, task):
         super().check_task(attack, victim_cls, task)
-        from .text import check_resources
+        from .text.recipes import check_resources
 
         check_resources(attack.spec)
 

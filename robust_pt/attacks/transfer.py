@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import module_device
 from ..errors import AttackError
+from ..runtime.devices import module_device
 from .core import Bound, Outcome, ThreatModel
 
 #: attack kinds that can be crafted on a surrogate; embedding and joint take a single surrogate

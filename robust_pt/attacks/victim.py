@@ -10,7 +10,7 @@ per-example score and verdict, and the objectives attacks ascend:
   references), so "broken" means a lower score than the clean one, not a wrong answer.
 
 `binary` verdicts (0/1 correctness) drive the survivors-only sweep; graded ones the
-worst-so-far sweep (engine/sweep choice in robust_pt/engine.py).
+worst-so-far sweep (engine/sweep choice in robust_pt/engine/loop.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import TaskError
-from ..predict import predict, predict_embeds
+from ..models.predict import predict, predict_embeds
 from ..runformat import binary_verdict
 from ..tasks.base import CAPTION, CLOSED, GROUND, Example, Task
 from . import objectives as ob

@@ -26,7 +26,7 @@ tokenizer and embedding table. Any other VLModel falls back to `candidate_logits
 the repeated image (correct, just without the image cache).
 
 This module imports textattack at import time (set up by textattack_setup.py);
-robust_pt.attacks.text imports it only when a text attack runs. Also here: the
+robust_pt.attacks.text.recipes imports it only when a text attack runs. Also here: the
 word-budget constraints and a local counter-fitted embedding (TextAttack's on-the-fly
 neighbour search has a bug).
 """
@@ -38,7 +38,7 @@ from typing import Sequence
 
 import torch
 
-from .textattack_setup import load_textattack
+from .text.setup import load_textattack
 
 load_textattack()  # NLTK data and cache set up before the imports below
 

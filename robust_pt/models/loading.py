@@ -11,10 +11,10 @@ loads it; a directory that none recognises is one CheckpointError listing them a
   builtin       a robust-pt checkpoint directory (meta.json), or builtin:NAME
   peft-adapter  a peft adapter directory (adapter_config.json) on a base of an HF family
   hf-delta      a robust-pt delta directory (delta_config.json: a method peft does not
-                have, e.g. APT) on a base of an HF family (robust_pt/models/hf_delta.py)
+                have, e.g. APT) on a base of an HF family (robust_pt/models/hf/delta.py)
   vilt, blip,   a Hugging Face save_pretrained directory whose config.json names the
   clip          family's architecture (ViltForQuestionAnswering, BlipForQuestionAnswering,
-                CLIPModel; robust_pt/models/hf.py)
+                CLIPModel; robust_pt/models/hf/base.py)
   llava, llava-next, paligemma, idefics3, qwen2-vl, qwen2.5-vl
                 the generative VLMs (LlavaForConditionalGeneration, ...; robust_pt/models/
                 hf_generative.py and one module per family), with their saved processor
@@ -24,7 +24,7 @@ VLModel class, its image settings (`image_settings`: input resolution and resize
 from the saved processor, and the processor's rescale and normalisation, which run
 inside the model so that an eps is an L-inf ball in [0, 1] pixels) and the peft target
 modules `robust-pt train` tunes (`peft_targets`). Adding one is one class and one call:
-write its HFVLModel subclass (in robust_pt/models/hf.py or a module of its own), then
+write its HFVLModel subclass (in robust_pt/models/hf/base.py or a module of its own), then
 register it at the end of this file, e.g.
 
     register(HFFamily("git", "GitForCausalLM", "robust_pt.models.hf_git:GitCaption",
@@ -161,7 +161,7 @@ class ModuleFamily(ModelFamily):
 
     def load(self, ref, *, device=None, precision=None, base=None):
         if device is not None:
-            from ..devices import resolve_device
+            from ..runtime.devices import resolve_device
 
             ref.to(resolve_device(device))
         return ref
@@ -184,7 +184,7 @@ class BuiltinFamily(ModelFamily):
 
     def load(self, ref, *, device=None, precision=None, base=None):
         """On `device`; it computes in float32 whatever `precision` says (the value is still checked)."""
-        from ..devices import autocast_dtype, resolve_device
+        from ..runtime.devices import autocast_dtype, resolve_device
 
         s = str(ref)
         model = ckpt.load(s if s.startswith(ckpt.BUILTIN_PREFIX) else Path(s))
@@ -198,7 +198,7 @@ class PeftAdapterFamily(ModelFamily):
 
     name = "peft-adapter"
     recognised_by = f"a peft adapter directory ({ADAPTER_CONFIG}) on a base of a Hugging Face family"
-    loader = "robust_pt.models.hf_peft:load_adapter"
+    loader = "robust_pt.models.hf.adapters:load_adapter"
 
     def detect(self, ref):
         d = _dir(ref)
@@ -213,7 +213,7 @@ class HFDeltaFamily(ModelFamily):
 
     name = "hf-delta"
     recognised_by = "a robust-pt delta directory (delta_config.json, e.g. APT) on a base of a Hugging Face family"
-    loader = "robust_pt.models.hf_delta:load_delta"
+    loader = "robust_pt.models.hf.delta:load_delta"
 
     def detect(self, ref):
         d = _dir(ref)
@@ -246,7 +246,7 @@ class HFFamily(ModelFamily):
     size_divisor: bool = False
     generative: bool = False  # a decoder-only VLM: its class takes the whole saved processor (chat template)
     size_rule: str | None = None  # "module:function" (ip, model config) -> the pinned input size, if any
-    loader: str = "robust_pt.models.hf:load_hf"
+    loader: str = "robust_pt.models.hf.base:load_hf"
 
     @property
     def recognised_by(self) -> str:  # type: ignore[override]
@@ -387,11 +387,11 @@ def load_model(path_or_module: Any, *, device: Any = None, precision: str | None
     meta.json (a robust-pt checkpoint; `builtin:base-small` for the shipped base),
     adapter_config.json (a peft adapter on its base; `base` overrides the base directory
     it names), config.json naming one of the supported Hugging Face architectures
-    (ViltForQuestionAnswering, BlipForQuestionAnswering, CLIPModel, robust_pt/models/hf.py;
+    (ViltForQuestionAnswering, BlipForQuestionAnswering, CLIPModel, robust_pt/models/hf/base.py;
     the generative LLaVA, LLaVA-NeXT, PaliGemma, Idefics3, Qwen2-VL, Qwen2.5-VL,
-    robust_pt/models/hf_generative.py). device: auto, cpu, cuda or cuda:N (default: cpu for an
+    robust_pt/models/hf/generative.py). device: auto, cpu, cuda or cuda:N (default: cpu for an
     nn.Module left as it is, auto for directories). precision: auto, fp32 or bf16
-    (Hugging Face models on CUDA; robust_pt/devices.py)."""
+    (Hugging Face models on CUDA; robust_pt/runtime/devices.py)."""
     return detect(path_or_module).load(path_or_module, device=device, precision=precision, base=base)
 
 
@@ -403,7 +403,7 @@ register(
     HFFamily(
         "vilt",
         "ViltForQuestionAnswering",
-        "robust_pt.models.hf:ViltVQA",
+        "robust_pt.models.hf.base:ViltVQA",
         PeftTargets(lora=("query", "value"), ia3=("key", "value", "output.dense"), ia3_feedforward=("output.dense",)),
         config_size="image_size",
         size_divisor=True,
@@ -413,7 +413,7 @@ register(
     HFFamily(
         "blip",
         "BlipForQuestionAnswering",
-        "robust_pt.models.hf:BlipVQA",
+        "robust_pt.models.hf.base:BlipVQA",
         PeftTargets(
             lora=("query", "value", "qkv"),
             ia3=("key", "value", "output.dense", "qkv", "fc2"),
@@ -425,7 +425,7 @@ register(
     HFFamily(
         "clip",
         "CLIPModel",
-        "robust_pt.models.hf:ClipMatch",
+        "robust_pt.models.hf.base:ClipMatch",
         PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "fc2"), ia3_feedforward=("fc2",)),
         crop=True,
     )
@@ -437,7 +437,7 @@ register(
     HFFamily(
         "llava",
         "LlavaForConditionalGeneration",
-        "robust_pt.models.hf_llava:Llava",
+        "robust_pt.models.hf.llava:Llava",
         _LM_TARGETS,
         crop=True,
         generative=True,
@@ -447,7 +447,7 @@ register(
     HFFamily(
         "llava-next",
         "LlavaNextForConditionalGeneration",
-        "robust_pt.models.hf_llava:LlavaNext",
+        "robust_pt.models.hf.llava:LlavaNext",
         _LM_TARGETS,
         crop=True,
         generative=True,
@@ -457,7 +457,7 @@ register(
     HFFamily(
         "paligemma",
         "PaliGemmaForConditionalGeneration",
-        "robust_pt.models.hf_paligemma:PaliGemma",
+        "robust_pt.models.hf.paligemma:PaliGemma",
         PeftTargets(lora=_LM_LORA, ia3=("k_proj", "v_proj", "down_proj", "fc2"), ia3_feedforward=("down_proj", "fc2")),
         generative=True,
     )
@@ -467,7 +467,7 @@ for _name, _arch, _cls in (("idefics3", "Idefics3ForConditionalGeneration", "Ide
         HFFamily(
             _name,
             _arch,
-            f"robust_pt.models.hf_idefics3:{_cls}",
+            f"robust_pt.models.hf.idefics3:{_cls}",
             PeftTargets(
                 lora=_LM_LORA, ia3=("k_proj", "v_proj", "down_proj", "fc2"), ia3_feedforward=("down_proj", "fc2")
             ),
@@ -483,9 +483,9 @@ for _name, _arch, _cls in (
         HFFamily(
             _name,
             _arch,
-            f"robust_pt.models.hf_qwen2vl:{_cls}",
+            f"robust_pt.models.hf.qwen2vl:{_cls}",
             _LM_TARGETS,
             generative=True,
-            size_rule="robust_pt.models.hf_qwen2vl:pinned_side",
+            size_rule="robust_pt.models.hf.qwen2vl:pinned_side",
         )
     )

@@ -1,6 +1,6 @@
-"""One rank started by robust_pt.distributed.launch: `python -m robust_pt.runtime.worker SPEC`.
+"""One rank started by robust_pt.runtime.distributed.launch: `python -m robust_pt.runtime.worker SPEC`.
 
-It evaluates the spec (the keyword arguments of robust_pt.engine.evaluate, as JSON); on
+It evaluates the spec (the keyword arguments of robust_pt.engine.loop.evaluate, as JSON); on
 a RobustPTError, rank 0 writes the one-line error where `launch` reads it.
 """
 
@@ -11,13 +11,13 @@ import os
 import sys
 from pathlib import Path
 
-from ..distributed import ERROR_FILE_ENV, place
 from ..errors import RobustPTError
+from .distributed import ERROR_FILE_ENV, place
 
 
 def _worker(spec_file: str) -> int:
     """One rank started by `launch`: evaluate the spec; rank 0 writes a failed run's error."""
-    from ..engine import evaluate
+    from ..engine.loop import evaluate
 
     spec = json.loads(Path(spec_file).read_text())
     try:

@@ -1,7 +1,7 @@
 """`robust-pt train --base HF_DIR --method lora|prompt|ia3|finetune --task ...`.
 
 Tunes a Hugging Face model (ViltForQuestionAnswering, BlipForQuestionAnswering,
-CLIPModel; robust_pt/models/hf.py) on a task through peft and saves it in the standard
+CLIPModel; robust_pt/models/hf/base.py) on a task through peft and saves it in the standard
 formats, so the result loads in plain transformers / peft too:
 
 * finetune: every weight; saved with `save_pretrained` (config.json, model.safetensors)
@@ -168,7 +168,7 @@ def _reheaded_vilt(net, answers: list[str]) -> list[str]:
     """Append the task's answers missing from a ViLT head (finetune); returns the added answers."""
     from torch import nn
 
-    from ..models.hf import _norm
+    from ..models.hf.base import _norm
 
     cfg = net.config
     labels = [str(cfg.id2label[i]) for i in range(len(cfg.id2label))]
@@ -199,7 +199,7 @@ def _full_method() -> str:
 def _tunable(arch: str, cfg: HFTrainConfig, net):
     """(the module to train, its PeftModel or None): every weight (full), peft's model with the method's
     peft config, or `net` with the method's own modules attached (tuning/<method>.py)."""
-    from ..models.hf_delta import context
+    from ..models.hf.delta import context
 
     hf = cfg.spec.hf
     if hf.full:
@@ -219,7 +219,7 @@ def _tunable(arch: str, cfg: HFTrainConfig, net):
 
 
 def _loss(model, arch: str, task, batch, answerable) -> torch.Tensor | None:
-    from ..predict import images_of
+    from ..models.predict import images_of
     from ..tasks.base import CLOSED
 
     if task.kind == CLOSED and not model.trains_on_answer_text:
@@ -239,7 +239,7 @@ def _save(tmp: Path, cfg: HFTrainConfig, net, pm, tok, trained: list[str], ident
     if pm is not None:
         pm.save_pretrained(tmp, safe_serialization=True)
     elif cfg.spec.hf.attach is not None:
-        from ..models.hf_delta import save_delta
+        from ..models.hf.delta import save_delta
 
         state = dict(net.named_parameters())
         save_delta(
@@ -283,7 +283,7 @@ def check_method(method: str, arch: str, base) -> None:
 
 def _check_base_dir(base, base_dir: Path) -> str:
     """The architecture of a Hugging Face model directory to tune (an adapter or no model: one line)."""
-    from ..models.hf import SUPPORTED, architecture_of
+    from ..models.hf.base import SUPPORTED, architecture_of
 
     if (base_dir / "adapter_config.json").exists():
         raise CheckpointError(
@@ -301,7 +301,7 @@ def _fit_head(arch: str, net, task, cfg: HFTrainConfig, task_name: str) -> list[
         return []
     if cfg.spec.hf.full:
         return _reheaded_vilt(net, task.answers)
-    from ..models.hf import _norm
+    from ..models.hf.base import _norm
 
     have = {_norm(v) for v in net.config.id2label.values()}
     missing = [a for a in task.answers if _norm(a) not in have]
@@ -317,7 +317,7 @@ def _fit_head(arch: str, net, task, cfg: HFTrainConfig, task_name: str) -> list[
 
 def _fit(model, arch: str, task, cfg: HFTrainConfig, answerable, lr: float) -> list[float]:
     """AdamW with warm-up and cosine decay over `cfg.steps` batches; the losses of the steps that had one."""
-    from ..progress import progress_bar
+    from ..runtime.progress import progress_bar
     from .train import _schedule
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -352,7 +352,7 @@ def _fit(model, arch: str, task, cfg: HFTrainConfig, answerable, lr: float) -> l
 def _clean_metrics(model, task_name: str, cfg: HFTrainConfig, split: str, size: int, resize: str):
     """(clean metrics, examples) after training: on the task's eval split, or, for a base trained on the
     pretraining mix, per downstream task (as the built-in base keeps them); (None, 0) with eval_size 0."""
-    from ..predict import evaluate_clean
+    from ..models.predict import evaluate_clean
     from ..tasks import load_task
     from .train import DOWNSTREAM, PRETRAIN_TASK
 
@@ -390,9 +390,9 @@ def train_hf(
     base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Path, overwrite: bool = False, log=print
 ) -> dict:
     """Tune the Hugging Face model in `base` on `task_name` with `cfg.method`; save into `out`."""
-    from ..devices import resolve_device
-    from ..models.hf import load_transformers, wrap
+    from ..models.hf.base import load_transformers, wrap
     from ..models.loading import hf_family
+    from ..runtime.devices import resolve_device
     from ..tasks import TASKS, load_task
     from .train import PRETRAIN_TASK
 

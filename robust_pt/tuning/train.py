@@ -18,10 +18,10 @@ import torch
 
 from .. import __version__
 from ..errors import TaskError
-from ..locking import hold
+from ..models.predict import evaluate_clean, images_of, task_loss_embeds
 from ..outputs import require_writable_dir
-from ..predict import evaluate_clean, images_of, task_loss_embeds
-from ..progress import progress_bar
+from ..runtime.locking import hold
+from ..runtime.progress import progress_bar
 from . import checkpoint as ckpt
 from .config import PRETRAIN_LR, TrainConfig, TuningConfig
 from .methods import apply_method, parameter_counts

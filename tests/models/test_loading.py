@@ -23,8 +23,8 @@ def dirs(tmp_path_factory):
     import peft
     from transformers import ViltForQuestionAnswering
 
-    from robust_pt.models.hf_tiny import save_tiny
     from robust_pt.models.ofa import build
+    from robust_pt.testing.hf_tiny import save_tiny
     from robust_pt.tuning import checkpoint as ckpt
 
     root = tmp_path_factory.mktemp("families")
@@ -39,7 +39,7 @@ def dirs(tmp_path_factory):
     model = build("tiny", vocab=["yes", "no"])
     ckpt.save(model, root / "ofa", {"method": "finetune", "name": "ofa"})
     out["builtin"] = root / "ofa"
-    from robust_pt.models.hf_delta import save_delta
+    from robust_pt.models.hf.delta import save_delta
     from robust_pt.tuning.apt import APTOptions, attach_hf
     from robust_pt.tuning.registry import HFContext
 
@@ -78,7 +78,7 @@ def test_each_reference_is_recognised_by_its_family(dirs):
 
 
 def test_each_family_loads_its_models(dirs):
-    from robust_pt.models.hf import HFVLModel
+    from robust_pt.models.hf.base import HFVLModel
     from robust_pt.models.ofa import MiniOFA
 
     expect = {
@@ -101,7 +101,7 @@ def test_each_family_loads_its_models(dirs):
 def test_image_settings_come_from_the_saved_processor(dirs):
     from transformers import AutoConfig
 
-    from robust_pt.models.hf import read_json
+    from robust_pt.models.hf.base import read_json
 
     got = {}
     for name, arch in HF.items():
@@ -119,7 +119,7 @@ def test_image_settings_come_from_the_saved_processor(dirs):
 
 
 def test_peft_targets_name_modules_of_the_model(dirs):
-    from robust_pt.models.hf import load_transformers
+    from robust_pt.models.hf.base import load_transformers
 
     for name, arch in HF.items():
         net = load_transformers(dirs[name], arch)[0]
@@ -160,7 +160,7 @@ def test_a_new_family_is_one_register_call(dirs, tmp_path, monkeypatch):
         HFFamily(
             "my-vilt",
             "MyViltForQuestionAnswering",
-            "robust_pt.models.hf:ViltVQA",
+            "robust_pt.models.hf.base:ViltVQA",
             PeftTargets(lora=("query",), ia3=("key",), ia3_feedforward=()),
         )
     )
@@ -182,7 +182,7 @@ def test_a_new_family_is_one_register_call(dirs, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="new name"):
         register(Marker())
     with pytest.raises(ConfigError, match="already the vilt family's"):
-        register(HFFamily("vilt2", HF["vilt"], "robust_pt.models.hf:ViltVQA", PeftTargets((), (), ())))
+        register(HFFamily("vilt2", HF["vilt"], "robust_pt.models.hf.base:ViltVQA", PeftTargets((), (), ())))
 
 
 def test_recognising_a_reference_stays_light():

@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from robust_pt.predict import evaluate_clean
+from robust_pt.models.predict import evaluate_clean
 
 from ..conftest import count_task
 

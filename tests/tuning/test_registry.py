@@ -95,8 +95,8 @@ def test_every_builtin_method_trains_a_step_and_round_trips(base, tmp_path, meth
 
 @pytest.fixture(scope="module")
 def vilt(tmp_path_factory):
-    from robust_pt.models.hf_tiny import save_tiny
     from robust_pt.tasks.shapes_tasks import PRETRAIN_ANSWERS
+    from robust_pt.testing.hf_tiny import save_tiny
 
     return save_tiny("vilt", tmp_path_factory.mktemp("reg-hf") / "vilt", answers=PRETRAIN_ANSWERS)
 

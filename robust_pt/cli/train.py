@@ -1,0 +1,312 @@
+"""CLI commands that make and inspect checkpoints: pretrain, train, eval, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import RobustPTError
+from .app import app, fail
+
+
+@app.command()
+def pretrain(
+    out: Path = typer.Option(..., help="Output checkpoint directory."),
+    preset: str = typer.Option("small", help="Model size: tiny or small."),
+    steps: int = typer.Option(12000, help="Optimisation steps."),
+    batch_size: int = typer.Option(64),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 1e-3)."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, help="torch threads."),
+    overwrite: bool = typer.Option(False, help="Replace a different checkpoint in --out."),
+):
+    """Pretrain the built-in miniature OFA on the multi-task ShapesWorld mix."""
+    from ..outputs import require_writable_dir
+    from ..tuning.config import TrainConfig
+    from ..tuning.train import pretrain as _pretrain
+
+    try:
+        require_writable_dir(out, "checkpoint directory")
+        meta = _pretrain(
+            out,
+            preset,
+            TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads),
+            overwrite=overwrite,
+        )
+    except RobustPTError as err:
+        fail(err)
+    _print_metrics(
+        {f"base ({k})": {"method": "pretrain", "task": k, "clean_metrics": v} for k, v in meta["clean_metrics"].items()}
+    )
+
+
+def _train_signature():
+    """`train`'s parameters: the shared ones, then every registered tuning method's options
+    (tuning/registry.py; a bool option is a --x/--no-x flag). Rebuilt each time the command line is
+    parsed, so a method registered later (a plugin, a test) has its options too. An option two
+    methods share with different defaults defaults to None: each method's own."""
+    import inspect
+
+    from ..tuning import registry
+
+    def opt(name, annotation, option):
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+    builtin, hf = [m.name for m in registry.builtin_methods()], [m.name for m in registry.hf_methods()]
+    params = [
+        opt(
+            "base",
+            str,
+            typer.Option(
+                ...,
+                help="Base checkpoint dir (or builtin:base-small), or a Hugging Face "
+                "model directory (ViLT, BLIP, CLIP, LLaVA, LLaVA-NeXT, PaliGemma, Idefics3, Qwen2-VL; tuned "
+                "through peft).",
+            ),
+        ),
+        opt("task", str, typer.Option(..., help="Downstream task, e.g. shapes-vqa or vqav2:DIR.")),
+        opt("method", str, typer.Option("prompt", help=f"{_either(builtin)}; Hugging Face bases: {_either(hf)}.")),
+        opt("out", Path, typer.Option(..., help="Output checkpoint directory.")),
+    ]
+    for name, (typ, default, owners, text) in _method_options().items():
+        decls = (f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",) if typ is bool else ()
+        params.append(
+            opt(
+                name,
+                typ if default is not None else Optional[typ],
+                typer.Option(
+                    default, *decls, help=f"{', '.join(owners)}: {text}" if text else f"({', '.join(owners)})"
+                ),
+            )
+        )
+    params += [
+        opt("steps", int, typer.Option(600)),
+        opt("batch_size", int, typer.Option(64)),
+        opt("lr", Optional[float], typer.Option(None, help="Peak learning rate (default per method).")),
+        opt("train_size", int, typer.Option(20000)),
+        opt("eval_size", int, typer.Option(1000)),
+        opt("seed", int, typer.Option(0)),
+        opt("threads", int, typer.Option(2)),
+        opt("overwrite", bool, typer.Option(False, help="Replace a different checkpoint in --out.")),
+        opt("device", str, typer.Option("auto", help="Hugging Face bases: auto, cpu, cuda or cuda:N.")),
+    ]
+    return inspect.Signature(params)
+
+
+def _either(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _method_options() -> dict:
+    """{option: (type, CLI default, [methods that take it], help)} over the registered methods, in order."""
+    from dataclasses import MISSING, fields
+
+    from ..tuning import registry
+
+    out: dict = {}
+    for m in registry.methods():
+        types = registry.option_types(m.options)
+        for f in fields(m.options):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            if f.name not in out:
+                out[f.name] = (types[f.name], default, [m.name], f.metadata.get("help", ""))
+            else:
+                typ, d, owners, text = out[f.name]
+                out[f.name] = (typ, d if d == default else None, owners + [m.name], text or f.metadata.get("help", ""))
+    return out
+
+
+class _TrainCommand:
+    """Tune a base checkpoint on one task with one method; writes a checkpoint directory.
+
+    Each method reads its own options (--prompt-length, --adapter-dim, ...) and ignores the others'."""
+
+    __name__ = "train"
+
+    @property
+    def __signature__(self):
+        return _train_signature()
+
+    @property
+    def __annotations__(self):
+        return {p.name: p.annotation for p in _train_signature().parameters.values()}
+
+    def __call__(self, **kwargs):
+        return _train(**kwargs)
+
+
+def _train(
+    base: str,
+    task: str,
+    method: str,
+    out: Path,
+    steps: int,
+    batch_size: int,
+    lr: Optional[float],
+    train_size: int,
+    eval_size: int,
+    seed: int,
+    threads: int,
+    overwrite: bool,
+    device: str,
+    **options,
+):
+    from ..outputs import require_writable_dir
+    from ..tuning import registry
+    from ..tuning.config import TrainConfig, TuningConfig
+    from ..tuning.hf_train import is_hf_dir
+    from ..tuning.train import tune
+
+    try:
+        require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
+    except RobustPTError as err:
+        fail(err)
+
+    def own(names) -> dict:  # the chosen method's options (None: not given, the method's default)
+        return {k: options[k] for k in names if options.get(k) is not None}
+
+    schedule = dict(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        train_size=train_size,
+        eval_size=eval_size,
+        threads=threads,
+    )  # the same on both paths
+    if is_hf_dir(base):
+        from ..tuning.hf_train import HFTrainConfig, train_hf
+
+        try:
+            spec = registry.hf_method(method)
+            cfg = HFTrainConfig(method=method, **schedule, device=device, options=own(spec.hf.options))
+            meta = train_hf(base, task, cfg, out, overwrite=overwrite)
+        except RobustPTError as err:
+            fail(err)
+        _print_metrics({str(out): meta})
+        return
+    try:
+        spec = registry.builtin_method(method)
+        tcfg = TuningConfig(method, **own(spec.option_names))
+        meta = tune(base, task, tcfg, TrainConfig(**schedule), out, overwrite=overwrite)
+    except RobustPTError as err:
+        fail(err)
+    _print_metrics({str(out): meta})
+
+
+train = app.command("train")(_TrainCommand())
+
+
+@app.command("eval")
+def eval_(
+    model: str = typer.Option(..., help="Checkpoint directory."),
+    task: Optional[str] = typer.Option(None, help="Task (default: the one it was tuned on)."),
+    split: str = typer.Option("test"),
+    limit: Optional[int] = typer.Option(None),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(128),
+):
+    """Print the clean metric of a checkpoint on a task."""
+    from ..api import load_model, load_task
+    from ..errors import TaskError
+    from ..models.predict import evaluate_clean
+
+    try:
+        m = load_model(model)
+        name = task or m.meta.get("task")
+        if not name:
+            raise TaskError(f"{model} was not tuned on a task; pass --task")
+        t = load_task(
+            name,
+            split=split,
+            limit=limit,
+            seed=seed,
+            size=m.image_size,
+            **({"resize": m.resize_mode} if ":" in name and getattr(m, "resize_mode", None) else {}),
+        )
+        metrics = evaluate_clean(m, t, batch_size=batch_size)
+    except RobustPTError as err:
+        fail(err)
+    _print_metrics({model: {**m.meta, "task": name, "clean_metrics": metrics}})
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("reports/demo"), help="Where the demo report goes."),
+    zoo_only: bool = typer.Option(False, help="Only build the checkpoints and print their clean metrics."),
+):
+    """Run recipes/demo.yaml: build or reuse the demo checkpoints, attack them, write the report."""
+    import time
+
+    from ..recipe import check_outputs, load_recipe, run_recipe
+    from ..tuning.zoo import build_zoo
+
+    t0 = time.time()
+    try:
+        recipe = load_recipe("demo")
+        check_outputs(recipe, None if zoo_only else out)  # before any checkpoint is built
+        _print_metrics({d.name: meta for d, meta in build_zoo(recipe).values()})
+        print(f"[demo] checkpoints ready after {time.time() - t0:.0f} s", flush=True)
+        if not zoo_only:
+            run_recipe(recipe, out)
+            print(f"[demo] total {time.time() - t0:.0f} s, tuning included", flush=True)
+    except RobustPTError as err:
+        fail(err)
+
+
+@app.command("run")
+def run(
+    recipe: str = typer.Argument(..., help="A recipe file, or the name of a shipped one (see `list recipes`)."),
+    out: Optional[Path] = typer.Option(None, help="Report directory (default reports/<recipe name>)."),
+    only: Optional[str] = typer.Option(
+        None,
+        help="Comma-separated tuning entries: tune and attack only these; the report holds every run "
+        "of the recipe already in the report directory (add a method without rebuilding the others).",
+    ),
+):
+    """Run a recipe: tune what is missing, attack everything (resumable), write the report."""
+    from ..recipe import run_recipe
+
+    try:
+        run_recipe(recipe, out, only=None if only is None else [n.strip() for n in only.split(",") if n.strip()])
+    except RobustPTError as err:
+        fail(err)
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: finished checkpoints and attack batches are kept; re-run the same command "
+                   "to resume", err=True)  # fmt: skip
+        raise typer.Exit(130)
+
+
+def _print_metrics(rows: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def _flat(clean: dict) -> dict:  # a base pretrained on the mix keeps metrics per downstream task
+        return {f"{k} {m}" if isinstance(v, dict) else k: x for k, v in clean.items()
+                for m, x in (v.items() if isinstance(v, dict) else [(k, v)])}  # fmt: skip
+
+    table = Table(title="clean metrics on the test split")
+    for col in ("checkpoint", "method", "task", "metrics", "vs finetune", "trainable", "train s"):
+        table.add_column(col)
+    from ..tuning.registry import REFERENCE
+
+    finetuned = {m.get("task"): m.get("clean_metrics") or {} for m in rows.values() if m.get("method") == REFERENCE}
+    for name, meta in rows.items():
+        clean = _flat(meta.get("clean_metrics") or {})
+        n = meta.get("eval_size")
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in clean.items()) + (f" (n={n})" if n else "")
+        ref = finetuned.get(meta.get("task"), {})
+        gap = ", ".join(f"{100 * (v - ref[k]):+.1f} pts" for k, v in clean.items() if k in ref)
+        frac = meta.get("trainable_fraction")
+        table.add_row(
+            str(name),
+            str(meta.get("method", "")),
+            str(meta.get("task", "")),
+            metrics,
+            "" if meta.get("method") == REFERENCE else gap,
+            "" if frac is None else f"{meta['trainable_params']:,} ({100 * frac:.2f}%)",
+            str(meta.get("train_seconds", "")),
+        )
+    Console(width=max(120, Console().width)).print(table)
