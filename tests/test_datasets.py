@@ -1,4 +1,4 @@
-"""Real dataset formats from local files (robust_pt/tasks/formats.py).
+"""Real dataset formats from local files (robust_pt/tasks/formats/).
 
 Each test writes a tiny dataset in the official format (images generated here and saved
 as JPEG or PNG with PIL) and checks loading, splits, the seeded subsample, the resize
@@ -266,7 +266,7 @@ def test_vqav2_answer_list_and_partial_credit(tmp_path):
 def test_vqav2_candidates_are_the_most_frequent_answers(tmp_path, monkeypatch):
     import robust_pt.tasks.formats as formats
 
-    monkeypatch.setattr(formats, "VQA_VOCAB", 2)
+    monkeypatch.setattr(formats.vqav2, "VQA_VOCAB", 2)
     root = write_vqav2(tmp_path / "vqa")
     t = load_task(f"vqav2:{root}", split="val", size=32)
     assert t.answers == ["2", "blue"]  # each consensus answer occurs once: ties go alphabetically

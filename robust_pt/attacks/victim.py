@@ -1,4 +1,4 @@
-"""Victims: what is attacked and who judges, by task kind, so the engine never asks which.
+"""Victims: what is attacked and who judges, chosen by the task kind's declaration, so the engine never asks which.
 
 A victim owns the model's clean prediction, the prediction of perturbed inputs, the
 per-example score and verdict, and the objectives attacks ascend:
@@ -10,7 +10,9 @@ per-example score and verdict, and the objectives attacks ascend:
   references), so "broken" means a lower score than the clean one, not a wrong answer.
 
 `binary` verdicts (0/1 correctness) drive the survivors-only sweep; graded ones the
-worst-so-far sweep (engine/sweep choice in robust_pt/engine/loop.py).
+worst-so-far sweep (engine/sweep choice in robust_pt/engine/loop.py). Which victim judges
+a task, whether its verdict is binary, whether an attack may stop early and how rows are
+scored are the task kind's declarations (robust_pt/tasks/kinds.py): no kind is named here.
 """
 
 from __future__ import annotations
@@ -22,29 +24,36 @@ import torch
 
 from ..errors import TaskError
 from ..models.predict import predict, predict_embeds
-from ..runformat import binary_verdict
-from ..tasks.base import CAPTION, CLOSED, GROUND, Example, Task
+from ..tasks import kinds
+from ..tasks.base import Example, Task
 from . import objectives as ob
 
 
 class Victim:
-    """The common part: the model, the task, the device, and the verdict rules."""
+    """The common part: the model, the task, the device, and the verdict rules (the task kind's)."""
 
-    binary = True  # verdicts are right/wrong (else graded scores such as CIDEr)
     has_logits = True  # logits over candidate answers or classes
 
     def __init__(self, model, task: Task, device: Any, stats: dict):
         self.model, self.task, self.device, self.stats = model, task, device, stats
+        self.kind = kinds.kind_of(task)
+        self.binary = self.kind.binary  # verdicts are right/wrong (else graded scores such as CIDEr)
+        self._scorer = self.kind.scorer(task)
+
+    @property
+    def refs_all(self) -> list | None:
+        """Every reference of the run where the kind's scores use them (captions' CIDEr-D idf), else None."""
+        return self._scorer.refs
 
     # -- verdicts
     def scores(self, examples: Sequence[Example], index: Sequence[int], preds: list) -> np.ndarray:
-        return np.asarray(self.task.example_scores(examples, preds), dtype=float)
+        return np.asarray(self._scorer(examples, index, preds), dtype=float)
 
     def clean_correct(self, scores: np.ndarray) -> list:
-        return [bool(s >= 0.5) for s in scores]
+        return [bool(s >= 0.5) for s in scores] if self.binary else [None] * len(scores)
 
     def broken(self, score: float, clean_score: float) -> bool:
-        return score < 0.5
+        return score < 0.5 if self.binary else score < clean_score
 
     def answer(self, p) -> str:
         return str(p)
@@ -93,7 +102,7 @@ class ClassifierVictim(Victim):
 
     @property
     def early_stop_allowed(self) -> bool:
-        return True
+        return self.kind.early_stop
 
     def clean_predictions(self, x0, texts):
         self.stats["fwd_evals"] += len(x0)
@@ -124,28 +133,6 @@ class ClosedVictim(ClassifierVictim):
 class GenerativeVictim(Victim):
     has_logits = False
 
-    def __init__(self, model, task: Task, device: Any, stats: dict):
-        super().__init__(model, task, device, stats)
-        self.binary = binary_verdict(task.kind)
-        # captions: CIDEr-D with document frequencies from all the run's references
-        self.refs_all = [list(task[i].refs) for i in range(len(task))] if not self.binary else None
-
-    def scores(self, examples, index, preds):
-        if self.binary:
-            return super().scores(examples, index, preds)
-        from ..tasks.metrics import cider_per_example
-
-        hyps = [""] * len(self.refs_all)
-        for i, p in zip(index, preds):
-            hyps[i] = p
-        return cider_per_example(self.refs_all, hyps)[list(index)]
-
-    def clean_correct(self, scores):
-        return super().clean_correct(scores) if self.binary else [None] * len(scores)
-
-    def broken(self, score, clean_score):
-        return super().broken(score, clean_score) if self.binary else score < clean_score
-
     def clean_predictions(self, x0, texts):
         self.stats["gen_evals"] += len(x0)
         return predict(self.model, self.task, x0, list(texts))
@@ -165,33 +152,38 @@ class GenerativeVictim(Victim):
         return ob.GenerativeEmbeds(self.model, e0.text_mask, [ex.target for ex in examples])
 
 
+#: the victim each declared `TaskKind.victim` names, on a vision-language model
+VICTIMS: dict[str, type[Victim]] = {"closed": ClosedVictim, "generative": GenerativeVictim}
+
+
 def victim_class(model, task: Task) -> type[Victim]:
-    """The victim for this model and task (the only place that looks at their kinds)."""
+    """The victim for this model and task: a classifier, else the one the task's kind declares."""
     from ..models.base import VLModel
 
     if not isinstance(model, VLModel):
         return ClassifierVictim
-    if task.kind == CLOSED:
-        return ClosedVictim
-    if task.kind in (GROUND, CAPTION):
-        return GenerativeVictim
-    raise TaskError(f"task {task.name} of kind {task.kind} cannot be attacked; use one of its downstream tasks")
+    declared = kinds.kind_of(task).victim
+    if declared is None:
+        raise TaskError(f"task {task.name} of kind {task.kind} cannot be attacked; use one of its downstream tasks")
+    return VICTIMS[declared]
 
 
 def verdict_traits(task: Task) -> tuple[bool, bool]:
     """(binary verdicts, early stopping allowed) of any victim on this task, for summaries of its records."""
-    return binary_verdict(task.kind), task.kind == CLOSED
+    k = kinds.kind_of(task)
+    return k.binary, k.early_stop
 
 
 def corpus_summary(task: Task, d) -> dict:
-    """Corpus metrics of one eps's records beyond the mean score: BLEU-4 of clean and robust captions."""
-    if task.kind != CAPTION or not len(d):
+    """Corpus metrics of one eps's records beyond the mean score, as the task's kind declares them (captions:
+    BLEU-4), of the clean and of the robust predictions."""
+    corpus = kinds.kind_of(task).corpus
+    if corpus is None or not len(d):
         return {}
-    from ..tasks.metrics import bleu4
-
     d = d.sort_values("index")
-    refs = [list(task[int(i)].refs) for i in d["index"]]
-    return {"bleu4_clean": bleu4(refs, list(d["clean_pred"])), "bleu4_robust": bleu4(refs, list(d["pred"]))}
+    examples = [task[int(i)] for i in d["index"]]
+    clean, robust = corpus(task, examples, list(d["clean_pred"])), corpus(task, examples, list(d["pred"]))
+    return {**{f"{k}_clean": v for k, v in clean.items()}, **{f"{k}_robust": v for k, v in robust.items()}}
 
 
 def make_victim(model, task: Task, device: Any, stats: dict) -> Victim:

@@ -1,4 +1,5 @@
-"""Tasks: the embedded ShapesWorld tasks, their metrics and small helpers.
+"""Tasks: registered task kinds (kinds.py), named tasks (named.py: the embedded ShapesWorld
+tasks register there), real dataset formats (formats/), their metrics and small helpers.
 
     from robust_pt.tasks import load_task
     task = load_task("shapes-vqa", split="test", limit=512, seed=0)
@@ -13,10 +14,12 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..errors import TaskError
+from . import named
 from .base import CAPTION, CLOSED, GROUND, MIXED, Example, Task
-from .shapes_tasks import PRETRAIN_SIZES, SPLIT_SIZES, VE_ANSWERS, VQA_ANSWERS, ShapesTask, make_task
+from .shapes_tasks import VE_ANSWERS, VQA_ANSWERS, ShapesTask
 
-TASKS: tuple[str, ...] = ("shapes-vqa", "shapes-ve", "shapes-ground", "shapes-caption", "shapes-pretrain")
+#: the built-in named tasks (ShapesWorld's); `named.names()` also has any registered since
+TASKS: tuple[str, ...] = named.names()
 
 __all__ = [
     "TASKS",
@@ -47,27 +50,27 @@ def load_task(
     num_examples: int | None = None,
     resize: str | None = None,
 ) -> Task:
-    """A built-in task by name, or a real dataset as "NAME:DIR" (vqav2, snli-ve, refcoco,
-    refcoco+, refcocog, coco-captions; see robust_pt/tasks/formats.py).
+    """A named task (tasks/named.py), or a real dataset as "NAME:DIR" (vqav2, snli-ve, refcoco,
+    refcoco+, refcocog, coco-captions, or any registered format; see robust_pt/tasks/formats/).
 
-    Built-in: `num_examples` overrides the split size (train 20000, val and test 1000;
-    shapes-pretrain has only "train", 200000); `limit` then truncates it. Real datasets:
+    Named: `num_examples` overrides the split size (ShapesWorld: train 20000, val and test
+    1000; the pretraining mix has only "train", 200000); `limit` then truncates it. Real datasets:
     `limit` takes a subsample seeded by `seed`; images are resized to `size` (`resize`:
     squash or crop, as the model's processor does).
 
     size: the image side in pixels. None (the default): 64, and `evaluate` regenerates the
     task at the attacked model's size; a given size is kept (a mismatch is an error)."""
-    from .formats import FORMATS, is_real
+    from . import formats
 
-    real = is_real(name)
-    if not real and name not in TASKS:
+    real = formats.is_real(name)
+    source = None if real else named.lookup(name)
+    if not real and source is None:
         raise TaskError(
-            f"unknown task {name!r}; known tasks: {', '.join(TASKS)}, or a dataset in its official "
-            f"format: {', '.join(f'{f}:DIR' for f in FORMATS)}"
+            f"unknown task {name!r}; known tasks: {', '.join(named.names())}, or a dataset in its official "
+            f"format: {', '.join(f'{f}:DIR' for f in formats.names())}"
         )
-    sizes = PRETRAIN_SIZES if name == "shapes-pretrain" else SPLIT_SIZES
-    if not real and split not in sizes:
-        raise TaskError(f"task {name} has no split {split!r}; use one of: {', '.join(sizes)}")
+    if source is not None and split not in source.splits:
+        raise TaskError(f"task {name} has no split {split!r}; use one of: {', '.join(source.splits)}")
     for label, value in (("limit", limit), ("num_examples", num_examples)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
             raise TaskError(f"{label} must be a positive integer, got {value!r}")
@@ -81,14 +84,12 @@ def load_task(
         return task
     if isinstance(size, bool) or not isinstance(size, int) or size < 16:
         raise TaskError(f"image size must be an integer >= 16, got {size!r}")
-    if real:
-        from .formats import load_real
-
-        return load_real(name, split=split, limit=limit, seed=seed, size=size, resize=resize or "squash")
-    n = num_examples if num_examples is not None else sizes[split]
+    if source is None:
+        return formats.load_real(name, split=split, limit=limit, seed=seed, size=size, resize=resize or "squash")
+    n = num_examples if num_examples is not None else source.splits[split]
     if limit is not None:
         n = min(n, limit)
-    return make_task(name, split, n, seed=seed, size=size)
+    return source.build(split, n, seed, size)
 
 
 def stack_images(examples: Sequence[Example]):

@@ -2,7 +2,8 @@
 
 Every task, built-in or loaded from a real dataset, yields `Example`s with an image in
 [0, 1] and an instruction text, and scores predictions with its own metric, so the
-engine never needs to know which task it runs.
+engine never needs to know which task it runs. How a kind scores lives with the kind
+(tasks/kinds.py); the name constants here are the built-in kinds' names.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ class Example:
 class Task:
     """A sized, indexable, deterministic collection of examples and how to score them.
 
-    kind: CLOSED (score = prediction == label over `answers`), GROUND (Acc@0.5 of the
-    decoded box) or CAPTION (CIDEr, BLEU-4 over the generated captions).
+    kind: the name of a registered task kind (tasks/kinds.py), which scores the predictions:
+    CLOSED (score = prediction == label over `answers`), GROUND (Acc@0.5 of the decoded
+    box), CAPTION (CIDEr, BLEU-4 over the generated captions), or one of your own.
     """
 
     name: str
@@ -68,28 +70,19 @@ class Task:
             yield self[i]
 
     def example_scores(self, examples: Sequence[Example], predictions: Sequence) -> np.ndarray:
-        """Per-example score in [0, 1] (closed: int label predictions; ground/caption: text)."""
-        from . import metrics
+        """Per-example score in [0, 1], as the task's kind scores it (tasks/kinds.py; closed: int
+        label predictions; ground/caption: text)."""
+        from .kinds import get
 
-        if self.kind == CLOSED:
-            return np.array([float(int(p) == ex.label) for ex, p in zip(examples, predictions)])
-        if self.kind == GROUND:
-            return np.array(
-                [
-                    float(metrics.box_iou(metrics.tokens_to_box(p, self.image_size), ex.box) >= 0.5)
-                    for ex, p in zip(examples, predictions)
-                ]
-            )
-        if self.kind == CAPTION:
-            return metrics.cider_per_example([list(ex.refs) for ex in examples], list(predictions))
-        raise ValueError(self.kind)
+        return get(self.kind).score(self, examples, predictions)
 
     def corpus_metrics(self, examples: Sequence[Example], predictions: Sequence) -> dict[str, float]:
-        """Headline metrics over a set (captioning adds corpus BLEU-4 and CIDEr)."""
+        """Headline metrics over a set, plus the kind's corpus metrics (captioning: corpus BLEU-4)."""
+        from .kinds import get
+
         scores = self.example_scores(examples, predictions)
         out = {self.metric: float(scores.mean()) if len(scores) else float("nan")}
-        if self.kind == CAPTION:
-            from . import metrics
-
-            out["bleu4"] = metrics.bleu4([list(ex.refs) for ex in examples], list(predictions))
+        corpus = get(self.kind).corpus
+        if corpus is not None:
+            out.update(corpus(self, examples, predictions))
         return out

@@ -9,6 +9,10 @@ Questions only name objects they can refer to unambiguously: a referring phrase
 ("the red circle", "the small square", "the red object") is used only when exactly one
 object of the scene fits it; scenes that offer no such object are redrawn from the same
 stream (deterministic).
+
+Each task registers itself by name (tasks/named.py), and the pretraining mix registers
+its own task kind, `mixed` (tasks/kinds.py: scored per example by its type, judged by no
+victim), so nothing outside this module knows the ShapesWorld names.
 """
 
 from __future__ import annotations
@@ -19,7 +23,11 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from .base import CAPTION, CLOSED, GROUND, MIXED, Example, Task
+from .kinds import TaskKind
+from .kinds import register as register_kind
 from .metrics import box_iou, box_to_tokens, caption_tokens, cider_per_example, tokens_to_box
+from .named import NamedTask
+from .named import register as register_task
 from .shapes import Scene, SceneObject, generate_scene
 from .vocab import COLOURS, NUMBER_WORDS, SHAPES, UNDECIDABLE
 
@@ -349,49 +357,71 @@ class ShapesTask(Task):
         for s in range(start, len(self), batch_size):
             yield [self[j] for j in range(s, min(s + batch_size, len(self)))]
 
-    def example_scores(self, examples: Sequence[Example], predictions: Sequence) -> np.ndarray:
-        """As Task.example_scores; the pretraining mix scores each example by its own type:
-        closed -> exact answer (text, or int label), ground -> IoU >= 0.5, caption -> CIDEr-D
-        (idf over the caption examples in `examples`)."""
-        if self.kind != MIXED:
-            return super().example_scores(examples, predictions)
-        out = np.zeros(len(examples))
-        cap = [k for k, ex in enumerate(examples) if ex.qtype == "caption"]
-        for k, (ex, p) in enumerate(zip(examples, predictions)):
-            if ex.qtype == "ground":
-                out[k] = float(box_iou(tokens_to_box(str(p), self.image_size), ex.box) >= 0.5)
-            elif ex.qtype != "caption":
-                if isinstance(p, (int, np.integer)):
-                    out[k] = float(int(p) == ex.label)
-                else:
-                    out[k] = float(caption_tokens(str(p)) == caption_tokens(ex.target))
-        if cap:
-            out[cap] = cider_per_example([list(examples[k].refs) for k in cap], [str(predictions[k]) for k in cap])
-        return out
+
+def _score_mix(task: Task, examples: Sequence[Example], predictions: Sequence) -> np.ndarray:
+    """The pretraining mix scores each example by its own type: closed -> exact answer (text, or int
+    label), ground -> IoU >= 0.5, caption -> CIDEr-D (idf over the caption examples in `examples`)."""
+    out = np.zeros(len(examples))
+    cap = [k for k, ex in enumerate(examples) if ex.qtype == "caption"]
+    for k, (ex, p) in enumerate(zip(examples, predictions)):
+        if ex.qtype == "ground":
+            out[k] = float(box_iou(tokens_to_box(str(p), task.image_size), ex.box) >= 0.5)
+        elif ex.qtype != "caption":
+            if isinstance(p, (int, np.integer)):
+                out[k] = float(int(p) == ex.label)
+            else:
+                out[k] = float(caption_tokens(str(p)) == caption_tokens(ex.target))
+    if cap:
+        out[cap] = cider_per_example([list(examples[k].refs) for k in cap], [str(predictions[k]) for k in cap])
+    return out
 
 
-_SPECS = {  # name -> (kind, metric, answers)
-    "shapes-vqa": (CLOSED, "accuracy", VQA_ANSWERS),
-    "shapes-ve": (CLOSED, "accuracy", VE_ANSWERS),
-    "shapes-ground": (GROUND, "acc@0.5", None),
-    "shapes-caption": (CAPTION, "cider", None),
-    "shapes-pretrain": (MIXED, "score", PRETRAIN_ANSWERS),
+# the mix is for training only: no victim judges it (attack one of its downstream tasks)
+register_kind(TaskKind(MIXED, "binary", "score", _score_mix, candidates=True))
+
+
+class _Spec(NamedTuple):
+    kind: str
+    metric: str
+    answers: list[str] | None
+    text_label: str
+    split_codes: dict[str, int] = SPLIT_CODES
+    sizes: dict[str, int] = SPLIT_SIZES
+
+
+_SPECS = {
+    "shapes-vqa": _Spec(CLOSED, "accuracy", VQA_ANSWERS, "Question"),
+    "shapes-ve": _Spec(CLOSED, "accuracy", VE_ANSWERS, "Hypothesis"),
+    "shapes-ground": _Spec(GROUND, "acc@0.5", None, "Expression"),
+    "shapes-caption": _Spec(CAPTION, "cider", None, "Prompt"),
+    "shapes-pretrain": _Spec(MIXED, "score", PRETRAIN_ANSWERS, "Text", PRETRAIN_SPLIT_CODES, PRETRAIN_SIZES),
 }
 
 
 def make_task(name: str, split: str, num_examples: int, seed: int = 0, size: int = 64) -> ShapesTask:
     """Build a ShapesTask (no validation; see robust_pt.tasks.load_task)."""
-    kind, metric, answers = _SPECS[name]
-    codes = PRETRAIN_SPLIT_CODES if name == "shapes-pretrain" else SPLIT_CODES
+    spec = _SPECS[name]
     return ShapesTask(
         name=name,
-        kind=kind,
+        kind=spec.kind,
         split=split,
-        metric=metric,
-        answers=list(answers) if answers is not None else None,
+        metric=spec.metric,
+        answers=list(spec.answers) if spec.answers is not None else None,
         image_size=size,
         seed=seed,
         task_code=TASK_CODES[name],
-        split_code=codes[split],
+        split_code=spec.split_codes[split],
         num_examples=num_examples,
+    )
+
+
+for _name, _spec in _SPECS.items():  # each is loadable by name (tasks/named.py)
+    register_task(
+        NamedTask(
+            _name,
+            _spec.kind,
+            _spec.sizes,
+            lambda split, n, seed, size, name=_name: make_task(name, split, n, seed=seed, size=size),
+            _spec.text_label,
+        )
     )
