@@ -17,7 +17,7 @@ def test_the_builtin_methods_declare_what_the_old_lists_said():
     assert NEEDS_LOGITS == ("apgd", "square", "cw", "autoattack", "mifgsm", "difgsm")
     assert SUPPORT[("image", "pgd")] == ("ours", "torchattacks", "foolbox")
     assert SUPPORT[("embedding", "fgsm")] == ("ours",)
-    assert methods.get("image", "fgsm").one_step and methods.get("image", "square").query_budget
+    assert methods.get("image", "fgsm").one_step and methods.get("image", "square").black_box
     assert methods.get("image", "pgd").engine_restarts and not methods.get("image", "apgd").engine_restarts
     p = methods.get("image", "cw").params(build("cw-l2").spec)
     assert (p.steps, p.c, p.kappa) == (build("cw-l2").spec.steps, build("cw-l2").spec.c, build("cw-l2").spec.kappa)

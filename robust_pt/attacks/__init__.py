@@ -68,7 +68,7 @@ class Attack:
     def needs_logits(self) -> bool:
         """Only closed-answer tasks and classifiers can be attacked (library backends, logit-based attacks)."""
         m = methods.get(self.kind, self.spec.method)
-        return bool(m and m.needs_logits) or self.spec.backend != "ours" or self.kind in ("text", "joint")
+        return bool(m and m.needs_logits) or self.spec.backend != "ours"
 
     def eps_grid(self, eps=None) -> list[float]:
         """The eps values to run (given, else the preset's), validated and sorted."""
@@ -90,7 +90,7 @@ class Attack:
             return f"{s.name} ({', '.join(bits)})"
         bits = [f"{s.kind} {s.method}", s.norm, f"backend={s.backend}"]
         m = methods.get(s.kind, s.method)
-        if not (m and (m.one_step or m.query_budget)):
+        if not (m and (m.one_step or m.black_box)):
             bits.append(f"steps={s.steps}")
         if s.queries:
             bits.append(f"queries={s.queries}")

@@ -27,6 +27,7 @@ import inspect
 import numpy as np
 
 from ..errors import AttackError
+from . import methods
 from .core import Bound, ThreatModel
 
 CORRUPTIONS = (
@@ -51,6 +52,8 @@ CORRUPTIONS = (
     "saturate",
 )
 SEVERITIES = (1, 2, 3, 4, 5)
+for _name in CORRUPTIONS:  # registered as every attack method is; a preset sets nothing but its severities
+    methods.register(methods.AttackMethod(_name, "corruption", methods.SeverityParams, ("ours",)))
 EXTRA = "pip install 'robust-pt[corruptions]' (or pip install imagecorruptions-imaug==1.1.5)"
 
 

@@ -287,7 +287,7 @@ def run_image_attack(
     rows = torch.arange(B, device=x0.device)
     with torch.no_grad():
         logits = obj.logits([adv], rows)
-    black_box = _method(spec).query_budget  # counted in queries, not gradient steps
+    black_box = _method(spec).black_box  # counted in queries, not gradient steps
     steps = torch.full((B,), 0 if black_box else spec.steps, dtype=torch.long)
     grads = B * (spec.steps if not black_box else 0) * spec.restarts
     queries = int(spec.queries) if black_box else None

@@ -1,23 +1,34 @@
-"""Attack methods of the gradient threat models (image, embedding), registered by name.
+"""Attack methods, registered by name: the gradient methods of the image and embedding threat models,
+the TextAttack recipes, the joint orders and the natural corruptions.
 
 Why: a new image attack used to mean editing six places (the method lists, the backend
-table, the logits list, the checks, the describe text, the library if-chains). A method
-is now one `AttackMethod`: its kind, its own parameters as a small frozen dataclass (the
-preset fields it reads, as peft keeps one config per method), the backends that
-implement it with how each builds it, and what it needs or is:
+table, the logits list, the checks, the describe text, the library if-chains), and a new
+setting a field on the flat AttackSpec, a type branch and the fingerprint's exclusion list.
+A method is now one `AttackMethod`: its kind, its own parameters as a small frozen
+dataclass (as peft keeps one config per method; field types and `params.setting` ranges
+are what presets, overrides and recipe entries are checked against when read), the
+backends that implement it with how each builds it, and what it needs or is:
 
 * needs_logits: it needs logits over candidates (a closed-answer task or a classifier);
 * one_step: a single step of size eps (FGSM); random starts do not apply;
-* query_budget: a black-box method whose budget is queries, not gradient steps (Square);
+* black_box: its budget is queries, not gradient steps (Square); `--steps` sets `queries`;
+* minimises: it finds each example's minimal perturbation (CW), so it runs once per example
+  and the threat model projects that result onto each eps ball;
 * engine_restarts: the engine runs its restarts (our PGD) instead of the library;
 * default_queries: the query budget of a preset that names none;
+* sanity_roles: what the report's gradient-masking checks take it for (written into run.json):
+  "white-box" (a strong white-box attack), "steps" (more steps never weaker), "one-step"
+  (never stronger than the iterative attack), "black-box" (never stronger than white-box);
 * check(spec): the combinations it refuses, one line each;
 * objective(victim, examples): what it ascends instead of the victim's own objective
-  (SGA's set-level loss), run by our PGD loop.
+  (SGA's set-level loss), run by our PGD loop;
+* run (backend ours): `run(spec, params, objective, x0, eps, seeds, early_stop) -> AscentResult`,
+  a method of its own (docs/extending.md); without it, ours is the PGD / FGSM loop.
 
-The preset's flat AttackSpec stays what run.json records (its identity is the run
-fingerprint, unchanged); `params(spec)` is the method's own view of it. Library objects
-(torchattacks, foolbox) are built lazily by the methods' `torchattacks` / `foolbox`
+The settings the first methods had stay fields of AttackSpec (their values are the run
+fingerprint, presets.AttackSpec.identity, unchanged); a setting of a new method lives in
+`AttackSpec.settings`, and `params(spec)` is the method's typed view of either. Library
+objects (torchattacks, foolbox) are built lazily by the methods' `torchattacks` / `foolbox`
 functions, so importing this module imports neither.
 """
 
@@ -27,72 +38,112 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from ..errors import AttackError
+from .params import setting
 
 
 @dataclass(frozen=True)
 class GradientParams:
-    steps: int
-    step_ratio: float | None
-    alpha: float | None
-    random_start: bool
-    restarts: int
+    steps: int = setting(10, min=1)
+    step_ratio: float | None = setting(0.25, above=0)
+    alpha: float | None = setting(None, above=0)
+    random_start: bool = False
+    restarts: int = setting(1, min=1)
 
 
 @dataclass(frozen=True)
 class OneStepParams:
-    """FGSM: one step of size eps."""
+    """FGSM: one step of size eps (`steps: 1`, no random start; presets say so)."""
+
+    steps: int = setting(1, min=1)
+    random_start: bool = False
 
 
 @dataclass(frozen=True)
 class APGDParams:
-    steps: int
-    restarts: int
-    loss: str
+    steps: int = setting(10, min=1)
+    restarts: int = setting(1, min=1)
+    loss: str = setting("ce", choices=("ce", "dlr"))
 
 
 @dataclass(frozen=True)
 class SquareParams:
-    queries: int | None
-    restarts: int
-    p_init: float
-    loss: str
+    queries: int | None = setting(None, min=1)
+    restarts: int = setting(1, min=1)
+    p_init: float = setting(0.8, above=0, max=1)
+    loss: str = setting("ce", choices=("margin", "ce"))
 
 
 @dataclass(frozen=True)
 class CWParams:
-    steps: int
-    c: float
-    kappa: float
-    lr: float
+    steps: int = setting(10, min=1)
+    c: float = setting(1.0, min=0)
+    kappa: float = setting(0.0, min=0)
+    lr: float = setting(0.01, above=0)
 
 
 @dataclass(frozen=True)
 class AutoAttackParams:
-    steps: int
-    version: str
-    target_classes: int
-    queries: int | None
+    steps: int = setting(10, min=1)
+    version: str = setting("standard", choices=("standard", "plus", "rand"))
+    target_classes: int = setting(9, min=1)
+    queries: int | None = setting(None, min=1)
+
+
+@dataclass(frozen=True)
+class TextParams:
+    """A TextAttack recipe (attacks/text/recipes.py): its query budget and the resources it reads."""
+
+    queries: int | None = setting(None, min=1)
+    embeddings: str = setting("", path=True)
+    mlm: str = setting("", path=True)
+
+
+@dataclass(frozen=True)
+class JointParams:
+    """A joint order (joint.py): the text part's recipe and budgets, the image part's PGD."""
+
+    text_method: str = ""
+    max_words_fraction: float | None = setting(None, above=0, max=1)
+    queries: int | None = setting(None, min=1)
+    embeddings: str = setting("", path=True)
+    mlm: str = setting("", path=True)
+    steps: int = setting(10, min=1)
+    step_ratio: float | None = setting(0.25, above=0)
+    alpha: float | None = setting(None, above=0)
+    random_start: bool = False
+    restarts: int = setting(1, min=1)
+
+
+@dataclass(frozen=True)
+class SeverityParams:
+    """A natural corruption (corruptions.py, text/corruptions.py): nothing but its severities (eps)."""
 
 
 @dataclass(frozen=True)
 class AttackMethod:
     name: str
-    kind: str  # the threat model it belongs to: image or embedding
+    kind: str  # the threat model it belongs to: image, embedding, text, joint, corruption, ...
     params_class: type
     backends: tuple[str, ...]
     needs_logits: bool = False
     one_step: bool = False
-    query_budget: bool = False
+    black_box: bool = False
     engine_restarts: bool = False
+    minimises: bool = False
     default_queries: int | None = None  # a preset that leaves `queries` out gets this budget
+    sanity_roles: tuple[str, ...] = ()  # white-box, steps, one-step, black-box (the report's checks)
     check: Callable[[Any], None] | None = None
     torchattacks: Callable | None = None  # (spec, params, ta, model, eps, n_classes, seed) -> attack
     foolbox: Callable | None = None  # (spec, params, fb, eps) -> attack
     objective: Callable | None = None  # (victim, examples) -> the objective our PGD ascends
+    run: Callable | None = None  # backend ours: (spec, params, obj, x0, eps, seeds, early_stop) -> AscentResult
 
     def params(self, spec) -> Any:
-        """This method's parameters, read from a preset's fields."""
-        return self.params_class(**{f.name: getattr(spec, f.name) for f in fields(self.params_class)})
+        """This method's parameters, read from a preset's fields and its settings."""
+        own = dict(getattr(spec, "settings", ()))
+        return self.params_class(
+            **{f.name: own[f.name] if f.name in own else getattr(spec, f.name) for f in fields(self.params_class)}
+        )
 
 
 _methods: dict[tuple[str, str], AttackMethod] = {}
@@ -119,6 +170,11 @@ def all_named(name: str) -> list[AttackMethod]:
 
 def backend_table() -> dict[tuple[str, str], tuple[str, ...]]:
     return {key: m.backends for key, m in _methods.items()}
+
+
+def setting_names() -> tuple[str, ...]:
+    """Every parameter name some registered method declares (recipe entries may set them)."""
+    return tuple(dict.fromkeys(f.name for m in _methods.values() for f in fields(m.params_class)))
 
 
 # ----------------------------------------------------------------------------- the built-in methods
@@ -148,11 +204,6 @@ def _fgsm_check(spec) -> None:
         )
 
 
-def _apgd_check(spec) -> None:
-    if spec.loss not in ("ce", "dlr"):
-        raise AttackError(f"attack {spec.name}: apgd loss must be ce or dlr, got {spec.loss!r}")
-
-
 def _apgd_ta(spec, p: APGDParams, ta, model, eps, n_classes, seed):
     return ta.APGD(model, norm=_ta_norm(spec), eps=eps, steps=p.steps, n_restarts=p.restarts, seed=seed, loss=p.loss)
 
@@ -160,8 +211,6 @@ def _apgd_ta(spec, p: APGDParams, ta, model, eps, n_classes, seed):
 def _square_check(spec) -> None:
     if not spec.queries:
         raise AttackError(f"attack {spec.name}: square needs a query budget (queries: N)")
-    if spec.loss not in ("margin", "ce"):
-        raise AttackError(f"attack {spec.name}: square loss must be margin or ce, got {spec.loss!r}")
 
 
 def _square_ta(spec, p: SquareParams, ta, model, eps, n_classes, seed):
@@ -193,11 +242,6 @@ def _cw_fb(spec, p: CWParams, fb, eps):
     )
 
 
-def _autoattack_check(spec) -> None:
-    if spec.version not in ("standard", "plus", "rand"):
-        raise AttackError(f"attack {spec.name}: autoattack version must be standard, plus or rand")
-
-
 def _autoattack_ta(spec, p: AutoAttackParams, ta, model, eps, n_classes, seed):
     atk = ta.AutoAttack(model, norm=_ta_norm(spec), eps=eps, version=p.version, n_classes=n_classes, seed=seed)
     targets = max(1, min(p.target_classes, n_classes - 1))
@@ -218,6 +262,7 @@ register(
         GradientParams,
         ("ours", "torchattacks", "foolbox"),
         engine_restarts=True,
+        sanity_roles=("white-box", "steps"),
         torchattacks=_pgd_ta,
         foolbox=_pgd_fb,
     )
@@ -229,6 +274,7 @@ register(
         OneStepParams,
         ("ours", "torchattacks", "foolbox"),
         one_step=True,
+        sanity_roles=("one-step",),
         check=_fgsm_check,
         torchattacks=lambda spec, p, ta, model, eps, *_: ta.FGSM(model, eps=eps),
         foolbox=lambda spec, p, fb, eps: fb.attacks.LinfFastGradientAttack(random_start=False),
@@ -236,7 +282,13 @@ register(
 )
 register(
     AttackMethod(
-        "apgd", "image", APGDParams, ("torchattacks",), needs_logits=True, check=_apgd_check, torchattacks=_apgd_ta
+        "apgd",
+        "image",
+        APGDParams,
+        ("torchattacks",),
+        needs_logits=True,
+        sanity_roles=("white-box",),
+        torchattacks=_apgd_ta,
     )
 )
 register(
@@ -246,8 +298,9 @@ register(
         SquareParams,
         ("torchattacks",),
         needs_logits=True,
-        query_budget=True,
+        black_box=True,
         default_queries=1000,
+        sanity_roles=("black-box",),
         check=_square_check,
         torchattacks=_square_ta,
     )
@@ -259,6 +312,7 @@ register(
         CWParams,
         ("torchattacks", "foolbox"),
         needs_logits=True,
+        minimises=True,
         check=_cw_check,
         torchattacks=_cw_ta,
         foolbox=_cw_fb,
@@ -271,7 +325,6 @@ register(
         AutoAttackParams,
         ("torchattacks",),
         needs_logits=True,
-        check=_autoattack_check,
         torchattacks=_autoattack_ta,
     )
 )
@@ -322,3 +375,12 @@ register(
 )
 register(AttackMethod("pgd", "embedding", GradientParams, ("ours",), engine_restarts=True))
 register(AttackMethod("fgsm", "embedding", OneStepParams, ("ours",), one_step=True, check=_fgsm_check))
+
+
+# the TextAttack recipes (attacks/text/recipes.py) and the joint orders (joint.py): text first, then
+# PGD on the image; image first; SGA's set-level guidance (attacks/sga.py). Natural corruptions
+# register with their threat models (corruptions.py, text/corruptions.py).
+for _recipe in ("deepwordbug", "pwws", "textbugger", "textfooler", "bert-attack", "bae", "pruthi"):
+    register(AttackMethod(_recipe, "text", TextParams, ("textattack",), needs_logits=True))
+for _order in ("text-image", "image-text", "sga"):
+    register(AttackMethod(_order, "joint", JointParams, ("ours",), needs_logits=True))

@@ -13,24 +13,31 @@ preset's default grid is a single pseudo-eps row such as [0.25], and `--eps 0.1,
 sweeps the budget with the same survivors-only logic as an image eps sweep. Joint
 attacks (kind: joint) sweep the image eps as usual and carry the text budget in
 `max_words_fraction` and `queries`.
+
+Every value is read by the type its declaring dataclass gives it (attacks/params.py): the
+method's parameters (attacks/methods.py) or AttackSpec's common fields; a key the method
+does not declare is refused, whether in a preset, an override or a recipe entry. The run
+fingerprint (`AttackSpec.identity`) of the settings the first methods had is what it always
+was (`legacy_identity`), so committed runs resume; tests/assets/attack_identities.json pins it.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from fractions import Fraction
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import AttackError, ConfigError
 from . import methods as _methods
+from . import params as _params
+from .params import parse_eps, parse_eps_value  # noqa: F401  (presets.parse_eps: one definition)
 
 KINDS = ("image", "embedding", "text", "joint")
-# TextAttack recipes (robust_pt/attacks/text/recipes.py) and the two joint orders (joint.py)
-TEXT_METHODS = ("deepwordbug", "pwws", "textbugger", "textfooler", "bert-attack", "bae", "pruthi")
-JOINT_METHODS = ("text-image", "image-text", "sga")
-METHODS = _methods.names() + TEXT_METHODS + JOINT_METHODS  # gradient methods: attacks/methods.py
+# TextAttack recipes (robust_pt/attacks/text/recipes.py) and the joint orders (joint.py), registered
+# in attacks/methods.py as the gradient methods are
+TEXT_METHODS = _methods.names("text")
+JOINT_METHODS = _methods.names("joint")
+METHODS = _methods.names()
 BACKENDS = ("ours", "torchattacks", "foolbox", "textattack")
 NORMS = ("linf", "l2")
 EPS_UNITS = ("pixel", "rms", "abs", "words")
@@ -38,14 +45,14 @@ EPS_UNITS = ("pixel", "rms", "abs", "words")
 NEEDS_EMBEDDINGS = ("textbugger", "textfooler")
 NEEDS_MLM = ("bert-attack", "bae")
 
-# (kind, method) -> backends that implement it (gradient methods from their registry)
-SUPPORT: dict[tuple[str, str], tuple[str, ...]] = {
-    **_methods.backend_table(),
-    **{("text", m): ("textattack",) for m in TEXT_METHODS},
-    **{("joint", m): ("ours",) for m in JOINT_METHODS},  # the image part runs on our PGD
-}
-# methods that need logits over candidates (a closed-answer task or a plain classifier), as registered today
-NEEDS_LOGITS = tuple(n for n in _methods.names() if any(m.needs_logits for m in _methods.all_named(n)))
+# (kind, method) -> backends that implement it (joint orders: the image part runs on our PGD)
+SUPPORT: dict[tuple[str, str], tuple[str, ...]] = _methods.backend_table()
+# gradient methods that need logits over candidates (a closed-answer task or a plain classifier)
+NEEDS_LOGITS = tuple(
+    n
+    for n in _methods.names()
+    if any(m.needs_logits and m.kind in ("image", "embedding") for m in _methods.all_named(n))
+)
 
 
 @dataclass(frozen=True)
@@ -99,16 +106,28 @@ class AttackSpec:
     # text and joint attacks (left out of `identity` while unset, so image run ids stay as they were)
     text_method: str = ""
     max_words_fraction: float | None = None
-    embeddings: str = ""
-    mlm: str = ""
+    embeddings: str = _params.setting("", path=True)
+    mlm: str = _params.setting("", path=True)
     # targeted attacks (attacks/targeted.py): an answer, random, least-likely, a caption or a box
     target: str = ""
+    # the settings of a method's parameters that are not fields above (sorted (name, value) pairs)
+    settings: tuple[tuple[str, Any], ...] = ()
     path: str = ""  # where the preset was read from (informational)
 
     def to_dict(self) -> dict:
+        """What run.json records as the preset (settings only when the method has some of its own)."""
         d = asdict(self)
         d["eps"] = list(self.eps)
+        d.pop("settings")
+        if self.settings:
+            d = {**{k: v for k, v in d.items() if k != "path"}, "settings": dict(self.settings), "path": self.path}
         return d
+
+    @property
+    def params(self) -> Any:
+        """The method's own typed parameters (its dataclass in attacks/methods.py), or None."""
+        m = method_of(self.kind, self.method)
+        return m.params(self) if m is not None else None
 
     def step_size(self, eps: float) -> float:
         if self.alpha is not None:
@@ -120,14 +139,8 @@ class AttackSpec:
 
     @property
     def identity(self) -> dict:
-        """What determines the records (everything but the description and where it came from)."""
-        d = self.to_dict()
-        d.pop("description")
-        d.pop("path")
-        for key in TEXT_KEYS:
-            if d[key] in ("", None):
-                d.pop(key)
-        return d
+        """What determines the records: the run fingerprint's attack part (legacy_identity)."""
+        return legacy_identity(self)
 
     @property
     def text_recipe(self) -> str:
@@ -136,60 +149,55 @@ class AttackSpec:
 
 
 TEXT_KEYS = ("text_method", "max_words_fraction", "embeddings", "mlm", "target")
+# AttackSpec's fields before methods declared their parameters, in their order: the fingerprint
+LEGACY_KEYS: tuple[str, ...] = tuple(f.name for f in fields(AttackSpec) if f.name not in ("settings", "path"))
 
 
-ALLOWED_KEYS: tuple[str, ...] = tuple(f.name for f in fields(AttackSpec) if f.name != "path")
+def legacy_identity(spec: AttackSpec) -> dict:
+    """The run fingerprint's attack part, exactly as it always was: every legacy field but the
+    description (eps as a list), the text and target fields left out while unset, and a new
+    method's own settings (`settings`) only when it has some, so no existing run id moves."""
+    d = {k: getattr(spec, k) for k in LEGACY_KEYS if k != "description"}
+    d["eps"] = list(spec.eps)
+    for key in TEXT_KEYS:
+        if d[key] in ("", None):
+            d.pop(key)
+    if spec.settings:
+        d["settings"] = dict(spec.settings)
+    return d
+
+
+ALLOWED_KEYS: tuple[str, ...] = LEGACY_KEYS  # a preset of a kind without registered methods
+# keys every preset may set, whatever its method; the method's parameters come on top
+COMMON_KEYS = ("name", "description", "kind", "method", "backend", "norm", "eps_unit", "early_stop", "eps", "target")
+DEFINING = ("name", "description", "kind", "method")  # what an override may not change
 # CLI / API overrides may set these (not the identity fields name/kind/method)
-OVERRIDABLE: tuple[str, ...] = tuple(k for k in ALLOWED_KEYS if k not in ("name", "description", "kind", "method"))
+OVERRIDABLE: tuple[str, ...] = tuple(k for k in ALLOWED_KEYS if k not in DEFINING)
 
 
-# ----------------------------------------------------------------------------- eps parsing
+def method_of(kind: str, method: str):
+    """The registered method (attacks/methods.py) of a kind, loading a lazily built-in kind's module
+    (its corruptions register there); None when there is none."""
+    m = _methods.get(kind, method)
+    if m is None and kind not in KINDS and isinstance(kind, str):
+        _threat_of(kind)
+        m = _methods.get(kind, method)
+    return m
 
 
-def parse_eps_value(value: Any) -> float:
-    """8/255, "8/255", 0.03, "0.03" -> float; ConfigError on anything else."""
-    if isinstance(value, bool):
-        raise ConfigError(f"bad eps value {value!r}; write numbers or fractions such as 8/255")
-    if isinstance(value, (int, float)):
-        v = float(value)
-    else:
-        s = str(value).strip()
-        try:
-            if "/" in s:
-                num, den = s.split("/", 1)
-                v = float(Fraction(num.strip())) / float(Fraction(den.strip()))
-            else:
-                v = float(s)
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(
-                f"bad eps value {s!r}; write numbers or fractions such as 8/255, "
-                f"separated by commas (e.g. 1/255,2/255,0.03)"
-            ) from None
-    if not math.isfinite(v):
-        raise ConfigError(f"bad eps value {value!r}; eps must be a finite number")
-    return v
+def keys_of(m) -> tuple[str, ...]:
+    """The keys a preset of method `m` may set (every legacy key when no method is registered)."""
+    if m is None:
+        return ALLOWED_KEYS
+    return COMMON_KEYS + tuple(f.name for f in fields(m.params_class) if f.name not in COMMON_KEYS)
 
 
-def parse_eps(value: Any) -> list[float]:
-    """A comma-separated string, a number or a list of them -> a list of floats (unsorted)."""
-    if value is None:
-        return []
-    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy arrays and scalars, tensors
-        value = value.tolist()
-    if isinstance(value, str):
-        parts = [p for p in value.split(",") if p.strip()]
-        if not parts:
-            raise ConfigError(f"bad eps value {value!r}; write numbers or fractions such as 8/255")
-        return [parse_eps_value(p) for p in parts]
-    if isinstance(value, (list, tuple)):
-        out: list[float] = []
-        for v in value:
-            out += parse_eps(v) if isinstance(v, str) else [parse_eps_value(v)]
-        return out
-    try:  # numpy scalars, tensors
-        return [parse_eps_value(float(value))]
-    except (TypeError, ValueError):
-        raise ConfigError(f"bad eps value {value!r}; write numbers or fractions such as 8/255") from None
+def option_names() -> tuple[str, ...]:
+    """Every key an override or a recipe attack entry may set for some method."""
+    return tuple(k for k in COMMON_KEYS if k not in DEFINING) + _methods.setting_names()
+
+
+# ----------------------------------------------------------------------------- eps checks (parsing: params.py)
 
 
 def _threat_of(kind: str):
@@ -263,50 +271,42 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _coerce(spec_dict: dict, where: str) -> dict:
-    """Check key names and value types of a preset / override mapping."""
+def _declared(m, key: str) -> tuple[Any, Field | None]:
+    """(the type, the field) that declares `key`: the method's parameters, else AttackSpec's field."""
+    if m is not None and key in _params.hints(m.params_class):
+        return _params.hints(m.params_class)[key], {f.name: f for f in fields(m.params_class)}[key]
+    return _params.hints(AttackSpec)[key], {f.name: f for f in fields(AttackSpec)}[key]
+
+
+def _unknown_key(key: str, m, where: str, allowed: tuple[str, ...]) -> ConfigError:
+    others = sorted({f"{o.kind} {o.name}" for o in _methods._methods.values() if key in _params.hints(o.params_class)})
+    of = f" (those of {m.kind} {m.name})" if m is not None else ""
+    hint = f" ({key} is a setting of {', '.join(others[:4])})" if others else ""
+    return ConfigError(f"unknown key {key!r} in {where}{hint}; allowed keys: {', '.join(allowed)}{of}")
+
+
+def _coerce(spec_dict: dict, where: str, m=None) -> tuple[dict, dict]:
+    """Check key names against method `m`'s parameters and read each value by its declared type:
+    (AttackSpec fields, the method's own settings)."""
+    allowed = keys_of(m)
     out: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    spec_fields = {f.name for f in fields(AttackSpec)}
     for key, value in spec_dict.items():
-        if key not in ALLOWED_KEYS:
-            raise ConfigError(f"unknown key {key!r} in {where}; allowed keys: {', '.join(ALLOWED_KEYS)}")
-        if value is None and key not in ("alpha", "step_ratio", "queries", "max_words_fraction"):
-            continue
-        if key == "eps":
-            out[key] = tuple(parse_eps(value))
-        elif key in ("steps", "restarts", "queries", "target_classes"):
-            if value is None:
-                out[key] = None
-                continue
-            if hasattr(value, "item") and not isinstance(value, bool):
-                value = value.item()  # numpy / torch scalars
-            if isinstance(value, bool) or not isinstance(value, int):
-                try:
-                    if isinstance(value, float) and value.is_integer():
-                        value = int(value)
-                    elif isinstance(value, str):
-                        value = int(value)
-                    else:
-                        raise ValueError
-                except ValueError:
-                    raise ConfigError(f"{key} must be an integer in {where}, got {value!r}") from None
-            out[key] = int(value)
-        elif key in ("step_ratio", "alpha", "p_init", "c", "kappa", "lr", "max_words_fraction"):
-            if value is None:
-                out[key] = None
-                continue
-            try:
-                out[key] = parse_eps_value(value)
-            except ConfigError:
-                raise ConfigError(f"{key} must be a number in {where}, got {value!r}") from None
-        elif key in ("embeddings", "mlm"):
-            out[key] = str(Path(str(value).strip()).expanduser().resolve()) if str(value).strip() else ""
-        elif key in ("random_start", "early_stop"):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{key} must be true or false in {where}, got {value!r}")
-            out[key] = value
-        else:
-            out[key] = str(value).strip()
-    return out
+        if key not in allowed:
+            raise _unknown_key(key, m, where, allowed)
+        annotation, f = _declared(m, key)
+        if value is None and not _params.allows_none(annotation):
+            continue  # `key:` with no value: the default
+        (out if key in spec_fields else own)[key] = _params.coerce(key, value, annotation, f, where)
+    return out, own
+
+
+def _check_params(spec: AttackSpec, m) -> None:
+    """The ranges and choices the method's parameter fields declare (attacks/params.py)."""
+    p = m.params(spec)
+    for f in fields(m.params_class):
+        _params.check_range(f.name, getattr(p, f.name), f, f"attack {spec.name}")
 
 
 def check_spec(spec: AttackSpec) -> AttackSpec:
@@ -322,15 +322,17 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
             known = list(KINDS) + [k for k in kinds() if k not in KINDS]
             raise AttackError(f"attack {spec.name}: unknown kind {spec.kind!r}; use one of {', '.join(known)}")
         threat.check_spec(spec)
+        if (m := method_of(spec.kind, spec.method)) is not None:
+            _check_params(spec, m)
         return _check_budgets(spec)
-    known = _methods.names() + TEXT_METHODS + JOINT_METHODS  # live: methods registered since import count
+    known = tuple(dict.fromkeys(n for k in KINDS for n in _methods.names(k)))  # live: registered since import
     if spec.method not in known:
         raise AttackError(f"attack {spec.name}: unknown method {spec.method!r}; use one of {', '.join(known)}")
     if spec.backend not in BACKENDS:
         raise AttackError(f"attack {spec.name}: unknown backend {spec.backend!r}; use one of {', '.join(BACKENDS)}")
     if spec.norm not in NORMS:
         raise AttackError(f"attack {spec.name}: unknown norm {spec.norm!r}; use linf or l2")
-    supported = {**SUPPORT, **_methods.backend_table()}.get((spec.kind, spec.method))
+    supported = _methods.backend_table().get((spec.kind, spec.method))
     if supported is None:
         hint = {
             "text": f"text attacks are {', '.join(TEXT_METHODS)}",
@@ -359,15 +361,10 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
             raise AttackError(f"attack {spec.name}: embedding attacks are L-inf (signed-gradient) attacks")
     elif spec.eps_unit != "pixel":
         raise AttackError(f"attack {spec.name}: image attacks take eps in pixel units (eps_unit: pixel)")
-    _check_budgets(spec)
-    if spec.alpha is not None and spec.alpha <= 0:
-        raise AttackError(f"alpha must be > 0, got {spec.alpha}")
-    if spec.step_ratio is not None and spec.step_ratio <= 0:
-        raise AttackError(f"step_ratio must be > 0, got {spec.step_ratio}")
-    if spec.target_classes <= 0:
-        raise AttackError(f"target_classes must be a positive integer, got {spec.target_classes}")
     method = _methods.get(spec.kind, spec.method)
-    if method is not None and method.check is not None:
+    _check_params(spec, method)  # the ranges its parameters declare
+    _check_budgets(spec)
+    if method.check is not None:
         method.check(spec)  # the combinations this method refuses (attacks/methods.py)
     return spec
 
@@ -406,10 +403,6 @@ def _check_text(spec: AttackSpec) -> None:
             f"attack {spec.name}: a text attack's word budget is its eps (e.g. eps: [0.25]); "
             f"text_method and max_words_fraction belong to joint attacks"
         )
-    if spec.max_words_fraction is not None and not 0 < spec.max_words_fraction <= 1:
-        raise AttackError(f"max_words_fraction must lie in (0, 1], got {spec.max_words_fraction:g}")
-    if spec.queries is not None and spec.queries <= 0:
-        raise AttackError(f"the query budget must be a positive integer, got {spec.queries}")
     if spec.embeddings and recipe not in NEEDS_EMBEDDINGS:
         raise AttackError(
             f"attack {spec.name}: {recipe} uses no word embeddings (only "
@@ -423,13 +416,13 @@ def _check_text(spec: AttackSpec) -> None:
 
 
 def load_preset(path: Path) -> AttackSpec:
-    """Read and validate one preset file."""
+    """Read and validate one preset file: every key checked against its method's parameters."""
     path = Path(path)
     raw = _read_yaml(path)
-    data = _coerce(raw, f"attack preset {path}")
+    m = method_of(str(raw.get("kind", "image")), str(raw.get("method", "pgd")))
+    data, own = _coerce(raw, f"attack preset {path}", m)
     data.setdefault("name", path.stem)
-    spec = AttackSpec(**data, path=str(path))
-    m = _methods.get(spec.kind, spec.method)
+    spec = AttackSpec(**data, settings=tuple(sorted(own.items())), path=str(path))
     if m is not None and m.default_queries and "queries" not in raw:
         spec = replace(spec, queries=m.default_queries)
     if spec.kind == "text":  # what a text preset means when it leaves them out
@@ -437,40 +430,40 @@ def load_preset(path: Path) -> AttackSpec:
     return check_spec(spec)
 
 
+def _preset(ref: str) -> AttackSpec:
+    """A preset name or a path to a preset file -> its AttackSpec."""
+    files = preset_files()
+    p = Path(ref).expanduser()
+    if ref in files:
+        return load_preset(files[ref])
+    if p.suffix in (".yaml", ".yml") or p.is_file() or "/" in ref:
+        if not p.is_file():
+            raise AttackError(f"attack preset file {p} does not exist; known presets: {', '.join(files) or '(none)'}")
+        return load_preset(p)
+    raise AttackError(
+        f"unknown attack {ref!r}; known presets: {', '.join(files) or '(none)'} (or pass a path to a preset .yaml)"
+    )
+
+
 def resolve(preset_or_path: str | Path | AttackSpec, **overrides) -> AttackSpec:
-    """A preset name, a path to a preset file, or an AttackSpec, plus overrides -> AttackSpec."""
-    if isinstance(preset_or_path, AttackSpec):
-        spec = preset_or_path
-    else:
-        ref = str(preset_or_path)
-        files = preset_files()
-        p = Path(ref).expanduser()
-        if ref in files:
-            spec = load_preset(files[ref])
-        elif p.suffix in (".yaml", ".yml") or p.is_file() or "/" in ref:
-            if not p.is_file():
-                raise AttackError(
-                    f"attack preset file {p} does not exist; known presets: {', '.join(files) or '(none)'}"
-                )
-            spec = load_preset(p)
-        else:
-            raise AttackError(
-                f"unknown attack {ref!r}; known presets: {', '.join(files) or '(none)'} "
-                f"(or pass a path to a preset .yaml)"
-            )
+    """A preset name, a path to a preset file, or an AttackSpec, plus overrides -> AttackSpec.
+    Overrides are checked against the method's parameters as a preset's keys are."""
+    spec = preset_or_path if isinstance(preset_or_path, AttackSpec) else _preset(str(preset_or_path))
     ov = {k: v for k, v in overrides.items() if v is not None}
+    m = method_of(spec.kind, spec.method)
+    allowed = tuple(k for k in keys_of(m) if k not in DEFINING)
     for key in ov:
-        if key not in OVERRIDABLE:
-            allowed = ", ".join(OVERRIDABLE)
-            if key in ALLOWED_KEYS:
-                raise ConfigError(
-                    f"{key!r} cannot be overridden (it defines the attack); write a preset file "
-                    f"instead; overridable: {allowed}"
-                )
-            raise ConfigError(f"unknown attack option {key!r}; allowed: {allowed}")
-    m = _methods.get(spec.kind, spec.method)
-    if "steps" in ov and m is not None and m.query_budget and "queries" not in ov:
+        if key in DEFINING:
+            raise ConfigError(
+                f"{key!r} cannot be overridden (it defines the attack); write a preset file "
+                f"instead; overridable: {', '.join(allowed)}"
+            )
+        if key not in allowed and not (key == "steps" and m is not None and m.black_box):
+            of = f" for {m.kind} {m.name}" if m is not None else ""
+            raise ConfigError(f"unknown attack option {key!r}{of}; allowed: {', '.join(allowed)}")
+    if "steps" in ov and m is not None and m.black_box and "queries" not in ov:
         # the one budget knob of a black-box attack is its number of queries
         ov["queries"] = ov.pop("steps")
-    ov = _coerce(ov, f"the overrides of attack {spec.name}")
-    return check_spec(replace(spec, **ov))
+    data, own = _coerce(ov, f"the overrides of attack {spec.name}", m)
+    settings = tuple(sorted({**dict(spec.settings), **own}.items()))
+    return check_spec(replace(spec, **data, settings=settings))

@@ -33,6 +33,7 @@ from dataclasses import replace
 import numpy as np
 
 from ...errors import AttackError
+from .. import methods
 from ..core import Bound, Outcome
 from ..corruptions import SeverityThreat
 
@@ -44,6 +45,8 @@ TRANSFORMATIONS = {
     "homoglyph": "WordSwapHomoglyphSwap",
 }
 TEXT_CORRUPTIONS = (*TRANSFORMATIONS, "word-drop", "word-order")
+for _name in TEXT_CORRUPTIONS:  # registered as every attack method is (attacks/methods.py)
+    methods.register(methods.AttackMethod(_name, "text-corruption", methods.SeverityParams, ("ours",)))
 RECORD_FIELDS = {"adv_text": None, "words_changed": 0, "words_fraction": 0.0, "max_words": None}
 _made: dict = {}
 
