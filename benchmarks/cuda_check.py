@@ -51,7 +51,7 @@ def timed(label: str, rows: list, **kw):
     """evaluate(**kw), timed; one row of figures appended to `rows`; returns the Run."""
     import torch
 
-    from robust_pt.engine.loop import evaluate
+    from robust_pt.engine import evaluate
 
     if str(kw.get("device", "")).startswith("cuda"):
         torch.cuda.synchronize()

@@ -107,8 +107,8 @@ def main(argv=None) -> dict:
     os.environ.setdefault("ROBUST_PT_QUIET", "1")
     import robust_pt as rpt
     from robust_pt.attacks import parse_eps
-    from robust_pt.engine.loop import eps_label
     from robust_pt.errors import RobustPTError
+    from robust_pt.runformat import eps_label
 
     try:
         model = rpt.load_model(args.model)

@@ -87,7 +87,7 @@ def _child(args) -> dict:
 
     torch.set_num_threads(threads)
     import robust_pt as rpt
-    from robust_pt.engine.loop import evaluate
+    from robust_pt.engine import evaluate
 
     common = dict(
         attack=args.attack,

@@ -7,7 +7,7 @@ only when one of them is first looked up.
 
 from __future__ import annotations
 
-from .engine.loop import evaluate
+from .engine.run import evaluate
 from .models.loading import load_model
 from .report import build as report
 from .tasks import load_task

@@ -498,7 +498,8 @@ def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
 
 
 def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
-    from .engine.loop import evaluate
+    from .engine.request import EvalRequest
+    from .engine.run import execute
     from .report import build
     from .tuning.zoo import build_zoo
 
@@ -515,7 +516,7 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
         if name in kept:
             continue
         t1 = time.time()
-        evaluate(
+        request = EvalRequest(
             ckpts[(task, t.name)][0],
             task,
             attack=a.attack,
@@ -525,11 +526,11 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
             limit=r.examples_for(task, a),
             split=r.split,
             batch_size=r.batch_size,
-            progress=True,
             nproc=a.nproc or r.nproc,
             **_transfer_args(a, task, ckpts, out),
-            **dict(a.overrides),
+            overrides=dict(a.overrides),
         )
+        execute(request, progress=True)
         log(f"[{r.name}] {run.name}: {time.time() - t1:.0f} s")
     run_paths = [runs_dir / name for *_, name in r.runs()]
     if others is not None:  # --only: the selected entries' runs and the others' that are there, in recipe order

@@ -20,7 +20,7 @@ def _records_and_direct(name, tiny_vqa_dir, vqa_task, eps):
     from robust_pt.attacks import build
     from robust_pt.attacks.joint import run_joint
     from robust_pt.attacks.text.recipes import TextRunner
-    from robust_pt.engine.loop import derive_seed
+    from robust_pt.attacks.threats import derive_seed
     from robust_pt.models.predict import images_of
     from robust_pt.tuning import checkpoint as ckpt
 

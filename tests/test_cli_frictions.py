@@ -14,12 +14,12 @@ SMALL = ["--model", "builtin:base-small", "--task", "shapes-vqa", "--attack", "f
 
 
 def test_ctrl_c_says_what_is_kept_and_how_to_resume(monkeypatch, tmp_path):
-    import robust_pt.engine.loop
+    import robust_pt.engine.run
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(robust_pt.engine.loop, "evaluate", interrupted)
+    monkeypatch.setattr(robust_pt.engine.run, "execute", interrupted)
     r = invoke("attack", *SMALL, "--limit", 8, "--out", tmp_path / "run")
     assert r.exit_code == 130
     assert "interrupted" in r.stderr and "re-run the same command to resume" in r.stderr

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import robust_pt as rpt
 from robust_pt.cli import _register, app
 from robust_pt.engine import loop as engine
+from robust_pt.engine import prepare, summary
 from robust_pt.errors import ConfigError
 from robust_pt.runtime import distributed as dd
 from robust_pt.runtime import memory
@@ -148,7 +149,7 @@ def test_two_processes_give_the_single_process_records_and_summary(single, tiny_
     assert meta["status"] == "complete" and meta["config"] == ref["config"] and meta["summary"] == ref["summary"]
     assert meta["stats"]["world"] == 2 and [r["batches_run"] for r in meta["stats"]["ranks"]] == [4, 4]
     assert not (out / dd.SHARDS).exists()
-    run = engine.load_run(out)
+    run = summary.load_run(out)
     pd.testing.assert_frame_equal(run.summary, single[1].summary)
     pd.testing.assert_frame_equal(run.records, single[1].records)
 
@@ -219,7 +220,7 @@ def test_nproc_bad_input_is_one_line(tiny_vqa_dir, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="pass --out"):
         rpt.evaluate(str(tiny_vqa_dir), "shapes-vqa", attack="pgd", limit=4, nproc=2)
     with pytest.raises(ConfigError, match="checkpoint directory"):
-        dd._jsonable("model", torch.nn.Linear(2, 2))
+        dd.jsonable("model", torch.nn.Linear(2, 2))
     r = _invoke(
         "attack", "--model", tiny_vqa_dir, "--attack", "pgd", "--limit", 2, "--nproc", 3, "--out", tmp_path / "run"
     )
@@ -267,7 +268,7 @@ def test_recipes_take_nproc(tiny_vqa_dir, tmp_path, monkeypatch):
         "robust_pt.tuning.zoo.build_zoo",
         lambda recipe, log, only=None: {("shapes-vqa", "finetune"): (tiny_vqa_dir, {})},
     )
-    monkeypatch.setattr("robust_pt.engine.loop.evaluate", lambda *a, **k: seen.append(k["nproc"]))
+    monkeypatch.setattr("robust_pt.engine.run.execute", lambda request, **k: seen.append(request.nproc))
     import importlib
 
     monkeypatch.setattr(importlib.import_module("robust_pt.report"), "build", lambda *a, **k: None)
@@ -345,7 +346,7 @@ def test_batch_size_auto(tiny_vqa, vqa_task, tiny_vqa_dir, tmp_path):
         memory.probe_batch_size(lambda b: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")), limit=8)
     with pytest.raises(ValueError):
         memory.probe_batch_size(lambda b: (_ for _ in ()).throw(ValueError("bug")), limit=8)
-    engine._fits_fn(tiny_vqa, True, vqa_task)(2)  # the probe's step runs on a real model
+    prepare.fits_fn(tiny_vqa, True, vqa_task)(2)  # the probe's step runs on a real model
     # resuming with auto reuses the stored size, whatever a probe (or the default) says now
     from robust_pt.store import fingerprint
 

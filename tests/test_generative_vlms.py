@@ -200,7 +200,7 @@ def test_adversarial_images_stay_in_the_ball_and_in_0_1(vlms, name):
     from robust_pt.attacks import build
     from robust_pt.attacks.image import run_image_attack
     from robust_pt.attacks.objectives import ClosedImage
-    from robust_pt.engine.loop import evaluate
+    from robust_pt.engine import evaluate
     from robust_pt.models.predict import images_of
 
     m = vlms[name]
@@ -224,7 +224,7 @@ def test_adversarial_images_stay_in_the_ball_and_in_0_1(vlms, name):
 
 @pytest.mark.parametrize("name", ARCHS)
 def test_emb_fgsm_and_deepwordbug_run_end_to_end(vzoo, vlms, name):
-    from robust_pt.engine.loop import evaluate
+    from robust_pt.engine import evaluate
 
     m = vlms[name]
     task = self_labelled(m, n=4)
@@ -249,7 +249,7 @@ def test_emb_fgsm_and_deepwordbug_run_end_to_end(vzoo, vlms, name):
 
 def test_free_form_tasks_run(vlms):
     """Captioning and grounding by generation, attacked through the reference sequence's loss."""
-    from robust_pt.engine.loop import evaluate
+    from robust_pt.engine import evaluate
 
     m = vlms["qwen2-vl"]
     for task_name, metric in (("shapes-caption", "cider"), ("shapes-ground", "acc@0.5")):

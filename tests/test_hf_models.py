@@ -279,7 +279,7 @@ def test_linf_distance_at_most_eps(models, name):
     from robust_pt.attacks import build
     from robust_pt.attacks.image import run_image_attack
     from robust_pt.attacks.objectives import ClosedImage
-    from robust_pt.engine.loop import evaluate
+    from robust_pt.engine import evaluate
     from robust_pt.models.predict import images_of
 
     m = models[name]
@@ -307,7 +307,7 @@ def test_linf_distance_at_most_eps(models, name):
 
 @pytest.mark.parametrize("name", ["vilt", "blip", "clip", "vilt-prompt"])
 def test_embedding_attack(models, name):
-    from robust_pt.engine.loop import evaluate
+    from robust_pt.engine import evaluate
 
     m = models[name]
     e = m.embed(torch.rand(2, 3, 32, 32), QUESTIONS[:2])

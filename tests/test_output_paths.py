@@ -47,7 +47,7 @@ def _listing(tmp_path) -> set:
 
 
 def test_attack_out_under_a_file(tmp_path, blocker, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("robust_pt.engine.loop"), "_prepare", _never("the attack"))
+    monkeypatch.setattr(importlib.import_module("robust_pt.engine.run"), "prepare", _never("the attack"))
     before = _listing(tmp_path)
     bad = blocker / "run"
     res = invoke("attack", "--model", "builtin:base-small", "--task", "shapes-vqa", "--attack", "pgd", "--out", bad)
@@ -56,7 +56,7 @@ def test_attack_out_under_a_file(tmp_path, blocker, monkeypatch):
 
 
 def test_attack_crafted_under_a_file(tmp_path, blocker, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("robust_pt.engine.loop"), "_prepare", _never("the attack"))
+    monkeypatch.setattr(importlib.import_module("robust_pt.engine.run"), "prepare", _never("the attack"))
     before = _listing(tmp_path)
     res = invoke(
         "attack",
@@ -76,7 +76,7 @@ def test_attack_crafted_under_a_file(tmp_path, blocker, monkeypatch):
 
 
 def test_evaluate_api_refuses_before_loading(tmp_path, blocker, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("robust_pt.engine.loop"), "_prepare", _never("the attack"))
+    monkeypatch.setattr(importlib.import_module("robust_pt.engine.run"), "prepare", _never("the attack"))
     with pytest.raises(OutputPathError, match="x.txt is a file"):
         robust_pt.evaluate("builtin:base-small", "shapes-vqa", attack="pgd", out=blocker / "run")
     assert blocker.read_text() == KEEP

@@ -103,13 +103,13 @@ def test_recipe_runs_and_an_interrupted_run_ends_with_the_same_report(tmp_path, 
     assert len(list((full / "runs").iterdir())) == 4  # 2 tunings x 2 attacks
 
     # interrupt: stop the second engine run after its first batch, then run again
-    import robust_pt.engine.loop as engine
+    import robust_pt.engine.run as engine
 
     out2 = tmp_path / "again"
     calls = {"n": 0}
-    real = engine.evaluate
+    real = engine.execute
 
-    def flaky(*a, **kw):
+    def flaky(request, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
 
@@ -117,12 +117,12 @@ def test_recipe_runs_and_an_interrupted_run_ends_with_the_same_report(tmp_path, 
                 raise KeyboardInterrupt
 
             kw["on_batch"] = boom
-        return real(*a, **kw)
+        return real(request, **kw)
 
-    monkeypatch.setattr(engine, "evaluate", flaky)
+    monkeypatch.setattr(engine, "execute", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(p, out2, log=lambda *_: None)
-    monkeypatch.setattr(engine, "evaluate", real)
+    monkeypatch.setattr(engine, "execute", real)
     run_recipe(p, out2, log=lambda *_: None)
     assert _summary(out2) == _summary(full)
     shutil.rmtree(tmp_path / "zoo")

@@ -68,11 +68,11 @@ def test_runformat_imports_no_torch():
     ],
 )
 def test_one_eps_label(eps, unit, label):
-    from robust_pt.engine import loop as engine
+    from robust_pt.engine import summary
     from robust_pt.report import load
 
     assert rf.eps_label(eps, unit) == label
-    assert engine.eps_label is rf.eps_label and load.eps_label is rf.eps_label
+    assert summary.eps_label is rf.eps_label and load.eps_label is rf.eps_label
     if unit == "pixel":
         assert rf.eps_label(eps) == label  # pixel is the default unit
 
@@ -266,7 +266,7 @@ def _agree(engine_summary, report_rows, cols):
 
 @pytest.mark.parametrize("case", ["caption", "text"])
 def test_engine_summary_and_report_rows_agree_on_hand_made_runs(case, tmp_path):
-    from robust_pt.engine.loop import summarize
+    from robust_pt.engine.summary import summarize
     from robust_pt.report.load import load_run
     from robust_pt.report.tables import summary_rows
 

@@ -1,7 +1,8 @@
 """CLI commands of the attack engine: `robust-pt attack` and `robust-pt list attacks`.
 
-Thin: options are parsed here, the work happens in robust_pt.engine.loop.evaluate, and every
-RobustPTError becomes one line on stderr and exit code 2.
+Thin: the options become one EvalRequest (robust_pt/engine/request.py, which checks them), the
+work happens in robust_pt.engine.run.execute, and every RobustPTError becomes one line on stderr
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -97,17 +98,13 @@ def attack_cmd(
     ),
 ):
     """Attack a checkpoint on a task at one or more eps; prints the summary, writes the run dir."""
-    from ..engine.loop import evaluate
+    from ..engine.request import EvalRequest
+    from ..engine.run import execute
     from ..runtime.distributed import place, reports_errors
-    from ..runtime.memory import parse_batch_size
 
     where = None
     try:
         where = place()
-        batch_size = parse_batch_size(batch_size)
-        _check_cli(steps, limit, batch_size, seed, nproc)
-        if nproc is not None and nproc > 1 and where.distributed:
-            raise ConfigError("--nproc launches its own processes; under torchrun leave --nproc out")
         if query_budget is not None and query_budget <= 0:
             raise ConfigError(f"--query-budget must be a positive integer, got {query_budget}")
         ov = {
@@ -119,13 +116,7 @@ def attack_cmd(
             "mlm": str(mlm.expanduser().resolve()) if mlm else None,
             "target": _one_target(target, target_text, target_box),
         }
-        ov = {k: v for k, v in ov.items() if v is not None}
-        if out is None:
-            key = {**ov, **({"base": str(base.resolve())} if base else {}), **_surrogate_key(surrogate)}
-            out = _default_run_dir(model, task, attack, eps, limit, batch_size, seed, split, key)
-        if surrogate is not None:  # evaluate() checks --out and --crafted before anything else
-            ov.update(surrogate=surrogate, crafted=str(crafted or Path(out).parent / "crafted"))
-        run = evaluate(
+        req = EvalRequest(
             model,
             task,
             attack=attack,
@@ -140,8 +131,14 @@ def attack_cmd(
             precision=precision,
             base=str(base) if base else None,
             nproc=nproc,
-            **ov,
+            surrogate=surrogate,
+            crafted=crafted,
+            overrides={k: v for k, v in ov.items() if v is not None},
+            flags=True,
         )
+        req = _with_default_dirs(req)
+        out = req.out
+        run = execute(req, progress=True)
     except RobustPTError as err:
         if where is not None and where.distributed and not reports_errors(where):
             raise typer.Exit(2)  # one line per run: local rank 0 prints it
@@ -161,6 +158,23 @@ def attack_cmd(
     typer.echo(f"run directory: {run.path}")
 
 
+def _with_default_dirs(req):
+    """The request with the CLI's defaults: --out runs/<model>_<task>_<attack>_<hash> (stable per options,
+    so re-running the command resumes it) and, for a transfer attack, --crafted crafted/ beside it."""
+    from dataclasses import replace
+
+    if req.out is None:
+        key = {**req.overrides, **({"base": str(Path(req.base).resolve())} if req.base else {})}
+        key.update(_surrogate_key(req.surrogate))
+        out = _default_run_dir(
+            req.model, req.task, req.attack, req.eps, req.limit, req.batch_size, req.seed, req.split, key
+        )
+        req = replace(req, out=out)
+    if req.surrogate is not None and req.crafted is None:
+        req = replace(req, crafted=Path(req.out).parent / "crafted")
+    return req
+
+
 def _one_target(*given) -> str | None:
     """The target of --target, --target-text or --target-box (one of them at most)."""
     got = [g for g in given if g is not None]
@@ -174,25 +188,6 @@ def _surrogate_key(surrogate: str | None) -> dict:
     if surrogate is None:
         return {}
     return {"surrogate": [str(Path(p.strip()).resolve()) for p in surrogate.split(",") if p.strip()]}
-
-
-def _check_cli(steps, limit, batch_size, seed, nproc=None) -> None:
-    from ..errors import AttackError
-
-    if steps is not None and steps <= 0:
-        raise AttackError(f"--steps must be a positive integer, got {steps}")
-    if limit is not None and limit <= 0:
-        raise ConfigError(f"--limit must be a positive integer, got {limit}")
-    if batch_size != "auto" and batch_size <= 0:
-        raise ConfigError(f"--batch-size must be a positive integer or auto, got {batch_size}")
-    if nproc is not None and nproc <= 0:
-        raise ConfigError(f"--nproc must be a positive integer, got {nproc}")
-    if nproc is not None and limit is not None and nproc > limit:
-        raise ConfigError(
-            f"--nproc {nproc} is larger than the number of examples ({limit}); use --nproc {limit} or fewer"
-        )
-    if seed < 0:
-        raise ConfigError(f"--seed must be a non-negative integer, got {seed}")
 
 
 def _default_run_dir(model, task, attack, eps, limit, batch_size, seed, split, ov) -> Path:

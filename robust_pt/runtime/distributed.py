@@ -176,6 +176,26 @@ def raise_first(statuses: Sequence[dict], where: Place, own: BaseException | Non
             raise cls(f"rank {r}: {msg}")
 
 
+def agree(
+    where: Place,
+    step: Callable[[], Any],
+    report: Callable[[Any], dict] = lambda _: {},
+    catch: type[BaseException] = RobustPTError,
+) -> tuple[Any, list]:
+    """One step of a distributed protocol: every rank runs `step` (rank-local work only), then the
+    ranks exchange their status (ok or the error, plus report(result)) and every rank raises the
+    first failure, so none waits forever at a later collective. Returns (result, statuses).
+    `catch`: the errors that are shared (others propagate at once)."""
+    err, value = None, None
+    try:
+        value = step()
+    except catch as e:
+        err = e
+    sts = gather(status(err, **report(value)))
+    raise_first(sts, where, err)
+    return value, sts
+
+
 def _error_class(name: str) -> type[RobustPTError]:
     from .. import errors
 
@@ -307,7 +327,8 @@ def shard_info(where: Place) -> dict:
 # ----------------------------------------------------------------------------- launching
 
 
-def _jsonable(name: str, value: Any) -> Any:
+def jsonable(name: str, value: Any) -> Any:
+    """A value another process can read back from JSON, or the one-line error for one that cannot travel."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, Path):
@@ -321,22 +342,20 @@ def _jsonable(name: str, value: Any) -> Any:
     )
 
 
-def launch(nproc: int, kwargs: dict) -> None:
-    """Run `evaluate(**kwargs)` on `nproc` local ranks with torch's elastic launcher (what
-    torchrun runs): `python -m robust_pt.runtime.worker SPEC` per rank, rendezvous on
-    127.0.0.1. Raises the ranks' one-line error if the run fails on bad input."""
+def launch(nproc: int, spec: str, module: str) -> None:
+    """Run `python -m MODULE SPEC_FILE` on `nproc` local ranks with torch's elastic launcher (what
+    torchrun runs), rendezvous on 127.0.0.1; `spec` (JSON) is written to SPEC_FILE. The caller
+    (the engine's worker, robust_pt/engine/worker.py) knows what the spec means; a rank that fails
+    on bad input writes its one-line error to $ROBUST_PT_LAUNCH_ERROR (rank 0), raised here."""
     import logging
     import uuid
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    if place().distributed:
-        raise ConfigError("nproc > 1 launches its own processes; under torchrun leave --nproc out")
-    spec = {k: _jsonable(k, v) for k, v in kwargs.items()}
     tmp = Path(tempfile.mkdtemp(prefix="robust-pt-launch-"))
     spec_file, error_file = tmp / "spec.json", tmp / "error.json"
-    spec_file.write_text(json.dumps(spec))
+    spec_file.write_text(spec)
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", ERROR_FILE_ENV)}
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     os.environ[ERROR_FILE_ENV] = str(error_file)
@@ -359,7 +378,7 @@ def launch(nproc: int, kwargs: dict) -> None:
             monitor_interval=0.2,
         )
         try:
-            elastic_launch(cfg, sys.executable)("-m", "robust_pt.runtime.worker", str(spec_file))
+            elastic_launch(cfg, sys.executable)("-m", module, str(spec_file))
         except ChildFailedError as err:
             if error_file.exists():
                 e = json.loads(error_file.read_text())

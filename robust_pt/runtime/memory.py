@@ -2,7 +2,7 @@
 that fits on a CUDA device, recognising and recovering from an out-of-memory error.
 
 The engine uses these to pick a run's batch size (probe_batch_size, CPU_BATCH) and to
-split a batch into smaller passes after an out-of-memory error (is_oom, free_memory).
+split a batch into smaller passes after an out-of-memory error (in_passes, is_oom, free_memory).
 """
 
 from __future__ import annotations
@@ -69,3 +69,26 @@ def parse_batch_size(value: Any) -> int | str:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"batch size must be a positive integer or auto, got {value!r}")
     return int(value)
+
+
+def in_passes(n: int, size: int, run_pass: Callable[[int, int], Any], on_shrink: Callable[[int, int], None]) -> tuple:
+    """run_pass(offset, count) over items 0..n-1 in passes of `size`; after an out-of-memory error
+    the size halves (on_shrink(old, new) is told) and every pass runs again. Returns (the passes'
+    results in order, the size that fitted). Other errors propagate."""
+    from ..errors import AttackError
+
+    while True:
+        size = min(size, n)
+        try:
+            return [run_pass(off, min(size, n - off)) for off in range(0, n, size)], size
+        except Exception as err:  # noqa: BLE001 - only out-of-memory is retried
+            if not is_oom(err):
+                raise
+            free_memory()
+            if size <= 1:
+                raise AttackError(
+                    "out of memory with a single example per pass; use a smaller model, fewer "
+                    "restarts or a device with more memory"
+                ) from None
+            on_shrink(size, size // 2)
+            size //= 2
