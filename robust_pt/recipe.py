@@ -136,8 +136,10 @@ class Recipe:
 
     def runs(self) -> list[tuple[str, TuningEntry, AttackEntry, str]]:
         """Every attack run, as (task, tuning entry, attack entry, run directory name)."""
+        from .tasks.named import slug
+
         return [
-            (task, t, a, f"{task}_{t.name}_{a.label}")
+            (task, t, a, f"{slug(task)}_{t.name}_{a.label}")
             for task, t in self.checkpoints()
             for a in self.attacks
             if a.tasks is None or task in a.tasks
@@ -206,6 +208,33 @@ def _positive(where: str, v) -> int:
     return v
 
 
+def recorded_task(task: str) -> str:
+    """The task name a run of a recipe's task records in run.json (a dataset "NAME:DIR": its format's NAME)."""
+    from .tasks.formats import is_real
+
+    return task.partition(":")[0].strip().lower() if is_real(task) else task
+
+
+def _probe_tasks(where: str, tasks: list, split: str) -> dict:
+    """{task: a one-example probe (its kind and answers)} of a recipe's tasks: any registered task a victim
+    can judge, or a dataset in a registered format as `--task` takes it ("vqav2:DIR"); else one line."""
+    from .errors import TaskError
+    from .tasks import formats, load_task, named
+
+    choices = [n for n in named.names() if named.attackable(n)]
+    formats_line = ", ".join(f"{f}:DIR" for f in formats.names())
+    for t in tasks:
+        if not isinstance(t, str) or not (formats.is_real(t) or named.attackable(t)):
+            raise ConfigError(
+                f"{where}: unknown task {t!r}; choose from {', '.join(choices)}, or a dataset in its official "
+                f"format: {formats_line}"
+            )
+    try:
+        return {t: load_task(t, split=split if formats.is_real(t) else "test", limit=1) for t in tasks}
+    except TaskError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
 def find_recipe(name_or_path: str | Path) -> Path:
     """A path to a recipe file, or the name of a shipped one (recipes/NAME.yaml)."""
     from .paths import preset_dir
@@ -220,28 +249,29 @@ def find_recipe(name_or_path: str | Path) -> Path:
     raise ConfigError(f"no recipe file {name_or_path}; pass a path or one of: {', '.join(known) or '(none)'}")
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Read and validate a recipe (everything is checked before any training starts)."""
+def _read_yaml(path: Path) -> dict:
+    """A recipe file's mapping (not YAML, or not a mapping: one line)."""
     import yaml
 
-    from .tasks import TASKS, load_task
-
-    path = find_recipe(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"recipe {path} is not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"recipe {path} must be a mapping of keys such as tasks, tuning, attacks")
+    return raw
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Read and validate a recipe (everything is checked before any training starts)."""
+    path = find_recipe(name_or_path)
+    raw = _read_yaml(path)
     where = f"recipe {path.name}"
     _unknown(where, raw, RECIPE_KEYS)
     for key in ("tasks", "tuning", "attacks"):
         if not isinstance(raw.get(key), list) or not raw[key]:
             raise ConfigError(f"{where}: '{key}' must be a non-empty list")
-    for t in raw["tasks"]:
-        if t not in TASKS or t == "shapes-pretrain":
-            raise ConfigError(f"{where}: unknown task {t!r}; choose from {', '.join(TASKS[:-1])}")
-    probes = {t: load_task(t, split="test", limit=1) for t in raw["tasks"]}  # kinds, answers
+    probes = _probe_tasks(where, raw["tasks"], str(raw.get("split", "test")))  # kinds, answers
 
     def subset(what: str, tasks) -> tuple[str, ...] | None:
         if tasks is not None and (
@@ -313,6 +343,7 @@ def _attack_entries(where: str, i: int, entry, raw: dict, probes: dict, subset, 
     """The runs' attack entries of one item of a recipe's `attacks` (one per transfer source), validated."""
     from .attacks import build
     from .attacks.presets import parse_eps
+    from .tasks.kinds import get as task_kind
 
     out = []
     if isinstance(entry, str):
@@ -339,7 +370,7 @@ def _attack_entries(where: str, i: int, entry, raw: dict, probes: dict, subset, 
     atk.eps_grid(eps)
     tasks = subset(f"attacks[{i}] ({entry['attack']})", entry.get("tasks"))
     for t in tasks or raw["tasks"]:
-        if probes[t].kind != "closed" and atk.needs_logits:
+        if not task_kind(probes[t].kind).candidates and atk.needs_logits:
             raise ConfigError(
                 f"{where}: attacks[{i}] ({atk.describe()}) needs logits over candidate answers, "
                 f"which the {probes[t].kind} task {t} does not have; list the tasks it runs on with "
@@ -485,7 +516,7 @@ def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
         tuning = (meta.get("model_meta") or {}).get("tuning")
         want = None if t.tuning is None else t.tuning.relevant()
         stale = meta.get("status") != "complete" or (want is not None and tuning != want)
-        if stale or (meta.get("config") or {}).get("task", {}).get("name") != task:
+        if stale or (meta.get("config") or {}).get("task", {}).get("name") != recorded_task(task):
             raise ConfigError(
                 f"{p} is not a complete run of the recipe's entry {t.name!r} as it stands (status "
                 f"{meta.get('status')!r}, tuning {tuning}); run without --only to redo it, or delete it"
@@ -558,7 +589,7 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
     cfg = meta.get("config") or {}
     atk = build(a.attack, **{**dict(a.overrides), **(CRAFTING if a.surrogate else {})})
     want = {
-        "task": task,
+        "task": recorded_task(task),
         "n": r.examples_for(task, a),
         "attack": atk.spec.identity,
         "eps": atk.eps_grid(None if a.eps is None else list(a.eps)),
