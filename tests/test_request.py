@@ -120,3 +120,17 @@ def test_bad_options_from_a_recipe(tiny_vqa_dir, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="^seed must be a non-negative integer, got -1$"):
         rc.run_recipe(rc.load_recipe(p), tmp_path / "rep", log=lambda *_: None)
     assert not (tmp_path / "rep" / "runs").exists() or not any((tmp_path / "rep" / "runs").iterdir())
+
+
+def test_evaluate_builds_one_request_from_its_arguments(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(importlib.import_module("robust_pt.engine.run"), "execute", lambda req, *a: seen.append(req))
+    rpt.evaluate("m", "shapes-vqa", "fgsm", [8 / 255], 2, tmp_path / "run", limit=4, steps=3, backend="ours")
+    (req,) = seen
+    assert (req.attack, req.eps, req.seed, req.out, req.limit) == ("fgsm", [8 / 255], 2, tmp_path / "run", 4)
+    assert req.overrides == {"steps": 3, "backend": "ours"}
+    with pytest.raises(TypeError, match="multiple values for argument 'attack'"):
+        rpt.evaluate("m", "shapes-vqa", "fgsm", attack="pgd")
+    req = EvalRequest("m", "shapes-vqa", attack="fgsm", limit=4)
+    rpt.evaluate(req, progress=False)
+    assert seen[-1] is req

@@ -52,6 +52,10 @@ def execute(req: EvalRequest, progress: bool = True, on_batch: Callable[[int], N
 
 
 def evaluate(model, task=None, *args, progress: bool = True, on_batch=None, **options) -> Run:
+    if isinstance(model, EvalRequest):  # evaluate(request): a request built elsewhere
+        if task is not None or args or options:
+            raise TypeError("evaluate(request) takes no other options (they are the request's)")
+        return execute(model, progress, on_batch)
     if len(args) > len(_POSITIONAL) - 2:
         raise TypeError(f"evaluate() takes at most {len(_POSITIONAL)} positional arguments")
     for name, value in zip(_POSITIONAL[2:], args):
@@ -85,5 +89,6 @@ evaluate.__signature__ = _signature()  # type: ignore[attr-defined]
 evaluate.__doc__ = (
     "Attack `model` on `task` at every eps; returns a Run (summary, records).\n\n"
     + OPTIONS_DOC
-    + "\n    The options are checked before anything is loaded (robust_pt/engine/request.py).\n"
+    + "\n    The options are checked before anything is loaded (robust_pt/engine/request.py);"
+    + "\n    evaluate(request) runs an EvalRequest built elsewhere.\n"
 )
