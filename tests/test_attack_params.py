@@ -81,9 +81,9 @@ def test_overrides_are_checked_against_the_method(overrides, error, message):
 def test_ranges_and_choices_come_from_the_method():
     with pytest.raises(AttackError, match="attack apgd-ce: loss must be ce or dlr, got 'margin'"):
         build("apgd-ce", loss="margin")
-    with pytest.raises(AttackError, match="attack square: p_init must be > 0 and <= 1, got 1.5"):
+    with pytest.raises(AttackError, match="attack square: p_init must lie in \\(0, 1\\], got 1.5"):
         build("square", p_init=1.5)
-    with pytest.raises(AttackError, match="max_words_fraction must be > 0 and <= 1"):
+    with pytest.raises(AttackError, match="max_words_fraction must lie in \\(0, 1\\]"):
         build("joint-image-text", max_words_fraction=2)
     with pytest.raises(ConfigError, match="unknown attack option 'steps' for text deepwordbug"):
         build("deepwordbug", steps=5)
@@ -115,3 +115,30 @@ def test_text_joint_and_corruption_methods_register_as_the_gradient_ones():
     assert methods.get("joint", "sga").params_class is methods.JointParams
     assert method_of("corruption", "fog").params_class is methods.SeverityParams
     assert method_of("text-corruption", "keyboard") is not None
+
+
+def test_a_minimising_method_runs_once_per_example_and_is_clipped_to_each_eps(tiny_cnn):
+    """CW declares `minimises`: each example's minimal perturbation is found once and projected onto
+    every eps ball (the sweep's survivors at a larger eps are not attacked again)."""
+    pytest.importorskip("torchattacks")
+    from dataclasses import replace
+
+    import robust_pt as rpt
+
+    cw = methods.get("image", "cw")
+    attacked = []
+
+    def counting(spec, p, ta, model, eps, *rest):
+        atk = cw.torchattacks(spec, p, ta, model, eps, *rest)
+        return lambda x, y: (attacked.append(len(x)), atk(x, y))[1]
+
+    methods.register(replace(cw, torchattacks=counting))
+    try:
+        model, x, y = tiny_cnn
+        run = rpt.evaluate(model, (x, y), attack="cw-l2", eps=[0.05, 0.5, 2.0], progress=False)
+    finally:
+        methods.register(cw)
+    r = run.records
+    assert (r["l2"] <= r["eps"] + 1e-5).all()
+    assert sum(attacked) == int(r.drop_duplicates("id")["clean_correct"].sum())  # once each, at the first eps
+    assert r[r["attacked"]]["eps"].nunique() > 1  # survivors went on to larger balls, reusing their result

@@ -14,7 +14,8 @@ EPS = [8 / 255, 32 / 255]
 
 
 def _run(model, task, target, attack="pgd", **kw):
-    return rpt.evaluate(model, task, attack, eps=kw.pop("eps", EPS), steps=10, target=target, progress=False, **kw)
+    kw.setdefault("steps", 10)  # None: the preset's (a text attack has no steps)
+    return rpt.evaluate(model, task, attack, eps=kw.pop("eps", EPS), target=target, progress=False, **kw)
 
 
 def test_a_targeted_success_is_the_target_on_a_fresh_model(tiny_vqa, tiny_vqa_dir, vqa_task):
@@ -112,7 +113,7 @@ def test_bad_targets_are_refused(tiny_vqa, vqa_task):
     with pytest.raises(AttackError, match="cannot take a target"):
         _run(tiny_vqa, vqa_task, "random", attack="square")
     with pytest.raises(AttackError, match="cannot take a target"):
-        _run(tiny_vqa, vqa_task, "random", attack="deepwordbug")
+        _run(tiny_vqa, vqa_task, "random", attack="deepwordbug", steps=None)
     with pytest.raises(AttackError, match="white-box"):
         _run(tiny_vqa, vqa_task, "random", surrogate=tiny_vqa)
     from robust_pt.models.ofa import build

@@ -68,10 +68,14 @@ def project(x: torch.Tensor, x0: torch.Tensor, eps: float, norm: str) -> torch.T
 def ours(
     spec: AttackSpec, obj: Objective, x0: torch.Tensor, eps: float, seeds: list[int], early_stop: bool
 ) -> AscentResult:
-    """Batched PGD / FGSM with torchattacks' arithmetic (see module docstring)."""
+    """Batched PGD / FGSM with torchattacks' arithmetic (see module docstring), or the method's own
+    `run` (methods.AttackMethod.run)."""
+    m = _method(spec)
+    if m.run is not None:
+        return m.run(spec, m.params(spec), obj, x0, eps, seeds, early_stop)
     alpha = spec.step_size(eps)
     norm = spec.norm
-    one_step = _method(spec).one_step
+    one_step = m.one_step
     if one_step and norm == "linf":
         return _fgsm_linf(obj, x0, eps)
     start = x0
@@ -239,6 +243,29 @@ def unique_image_groups(x0: torch.Tensor) -> list[torch.Tensor]:
     return [torch.tensor(g, dtype=torch.long, device=x0.device) for g in groups]
 
 
+def _library_adv(spec, obj, x0, eps, rows, batch_seed, classifier, n_classes) -> torch.Tensor:
+    """The library backend's adversarials of the batch rows `rows` (not yet projected)."""
+    make = (lambda xs, r: classifier) if isinstance(classifier, nn.Module) else classifier
+    whole = len(rows) == x0.shape[0]
+    groups = [rows[g] for g in unique_image_groups(x0[rows])]
+    adv = torch.empty_like(x0[rows])
+    at = {int(r): k for k, r in enumerate(rows.tolist())}
+    devices = [x0.device.index or 0] if x0.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():  # seeded without touching the caller's RNG
+        for k, g in enumerate(groups):
+            seed = int(batch_seed) + k
+            torch.manual_seed(seed % (2**63))
+            xg, yg = x0[g], obj.labels[g]
+            clf = make(xg, None if len(groups) == 1 and whole else g)
+            if spec.backend == "torchattacks":
+                atk = _torchattacks_attack(spec, clf, eps, int(n_classes or 0), seed % (2**31))
+                out = atk(xg, yg)
+            else:
+                out = _foolbox_run(spec, clf, xg, yg, eps)
+            adv[torch.tensor([at[int(r)] for r in g.tolist()], device=x0.device)] = out.detach().to(x0.dtype)
+    return adv
+
+
 def run_image_attack(
     spec: AttackSpec,
     obj: Objective,
@@ -250,6 +277,8 @@ def run_image_attack(
     early_stop: bool | None = None,
     classifier=None,
     n_classes: int | None = None,
+    minimal: dict | None = None,
+    ids: list | None = None,
 ) -> ImageResult:
     """Attack the batch x0 at eps with `spec`'s backend.
 
@@ -257,38 +286,41 @@ def run_image_attack(
     starts of our PGD). batch_seed: seeds the library attacks. classifier (library
     backends): `classifier(x0_rows, rows) -> nn.Module` mapping images of those rows of
     the batch to logits (the objectives' `classifier` method), or an nn.Module.
+    minimal, ids (a method that `minimises`, such as CW): a cache of each example's minimal
+    perturbation by example id; an example found there is not attacked again, only its
+    adversarial projected onto this eps ball.
     """
     es = spec.early_stop if early_stop is None else early_stop
     if spec.backend == "ours":
         r = ours(spec, obj, x0, eps, seeds, es)
-        return ImageResult(r.xs[0], r.logits, r.steps, None, r.grad_evals, r.fwd_evals)
+        logits, fwd = r.logits, r.fwd_evals
+        if logits is None and obj.labels is not None:  # a method's own `run` may leave them to us
+            with torch.no_grad():
+                logits = obj.logits([r.xs[0]], torch.arange(x0.shape[0], device=x0.device))
+            fwd += x0.shape[0]
+        return ImageResult(r.xs[0], logits, r.steps, None, r.grad_evals, fwd)
     if obj.labels is None or classifier is None:
         raise AttackError(
             f"the {spec.backend} backend needs logits over candidates (a closed-answer task "
             f"or a classifier); use --backend ours"
         )
     B = x0.shape[0]
-    make = (lambda xs, rows: classifier) if isinstance(classifier, nn.Module) else classifier
-    groups = unique_image_groups(x0)
+    m = _method(spec)
+    cached = minimal is not None and ids is not None and m.minimises
+    todo = [i for i in range(B) if not cached or ids[i] not in minimal]
     adv = torch.empty_like(x0)
-    devices = [x0.device.index or 0] if x0.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.enable_grad():  # seeded without touching the caller's RNG
-        for k, g in enumerate(groups):
-            seed = int(batch_seed) + k
-            torch.manual_seed(seed % (2**63))
-            xg, yg = x0[g], obj.labels[g]
-            clf = make(xg, None if len(groups) == 1 else g)
-            if spec.backend == "torchattacks":
-                atk = _torchattacks_attack(spec, clf, eps, int(n_classes or 0), seed % (2**31))
-                adv[g] = atk(xg, yg).detach().to(x0.dtype)
-            else:
-                adv[g] = _foolbox_run(spec, clf, xg, yg, eps).detach().to(x0.dtype)
+    if todo:
+        rows = torch.tensor(todo, dtype=torch.long, device=x0.device)
+        adv[rows] = _library_adv(spec, obj, x0, eps, rows, batch_seed, classifier, n_classes)
+    if cached:  # run once per example, clipped to each eps
+        for i in todo:
+            minimal[ids[i]] = adv[i].detach().clone()
+        adv = torch.stack([minimal[ids[i]] for i in range(B)]).to(x0)
     adv = project(adv, x0, eps, spec.norm)
-    rows = torch.arange(B, device=x0.device)
     with torch.no_grad():
-        logits = obj.logits([adv], rows)
-    black_box = _method(spec).black_box  # counted in queries, not gradient steps
+        logits = obj.logits([adv], torch.arange(B, device=x0.device))
+    black_box = m.black_box  # counted in queries, not gradient steps
     steps = torch.full((B,), 0 if black_box else spec.steps, dtype=torch.long)
-    grads = B * (spec.steps if not black_box else 0) * spec.restarts
+    grads = len(todo) * (spec.steps if not black_box else 0) * spec.restarts
     queries = int(spec.queries) if black_box else None
     return ImageResult(adv, logits, steps, queries, grads, B)

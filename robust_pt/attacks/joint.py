@@ -72,6 +72,100 @@ def _text_again(runner: TextRunner, adv, texts, labels, frac: float, text_seeds)
     return list(res), [r.adv_text for r in res], torch.stack([r.logits for r in res]).to(adv.device)
 
 
+class _Stages:
+    """One batch of a joint attack: its inputs, the image and text stages, and what they found so far."""
+
+    def __init__(self, spec, runner, model, answers, x0, texts, labels, eps, **kw):
+        self.spec, self.runner, self.model, self.answers = spec, runner, model, answers
+        self.x0, self.texts, self.labels, self.eps = x0, list(texts), labels, eps
+        self.seeds, self.batch_seed, self.text_seeds = kw["seeds"], kw["batch_seed"], kw["text_seeds"]
+        self.early_stop, self.known, self.features = kw["early_stop"], kw["known"], kw["features"]
+        B = x0.shape[0]
+        self.ids = list(kw["ids"]) if kw["ids"] is not None else [str(j) for j in range(B)]
+        self.cache = kw["text_cache"] if kw["text_cache"] is not None else {}
+        self.img, self.frac = image_spec(spec), float(spec.max_words_fraction)
+        self.adv, self.out_texts = x0.clone(), list(texts)
+        self.text_res: list[TextResult | None] = [None] * B
+        self.steps = torch.zeros(B, dtype=torch.long)
+        self.grads = self.fwds = 0
+
+    def image(self, rows: list[int], cur_texts: list[str], guide: list[str] | None = None) -> None:
+        if not rows:
+            return
+        idx = torch.tensor(rows, device=self.x0.device)
+        obj = ClosedImage(self.model, [cur_texts[j] for j in rows], self.answers, self.labels[idx])
+        if guide is not None:  # sga: the set of texts, the image at every scale
+            from .sga import SetGuided
+
+            obj = SetGuided([obj, ClosedImage(self.model, [guide[j] for j in rows], self.answers, self.labels[idx])])
+        r = run_image_attack(
+            self.img,
+            obj,
+            self.x0[idx],
+            self.eps,
+            seeds=[self.seeds[j] for j in rows],
+            batch_seed=self.batch_seed,
+            early_stop=self.early_stop,
+        )
+        self.adv[idx] = r.adv.detach()
+        self.steps[idx.cpu()] = r.steps.cpu()
+        self.grads += r.grad_evals
+        self.fwds += r.fwd_evals
+
+    def text(self, rows: list[int], images: torch.Tensor, clean: bool) -> None:
+        todo = [j for j in rows if self.ids[j] not in self.cache]
+        if todo:
+            res = self.runner.run_many(
+                images[todo],
+                [self.texts[j] for j in todo],
+                [int(self.labels[j]) for j in todo],
+                fraction=self.frac,
+                seeds=[self.text_seeds[j] for j in todo],
+                known=[self.known[j] for j in todo] if clean and self.known is not None else None,
+                features=self.features[todo] if clean and self.features is not None else None,
+            )
+            self.cache.update({self.ids[j]: r for j, r in zip(todo, res)})
+        for j in rows:
+            self.text_res[j] = self.cache[self.ids[j]]
+            self.out_texts[j] = self.cache[self.ids[j]].adv_text
+
+    def standing(self, logits: torch.Tensor) -> list[int]:
+        return [j for j in range(len(self.texts)) if int(logits[j].argmax()) == int(self.labels[j])]
+
+
+def _sga_order(st: _Stages) -> tuple[torch.Tensor, list[int]]:
+    every = list(range(len(st.texts)))
+    st.text(every, st.x0, clean=True)
+    st.image(every, st.texts, guide=list(st.out_texts))
+    first = list(st.text_res)
+    st.text_res, st.out_texts, logits = _text_again(st.runner, st.adv, st.texts, st.labels, st.frac, st.text_seeds)
+    # the records' queries: both text stages' (the final text is the second stage's)
+    st.text_res = [replace(r, queries=r.queries + (f.queries if f else 0)) for r, f in zip(st.text_res, first)]
+    return logits, []
+
+
+def _text_image_order(st: _Stages) -> tuple[torch.Tensor, list[int]]:
+    st.text(list(range(len(st.texts))), st.x0, clean=True)
+    logits = torch.stack([r.logits for r in st.text_res]).to(st.x0.device)
+    standing = st.standing(logits)
+    st.image(standing, st.out_texts)
+    return logits, standing
+
+
+def _image_text_order(st: _Stages) -> tuple[torch.Tensor, list[int]]:
+    st.image(list(range(len(st.texts))), st.out_texts)
+    logits = final_logits(st.model, st.adv, st.out_texts, st.answers)
+    st.fwds += len(st.texts)
+    standing = st.standing(logits)
+    st.text(standing, st.adv, clean=False)
+    return logits, standing
+
+
+# the joint orders (registered with their parameters in attacks/methods.py): (stages) -> (logits, the
+# examples whose pair the second stage changed)
+ORDERS = {"sga": _sga_order, "text-image": _text_image_order, "image-text": _image_text_order}
+
+
 def run_joint(
     spec: AttackSpec,
     runner: TextRunner,
@@ -98,74 +192,15 @@ def run_joint(
     clean logits and image features of each example (reused by the text stage when it starts
     at the clean image).
     """
-    B = x0.shape[0]
-    img = image_spec(spec)
-    frac = float(spec.max_words_fraction)
-    adv, out_texts = x0.clone(), list(texts)
-    text_res: list[TextResult | None] = [None] * B
-    steps = torch.zeros(B, dtype=torch.long)
-    grads = fwds = 0
-    ids = list(ids) if ids is not None else [str(j) for j in range(B)]
-
-    def image_stage(rows: list[int], cur_texts: list[str], guide: list[str] | None = None) -> None:
-        nonlocal grads, fwds
-        if not rows:
-            return
-        idx = torch.tensor(rows, device=x0.device)
-        obj = ClosedImage(model, [cur_texts[j] for j in rows], answers, labels[idx])
-        if guide is not None:  # sga: the set of texts, the image at every scale
-            from .sga import SetGuided
-
-            obj = SetGuided([obj, ClosedImage(model, [guide[j] for j in rows], answers, labels[idx])])
-        r = run_image_attack(
-            img, obj, x0[idx], eps, seeds=[seeds[j] for j in rows], batch_seed=batch_seed, early_stop=early_stop
-        )
-        adv[idx] = r.adv.detach()
-        steps[idx.cpu()] = r.steps.cpu()
-        grads += r.grad_evals
-        fwds += r.fwd_evals
-
-    def text_stage(rows: list[int], images: torch.Tensor, clean: bool) -> None:
-        cache = text_cache if text_cache is not None else {}
-        todo = [j for j in rows if ids[j] not in cache]
-        if todo:
-            res = runner.run_many(
-                images[todo],
-                [texts[j] for j in todo],
-                [int(labels[j]) for j in todo],
-                fraction=frac,
-                seeds=[text_seeds[j] for j in todo],
-                known=[known[j] for j in todo] if clean and known is not None else None,
-                features=features[todo] if clean and features is not None else None,
-            )
-            cache.update({ids[j]: r for j, r in zip(todo, res)})
-        for j in rows:
-            text_res[j] = cache[ids[j]]
-            out_texts[j] = cache[ids[j]].adv_text
-
-    if spec.method == "sga":
-        text_stage(list(range(B)), x0, clean=True)
-        image_stage(list(range(B)), list(texts), guide=list(out_texts))
-        first = list(text_res)
-        text_res, out_texts, logits = _text_again(runner, adv, texts, labels, frac, text_seeds)
-        # the records' queries: both text stages' (the final text is the second stage's)
-        text_res = [replace(r, queries=r.queries + (f.queries if f else 0)) for r, f in zip(text_res, first)]
-        standing = []
-    elif spec.method == "text-image":
-        text_stage(list(range(B)), x0, clean=True)
-        logits = torch.stack([r.logits for r in text_res]).to(x0.device)
-        standing = [j for j in range(B) if int(logits[j].argmax()) == int(labels[j])]
-        image_stage(standing, out_texts)
-    else:
-        image_stage(list(range(B)), out_texts)
-        logits = final_logits(model, adv, out_texts, answers)
-        fwds += B
-        standing = [j for j in range(B) if int(logits[j].argmax()) == int(labels[j])]
-        text_stage(standing, adv, clean=False)
+    st = _Stages(
+        spec, runner, model, answers, x0, texts, labels, eps, seeds=seeds, batch_seed=batch_seed,
+        text_seeds=text_seeds, early_stop=early_stop, ids=ids, text_cache=text_cache, known=known, features=features,
+    )  # fmt: skip
+    logits, standing = ORDERS[spec.method](st)
     if standing:  # the pairs the second stage changed
         idx = torch.tensor(standing, device=logits.device)
         logits = logits.clone()
-        logits[idx] = final_logits(model, adv[idx.to(adv.device)], [out_texts[j] for j in standing], answers)
-        fwds += len(standing)
-    linf, l2 = flat_norms(adv - x0)
-    return JointResult(adv, out_texts, logits, text_res, steps, linf, l2, grads, fwds)
+        logits[idx] = final_logits(model, st.adv[idx.to(st.adv.device)], [st.out_texts[j] for j in standing], answers)
+        st.fwds += len(standing)
+    linf, l2 = flat_norms(st.adv - x0)
+    return JointResult(st.adv, st.out_texts, logits, st.text_res, st.steps, linf, l2, st.grads, st.fwds)

@@ -138,11 +138,12 @@ def check_range(key: str, value: Any, f: Field, where: str) -> None:
     if bad:
         if lo == 1 and hi is None and isinstance(value, int):
             fits = "a positive integer"
+        elif hi is not None and (lo is not None or above is not None):
+            fits = f"in {'[' if above is None else '('}{lo if above is None else above:g}, {hi:g}]"
         else:
-            parts = [f">= {lo:g}" if lo is not None else "", f"> {above:g}" if above is not None else ""]
-            parts.append(f"<= {hi:g}" if hi is not None else "")
-            fits = " and ".join(p for p in parts if p)
-        raise AttackError(f"{where}: {key} must be {fits}, got {value!r}")
+            fits = f">= {lo:g}" if lo is not None else f"> {above:g}" if above is not None else f"<= {hi:g}"
+        verb = "lie" if fits.startswith("in ") else "be"
+        raise AttackError(f"{where}: {key} must {verb} {fits}, got {value!r}")
 
 
 def parse_eps_value(value: Any) -> float:

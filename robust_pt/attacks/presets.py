@@ -278,11 +278,15 @@ def _declared(m, key: str) -> tuple[Any, Field | None]:
     return _params.hints(AttackSpec)[key], {f.name: f for f in fields(AttackSpec)}[key]
 
 
-def _unknown_key(key: str, m, where: str, allowed: tuple[str, ...]) -> ConfigError:
+def _setting_of(key: str) -> str:
+    """ " (KEY is a setting of image cw)": the methods that do declare a key another refuses."""
     others = sorted({f"{o.kind} {o.name}" for o in _methods._methods.values() if key in _params.hints(o.params_class)})
+    return f" ({key} is a setting of {', '.join(others[:4])}{', ...' if len(others) > 4 else ''})" if others else ""
+
+
+def _unknown_key(key: str, m, where: str, allowed: tuple[str, ...]) -> ConfigError:
     of = f" (those of {m.kind} {m.name})" if m is not None else ""
-    hint = f" ({key} is a setting of {', '.join(others[:4])})" if others else ""
-    return ConfigError(f"unknown key {key!r} in {where}{hint}; allowed keys: {', '.join(allowed)}{of}")
+    return ConfigError(f"unknown key {key!r} in {where}{_setting_of(key)}; allowed keys: {', '.join(allowed)}{of}")
 
 
 def _coerce(spec_dict: dict, where: str, m=None) -> tuple[dict, dict]:
@@ -460,7 +464,7 @@ def resolve(preset_or_path: str | Path | AttackSpec, **overrides) -> AttackSpec:
             )
         if key not in allowed and not (key == "steps" and m is not None and m.black_box):
             of = f" for {m.kind} {m.name}" if m is not None else ""
-            raise ConfigError(f"unknown attack option {key!r}{of}; allowed: {', '.join(allowed)}")
+            raise ConfigError(f"unknown attack option {key!r}{of}{_setting_of(key)}; allowed: {', '.join(allowed)}")
     if "steps" in ov and m is not None and m.black_box and "queries" not in ov:
         # the one budget knob of a black-box attack is its number of queries
         ov["queries"] = ov.pop("steps")

@@ -67,6 +67,9 @@ class _Gradient(Bound):
 
 
 class _ImageBound(_Gradient):
+    def start_batch(self) -> None:
+        self.minimal = {}  # each example's minimal perturbation (methods.AttackMethod.minimises), this batch
+
     def perturb(self, b, examples, index, x0, eps, restart):
         from .image import flat_norms, run_image_attack
 
@@ -84,6 +87,8 @@ class _ImageBound(_Gradient):
             early_stop=self.early_stop,
             classifier=getattr(obj, "classifier", None),
             n_classes=len(v.task.answers) if v.has_logits else None,
+            minimal=self.__dict__.setdefault("minimal", {}),  # minimising methods (CW): once per example
+            ids=[(ex.id, restart) for ex in examples],
         )
         self._count(r)
         linf, l2 = flat_norms(r.adv - x0)

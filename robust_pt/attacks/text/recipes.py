@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,110 @@ def _load_mlm(path: str):
 # ----------------------------------------------------------------------------- recipes
 
 
+# Each recipe (registered with its parameters in attacks/methods.py): (spec, the default constraints)
+# -> (transformation, constraints, search), TextAttack's pieces imported inside (textattack is lazy).
+_EDGE = dict(skip_first_char=True, skip_last_char=True)
+
+
+def _deepwordbug(spec, cons):
+    from textattack import transformations as T
+    from textattack.constraints.overlap import LevenshteinEditDistance
+    from textattack.search_methods import GreedyWordSwapWIR
+
+    trans = T.CompositeTransformation(
+        [
+            T.WordSwapNeighboringCharacterSwap(),
+            T.WordSwapRandomCharacterSubstitution(),
+            T.WordSwapRandomCharacterDeletion(),
+            T.WordSwapRandomCharacterInsertion(),
+        ]
+    )
+    return trans, [*cons, LevenshteinEditDistance(30)], GreedyWordSwapWIR()
+
+
+def _pwws(spec, cons):
+    from textattack import transformations as T
+    from textattack.search_methods import GreedyWordSwapWIR
+
+    from ...runtime.offline import no_nltk_downloads
+
+    with no_nltk_downloads():
+        trans = T.WordSwapWordNet()
+    return trans, cons, GreedyWordSwapWIR("weighted-saliency")
+
+
+def _textbugger(spec, cons):
+    from textattack import transformations as T
+    from textattack.search_methods import GreedyWordSwapWIR
+
+    emb = load_embedding(spec.embeddings)
+    trans = T.CompositeTransformation(
+        [
+            T.WordSwapRandomCharacterInsertion(random_one=True, letters_to_insert=" ", **_EDGE),
+            T.WordSwapRandomCharacterDeletion(random_one=True, **_EDGE),
+            T.WordSwapNeighboringCharacterSwap(random_one=True, **_EDGE),
+            T.WordSwapHomoglyphSwap(),
+            T.WordSwapEmbedding(max_candidates=5, embedding=emb),
+        ]
+    )
+    return trans, cons, GreedyWordSwapWIR(wir_method="delete")
+
+
+def _textfooler(spec, cons):
+    from textattack import transformations as T
+    from textattack.constraints.semantics import WordEmbeddingDistance
+    from textattack.search_methods import GreedyWordSwapWIR
+
+    emb = load_embedding(spec.embeddings)
+    trans = T.WordSwapEmbedding(max_candidates=50, embedding=emb)
+    return trans, [*cons, WordEmbeddingDistance(embedding=emb, min_cos_sim=0.5)], GreedyWordSwapWIR(wir_method="delete")
+
+
+def _masked_lm(recipe, spec, cons):
+    """bert-attack (48 candidates, unk ranking) and bae (50 candidates, delete ranking)."""
+    from textattack import transformations as T
+    from textattack.search_methods import GreedyWordSwapWIR
+
+    lm, tok = load_mlm(spec.mlm)
+    max_len = min(512, int(getattr(lm.config, "max_position_embeddings", 512) or 512))
+    if recipe == "bert-attack":
+        trans = T.WordSwapMaskedLM(
+            method="bert-attack", masked_language_model=lm, tokenizer=tok, max_candidates=48, max_length=max_len
+        )
+        return trans, cons, GreedyWordSwapWIR(wir_method="unk")
+    trans = T.WordSwapMaskedLM(
+        method="bae", masked_language_model=lm, tokenizer=tok, max_candidates=50, min_confidence=0.0, max_length=max_len
+    )
+    return trans, cons, GreedyWordSwapWIR(wir_method="delete")
+
+
+def _pruthi(spec, cons):
+    from textattack import transformations as T
+    from textattack.constraints.pre_transformation import MinWordLength, RepeatModification, StopwordModification
+    from textattack.search_methods import GreedySearch
+
+    trans = T.CompositeTransformation(
+        [
+            T.WordSwapNeighboringCharacterSwap(random_one=False, **_EDGE),
+            T.WordSwapRandomCharacterDeletion(random_one=False, **_EDGE),
+            T.WordSwapRandomCharacterInsertion(random_one=False, **_EDGE),
+            T.WordSwapQWERTY(random_one=False, **_EDGE),
+        ]
+    )
+    return trans, [MinWordLength(min_length=4), StopwordModification(), RepeatModification()], GreedySearch()
+
+
+RECIPES = {
+    "deepwordbug": _deepwordbug,
+    "pwws": _pwws,
+    "textbugger": _textbugger,
+    "textfooler": _textfooler,
+    "bert-attack": partial(_masked_lm, "bert-attack"),
+    "bae": partial(_masked_lm, "bae"),
+    "pruthi": _pruthi,
+}
+
+
 def build_attack(recipe: str, wrapper, budget, spec: AttackSpec, batch_size: int = 256, unk_token: str = "[UNK]"):
     """TextAttack's recipe `recipe` (offline, see the module docstring) with our word budget.
 
@@ -178,88 +283,20 @@ def build_attack(recipe: str, wrapper, budget, spec: AttackSpec, batch_size: int
     """
     load_textattack()
     from textattack import Attack
-    from textattack import transformations as T
-    from textattack.constraints.overlap import LevenshteinEditDistance
-    from textattack.constraints.pre_transformation import MinWordLength, RepeatModification, StopwordModification
+    from textattack.constraints.pre_transformation import RepeatModification, StopwordModification
     from textattack.goal_functions import UntargetedClassification
-    from textattack.search_methods import GreedySearch, GreedyWordSwapWIR
+    from textattack.search_methods import GreedyWordSwapWIR
 
     from ..vl_wrapper import WordBudgetCheck
 
+    if recipe not in RECIPES:
+        raise AttackError(f"unknown text attack recipe {recipe!r}")
     with _quiet():
         goal = UntargetedClassification(wrapper, query_budget=spec.queries or float("inf"), model_batch_size=batch_size)
-    cons: list = [RepeatModification(), StopwordModification()]
-    edge = dict(skip_first_char=True, skip_last_char=True)
-    if recipe == "deepwordbug":
-        trans = T.CompositeTransformation(
-            [
-                T.WordSwapNeighboringCharacterSwap(),
-                T.WordSwapRandomCharacterSubstitution(),
-                T.WordSwapRandomCharacterDeletion(),
-                T.WordSwapRandomCharacterInsertion(),
-            ]
-        )
-        cons.append(LevenshteinEditDistance(30))
-        search = GreedyWordSwapWIR()
-    elif recipe == "pwws":
-        from ...runtime.offline import no_nltk_downloads
-
-        with no_nltk_downloads():
-            trans = T.WordSwapWordNet()
-        search = GreedyWordSwapWIR("weighted-saliency")
-    elif recipe in ("textbugger", "textfooler"):
-        emb = load_embedding(spec.embeddings)
-        if recipe == "textbugger":
-            trans = T.CompositeTransformation(
-                [
-                    T.WordSwapRandomCharacterInsertion(random_one=True, letters_to_insert=" ", **edge),
-                    T.WordSwapRandomCharacterDeletion(random_one=True, **edge),
-                    T.WordSwapNeighboringCharacterSwap(random_one=True, **edge),
-                    T.WordSwapHomoglyphSwap(),
-                    T.WordSwapEmbedding(max_candidates=5, embedding=emb),
-                ]
-            )
-        else:
-            from textattack.constraints.semantics import WordEmbeddingDistance
-
-            trans = T.WordSwapEmbedding(max_candidates=50, embedding=emb)
-            cons.append(WordEmbeddingDistance(embedding=emb, min_cos_sim=0.5))
-        search = GreedyWordSwapWIR(wir_method="delete")
-    elif recipe in ("bert-attack", "bae"):
-        lm, tok = load_mlm(spec.mlm)
-        max_len = min(512, int(getattr(lm.config, "max_position_embeddings", 512) or 512))
-        if recipe == "bert-attack":
-            trans = T.WordSwapMaskedLM(
-                method="bert-attack", masked_language_model=lm, tokenizer=tok, max_candidates=48, max_length=max_len
-            )
-            search = GreedyWordSwapWIR(wir_method="unk")
-        else:
-            trans = T.WordSwapMaskedLM(
-                method="bae",
-                masked_language_model=lm,
-                tokenizer=tok,
-                max_candidates=50,
-                min_confidence=0.0,
-                max_length=max_len,
-            )
-            search = GreedyWordSwapWIR(wir_method="delete")
-    elif recipe == "pruthi":
-        trans = T.CompositeTransformation(
-            [
-                T.WordSwapNeighboringCharacterSwap(random_one=False, **edge),
-                T.WordSwapRandomCharacterDeletion(random_one=False, **edge),
-                T.WordSwapRandomCharacterInsertion(random_one=False, **edge),
-                T.WordSwapQWERTY(random_one=False, **edge),
-            ]
-        )
-        cons = [MinWordLength(min_length=4), StopwordModification(), RepeatModification()]
-        search = GreedySearch()
-    else:
-        raise AttackError(f"unknown text attack recipe {recipe!r}")
+    trans, cons, search = RECIPES[recipe](spec, [RepeatModification(), StopwordModification()])
     if isinstance(search, GreedyWordSwapWIR):
         search.unk_token = unk_token
-    cons += [budget, WordBudgetCheck(budget)]
-    return Attack(goal, cons, trans, search)
+    return Attack(goal, [*cons, budget, WordBudgetCheck(budget)], trans, search)
 
 
 # ----------------------------------------------------------------------------- running
