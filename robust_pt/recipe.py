@@ -37,23 +37,9 @@ RECIPE_KEYS = {
     "zoo",
     "nproc",
 }
-ATTACK_KEYS = {
-    "attack",
-    "eps",
-    "tag",
-    "steps",
-    "queries",
-    "backend",
-    "restarts",
-    "random_start",
-    "early_stop",
-    "query_budget",
-    "examples",
-    "nproc",
-    "tasks",
-    "surrogate",
-    "target",
-}
+#: Keys of an attack entry besides the attack's options, which come from the attack methods' registry
+#: (attacks.presets.option_names(); build() then checks them against the entry's method).
+ATTACK_ENTRY_KEYS = frozenset({"attack", "eps", "tag", "examples", "nproc", "tasks", "surrogate"})
 _TRAIN_FIELDS = ("steps", "batch_size", "lr", "train_size", "eval_size")
 #: Keys of every tuning entry; each method adds its own options (tuning/registry.py, tuning_keys).
 TUNING_ENTRY_KEYS = frozenset({"method", "name", "tasks", *_TRAIN_FIELDS})
@@ -342,7 +328,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 def _attack_entries(where: str, i: int, entry, raw: dict, probes: dict, subset, tunings: list) -> list[AttackEntry]:
     """The runs' attack entries of one item of a recipe's `attacks` (one per transfer source), validated."""
     from .attacks import build
-    from .attacks.presets import parse_eps
+    from .attacks.presets import option_names, parse_eps
     from .tasks.kinds import get as task_kind
 
     out = []
@@ -350,7 +336,7 @@ def _attack_entries(where: str, i: int, entry, raw: dict, probes: dict, subset, 
         entry = {"attack": entry}
     if not isinstance(entry, dict) or "attack" not in entry:
         raise ConfigError(f"{where}: attacks[{i}] must be a preset name or a mapping with 'attack'")
-    _unknown(f"{where}: attacks[{i}]", entry, ATTACK_KEYS)
+    _unknown(f"{where}: attacks[{i}]", entry, ATTACK_ENTRY_KEYS | set(option_names()))
     eps = None
     if "eps" in entry:
         eps = parse_eps(entry["eps"])
