@@ -75,6 +75,11 @@ def _recipe(tmp_path, base_dir, **changes):
         ({"attacks": [{"attack": "pgd", "target": "purple-elephant"}]}, AttackError, "not an answer of task"),
         ({"attacks": [{"attack": "pgd", "target": "red", "surrogate": "finetune"}]}, ConfigError, "runs white-box"),
         ({"task_examples": {"shapes-vqa": 0}}, ConfigError, "task_examples shapes-vqa"),
+        # attack options are typed by the method's parameters (attacks/methods.py)
+        ({"attacks": [{"attack": "pgd", "steps": "ten"}]}, ConfigError, "steps must be an integer in the overrides"),
+        ({"attacks": [{"attack": "pgd", "steps": 2.5}]}, ConfigError, "of attack pgd, got 2.5"),
+        ({"attacks": [{"attack": "pgd", "kappa": 1}]}, ConfigError, "unknown attack option 'kappa' for image pgd"),
+        ({"attacks": [{"attack": "pgd", "query_budget": 9}]}, ConfigError, "unknown key 'query_budget'"),
     ],
 )
 def test_bad_recipes_fail_before_any_work(tmp_path, base, change, error, needle):
