@@ -212,7 +212,9 @@ def test_rerun_reuses_and_different_config_is_refused(bases, tmp_path):
 
 
 def test_bad_train_input(bases, tmp_path):
-    assert_one_line_error(_train(bases["clip"], tmp_path / "a", "prompt"), "--method prompt needs a ViLT or generative")
+    assert_one_line_error(
+        _train(bases["clip"], tmp_path / "a", "prompt"), "--method prompt supports ViltForQuestionAnswering, Llava"
+    )
     assert_one_line_error(_train(bases["vilt"], tmp_path / "b", "adapter"), "built-in-model methods")
     assert_one_line_error(
         _train(bases["clip"], tmp_path / "c", "lora", "shapes-caption"), "CLIPModel cannot serve the caption task"
@@ -231,10 +233,10 @@ def test_apt_on_vilt_trains_a_delta_that_changes_predictions_and_loads_on_its_ba
     from transformers import ViltForQuestionAnswering
 
     from robust_pt.api import load_model
+    from robust_pt.models.hf.delta import context
     from robust_pt.models.predict import images_of
     from robust_pt.tasks import load_task
     from robust_pt.tuning.apt import APTOptions, attach_hf
-    from robust_pt.tuning.registry import HFContext
 
     out = tmp_path / "apt"
     fast = ["--steps", 30, "--batch-size", 8, "--train-size", 64, "--eval-size", 8, "--threads", 1, "--device", "cpu"]
@@ -260,7 +262,7 @@ def test_apt_on_vilt_trains_a_delta_that_changes_predictions_and_loads_on_its_ba
         if ".apt." not in n and not n.startswith("classifier."):
             assert torch.equal(p, plain[n]), n
     net = ViltForQuestionAnswering.from_pretrained(bases["vilt"])  # attach by hand, load the tensors
-    attach_hf(APTOptions(apt_prompts=8), HFContext("ViltForQuestionAnswering", net, {}))
+    attach_hf(APTOptions(apt_prompts=8), context("ViltForQuestionAnswering", net))
     net.load_state_dict(saved, strict=False)
     net.eval()
     task = load_task("shapes-vqa", split="test", limit=16, seed=0, size=model.image_size)

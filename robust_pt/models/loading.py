@@ -12,28 +12,32 @@ loads it; a directory that none recognises is one CheckpointError listing them a
   peft-adapter  a peft adapter directory (adapter_config.json) on a base of an HF family
   hf-delta      a robust-pt delta directory (delta_config.json: a method peft does not
                 have, e.g. APT) on a base of an HF family (robust_pt/models/hf/delta.py)
-  vilt, blip,   a Hugging Face save_pretrained directory whose config.json names the
-  clip          family's architecture (ViltForQuestionAnswering, BlipForQuestionAnswering,
-                CLIPModel; robust_pt/models/hf/base.py)
-  llava, llava-next, paligemma, idefics3, qwen2-vl, qwen2.5-vl
-                the generative VLMs (LlavaForConditionalGeneration, ...; robust_pt/models/
-                hf_generative.py and one module per family), with their saved processor
+  vilt, blip, clip, llava, llava-next, paligemma, idefics3, qwen2-vl, qwen2.5-vl
+                a Hugging Face save_pretrained directory whose config.json names the
+                family's architecture; one module per family in robust_pt/models/hf/
+                (vilt.py, blip.py, clip.py, llava.py, ...), which declares and registers it
 
-A Hugging Face family (`HFFamily`) also holds what differs between architectures: its
-VLModel class, its image settings (`image_settings`: input resolution and resize mode
+A Hugging Face family (`HFFamily`) holds everything that differs between architectures,
+and the code around the models asks it instead of testing an architecture's name: its
+VLModel class; its image settings (`image_settings`: input resolution and resize mode
 from the saved processor, and the processor's rescale and normalisation, which run
-inside the model so that an eps is an L-inf ball in [0, 1] pixels) and the peft target
-modules `robust-pt train` tunes (`peft_targets`). Adding one is one class and one call:
-write its HFVLModel subclass (in robust_pt/models/hf/base.py or a module of its own), then
-register it at the end of this file, e.g.
+inside the model so that an eps is an L-inf ball in [0, 1] pixels); and what it
+supports: the task kinds it serves (`task_kinds`), whether it answers with a label head
+(`label_head`), how peft prompt tuning runs on it (`prompt_tuning`, None: it cannot),
+the attention modules a method that follows each attention (APT) attaches to
+(`attention_site`, None: none), and the peft target modules by role (`peft_targets`).
+Adding one is one module: its HFVLModel subclass and one `register(HFFamily(...))`
+beside it (the architecture name is written there and nowhere else), plus its name in
+robust_pt/models/hf/__init__.py's import list, e.g.
 
-    register(HFFamily("git", "GitForCausalLM", "robust_pt.models.hf_git:GitCaption",
-                      PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "fc2"),
-                                  ia3_feedforward=("fc2",))))
+    FAMILY = register(HFFamily("git", "GitForCausalLM", f"{__name__}:GitCaption",
+                               PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "fc2"),
+                                           ia3_feedforward=("fc2",))))
 
-Implementations are named "module:attribute" and imported when first needed, so
-recognising a reference imports neither torch nor transformers, and the model modules
-import this one (never the other way round).
+The family modules import torch, so they are imported (robust_pt/models/hf/__init__.py,
+in its order) the first time a family past the built-in ones is needed: recognising a
+built-in reference imports neither torch nor transformers, and the model modules import
+this one (never the other way round at import time).
 """
 
 from __future__ import annotations
@@ -63,6 +67,29 @@ class PeftTargets:
     lora: tuple[str, ...]
     ia3: tuple[str, ...]
     ia3_feedforward: tuple[str, ...]  # the IA3 targets that are feed-forward layers (scaled on their input)
+
+
+@dataclass(frozen=True)
+class PromptTuning:
+    """How peft's prompt tuning runs on a family so that plain peft prepends the virtual tokens too:
+    `task_type`, the peft task type whose forward does (SEQ_CLS, CAUSAL_LM); `config`, the part of
+    the model config that describes the layers the prompts enter ("" for the config itself, e.g.
+    "text_config"); `sample_vocab`, the prompts start as embeddings of tokens sampled from the
+    vocabulary (peft's random start swamps a small LM's attention)."""
+
+    task_type: str
+    config: str = ""
+    sample_vocab: bool = False
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """Where a method that follows each attention (APT, tuning/apt.py) attaches: `attention`, the class
+    name of the attention modules whose output it rewrites; `head`, the model attribute holding the
+    head that trains with it."""
+
+    attention: str
+    head: str
 
 
 @dataclass(frozen=True)
@@ -235,7 +262,8 @@ class HFFamily(ModelFamily):
     `config_size` attribute; `crop`: the processor's centre crop is honoured (resize
     mode crop); `size_divisor`: the size is rounded down to the processor's size_divisor; `size_rule`:
     a function of the processor config and the model config that gives the size robust-pt pins
-    a processor that would tile or vary the resolution to."""
+    a processor that would tile or vary the resolution to. What it supports (the module
+    docstring): task_kinds, label_head, prompt_tuning, attention_site, peft_targets."""
 
     name: str
     architecture: str
@@ -247,6 +275,10 @@ class HFFamily(ModelFamily):
     generative: bool = False  # a decoder-only VLM: its class takes the whole saved processor (chat template)
     size_rule: str | None = None  # "module:function" (ip, model config) -> the pinned input size, if any
     loader: str = "robust_pt.models.hf.base:load_hf"
+    task_kinds: tuple[str, ...] = ("closed",)  # the task kinds it serves (robust_pt/tasks/base.py)
+    label_head: bool = False  # answers with a classifier over config.id2label (its class grows it: `grow_head`)
+    prompt_tuning: PromptTuning | None = None  # None: peft's prompt tuning would not prepend its tokens here
+    attention_site: AttentionSite | None = None  # None: no place for a method that follows each attention
 
     @property
     def recognised_by(self) -> str:  # type: ignore[override]
@@ -303,6 +335,16 @@ def vision_size(ip: dict, model_config) -> int:
 # ----------------------------------------------------------------------------- the registry
 
 _FAMILIES: dict[str, ModelFamily] = {}
+HF_PACKAGE = "robust_pt.models.hf"  # its __init__ imports the family modules, each registering its family
+_declared = False
+
+
+def _declare() -> None:
+    """Import the Hugging Face family modules (once; they import torch): they register themselves."""
+    global _declared
+    if not _declared:
+        _declared = True
+        importlib.import_module(HF_PACKAGE)
 
 
 def register(family: ModelFamily) -> ModelFamily:
@@ -310,6 +352,8 @@ def register(family: ModelFamily) -> ModelFamily:
     if not family.name or family.name in _FAMILIES:
         raise ConfigError(f"a model family needs a new name, got {family.name!r} (registered: {', '.join(_FAMILIES)})")
     arch = getattr(family, "architecture", None)
+    if arch is not None:
+        _declare()
     if arch is not None and arch in hf_architectures():
         raise ConfigError(f"architecture {arch} is already the {hf_family(arch).name} family's")
     _FAMILIES[family.name] = family
@@ -318,10 +362,13 @@ def register(family: ModelFamily) -> ModelFamily:
 
 def families() -> tuple[ModelFamily, ...]:
     """Every registered family, in the order they are tried."""
+    _declare()
     return tuple(_FAMILIES.values())
 
 
 def hf_families() -> tuple[HFFamily, ...]:
+    """The Hugging Face families (each declared in its module under robust_pt/models/hf/)."""
+    _declare()
     return tuple(f for f in _FAMILIES.values() if isinstance(f, HFFamily))
 
 
@@ -360,9 +407,12 @@ def architecture_of(path: Path) -> str:
 
 def detect(ref: Any) -> ModelFamily:
     """The first registered family that recognises `ref`, or one CheckpointError that says why none does."""
-    for f in _FAMILIES.values():
+    for f in list(_FAMILIES.values()):  # the built-in ones: a built-in reference imports no family module
         if f.detect(ref):
             return f
+    if not _declared:
+        _declare()
+        return detect(ref)
     path = Path(str(ref))
     if not path.is_dir():
         raise CheckpointError(
@@ -387,9 +437,8 @@ def load_model(path_or_module: Any, *, device: Any = None, precision: str | None
     meta.json (a robust-pt checkpoint; `builtin:base-small` for the shipped base),
     adapter_config.json (a peft adapter on its base; `base` overrides the base directory
     it names), config.json naming one of the supported Hugging Face architectures
-    (ViltForQuestionAnswering, BlipForQuestionAnswering, CLIPModel, robust_pt/models/hf/base.py;
-    the generative LLaVA, LLaVA-NeXT, PaliGemma, Idefics3, Qwen2-VL, Qwen2.5-VL,
-    robust_pt/models/hf/generative.py). device: auto, cpu, cuda or cuda:N (default: cpu for an
+    (one module per family in robust_pt/models/hf/: ViLT, BLIP and CLIP; the generative LLaVA,
+    LLaVA-NeXT, PaliGemma, Idefics3, Qwen2-VL and Qwen2.5-VL on robust_pt/models/hf/generative.py). device: auto, cpu, cuda or cuda:N (default: cpu for an
     nn.Module left as it is, auto for directories). precision: auto, fp32 or bf16
     (Hugging Face models on CUDA; robust_pt/runtime/devices.py)."""
     return detect(path_or_module).load(path_or_module, device=device, precision=precision, base=base)
@@ -399,93 +448,3 @@ register(ModuleFamily())
 register(BuiltinFamily())
 register(PeftAdapterFamily())
 register(HFDeltaFamily())
-register(
-    HFFamily(
-        "vilt",
-        "ViltForQuestionAnswering",
-        "robust_pt.models.hf.base:ViltVQA",
-        PeftTargets(lora=("query", "value"), ia3=("key", "value", "output.dense"), ia3_feedforward=("output.dense",)),
-        config_size="image_size",
-        size_divisor=True,
-    )
-)
-register(
-    HFFamily(
-        "blip",
-        "BlipForQuestionAnswering",
-        "robust_pt.models.hf.base:BlipVQA",
-        PeftTargets(
-            lora=("query", "value", "qkv"),
-            ia3=("key", "value", "output.dense", "qkv", "fc2"),
-            ia3_feedforward=("output.dense", "fc2"),
-        ),
-    )
-)
-register(
-    HFFamily(
-        "clip",
-        "CLIPModel",
-        "robust_pt.models.hf.base:ClipMatch",
-        PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "fc2"), ia3_feedforward=("fc2",)),
-        crop=True,
-    )
-)
-# LoRA on every linear layer of the LM's blocks (LLaVA's own LoRA recipe; also the vision tower's q/k/v)
-_LM_LORA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_LM_TARGETS = PeftTargets(lora=_LM_LORA, ia3=("k_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",))
-register(
-    HFFamily(
-        "llava",
-        "LlavaForConditionalGeneration",
-        "robust_pt.models.hf.llava:Llava",
-        _LM_TARGETS,
-        crop=True,
-        generative=True,
-    )
-)
-register(
-    HFFamily(
-        "llava-next",
-        "LlavaNextForConditionalGeneration",
-        "robust_pt.models.hf.llava:LlavaNext",
-        _LM_TARGETS,
-        crop=True,
-        generative=True,
-    )
-)
-register(
-    HFFamily(
-        "paligemma",
-        "PaliGemmaForConditionalGeneration",
-        "robust_pt.models.hf.paligemma:PaliGemma",
-        PeftTargets(lora=_LM_LORA, ia3=("k_proj", "v_proj", "down_proj", "fc2"), ia3_feedforward=("down_proj", "fc2")),
-        generative=True,
-    )
-)
-for _name, _arch, _cls in (("idefics3", "Idefics3ForConditionalGeneration", "Idefics3"),):
-    register(
-        HFFamily(
-            _name,
-            _arch,
-            f"robust_pt.models.hf.idefics3:{_cls}",
-            PeftTargets(
-                lora=_LM_LORA, ia3=("k_proj", "v_proj", "down_proj", "fc2"), ia3_feedforward=("down_proj", "fc2")
-            ),
-            generative=True,
-            size_rule="robust_pt.models.loading:vision_size",
-        )
-    )
-for _name, _arch, _cls in (
-    ("qwen2-vl", "Qwen2VLForConditionalGeneration", "Qwen2VL"),
-    ("qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration", "Qwen25VL"),
-):
-    register(
-        HFFamily(
-            _name,
-            _arch,
-            f"robust_pt.models.hf.qwen2vl:{_cls}",
-            _LM_TARGETS,
-            generative=True,
-            size_rule="robust_pt.models.hf.qwen2vl:pinned_side",
-        )
-    )

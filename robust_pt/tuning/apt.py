@@ -9,10 +9,11 @@ O(N M d) per layer.
 Built-in model: one module per self-attention of the chosen depth (encoder, decoder or
 both, like `prompt`), set as `Attention.post` (models/ofa.py); the backbone is frozen and
 only the APT tensors train and are saved (plus the base's hash). Hugging Face base: the
-same module after the output of every ViLT layer's attention, where the authors put it
-(ViltAttention's output: after the output projection, on the layer-normed tokens that
-entered it), plus the VQA head, as in their runs; saved as delta_model.safetensors +
-delta_config.json on top of the base (models/hf_delta.py). Other architectures are refused.
+same module after the output of every attention the base's family declares
+(HFFamily.attention_site: ViLT's ViltAttention, after the output projection, on the
+layer-normed tokens that entered it, where the authors put it), plus the head it names,
+as in their runs; saved as delta_model.safetensors + delta_config.json on top of the base
+(models/hf/delta.py). A family that declares no attention site is refused.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from .methods import freeze
 from .registry import Factor, HFContext, OnHF, TuningMethod, register
 
 DEPTHS = ("encoder", "decoder", "both")
-#: Hugging Face architecture -> (the attention modules APT follows (class name), the head that also trains)
-HF_PLACES = {"ViltForQuestionAnswering": ("ViltAttention", "classifier")}
 
 
 @dataclass(frozen=True)
@@ -76,21 +75,18 @@ def attach_hf(o: APTOptions, ctx: HFContext) -> None:
     """Freeze the transformers model, add an APT module after each of its attentions, unfreeze the head."""
     from .layers import ApproximatePrompt
 
-    if ctx.arch not in HF_PLACES:
-        raise ConfigError(
-            f"--method apt supports {', '.join(HF_PLACES)} among Hugging Face bases, not {ctx.arch}; "
-            f"use --method lora or ia3 there"
-        )
-    attention, head = HF_PLACES[ctx.arch]
+    site = ctx.family.attention_site
+    if site is None:
+        raise ConfigError(f"--method apt: the {ctx.family.name} family declares no attention site; use lora or ia3")
     freeze(ctx.net)
     d = ctx.net.config.hidden_size
     for module in ctx.net.modules():
-        if type(module).__name__ == attention and not hasattr(module, "apt"):  # attached once only
+        if type(module).__name__ == site.attention and not hasattr(module, "apt"):  # attached once only
             module.apt = ApproximatePrompt(d, o.apt_prompts, o.apt_rank, o.apt_dropout)
             module.register_forward_hook(_after_attention, with_kwargs=True)
             for p in module.apt.parameters():
                 p.requires_grad_(True)
-    for p in getattr(ctx.net, head).parameters():
+    for p in getattr(ctx.net, site.head).parameters():
         p.requires_grad_(True)
 
 
@@ -105,7 +101,7 @@ METHOD = register(
             lr=5e-4,
             options=("apt_prompts", "apt_rank", "apt_dropout"),
             attach=attach_hf,
-            architectures=tuple(HF_PLACES),
+            needs="attention_site",
         ),
         prompt_like=True,
         factors=(

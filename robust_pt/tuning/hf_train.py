@@ -1,16 +1,16 @@
 """`robust-pt train --base HF_DIR --method lora|prompt|ia3|finetune --task ...`.
 
-Tunes a Hugging Face model (ViltForQuestionAnswering, BlipForQuestionAnswering,
-CLIPModel; robust_pt/models/hf/base.py) on a task through peft and saves it in the standard
-formats, so the result loads in plain transformers / peft too:
+Tunes a Hugging Face model (any family robust-pt loads, robust_pt/models/hf/) on a task
+through peft and saves it in the standard formats, so the result loads in plain
+transformers / peft too:
 
 * finetune: every weight; saved with `save_pretrained` (config.json, model.safetensors)
   together with the base's processor files.
 * lora, ia3: peft's LoraConfig / IA3Config on the attention (and, for IA3, feed-forward)
   projections (each family's peft_targets, robust_pt/models/loading.py); prompt: peft's
-  PromptTuningConfig on ViLT (as SEQ_CLS, the task type whose forward prepends the virtual
-  tokens in plain peft; BLIP and CLIP have none, so plain peft would silently ignore the
-  prompts) and on the generative VLMs (CAUSAL_LM: in front of the LM's input embeddings). Saved with the
+  PromptTuningConfig where the family declares the task type whose plain-peft forward prepends
+  the virtual tokens (HFFamily.prompt_tuning: ViLT as SEQ_CLS, the generative VLMs as CAUSAL_LM;
+  BLIP and CLIP declare none, so plain peft would silently ignore the prompts). Saved with the
   PeftModel's `save_pretrained` (adapter_config.json naming the base directory,
   adapter_model.safetensors). The base's VQA head stays frozen (peft's SEQ_CLS keeps a
   copy of it in the adapter; the copy is not trained), so only the method's own
@@ -18,15 +18,18 @@ formats, so the result loads in plain transformers / peft too:
 
 Each method's part lives in its own module (tuning/<method>.py, `hf=OnHF(...)`; see
 tuning/registry.py): its default rate, the options it reads and its peft config (None:
-every weight trains). Nothing here tests a method's name.
+every weight trains); what a method needs from a family (`hf.needs`) and everything that differs
+between families (label head, task kinds, ...) are the family's declarations (HFFamily): nothing
+here tests a method's or an architecture's name.
 
 Losses, the ones evaluation uses: ViLT and CLIP on closed tasks, cross-entropy over the
 task's candidate logits; BLIP and the generative VLMs, the answer (or caption) sequence's token
 cross-entropy (the chat-templated prompt is not scored). Generative bases also train on the
 shapes pretraining mix (`--task shapes-pretrain`: every example's target is text), as a base.
-ViLT answers with its id2label: lora / ia3 / prompt keep the head, train on the examples
-whose answer it has (at least half of the task's answers must be among its labels);
-finetune appends the missing answers to the head (new rows, the known rows kept).
+A family with a label head (ViLT) answers with its id2label: lora / ia3 / prompt keep the
+head, train on the examples whose answer it has (at least half of the task's answers must be
+among its labels); finetune appends the missing answers to the head (new rows, the known rows
+kept: the family class's `grow_head`).
 Evaluation after training: the built-in tasks' test split, a real dataset's val split.
 
 robust-pt adds robust_pt.json (method, task, schedule, clean metrics, parameter counts,
@@ -164,33 +167,6 @@ def _check_out(out: Path, identity: dict, overwrite: bool) -> dict | None:
     return None
 
 
-def _reheaded_vilt(net, answers: list[str]) -> list[str]:
-    """Append the task's answers missing from a ViLT head (finetune); returns the added answers."""
-    from torch import nn
-
-    from ..models.hf.base import _norm
-
-    cfg = net.config
-    labels = [str(cfg.id2label[i]) for i in range(len(cfg.id2label))]
-    have = {_norm(x) for x in labels}
-    missing = [a for a in dict.fromkeys(answers) if _norm(a) not in have]
-    if not missing:
-        return []
-    old = net.classifier[-1]
-    new = nn.Linear(old.in_features, old.out_features + len(missing))
-    with torch.no_grad():
-        new.weight.normal_(0.0, cfg.initializer_range)
-        new.bias.zero_()
-        new.weight[: old.out_features] = old.weight
-        new.bias[: old.out_features] = old.bias
-    net.classifier[-1] = new
-    labels += missing
-    cfg.id2label = dict(enumerate(labels))
-    cfg.label2id = {a: i for i, a in enumerate(labels)}
-    cfg.num_labels = len(labels)
-    return missing
-
-
 def _full_method() -> str:
     """The Hugging Face method that trains every weight (finetune)."""
     return next((m.name for m in registry.hf_methods() if m.hf.full), registry.REFERENCE)
@@ -270,12 +246,16 @@ def _unpin(base_dir: Path, tmp: Path) -> None:
 
 
 def check_method(method: str, arch: str, base) -> None:
-    """A one-line ConfigError when `method` cannot tune `arch` (before anything is loaded; recipes too)."""
+    """A one-line ConfigError when `method` cannot tune `arch` (before anything is loaded; recipes too):
+    its family lacks the capability the method needs (`hf.needs`), or the method's own check refuses."""
+    from ..models.loading import hf_families, hf_family
+
     hf = registry.hf_method(method).hf
-    if hf.architectures is not None and arch not in hf.architectures:
+    if hf.needs is not None and not getattr(hf_family(arch), hf.needs):
+        able = [f.architecture for f in hf_families() if getattr(f, hf.needs)]
         raise ConfigError(
-            f"--method {method} supports {', '.join(hf.architectures)} among Hugging Face bases, not {arch} "
-            f"({base}); use --method lora or ia3 there"
+            f"--method {method} supports {', '.join(able)} among Hugging Face bases, not {arch} "
+            f"({base}: its family declares no {hf.needs.replace('_', ' ')}); use --method lora or ia3 there"
         )
     if hf.check is not None:
         hf.check(arch)
@@ -283,33 +263,34 @@ def check_method(method: str, arch: str, base) -> None:
 
 def _check_base_dir(base, base_dir: Path) -> str:
     """The architecture of a Hugging Face model directory to tune (an adapter or no model: one line)."""
-    from ..models.hf.base import SUPPORTED, architecture_of
+    from ..models.loading import architecture_of, hf_architectures
 
     if (base_dir / "adapter_config.json").exists():
         raise CheckpointError(
-            f"{base} is a peft adapter; train on a model directory ({', '.join(SUPPORTED)} saved with save_pretrained)"
+            f"{base} is a peft adapter; train on a model directory ({', '.join(hf_architectures())} saved with "
+            f"save_pretrained)"
         )
     if not (base_dir / "config.json").exists():
         raise CheckpointError(f"{base} holds no Hugging Face model (no config.json)")
     return architecture_of(base_dir)
 
 
-def _fit_head(arch: str, net, task, cfg: HFTrainConfig, task_name: str) -> list[str]:
-    """ViLT answers with its id2label: a full method appends the task's missing answers (returned), any
-    other keeps the labels and needs at least half of the task's answers among them."""
-    if arch != "ViltForQuestionAnswering" or not task.answers:
+def _fit_head(family, net, task, cfg: HFTrainConfig, task_name: str) -> list[str]:
+    """A family with a label head answers with its labels: a full method appends the task's missing
+    answers (returned), any other keeps the labels and needs at least half of the task's answers among them."""
+    if not family.label_head or not task.answers:
         return []
     if cfg.spec.hf.full:
-        return _reheaded_vilt(net, task.answers)
-    from ..models.hf.base import _norm
+        return family.model_class.grow_head(net, task.answers)
+    from ..models.hf.base import norm_answer
 
-    have = {_norm(v) for v in net.config.id2label.values()}
-    missing = [a for a in task.answers if _norm(a) not in have]
+    have = {norm_answer(v) for v in family.model_class.head_labels(net)}
+    missing = [a for a in task.answers if norm_answer(a) not in have]
     if len(missing) > len(task.answers) / 2:
         raise ConfigError(
             f"the base's id2label lacks {len(missing)} of the {len(task.answers)} answers "
             f"of {task_name} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
-            f"{cfg.method} keeps the base's VQA head, so use --method {_full_method()} (which "
+            f"{cfg.method} keeps the base's label head, so use --method {_full_method()} (which "
             f"adds them) or a base whose id2label covers them"
         )
     return []
@@ -386,6 +367,52 @@ def _write(out: Path, meta: dict, save) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _identity(base_dir: Path, arch: str, task_name: str, cfg: HFTrainConfig) -> dict:
+    """What makes a re-run reuse `out`: the base (and its weights' digest), the task and the schedule."""
+    weights = base_dir / "model.safetensors"
+    return {
+        "kind": "hf-tune",
+        "architecture": arch,
+        "base": str(base_dir),
+        "base_sha256": sha256_file(weights) if weights.exists() else None,  # the delta's check: hf_delta.base_digest
+        "task": task_name,
+        "config": cfg.identity(),
+    }
+
+
+def _meta(cfg: HFTrainConfig, out: Path, identity: dict, task_name: str, train_task, run: dict) -> dict:
+    """robust_pt.json: the method, task, schedule, clean metrics and parameter counts of a finished run."""
+    from ..tasks import TASKS
+    from .train import PRETRAIN_TASK
+
+    losses, trainable, total = run["losses"], run["trainable"], run["total"]
+    return {
+        "format": "robust-pt-hf/1",
+        "method": cfg.method,
+        "name": out.name,
+        "architecture": identity["architecture"],
+        "task": task_name if task_name in TASKS and task_name != PRETRAIN_TASK else None,  # a base: any task
+        "task_spec": task_name,
+        "kind": train_task.kind,
+        "answers": train_task.answers,
+        "base": identity["base"],
+        "identity": identity,
+        "tuning": cfg.relevant(),
+        "lr": run["lr"],
+        "train": cfg.record(),
+        "clean_metrics": run["metrics"],
+        "eval_split": run["eval_split"],
+        "eval_size": run["eval_size"],
+        "initial_loss": float(np.mean(losses[:10])) if losses else None,
+        "final_loss": float(np.mean(losses[-10:])) if losses else None,
+        "answers_added_to_head": run["added"],
+        "train_seconds": run["seconds"],
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_fraction": trainable / total if total else None,
+    }
+
+
 def train_hf(
     base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Path, overwrite: bool = False, log=print
 ) -> dict:
@@ -399,8 +426,9 @@ def train_hf(
     base_dir, out = Path(base).resolve(), Path(out)
     require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
     arch = _check_base_dir(base, base_dir)
+    family = hf_family(arch)
     check_method(cfg.method, arch, base)
-    if task_name == PRETRAIN_TASK and not hf_family(arch).generative:
+    if task_name == PRETRAIN_TASK and not family.generative:
         raise TaskError(
             f"{PRETRAIN_TASK} is the pretraining mix, which only generative bases train on (every example's "
             f"target is text there); tune {arch} on one task (e.g. shapes-vqa)"
@@ -408,15 +436,7 @@ def train_hf(
     dev = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    weights = base_dir / "model.safetensors"
-    identity = {
-        "kind": "hf-tune",
-        "architecture": arch,
-        "base": str(base_dir),
-        "base_sha256": sha256_file(weights) if weights.exists() else None,  # the delta's check: hf_delta.base_digest
-        "task": task_name,
-        "config": cfg.identity(),
-    }
+    identity = _identity(base_dir, arch, task_name, cfg)
     reused = _check_out(out, identity, overwrite)
     if reused is not None:
         log(f"reusing {out} (same base, task, method and schedule)")
@@ -426,53 +446,32 @@ def train_hf(
     probe = wrap(arch, net, tok, ip, {})
     size, resize = probe.image_size, probe.resize_mode
     train_task = load_task(task_name, split="train", limit=cfg.train_size, seed=cfg.seed, size=size, resize=resize)
-    if train_task.kind != "mixed" and train_task.kind not in probe.task_kinds:
+    if train_task.kind != "mixed" and train_task.kind not in family.task_kinds:
         raise TaskError(
             f"{arch} cannot serve the {train_task.kind} task {train_task.name}; it serves "
-            f"{', '.join(probe.task_kinds)} tasks"
+            f"{', '.join(family.task_kinds)} tasks"
         )
-    added = _fit_head(arch, net, train_task, cfg, task_name)
+    added = _fit_head(family, net, train_task, cfg, task_name)
     torch.manual_seed(cfg.seed)
     trained_net, pm = _tunable(arch, cfg, net)
     trained = [n for n, p in net.named_parameters() if p.requires_grad]  # what a delta keeps
     model = wrap(arch, trained_net, tok, ip, {"method": cfg.method})
     model.to(dev)
-    answerable = [True] * len(train_task.answers or [])  # ViLT: answers its head has
-    if arch == "ViltForQuestionAnswering" and train_task.answers:
+    answerable = [True] * len(train_task.answers or [])  # a label head: the answers it has
+    if family.label_head and train_task.answers:
         answerable = (model.candidate_index(train_task.answers) >= 0).tolist()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    lr = cfg.lr or cfg.spec.hf.lr
-    t0 = time.time()
-    losses = _fit(model, arch, train_task, cfg, answerable, lr)
-    eval_split = "test" if task_name in TASKS else "val"
-    metrics, test_n = _clean_metrics(model, task_name, cfg, eval_split, size, resize)
-
-    meta = {
-        "format": "robust-pt-hf/1",
-        "method": cfg.method,
-        "name": out.name,
-        "architecture": arch,
-        "task": task_name if task_name in TASKS and task_name != PRETRAIN_TASK else None,  # a base: any task
-        "task_spec": task_name,
-        "kind": train_task.kind,
-        "answers": train_task.answers,
-        "base": str(base_dir),
-        "identity": identity,
-        "tuning": cfg.relevant(),
-        "lr": lr,
-        "train": cfg.record(),
-        "clean_metrics": metrics,
-        "eval_split": eval_split,
-        "eval_size": test_n,
-        "initial_loss": float(np.mean(losses[:10])) if losses else None,
-        "final_loss": float(np.mean(losses[-10:])) if losses else None,
-        "answers_added_to_head": added,
-        "train_seconds": round(time.time() - t0, 1),
-        "trainable_params": trainable,
-        "total_params": total,
-        "trainable_fraction": trainable / total if total else None,
+    run = {
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total": sum(p.numel() for p in model.parameters()),
+        "lr": cfg.lr or cfg.spec.hf.lr,
+        "added": added,
+        "eval_split": "test" if task_name in TASKS else "val",
     }
+    t0 = time.time()
+    run["losses"] = _fit(model, arch, train_task, cfg, answerable, run["lr"])
+    run["metrics"], run["eval_size"] = _clean_metrics(model, task_name, cfg, run["eval_split"], size, resize)
+    run["seconds"] = round(time.time() - t0, 1)
+    meta = _meta(cfg, out, identity, task_name, train_task, run)
     model.to("cpu")
     _write(out, meta, lambda tmp: _save(tmp, cfg, net, pm, tok, trained, identity, base_dir))
     return meta

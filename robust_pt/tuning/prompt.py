@@ -5,9 +5,10 @@ reparameterised through an MLP (Linear d->2d, ReLU, Linear 2d->layers*2*d); drop
 the prefixes; the attention masks are extended to cover them (models/ofa.py) and the
 backbone is frozen. The modules are tuning/layers.py's PromptEncoder and DeepPrompt.
 
-On a Hugging Face base (ViLT only): peft's PromptTuningConfig, as SEQ_CLS, the task type
-whose forward prepends the virtual tokens in plain peft (BLIP and CLIP have none, so plain
-peft would silently ignore the prompts).
+On a Hugging Face base: peft's PromptTuningConfig, where the base's family declares how plain peft
+prepends the virtual tokens too (HFFamily.prompt_tuning: its task type, e.g. SEQ_CLS for a VQA
+classifier, CAUSAL_LM for a generative VLM); a family that declares none (no task type would
+prepend them, so the saved adapter would silently do nothing outside robust-pt) is refused.
 """
 
 from __future__ import annotations
@@ -44,34 +45,24 @@ def apply(model, o: PromptOptions) -> None:
         p.requires_grad_(True)
 
 
-def hf_check(arch: str) -> None:
-    """peft prepends prompt tokens in a plain forward pass only for ViLT (SEQ_CLS) and causal LMs."""
-    from ..models.loading import hf_family
-
-    if arch != "ViltForQuestionAnswering" and not hf_family(arch).generative:
-        raise ConfigError(
-            f"--method prompt needs a ViLT or generative (LLaVA, PaliGemma, Idefics3, Qwen2-VL) base: peft "
-            f"prepends prompt tokens in plain-peft forward passes only for task types {arch} does not "
-            f"have, so the saved adapter would not work outside robust-pt; use --method lora or ia3"
-        )
-
-
 def peft_config(o: PromptOptions, ctx: HFContext):
-    """peft prompt tuning where plain peft prepends the virtual tokens too: ViLT (SEQ_CLS) and the
-    generative VLMs (CAUSAL_LM: the tokens go in front of the LM's input embeddings)."""
+    """peft prompt tuning as the base's family declares it (HFFamily.prompt_tuning: the task type whose
+    plain-peft forward prepends the virtual tokens, the config part describing the layers they enter,
+    and their start)."""
+    import operator
+
     import peft
 
-    from ..models.loading import hf_family
-
-    hf_check(ctx.arch)
-    generative = hf_family(ctx.arch).generative
-    c = getattr(ctx.net.config, "text_config", None) if generative else ctx.net.config
-    # generative: the prompts start as embeddings of tokens sampled from the vocabulary (peft's RANDOM
+    pt = ctx.family.prompt_tuning
+    if pt is None:
+        raise ConfigError(f"--method prompt: the {ctx.family.name} family declares no prompt tuning; use lora or ia3")
+    c = operator.attrgetter(pt.config)(ctx.net.config) if pt.config else ctx.net.config
+    # sample_vocab: the prompts start as embeddings of tokens sampled from the vocabulary (peft's RANDOM
     # start, N(0, 1), is ~50x the scale of a small LM's word embeddings and swamps its attention)
-    init = {"prompt_tuning_init": peft.PromptTuningInit.SAMPLE_VOCAB} if generative else {}
+    init = {"prompt_tuning_init": peft.PromptTuningInit.SAMPLE_VOCAB} if pt.sample_vocab else {}
     return peft.PromptTuningConfig(
         **init,
-        task_type="CAUSAL_LM" if generative else "SEQ_CLS",
+        task_type=pt.task_type,
         num_virtual_tokens=o.prompt_length,
         token_dim=c.hidden_size,
         num_transformer_submodules=1,
@@ -93,7 +84,7 @@ METHOD = register(
         PromptOptions,
         apply=apply,
         lr=3e-2,
-        hf=OnHF(lr=3e-2, options=("prompt_length",), peft_config=peft_config, check=hf_check),
+        hf=OnHF(lr=3e-2, options=("prompt_length",), peft_config=peft_config, needs="prompt_tuning"),
         prompt_like=True,
         factors=FACTORS,
         colour="#d62728",

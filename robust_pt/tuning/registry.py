@@ -92,11 +92,13 @@ class Factor:
 @dataclass(frozen=True)
 class HFContext:
     """What a method's peft config may depend on: the architecture, the transformers model and its
-    peft target modules by role ("lora", "ia3", "ia3_feedforward")."""
+    peft target modules by role ("lora", "ia3", "ia3_feedforward"); `family`, what the architecture's
+    family declares it supports (models/loading.py's HFFamily: prompt_tuning, attention_site, ...)."""
 
     arch: str
     net: Any
     targets: Mapping[str, list[str]]
+    family: Any  # models/loading.py's HFFamily of `arch` (models/hf/delta.py's context builds all of this)
 
 
 @dataclass(frozen=True)
@@ -108,16 +110,17 @@ class OnHF:
     saved as a peft adapter). attach: (options, HFContext) -> None, for a method peft does not
     have: adds its modules to HFContext.net in place and leaves exactly its own parameters
     trainable; saved as a robust-pt delta on the base (models/hf_delta.py). Neither: every
-    weight trains and the model is saved with save_pretrained. architectures: the Hugging Face
-    architectures it supports (None: every one robust-pt loads); another is refused in one
-    line before anything is loaded; check: a finer rule on the architecture (raises one line),
-    also applied before anything is loaded (tuning/hf_train.py check_method, recipes)."""
+    weight trains and the model is saved with save_pretrained. needs: the capability a family must
+    declare for it (an HFFamily attribute, e.g. "attention_site"; None: every family robust-pt
+    loads); a base whose family lacks it is refused in one line before anything is loaded;
+    check: a finer rule on the architecture (raises one line), also applied before anything is
+    loaded (tuning/hf_train.py check_method, recipes)."""
 
     lr: float
     options: tuple[str, ...] = ()
     peft_config: Callable[[Any, HFContext], Any] | None = None
     attach: Callable[[Any, HFContext], None] | None = None
-    architectures: tuple[str, ...] | None = None
+    needs: str | None = None  # an HFFamily capability: "prompt_tuning", "attention_site", "label_head"
     check: Callable[[str], None] | None = None  # (architecture) -> None, or a one-line ConfigError
 
     def __post_init__(self):

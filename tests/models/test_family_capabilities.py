@@ -50,3 +50,50 @@ def test_peft_targets_are_unchanged(name):
     assert _reached(LoraConfig(target_modules=list(t["lora"])), net) == want["lora_modules"]
     ia3 = IA3Config(target_modules=list(t["ia3"]), feedforward_modules=list(t["ia3_feedforward"]))
     assert _reached(ia3, net) == want["ia3_modules"]
+
+
+def test_what_each_family_supports():
+    from robust_pt.models import loading
+
+    got = {
+        f.name: (f.label_head, f.prompt_tuning and f.prompt_tuning.task_type, f.attention_site, f.task_kinds)
+        for f in loading.hf_families()
+    }
+    every = ("closed", "ground", "caption")
+    site = loading.AttentionSite("ViltAttention", "classifier")
+    assert got.pop("vilt") == (True, "SEQ_CLS", site, ("closed",))
+    assert got.pop("blip") == (False, None, None, every)
+    assert got.pop("clip") == (False, None, None, ("closed",))
+    assert set(got.values()) == {(False, "CAUSAL_LM", None, every)}  # the generative ones
+    for f in loading.hf_families():  # the class takes its architecture and kinds from its family
+        assert (f.model_class.architecture, f.model_class.task_kinds) == (f.architecture, f.task_kinds)
+
+
+def test_tuning_asks_the_family_not_the_name(monkeypatch):
+    """A family that declares the attention site gets APT and one that declares prompt tuning gets prompt,
+    whatever its name; the same class without them is refused in one line, naming the families that can."""
+    from robust_pt.errors import ConfigError
+    from robust_pt.models import loading
+    from robust_pt.tuning.hf_train import check_method
+
+    monkeypatch.setattr(loading, "_FAMILIES", dict(loading._FAMILIES))
+    vilt = loading.hf_family("ViltForQuestionAnswering")
+    kw = dict(model=vilt.model, peft_targets=vilt.peft_targets, config_size="image_size", size_divisor=True)
+    loading.register(loading.HFFamily("plain", "PlainVilt", **kw))
+    loading.register(
+        loading.HFFamily(
+            "able",
+            "AbleVilt",
+            **kw,
+            prompt_tuning=vilt.prompt_tuning,
+            attention_site=vilt.attention_site,
+        )
+    )
+    for method in ("apt", "prompt", "lora", "ia3", "finetune"):
+        check_method(method, "AbleVilt", "base")
+        if method in ("lora", "ia3", "finetune"):
+            check_method(method, "PlainVilt", "base")
+    with pytest.raises(ConfigError, match=r"apt supports ViltForQuestionAnswering, AbleVilt among .*not PlainVilt"):
+        check_method("apt", "PlainVilt", "base")
+    with pytest.raises(ConfigError, match=r"prompt supports ViltForQuestionAnswering, Llava.*AbleVilt .*no prompt"):
+        check_method("prompt", "PlainVilt", "base")

@@ -39,12 +39,11 @@ def dirs(tmp_path_factory):
     model = build("tiny", vocab=["yes", "no"])
     ckpt.save(model, root / "ofa", {"method": "finetune", "name": "ofa"})
     out["builtin"] = root / "ofa"
-    from robust_pt.models.hf.delta import save_delta
+    from robust_pt.models.hf.delta import context, save_delta
     from robust_pt.tuning.apt import APTOptions, attach_hf
-    from robust_pt.tuning.registry import HFContext
 
     net = ViltForQuestionAnswering.from_pretrained(str(out["vilt"]))
-    attach_hf(APTOptions(apt_prompts=3), HFContext(HF["vilt"], net, {}))
+    attach_hf(APTOptions(apt_prompts=3), context(HF["vilt"], net))
     trained = {n: p for n, p in net.named_parameters() if p.requires_grad}
     opts = {"apt_prompts": 3, "apt_rank": 4, "apt_dropout": 0.1}
     save_delta(trained, root / "vilt-apt", method="apt", options=opts, arch=HF["vilt"], base_dir=out["vilt"])
@@ -160,7 +159,7 @@ def test_a_new_family_is_one_register_call(dirs, tmp_path, monkeypatch):
         HFFamily(
             "my-vilt",
             "MyViltForQuestionAnswering",
-            "robust_pt.models.hf.base:ViltVQA",
+            "robust_pt.models.hf.vilt:ViltVQA",
             PeftTargets(lora=("query",), ia3=("key",), ia3_feedforward=()),
         )
     )
@@ -182,7 +181,7 @@ def test_a_new_family_is_one_register_call(dirs, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="new name"):
         register(Marker())
     with pytest.raises(ConfigError, match="already the vilt family's"):
-        register(HFFamily("vilt2", HF["vilt"], "robust_pt.models.hf.base:ViltVQA", PeftTargets((), (), ())))
+        register(HFFamily("vilt2", HF["vilt"], "robust_pt.models.hf.vilt:ViltVQA", PeftTargets((), (), ())))
 
 
 def test_recognising_a_reference_stays_light():

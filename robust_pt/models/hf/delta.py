@@ -39,8 +39,10 @@ def context(arch: str, net):
     from ...tuning.registry import HFContext
     from ..loading import hf_family
 
-    t = hf_family(arch).peft_targets
-    return HFContext(arch, net, {"lora": list(t.lora), "ia3": list(t.ia3), "ia3_feedforward": list(t.ia3_feedforward)})
+    family = hf_family(arch)
+    t = family.peft_targets
+    targets = {"lora": list(t.lora), "ia3": list(t.ia3), "ia3_feedforward": list(t.ia3_feedforward)}
+    return HFContext(arch, net, targets, family)
 
 
 def base_digest(base_dir: Path) -> str:

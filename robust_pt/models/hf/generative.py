@@ -1,7 +1,8 @@
 """Generative vision-language models (a vision encoder, a projector, a decoder-only LM behind a
 chat template: LLaVA, LLaVA-NeXT, PaliGemma, Idefics3 / SmolVLM, Qwen2-VL) behind the VLModel
-interface. Each family is a small subclass (robust_pt/models/hf_<family>.py) that says how
-pixels become the processor's `pixel_values` and the projected image features; the rest is
+interface. Each family is a small subclass in its own module (llava.py, paligemma.py, idefics3.py,
+qwen2vl.py, each registering its HFFamily with the declarations shared here: GENERATIVE) that says
+how pixels become the processor's `pixel_values` and the projected image features; the rest is
 here, the same for every family:
 
 * The prompt is the saved processor's own: its chat template (or the family's prompt format)
@@ -35,7 +36,20 @@ import torch.nn.functional as F
 
 from ...errors import TaskError
 from ..base import Embeds
+from ..loading import PeftTargets, PromptTuning
 from .base import CAPTION, CLOSED, GROUND, HFVLModel, _f32
+
+#: LoRA on every linear layer of the LM's blocks (LLaVA's own LoRA recipe; also the vision tower's q/k/v)
+LM_LORA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LM_TARGETS = PeftTargets(lora=LM_LORA, ia3=("k_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",))
+#: What every generative family declares (HFFamily keywords): it takes the whole saved processor, serves
+#: every task kind, and peft prompt tuning runs as CAUSAL_LM (the tokens go in front of the LM's input
+#: embeddings; they start as embeddings of sampled vocabulary tokens).
+GENERATIVE = dict(
+    generative=True,
+    task_kinds=(CLOSED, GROUND, CAPTION),
+    prompt_tuning=PromptTuning("CAUSAL_LM", config="text_config", sample_vocab=True),
+)
 
 MARKERS = ("zqzq", "xjxj")  # two questions no template contains: what differs between them is the question
 
@@ -68,7 +82,6 @@ def image_only(base: type) -> type:
 class GenerativeVLM(HFVLModel):
     """Common part of the generative families; subclasses implement `pixel_values` and `image_features`."""
 
-    task_kinds = (CLOSED, GROUND, CAPTION)
     trains_on_answer_text = True  # the answer's tokens after the chat-templated prompt (which is not scored)
     answer_sep = " "  # between the rendered prompt and the answer, as the template would continue
     max_question_tokens = 64

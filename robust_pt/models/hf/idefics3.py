@@ -14,11 +14,23 @@ from __future__ import annotations
 
 import torch
 
-from .generative import GenerativeVLM
+from ..loading import HFFamily, PeftTargets, register
+from .generative import GENERATIVE, LM_LORA, GenerativeVLM
+
+FAMILY = register(
+    HFFamily(
+        "idefics3",
+        "Idefics3ForConditionalGeneration",
+        f"{__name__}:Idefics3",
+        PeftTargets(lora=LM_LORA, ia3=("k_proj", "v_proj", "down_proj", "fc2"), ia3_feedforward=("down_proj", "fc2")),
+        size_rule="robust_pt.models.loading:vision_size",
+        **GENERATIVE,
+    )
+)
 
 
 class Idefics3(GenerativeVLM):
-    architecture = "Idefics3ForConditionalGeneration"
+    family = FAMILY
 
     def __init__(self, net, processor, image_cfg, meta, *, image):
         processor.image_processor.do_image_splitting = False

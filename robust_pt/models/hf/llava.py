@@ -14,19 +14,29 @@ from __future__ import annotations
 import torch
 
 from ...errors import CheckpointError
-from .generative import GenerativeVLM
+from ..loading import HFFamily, register
+from .generative import GENERATIVE, LM_TARGETS, GenerativeVLM
+
+FAMILY = register(
+    HFFamily("llava", "LlavaForConditionalGeneration", f"{__name__}:Llava", LM_TARGETS, crop=True, **GENERATIVE)
+)
+NEXT = register(
+    HFFamily(
+        "llava-next", "LlavaNextForConditionalGeneration", f"{__name__}:LlavaNext", LM_TARGETS, crop=True, **GENERATIVE
+    )
+)
 
 
 class Llava(GenerativeVLM):
-    """LlavaForConditionalGeneration (LLaVA-1.5 and its descendants at one resolution)."""
+    """LLaVA-1.5 and its descendants at one resolution."""
 
-    architecture = "LlavaForConditionalGeneration"
+    family = FAMILY
 
 
 class LlavaNext(GenerativeVLM):
-    """LlavaNextForConditionalGeneration pinned to one tile grid (see the module docstring)."""
+    """LLaVA-NeXT pinned to one tile grid (see the module docstring)."""
 
-    architecture = "LlavaNextForConditionalGeneration"
+    family = NEXT
 
     def __init__(self, net, processor, image_cfg, meta, *, image):
         S = int(image.size)
@@ -34,7 +44,7 @@ class LlavaNext(GenerativeVLM):
         base = net.get_base_model() if callable(getattr(net, "get_base_model", None)) else net
         if int(base.config.vision_config.image_size) != S:
             raise CheckpointError(
-                f"LlavaNextForConditionalGeneration: the processor's crop size {S} differs from the vision "
+                f"{self.architecture}: the processor's crop size {S} differs from the vision "
                 f"tower's {base.config.vision_config.image_size}; robust-pt cannot pin its tiling to one grid"
             )
         base.config.image_grid_pinpoints = grid

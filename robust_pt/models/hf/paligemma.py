@@ -9,11 +9,22 @@ prompt pass with the cache followed by the answer pass is exactly that.
 
 from __future__ import annotations
 
-from .generative import GenerativeVLM
+from ..loading import HFFamily, PeftTargets, register
+from .generative import GENERATIVE, LM_LORA, GenerativeVLM
+
+FAMILY = register(
+    HFFamily(
+        "paligemma",
+        "PaliGemmaForConditionalGeneration",
+        f"{__name__}:PaliGemma",
+        PeftTargets(lora=LM_LORA, ia3=("k_proj", "v_proj", "down_proj", "fc2"), ia3_feedforward=("down_proj", "fc2")),
+        **GENERATIVE,
+    )
+)
 
 
 class PaliGemma(GenerativeVLM):
-    architecture = "PaliGemmaForConditionalGeneration"
+    family = FAMILY
     answer_sep = ""
 
     def render(self, question: str) -> str:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from .generative import GenerativeVLM
+from ..loading import HFFamily, register
+from .generative import GENERATIVE, LM_TARGETS, GenerativeVLM
 
 MAX_SIDE = 448
 
@@ -30,8 +31,26 @@ def pinned_side(ip: dict, model_config=None) -> int:
     return max(unit, side - side % unit)
 
 
+PINNED = f"{__name__}:pinned_side"
+FAMILY = register(
+    HFFamily(
+        "qwen2-vl", "Qwen2VLForConditionalGeneration", f"{__name__}:Qwen2VL", LM_TARGETS, size_rule=PINNED, **GENERATIVE
+    )
+)
+V25 = register(
+    HFFamily(
+        "qwen2.5-vl",
+        "Qwen2_5_VLForConditionalGeneration",
+        f"{__name__}:Qwen25VL",
+        LM_TARGETS,
+        size_rule=PINNED,
+        **GENERATIVE,
+    )
+)
+
+
 class Qwen2VL(GenerativeVLM):
-    architecture = "Qwen2VLForConditionalGeneration"
+    family = FAMILY
     processor_class = "Qwen2VLProcessor"
 
     def __init__(self, net, processor, image_cfg, meta, *, image):
@@ -67,5 +86,5 @@ class Qwen2VL(GenerativeVLM):
 
 
 class Qwen25VL(Qwen2VL):
-    architecture = "Qwen2_5_VLForConditionalGeneration"
+    family = V25
     processor_class = "Qwen2_5_VLProcessor"
