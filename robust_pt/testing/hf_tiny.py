@@ -101,87 +101,64 @@ def clip_tokenizer(words: Sequence[str], folder: Path):
     return fast
 
 
-def build_tiny(
-    arch: str,
-    answers: Sequence[str] = ("yes", "no"),
-    *,
-    image_size: int = 32,
-    patch_size: int = 8,
-    hidden: int = 32,
-    layers: int = 2,
-    heads: int = 2,
-    words: Iterable[str] = (),
-    seed: int = 0,
-    tmp: Path | None = None,
-):
-    """(model, processor) of a tiny random `arch` (vilt, blip or clip) built from a config."""
-    import torch
+def _vilt(tok, answers: list[str], image_size: int, patch_size: int, hidden: int, layers: int, heads: int):
+    from transformers import ViltConfig, ViltForQuestionAnswering, ViltImageProcessor, ViltProcessor
 
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    torch.manual_seed(seed)
-    vocab_words = _corpus_words([*answers, *words])
-    if arch == "vilt":
-        from transformers import ViltConfig, ViltForQuestionAnswering, ViltImageProcessor, ViltProcessor
+    cfg = ViltConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=40,
+        image_size=image_size,
+        patch_size=patch_size,
+        max_image_length=-1,
+        num_labels=len(answers),
+        id2label=dict(enumerate(answers)),
+        label2id={a: i for i, a in enumerate(answers)},
+        pad_token_id=tok.pad_token_id,
+    )
+    ip = ViltImageProcessor(
+        size={"shortest_edge": image_size}, size_divisor=patch_size, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    return ViltForQuestionAnswering(cfg), ViltProcessor(image_processor=ip, tokenizer=tok)
 
-        tok = bert_tokenizer(vocab_words)
-        answers = list(answers)
-        cfg = ViltConfig(
-            vocab_size=len(tok),
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            intermediate_size=2 * hidden,
-            max_position_embeddings=40,
-            image_size=image_size,
-            patch_size=patch_size,
-            max_image_length=-1,
-            num_labels=len(answers),
-            id2label=dict(enumerate(answers)),
-            label2id={a: i for i, a in enumerate(answers)},
-            pad_token_id=tok.pad_token_id,
-        )
-        model = ViltForQuestionAnswering(cfg)
-        ip = ViltImageProcessor(
-            size={"shortest_edge": image_size}, size_divisor=patch_size, image_mean=[0.5] * 3, image_std=[0.5] * 3
-        )
-        return model.eval(), ViltProcessor(image_processor=ip, tokenizer=tok)
-    if arch == "blip":
-        from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
 
-        tok = bert_tokenizer(vocab_words, extra_special=["[DEC]"])
-        text = dict(
-            vocab_size=len(tok),
-            hidden_size=hidden,
-            encoder_hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            max_position_embeddings=40,
-            bos_token_id=tok.convert_tokens_to_ids("[DEC]"),
-            pad_token_id=tok.pad_token_id,
-            sep_token_id=tok.sep_token_id,
-            eos_token_id=tok.sep_token_id,
-        )
-        # initializer_range 0.02: BLIP's default (1e-10) gives ~1e-11 pixel gradients in a random model
-        vision = dict(
-            hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            image_size=image_size,
-            patch_size=patch_size,
-            initializer_range=0.02,
-        )
-        model = BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision, projection_dim=hidden))
-        ip = BlipImageProcessor(size={"height": image_size, "width": image_size})
-        return model.eval(), BlipProcessor(image_processor=ip, tokenizer=tok)
-    import tempfile
+def _blip(tok, image_size: int, patch_size: int, hidden: int, layers: int, heads: int):
+    from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
 
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        encoder_hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=40,
+        bos_token_id=tok.convert_tokens_to_ids("[DEC]"),
+        pad_token_id=tok.pad_token_id,
+        sep_token_id=tok.sep_token_id,
+        eos_token_id=tok.sep_token_id,
+    )
+    # initializer_range 0.02: BLIP's default (1e-10) gives ~1e-11 pixel gradients in a random model
+    vision = dict(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        initializer_range=0.02,
+    )
+    model = BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision, projection_dim=hidden))
+    ip = BlipImageProcessor(size={"height": image_size, "width": image_size})
+    return model, BlipProcessor(image_processor=ip, tokenizer=tok)
+
+
+def _clip(tok, image_size: int, patch_size: int, hidden: int, layers: int, heads: int):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    with tempfile.TemporaryDirectory() as d:
-        tok = clip_tokenizer(vocab_words, Path(tmp or d) / "clip-tokenizer")
     text = dict(
         vocab_size=len(tok),
         hidden_size=hidden,
@@ -203,7 +180,41 @@ def build_tiny(
     )
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=hidden))
     ip = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
-    return model.eval(), CLIPProcessor(image_processor=ip, tokenizer=tok)
+    return model, CLIPProcessor(image_processor=ip, tokenizer=tok)
+
+
+def build_tiny(
+    arch: str,
+    answers: Sequence[str] = ("yes", "no"),
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    words: Iterable[str] = (),
+    seed: int = 0,
+    tmp: Path | None = None,
+):
+    """(model, processor) of a tiny random `arch` (vilt, blip or clip) built from a config."""
+    import tempfile
+
+    import torch
+
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    torch.manual_seed(seed)
+    vocab_words = _corpus_words([*answers, *words])
+    dims = (image_size, patch_size, hidden, layers, heads)
+    if arch == "vilt":
+        model, processor = _vilt(bert_tokenizer(vocab_words), list(answers), *dims)
+    elif arch == "blip":
+        model, processor = _blip(bert_tokenizer(vocab_words, extra_special=["[DEC]"]), *dims)
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            tok = clip_tokenizer(vocab_words, Path(tmp or d) / "clip-tokenizer")
+        model, processor = _clip(tok, *dims)
+    return model.eval(), processor
 
 
 def save_tiny(arch: str, out: str | Path, answers: Sequence[str] = ("yes", "no"), **kw) -> Path:
