@@ -254,7 +254,7 @@ class HFDeltaFamily(ModelFamily):
 class HFFamily(ModelFamily):
     """A Hugging Face architecture: recognised by the architecture its config.json names.
 
-    name: the family's short name (also hf_tiny's); architecture: config.json
+    name: the family's short name (also robust_pt/testing's tiny builders'); architecture: config.json
     "architectures"[0], also the transformers class loaded; model: "module:Class" of
     its HFVLModel subclass; peft_targets: what LoRA / IA3 tune; generative: a decoder-only VLM whose class takes the
     whole saved processor (AutoProcessor: the chat template) instead of the tokenizer. Image settings: the
@@ -438,8 +438,9 @@ def load_model(path_or_module: Any, *, device: Any = None, precision: str | None
     adapter_config.json (a peft adapter on its base; `base` overrides the base directory
     it names), config.json naming one of the supported Hugging Face architectures
     (one module per family in robust_pt/models/hf/: ViLT, BLIP and CLIP; the generative LLaVA,
-    LLaVA-NeXT, PaliGemma, Idefics3, Qwen2-VL and Qwen2.5-VL on robust_pt/models/hf/generative.py). device: auto, cpu, cuda or cuda:N (default: cpu for an
-    nn.Module left as it is, auto for directories). precision: auto, fp32 or bf16
+    LLaVA-NeXT, PaliGemma, Idefics3, Qwen2-VL and Qwen2.5-VL on robust_pt/models/hf/generative.py).
+    device: auto, cpu, cuda or cuda:N (default: cpu for an nn.Module left as it is, auto for
+    directories). precision: auto, fp32 or bf16
     (Hugging Face models on CUDA; robust_pt/runtime/devices.py)."""
     return detect(path_or_module).load(path_or_module, device=device, precision=precision, base=base)
 

@@ -211,7 +211,7 @@ def _loss(model, arch: str, task, batch, answerable) -> torch.Tensor | None:
 
 
 def _save(tmp: Path, cfg: HFTrainConfig, net, pm, tok, trained: list[str], identity: dict, base_dir: Path) -> None:
-    """The tuned model in its format: a peft adapter, a robust-pt delta (models/hf_delta.py) or every weight."""
+    """The tuned model in its format: a peft adapter, a robust-pt delta (models/hf/delta.py) or every weight."""
     if pm is not None:
         pm.save_pretrained(tmp, safe_serialization=True)
     elif cfg.spec.hf.attach is not None:
@@ -237,7 +237,7 @@ def _save(tmp: Path, cfg: HFTrainConfig, net, pm, tok, trained: list[str], ident
 
 def _unpin(base_dir: Path, tmp: Path) -> None:
     """The saved config.json gets back what robust-pt pins at load time (LLaVA-NeXT's tile grid,
-    models/hf_llava.py), so that plain transformers reads the finetuned model as the base's kind."""
+    models/hf/llava.py), so that plain transformers reads the finetuned model as the base's kind."""
     base_cfg = json.loads((base_dir / "config.json").read_text())
     if "image_grid_pinpoints" in base_cfg:
         cfg = json.loads((tmp / "config.json").read_text())
@@ -374,7 +374,7 @@ def _identity(base_dir: Path, arch: str, task_name: str, cfg: HFTrainConfig) -> 
         "kind": "hf-tune",
         "architecture": arch,
         "base": str(base_dir),
-        "base_sha256": sha256_file(weights) if weights.exists() else None,  # the delta's check: hf_delta.base_digest
+        "base_sha256": sha256_file(weights) if weights.exists() else None,  # the delta's check: hf/delta.py base_digest
         "task": task_name,
         "config": cfg.identity(),
     }

@@ -109,7 +109,7 @@ class OnHF:
     run's identity records). peft_config: (options, HFContext) -> a peft config (get_peft_model,
     saved as a peft adapter). attach: (options, HFContext) -> None, for a method peft does not
     have: adds its modules to HFContext.net in place and leaves exactly its own parameters
-    trainable; saved as a robust-pt delta on the base (models/hf_delta.py). Neither: every
+    trainable; saved as a robust-pt delta on the base (models/hf/delta.py). Neither: every
     weight trains and the model is saved with save_pretrained. needs: the capability a family must
     declare for it (an HFFamily attribute, e.g. "attention_site"; None: every family robust-pt
     loads); a base whose family lacks it is refused in one line before anything is loaded;

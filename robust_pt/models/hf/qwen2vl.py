@@ -9,7 +9,7 @@ S x S. Positions are the model's multimodal rope (get_rope_index over the prompt
 
 transformers' Qwen2-VL processors hold a video processor, which needs torchvision; where that is
 not installed (this project's CPU environment) the saved processor loads as its image-only
-subclass (hf_generative.image_only: the same image processor, tokenizer and chat template).
+subclass (generative.image_only: the same image processor, tokenizer and chat template).
 """
 
 from __future__ import annotations
