@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -148,6 +148,62 @@ def sample_name(eps: float, ident: Any, broken: bool, unit: str = "pixel") -> st
 
 #: A sample's file name, parsed: its eps tag (after eps-), its safe_id and whether it broke.
 SAMPLE_RE = re.compile(r"^eps-(?P<eps>.+?)_(?P<id>.+)_(?P<status>broken|robust)\.png$")
+
+
+# ----------------------------------------------------------------------------- reading records.jsonl
+
+
+def read_records(path, valid: Callable[[Any], bool] | None = None) -> tuple[list[dict], list[int], int]:
+    """The one reader of a records file, for the store and the report: (records, 1-based numbers of corrupt
+    lines, records of unfinished batches).
+
+    Blank lines are skipped; a line that is not JSON, a marker whose batch is not a number, and a record
+    that `valid` refuses (default: any JSON object passes) are corrupt (skipped, counted). Where the file
+    has batch markers, the records of a batch without its marker (a run still going, or one killed
+    mid-batch) are left out and counted, and records that name no batch are kept; a file with no markers
+    at all (written by another tool) is read whole. Records keep their file order. An unreadable file
+    raises RunDirError."""
+    import json
+    from pathlib import Path
+
+    from .errors import RunDirError
+
+    ok = valid or (lambda obj: isinstance(obj, dict))
+    bad: list[int] = []
+    items: list[dict] = []
+    markers: set[int] = set()
+    try:
+        with open(Path(path), "rb") as fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    bad.append(i)
+                    continue
+                if isinstance(obj, dict) and MARKER in obj and len(obj) == 1:
+                    b = _batch(obj[MARKER])
+                    (bad.append(i) if b is None else markers.add(b))
+                elif ok(obj):
+                    items.append(obj)
+                else:
+                    bad.append(i)
+    except OSError as err:
+        raise RunDirError(
+            f"{path} is unreadable ({err.strerror}); check its permissions or re-run the attack"
+        ) from None
+    if not markers:
+        return items, bad, 0
+    records = [obj for obj in items if obj.get("batch") is None or _batch(obj.get("batch")) in markers | {None}]
+    return records, bad, len(items) - len(records)
+
+
+def _batch(v) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- records

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import RunDirError
-from .runformat import FORMAT, MARKER, RECORDS, RUN_JSON, SAMPLES, SUMMARY  # noqa: F401  (the run's file names)
+from .runformat import FORMAT, MARKER, RECORDS, RUN_JSON, SAMPLES, SUMMARY, read_records  # noqa: F401  (the run's file names)
 
 
 def canonical(obj: Any) -> str:
@@ -307,17 +307,7 @@ def write_spans(dest: Path, spans: list[BatchSpan]) -> None:
 
 
 def iter_records(f: Path) -> Iterator[dict]:
-    """The records of the completed batches of a records file, in file order (streamed)."""
-    if not f.exists():
-        return
-    pending: dict[int, list[dict]] = {}
-    with open(f, "rb") as fh:
-        for line in fh:
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if MARKER in obj:
-                yield from pending.pop(int(obj[MARKER]), [])
-            else:
-                pending.setdefault(int(obj.get("batch", -1)), []).append(obj)
+    """The records of the completed batches of a records file, in file order (runformat.read_records, the
+    reader the report uses too; corrupt lines are skipped)."""
+    if f.exists():
+        yield from read_records(f)[0]

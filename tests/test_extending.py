@@ -62,3 +62,24 @@ def test_a_registered_kind_validates_its_presets(tmp_path):
         match="unknown kind 'fog'; use one of image, embedding, text, joint, corruption, noise, text-corruption",
     ):
         rpt.evaluate(None, None, attack=str(unknown))
+
+
+def test_the_monotone_check_judges_nested_runs_and_leaves_out_what_declares_it_is_not(noise_run, tiny_vqa, vqa_task):
+    """The toy threat model says nested: false (run.json's declares block), so the "metric monotone in eps"
+    check leaves it out because it says so; a nested attack of the same model in the same report is judged."""
+    root, out, _ = noise_run
+    assert json.loads((out / "run.json").read_text())["declares"]["nested"] is False
+    pgd = root / "pgd"
+    rpt.evaluate(tiny_vqa, vqa_task, attack="pgd", eps=[1 / 255, 4 / 255], out=pgd, seed=1, progress=False)
+    assert json.loads((pgd / "run.json").read_text())["declares"]["nested"] is True
+
+    def monotone(runs):
+        rep = rpt.report(runs, out=root / f"report-{len(runs)}", n_boot=200, figures=False)
+        row = rep.sanity[rep.sanity["check"] == "monotone"]
+        assert len(row) == 1
+        return row["status"].iloc[0], row["detail"].iloc[0]
+
+    status, detail = monotone([out])
+    assert status == "not checked" and "nested: false" in detail
+    status, detail = monotone([out, pgd])
+    assert status in ("pass", "fail") and "in 1 run(s)" in detail

@@ -11,6 +11,12 @@ declares
 * `record_fields`: the record fields it adds, with their value for an example it did not
   attack; `saves_samples`: whether its adversarial inputs are images worth saving;
 * `identity(spec)`: what goes into the run fingerprint;
+* what the report reads (run.json's `declares` block, attacks/declarations.py): `access`
+  (white-box, or corruption for natural corruptions; black-box and transfer come from the
+  method and the surrogates), `perturbs` (what it changes: image, embedding, text, image+text:
+  a label), `image_only` (it leaves the text alone, so answers the text decides cannot
+  break), `huge` (the eps at which it should break nearly everything: the huge-eps sanity
+  check);
 
 and `bind(victim, spec, seed)` returns a `Bound` that perturbs a batch's rows at one eps
 (`perturb`) and may compute the clean pass itself (`clean`: text attacks keep the clean
@@ -119,6 +125,26 @@ class ThreatModel:
                 f"have; use a closed-answer task such as shapes-vqa or shapes-ve"
             )
 
+    # what the report reads (module docstring); a built-in kind's come from BUILTIN_DECLARES
+    access = "white-box"
+    perturbs = "image"
+    image_only = True
+    huge: dict = {}  # "unit/norm" or "unit" -> eps; an L2 pixel eps is a fraction of sqrt(3 * size**2)
+
+    def declares(self) -> dict:
+        """What this threat model declares for the report: the attributes a subclass sets, else its built-in
+        kind's entry in BUILTIN_DECLARES, else the defaults (declared() reads a kind's without importing it)."""
+        table = BUILTIN_DECLARES.get(self.name, {})
+        out = {}
+        for key in DECLARED:
+            own = getattr(type(self), key, None)
+            out[key] = own if own is not getattr(ThreatModel, key) else table.get(key, own)
+        return out
+
+    def huge_eps(self, norm: str, unit: str, image_size: int | None) -> float | None:
+        """The very large eps of the huge-eps sanity check for this norm and unit (None: not checked)."""
+        return huge_eps(self.declares()["huge"], norm, unit, image_size)
+
     # presets of a registered (not built-in) kind: the methods it runs and the eps units it takes
     methods: tuple[str, ...] = ()
     eps_units: tuple[str, ...] = ("pixel",)
@@ -156,7 +182,36 @@ BUILTIN = {
     "corruption": "robust_pt.attacks.corruptions:CORRUPTION",
     "text-corruption": "robust_pt.attacks.text.corruptions:TEXT_CORRUPTION",
 }
+#: The declarations of the built-in kinds that differ from ThreatModel's defaults, readable without importing
+#: their modules (and torch): reports derive the declarations of runs written before run.json held them.
+BUILTIN_DECLARES: dict[str, dict] = {
+    "image": {"huge": {"pixel/linf": 64 / 255, "pixel/l2": 0.25}},
+    "embedding": {"perturbs": "embedding", "image_only": False, "huge": {"rms": 1.0}},
+    "text": {"perturbs": "text", "image_only": False},
+    "joint": {"perturbs": "image+text", "image_only": False},
+    "corruption": {"nested": False, "access": "corruption"},
+    "text-corruption": {"nested": False, "access": "corruption", "perturbs": "text", "image_only": False},
+}
+DECLARED = ("nested", "access", "perturbs", "image_only", "huge")
 _registered: dict[str, ThreatModel] = {}
+
+
+def declared(kind: str) -> dict:
+    """What the threat model of an attack kind declares (ThreatModel.declares), without importing a built-in one."""
+    if kind in _registered:
+        return _registered[kind].declares()
+    base = {key: getattr(ThreatModel, key) for key in DECLARED}
+    return {**base, **BUILTIN_DECLARES.get(kind, {})}
+
+
+def huge_eps(huge: dict, norm: str, unit: str, image_size: int | None) -> float | None:
+    """The entry of a `huge` declaration for this norm and unit; an L2 pixel entry scales with the image."""
+    import math
+
+    v = huge.get(f"{unit}/{norm}", huge.get(unit))
+    if v is None or f"{unit}/{norm}" != "pixel/l2":
+        return v
+    return v * math.sqrt(3 * image_size**2) if image_size else None
 
 
 def register(threat: ThreatModel) -> ThreatModel:

@@ -270,7 +270,8 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
             old.unlink()
         s = rep.summary
         for task in dict.fromkeys(s["task"]):
-            p = plots.metric_vs_eps(s, task, figdir / f"metric-vs-eps_{_safe(task)}.png")
+            axis = {r.attack: r.eps_axis for r in rep.runs}
+            p = plots.metric_vs_eps(s, task, figdir / f"metric-vs-eps_{_safe(task)}.png", axis)
             rep.figures[("metric_vs_eps", task)] = str(p.relative_to(out))
         transferred = {r.attack for r in rep.runs if r.source}  # drawn as transfer heatmaps instead
         for attack in [a for a in dict.fromkeys(s["attack"]) if a not in transferred]:

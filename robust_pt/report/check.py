@@ -430,10 +430,8 @@ def _gap_failure(b: dict, g: dict | None, where: str) -> str | None:
     return None
 
 
-def compare(
-    rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float = DEFAULT_TOLERANCE, two_sided: bool = False
-) -> CheckResult:
-    """Regressions of current rows/gaps against a baseline (see the module docstring)."""
+def _check_tolerance(tolerance) -> None:
+    """A tolerance is a finite number >= 0 (in metric units), else one line."""
     if (
         not isinstance(tolerance, (int, float))
         or isinstance(tolerance, bool)
@@ -441,6 +439,13 @@ def compare(
         or tolerance < 0
     ):
         raise ReportError(f"tolerance must be a number >= 0 (in metric units, 0.02 = 2 points), got {tolerance!r}")
+
+
+def compare(
+    rows: list[dict], gaps: list[dict], baseline: dict, tolerance: float = DEFAULT_TOLERANCE, two_sided: bool = False
+) -> CheckResult:
+    """Regressions of current rows/gaps against a baseline (see the module docstring)."""
+    _check_tolerance(tolerance)
     names = _Labels(list(baseline["metrics"]) + list(baseline["gaps"]), list(rows) + list(gaps))
     cur = {_key(r["task"], r["model"], names.label(r), r["eps"]): r for r in rows}
     cases: dict[tuple, Case] = {}

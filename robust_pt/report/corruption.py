@@ -37,7 +37,6 @@ from . import stats
 from .load import RunData
 from .tables import run_matrix
 
-KINDS = {"corruption": "image", "text-corruption": "text"}
 COLUMNS = [
     "task",
     "model",
@@ -59,7 +58,8 @@ COLUMNS = [
 
 
 def corruption_runs(runs: list[RunData]) -> list[RunData]:
-    return [r for r in runs if r.attack_spec.get("kind") in KINDS]
+    """The runs whose threat model declares access "corruption" (natural corruptions, not attacks)."""
+    return [r for r in runs if r.corruption]
 
 
 def _per_example(run: RunData) -> dict:
@@ -116,7 +116,7 @@ def corruption_frame(runs: list[RunData], reference: str, B: int = stats.DEFAULT
         v = np.array(list(mine.values())).reshape(-1, 2)
         lo, hi = _ci(stats.bootstrap_means(v[:, 1], B, seed)[:, 0]) if len(v) else (math.nan, math.nan)
         rce = _rce([(mine, ref)], B, seed)
-        kind = KINDS[r.attack_spec.get("kind")]
+        kind = str(r.declares.get("perturbs"))  # what it corrupts (image, text): a label
         rows.append(
             [
                 r.task,

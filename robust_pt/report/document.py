@@ -22,6 +22,7 @@ from . import stats
 from .load import REFERENCE
 from .sanity import FAIL, RULE
 from .tables import is_significant, method_name, points, reference_name, verdict_frame
+from .threats import PUBLIC_BASE
 from .verdict import threats, verdict
 
 Cell = Union[str, list]
@@ -577,8 +578,8 @@ def _transfer_lead(f) -> list[str]:
     out = []
     for (task, attack), d in f.groupby(["task", "attack"], sort=False):
         e = d["eps"].max()
-        b = d[np.isclose(d["eps"].to_numpy(float), e, rtol=0, atol=1e-12) & (d["source"] == "pretrain")]
-        b = b[b["target"] != "pretrain"]
+        b = d[np.isclose(d["eps"].to_numpy(float), e, rtol=0, atol=1e-12) & (d["source"] == PUBLIC_BASE)]
+        b = b[b["target"] != PUBLIC_BASE]
         if not len(b):
             continue
         b = b.iloc[sorted(range(len(b)), key=lambda k: order(b["target"].iloc[k]))]

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..attacks.declarations import derive
 from ..errors import RobustPTError, RunDirError
-from ..runformat import MARKER, RECORDS, RUN_JSON, SAMPLES, at_eps, binary_verdict, eps_label  # noqa: F401  (eps_label re-exported)
-from ..runformat import eps_unit as _eps_unit
+from ..runformat import MARKER, RECORDS, RUN_JSON, SAMPLES, at_eps, eps_label  # noqa: F401  (eps_label re-exported)
+from ..runformat import read_records as _read_records
 from ..tuning import registry
 
 #: Tuning methods, and how reports name them in sentences and legends: the registered methods'
@@ -45,9 +46,8 @@ def method_rank(method: str) -> int:
 
 
 UNKNOWN = "unknown"
-
-#: Default metric name per task kind, when run.json does not say.
-KIND_METRIC = {"closed": "accuracy", "ground": "acc@0.5", "caption": "cider"}
+#: the access of natural corruptions (attacks/declarations.py): not attacks
+CORRUPTION = "corruption"
 
 
 class ReportError(RobustPTError):
@@ -79,6 +79,7 @@ class RunData:
     status: str = ""
     source: str | None = None  # transfer runs: the surrogate(s) crafted on ("finetune", "finetune+prompt")
     attack_base: str = ""  # the label before settings are added (attack_labels): "pgd", "pgd from pretrain"
+    declares: dict = field(default_factory=dict)  # what the run declares (attacks/declarations.py)
 
     @property
     def target(self) -> str:
@@ -111,7 +112,35 @@ class RunData:
 
     @property
     def eps_unit(self) -> str:
-        return _eps_unit(self.attack_spec)
+        return str(self.declares.get("eps_unit") or "pixel")
+
+    @property
+    def nested(self) -> bool:
+        """Its eps sets are nested balls (else, e.g. corruption severities, the metric need not fall with eps)."""
+        return bool(self.declares.get("nested", True))
+
+    @property
+    def access(self) -> str:
+        """white-box, black-box, transfer or corruption (a natural corruption: not an attack)."""
+        return str(self.declares.get("access") or "white-box")
+
+    @property
+    def corruption(self) -> bool:
+        return self.access == CORRUPTION
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The attack method's roles in the gradient-masking checks (sanity.py)."""
+        return tuple(self.declares.get("sanity_roles") or ())
+
+    @property
+    def eps_axis(self) -> str:
+        """What a plot calls its eps axis: severities for a unit of severities, else eps."""
+        return "severity (0: clean)" if self.eps_unit == "severity" else "eps"
+
+    @property
+    def text_label(self) -> str:
+        return str(self.declares.get("text_label") or "Text")
 
     def eps_label(self, eps: float) -> str:
         """eps as this run's unit writes it (runformat.eps_label)."""
@@ -126,7 +155,7 @@ class RunData:
     def binary(self) -> bool:
         """Per-example correctness is 0/1 (closed and grounding tasks), so McNemar applies."""
         c = self.records["correct"]
-        return bool(c.notna().all()) and binary_verdict(self.task_kind)
+        return bool(c.notna().all()) and self.declares.get("verdict", "binary") == "binary"
 
     @property
     def score_is_correctness(self) -> bool:
@@ -207,52 +236,9 @@ def _valid(obj) -> bool:
 
 
 def read_records(path: Path) -> tuple[list[dict], list[int], int]:
-    """(valid records, 1-based numbers of corrupt lines, records of unfinished batches)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise RunDirError(
-            f"{path} is unreadable ({err.strerror}); check its permissions or re-run the attack"
-        ) from None
-    lines = raw.split(b"\n")
-    bad: list[int] = []
-    items: list[tuple[int, dict]] = []  # (line, record) in order
-    markers: set[int] = set()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            bad.append(i)
-            continue
-        if isinstance(obj, dict) and MARKER in obj and len(obj) == 1:
-            try:
-                markers.add(int(obj[MARKER]))
-            except (TypeError, ValueError):
-                bad.append(i)
-            continue
-        if not _valid(obj):
-            bad.append(i)
-            continue
-        items.append((i, obj))
-    unfinished = 0
-    if markers:
-        kept = []
-        for i, obj in items:
-            b = obj.get("batch")
-            try:
-                b = int(b) if b is not None else None
-            except (TypeError, ValueError):
-                b = None
-            if b is None or b in markers:
-                kept.append(obj)
-            else:
-                unfinished += 1
-        records = kept
-    else:
-        records = [obj for _, obj in items]
-    return records, bad, unfinished
+    """(valid records, 1-based numbers of corrupt lines, records of unfinished batches): the store's reader
+    (runformat.read_records), with a record valid when it has an id, a finite eps and a score or a verdict."""
+    return _read_records(path, _valid)
 
 
 def records_frame(records: list[dict]):
@@ -393,7 +379,10 @@ def load_run(path: str | Path) -> RunData:
     kind = str(task_cfg.get("kind") or "closed")
     summary = meta.get("summary") or []
     metric = next((r.get("metric") for r in summary if isinstance(r, dict) and r.get("metric")), None)
-    metric = str(metric or task_cfg.get("metric") or KIND_METRIC.get(kind, "score"))
+    declares = meta.get("declares")
+    if not isinstance(declares, dict):  # a run written before run.json held its declarations
+        declares = derive(cfg, metric)
+    metric = str(metric or declares.get("metric") or "score")
     spec = cfg.get("attack") if isinstance(cfg.get("attack"), dict) else {"name": str(cfg.get("attack") or "attack")}
     spec = dict(spec)
     spec.setdefault("name", "attack")
@@ -423,6 +412,7 @@ def load_run(path: str | Path) -> RunData:
         duplicates=n0 - len(df),
         status=str(meta.get("status") or ""),
         source=source,
+        declares=declares,
     )
 
 

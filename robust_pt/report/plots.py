@@ -176,7 +176,7 @@ def _eps_line(ax, dm, colour: str, label: str, style: dict, alpha: float) -> Non
     ax.fill_between(x, lo, hi, color=colour, alpha=alpha, linewidth=0)
 
 
-def _eps_axis(ax, da, title: str) -> None:
+def _eps_axis(ax, da, title: str, axis: dict | None = None) -> None:
     ticks = sorted(set(da["eps"].round(12)))
     names = {round(e, 12): lab for e, lab in zip(da["eps"], da["eps_label"])}
     if ticks and ticks[0] > 0 and ticks[-1] / ticks[0] > 16:  # e.g. 1/255 ... 128/255: keep small eps apart
@@ -187,20 +187,20 @@ def _eps_axis(ax, da, title: str) -> None:
         ax.set_xticks([0.0] + ticks)
         ax.set_xticklabels(["0"] + [names[t] for t in ticks], rotation=30, fontsize=8)
     ax.set_title(title, fontsize=10)
-    kinds = set(da["kind"]) if "kind" in da.columns else set()
-    severities = bool(kinds) and kinds <= {"corruption", "text-corruption"}
-    ax.set_xlabel("severity (0: clean)" if severities else "eps")
+    names = {(axis or {}).get(a, "eps") for a in da["attack"]} if "attack" in da.columns else set()
+    ax.set_xlabel(names.pop() if len(names) == 1 else "eps")
     ax.set_ylabel(metric_axis(da["metric"].iloc[0] if len(da) else "metric"))
     ax.grid(alpha=0.3)
 
 
-def metric_vs_eps(summary, task: str, path: Path) -> Path:
+def metric_vs_eps(summary, task: str, path: Path, axis: dict | None = None) -> Path:
     """Robust metric (points) vs eps for one task, one panel per attack. Colours follow method_colours (as in
-    the degradation bars); several models of one method differ by line style and marker; one legend."""
-    return _save(metric_vs_eps_figure(summary, task), path)
+    the degradation bars); several models of one method differ by line style and marker; one legend.
+    `axis`: the x-axis title of each attack (RunData.eps_axis), "eps" where it does not say."""
+    return _save(metric_vs_eps_figure(summary, task, axis), path)
 
 
-def metric_vs_eps_figure(summary, task: str):
+def metric_vs_eps_figure(summary, task: str, axis: dict | None = None):
     """The figure of metric_vs_eps(), unsaved (tests read its lines)."""
     d = summary[summary["task"] == task]
     attacks = list(dict.fromkeys(d["attack"]))
@@ -220,7 +220,7 @@ def metric_vs_eps_figure(summary, task: str):
             dm = da[(da["method"] == key[0]) & (da["model"] == key[1])].sort_values("eps")
             if len(dm):
                 _eps_line(ax, dm, colours[series(*key)], labels[key], styles[key], 0.15 / per[series(*key)])
-        _eps_axis(ax, da, f"{task}: {attack}")
+        _eps_axis(ax, da, f"{task}: {attack}", axis)
         for h in ax.get_lines():
             handles.setdefault(h.get_label(), h)
     order = [handles[labels[key]] for key in styles if labels[key] in handles]
@@ -585,7 +585,7 @@ def samples(run: RunData, limit: int = 6) -> list[dict]:
         if (
             known
             and r.get("clean_correct") == 1
-            and run.task_kind == "closed"
+            and run.declares.get("candidates")
             and _text_or_none(r.get("clean_pred")) != known.get("target")
         ):
             known = {}  # right yet not the regenerated answer: not the example that was attacked (older generator)
@@ -610,25 +610,6 @@ def samples(run: RunData, limit: int = 6) -> list[dict]:
         (rest if s["eps"] in seen else firsts).append(s)
         seen.add(s["eps"])
     return (firsts + rest)[:limit]
-
-
-TEXT_LABELS = (
-    ("vqa", "Question"),
-    ("ve", "Hypothesis"),
-    ("ground", "Expression"),
-    ("refcoco", "Expression"),
-    ("caption", "Prompt"),
-)
-
-
-def _text_label(task: str) -> str:
-    """What the input text of a task is called in a gallery row (a VQA question, a VE hypothesis, ...)."""
-    words = [w for w in re.split(r"[-_:+./]", task.lower()) if w]
-    for key, label in TEXT_LABELS:
-        prefix = key != "ve"  # "vqav2", "refcocog", "captions"; but "ve" begins too many words
-        if any(w == key or (prefix and w.startswith(key)) for w in words):
-            return label
-    return "Text"
 
 
 def _fonts() -> dict:
@@ -686,19 +667,21 @@ def _answer_text(value, image_size: int | None) -> str:
     return f"box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}) px"
 
 
-def _sample_lines(s: dict, task: str, image_size: int | None = None) -> list[tuple[str, str, str]]:
-    """(text, font key, colour) paragraphs of one gallery row: what was asked, the target, both answers."""
+def _sample_lines(s: dict, run: RunData) -> list[tuple[str, str, str]]:
+    """(text, font key, colour) paragraphs of one gallery row: what was asked (called what the run's task
+    declares: Question, Hypothesis, ...), the target (a graded task's reference), both answers."""
+    image_size = run.image_size
     broken = "#b3261e" if s["broken"] else "#137333"
     out = [
         (f"eps={s['eps_label']}  -  {'broken' if s['broken'] else 'still correct'}", "bold", broken),
         (f"id {s['id']}", "small", "#666666"),
     ]
     if s.get("text"):
-        out.append((f"{_text_label(task)}: {s['text']}", "text", "black"))
+        out.append((f"{run.text_label}: {s['text']}", "text", "black"))
     if s.get("adv_text") and s["adv_text"] != s.get("text"):
         out.append((f"Adversarial text: {s['adv_text']}", "text", "#8a4b00"))
     if s.get("target"):
-        name = "Reference" if _text_label(task) == "Prompt" else "Target"  # a caption has several; one shown
+        name = "Reference" if run.declares.get("verdict") == "graded" else "Target"  # captions: one of several
         out.append((f"{name}: {_answer_text(s['target'], image_size)}", "text", "#444444"))
     out.append((f"Clean prediction: {_answer_text(s['clean_pred'], image_size)}", "text", "black"))
     out.append(
@@ -727,9 +710,7 @@ def gallery(run: RunData, items: list[dict], path: Path, width: int = 600, text_
             else tile.resize((width, max(1, round(tile.height * width / tile.width))), Image.NEAREST)
         )
         lines = [
-            (ln, f, c)
-            for text, f, c in _sample_lines(s, run.task, run.image_size)
-            for ln in _wrap(scratch, text, fonts[f], text_width)
+            (ln, f, c) for text, f, c in _sample_lines(s, run) for ln in _wrap(scratch, text, fonts[f], text_width)
         ]
         rows.append((tile, lines, max(tile.height, 18 * len(lines) + 4)))
     img_w = max([t.width for t, _, _ in rows] + [1])

@@ -2,16 +2,23 @@
 
 Each (task, model) gets five checks, each `pass`, `fail` or `not checked` with the reason:
 
-monotone     the robust metric is non-increasing in eps (within each run);
-huge-eps     at a very large eps (L-inf pixel eps >= 64/255, L2 pixel eps >= a quarter of
-             sqrt(pixels), embedding eps >= 1 RMS) the attack breaks nearly everything:
-             relative drop >= 90%; image attacks are judged on the examples whose answer
-             the image decides (records with image_decides false, e.g. ShapesWorld VE's
-             "maybe" statements, are left out and counted in the detail);
-more-steps   PGD with more steps is never weaker than PGD with fewer (same norm, eps);
-black-box    a black-box attack (square) is never stronger than the strongest white-box
-             gradient attack (pgd, apgd) of the same norm at the same eps;
-fgsm-vs-pgd  FGSM is never stronger than the strongest PGD of the same kind and norm;
+monotone     the robust metric is non-increasing in eps (within each run whose threat model
+             declares nested eps sets; severities and other non-nested levels are not judged);
+huge-eps     at the very large eps its threat model declares (huge_eps: L-inf pixel eps >=
+             64/255, L2 pixel eps >= a quarter of sqrt(pixels), embedding eps >= 1 RMS) the
+             attack breaks nearly everything: relative drop >= 90%; attacks that leave the
+             text alone (image_only) are judged on the examples whose answer the image
+             decides (records with image_decides false, e.g. ShapesWorld VE's "maybe"
+             statements, are left out and counted in the detail);
+more-steps   an attack with more steps is never weaker than the same attack with fewer
+             (methods in the "steps" role: PGD; same kind, norm, eps);
+black-box    an attack in the "black-box" role (square) is never stronger than the strongest
+             in the "white-box" role (pgd, apgd) of the same kind and norm at the same eps;
+fgsm-vs-pgd  a "one-step" attack (FGSM) is never stronger than the strongest "steps" attack
+             (PGD) of the same kind and norm;
+
+Which run plays which part comes from what the run declares (run.json's `declares`, read by
+load.py; attacks/declarations.py): never from an attack's or a method's name.
 targeted     (only for models with targeted runs) a targeted attack's untargeted success is
              never above the untargeted attack's of the same preset (it leaves no less
              robust metric), else the untargeted attack is not finding what it should;
@@ -49,8 +56,6 @@ PASS, FAIL, NOT_CHECKED = "pass", "fail", "not checked"
 HUGE_LINF = 64 / 255
 HUGE_RMS = 1.0
 NEARLY_ALL = 0.90
-WHITE_BOX = ("pgd", "apgd")
-BLACK_BOX = ("square", "hopskipjump", "boundary", "spsa")
 RULE = (
     "A check fails only when the violation exceeds sampling noise: the 95% paired-bootstrap CI of the "
     "violating difference lies entirely on the violating side of 0; the large-eps check fails when the upper "
@@ -98,7 +103,9 @@ def _robust(run: RunData, e: float) -> float:
 
 
 def check_monotone(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
-    swept = [r for r in runs if len(r.eps) >= 2]
+    swept = [r for r in runs if len(r.eps) >= 2 and r.nested]
+    if not swept and any(len(r.eps) >= 2 for r in runs):
+        return NOT_CHECKED, "no run sweeps nested eps (its threat model declares nested: false)"
     if not swept:
         return NOT_CHECKED, ("every run has a single eps; sweep several (e.g. --eps 1/255,2/255,4/255,8/255)")
     fails, notes, steps = [], [], 0
@@ -130,15 +137,9 @@ def check_monotone(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
 
 
 def huge_threshold(run: RunData) -> float | None:
-    if run.attack_kind == "image" and run.eps_unit == "pixel":
-        if run.norm == "linf":
-            return HUGE_LINF
-        if run.norm == "l2" and run.image_size:
-            return 0.25 * math.sqrt(3 * run.image_size**2)
-        return None
-    if run.attack_kind == "embedding" and run.eps_unit == "rms":
-        return HUGE_RMS
-    return None
+    """The very large eps its threat model declares for the run's norm and unit (None: not checked)."""
+    t = run.declares.get("huge_eps")
+    return float(t) if isinstance(t, (int, float)) else None
 
 
 def check_huge(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
@@ -177,23 +178,21 @@ def check_huge(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
 
 
 def _image_decided(run: RunData, d):
-    """An image attack's records without the examples the text alone decides, and how many were left out.
+    """The records of an attack that leaves the text alone without the examples the text alone decides, and how
+    many were left out.
 
     No image perturbation should flip an answer the text fixes, so counting those examples
-    would make a sound attack look like gradient masking; embedding attacks also move the
-    text, so they keep every example."""
-    if run.attack_kind != "image" or "image_decides" not in d.columns:
+    would make a sound attack look like gradient masking; threat models that also move the
+    text (embedding attacks) declare image_only false and keep every example."""
+    if not run.declares.get("image_only") or "image_decides" not in d.columns:
         return d, 0
     keep = d["image_decides"].map(lambda v: v is not False).to_numpy(bool)
     return d[keep], int((~keep).sum())
 
 
-def _by(runs, methods, kind=None, norm=None):
-    return [
-        r
-        for r in runs
-        if r.attack_method in methods and (kind is None or r.attack_kind == kind) and (norm is None or r.norm == norm)
-    ]
+def _by(runs, role: str):
+    """The runs whose attack method declares this gradient-masking role (attacks/declarations.py)."""
+    return [r for r in runs if role in r.roles]
 
 
 def _excesses(comparisons, B: int, seed: int, say) -> tuple[list[str], list[str], int]:
@@ -225,7 +224,7 @@ def _decide(comparisons, B: int, seed: int, say, unchecked: str, failing: str, n
 
 
 def check_more_steps(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
-    pgd = _by(runs, ("pgd",))
+    pgd = _by(runs, "steps")
     pairs = []
     for a in pgd:
         for b in pgd:
@@ -281,8 +280,8 @@ def _weaker_than(
 
 
 def check_black_box(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
-    bb = _by(runs, BLACK_BOX)
-    wb = _by(runs, WHITE_BOX)
+    bb = _by(runs, "black-box")
+    wb = _by(runs, "white-box")
     hint = (
         "needs a black-box run (e.g. --attack square) and a PGD run at the same eps and norm"
         if not bb or not wb
@@ -292,8 +291,8 @@ def check_black_box(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
 
 
 def check_fgsm(runs: list[RunData], B: int, seed: int) -> tuple[str, str]:
-    fg = _by(runs, ("fgsm",))
-    wb = _by(runs, ("pgd",))
+    fg = _by(runs, "one-step")
+    wb = _by(runs, "steps")
     hint = (
         "needs an FGSM run and a PGD run at the same eps and norm (e.g. --attack fgsm and --attack pgd)"
         if not fg or not wb
@@ -352,9 +351,7 @@ def run_checks(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.
     """One row per (task, model, check). Natural corruptions are not attacks (their severities need not
     be monotone and no gradient is involved): they take no part in the gradient-masking checks. Transfer
     runs take part in the transfer check only (a row only for models that have them)."""
-    from .corruption import KINDS as CORRUPTION_KINDS
-
-    runs = [r for r in runs if r.attack_spec.get("kind") not in CORRUPTION_KINDS]
+    runs = [r for r in runs if not r.corruption]
     out = []
     keys = []
     for r in runs:

@@ -10,7 +10,8 @@ FROM_SIBLING = "transferred from a tuned sibling"
 CORRUPTIONS = "natural corruptions"
 #: the order of the verdict's sentences
 THREATS = (WHITE_BOX, FROM_BASE, FROM_SIBLING, CORRUPTIONS)
-#: the surrogate method that is the public base (an untuned checkpoint)
+#: the method label of the public base (the pretrained, untuned checkpoint tuning/train.py writes): as
+#: REFERENCE names the reference method, this names the source the transfer threat is measured from
 PUBLIC_BASE = "pretrain"
 #: the count table's name for cells no threat counts (verdict.threat: None)
 LEFT_OUT = "left out: white-box on one side only"

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from .load import RunData, normalise_method
+from .threats import PUBLIC_BASE
 
 COLUMNS = [
     "task",
@@ -138,7 +139,7 @@ def order(name: str) -> tuple:
     from .load import method_rank
 
     parts = name.split("+")
-    return (len(parts) > 1, [(p != "pretrain", method_rank(p), p) for p in parts])
+    return (len(parts) > 1, [(p != PUBLIC_BASE, method_rank(p), p) for p in parts])
 
 
 def groups(frame) -> list[tuple[str, str, list[float]]]:

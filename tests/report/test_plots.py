@@ -181,7 +181,7 @@ def test_gallery_rows_show_the_question_regenerated_from_the_id(tmp_path):
         ex = task[int(s["id"].rsplit(":", 1)[1])]
         assert s["text"] == ex.text and s["target"] == ex.target
         assert s["clean_pred"] == ex.target and s["pred"] == "blue"  # matched to its record
-        lines = [t for t, _, _ in plots._sample_lines(s, run.task)]
+        lines = [t for t, _, _ in plots._sample_lines(s, run)]
         assert f"Question: {ex.text}" in lines and "Adversarial prediction: blue" in lines
     out = plots.gallery(run, items, tmp_path / "g.png")
     from PIL import Image
@@ -198,9 +198,10 @@ def test_gallery_leaves_out_a_regenerated_text_that_contradicts_the_record(tmp_p
     wrong = {"clean_pred": lambda i, e: "purple" if task[i].target != "purple" else "red"}
     path = write_run(tmp_path / "run", "prompt-shapes-vqa", PT, PT_CLEAN, ids=ids, extra=wrong)
     _samples(path, ids, max(PT))
-    items = plots.samples(load_run(path), 6)
+    run = load_run(path)
+    items = plots.samples(run, 6)
     assert items and all(s["text"] is None and s["target"] is None for s in items)
-    assert not any(t.startswith("Question") for t, _, _ in plots._sample_lines(items[0], "shapes-vqa"))
+    assert not any(t.startswith("Question") for t, _, _ in plots._sample_lines(items[0], run))
 
 
 def test_gallery_prefers_the_records_text_and_wraps_it(tmp_path):
@@ -213,7 +214,7 @@ def test_gallery_prefers_the_records_text_and_wraps_it(tmp_path):
     run = load_run(path)
     items = plots.samples(run, 6)
     assert items and all(s["text"] == long for s in items)
-    assert plots._sample_lines(items[0], "shapes-ve")[2][0] == f"Hypothesis: {long}"
+    assert plots._sample_lines(items[0], run)[2][0] == f"Hypothesis: {long}"
     from PIL import Image, ImageDraw
 
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
