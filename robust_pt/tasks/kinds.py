@@ -54,6 +54,7 @@ class TaskKind:
       (captions: BLEU-4); the run summary reports each as NAME_clean and NAME_robust.
     run_scorer: for graded verdicts that depend on the whole run (CIDEr-D's document
       frequencies come from all the run's references): task -> a RunScorer; None: `score`.
+    gen_len: how many tokens a generative victim generates for an answer (a box: 5).
     """
 
     name: str
@@ -66,6 +67,7 @@ class TaskKind:
     text_label: str = "Text"
     corpus: Callable[[Any, Sequence[Any], Sequence[Any]], dict] | None = None
     run_scorer: Callable[[Any], "RunScorer"] | None = None
+    gen_len: int = 24
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -214,7 +216,7 @@ register(
         text_label="Question",
     )
 )
-register(TaskKind("ground", "binary", "acc@0.5", _ground, victim="generative", text_label="Expression"))
+register(TaskKind("ground", "binary", "acc@0.5", _ground, victim="generative", text_label="Expression", gen_len=5))
 register(
     TaskKind(
         "caption",

@@ -54,6 +54,19 @@ def test_a_recipe_accepts_a_real_dataset_format(tmp_path):
     assert recorded_task(task) == "vqav2" and recorded_task("shapes-vqa") == "shapes-vqa"
 
 
+def test_a_recipe_on_a_real_dataset_runs_and_a_second_run_keeps_it(tmp_path):
+    from robust_pt.recipe import run_recipe
+
+    root = write_vqav2(tmp_path / "vqa")
+    recipe = _recipe(tmp_path, [f"vqav2:{root}"], split="val", batch_size=4)
+    out = run_recipe(recipe, out=tmp_path / "out", log=lambda *_: None)
+    run = out / "runs" / "vqav2-vqa_base_fgsm"
+    assert (run / "run.json").exists() and (out / "report.md").exists()
+    logged = []
+    run_recipe(recipe, out=tmp_path / "out", log=logged.append)
+    assert any("1 runs complete" in line and "kept as they are" in line for line in logged)
+
+
 def test_a_recipe_refuses_a_missing_dataset_and_an_unknown_format_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"recipe r\.yaml: vqav2: .* does not exist"):
         load_recipe(_recipe(tmp_path, [f"vqav2:{tmp_path / 'nothing'}"], split="val"))
