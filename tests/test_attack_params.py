@@ -142,3 +142,10 @@ def test_a_minimising_method_runs_once_per_example_and_is_clipped_to_each_eps(ti
     assert (r["l2"] <= r["eps"] + 1e-5).all()
     assert sum(attacked) == int(r.drop_duplicates("id")["clean_correct"].sum())  # once each, at the first eps
     assert r[r["attacked"]]["eps"].nunique() > 1  # survivors went on to larger balls, reusing their result
+
+
+def test_every_registered_text_recipe_and_joint_order_has_its_implementation():
+    from robust_pt.attacks.joint import ORDERS
+    from robust_pt.attacks.text.recipes import RECIPES
+
+    assert set(RECIPES) == set(methods.names("text")) and set(ORDERS) == set(methods.names("joint"))

@@ -59,8 +59,15 @@ NEEDS_LOGITS = tuple(
 class AttackSpec:
     """A fully resolved attack preset (what run.json records).
 
-    kind: image (perturb [0,1] pixels) or embedding (perturb Embeds.image and Embeds.text).
-    method: pgd, fgsm, apgd, square, cw or autoattack.
+    The common fields (COMMON_KEYS) apply to every method; the settings the first methods
+    had (steps ... target_classes, text_method ... mlm) stay fields because their values
+    are the run fingerprint (`identity`), but a preset may set only those its method's
+    parameter dataclass declares (attacks/methods.py; `params` is that typed view). A new
+    method's own settings live in `settings`, so adding one changes no field here.
+
+    kind: image (perturb [0,1] pixels), embedding (perturb Embeds.image and Embeds.text),
+    text, joint, or a registered threat model's kind (corruption, ...).
+    method: a method registered for the kind (attacks/methods.py).
     backend: ours (robust-pt's batched implementation), torchattacks or foolbox.
     norm: linf or l2.  eps_unit: pixel (image attacks: eps in [0,1] pixel units),
     rms (embedding attacks: eps in units of each example's embedding RMS, per modality)
@@ -68,14 +75,14 @@ class AttackSpec:
     steps: gradient iterations (apgd/cw/autoattack: iterations of the library attack).
     step_ratio: step size alpha = step_ratio * eps, unless `alpha` (absolute) is given.
     random_start, restarts: PGD-style random initialisation and extra random restarts.
-    queries: black-box query budget (square; square inside autoattack).
+    queries: the query budget (square and square inside autoattack; text and joint: the
+    candidate texts a text attack may score).
     early_stop: stop attacking an example as soon as it is misclassified (closed tasks).
     eps: the default eps grid when none is given (text attacks: word budgets, see above).
     text_method (joint): the TextAttack recipe of the text part.
     max_words_fraction (joint): the text part's word budget.
     embeddings (textfooler, textbugger): counter-fitted word vectors, a text file of
     "word v1 v2 ..." lines.  mlm (bert-attack, bae): a local Hugging Face masked-LM dir.
-    queries (text, joint): the text attack's query budget (candidate texts scored).
     target: a targeted attack's target (attacks/targeted.py): an answer of a closed task,
     random or least-likely; a caption; a box "x0,y0,x1,y1" in pixels. Empty: untargeted.
     """
