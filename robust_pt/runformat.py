@@ -2,7 +2,9 @@
 and the report (reads it). Imports no torch: reports and CI gates read runs without it.
 
     runs/<id>/run.json        config (its sha256 is the run's identity), versions, hashes,
-                              status, the summary when complete
+                              status, the summary when complete, and `declares`: what the
+                              threat model, attack method and task declare, which the report
+                              reads instead of names (attacks/declarations.py)
     runs/<id>/records.jsonl   one JSON record per (example, eps), RECORD_COLUMNS, appended
                               batch by batch, each batch followed by {"batch_done": b}
     runs/<id>/summary.csv     one row per eps, SUMMARY_COLUMNS (+ text / caption columns)
@@ -10,7 +12,8 @@ and the report (reads it). Imports no torch: reports and CI gates read runs with
 
 Each definition below exists once; the engine's run summary and the report's summary rows
 both use them, so a run's summary.csv and a report's summary.csv agree on every column
-they share:
+they share. records.jsonl has one reader (`read_records`), used by the store and the report:
+the same lines count as corrupt and the same batches as unfinished for both.
 
 * eps labels (`eps_label(eps, unit)`): pixel eps as typed when short (0.25, 0.2, 1),
   else k/255 for multiples of 1/255 (8/255), else the number; other units (rms, abs,
@@ -242,11 +245,6 @@ def _num(col):
     import pandas as pd
 
     return pd.to_numeric(col, errors="coerce")
-
-
-def binary_verdict(task_kind: str) -> bool:
-    """Right or wrong per example (closed and grounding tasks); captions are graded (CIDEr)."""
-    return task_kind != "caption"
 
 
 def could_break(d, binary: bool):

@@ -116,7 +116,10 @@ def test_broken_graded_tolerance_zero():
 
 
 def test_binary_verdict_by_task_kind():
-    assert rf.binary_verdict("closed") and rf.binary_verdict("ground") and not rf.binary_verdict("caption")
+    """The verdict is the task kind's declaration (tasks/kinds.py), which run.json's declares block records."""
+    from robust_pt.tasks import kinds
+
+    assert kinds.get("closed").binary and kinds.get("ground").binary and not kinds.get("caption").binary
 
 
 # ----------------------------------------------------------------------------- statistics on hand-made runs
