@@ -12,6 +12,13 @@ The reader is tolerant where a report can still be honest and strict where it ca
 * a missing or empty directory, a directory without run.json, an unreadable run.json or a
   run without a single valid record raise RunDirError (the CLI prints one line, exit 2);
 * runs of different tasks raise MixedRunsError unless `allow_mixed` is set.
+
+What a run is (nested or not, binary or graded verdict, eps unit, white-box / black-box /
+transfer / corruption, metric, text label, the method's sanity roles) is read from run.json's
+`declares` block (attacks/declarations.py), never from an attack's, method's or task's name;
+a run written before the block existed gets it once here, derived from its config through the
+same registries (`declarations.derive`), so old and new runs read alike. records.jsonl is read
+by the store's reader (runformat.read_records) with the report's rule for a valid record.
 """
 
 from __future__ import annotations
