@@ -15,6 +15,7 @@ backends that implement it with how each builds it, and what it needs or is:
 * minimises: it finds each example's minimal perturbation (CW), so it runs once per example
   and the threat model projects that result onto each eps ball;
 * engine_restarts: the engine runs its restarts (our PGD) instead of the library;
+* aims: our loop can ascend a target's objective instead (attacks/targeted.py, `target:`);
 * default_queries: the query budget of a preset that names none;
 * sanity_roles: what the report's gradient-masking checks take it for (written into run.json):
   "white-box" (a strong white-box attack), "steps" (more steps never weaker), "one-step"
@@ -129,6 +130,7 @@ class AttackMethod:
     one_step: bool = False
     black_box: bool = False
     engine_restarts: bool = False
+    aims: bool = False  # takes a target (backend ours)
     minimises: bool = False
     default_queries: int | None = None  # a preset that leaves `queries` out gets this budget
     sanity_roles: tuple[str, ...] = ()  # white-box, steps, one-step, black-box (the report's checks)
@@ -262,6 +264,7 @@ register(
         GradientParams,
         ("ours", "torchattacks", "foolbox"),
         engine_restarts=True,
+        aims=True,
         sanity_roles=("white-box", "steps"),
         torchattacks=_pgd_ta,
         foolbox=_pgd_fb,
@@ -274,6 +277,7 @@ register(
         OneStepParams,
         ("ours", "torchattacks", "foolbox"),
         one_step=True,
+        aims=True,
         sanity_roles=("one-step",),
         check=_fgsm_check,
         torchattacks=lambda spec, p, ta, model, eps, *_: ta.FGSM(model, eps=eps),
@@ -373,8 +377,8 @@ register(
         objective=lambda victim, examples: _sga().reference_set(victim, examples),
     )
 )
-register(AttackMethod("pgd", "embedding", GradientParams, ("ours",), engine_restarts=True))
-register(AttackMethod("fgsm", "embedding", OneStepParams, ("ours",), one_step=True, check=_fgsm_check))
+register(AttackMethod("pgd", "embedding", GradientParams, ("ours",), engine_restarts=True, aims=True))
+register(AttackMethod("fgsm", "embedding", OneStepParams, ("ours",), one_step=True, aims=True, check=_fgsm_check))
 
 
 # the TextAttack recipes (attacks/text/recipes.py) and the joint orders (joint.py): text first, then

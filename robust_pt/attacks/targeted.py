@@ -33,20 +33,22 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import AttackError
+from . import methods
 
 SPECIAL = ("random", "least-likely")
 FIELDS = {"target": None, "target_success": False, "target_cider": None}
-METHODS = ("pgd", "fgsm")
 
 
 def check_spec(spec) -> None:
     """Refuse, with one line, a preset that asks for a target it cannot aim at."""
     if not spec.target:
         return
-    if spec.kind not in ("image", "embedding") or spec.method not in METHODS or spec.backend != "ours":
+    m = methods.get(spec.kind, spec.method)
+    if m is None or not m.aims or spec.backend != "ours":
+        aiming = sorted({f"{a.kind} {a.name}" for a in methods._methods.values() if a.aims})
         raise AttackError(
             f"attack {spec.name} ({spec.kind} {spec.method}, {spec.backend}) cannot take a target: targeted "
-            f"attacks are image or embedding pgd / fgsm with the ours backend (e.g. --attack pgd --target red)"
+            f"attacks are {', '.join(aiming)} with the ours backend (e.g. --attack pgd --target red)"
         )
 
 
