@@ -16,6 +16,7 @@ backends that implement it with how each builds it, and what it needs or is:
   and the threat model projects that result onto each eps ball;
 * engine_restarts: the engine runs its restarts (our PGD) instead of the library;
 * aims: our loop can ascend a target's objective instead (attacks/targeted.py, `target:`);
+* resources: what it reads from a path the user gives (text recipes: embeddings, mlm);
 * default_queries: the query budget of a preset that names none;
 * sanity_roles: what the report's gradient-masking checks take it for (written into run.json):
   "white-box" (a strong white-box attack), "steps" (more steps never weaker), "one-step"
@@ -131,6 +132,7 @@ class AttackMethod:
     black_box: bool = False
     engine_restarts: bool = False
     aims: bool = False  # takes a target (backend ours)
+    resources: tuple[str, ...] = ()  # embeddings, mlm: files it needs (--embeddings, --mlm)
     minimises: bool = False
     default_queries: int | None = None  # a preset that leaves `queries` out gets this budget
     sanity_roles: tuple[str, ...] = ()  # white-box, steps, one-step, black-box (the report's checks)
@@ -384,7 +386,12 @@ register(AttackMethod("fgsm", "embedding", OneStepParams, ("ours",), one_step=Tr
 # the TextAttack recipes (attacks/text/recipes.py) and the joint orders (joint.py): text first, then
 # PGD on the image; image first; SGA's set-level guidance (attacks/sga.py). Natural corruptions
 # register with their threat models (corruptions.py, text/corruptions.py).
+_RESOURCES = {"textbugger": ("embeddings",), "textfooler": ("embeddings",), "bert-attack": ("mlm",), "bae": ("mlm",)}
 for _recipe in ("deepwordbug", "pwws", "textbugger", "textfooler", "bert-attack", "bae", "pruthi"):
-    register(AttackMethod(_recipe, "text", TextParams, ("textattack",), needs_logits=True))
+    register(
+        AttackMethod(
+            _recipe, "text", TextParams, ("textattack",), needs_logits=True, resources=_RESOURCES.get(_recipe, ())
+        )
+    )
 for _order in ("text-image", "image-text", "sga"):
     register(AttackMethod(_order, "joint", JointParams, ("ours",), needs_logits=True))
