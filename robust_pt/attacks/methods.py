@@ -379,8 +379,30 @@ register(
         objective=lambda victim, examples: _sga().reference_set(victim, examples),
     )
 )
-register(AttackMethod("pgd", "embedding", GradientParams, ("ours",), engine_restarts=True, aims=True))
-register(AttackMethod("fgsm", "embedding", OneStepParams, ("ours",), one_step=True, aims=True, check=_fgsm_check))
+# the report's masking checks took every method called pgd / fgsm for these roles, embedding ones too
+register(
+    AttackMethod(
+        "pgd",
+        "embedding",
+        GradientParams,
+        ("ours",),
+        engine_restarts=True,
+        aims=True,
+        sanity_roles=("white-box", "steps"),
+    )
+)
+register(
+    AttackMethod(
+        "fgsm",
+        "embedding",
+        OneStepParams,
+        ("ours",),
+        one_step=True,
+        aims=True,
+        sanity_roles=("one-step",),
+        check=_fgsm_check,
+    )
+)
 
 
 # the TextAttack recipes (attacks/text/recipes.py) and the joint orders (joint.py): text first, then
