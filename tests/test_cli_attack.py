@@ -106,6 +106,25 @@ def test_preset_file_with_unknown_key(tiny_vqa_dir, tmp_path):
     assert_one_line_error(r, "unknown key 'alpha_ratio'", "allowed keys", "step_ratio")
 
 
+@pytest.mark.parametrize(
+    "line, needles",
+    [
+        ("steps: ten", ["steps must be an integer", "mine.yaml", "'ten'"]),
+        ("steps: 2.5", ["steps must be an integer", "2.5"]),
+        ("random_start: 3", ["random_start must be true or false", "3"]),
+        ("kappa: 1.0", ["unknown key 'kappa'", "setting of image cw"]),
+        ("restarts: 0", ["attack mine: restarts must be a positive integer"]),
+    ],
+)
+def test_preset_file_with_a_wrongly_typed_setting(tiny_vqa_dir, tmp_path, line, needles):
+    """Settings are typed by the method's parameter dataclass (attacks/methods.py): never a silent string."""
+    p = tmp_path / "mine.yaml"
+    p.write_text(f"name: mine\nmethod: pgd\neps: [2/255]\n{line}\n")
+    r = invoke("attack", "--model", tiny_vqa_dir, "--attack", p, "--out", tmp_path / "run")
+    assert_one_line_error(r, *needles)
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_checkpoint(tmp_path):
     r = invoke("attack", "--model", tmp_path / "nothing", "--attack", "pgd")
     assert_one_line_error(r, "does not exist")
