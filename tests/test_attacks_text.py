@@ -438,7 +438,7 @@ def test_cli_text_attack_and_list(text_vqa_dir, tmp_path):
 def test_cli_bad_text_input(tiny_vqa_dir, tiny_cnn, tmp_path, monkeypatch):
     assert_one_line_error(
         invoke("attack", "--model", tiny_vqa_dir, "--attack", "deepwordbug", "--query-budget", 0),
-        "--query-budget must be a positive integer",
+        "--queries must be a positive integer",
     )
     bad = tmp_path / "vectors.txt"
     bad.write_text("red 0.1 0.2 0.3\nblue 0.1 zero 0.3\n")

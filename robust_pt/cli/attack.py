@@ -57,8 +57,11 @@ def attack_cmd(
         None, "--early-stop/--no-early-stop", help="Stop attacking an example once broken (default: the preset's)."
     ),
     samples: int = typer.Option(8, "--samples", help="Adversarial PNGs saved per eps."),
-    query_budget: Optional[int] = typer.Option(
-        None, "--query-budget", help="Text and joint attacks: most candidate texts scored per example."
+    queries: Optional[int] = typer.Option(
+        None,
+        "--queries",
+        "--query-budget",
+        help="Query budget: square's queries; text and joint attacks' most candidate texts scored per example.",
     ),
     embeddings: Optional[Path] = typer.Option(
         None, "--embeddings", help="textfooler, textbugger: counter-fitted word vectors ('word v1 v2 ...' lines)."
@@ -105,13 +108,13 @@ def attack_cmd(
     where = None
     try:
         where = place()
-        if query_budget is not None and query_budget <= 0:
-            raise ConfigError(f"--query-budget must be a positive integer, got {query_budget}")
+        if queries is not None and queries <= 0:
+            raise ConfigError(f"--queries must be a positive integer, got {queries}")
         ov = {
             "steps": steps,
             "backend": backend,
             "early_stop": early_stop,
-            "queries": query_budget,
+            "queries": queries,
             "embeddings": str(embeddings.expanduser().resolve()) if embeddings else None,
             "mlm": str(mlm.expanduser().resolve()) if mlm else None,
             "target": _one_target(target, target_text, target_box),
