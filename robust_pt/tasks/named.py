@@ -58,6 +58,11 @@ def attackable(name: str) -> bool:
     return t is not None and get(t.kind).victim is not None
 
 
+def training_mix(name: str) -> bool:
+    """Whether the named task is a training mix (registered, but no victim can judge it)."""
+    return name in _tasks and not attackable(name)
+
+
 def slug(task: str) -> str:
     """A task as a file name part: a named task as it is; a dataset "NAME:DIR" as NAME-<DIR's last part>
     (run and checkpoint directories of recipes)."""

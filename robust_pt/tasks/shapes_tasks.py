@@ -38,6 +38,9 @@ VQA_TYPES: tuple[str, ...] = ("colour", "shape", "count", "exist", "spatial")
 VE_FORMS: tuple[str, ...] = ("exist", "count", "spatial", "size")
 PRETRAIN_KINDS: tuple[str, ...] = ("vqa", "ve", "ground", "caption")
 
+PRETRAIN_MIX = "shapes-pretrain"  # the multi-task mix the built-in base pretrains on (a training mix: no victim)
+DOWNSTREAM: tuple[str, ...] = ("shapes-vqa", "shapes-ve", "shapes-ground", "shapes-caption")
+
 TASK_CODES: dict[str, int] = {
     "shapes-vqa": 1,
     "shapes-ve": 2,

@@ -200,7 +200,7 @@ def save(model, out: Path, meta: dict, base_dir: Path | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     name = meta.get("method", REFERENCE)
     method = find(name)
-    full = base_dir is None or name == "pretrain" or (method is not None and not method.delta)
+    full = base_dir is None or method is None or not method.delta  # a base (no tuning method) is saved whole
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if not full:
         keep = {n for n, p in model.named_parameters() if p.requires_grad}

@@ -196,9 +196,9 @@ def _tunable(arch: str, cfg: HFTrainConfig, net):
 
 def _loss(model, arch: str, task, batch, answerable) -> torch.Tensor | None:
     from ..models.predict import images_of
-    from ..tasks.base import CLOSED
+    from ..tasks.kinds import kind_of
 
-    if task.kind == CLOSED and not model.trains_on_answer_text:
+    if kind_of(task).candidates and not model.trains_on_answer_text:  # a label over the task's answers
         batch = [ex for ex in batch if ex.label >= 0 and answerable[ex.label]]
         if not batch:
             return None
@@ -335,7 +335,8 @@ def _clean_metrics(model, task_name: str, cfg: HFTrainConfig, split: str, size: 
     pretraining mix, per downstream task (as the built-in base keeps them); (None, 0) with eval_size 0."""
     from ..models.predict import evaluate_clean
     from ..tasks import load_task
-    from .train import DOWNSTREAM, PRETRAIN_TASK
+    from ..tasks.named import training_mix
+    from .train import DOWNSTREAM
 
     if not cfg.eval_size:
         return None, 0
@@ -344,7 +345,7 @@ def _clean_metrics(model, task_name: str, cfg: HFTrainConfig, split: str, size: 
         test = load_task(name, split=split, limit=cfg.eval_size, seed=cfg.seed, size=size, resize=resize)
         return evaluate_clean(model, test, batch_size=32), len(test)
 
-    if task_name == PRETRAIN_TASK:
+    if training_mix(task_name):  # a base: scored on each downstream task
         return {name: clean(name)[0] for name in DOWNSTREAM}, cfg.eval_size
     return clean(task_name)
 
@@ -382,8 +383,7 @@ def _identity(base_dir: Path, arch: str, task_name: str, cfg: HFTrainConfig) -> 
 
 def _meta(cfg: HFTrainConfig, out: Path, identity: dict, task_name: str, train_task, run: dict) -> dict:
     """robust_pt.json: the method, task, schedule, clean metrics and parameter counts of a finished run."""
-    from ..tasks import TASKS
-    from .train import PRETRAIN_TASK
+    from ..tasks.named import attackable
 
     losses, trainable, total = run["losses"], run["trainable"], run["total"]
     return {
@@ -391,7 +391,7 @@ def _meta(cfg: HFTrainConfig, out: Path, identity: dict, task_name: str, train_t
         "method": cfg.method,
         "name": out.name,
         "architecture": identity["architecture"],
-        "task": task_name if task_name in TASKS and task_name != PRETRAIN_TASK else None,  # a base: any task
+        "task": task_name if attackable(task_name) else None,  # a base (a training mix) or a dataset: any task
         "task_spec": task_name,
         "kind": train_task.kind,
         "answers": train_task.answers,
@@ -421,16 +421,17 @@ def train_hf(
     from ..models.loading import hf_family
     from ..runtime.devices import resolve_device
     from ..tasks import TASKS, load_task
-    from .train import PRETRAIN_TASK
+    from ..tasks.kinds import kind_of
+    from ..tasks.named import training_mix
 
     base_dir, out = Path(base).resolve(), Path(out)
     require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
     arch = _check_base_dir(base, base_dir)
     family = hf_family(arch)
     check_method(cfg.method, arch, base)
-    if task_name == PRETRAIN_TASK and not family.generative:
+    if training_mix(task_name) and not family.generative:
         raise TaskError(
-            f"{PRETRAIN_TASK} is the pretraining mix, which only generative bases train on (every example's "
+            f"{task_name} is a pretraining mix, which only generative bases train on (every example's "
             f"target is text there); tune {arch} on one task (e.g. shapes-vqa)"
         )
     dev = resolve_device(cfg.device)
@@ -446,7 +447,7 @@ def train_hf(
     probe = wrap(arch, net, tok, ip, {})
     size, resize = probe.image_size, probe.resize_mode
     train_task = load_task(task_name, split="train", limit=cfg.train_size, seed=cfg.seed, size=size, resize=resize)
-    if train_task.kind != "mixed" and train_task.kind not in family.task_kinds:
+    if kind_of(train_task).victim is not None and train_task.kind not in family.task_kinds:
         raise TaskError(
             f"{arch} cannot serve the {train_task.kind} task {train_task.name}; it serves "
             f"{', '.join(family.task_kinds)} tasks"

@@ -340,8 +340,8 @@ def hf_method(name: str) -> TuningMethod:
 def report_order() -> list[str]:
     """The reference first, then the methods with a fixed colour, in registration order (the paper's
     order: finetune, prompt, adapter, bitfit, lora); reports put every other method after them."""
-    ms = methods()
-    return [REFERENCE] + [m.name for m in ms if m.colour and m.name != REFERENCE]
+    order = [REFERENCE]
+    return order + [m.name for m in methods() if m.colour and m.name not in order]
 
 
 class Live(Mapping):

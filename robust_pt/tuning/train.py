@@ -22,12 +22,11 @@ from ..models.predict import evaluate_clean, images_of, task_loss_embeds
 from ..outputs import require_writable_dir
 from ..runtime.locking import hold
 from ..runtime.progress import progress_bar
+from ..tasks.shapes_tasks import DOWNSTREAM  # noqa: F401  (re-exported: the tasks a pretrained base is scored on)
+from ..tasks.shapes_tasks import PRETRAIN_MIX as PRETRAIN_TASK
 from . import checkpoint as ckpt
 from .config import PRETRAIN_LR, TrainConfig, TuningConfig
 from .methods import apply_method, parameter_counts
-
-PRETRAIN_TASK = "shapes-pretrain"
-DOWNSTREAM = ("shapes-vqa", "shapes-ve", "shapes-ground", "shapes-caption")
 
 
 def _schedule(opt, steps: int, warmup: float):
@@ -169,12 +168,13 @@ def tune(
 
     replace_stale: `out` is a cache entry; one made from another base or config is retrained."""
     from ..tasks import load_task
+    from ..tasks.named import training_mix
 
     require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
     torch.set_num_threads(tc.threads)
     base_dir = ckpt.checkpoint_dir(base)
-    if task_name == PRETRAIN_TASK:
-        raise TaskError(f"{PRETRAIN_TASK} is the pretraining mix; tune on one of {', '.join(DOWNSTREAM)}")
+    if training_mix(task_name):
+        raise TaskError(f"{task_name} is a pretraining mix; tune on one of {', '.join(DOWNSTREAM)}")
     load_task(task_name, split="test", limit=1)  # an unknown task fails before the base is read
     model = ckpt.load(base_dir)  # validates the base before any work
     size = model.image_size
