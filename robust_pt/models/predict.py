@@ -1,7 +1,8 @@
 """Predictions and task losses of a VLModel on a batch, the same for every task kind.
 
 The clean evaluation, the training-time evaluation and the attack engine all call
-these, so "correct" means one thing everywhere.
+these, so "correct" means one thing everywhere. What a task's kind declares (tasks/kinds.py)
+decides how: logits over its candidate answers, or generated text of the kind's length.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from typing import Sequence
 
 import torch
 
-from ..tasks.base import CAPTION, CLOSED, GROUND, Example, Task
+from ..tasks.base import Example, Task
+from ..tasks.kinds import kind_of
 from .base import Embeds, VLModel
-
-GEN_LEN = {GROUND: 5, CAPTION: 24}
 
 
 def images_of(examples: Sequence[Example], device=None) -> torch.Tensor:
@@ -26,9 +26,10 @@ def images_of(examples: Sequence[Example], device=None) -> torch.Tensor:
 def predict_embeds(model: VLModel, task: Task, e: Embeds, beam: int = 1) -> list:
     """Closed: predicted candidate index; ground/caption: generated text."""
     with torch.no_grad():
-        if task.kind == CLOSED:
+        kind = kind_of(task)
+        if kind.victim == "closed":  # logits over the candidate answers
             return model.candidate_logits_from_embeds(e, task.answers).argmax(-1).tolist()
-        return model.generate_from_embeds(e, max_len=GEN_LEN[task.kind], beam=beam)
+        return model.generate_from_embeds(e, max_len=kind.gen_len, beam=beam)
 
 
 def predict(model: VLModel, task: Task, images: torch.Tensor, texts: Sequence[str], beam: int = 1) -> list:
@@ -38,7 +39,7 @@ def predict(model: VLModel, task: Task, images: torch.Tensor, texts: Sequence[st
 
 def task_loss_embeds(model: VLModel, task: Task, e: Embeds, examples: Sequence[Example]) -> torch.Tensor:
     """Per-example loss an attack maximises: candidate CE (closed) or reference NLL."""
-    if task.kind == CLOSED:
+    if kind_of(task).victim == "closed":
         logits = model.candidate_logits_from_embeds(e, task.answers)
         labels = torch.tensor([ex.label for ex in examples], device=logits.device)
         return torch.nn.functional.cross_entropy(logits, labels, reduction="none")

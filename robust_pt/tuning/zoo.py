@@ -19,8 +19,10 @@ def zoo_dir(recipe: str = "demo", root: Path | None = None) -> Path:
 
 
 def entry_dir(task: str, name: str, recipe: str = "demo", root: Path | None = None) -> Path:
-    """The checkpoint directory of tuning entry `name` (e.g. prompt) on `task`."""
-    return zoo_dir(recipe, root) / f"{name}-{task}"
+    """The checkpoint directory of tuning entry `name` (e.g. prompt) on `task` (a dataset "NAME:DIR" by its slug)."""
+    from ..tasks.named import slug
+
+    return zoo_dir(recipe, root) / f"{name}-{slug(task)}"
 
 
 def build_zoo(recipe, log=print, only: set | None = None) -> dict[tuple[str, str], tuple[Path, dict]]:
