@@ -10,7 +10,7 @@ per-example score and verdict, and the objectives attacks ascend:
   references), so "broken" means a lower score than the clean one, not a wrong answer.
 
 `binary` verdicts (0/1 correctness) drive the survivors-only sweep; graded ones the
-worst-so-far sweep (engine/sweep choice in robust_pt/engine/loop.py). Which victim judges
+worst-so-far sweep (chosen in robust_pt/engine/sweep.py). Which victim judges
 a task, whether its verdict is binary, whether an attack may stop early and how rows are
 scored are the task kind's declarations (robust_pt/tasks/kinds.py): no kind is named here.
 """

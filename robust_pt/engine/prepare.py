@@ -224,7 +224,7 @@ def _named_task(model: VLModel, task: str, trained, split: str, limit: int | Non
             f"model {model.display_name} was tuned on {trained}, not {task}; attack it on "
             f"--task {trained} or pass a checkpoint tuned on {task}"
         )
-    # real datasets are resized as the model's processor does (robust_pt/tasks/formats.py)
+    # real datasets are resized as the model's processor does (robust_pt/tasks/formats/)
     resize = {"resize": model.resize_mode} if ":" in task and getattr(model, "resize_mode", None) else {}
     return load_task(task, split=split, limit=limit, seed=task_seed, size=model.image_size, **resize)
 
