@@ -143,6 +143,20 @@ def test_a_minimising_method_runs_once_per_example_and_is_clipped_to_each_eps(ti
     assert r[r["attacked"]]["eps"].nunique() > 1  # survivors went on to larger balls, reusing their result
 
 
+def test_a_minimising_method_on_foolbox_keeps_its_unclipped_result_for_larger_balls(tiny_cnn):
+    """foolbox returns CW's result clipped to the eps asked; the kept result must be the raw one, so a
+    sweep is as strong at its largest eps as a run at that eps alone (a clipped one would not grow)."""
+    pytest.importorskip("foolbox")
+    import robust_pt as rpt
+
+    model, x, y = tiny_cnn
+    kw = dict(attack="cw-l2", backend="foolbox", steps=20, progress=False)
+    sweep = rpt.evaluate(model, (x, y), eps=[0.05, 0.5, 3.0], **kw).summary.set_index("eps")
+    alone = rpt.evaluate(model, (x, y), eps=[3.0], **kw).summary.set_index("eps")
+    assert sweep.loc[3.0, "robust"] <= alone.loc[3.0, "robust"]
+    assert sweep.loc[3.0, "robust"] < sweep.loc[0.05, "robust"]  # the larger ball broke more
+
+
 def test_every_registered_text_recipe_and_joint_order_has_its_implementation():
     from robust_pt.attacks.joint import ORDERS
     from robust_pt.attacks.text.recipes import RECIPES

@@ -215,8 +215,10 @@ def _foolbox_run(spec: AttackSpec, model: nn.Module, x0: torch.Tensor, labels: t
     atk = m.foolbox(spec, m.params(spec), fb, eps)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, clipped, _ = atk(fmodel, x0, labels, epsilons=[eps])
-    return clipped[0]
+        raw, clipped, _ = atk(fmodel, x0, labels, epsilons=[eps])
+    # a minimising method's result is kept for every larger eps (clipped to each there): its raw,
+    # unclipped adversarial, not the one foolbox clipped to this eps
+    return raw[0] if m.minimises else clipped[0]
 
 
 def unique_image_groups(x0: torch.Tensor) -> list[torch.Tensor]:
