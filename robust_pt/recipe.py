@@ -345,14 +345,11 @@ def _attack_entries(where: str, i: int, entry, raw: dict, probes: dict, subset, 
                 f"{where}: attacks[{i}] ({entry['attack']}) eps grid {entry['eps']} is not "
                 f"increasing; list eps from smallest to largest"
             )
-    overrides = tuple(
-        sorted(
-            (k, v)
-            for k, v in entry.items()
-            if k not in ("attack", "eps", "tag", "examples", "nproc", "tasks", "surrogate")
-        )
-    )
-    atk = build(entry["attack"], **dict(overrides))  # unknown attack / bad values fail here
+    overrides = tuple(sorted((k, v) for k, v in entry.items() if k not in ATTACK_ENTRY_KEYS))
+    try:
+        atk = build(entry["attack"], **dict(overrides))  # unknown attack / bad values fail here
+    except ConfigError as err:  # say which entry of which recipe
+        raise ConfigError(f"{where}: attacks[{i}] ({entry['attack']}): {err}") from None
     atk.eps_grid(eps)
     tasks = subset(f"attacks[{i}] ({entry['attack']})", entry.get("tasks"))
     for t in tasks or raw["tasks"]:

@@ -228,7 +228,7 @@ def test_nproc_bad_input_is_one_line(tiny_vqa_dir, tmp_path, monkeypatch):
     _one_line(r.stderr, "--nproc 3 is larger than the number of examples (2)", "--nproc 2 or fewer")
     r = _invoke("attack", "--model", tiny_vqa_dir, "--attack", "pgd", "--batch-size", "lots", "--out", tmp_path / "r")
     assert r.exit_code == 2
-    _one_line(r.stderr, "batch size must be a positive integer or auto")
+    _one_line(r.stderr, "--batch-size must be a positive integer or auto")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     r = _invoke("attack", "--model", tiny_vqa_dir, "--attack", "pgd", "--nproc", 2, "--out", tmp_path / "run")

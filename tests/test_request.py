@@ -86,7 +86,9 @@ def test_bad_options_from_the_cli(name, value, message, tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.import_module("robust_pt.engine.run"), "prepare", _never)
     flag = "--" + name.replace("_", "-")
     r = invoke("attack", "--model", "builtin:base-small", "--attack", "pgd", flag, value, "--out", tmp_path / "run")
-    assert_one_line_error(r, message if name == "batch_size" else f"--{message}".replace("_", "-"))
+    assert_one_line_error(
+        r, ("--batch-size" + message[len("batch size") :]) if name == "batch_size" else f"--{message}"
+    )
     assert not (tmp_path / "run").exists()
 
 

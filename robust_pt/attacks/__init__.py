@@ -6,7 +6,7 @@
     [s.name for s in list_presets()]
 
 Image attacks (image.py) come from our own batched PGD/FGSM, torchattacks or foolbox;
-embedding attacks (embedding.py) are ours; text attacks (text.py) are TextAttack's
+embedding attacks (embedding.py) are ours; text attacks (text/recipes.py) are TextAttack's
 recipes on a VL model wrapper (vl_wrapper.py); joint attacks (joint.py) chain a text
 attack and image PGD. Importing this package is light: torch, torchattacks, foolbox and
 textattack are imported only when an attack runs.
@@ -19,9 +19,7 @@ from pathlib import Path
 
 from . import methods
 from .presets import (
-    ALLOWED_KEYS,
     BACKENDS,
-    OVERRIDABLE,
     AttackSpec,
     list_presets,
     parse_eps,
@@ -40,8 +38,6 @@ __all__ = [
     "parse_eps",
     "parse_eps_value",
     "validate_eps",
-    "ALLOWED_KEYS",
-    "OVERRIDABLE",
     "BACKENDS",
 ]
 

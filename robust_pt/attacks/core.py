@@ -125,21 +125,15 @@ class ThreatModel:
                 f"have; use a closed-answer task such as shapes-vqa or shapes-ve"
             )
 
-    # what the report reads (module docstring); a built-in kind's come from BUILTIN_DECLARES
+    # what the report reads (module docstring); each threat model sets its own
     access = "white-box"
     perturbs = "image"
     image_only = True
     huge: dict = {}  # "unit/norm" or "unit" -> eps; an L2 pixel eps is a fraction of sqrt(3 * size**2)
 
     def declares(self) -> dict:
-        """What this threat model declares for the report: the attributes a subclass sets, else its built-in
-        kind's entry in BUILTIN_DECLARES, else the defaults (declared() reads a kind's without importing it)."""
-        table = BUILTIN_DECLARES.get(self.name, {})
-        out = {}
-        for key in DECLARED:
-            own = getattr(type(self), key, None)
-            out[key] = own if own is not getattr(ThreatModel, key) else table.get(key, own)
-        return out
+        """What this threat model declares for the report (declared() reads a built-in kind's without importing it)."""
+        return {key: getattr(self, key) for key in DECLARED}
 
     def huge_eps(self, norm: str, unit: str, image_size: int | None) -> float | None:
         """The very large eps of the huge-eps sanity check for this norm and unit (None: not checked)."""
@@ -182,8 +176,9 @@ BUILTIN = {
     "corruption": "robust_pt.attacks.corruptions:CORRUPTION",
     "text-corruption": "robust_pt.attacks.text.corruptions:TEXT_CORRUPTION",
 }
-#: The declarations of the built-in kinds that differ from ThreatModel's defaults, readable without importing
-#: their modules (and torch): reports derive the declarations of runs written before run.json held them.
+#: A torch-free copy of what the built-in threat models declare where they differ from ThreatModel's defaults
+#: (each class sets its own): reports derive the declarations of runs written before run.json held them without
+#: importing torch. tests/test_declarations.py checks this copy against the classes.
 BUILTIN_DECLARES: dict[str, dict] = {
     "image": {"huge": {"pixel/linf": 64 / 255, "pixel/l2": 0.25}},
     "embedding": {"perturbs": "embedding", "image_only": False, "huge": {"rms": 1.0}},

@@ -124,6 +124,7 @@ class SeverityThreat(ThreatModel):
     """A natural corruption at severities: not nested, eps_unit severity, eps the integers 1-5."""
 
     nested = False
+    access = "corruption"  # natural corruptions, not attacks: the report keeps them apart
     eps_units = ("severity",)
 
     def check_spec(self, spec) -> None:

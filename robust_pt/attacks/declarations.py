@@ -33,27 +33,29 @@ from ..runformat import eps_unit
 from . import methods
 from .core import declared, huge_eps
 
-#: The roles of the built-in methods before they declared `sanity_roles` (attacks/methods.py).
-_ROLES_BEFORE = {"pgd": ("white-box", "steps"), "apgd": ("white-box",), "fgsm": ("one-step",), "square": ("black-box",)}
-
 
 def sanity_roles(kind: str, method: str) -> tuple[str, ...]:
     """The gradient-masking roles a registered attack method declares (none for an unregistered one)."""
     m = methods.get(kind, method)
-    if m is None:
-        return ()
-    return tuple(getattr(m, "sanity_roles", _ROLES_BEFORE.get(m.name, ())))
+    return tuple(m.sanity_roles) if m is not None else ()
+
+
+def black_box(kind: str, method: str) -> bool:
+    """Whether a registered attack method only queries the model (its budget is queries, not gradients)."""
+    m = methods.get(kind, method)
+    return bool(m is not None and m.black_box)
 
 
 def _block(threat: dict, spec: dict, task: dict, surrogates: bool, image_size: int | None) -> dict:
     """The declares block from a threat model's declarations, the attack spec and the task's declarations."""
     kind, unit = str(spec.get("kind") or "image"), eps_unit(spec)
     norm = str(spec.get("norm") or "linf")
-    roles = sanity_roles(kind, str(spec.get("method") or ""))
+    method = str(spec.get("method") or "")
+    roles = sanity_roles(kind, method)
     access = threat["access"]
     if surrogates:
         access = "transfer"
-    elif "black-box" in roles:
+    elif black_box(kind, method):
         access = "black-box"
     return {
         "nested": bool(threat["nested"]),

@@ -1,6 +1,6 @@
 """The four built-in threat models: image, embedding, text and joint attacks.
 
-Each binds the attack loops of its module (image.py, embedding.py, text.py, joint.py) to a
+Each binds the attack loops of its module (image.py, embedding.py, text/recipes.py, joint.py) to a
 victim (victim.py): the victim supplies the objective and judges the perturbed inputs; the
 threat model only perturbs. Seeds: random starts per (seed, example id, eps, restart),
 library attacks per (seed, batch, eps, restart), text attacks per (seed, example id, eps),
@@ -115,6 +115,7 @@ class ImageThreat(ThreatModel):
 
     name = "image"
     saves_samples = True
+    huge = {"pixel/linf": 64 / 255, "pixel/l2": 0.25}  # the huge-eps sanity check's balls
 
     def bind(self, victim, spec, seed):
         return _ImageBound(self, victim, spec, seed)
@@ -144,6 +145,7 @@ class EmbeddingThreat(ThreatModel):
 
     name = "embedding"
     needs = frozenset({"vl", "embeddings"})
+    perturbs, image_only, huge = "embedding", False, {"rms": 1.0}
 
     def bind(self, victim, spec, seed):
         return _EmbeddingBound(self, victim, spec, seed)
@@ -279,6 +281,7 @@ class _JointBound(_TextBound):
 
 class _TextThreat(ThreatModel):
     needs = frozenset({"vl", "text", "logits"})
+    perturbs, image_only = "text", False
     record_fields = NO_TEXT
     logits_reason = "needs logits over candidate answers (TextAttack's untargeted goal)"
 
@@ -309,6 +312,7 @@ class JointThreat(_TextThreat):
 
     name = "joint"
     saves_samples = True
+    perturbs = "image+text"
 
     def bind(self, victim, spec, seed):
         return _JointBound(self, victim, spec, seed)

@@ -25,7 +25,7 @@ either `embed_text(texts) -> (text_embeds, text_mask)` or the built-in MiniOFA's
 tokenizer and embedding table. Any other VLModel falls back to `candidate_logits` on
 the repeated image (correct, just without the image cache).
 
-This module imports textattack at import time (set up by textattack_setup.py);
+This module imports textattack at import time (set up by text/setup.py);
 robust_pt.attacks.text.recipes imports it only when a text attack runs. Also here: the
 word-budget constraints and a local counter-fitted embedding (TextAttack's on-the-fly
 neighbour search has a bug).

@@ -172,9 +172,9 @@ def _with_default_dirs(req):
         out = _default_run_dir(
             req.model, req.task, req.attack, req.eps, req.limit, req.batch_size, req.seed, req.split, key
         )
-        req = replace(req, out=out)
+        req = replace(req, out=out, flags=True)  # flags is not stored: errors keep naming --options
     if req.surrogate is not None and req.crafted is None:
-        req = replace(req, crafted=Path(req.out).parent / "crafted")
+        req = replace(req, crafted=Path(req.out).parent / "crafted", flags=True)
     return req
 
 

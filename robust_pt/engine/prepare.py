@@ -215,9 +215,9 @@ def _tensor_task(model: nn.Module, task, limit: int | None) -> tuple[Task, dict]
 
 
 def _named_task(model: VLModel, task: str, trained, split: str, limit: int | None, task_seed: int) -> Task:
-    from ..tasks import TASKS, load_task
+    from ..tasks import load_task, named
 
-    if task not in TASKS:
+    if named.lookup(task) is None:
         load_task(task, split=split, limit=1)  # raises the one-line "unknown task" error
     if trained and task != trained:
         raise TaskError(

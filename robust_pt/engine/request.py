@@ -91,7 +91,7 @@ class EvalRequest:
         set_ = object.__setattr__  # frozen: the checked, normalised values replace the given ones
         set_(self, "seed", _non_negative(name("seed"), self.seed))
         set_(self, "samples", _non_negative(name("samples"), self.samples))
-        set_(self, "batch_size", parse_batch_size(self.batch_size))
+        set_(self, "batch_size", parse_batch_size(self.batch_size, "--batch-size" if flags else "batch size"))
         if self.limit is not None:
             set_(self, "limit", _positive(name("limit"), self.limit))
         if self.nproc is not None:

@@ -540,12 +540,12 @@ def _example_text(run: RunData, ident: str) -> dict:
     """{"text", "target"} of a built-in ShapesWorld example, regenerated from its id (NAME:SPLIT:SEED:INDEX;
     generation is deterministic and cheap). Image attacks do not store the input text in their records, yet a
     gallery row without its question cannot be read. {} for real datasets or an id of another form."""
-    from ..tasks import TASKS
+    from ..tasks import named
 
     parts = ident.rsplit(":", 3)
     if (
         len(parts) != 4
-        or parts[0] not in TASKS
+        or named.lookup(parts[0]) is None
         or parts[0] != run.task
         or not parts[2].isdigit()
         or not parts[3].isdigit()

@@ -57,17 +57,17 @@ def probe_batch_size(fits: Callable[[int], None], limit: int, start: int = 1) ->
     return best
 
 
-def parse_batch_size(value: Any) -> int | str:
-    """A positive integer, or "auto"."""
+def parse_batch_size(value: Any, name: str = "batch size") -> int | str:
+    """A positive integer, or "auto"; `name`: the option as the caller spells it (--batch-size)."""
     if isinstance(value, str):
         v = value.strip().lower()
         if v == "auto":
             return "auto"
         if v.isdigit() and int(v) > 0:
             return int(v)
-        raise ConfigError(f"batch size must be a positive integer or auto, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer or auto, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"batch size must be a positive integer or auto, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer or auto, got {value!r}")
     return int(value)
 
 

@@ -220,7 +220,7 @@ def _qwen2vl(v25: bool, tok, image_size, patch_size, hidden, layers, heads):
         proc = base(
             image_processor=ip, tokenizer=tok, video_processor=tf.Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE
         )
-    except ImportError:  # no torchvision: no video processor (hf_generative.image_only)
+    except ImportError:  # no torchvision: no video processor (models.hf.generative.image_only)
         proc = image_only(base)(image_processor=ip, tokenizer=tok, chat_template=QWEN_TEMPLATE)
     head_dim = hidden // heads
     text = {

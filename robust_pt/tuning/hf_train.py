@@ -420,7 +420,7 @@ def train_hf(
     from ..models.hf.base import load_transformers, wrap
     from ..models.loading import hf_family
     from ..runtime.devices import resolve_device
-    from ..tasks import TASKS, load_task
+    from ..tasks import load_task, named
     from ..tasks.kinds import kind_of
     from ..tasks.named import training_mix
 
@@ -466,7 +466,7 @@ def train_hf(
         "total": sum(p.numel() for p in model.parameters()),
         "lr": cfg.lr or cfg.spec.hf.lr,
         "added": added,
-        "eval_split": "test" if task_name in TASKS else "val",
+        "eval_split": "test" if named.lookup(task_name) is not None else "val",
     }
     t0 = time.time()
     run["losses"] = _fit(model, arch, train_task, cfg, answerable, run["lr"])

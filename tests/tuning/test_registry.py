@@ -125,7 +125,7 @@ def test_every_hf_method_trains_a_step(vilt, tmp_path, method):
     saved = (
         "model.safetensors"
         if spec.hf.full
-        else "delta_model.safetensors"  # robust-pt's own (OnHF.attach; models/hf_delta.py)
+        else "delta_model.safetensors"  # robust-pt's own (OnHF.attach; models/hf/delta.py)
         if spec.hf.attach is not None
         else "adapter_model.safetensors"
     )

@@ -148,6 +148,7 @@ class TextCorruption(SeverityThreat):
 
     name = "text-corruption"
     needs = frozenset({"vl", "text"})
+    perturbs, image_only = "text", False
     record_fields = RECORD_FIELDS
     methods = TEXT_CORRUPTIONS
 

@@ -1,7 +1,7 @@
 """Importing TextAttack offline: NLTK data and its cache in the project cache, its logs hushed.
 
 A leaf module (it imports nothing else of robust_pt.attacks), so that both the recipes
-(text.py) and TextAttack's view of a VLModel (vl_wrapper.py) set TextAttack up the same
+(text/recipes.py) and TextAttack's view of a VLModel (vl_wrapper.py) set TextAttack up the same
 way without importing each other.
 """
 
