@@ -33,17 +33,27 @@ from . import params as _params
 from .params import parse_eps, parse_eps_value  # noqa: F401  (presets.parse_eps: one definition)
 
 KINDS = ("image", "embedding", "text", "joint")
-# TextAttack recipes (robust_pt/attacks/text/recipes.py) and the joint orders (joint.py), registered
-# in attacks/methods.py as the gradient methods are
-TEXT_METHODS = _methods.names("text")
-JOINT_METHODS = _methods.names("joint")
 METHODS = _methods.names()
 BACKENDS = ("ours", "torchattacks", "foolbox", "textattack")
 NORMS = ("linf", "l2")
 EPS_UNITS = ("pixel", "rms", "abs", "words")
-# text-attack resources given by path (--embeddings, --mlm)
-NEEDS_EMBEDDINGS = tuple(n for n in TEXT_METHODS if "embeddings" in _methods.get("text", n).resources)
-NEEDS_MLM = tuple(n for n in TEXT_METHODS if "mlm" in _methods.get("text", n).resources)
+
+
+def text_methods() -> tuple[str, ...]:
+    """The TextAttack recipes (attacks/text/recipes.py), registered in attacks/methods.py as the gradient
+    methods are; asked live, so a recipe registered later counts."""
+    return _methods.names("text")
+
+
+def joint_methods() -> tuple[str, ...]:
+    """The joint orders (attacks/joint.py), registered in attacks/methods.py."""
+    return _methods.names("joint")
+
+
+def needing(resource: str) -> tuple[str, ...]:
+    """The text recipes that read `resource` (embeddings: --embeddings, mlm: --mlm)."""
+    return tuple(n for n in text_methods() if resource in _methods.get("text", n).resources)
+
 
 # (kind, method) -> backends that implement it (joint orders: the image part runs on our PGD)
 SUPPORT: dict[tuple[str, str], tuple[str, ...]] = _methods.backend_table()
@@ -346,8 +356,8 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
     supported = _methods.backend_table().get((spec.kind, spec.method))
     if supported is None:
         hint = {
-            "text": f"text attacks are {', '.join(TEXT_METHODS)}",
-            "joint": f"joint attacks are {' or '.join(JOINT_METHODS)} (with text_method: RECIPE)",
+            "text": f"text attacks are {', '.join(text_methods())}",
+            "joint": f"joint attacks are {' or '.join(joint_methods())} (with text_method: RECIPE)",
         }.get(spec.kind, f"{spec.kind} attacks are {_or(_methods.names(spec.kind))}")
         raise AttackError(f"attack {spec.name}: method {spec.method} does not exist for {spec.kind} attacks; {hint}")
     if spec.backend not in supported:
@@ -403,8 +413,10 @@ def _check_text(spec: AttackSpec) -> None:
     """
     recipe = spec.text_recipe
     if spec.kind == "joint":
-        if recipe not in TEXT_METHODS:
-            raise AttackError(f"attack {spec.name}: a joint attack needs text_method, one of {', '.join(TEXT_METHODS)}")
+        if recipe not in text_methods():
+            raise AttackError(
+                f"attack {spec.name}: a joint attack needs text_method, one of {', '.join(text_methods())}"
+            )
         if spec.max_words_fraction is None:
             raise AttackError(
                 f"attack {spec.name}: a joint attack needs its text budget max_words_fraction (e.g. 0.25)"
@@ -414,15 +426,15 @@ def _check_text(spec: AttackSpec) -> None:
             f"attack {spec.name}: a text attack's word budget is its eps (e.g. eps: [0.25]); "
             f"text_method and max_words_fraction belong to joint attacks"
         )
-    if spec.embeddings and recipe not in NEEDS_EMBEDDINGS:
+    if spec.embeddings and recipe not in needing("embeddings"):
         raise AttackError(
             f"attack {spec.name}: {recipe} uses no word embeddings (only "
-            f"{' and '.join(NEEDS_EMBEDDINGS)} do); drop --embeddings"
+            f"{' and '.join(needing('embeddings'))} do); drop --embeddings"
         )
-    if spec.mlm and recipe not in NEEDS_MLM:
+    if spec.mlm and recipe not in needing("mlm"):
         raise AttackError(
             f"attack {spec.name}: {recipe} uses no masked language model (only "
-            f"{' and '.join(NEEDS_MLM)} do); drop --mlm"
+            f"{' and '.join(needing('mlm'))} do); drop --mlm"
         )
 
 

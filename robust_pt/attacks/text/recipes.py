@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import AttackError
-from ..presets import NEEDS_EMBEDDINGS, NEEDS_MLM, AttackSpec
+from ..presets import AttackSpec, needing
 from .setup import _quiet, ensure_offline_data, load_textattack
 
 EMBEDDINGS_HELP = (
@@ -51,14 +51,14 @@ MLM_HELP = "a local Hugging Face masked-LM directory (e.g. bert-base-uncased sav
 def check_resources(spec: AttackSpec) -> None:
     """Before anything runs or is written: the resources the recipe needs exist and look right."""
     recipe = spec.text_recipe
-    if recipe in NEEDS_EMBEDDINGS:
+    if recipe in needing("embeddings"):
         if not spec.embeddings:
             raise AttackError(
                 f"{recipe} needs counter-fitted word embeddings (robust-pt downloads nothing); "
                 f"pass --embeddings PATH ({EMBEDDINGS_HELP})"
             )
         read_embeddings(spec.embeddings)
-    if recipe in NEEDS_MLM:
+    if recipe in needing("mlm"):
         if not spec.mlm:
             raise AttackError(
                 f"{recipe} needs a masked language model (robust-pt downloads nothing); pass --mlm PATH ({MLM_HELP})"
