@@ -20,14 +20,14 @@ class _NoiseBound(Bound):
         g = [torch.Generator().manual_seed(derive_seed(self.seed, ex.id, eps, "noise")) for ex in examples]
         noise = torch.stack([(torch.rand(x0.shape[1:], generator=gi) * 2 - 1) * eps for gi in g]).to(x0)
         adv = (x0 + noise).clamp(0, 1)
-        return self.judged(examples, index, x0, adv)  # the victim judges
+        return self.judged(examples, index, x0, adv)  # the victim judges, sizes from x0
 
 
 class UniformNoise(ThreatModel):
-    name = "noise"
-    nested = False  # severities, not nested balls: every example at every level
-    methods = ("uniform",)
-    saves_samples = True
+    name = "noise"  # presets with `kind: noise` run it
+    nested = False  # severities, not nested balls
+    methods = ("uniform",)  # the methods its presets may name
+    saves_samples = True  # its inputs are images: the run keeps a few as PNGs
 
     def bind(self, victim, spec, seed):
         return _NoiseBound(self, victim, spec, seed)
