@@ -69,3 +69,11 @@ def test_the_toy_kind_goes_through_the_report_and_the_gate(count_run):
     base = root / "baseline.json"
     save_baseline([out], base)
     assert check([out], base).passed
+
+
+def test_a_kind_that_declares_no_target_refuses_a_targeted_attack(tiny_vqa, vqa_task):
+    """What a targeted attack aims at is the kind's declaration (TaskKind.target); the toy declares none."""
+    from robust_pt.errors import AttackError
+
+    with pytest.raises(AttackError, match="near-count task shapes-vqa takes no target"):
+        rpt.evaluate(tiny_vqa, near_count_task(vqa_task), attack="pgd", eps=8 / 255, target="red", progress=False)

@@ -2,15 +2,15 @@
 
 Why: "can an attacker make the tuned model say X?" is a different and often more relevant
 threat than "can it be made wrong?". The preset key `target` (CLI --target, --target-text,
---target-box; recipe key `target:`) reads by task kind:
+--target-box; recipe key `target:`) reads by what the task's kind aims at (TaskKind.target):
 
-* closed tasks and classifiers: an answer of the task, or `random` (per example, seeded by
+* "answer" (closed tasks and classifiers): an answer of the task, or `random` (per example, seeded by
   (seed, example id), never the true answer) or `least-likely` (the victim's lowest clean
   logit);
-* captioning: the caption to make the model write (success: the generated caption equals
+* "text" (captioning): the caption to make the model write (success: the generated caption equals
   it after normalising case and spaces; `target_cider`: CIDEr-D of the caption against the
   target alone, with the document frequencies of the run's references);
-* grounding: a box "x0,y0,x1,y1" in pixels of the model's input (success: IoU >= 0.5
+* "box" (grounding): a box "x0,y0,x1,y1" in pixels of the model's input (success: IoU >= 0.5
   between the predicted box and the target box).
 
 The attack loops are the untargeted ones (our PGD and FGSM, image and embedding) on the
@@ -56,17 +56,27 @@ def check_task(spec, task) -> None:
     """Refuse a target the task cannot produce (an answer it does not have, a malformed box)."""
     if not spec.target:
         return
-    if task.kind == "closed":
+    form = _form(task)
+    if form is None:
+        raise AttackError(f"the {task.kind} task {task.name} takes no target; leave out --target")
+    if form == "answer":
         if spec.target not in SPECIAL and spec.target not in task.answers:
             shown = ", ".join(list(task.answers)[:8])
             raise AttackError(
                 f"target {spec.target!r} is not an answer of task {task.name} ({shown}, ...); give one of its "
                 f"answers, random or least-likely"
             )
-    elif task.kind == "ground":
+    elif form == "box":
         parse_box(spec.target, task.image_size)
     elif spec.target in SPECIAL:
         raise AttackError(f"{spec.target} targets pick answers of closed tasks; give the caption to aim at")
+
+
+def _form(task) -> str | None:
+    """What a target is on this task: "answer", "box" or "text" (its kind's declaration), None: no target."""
+    from ..tasks.kinds import kind_of
+
+    return kind_of(task).target
 
 
 def parse_box(text: str, size: int) -> tuple[float, float, float, float]:
@@ -164,7 +174,7 @@ class Targeting:
                 out.append(ex)
             elif isinstance(t, int):
                 out.append(replace(ex, label=t))
-            elif task.kind == "ground":
+            elif _form(task) == "box":
                 out.append(replace(ex, target=box_to_tokens(parse_box(t, task.image_size), task.image_size)))
             else:
                 out.append(replace(ex, target=t))
@@ -179,19 +189,19 @@ class Targeting:
     # -- success
     def judge(self, victim, examples, preds: list, targets: list) -> tuple[np.ndarray, list[dict]]:
         """(success per row, the record fields per row)."""
-        kind = "closed" if victim.has_logits else victim.task.kind
+        form = "answer" if victim.has_logits else _form(victim.task)
         ok = []
         for ex, p, t in zip(examples, preds, targets):
             if t is None:
                 ok.append(False)
-            elif kind == "closed":
+            elif form == "answer":
                 ok.append(int(p) == int(t))
-            elif kind == "ground":
+            elif form == "box":
                 box = parse_box(t, victim.task.image_size)
                 ok.append(bool(victim.task.example_scores([replace(ex, box=box)], [p])[0] >= 0.5))
             else:
                 ok.append(_normal(p) == _normal(t))
-        cider = self._cider(victim, preds, targets) if victim.task.kind == "caption" else [None] * len(preds)
+        cider = self._cider(victim, preds, targets) if form == "text" else [None] * len(preds)
         fields = [
             {"target": self.text(victim, t), "target_success": bool(s), "target_cider": c}
             for t, s, c in zip(targets, ok, cider)

@@ -108,7 +108,7 @@ def check_surrogate(s: Surrogate, target: nn.Module, task, vl: bool) -> None:
             f"surrogate {s.label} was tuned on {trained}, not {task.name}, so its answer list differs; "
             f"use a surrogate tuned on {task.name} or an untuned base"
         )
-    if task.kind == "closed" and hasattr(m, "candidate_index"):  # a fixed label head (Hugging Face ViLT)
+    if task.answers and hasattr(m, "candidate_index"):  # a fixed label head (Hugging Face ViLT)
         missing = [a for a, i in zip(task.answers, m.candidate_index(task.answers).tolist()) if i < 0]
         if missing:
             raise AttackError(

@@ -55,6 +55,8 @@ class TaskKind:
     run_scorer: for graded verdicts that depend on the whole run (CIDEr-D's document
       frequencies come from all the run's references): task -> a RunScorer; None: `score`.
     gen_len: how many tokens a generative victim generates for an answer (a box: 5).
+    target: what a targeted attack (attacks/targeted.py) aims at on it: "answer" (one of its candidate
+      answers), "box" (a box x0,y0,x1,y1 in pixels), "text" (a text to generate), or None (no target).
     """
 
     name: str
@@ -68,6 +70,7 @@ class TaskKind:
     corpus: Callable[[Any, Sequence[Any], Sequence[Any]], dict] | None = None
     run_scorer: Callable[[Any], "RunScorer"] | None = None
     gen_len: int = 24
+    target: str | None = None
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -214,9 +217,14 @@ register(
         candidates=True,
         early_stop=True,
         text_label="Question",
+        target="answer",
     )
 )
-register(TaskKind("ground", "binary", "acc@0.5", _ground, victim="generative", text_label="Expression", gen_len=5))
+register(
+    TaskKind(
+        "ground", "binary", "acc@0.5", _ground, victim="generative", text_label="Expression", gen_len=5, target="box"
+    )
+)
 register(
     TaskKind(
         "caption",
@@ -227,5 +235,6 @@ register(
         text_label="Prompt",
         corpus=_caption_corpus,
         run_scorer=CorpusCIDEr,
+        target="text",
     )
 )
