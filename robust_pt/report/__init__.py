@@ -259,6 +259,7 @@ def check_out(out: Path, figures: bool = True) -> None:
 def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dict:
     """Write every file of the report into `out` (created); returns {name: path}."""
     from . import document, factors, html, latex, markdown, plots
+    from .transfer import MATRIX
     from .transfer import groups as transfer_groups
 
     check_out(out, figures)
@@ -286,7 +287,7 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
                 p = plots.transfer_heatmap(
                     rep.transfer, task, attack, figdir / f"transfer_{_safe(task)}_{_safe(attack)}.png"
                 )
-                rep.figures[("transfer", f"{task}: {attack}")] = str(p.relative_to(out))
+                rep.figures[(MATRIX, f"{task}: {attack}")] = str(p.relative_to(out))
         c = rep.corruptions
         if c is not None and len(c) and c["rce"].notna().any():
             p = plots.rce(c, figdir / "rce.png")

@@ -449,13 +449,15 @@ def _add_key_figure(doc: Document, report) -> str:
     """The figure a report opens with, after its verdict; returns its kind. Transfer runs: the transfer
     matrices with the sentence on what the public base's inputs do; corruption runs: the relative
     corruption error; otherwise the robust metric vs eps per task."""
+    from .transfer import MATRIX
+
     figs = report.figures
-    if report.transfer is not None and len(report.transfer) and any(k[0] == "transfer" for k in figs):
+    if report.transfer is not None and len(report.transfer) and any(k[0] == MATRIX for k in figs):
         lead = _transfer_lead(report.transfer)
         if lead:
             doc.add(Bullets(lead))
         for (kind, name), fig in figs.items():
-            if kind == "transfer":
+            if kind == MATRIX:
                 doc.add(Image(fig, f"{name} transfer matrix", f"{name}: {_MATRIX_CAPTION}"))
         return "transfer"
     if ("rce", "all") in figs:

@@ -18,6 +18,9 @@ import numpy as np
 from .load import RunData, normalise_method
 from .threats import PUBLIC_BASE
 
+#: the kind under which Report.figures files a transfer matrix (its key: (MATRIX, "task: attack"))
+MATRIX = "transfer"
+
 COLUMNS = [
     "task",
     "attack",
