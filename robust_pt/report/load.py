@@ -304,17 +304,6 @@ def normalise_method(name: Any) -> str | None:
     return s
 
 
-def _method_from_name(name: str) -> str | None:
-    """'prompt-shapes-vqa' -> prompt; 'pt-vqa' -> prompt; 'ft_vqa' -> finetune."""
-    import re
-
-    for tok in re.split(r"[-_.\s/]+", name.lower()):
-        m = METHOD_ALIASES.get(tok, tok)
-        if m in METHOD_NAMES:
-            return m
-    return None
-
-
 def _checkpoint_meta(meta: dict, run_dir: Path) -> dict:
     ck = meta.get("checkpoint") or {}
     p = ck.get("path") if isinstance(ck, dict) else None
@@ -351,10 +340,6 @@ def model_identity(meta: dict, run_dir: Path) -> tuple[str, str]:
     method = next((normalise_method(m) for m in candidates if normalise_method(m)), None)
     if method is None:
         method = normalise_method(_checkpoint_meta(meta, run_dir).get("method"))
-    if method is None:
-        for n in (model_cfg.get("name"), meta.get("model_name")):
-            if isinstance(n, str) and (method := _method_from_name(n)):
-                break
     return str(name), method or UNKNOWN
 
 

@@ -23,6 +23,21 @@ PRESETS = {
 }
 
 
+def _method_of(model: str) -> str | None:
+    """The tuning method a fixture model's name stands for ("prompt-vqa", "pt_vqa", "ft-x"), as its checkpoint
+    would declare it to the engine (the report itself never guesses a method from a name)."""
+    import re
+
+    from robust_pt.tuning import registry
+
+    aliases = {a: m.name for m in registry.methods() for a in m.aliases}
+    names = {m.name for m in registry.methods()}
+    for tok in re.split(r"[-_.\s/]+", model.lower()):
+        if aliases.get(tok, tok) in names:
+            return aliases.get(tok, tok)
+    return None
+
+
 def write_run(
     path: Path,
     model: str,
@@ -53,6 +68,7 @@ def write_run(
             "class": "MiniOFA",
             "trained_task": task,
             "state_sha256": "0" * 64,
+            **({"method": _method_of(model)} if _method_of(model) else {}),
             **(model_cfg or {}),
         },
         "task": {"name": task, "split": "test", "seed": 0, "n": n, "image_size": 32, "kind": "closed"},

@@ -29,6 +29,14 @@ def test_method_from_config_name_or_model_meta(tmp_path):
     assert load_run(write_run(tmp_path / "z", "Sequential", PT, PT_CLEAN)).method == "unknown"
 
 
+def test_the_method_is_what_the_run_declares_never_guessed_from_its_name(tmp_path):
+    r = write_run(tmp_path / "a", "prompt-shapes-vqa", PT, PT_CLEAN)
+    meta = json.loads((r / "run.json").read_text())
+    assert meta["config"]["model"].pop("method") == "prompt"  # what the engine records from the checkpoint
+    (r / "run.json").write_text(json.dumps(meta))
+    assert load_run(r).method == "unknown"  # a name that says "prompt" declares nothing
+
+
 def test_corrupt_lines_are_skipped_counted_and_named(tmp_path):
     ft, pt = golden_runs(tmp_path)
     lines = (pt / "records.jsonl").read_text().splitlines()
