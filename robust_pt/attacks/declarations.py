@@ -34,28 +34,16 @@ from . import methods
 from .core import declared, huge_eps
 
 
-def sanity_roles(kind: str, method: str) -> tuple[str, ...]:
-    """The gradient-masking roles a registered attack method declares (none for an unregistered one)."""
-    m = methods.get(kind, method)
-    return tuple(m.sanity_roles) if m is not None else ()
-
-
-def black_box(kind: str, method: str) -> bool:
-    """Whether a registered attack method only queries the model (its budget is queries, not gradients)."""
-    m = methods.get(kind, method)
-    return bool(m is not None and m.black_box)
-
-
 def _block(threat: dict, spec: dict, task: dict, surrogates: bool, image_size: int | None) -> dict:
     """The declares block from a threat model's declarations, the attack spec and the task's declarations."""
     kind, unit = str(spec.get("kind") or "image"), eps_unit(spec)
     norm = str(spec.get("norm") or "linf")
-    method = str(spec.get("method") or "")
-    roles = sanity_roles(kind, method)
+    method = methods.get(kind, str(spec.get("method") or ""))  # None: a method this installation lacks
+    roles = tuple(method.sanity_roles) if method is not None else ()
     access = threat["access"]
     if surrogates:
         access = "transfer"
-    elif black_box(kind, method):
+    elif method is not None and method.black_box:  # it only queries the model
         access = "black-box"
     return {
         "nested": bool(threat["nested"]),

@@ -39,7 +39,6 @@ VE_FORMS: tuple[str, ...] = ("exist", "count", "spatial", "size")
 PRETRAIN_KINDS: tuple[str, ...] = ("vqa", "ve", "ground", "caption")
 
 PRETRAIN_MIX = "shapes-pretrain"  # the multi-task mix the built-in base pretrains on (a training mix: no victim)
-DOWNSTREAM: tuple[str, ...] = ("shapes-vqa", "shapes-ve", "shapes-ground", "shapes-caption")
 
 TASK_CODES: dict[str, int] = {
     "shapes-vqa": 1,
@@ -302,6 +301,7 @@ def _caption(rng: np.random.Generator, size: int) -> Item:
 
 _GENERATORS = {"shapes-vqa": _vqa, "shapes-ve": _ve, "shapes-ground": _ground, "shapes-caption": _caption}
 _KIND_GEN = {"vqa": _vqa, "ve": _ve, "ground": _ground, "caption": _caption}
+DOWNSTREAM: tuple[str, ...] = tuple(_GENERATORS)  # the tasks a pretrained base is tuned and scored on
 
 
 @dataclass

@@ -28,14 +28,9 @@ def _method_of(model: str) -> str | None:
     would declare it to the engine (the report itself never guesses a method from a name)."""
     import re
 
-    from robust_pt.tuning import registry
+    from robust_pt.report.load import METHOD_NAMES, normalise_method
 
-    aliases = {a: m.name for m in registry.methods() for a in m.aliases}
-    names = {m.name for m in registry.methods()}
-    for tok in re.split(r"[-_.\s/]+", model.lower()):
-        if aliases.get(tok, tok) in names:
-            return aliases.get(tok, tok)
-    return None
+    return next((m for tok in re.split(r"[-_.\s/]+", model) if (m := normalise_method(tok)) in METHOD_NAMES), None)
 
 
 def write_run(
