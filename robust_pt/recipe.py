@@ -196,9 +196,10 @@ def _positive(where: str, v) -> int:
 
 def recorded_task(task: str) -> str:
     """The task name a run of a recipe's task records in run.json (a dataset "NAME:DIR": its format's NAME)."""
-    from .tasks.formats import is_real
+    from .tasks.named import dataset_spec
 
-    return task.partition(":")[0].strip().lower() if is_real(task) else task
+    spec = dataset_spec(task)
+    return spec[0] if spec else task
 
 
 def _probe_tasks(where: str, tasks: list, split: str) -> dict:

@@ -63,14 +63,23 @@ def training_mix(name: str) -> bool:
     return name in _tasks and not attackable(name)
 
 
+def dataset_spec(task: str) -> tuple[str, str] | None:
+    """A dataset task "NAME:DIR" as (its format's name, lower case; DIR); None for a task loaded by name."""
+    if ":" not in str(task):
+        return None
+    name, _, path = str(task).partition(":")
+    return name.strip().lower(), path
+
+
 def slug(task: str) -> str:
     """A task as a file name part: a named task as it is; a dataset "NAME:DIR" as NAME-<DIR's last part>
     (run and checkpoint directories of recipes)."""
     import re
     from pathlib import PurePath
 
-    if ":" not in task:
+    spec = dataset_spec(task)
+    if spec is None:
         return task
-    name, _, path = task.partition(":")
+    name, path = spec
     tail = PurePath(path.rstrip("/\\")).name or "data"
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", f"{name.strip().lower()}-{tail}")
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", f"{name}-{tail}")

@@ -110,8 +110,9 @@ def load_real(
     spec: str, split: str = "test", limit: int | None = None, seed: int = 0, size: int = 64, resize: str = "squash"
 ) -> RealTask:
     """A real-dataset task from "NAME:DIR" (see the module docstring)."""
-    name, _, path = str(spec).partition(":")
-    name = name.strip().lower()
+    from ..named import dataset_spec
+
+    name, path = dataset_spec(spec) or (str(spec).strip().lower(), "")
     fmt = lookup(name)
     if fmt is None:
         raise TaskError(
