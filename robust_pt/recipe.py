@@ -42,7 +42,9 @@ RECIPE_KEYS = {
 ATTACK_ENTRY_KEYS = frozenset({"attack", "eps", "tag", "examples", "nproc", "tasks", "surrogate"})
 _TRAIN_FIELDS = ("steps", "batch_size", "lr", "train_size", "eval_size")
 #: Keys of every tuning entry; each method adds its own options (tuning/registry.py, tuning_keys).
-TUNING_ENTRY_KEYS = frozenset({"method", "name", "tasks", *_TRAIN_FIELDS})
+TUNING_ENTRY_KEYS = frozenset({"method", "name", "tasks", "base", "adversarial", *_TRAIN_FIELDS})
+#: Keys of a tuning entry's `adversarial:` mapping (tuning/adversarial.py AdversarialConfig; the CLI's --adv-*).
+ADVERSARIAL_KEYS = ("attack", "eps", "steps", "step_size", "loss", "beta", "ratio")
 
 
 # `method: none` in a recipe's tuning list attacks the base itself, untuned: nothing is
@@ -57,6 +59,15 @@ class TuningEntry:
     tuning: Any  # TuningConfig (an HFTrainConfig on a Hugging Face base), or None for the untuned base
     train: Any  # TrainConfig, or None for the untuned base and on a Hugging Face base
     tasks: tuple[str, ...] | None = None  # the recipe's tasks it is tuned on (default: all)
+    adversarial: Any = None  # an AdversarialConfig: tuned on the engine's attacks (tuning/adversarial.py)
+    base: str | None = None  # the base it is tuned from, where not the recipe's (built-in bases)
+
+    def base_of(self, recipe_base: str) -> str:
+        return self.base or recipe_base
+
+    def declared(self) -> dict:
+        """What its checkpoint's meta says beside the method's options (the --only staleness check)."""
+        return {"adversarial": None if self.adversarial is None else self.adversarial.record()}
 
 
 @dataclass(frozen=True)
@@ -142,9 +153,23 @@ def tuning_keys(method: str, hf: bool = False) -> set[str]:
     return set(TUNING_ENTRY_KEYS) | set(registry.builtin_method(method).option_names)
 
 
+def _adversarial(value):
+    """A tuning entry's `adversarial:` mapping -> AdversarialConfig (None when absent); bad keys or values: one line."""
+    if value is None:
+        return None
+    from .tuning.adversarial import AdversarialConfig
+
+    if not isinstance(value, dict) or "attack" not in value or "eps" not in value:
+        raise ConfigError(
+            f"adversarial must be a mapping with attack and eps (e.g. {{attack: pgd, eps: 4/255}}), got {value!r}"
+        )
+    _unknown("adversarial", value, set(ADVERSARIAL_KEYS))
+    return AdversarialConfig(**value)
+
+
 def _tuning_entry(where: str, entry: dict, seed: int, hf: Path | None = None):
-    """(tuning config, train config) of one tuning entry: a TuningConfig and a TrainConfig, or on a
-    Hugging Face base (`hf`, its directory) an HFTrainConfig (method, options and schedule) and None;
+    """(tuning config, train config, adversarial config) of one tuning entry: a TuningConfig and a TrainConfig,
+    or on a Hugging Face base (`hf`, its directory) an HFTrainConfig (method, options and schedule) and None;
     unknown keys, bad values and a method that cannot tune that base: one line."""
     from .tuning import registry
     from .tuning.config import TrainConfig, TuningConfig
@@ -165,21 +190,35 @@ def _tuning_entry(where: str, entry: dict, seed: int, hf: Path | None = None):
         raise ConfigError(f"{where}: unknown key {extra[0]!r}{hint}; allowed keys: {', '.join(sorted(allowed))}")
     hyper = {k: v for k, v in entry.items() if k in spec.option_names}
     sched = {k: v for k, v in entry.items() if k in _TRAIN_FIELDS}
+    if hf and "base" in entry:
+        raise ConfigError(f"{where}: a tuning entry's own base is for built-in bases; on {hf} every entry tunes it")
     try:
         if isinstance(sched.get("lr"), str):  # YAML reads 3e-3 (no dot) as a string
             try:
                 sched["lr"] = float(sched["lr"])
             except ValueError:
                 raise ConfigError(f"lr must be a number, got {sched['lr']!r}") from None
+        adv = _adversarial(entry.get("adversarial"))
         if hf:
             from .models.loading import architecture_of
             from .tuning.hf_train import HFTrainConfig, check_method
 
             check_method(spec.name, architecture_of(Path(hf)), hf)  # before any entry trains
-            return HFTrainConfig(method=spec.name, seed=seed, options=hyper, **sched), None
-        return TuningConfig(spec.name, **hyper), TrainConfig(seed=seed, **sched)
+            return HFTrainConfig(method=spec.name, seed=seed, options=hyper, adversarial=adv, **sched), None, adv
+        return TuningConfig(spec.name, **hyper), TrainConfig(seed=seed, **sched), adv
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+def _check_adversarial(where: str, t: TuningEntry, probes: dict, tasks: list) -> None:
+    """An adversarial entry's settings against each task it is tuned on (TRADES needs candidate answers)."""
+    from .tuning.adversarial import check_task
+
+    for task in t.tasks or tasks:
+        try:
+            check_task(t.adversarial, probes[task])
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
 
 
 def _unknown(where: str, data: dict, allowed: set) -> None:
@@ -284,19 +323,29 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         if not isinstance(entry, dict) or "method" not in entry:
             raise ConfigError(f"{where}: tuning[{i}] must be a mapping with a 'method'")
         if entry["method"] == UNTUNED:
-            _unknown(f"{where}: tuning[{i}] (method: none, the untuned base)", entry, {"method", "name", "tasks"})
+            _unknown(
+                f"{where}: tuning[{i}] (method: none, the untuned base)", entry, {"method", "name", "tasks", "base"}
+            )
+            if entry.get("base") is not None:
+                _check_base(str(entry["base"]), path)
             tunings.append(
                 TuningEntry(
                     str(entry.get("name", "base")),
                     None,
                     None,
                     subset(f"tuning[{i}] (method: none)", entry.get("tasks")),
+                    base=entry.get("base"),
                 )
             )
             continue
-        tc, train = _tuning_entry(f"{where}: tuning[{i}]", entry, int(raw.get("seed", 0)), hf_base)
+        tc, train, adv = _tuning_entry(f"{where}: tuning[{i}]", entry, int(raw.get("seed", 0)), hf_base)
         name = entry.get("name", tc.method)
-        tunings.append(TuningEntry(name, tc, train, subset(f"tuning[{i}] ({name})", entry.get("tasks"))))
+        own_base = entry.get("base")
+        if own_base is not None:
+            _check_base(str(own_base), path)
+        t = TuningEntry(name, tc, train, subset(f"tuning[{i}] ({name})", entry.get("tasks")), adv, own_base)
+        _check_adversarial(f"{where}: tuning[{i}] ({name})", t, probes, raw["tasks"])
+        tunings.append(t)
     names = [t.name for t in tunings]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: two tuning entries share a name; give each a distinct 'name'")
@@ -497,9 +546,11 @@ def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
         if t.name in mine or not (p / "run.json").exists():
             continue
         meta = json.loads((p / "run.json").read_text())
-        tuning = (meta.get("model_meta") or {}).get("tuning")
+        model_meta = meta.get("model_meta") or {}
+        tuning = model_meta.get("tuning")
         want = None if t.tuning is None else t.tuning.relevant()
-        stale = meta.get("status") != "complete" or (want is not None and tuning != want)
+        edited = want is not None and (tuning != want or model_meta.get("adversarial") != t.declared()["adversarial"])
+        stale = meta.get("status") != "complete" or edited
         if stale or (meta.get("config") or {}).get("task", {}).get("name") != recorded_task(task):
             raise ConfigError(
                 f"{p} is not a complete run of the recipe's entry {t.name!r} as it stands (status "
@@ -580,6 +631,7 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
         "seed": r.seed,
         "batch_size": r.batch_size,
         "tuning": None if t.tuning is None else t.tuning.relevant(),
+        "adversarial": t.declared()["adversarial"],
     }
     task_cfg = cfg.get("task") or {}
     have = {
@@ -590,9 +642,12 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
         "seed": cfg.get("seed"),
         "batch_size": cfg.get("batch_size"),
         "tuning": (meta.get("model_meta") or {}).get("tuning"),
+        "adversarial": (meta.get("model_meta") or {}).get("adversarial"),
     }
-    if t.tuning is None and r.hf_base:  # an untuned Hugging Face base reports what its side file says
-        want["tuning"] = have["tuning"]
+    if t.tuning is None:  # an untuned base: what its own meta says (how it was pretrained, a side file's tuning)
+        want["adversarial"] = have["adversarial"]
+        if r.hf_base:
+            want["tuning"] = have["tuning"]
     entries = {e.name: e for e in r.tuning}
     made = [(meta.get("model_meta"), t)] + [
         (info, entries.get(name)) for name, info in zip(a.surrogate or (), meta.get("surrogates") or [])
@@ -612,7 +667,21 @@ def _schedule_kept(info: dict | None, entry: TuningEntry | None, r: Recipe | Non
         )
         return identity.get("config") == entry.tuning.identity() and identity.get("task") in (task, None) and same_base
     made = identity.get("train")
-    return made is None or entry is None or entry.train is None or made == asdict(entry.train)
+    if made is None or entry is None or entry.train is None:
+        return True
+    base_sha = identity.get("base_sha256")  # the base it was tuned from (a built-in base that changed: stale)
+    same_base = r is None or base_sha is None or base_sha == _builtin_sha(entry.base_of(r.base))
+    return made == asdict(entry.train) and same_base
+
+
+def _builtin_sha(base: str) -> str | None:
+    from .tuning import checkpoint as ckpt
+
+    p = ckpt.checkpoint_dir(base) / ckpt.WEIGHTS
+    if not p.exists():
+        return None
+    st = p.stat()
+    return _sha_cached(str(p), st.st_mtime_ns, st.st_size)
 
 
 def _weights_sha(base: str) -> str | None:

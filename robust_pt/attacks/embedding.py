@@ -80,9 +80,9 @@ def run_embedding_attack(
 
     start = x0
     steps = spec.steps
-    if get(spec.kind, spec.method).one_step:
-        alpha, steps = eps, 1
-    elif spec.random_start:
+    if get(spec.kind, spec.method).one_step:  # FGSM; with a random start FGSM-RS (step size alpha, else eps)
+        steps = 1
+    if spec.random_start:
         ni = uniform_noise(x0[0].shape[1:], -eps, eps, seeds, x0[0]) * si
         nt = uniform_noise(x0[1].shape[1:], -eps, eps, [s + 1 for s in seeds], x0[1]) * st * tmask
         start = [x0[0] + ni, x0[1] + nt]

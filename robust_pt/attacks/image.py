@@ -76,10 +76,10 @@ def ours(
     alpha = spec.step_size(eps)
     norm = spec.norm
     one_step = m.one_step
-    if one_step and norm == "linf":
+    if one_step and norm == "linf" and not spec.random_start:
         return _fgsm_linf(obj, x0, eps)
-    start = x0
-    if spec.random_start and not one_step:
+    start = x0  # FGSM-RS (one step from a random start) goes on below: one step of spec.step_size(eps)
+    if spec.random_start:
         if norm == "linf":
             start = torch.clamp(x0 + uniform_noise(x0.shape[1:], -eps, eps, seeds, x0), min=0, max=1)
         else:

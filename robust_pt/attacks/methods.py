@@ -10,7 +10,7 @@ are what presets, overrides and recipe entries are checked against when read), t
 backends that implement it with how each builds it, and what it needs or is:
 
 * needs_logits: it needs logits over candidates (a closed-answer task or a classifier);
-* one_step: a single step of size eps (FGSM); random starts do not apply;
+* one_step: a single step of size eps (FGSM), or from a random start of size alpha (FGSM-RS);
 * black_box: its budget is queries, not gradient steps (Square); `--steps` sets `queries`;
 * minimises: it finds each example's minimal perturbation (CW), so it runs once per example
   and the threat model projects that result onto each eps ball;
@@ -54,10 +54,13 @@ class GradientParams:
 
 @dataclass(frozen=True)
 class OneStepParams:
-    """FGSM: one step of size eps (`steps: 1`, no random start; presets say so)."""
+    """FGSM: one step of size eps (`steps: 1`; presets say so). With `random_start` (backend ours) it is
+    FGSM-RS, the attack of fast adversarial training (Wong et al. 2020): a uniform start in the ball, then
+    one signed step of `alpha` (theirs: 1.25 eps), projected back onto the ball."""
 
     steps: int = setting(1, min=1)
     random_start: bool = False
+    alpha: float | None = setting(None, above=0)
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,8 @@ def _fgsm_check(spec) -> None:
             f"attack {spec.name} is a one-step attack (FGSM); for --steps {spec.steps} use "
             f"{'emb-pgd' if spec.kind == 'embedding' else 'pgd'}"
         )
+    if (spec.random_start or spec.alpha is not None) and spec.backend != "ours":
+        raise AttackError(f"attack {spec.name}: FGSM with a random start or a step size (FGSM-RS) needs --backend ours")
 
 
 def _apgd_ta(spec, p: APGDParams, ta, model, eps, n_classes, seed):

@@ -10,36 +10,132 @@ import typer
 from ..errors import RobustPTError
 from .app import app, fail
 
+# --adversarial and its settings, shared by `pretrain` and `train` (tuning/adversarial.py): (parameter, type, help)
+ADV_OPTIONS = (
+    (
+        "adversarial",
+        str,
+        "Train on adversarial inputs made by this gradient attack preset: pgd (PGD-AT), fgsm (FGSM-RS, fast "
+        "adversarial training), pgd-l2, apgd-ce, emb-pgd (the paper's embedding threat), ...",
+    ),
+    ("adv_eps", str, "With --adversarial: the ball, e.g. 4/255 (the preset's unit)."),
+    ("adv_steps", int, "With --adversarial: attack steps (default: the preset's)."),
+    ("adv_step_size", str, "With --adversarial: step size (default 2.5 eps / steps; FGSM-RS: 1.25 eps)."),
+    ("adv_loss", str, "With --adversarial: ce (PGD-AT) or trades (tasks with candidate answers)."),
+    ("adv_beta", float, "With --adv-loss trades: the KL term's weight (default 6)."),
+    ("adv_ratio", float, "With --adversarial: the share of each batch attacked (default 1)."),
+)
 
-@app.command()
-def pretrain(
-    out: Path = typer.Option(..., help="Output checkpoint directory."),
-    preset: str = typer.Option("small", help="Model size: tiny or small."),
-    steps: int = typer.Option(12000, help="Optimisation steps."),
-    batch_size: int = typer.Option(64),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 1e-3)."),
-    seed: int = typer.Option(0),
-    threads: int = typer.Option(2, help="torch threads."),
-    overwrite: bool = typer.Option(False, help="Replace a different checkpoint in --out."),
-):
-    """Pretrain the built-in miniature OFA on the multi-task ShapesWorld mix."""
+
+def _adv_params() -> list:
+    import inspect
+
+    return [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, help=text), annotation=Optional[typ]
+        )
+        for name, typ, text in ADV_OPTIONS
+    ]
+
+
+def adversarial_config(options: dict):
+    """The AdversarialConfig the --adversarial / --adv-* options give (popped from `options`), or None; one
+    line for a setting without --adversarial or --adversarial without --adv-eps."""
+    from ..errors import ConfigError
+    from ..tuning.adversarial import AdversarialConfig
+
+    given = {name: options.pop(name, None) for name, _, _ in ADV_OPTIONS}
+    attack = given.pop("adversarial")
+    settings = {k[len("adv_") :]: v for k, v in given.items() if v is not None}
+    if attack is None:
+        if settings:
+            flags = ", ".join(f"--adv-{k.replace('_', '-')}" for k in settings)
+            raise ConfigError(
+                f"{flags} only apply to adversarial training; add --adversarial ATTACK (e.g. pgd) or drop them"
+            )
+        return None
+    if "eps" not in settings:
+        raise ConfigError(f"--adversarial {attack} needs --adv-eps, the ball to train in (e.g. 4/255)")
+    return AdversarialConfig(attack, **settings)
+
+
+class _Command:
+    """A command whose parameters are built when the command line is parsed (`signature()`), then `run(**kw)`."""
+
+    def __init__(self, name: str, signature, run, doc: str):
+        self.__name__, self._signature, self._run, self.__doc__ = name, signature, run, doc
+
+    @property
+    def __signature__(self):
+        return self._signature()
+
+    @property
+    def __annotations__(self):
+        return {p.name: p.annotation for p in self._signature().parameters.values()}
+
+    def __call__(self, **kwargs):
+        return self._run(**kwargs)
+
+
+def _pretrain_signature():
+    import inspect
+
+    def opt(name, annotation, default):
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+    return inspect.Signature(
+        [
+            opt("out", Path, typer.Option(..., help="Output checkpoint directory.")),
+            opt("preset", str, typer.Option("small", help="Model size: tiny or small.")),
+            opt(
+                "init",
+                Optional[str],
+                typer.Option(None, help="Continue from this pretrained base (e.g. builtin:base-small; its size)."),
+            ),
+            opt("steps", int, typer.Option(12000, help="Optimisation steps.")),
+            opt("batch_size", int, typer.Option(64)),
+            opt("lr", Optional[float], typer.Option(None, help="Peak learning rate (default 1e-3).")),
+            opt("seed", int, typer.Option(0)),
+            opt("threads", int, typer.Option(2, help="torch threads.")),
+            opt("eval_size", int, typer.Option(300, help="Validation examples per downstream task.")),
+            opt("overwrite", bool, typer.Option(False, help="Replace a different checkpoint in --out.")),
+            *_adv_params(),
+        ]
+    )
+
+
+def _pretrain(out, preset, init, steps, batch_size, lr, seed, threads, eval_size, overwrite, **adv):
     from ..outputs import require_writable_dir
     from ..tuning.config import TrainConfig
-    from ..tuning.train import pretrain as _pretrain
+    from ..tuning.train import pretrain as run_pretrain
 
     try:
         require_writable_dir(out, "checkpoint directory")
-        meta = _pretrain(
+        adversarial = adversarial_config(adv)
+        meta = run_pretrain(
             out,
             preset,
             TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads),
             overwrite=overwrite,
+            eval_size=eval_size,
+            init=init,
+            adversarial=adversarial,
         )
     except RobustPTError as err:
         fail(err)
     _print_metrics(
         {f"base ({k})": {"method": "pretrain", "task": k, "clean_metrics": v} for k, v in meta["clean_metrics"].items()}
     )
+
+
+pretrain = app.command("pretrain")(
+    _Command(
+        "pretrain",
+        _pretrain_signature,
+        _pretrain,
+        "Pretrain the built-in miniature OFA on the multi-task ShapesWorld mix (--adversarial: a robust base).",
+    )
+)
 
 
 def _train_signature():
@@ -91,6 +187,7 @@ def _train_signature():
         opt("threads", int, typer.Option(2)),
         opt("overwrite", bool, typer.Option(False, help="Replace a different checkpoint in --out.")),
         opt("device", str, typer.Option("auto", help="Hugging Face bases: auto, cpu, cuda or cuda:N.")),
+        *_adv_params(),
     ]
     return inspect.Signature(params)
 
@@ -118,25 +215,6 @@ def _method_options() -> dict:
     return out
 
 
-class _TrainCommand:
-    """Tune a base checkpoint on one task with one method; writes a checkpoint directory.
-
-    Each method reads its own options (--prompt-length, --adapter-dim, ...) and ignores the others'."""
-
-    __name__ = "train"
-
-    @property
-    def __signature__(self):
-        return _train_signature()
-
-    @property
-    def __annotations__(self):
-        return {p.name: p.annotation for p in _train_signature().parameters.values()}
-
-    def __call__(self, **kwargs):
-        return _train(**kwargs)
-
-
 def _train(
     base: str,
     task: str,
@@ -161,6 +239,7 @@ def _train(
 
     try:
         require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
+        adversarial = adversarial_config(options)
     except RobustPTError as err:
         fail(err)
 
@@ -181,7 +260,9 @@ def _train(
 
         try:
             spec = registry.hf_method(method)
-            cfg = HFTrainConfig(method=method, **schedule, device=device, options=own(spec.hf.options))
+            cfg = HFTrainConfig(
+                method=method, **schedule, device=device, options=own(spec.hf.options), adversarial=adversarial
+            )
             meta = train_hf(base, task, cfg, out, overwrite=overwrite)
         except RobustPTError as err:
             fail(err)
@@ -190,13 +271,22 @@ def _train(
     try:
         spec = registry.builtin_method(method)
         tcfg = TuningConfig(method, **own(spec.option_names))
-        meta = tune(base, task, tcfg, TrainConfig(**schedule), out, overwrite=overwrite)
+        meta = tune(base, task, tcfg, TrainConfig(**schedule), out, overwrite=overwrite, adversarial=adversarial)
     except RobustPTError as err:
         fail(err)
     _print_metrics({str(out): meta})
 
 
-train = app.command("train")(_TrainCommand())
+train = app.command("train")(
+    _Command(
+        "train",
+        _train_signature,
+        lambda **kw: _train(**kw),
+        "Tune a base checkpoint on one task with one method; writes a checkpoint directory.\n\n"
+        "Each method reads its own options (--prompt-length, --adapter-dim, ...) and ignores the others'; "
+        "--adversarial ATTACK tunes on that attack's adversarial inputs (every method).",
+    )
+)
 
 
 @app.command("eval")

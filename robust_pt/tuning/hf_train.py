@@ -82,6 +82,7 @@ class HFTrainConfig:
     threads: int | None = None
     device: str = "auto"
     options: Any = None  # None: the method's defaults
+    adversarial: Any = None  # an AdversarialConfig (tuning/adversarial.py): tune on the engine's attacks
 
     def __post_init__(self):
         spec = registry.hf_method(self.method)
@@ -114,6 +115,7 @@ class HFTrainConfig:
             **{k: getattr(self, k) for k in _SCHEDULE_HEAD},
             **self.method_options(),
             **{k: getattr(self, k) for k in _SCHEDULE_TAIL},
+            **({"adversarial": self.adversarial.record()} if self.adversarial is not None else {}),
         }
 
     def relevant(self) -> dict:
@@ -121,7 +123,7 @@ class HFTrainConfig:
         return {"method": self.method, **self.method_options()}
 
     def record(self) -> dict:
-        """robust_pt.json's `train`: the identity plus threads and device."""
+        """robust_pt.json's `train`: the identity plus threads and device (and the adversarial settings)."""
         return {**self.identity(), "threads": self.threads, "device": self.device}
 
 
@@ -194,20 +196,28 @@ def _tunable(arch: str, cfg: HFTrainConfig, net):
     return pm, pm
 
 
-def _loss(model, arch: str, task, batch, answerable) -> torch.Tensor | None:
+def _loss(model, arch: str, task, batch, answerable, inner=None, step: int = 0) -> torch.Tensor | None:
+    """The batch's training loss (on its adversarial inputs with `inner`, tuning/adversarial.py)."""
     from ..models.predict import images_of
     from ..tasks.kinds import kind_of
+    from .adversarial import adversarial_loss
 
     if kind_of(task).candidates and not model.trains_on_answer_text:  # a label over the task's answers
         batch = [ex for ex in batch if ex.label >= 0 and answerable[ex.label]]
         if not batch:
             return None
-        e = model.embed(images_of(batch, model.device), [ex.text for ex in batch])
-        logits = model.candidate_logits_from_embeds(e, task.answers)
-        labels = torch.tensor([ex.label for ex in batch], device=logits.device)
-        return torch.nn.functional.cross_entropy(logits, labels)
-    e = model.embed(images_of(batch, model.device), [ex.text for ex in batch])
-    return model.sequence_loss_from_embeds(e, [ex.target for ex in batch]).mean()
+        labels = torch.tensor([ex.label for ex in batch], device=model.device)
+
+        def loss(e):
+            return torch.nn.functional.cross_entropy(model.candidate_logits_from_embeds(e, task.answers), labels)
+    else:
+        targets = [ex.target for ex in batch]
+
+        def loss(e):
+            return model.sequence_loss_from_embeds(e, targets).mean()
+
+    images = images_of(batch, model.device)
+    return adversarial_loss(model, task, inner, batch, images, [ex.text for ex in batch], loss, step)
 
 
 def _save(tmp: Path, cfg: HFTrainConfig, net, pm, tok, trained: list[str], identity: dict, base_dir: Path) -> None:
@@ -299,9 +309,11 @@ def _fit_head(family, net, task, cfg: HFTrainConfig, task_name: str) -> list[str
 def _fit(model, arch: str, task, cfg: HFTrainConfig, answerable, lr: float) -> list[float]:
     """AdamW with warm-up and cosine decay over `cfg.steps` batches; the losses of the steps that had one."""
     from ..runtime.progress import progress_bar
+    from .adversarial import InnerAttack
     from .train import _schedule
 
     params = [p for p in model.parameters() if p.requires_grad]
+    inner = InnerAttack(cfg.adversarial, model, task, cfg.seed) if cfg.adversarial is not None else None
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     sched = _schedule(opt, cfg.steps, cfg.warmup)
     rng = np.random.default_rng(cfg.seed)
@@ -310,12 +322,12 @@ def _fit(model, arch: str, task, cfg: HFTrainConfig, answerable, lr: float) -> l
     order, pos, losses = rng.permutation(n), 0, []
     model.train()
     with progress_bar(f"{cfg.method} {arch} {task.name}", total=cfg.steps, unit="steps") as advance:
-        for _ in range(cfg.steps):
+        for step in range(cfg.steps):
             if pos + bs > n:
                 order, pos = rng.permutation(n), 0
             batch = [task[int(i)] for i in order[pos : pos + bs]]
             pos += bs
-            loss = _loss(model, arch, task, batch, answerable)
+            loss = _loss(model, arch, task, batch, answerable, inner, step)
             if loss is not None:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -398,6 +410,7 @@ def _meta(cfg: HFTrainConfig, out: Path, identity: dict, task_name: str, train_t
         "base": identity["base"],
         "identity": identity,
         "tuning": cfg.relevant(),
+        **({"adversarial": cfg.adversarial.record()} if cfg.adversarial is not None else {}),
         "lr": run["lr"],
         "train": cfg.record(),
         "clean_metrics": run["metrics"],
@@ -452,6 +465,9 @@ def train_hf(
             f"{arch} cannot serve the {train_task.kind} task {train_task.name}; it serves "
             f"{', '.join(family.task_kinds)} tasks"
         )
+    from .adversarial import check_task
+
+    check_task(cfg.adversarial, train_task)
     added = _fit_head(family, net, train_task, cfg, task_name)
     torch.manual_seed(cfg.seed)
     trained_net, pm = _tunable(arch, cfg, net)

@@ -50,10 +50,15 @@ def _fit(
     log_every: int = 0,
     save_every: int = 0,
     on_checkpoint=None,
+    adversarial=None,
 ) -> list[float]:
-    """Optimise the trainable parameters of `model` on `task`; returns the loss curve."""
+    """Optimise the trainable parameters of `model` on `task` (on adversarial inputs with `adversarial`, an
+    AdversarialConfig); returns the loss curve."""
+    from .adversarial import InnerAttack, adversarial_loss
+
     torch.manual_seed(tc.seed)
     params = [p for p in model.parameters() if p.requires_grad]
+    inner = InnerAttack(adversarial, model, task, tc.seed) if adversarial is not None else None
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay)
     sched = _schedule(opt, tc.steps, tc.warmup)
     rng = np.random.default_rng(tc.seed)
@@ -68,8 +73,17 @@ def _fit(
                 order, pos = rng.permutation(n), 0
             batch = [task[int(i)] for i in order[pos : pos + tc.batch_size]]
             pos += tc.batch_size
-            e = model.embed(images_of(batch, dev), [ex.text for ex in batch])
-            loss = model.sequence_loss_from_embeds(e, [ex.target for ex in batch]).mean()
+            targets = [ex.target for ex in batch]
+            loss = adversarial_loss(
+                model,
+                task,
+                inner,
+                batch,
+                images_of(batch, dev),
+                [ex.text for ex in batch],
+                lambda e: model.sequence_loss_from_embeds(e, targets).mean(),
+                step,
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -95,28 +109,34 @@ def pretrain(
     overwrite: bool = False,
     eval_size: int = 300,
     log=print,
+    init: str | Path | None = None,
+    adversarial=None,
 ) -> dict:
-    """Pretrain a MiniOFA on the multi-task ShapesWorld mix and save it as a base checkpoint."""
-    from ..models.ofa import build
+    """Pretrain a MiniOFA on the multi-task ShapesWorld mix and save it as a base checkpoint.
+
+    init: continue from this pretrained base (its preset) instead of a fresh model; adversarial: an
+    AdversarialConfig, pretraining on adversarial inputs (the robust base, builtin:base-small-robust)."""
     from ..tasks import load_task
-    from ..tasks.vocab import WORDS, bin_tokens
 
     require_writable_dir(out, "checkpoint directory")  # before the model is built or trained
     tc = tc or TrainConfig(steps=12000, batch_size=64)
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
-    model = build(preset, vocab=list(WORDS) + bin_tokens())
+    model, preset, start = _pretrain_start(preset, init)
     arch = {k: v for k, v in model.cfg.to_dict().items() if k != "vocab"}  # a preset's architecture can change
-    identity = {"kind": "pretrain", "preset": preset, "model": arch, "train": asdict(tc)}
+    identity = {"kind": "pretrain", "preset": preset, "model": arch, "train": asdict(tc), **start}
+    if adversarial is not None:
+        identity["adversarial"] = adversarial.record()
     if ckpt.check_out_dir(out, identity, overwrite):
         log(f"reusing {out} (same pretraining config)")
         return ckpt.load(out).meta
     size = model.image_size
     task = load_task(PRETRAIN_TASK, split="train", seed=tc.seed, limit=None, size=size)
+    name = out.name if init is not None else f"base-{preset}"
     t0 = time.time()
 
     def snapshot(step: int) -> None:  # a usable (partial) base while a long pretraining runs
-        model.meta = {"method": "pretrain", "name": f"base-{preset}", "partial_step": step, "identity": None}
+        model.meta = {"method": "pretrain", "name": name, "partial_step": step, "identity": None}
         ckpt.save(model, out.parent / f"{out.name}.step{step}", model.meta)
         model.train()
 
@@ -130,18 +150,21 @@ def pretrain(
         log_every=250,
         save_every=500,
         on_checkpoint=snapshot,
+        adversarial=adversarial,
     )
     metrics = {
-        name: evaluate_clean(model, load_task(name, split="val", limit=eval_size, seed=tc.seed, size=size))
-        for name in DOWNSTREAM
+        t: evaluate_clean(model, load_task(t, split="val", limit=eval_size, seed=tc.seed, size=size))
+        for t in DOWNSTREAM
     }
     meta = {
         "method": "pretrain",
-        "name": f"base-{preset}",
+        "name": name,
         "preset": preset,
         "task": None,
         "identity": identity,
         "train": asdict(tc),
+        **({"adversarial": identity["adversarial"]} if adversarial is not None else {}),
+        **({"init": str(init)} if init is not None else {}),
         "seed": tc.seed,
         "version": __version__,
         "clean_metrics": metrics,
@@ -154,6 +177,24 @@ def pretrain(
     return meta
 
 
+def _pretrain_start(preset: str, init) -> tuple:
+    """(model, preset, identity part): a fresh MiniOFA of `preset`, or the pretrained base `init` continued."""
+    from ..models.ofa import build
+    from ..tasks.vocab import WORDS, bin_tokens
+
+    if init is None:
+        return build(preset, vocab=list(WORDS) + bin_tokens()), preset, {}
+    d = ckpt.checkpoint_dir(init)
+    model = ckpt.load(d)
+    if model.meta.get("method") != "pretrain":
+        raise TaskError(f"--init {init} is a {model.meta.get('method')} checkpoint; continue from a pretrained base")
+    preset = model.meta.get("preset") or preset
+    model.meta = {}
+    for p in model.parameters():  # loaded frozen, as for evaluation: pretraining trains every weight
+        p.requires_grad_(True)
+    return model, preset, {"init_sha256": ckpt.sha256_file(d / ckpt.WEIGHTS)}
+
+
 def tune(
     base: str | Path,
     task_name: str,
@@ -163,12 +204,15 @@ def tune(
     overwrite: bool = False,
     log=print,
     replace_stale: bool = False,
+    adversarial=None,
 ) -> dict:
     """Tune a base checkpoint on a downstream task with one method; save and evaluate it.
 
-    replace_stale: `out` is a cache entry; one made from another base or config is retrained."""
+    replace_stale: `out` is a cache entry; one made from another base or config is retrained.
+    adversarial: an AdversarialConfig (tuning/adversarial.py): tune on the engine's attacks."""
     from ..tasks import load_task
     from ..tasks.named import training_mix
+    from .adversarial import check_task
 
     require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
     torch.set_num_threads(tc.threads)
@@ -179,24 +223,27 @@ def tune(
     model = ckpt.load(base_dir)  # validates the base before any work
     size = model.image_size
     train_task = load_task(task_name, split="train", seed=tc.seed, limit=tc.train_size, size=size)
+    check_task(adversarial, train_task)
     identity = {
         "kind": "tune",
         "base_sha256": ckpt.sha256_file(base_dir / ckpt.WEIGHTS),
         "task": task_name,
         "tuning": tcfg.relevant(),
         "train": asdict(tc),
+        **({"adversarial": adversarial.record()} if adversarial is not None else {}),
     }
     # one builder per checkpoint directory: a second (another recipe sharing this zoo entry)
     # waits, then finds the finished checkpoint and reuses it; it never reads a half-written one
     with hold(out, "checkpoint directory", wait=True, on_wait=log):
         return _tune_locked(
-            model, base_dir, task_name, train_task, tcfg, tc, out, identity, overwrite, log, replace_stale
-        )
+            model, (base, base_dir), task_name, train_task, tcfg, tc, out, identity, overwrite, log, replace_stale,
+            adversarial,
+        )  # fmt: skip
 
 
 def _tune_locked(
     model,
-    base_dir: Path,
+    base: tuple,
     task_name: str,
     train_task,
     tcfg: TuningConfig,
@@ -206,9 +253,11 @@ def _tune_locked(
     overwrite: bool,
     log,
     replace_stale: bool,
+    adversarial,
 ) -> dict:
     from ..tasks import load_task
 
+    base, base_dir = base  # as given (builtin:NAME or a path) and its directory
     size = model.image_size
     if ckpt.check_out_dir(out, identity, overwrite, replace_stale):
         log(f"reusing {out} (same base, task, method and schedule)")
@@ -220,7 +269,8 @@ def _tune_locked(
     counts = parameter_counts(model)
     t0 = time.time()
     lr = tc.lr or tcfg.spec.lr
-    losses = _fit(model, train_task, tc, lr, f"{tcfg.method} {task_name}", log)
+    label = f"{tcfg.method}{' ' + adversarial.label() if adversarial else ''} {task_name}"
+    losses = _fit(model, train_task, tc, lr, label, log, adversarial=adversarial)
     test = load_task(task_name, split="test", seed=tc.seed, limit=tc.eval_size, size=size)
     metrics = evaluate_clean(model, test)
     meta = {
@@ -230,6 +280,9 @@ def _tune_locked(
         "kind": test.kind,
         "answers": test.answers,
         "tuning": tcfg.relevant(),
+        **({"adversarial": identity["adversarial"]} if adversarial is not None else {}),
+        "base": str(base),
+        **({"base_adversarial": base_adv} if (base_adv := ckpt.read_meta(base_dir).get("adversarial")) else {}),
         "identity": identity,
         "train": asdict(tc),
         "lr": lr,

@@ -39,7 +39,7 @@ def build_zoo(recipe, log=print, only: set | None = None) -> dict[tuple[str, str
             out[(task, t.name)] = _hf_entry(recipe, task, t, log)
             continue
         if t.tuning is None:
-            d = ckpt.checkpoint_dir(recipe.base)
+            d = ckpt.checkpoint_dir(t.base_of(recipe.base))
             meta = ckpt.read_meta(d)
             # a base keeps clean metrics per downstream task; a tuned checkpoint has its task's only
             meta["clean_metrics"] = (meta.get("clean_metrics") or {}).get(task, {})
@@ -48,7 +48,11 @@ def build_zoo(recipe, log=print, only: set | None = None) -> dict[tuple[str, str
         d = entry_dir(task, t.name, recipe.name, Path(recipe.zoo) if recipe.zoo else None)
         # the default zoo is a cache (a new base or schedule retrains it); a recipe's own
         # `zoo:` directory is the user's, and a different checkpoint there is refused
-        out[(task, t.name)] = (d, tune(recipe.base, task, t.tuning, t.train, d, log=log, replace_stale=not recipe.zoo))
+        meta = tune(
+            t.base_of(recipe.base), task, t.tuning, t.train, d, log=log, replace_stale=not recipe.zoo,
+            adversarial=t.adversarial,
+        )  # fmt: skip
+        out[(task, t.name)] = (d, meta)
     return out
 
 
