@@ -38,7 +38,9 @@ def report_cmd(
     reference: str = typer.Option(
         "finetune",
         "--reference",
-        help="Tuning method every other method is compared against (e.g. prompt, lora); it needs a run in the report.",
+        help="Tuning method every other method is compared against (e.g. prompt, lora; it needs a run in the "
+        "report), each run against the method's runs of its own training variant; or clean: each adversarially "
+        "tuned run against its clean partner (the same method tuned without --adversarial from the same base).",
     ),
 ):
     """Tables, statistics, figures and sanity checks from run directories."""

@@ -4,6 +4,8 @@
     rep = rpt.report(["runs/ft-pgd", "runs/pt-pgd"], out="reports/vqa")
     rep.summary    # one row per (task, model, attack, eps), with 95% CIs
     rep.gaps       # each tuning method against finetuning (or build(reference=...)): gap, CI, p, adjusted p, significant
+                   # (runs with a training variant, e.g. adversarially tuned, against the reference of their variant;
+                   # build(reference="clean"): each adversarially tuned run against its clean partner)
     rep.sanity     # gradient-masking checks: pass / fail / not checked, with the reason
     rep.findings   # one sentence per comparison
 
@@ -79,6 +81,7 @@ class Report:
                         "path": str(r.path),
                         "model": r.model,
                         "method": r.method,
+                        **({"variant": r.variant} if self._has_variants() else {}),
                         "task": r.task,
                         "task_kind": r.task_kind,
                         "metric": r.metric,
@@ -105,6 +108,10 @@ class Report:
                 **({"transfer": self.transfer.to_dict(orient="records")} if self._has_transfer() else {}),
             }
         )
+
+    def _has_variants(self) -> bool:
+        """Some run has a training variant (load.RunData.variant); reports without any keep their layout."""
+        return any(r.variant for r in self.runs)
 
     def _has_transfer(self) -> bool:
         return self.transfer is not None and len(self.transfer) > 0
@@ -143,17 +150,26 @@ def _int(name: str, v, lo: int) -> int:
 
 def _reference(reference, data: list[RunData]) -> str:
     """The reference method, checked against the runs: a known method (aliases such as "pt" allowed)
-    that has a run in the report. Why here and not in gap_rows: a misspelt or absent reference would
+    that has a run in the report, or "clean" (each adversarially tuned run against its clean partner) where
+    some run was tuned adversarially. Why here and not in gap_rows: a misspelt or absent reference would
     otherwise give a report without a single gap; the error names the methods the runs have instead.
     The default (finetuning) keeps today's behaviour: without a finetuning run the report says so in
     its notes."""
-    from .load import METHOD_NAMES, method_rank, normalise_method
+    from .load import CLEAN, METHOD_NAMES, method_rank, normalise_method
 
     present = sorted({r.method for r in data}, key=lambda m: (method_rank(m), m))
     listing = ", ".join(present)
+    if isinstance(reference, str) and reference.strip().lower() == CLEAN:
+        if not any(r.adversarial for r in data):
+            raise ReportError(
+                "reference 'clean' compares adversarially tuned runs with their clean partners, but no run in the "
+                "report declares adversarial tuning (model_meta.adversarial in run.json); pass a method instead: "
+                f"{listing}"
+            )
+        return CLEAN
     ref = normalise_method(reference)
     if ref is None or ref not in METHOD_NAMES:
-        raise ReportError(f"unknown reference method {reference!r}; the runs' methods are: {listing}")
+        raise ReportError(f"unknown reference method {reference!r}; the runs' methods are: {listing} (or clean)")
     if ref != REFERENCE and ref not in present:
         raise ReportError(f"no run of the reference method {ref!r} in the report; the runs' methods are: {listing}")
     return ref
@@ -180,7 +196,9 @@ def build(
     record lines are skipped and reported in `Report.warnings`. `correction` (bh, holm, none)
     adjusts the gaps' p-values across the report; the adjusted decisions are what it counts.
     `reference` (a tuning method, finetuning by default) is what every other method's runs are
-    compared against, and what the text names; an unknown one, or one without a run, is a ReportError.
+    compared against (each run against the reference's runs of its own training variant), and what the
+    text names; "clean" compares each adversarially tuned run with its clean partner (the same method tuned
+    without adversarial training from the same base); an unknown one, or one without a run, is a ReportError.
     """
     from .. import __version__
     from . import sanity, tables
@@ -197,7 +215,7 @@ def build(
     reference = _reference(reference, data)
     summary = tables.summary_frame(data, n_boot, seed)
     gap_rows, notes = tables.gap_rows(data, n_boot, seed, reference)
-    gaps = tables.gap_frame(gap_rows, correction)
+    gaps = tables.gap_frame(gap_rows, correction, any(r.variant for r in data))
     import pandas as pd
 
     san = pd.DataFrame(

@@ -177,6 +177,12 @@ def collect(
     return rows, gaps, warnings, sources
 
 
+def _variant_of(row: dict) -> dict:
+    """{"variant": ...} for a row of a report whose runs have training variants (adversarially tuned, from a
+    robust base), so that a baseline says how each model was trained; {} otherwise (baselines as they were)."""
+    return {"variant": row["variant"]} if "variant" in row else {}
+
+
 def make_baseline(inputs: Iterable[str | Path], allow_mixed: bool = False, correction: str | None = None) -> dict:
     rows, gaps, warnings, sources = collect(inputs, allow_mixed, correction=correction)
     from .. import __version__
@@ -201,6 +207,7 @@ def make_baseline(inputs: Iterable[str | Path], allow_mixed: bool = False, corre
                 "robust_hi",
             )
         }
+        | _variant_of(r)
         for r in rows
     ]
     gap_list = [
@@ -226,6 +233,7 @@ def make_baseline(inputs: Iterable[str | Path], allow_mixed: bool = False, corre
                 "significant",
             )
         }
+        | _variant_of(g)
         for g in gaps
     ]
     return {

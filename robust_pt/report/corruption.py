@@ -14,6 +14,9 @@ c (under robust-pt's convention an example wrong on the clean input counts as wr
                         relative CE, with the reference model, finetuning by default, in AlexNet's
                         place; 1 = degrades as much as the reference, < 1 less); mean rCE over c
 
+A run with a training variant (adversarially tuned, from a robust base) takes the reference's runs of
+its own variant, or with the reference "clean" its clean partner (tables.reference_runs).
+
 Each value comes with a 95% paired percentile bootstrap interval (the examples of the model's
 and the reference's runs resampled together, stats.bootstrap_means).
 
@@ -35,7 +38,7 @@ import numpy as np
 
 from . import stats
 from .load import RunData
-from .tables import run_matrix
+from .tables import VARIANT, reference_runs, run_matrix
 
 COLUMNS = [
     "task",
@@ -103,15 +106,11 @@ def corruption_frame(runs: list[RunData], reference: str, B: int = stats.DEFAULT
     rows, groups = [], {}
     corr = corruption_runs(runs)
     per = {id(r): _per_example(r) for r in corr}
-    refs: dict = {}
-    for r in corr:
-        if r.method == reference:
-            refs.setdefault((r.task, r.attack), []).append(r)
     for r in corr:
         mine = per[id(r)]
         ref = None
-        if r.method != reference and refs.get((r.task, r.attack)):
-            cands = refs[(r.task, r.attack)]
+        cands = reference_runs(r, [x for x in corr if (x.task, x.attack) == (r.task, r.attack)], reference)
+        if cands:  # the reference's runs of its training variant, or its clean partner (tables.reference_runs)
             ref = per[id(next((x for x in cands if x.eps == r.eps), cands[0]))]  # same severities first
         v = np.array(list(mine.values())).reshape(-1, 2)
         lo, hi = _ci(stats.bootstrap_means(v[:, 1], B, seed)[:, 0]) if len(v) else (math.nan, math.nan)
@@ -138,6 +137,8 @@ def corruption_frame(runs: list[RunData], reference: str, B: int = stats.DEFAULT
         groups.setdefault((r.task, r.model, r.method, kind, r.metric), []).append((mine, ref, len(r.eps)))
     rows += [_mean_row(key, items, reference, B, seed) for key, items in groups.items() if len(items) > 1]
     df = pd.DataFrame(rows, columns=COLUMNS)
+    if any(r.variant for r in corr):  # a column only where some run has a training variant
+        df.insert(COLUMNS.index("method") + 1, VARIANT, df["model"].map({r.model: r.variant for r in corr}))
     if len(df):
         from .load import method_rank
 

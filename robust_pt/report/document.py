@@ -19,9 +19,9 @@ import numpy as np
 
 from ..runformat import broken_mask
 from . import stats
-from .load import REFERENCE
+from .load import CLEAN, REFERENCE
 from .sanity import FAIL, RULE
-from .tables import is_significant, method_name, points, reference_name, verdict_frame
+from .tables import VARIANT, is_significant, method_label, method_name, points, reference_name, verdict_frame
 from .threats import PUBLIC_BASE
 from .verdict import threats, verdict
 
@@ -90,8 +90,16 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}%" if math.isfinite(x) else "n/a"
 
 
-def who(method: str, model: str) -> str:
-    return method_name(method) if method != "unknown" else "-"
+def who(method: str, model: str, variant: str = "") -> str:
+    """A table's method cell: the method's name with the run's training variant (tables.method_label)."""
+    return method_label(method, variant) if method != "unknown" else "-"
+
+
+def _variant(row) -> str:
+    """The training variant of a frame row (a Series) or group (a DataFrame); "" where the frame has none."""
+    if not hasattr(row, "columns"):
+        return str(row.get(VARIANT) or "")
+    return str(row[VARIANT].iloc[0] or "") if VARIANT in row.columns and len(row) else ""
 
 
 # ----------------------------------------------------------------------------- word diff
@@ -137,7 +145,7 @@ def wide_table(summary, task: str, attack: str) -> Table:
         headers += [f"eps={labels[e]} robust [95% CI]", f"eps={labels[e]} drop (rel.)"]
     rows = []
     for (method, model), dm in d.groupby(["method", "model"], sort=False):
-        cells: list[Cell] = [model, who(method, model), points(dm["clean"].iloc[0])]
+        cells: list[Cell] = [model, who(method, model, _variant(dm)), points(dm["clean"].iloc[0])]
         for e in eps:
             r = dm[abs(dm["eps"] - e) < 1e-12]
             if not len(r):
@@ -178,7 +186,7 @@ def details_table(summary, task: str, units: dict | None = None) -> Table:
     for _, r in d.iterrows():
         cells = [
             r["model"],
-            who(r["method"], r["model"]),
+            who(r["method"], r["model"], _variant(r)),
             r["attack"],
             r["eps_label"],
             str(int(r["n"])),
@@ -235,7 +243,7 @@ def gap_table(gaps, task: str, reference: str = REFERENCE) -> Table:
         rows.append(
             [
                 r["model"],
-                who(r["method"], r["model"]),
+                who(r["method"], r["model"], _variant(r)),
                 r["reference"],
                 r["attack"],
                 r["eps_label"],
@@ -279,7 +287,7 @@ def verdict_table(gaps, reference: str = REFERENCE, threats: list | None = None)
         [r["task"]]
         + ([r["threat"]] if by_threat else [])
         + [
-            method_name(r["method"]),
+            method_label(r["method"], _variant(r)),
             str(r["cells"]),
             str(r["more"]),
             str(r["less"]),
@@ -299,9 +307,18 @@ def verdict_table(gaps, reference: str = REFERENCE, threats: list | None = None)
     )
 
 
-def sanity_table(sanity) -> Table:
+def sanity_table(sanity, runs: list | None = None) -> Table:
+    """The gradient-masking checks; `runs` (the report's) give each model's training variant for its method."""
+    variants = {r.model: r.variant for r in runs or []}
     rows = [
-        [r["task"], r["model"], who(r["method"], r["model"]), r["description"], r["status"], r["detail"]]
+        [
+            r["task"],
+            r["model"],
+            who(r["method"], r["model"], variants.get(r["model"], "")),
+            r["description"],
+            r["status"],
+            r["detail"],
+        ]
         for _, r in sanity.iterrows()
     ]
     return Table(["Task", "Model", "Method", "Check", "Status", "Detail"], rows, status_col=4)
@@ -322,7 +339,7 @@ def runs_table(report) -> Table:
             [
                 str(r.path),
                 r.model,
-                who(r.method, r.model),
+                who(r.method, r.model, r.variant),
                 r.task,
                 r.attack,
                 eps,
@@ -428,7 +445,7 @@ def build_document(report) -> Document:
 
     doc.add(Heading(2, "Sanity checks (gradient masking)"))
     doc.add(Para(RULE, "note"))
-    doc.add(sanity_table(report.sanity))
+    doc.add(sanity_table(report.sanity, report.runs))
 
     _add_figures(
         doc,
@@ -511,7 +528,7 @@ def _add_corruptions(doc: Document, report) -> None:
         rows = [
             [
                 r["model"],
-                who(r["method"], r["model"]),
+                who(r["method"], r["model"], _variant(r)),
                 r["kind"],
                 r["corruption"],
                 "mixed" if r["severities"] is None or r["severities"] != r["severities"] else str(int(r["severities"])),
@@ -634,8 +651,7 @@ def _add_findings(doc: Document, report) -> None:
         )
     shown += report.notes
     if not len(g) and not shown:
-        ref = reference_name(report.reference)
-        doc.add(Para(f"No comparison against {ref}: no {ref} run shares a task and attack with another method."))
+        doc.add(Para(_no_comparison(report.reference)))
         return
     if len(g):
         doc.add(verdict_table(g, report.reference, threats(g, report.runs)))
@@ -643,6 +659,16 @@ def _add_findings(doc: Document, report) -> None:
         doc.add(Bullets(shown))
     if rest:
         doc.add(Fold(f"{len(rest)} comparison(s) without a significant difference", [Bullets(rest)]))
+
+
+def _no_comparison(reference: str) -> str:
+    """What the findings say when there is no comparison at all (the reference's wording, tables.reference_name)."""
+    ref = reference_name(reference)
+    if reference == CLEAN:
+        return (
+            f"No comparison against {ref}: no adversarially tuned run shares a task and attack with its clean partner."
+        )
+    return f"No comparison against {ref}: no {ref} run shares a task and attack with another method."
 
 
 def _add_figures(doc: Document, report, kind: str, heading: str, alt: str, caption: str) -> None:

@@ -53,6 +53,20 @@ def method_rank(method: str) -> int:
 
 
 UNKNOWN = "unknown"
+#: The variant part of a run tuned from an adversarially pretrained base (RunData.variant).
+ROBUST_BASE = "robust base"
+#: The reference mode that compares each adversarially tuned run with its clean partner (tables.reference_runs).
+CLEAN = "clean"
+
+
+def variant_rank(variant: str) -> tuple:
+    """A training variant's place in report order: clean from the plain base (no variant), adversarial from it,
+    clean from the robust base, adversarial from it; the adversarial schedules by name. Why: a study's four
+    ways of tuning one method read best in the order it builds them up."""
+    robust = variant == ROBUST_BASE or variant.endswith(", " + ROBUST_BASE)
+    return (robust, variant not in ("", ROBUST_BASE), variant)
+
+
 #: the access of natural corruptions (attacks/declarations.py): not attacks
 CORRUPTION = "corruption"
 
@@ -87,6 +101,16 @@ class RunData:
     source: str | None = None  # transfer runs: the surrogate(s) crafted on ("finetune", "finetune+prompt")
     attack_base: str = ""  # the label before settings are added (attack_labels): "pgd", "pgd from pretrain"
     declares: dict = field(default_factory=dict)  # what the run declares (attacks/declarations.py)
+    adversarial: str = ""  # how its checkpoint was adversarially tuned ("adversarial 4/255"), "" for clean tuning
+    robust_base: bool = False  # tuned from an adversarially pretrained base (model_meta.base_adversarial)
+
+    @property
+    def variant(self) -> str:
+        """How the checkpoint was trained beyond its method, as reports name it: "adversarial 4/255",
+        "robust base", "TRADES 4/255, robust base"; "" for clean tuning from a plain base. Why: four
+        prompt-tuned models of one study (clean or adversarial, plain or robust base) are different models,
+        compared with the reference of their own variant and named apart."""
+        return ", ".join(p for p in (self.adversarial, ROBUST_BASE if self.robust_base else "") if p)
 
     @property
     def target(self) -> str:
@@ -343,6 +367,27 @@ def model_identity(meta: dict, run_dir: Path) -> tuple[str, str]:
     return str(name), method or UNKNOWN
 
 
+def training_variant(meta: dict) -> tuple[str, bool]:
+    """(adversarial label, robust base) of a run: what run.json's model_meta declares about how the checkpoint
+    was trained (engine/prepare.py copies it from the checkpoint's meta), never guessed from a model's or a
+    directory's name. The label is tuning/adversarial.py's ("adversarial 4/255"); a record it cannot read still
+    says the checkpoint was trained adversarially ("adversarial")."""
+    from ..tuning.adversarial import label
+
+    mm = meta.get("model_meta")
+    if not isinstance(mm, dict):
+        return "", False
+    adv = mm.get("adversarial")
+    name = ""
+    if isinstance(adv, dict) and adv:
+        try:
+            name = label(adv) or "adversarial"
+        except (KeyError, TypeError, ValueError):
+            name = "adversarial"
+    base = mm.get("base_adversarial")
+    return name, bool(isinstance(base, dict) and base)
+
+
 def load_run(path: str | Path) -> RunData:
     """One run directory; RunDirError when it is missing, empty or holds no valid record."""
     p = Path(path)
@@ -386,6 +431,7 @@ def load_run(path: str | Path) -> RunData:
     eps = cfg.get("eps")
     eps_list = sorted({float(e) for e in eps}) if isinstance(eps, list) and eps else sorted(set(df["eps"]))
     label = base_label(spec, source)  # settings join it where two runs differ (_label_attacks)
+    adversarial, robust_base = training_variant(meta)
     return RunData(
         path=p,
         meta=meta,
@@ -405,6 +451,8 @@ def load_run(path: str | Path) -> RunData:
         status=str(meta.get("status") or ""),
         source=source,
         declares=declares,
+        adversarial=adversarial,
+        robust_base=robust_base,
     )
 
 
@@ -480,6 +528,18 @@ def _label_attacks(runs: list[RunData]) -> None:
         r.attack = label
 
 
+def _label_models(runs: list[RunData]) -> None:
+    """Runs of one model name with different training variants get the variant in their model name
+    ("prompt-shapes-vqa (adversarial 4/255)"). Why: `robust-pt train` names a checkpoint METHOD-TASK however it
+    was trained, and tables, figures, gaps and the CI gate tell models apart by name."""
+    variants: dict[str, set[str]] = {}
+    for r in runs:
+        variants.setdefault(r.model, set()).add(r.variant)
+    for r in runs:
+        if r.variant and len(variants[r.model]) > 1:
+            r.model = f"{r.model} ({r.variant})"
+
+
 def load_runs(paths: Iterable[str | Path], allow_mixed: bool = False) -> list[RunData]:
     """Every run, checked to be one task (unless allow_mixed) and free of duplicates."""
     dirs = expand(paths)
@@ -510,6 +570,7 @@ def load_runs(paths: Iterable[str | Path], allow_mixed: bool = False) -> list[Ru
         if k in keys:
             raise ReportError(f"{r.path} and {keys[k]} hold the same run; pass each run once")
         keys[k] = r.path
+    _label_models(runs)
     _label_attacks(runs)
     return runs
 

@@ -17,7 +17,10 @@ gallery          per run: the engine's clean | adversarial | amplified-differenc
                  so that pixels stay sharp.
 
 Every figure colours a tuning method the same way (method_colours: the colour follows the
-method, never the checkpoint), so finetuning is the same blue in every panel and file. Axes show
+method, never the checkpoint), so finetuning is the same blue in every panel and file. Models of
+one method trained differently (a training variant, load.RunData.variant: adversarially tuned,
+from a robust base) keep the method's colour, differ by line style and marker (bars: the name
+under the bar) and are named with their variant in the legend. Axes show
 metrics x100: shares (accuracy, Acc@0.5) as "%", other metrics (CIDEr) as points (metric_axis).
 """
 
@@ -26,14 +29,15 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from ..runformat import SAMPLE_RE, at_eps, safe_id, sample_tag
 from ..tuning import registry
-from .load import METHOD_NAMES, UNKNOWN, RunData
-from .tables import method_name
+from .load import METHOD_NAMES, UNKNOWN, RunData, variant_rank
+from .tables import VARIANT, method_label, method_name, reference_name
 
 DPI = 110
 #: Fixed colours: each registered method's own (tuning/registry.py), and the pretrained base's grey.
@@ -67,14 +71,25 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _variants(summary) -> dict[tuple[str, str], str]:
+    """(method, model) -> its training variant; {} (every variant "") for a frame without a "variant" column."""
+    if VARIANT not in summary.columns or not len(summary):
+        return {}
+    cols = summary[["method", "model", VARIANT]].drop_duplicates()
+    return {(m, mo): str(v or "") for m, mo, v in cols.itertuples(index=False)}
+
+
 def _labels(summary, task: str = "") -> dict[tuple[str, str], str]:
-    """(method, model) -> legend label: the method's name, plus the model (without the method and task it
-    repeats) when a method has several."""
+    """(method, model) -> legend label: the method's name with its training variant, plus the model (without
+    the method and task it repeats) when a method has several models of that variant."""
     out = {}
-    per = summary.groupby("method")["model"].nunique().to_dict() if len(summary) else {}
-    for method, model in summary[["method", "model"]].drop_duplicates().itertuples(index=False):
-        name = _series_name(series(method, model))
-        many = per.get(method, 1) > 1 and method != UNKNOWN
+    variants = _variants(summary)
+    pairs = list(summary[["method", "model"]].drop_duplicates().itertuples(index=False, name=None))
+    per = Counter((m, variants.get((m, mo), "")) for m, mo in pairs)
+    for method, model in pairs:
+        variant = variants.get((method, model), "")
+        name = _series_name(series(method, model), variant)
+        many = per[(method, variant)] > 1 and method != UNKNOWN
         out[(method, model)] = f"{name} ({_short_model(model, method, task)})" if many else name
     return out
 
@@ -113,21 +128,24 @@ def _natural(s: str) -> list:
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(s)) if t]
 
 
-def _series_name(name: str) -> str:
-    """A legend label: the method's display name, capitalised ('Finetuning', 'BitFit'), or the model's name."""
+def _series_name(name: str, variant: str = "") -> str:
+    """A legend label: the method's display name, capitalised ('Finetuning', 'BitFit'), or the model's name;
+    with the training variant in brackets ('Prompt tuning (adversarial 4/255)')."""
     if name in METHOD_NAMES or name in PALETTE:
-        label = method_name(name)
+        label = method_label(name, variant)
         return label[:1].upper() + label[1:]
-    return name
+    return f"{name} ({variant})" if variant else name
 
 
-def _variant_styles(keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+def _variant_styles(keys: list[tuple[str, str]], variants: dict | None = None) -> dict[tuple[str, str], dict]:
     """(method, model) -> line style and marker: the colour says the method, the style tells apart
-    several models of one method (e.g. prompt lengths)."""
+    several models of one method (e.g. prompt lengths, or its training variants: `variants`, (method, model)
+    -> variant, puts them in load.variant_rank's order)."""
     seen: dict[str, int] = {}
     out = {}
     order = method_order(series(*k) for k in keys)
-    for key in sorted(keys, key=lambda k: (order.index(series(*k)), _natural(k[1]))):
+    variants = variants or {}
+    for key in sorted(keys, key=lambda k: (order.index(series(*k)), variant_rank(variants.get(k, "")), _natural(k[1]))):
         j = seen.get(series(*key), 0)
         seen[series(*key)] = j + 1
         out[key] = {"linestyle": LINESTYLES[j % len(LINESTYLES)], "marker": MARKERS[j % len(MARKERS)]}
@@ -160,10 +178,15 @@ def _legend(fig, handles: list, fontsize: int = 9) -> tuple[float, float, float,
 
 
 def _widen_for_legend(fig, handles: list, fontsize: int = 9) -> None:
-    """A narrow figure (one small panel) grows to hold its legend row, rather than cutting it."""
-    need = sum(0.45 + 0.0085 * fontsize * len(h.get_label()) for h in handles) + 0.3
+    """A narrow figure (one small panel) grows to hold its legend row, rather than cutting it; with more
+    entries than a row takes, to hold its legend column (at most 45% of the width, as _legend allows) when
+    long labels (a method with its training variant) would not fit."""
+    widths = [0.45 + 0.0085 * fontsize * len(h.get_label()) for h in handles]
+    need = sum(widths) + 0.3
     if len(handles) <= 7 and fig.get_figwidth() < need:
         fig.set_figwidth(need)
+    elif len(handles) > 7 and fig.get_figwidth() * 0.45 < max(widths) + 0.2:
+        fig.set_figwidth((max(widths) + 0.2) / 0.45)
 
 
 def _eps_line(ax, dm, colour: str, label: str, style: dict, alpha: float) -> None:
@@ -208,7 +231,7 @@ def metric_vs_eps_figure(summary, task: str, axis: dict | None = None):
     rows = math.ceil(len(attacks) / cols)
     fig = _figure(4.2 * cols, 3.3 * rows)
     labels = _labels(d, task)
-    colours, styles = method_colours(summary), _variant_styles(list(labels))
+    colours, styles = method_colours(summary), _variant_styles(list(labels), _variants(d))
     per = {}
     for key in labels:
         per[series(*key)] = per.get(series(*key), 0) + 1
@@ -252,16 +275,16 @@ def degradation_layout(summary, attack: str) -> dict:
     """Where the bars of degradation() go, the same in every panel of `attack`: tasks along x, one group
     each; inside a group one bar per (method, model) in method_order, side by side. Returns {"bars": [dict(task,
     method, model, series, x, colour, variant)], "groups": [(task, centre x)], "colours": series -> colour}.
-    `variant` is the model's short name when its method has several models in that task (else "")."""
+    `variant` names the bar when its method has several in that task (_bar_tags; else "")."""
     d = summary[summary["attack"] == attack]
-    colours = method_colours(summary)
+    colours, variants = method_colours(summary), _variants(summary)
     bars, groups, x = [], [], 0.0
     for task in dict.fromkeys(d["task"]):
         pairs = d[d["task"] == task][["method", "model"]].drop_duplicates()
         keys = list(pairs.itertuples(index=False, name=None))
         order = method_order(series(*k) for k in keys)
-        keys.sort(key=lambda k: (order.index(series(*k)), _natural(k[1])))
-        many = {m for m in order if sum(series(*k) == m for k in keys) > 1}
+        keys.sort(key=lambda k: (order.index(series(*k)), variant_rank(variants.get(k, "")), _natural(k[1])))
+        tags = _bar_tags(keys, variants, task)
         start = x
         for method, model in keys:
             name = series(method, model)
@@ -273,7 +296,7 @@ def degradation_layout(summary, attack: str) -> dict:
                     "series": name,
                     "x": x,
                     "colour": colours[name],
-                    "variant": _short_model(model, method, task) if name in many else "",
+                    "variant": tags[(method, model)],
                 }
             )
             x += 1.0
@@ -284,6 +307,21 @@ def degradation_layout(summary, attack: str) -> dict:
         "groups": groups,
         "colours": {k: v for k, v in colours.items() if any(b["series"] == k for b in bars)},
     }
+
+
+def _bar_tags(keys: list[tuple[str, str]], variants: dict, task: str) -> dict[tuple[str, str], str]:
+    """(method, model) -> the name under its bar where its method has several bars in a task's group: its
+    training variant ("clean" for none) where those bars differ in variant, its short model name where several
+    share a variant; "" for a method's only bar."""
+    out = {}
+    for method, model in keys:
+        mine = [k for k in keys if series(*k) == series(method, model)]
+        variant = variants.get((method, model), "")
+        parts = [variant or "clean"] if len({variants.get(k, "") for k in mine}) > 1 else []
+        if sum(variants.get(k, "") == variant for k in mine) > 1:
+            parts.append(_short_model(model, method, task))
+        out[(method, model)] = ", ".join(parts)
+    return out
 
 
 def _degradation_panel(ax, de, layout: dict, title: str) -> None:
@@ -413,8 +451,7 @@ def rce(frame, path: Path) -> Path:
     rows_of = {t: _rce_rows(d[d["task"] == t]) for t in tasks}
     height = max(len(r) for r in rows_of.values()) if tasks else 1
     fig = _figure(3.6 * max(1, len(tasks)) + 1.2, 1.3 + 0.22 * height)
-    colours = method_colours(frame)
-    methods = method_order(series(m, mo) for m, mo in d[["method", "model"]].itertuples(index=False))
+    colours, keys = method_colours(frame), _rce_keys(d)
     x_all = d["rce"].to_numpy(float)
     spread = np.abs(np.log2(x_all[x_all > 0])) if (x_all > 0).any() else np.array([1.0])
     lim = 2.0 ** min(3, max(1, math.ceil(float(np.max(spread)) + 0.25)))
@@ -424,20 +461,17 @@ def rce(frame, path: Path) -> Path:
         ax = fig.add_subplot(1, len(tasks), k + 1)
         names = rows_of[task]
         dt = d[d["task"] == task]
-        for j, m in enumerate(methods):
-            dm = dt[[series(a, b) == m for a, b in dt[["method", "model"]].itertuples(index=False)]]
+        for j, (m, variant, dot) in enumerate(keys):
+            dm = dt[[k == (m, variant) for k in _rce_series(dt)]]
             y = np.array(
-                [
-                    names.index((r["kind"], r["corruption"])) + (j - (len(methods) - 1) / 2) * 0.15
-                    for _, r in dm.iterrows()
-                ]
+                [names.index((r["kind"], r["corruption"])) + (j - (len(keys) - 1) / 2) * 0.15 for _, r in dm.iterrows()]
             )
             x = np.clip(dm["rce"].to_numpy(float), lo_edge, hi_edge)
             lo = np.clip(dm["rce_lo"].to_numpy(float), lo_edge, hi_edge)
             hi = np.clip(dm["rce_hi"].to_numpy(float), lo_edge, hi_edge)
             ax.hlines(y, lo, hi, color=colours[m], lw=0.8)
             inside = (dm["rce"].to_numpy(float) > lo_edge) & (dm["rce"].to_numpy(float) < hi_edge)
-            ax.plot(x[inside], y[inside], "o", ms=3.5, color=colours[m], label=_series_name(m))
+            ax.plot(x[inside], y[inside], dot, ms=3.5, color=colours[m], label=_series_name(m, variant))
             for edge, marker in ((lo_edge, "<"), (hi_edge, ">")):
                 out = ~inside & (x == edge)
                 ax.plot(x[out], y[out], marker, ms=4.5, color=colours[m])
@@ -450,13 +484,28 @@ def rce(frame, path: Path) -> Path:
         ax.set_yticks(range(len(names)), [c if c != "mean" else f"mean ({kind})" for kind, c in names], fontsize=7)
         ax.set_ylim(len(names) - 0.5, -0.5)
         ax.set_title(task, fontsize=10)
-        ax.set_xlabel(f"rCE vs {method_name(d['reference'].iloc[0])} (1: as much)", fontsize=8)
+        ax.set_xlabel(f"rCE vs {reference_name(d['reference'].iloc[0])} (1: as much)", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     order = list(handles.values())
     fig.tight_layout(rect=_legend(fig, order))
     return _save(fig, path)
+
+
+def _rce_series(d) -> list[tuple[str, str]]:
+    """(series, training variant) of each row of a corruption frame (variant "" without a "variant" column)."""
+    variants = d[VARIANT] if VARIANT in d.columns else [""] * len(d)
+    return [(series(m, mo), str(v or "")) for m, mo, v in zip(d["method"], d["model"], variants)]
+
+
+def _rce_keys(d) -> list[tuple[str, str, str]]:
+    """(series, variant, marker) of each dot series of rce(): method_order, then load.variant_rank; a method's
+    first variant a dot, its others the next markers (the colour stays the method's)."""
+    pairs = list(dict.fromkeys(_rce_series(d)))
+    order = method_order(m for m, _ in pairs)
+    pairs.sort(key=lambda k: (order.index(k[0]), variant_rank(k[1])))
+    return [(m, v, MARKERS[[p for p in pairs if p[0] == m].index((m, v)) % len(MARKERS)]) for m, v in pairs]
 
 
 def _rce_rows(d) -> list[tuple[str, str]]:
@@ -714,7 +763,7 @@ def gallery(run: RunData, items: list[dict], path: Path, width: int = 600, text_
         ]
         rows.append((tile, lines, max(tile.height, 18 * len(lines) + 4)))
     img_w = max([t.width for t, _, _ in rows] + [1])
-    who = f"{run.model} ({method_name(run.method)})" if run.method != UNKNOWN else run.model
+    who = f"{run.model} ({method_label(run.method, run.variant)})" if run.method != UNKNOWN else run.model
     head = pad + 26 + 20
     canvas = Image.new(
         "RGB", (pad + img_w + gap + text_width + pad, head + sum(h + 2 * pad for *_, h in rows)), "white"

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..runformat import EPS_ATOL, at_eps, eps_stats
 from . import stats
-from .load import METHOD_NAMES, REFERENCE, RunData, per_eps
+from .load import CLEAN, METHOD_NAMES, REFERENCE, ROBUST_BASE, RunData, per_eps, variant_rank
 
 SUMMARY_COLUMNS = [
     "task",
@@ -89,17 +89,56 @@ GAP_COLUMNS = [
 ]
 
 
+VARIANT = "variant"
+
+
+def with_variant(columns: list[str]) -> list[str]:
+    """`columns` with "variant" after "method": the layout of a frame when some run has a training variant."""
+    i = columns.index("method") + 1
+    return columns[:i] + [VARIANT] + columns[i:]
+
+
 def method_name(method: str) -> str:
     return METHOD_NAMES.get(method, method)
 
 
+def method_label(method: str, variant: str = "") -> str:
+    """How the report names a run's tuning in words: the method's display name, with its training variant
+    (load.RunData.variant) in brackets when it has one ("prompt tuning (adversarial 4/255, robust base)",
+    "the pretrained base (adversarial 4/255)"). Why: models of one method trained four ways are four models."""
+    name = method_name(method)
+    return f"{name} ({variant})" if variant else name
+
+
+#: How the text names the reference CLEAN (each adversarially tuned run's clean partner), and as a column head.
+CLEAN_PARTNER, CLEAN_PARTNER_HEAD = "its clean partner", "Clean partner"
+
+
 def reference_name(reference: str = REFERENCE, capital: bool = False) -> str:
-    """How sentences, headings and captions name the reference method ("finetuning" by default).
+    """How sentences, headings and captions name the reference method ("finetuning" by default; "its clean
+    partner" for CLEAN, "Clean partner" as a column head).
 
     Why one helper: every wording that used to say "finetuning" literally goes through it, so a
     report with another reference names that method everywhere and the default text is unchanged."""
+    if reference == CLEAN:
+        return CLEAN_PARTNER_HEAD if capital else CLEAN_PARTNER
     name = method_name(reference)
     return name[:1].upper() + name[1:] if capital else name
+
+
+def reference_runs(run: RunData, group: list[RunData], reference: str) -> list[RunData] | None:
+    """The runs of `group` (one task and attack) that `run` is compared with; None when it is compared with
+    none. A method reference: that method's runs of `run`'s own training variant, so an adversarially tuned
+    prompt meets adversarially tuned finetuning and never clean finetuning (runs without variant: every run
+    of the method, as always). CLEAN: only adversarially tuned runs are compared, each with its clean
+    partner(s): the same method tuned without adversarial training from the same kind of base."""
+    if reference == CLEAN:
+        if not run.adversarial:
+            return None
+        return [r for r in group if r.method == run.method and r.robust_base == run.robust_base and not r.adversarial]
+    if run.method == reference:
+        return None
+    return [r for r in group if r.method == reference and r.variant == run.variant]
 
 
 def run_matrix(run: RunData) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -142,6 +181,7 @@ def summary_rows(run: RunData, B: int = stats.DEFAULT_B, seed: int = stats.DEFAU
             "task": run.task,
             "model": run.model,
             "method": run.method,
+            VARIANT: run.variant,
             "attack": run.attack,
             "attack_method": run.attack_method,
             "kind": run.attack_kind,
@@ -210,6 +250,7 @@ def gap_row(
         "metric": run.metric,
         "model": run.model,
         "method": run.method,
+        VARIANT: run.variant,
         "reference": ref.model,
         "n": len(ids),
         "clean_gap": float(np.nanmean(ac) - np.nanmean(rc)),
@@ -231,67 +272,93 @@ def gap_row(
     }
 
 
-def _no_reference_note(task: str, attack: str, reference: str) -> str:
-    name = reference_name(reference)
-    ckpt = "a finetuned checkpoint" if reference == REFERENCE else f"a checkpoint tuned with {name}"
+def _no_reference_note(task: str, attack: str, reference: str, run: RunData | None = None) -> str:
+    """The note of a task and attack without a reference run for `run` (its variant's, or its clean partner)."""
+    if reference == CLEAN and run is not None:
+        partner = method_label(run.method, ROBUST_BASE if run.robust_base else "")
+        return (
+            f"{task}, {attack}: no {partner} run, so no gap of {method_label(run.method, run.variant)} against "
+            f"{CLEAN_PARTNER} (attack the same method tuned without adversarial training from the same base "
+            f"with the same attack to get one)"
+        )
+    variant = run.variant if run is not None else ""
+    name = method_label(reference, variant)
+    ckpt = "a finetuned checkpoint" if reference == REFERENCE else f"a checkpoint tuned with {method_name(reference)}"
+    ckpt += f" ({variant})" if variant else ""
     return f"{task}, {attack}: no {name} run, so no gap against {name} (attack {ckpt} with the same attack to get one)"
 
 
 def gap_rows(
     runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED, reference: str = REFERENCE
 ) -> tuple[list[dict], list[str]]:
-    """Every run whose method is not `reference` against every `reference` run of its task and attack;
-    plus notes. The reference is finetuning unless the report names another (build(reference=...))."""
+    """Every run against its reference runs of the same task and attack (reference_runs: the `reference`
+    method's runs of its training variant, or its clean partner for CLEAN); plus notes, one per missing
+    reference. The reference is finetuning unless the report names another (build(reference=...))."""
     out: list[dict] = []
     notes: list[str] = []
     keys = sorted({(r.task, r.attack) for r in runs})
     for task, attack in keys:
         group = [r for r in runs if r.task == task and r.attack == attack]
-        refs = [r for r in group if r.method == reference]
-        others = [r for r in group if r.method != reference]
-        if not others:
-            continue
-        if not refs:
-            notes.append(_no_reference_note(task, attack, reference))
-            continue
-        for run in others:
+        pairs = [(run, refs) for run in group if (refs := reference_runs(run, group, reference)) is not None]
+        missing = [_no_reference_note(task, attack, reference, run) for run, refs in pairs if not refs]
+        notes += list(dict.fromkeys(missing))  # one note per variant (or clean partner) missing
+        for run, refs in pairs:
             for ref in refs:
-                eps = common_eps(run, ref)
-                if not eps:
-                    notes.append(f"{task}, {attack}: {run.model} and {ref.model} share no eps; no gap computed")
-                for e in eps:
-                    row = gap_row(run, ref, e, B, seed)
-                    if row is None:
-                        notes.append(
-                            f"{task}, {attack} eps={run.eps_label(e)}: {run.model} and {ref.model} share no "
-                            f"example ids (different task splits or seeds?); no gap computed"
-                        )
-                    else:
-                        out.append(row)
+                _pair_rows(run, ref, B, seed, out, notes)
     return out, notes
+
+
+def _pair_rows(run: RunData, ref: RunData, B: int, seed: int, out: list[dict], notes: list[str]) -> None:
+    """The gap rows of `run` against one reference run at each eps they share (into `out`), or notes why not."""
+    task, attack = run.task, run.attack
+    eps = common_eps(run, ref)
+    if not eps:
+        notes.append(f"{task}, {attack}: {run.model} and {ref.model} share no eps; no gap computed")
+    for e in eps:
+        row = gap_row(run, ref, e, B, seed)
+        if row is None:
+            notes.append(
+                f"{task}, {attack} eps={run.eps_label(e)}: {run.model} and {ref.model} share no "
+                f"example ids (different task splits or seeds?); no gap computed"
+            )
+        else:
+            out.append(row)
 
 
 def summary_frame(runs: list[RunData], B: int = stats.DEFAULT_B, seed: int = stats.DEFAULT_SEED):
     import pandas as pd
 
     rows = [row for r in runs for row in summary_rows(r, B, seed)]
-    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    variants = any(r.variant for r in runs)
+    df = pd.DataFrame(rows, columns=with_variant(SUMMARY_COLUMNS) if variants else SUMMARY_COLUMNS)
     if len(df):
-        from .load import method_rank
-
-        df["_m"] = df["method"].map(method_rank)
-        df = df.sort_values(["task", "attack", "_m", "model", "eps"], kind="stable").drop(columns="_m")
+        df = _by_method_and_variant(df, ["task", "attack"], ["model", "eps"])
     return df.reset_index(drop=True)
 
 
-def gap_frame(rows: list[dict], correction: str = stats.DEFAULT_CORRECTION):
+def _by_method_and_variant(df, before: list[str], after: list[str]):
+    """`df` sorted by the `before` columns, then the method (load.method_rank) and its training variant
+    (load.variant_rank; a frame without a "variant" column: the method alone), then the `after` columns (stable)."""
+    from .load import method_rank
+
+    order = sorted(set(df[VARIANT]), key=variant_rank) if VARIANT in df.columns else []
+    df = df.assign(_m=df["method"].map(method_rank), _v=df[VARIANT].map(order.index) if order else 0)
+    return df.sort_values(before + ["_m", "_v"] + after, kind="stable").drop(columns=["_m", "_v"])
+
+
+def gap_frame(rows: list[dict], correction: str = stats.DEFAULT_CORRECTION, variants: bool | None = None):
     """The gaps in report order, with p-values adjusted across all of them (`correction`: bh, holm or
     none) and the decisions that follow: significant = p_adj < 0.05 (robust metric), and the same
-    for the relative drop as its own family."""
+    for the relative drop as its own family. `variants`: whether the report's runs have training
+    variants (a "variant" column); None: whether some row has one."""
     import pandas as pd
 
-    df = pd.DataFrame(rows, columns=GAP_COLUMNS)
-    if len(df):
+    if variants is None:
+        variants = any(r.get(VARIANT) for r in rows)
+    df = pd.DataFrame(rows, columns=with_variant(GAP_COLUMNS) if variants else GAP_COLUMNS)
+    if len(df) and variants:  # a method's variants together, in variant_rank's order
+        df = _by_method_and_variant(df, ["task", "attack"], ["model", "reference", "eps"])
+    elif len(df):
         df = df.sort_values(["task", "attack", "model", "reference", "eps"], kind="stable")
     df = df.reset_index(drop=True)
     for p, p_adj, sig in (("p", "p_adj", "significant"), ("rel_drop_p", "rel_drop_p_adj", "rel_drop_significant")):
@@ -311,8 +378,8 @@ def _metric_words(metric: str) -> str:
     return {"accuracy": "accuracy", "acc@0.5": "Acc@0.5", "cider": "CIDEr"}.get(metric, metric)
 
 
-def who(method: str, model: str, several: bool) -> str:
-    name = method_name(method) if method != "unknown" else model
+def who(method: str, model: str, several: bool, variant: str = "") -> str:
+    name = method_label(method, variant) if method != "unknown" else model
     return f"{name} ({model})" if several and method != "unknown" else name
 
 
@@ -325,8 +392,10 @@ def finding(row: dict, several_models: bool = False, several_refs: bool = False,
     the unadjusted and the adjusted p-value and the decision; then the same for the relative drop.
     `reference`: the method the gaps are against, named in the sentence (finetuning by default)."""
     g, lo, hi = row["gap"], row["gap_lo"], row["gap_hi"]
-    subject = who(row["method"], row["model"], several_models)
-    ref = reference_name(reference) + (f" ({row['reference']})" if several_refs else "")
+    variant = row.get(VARIANT) or ""
+    subject = who(row["method"], row["model"], several_models, variant)
+    name = reference_name(reference) if reference == CLEAN else method_label(reference, variant)
+    ref = name + (f" ({row['reference']})" if several_refs else "")
     m = _metric_words(row["metric"])
     test = "McNemar" if row["test"] == "mcnemar" else "bootstrap test"
     p = f"{test} {stats.format_p(row['p'])}, {_decision(row['p_adj'], row['significant'])}"
@@ -368,9 +437,12 @@ def findings(gaps, reference: str = REFERENCE) -> list[str]:
     if not len(gaps):
         return []
     sig, rest = [], []
+    variants = VARIANT in gaps.columns
     for (task, attack), grp in gaps.groupby(["task", "attack"], sort=False):
-        several_models = grp.groupby("method")["model"].nunique().max() > 1
-        several_refs = grp["reference"].nunique() > 1
+        several_models = grp.groupby(["method", VARIANT] if variants else "method")["model"].nunique().max() > 1
+        # with variants, each run has its own references: several only where one run has more than one
+        refs = grp.groupby("model")["reference"].nunique().max() if variants else grp["reference"].nunique()
+        several_refs = refs > 1
         for _, row in grp.iterrows():
             sentence = finding(row.to_dict(), several_models, several_refs, reference)
             (sig if is_significant(row) else rest).append(sentence)
@@ -388,7 +460,8 @@ def verdict_frame(gaps, threats: list | None = None):
     test's p-value adjusted across the report, `significant`) and above / below 0;
     rel_smaller / rel_larger: the relative drop (the clean gap taken out) is significantly
     smaller / larger than the reference's (`rel_drop_significant`, its own family). `threats`: one per
-    gap row (verdict.threats; None: left out), counted apart (a "threat" column, after "task").
+    gap row (verdict.threats; None: left out), counted apart (a "threat" column, after "task"). Gaps with
+    a "variant" column are counted per (method, variant), the variant in a column after "method".
     """
     import pandas as pd
 
@@ -404,11 +477,13 @@ def verdict_frame(gaps, threats: list | None = None):
     counts = ["more", "less", "rel_smaller", "rel_larger"]
     spec = {"cells": ("gap", "size"), **{c: (c, "sum") for c in counts}}
     keys, columns = ["method"], VERDICT_COLUMNS
+    if VARIANT in gaps.columns:
+        keys, columns = ["method", VARIANT], with_variant(VERDICT_COLUMNS)
     if threats is not None:
         from .threats import LEFT_OUT
 
         d = d.assign(threat=[t if t is not None else LEFT_OUT for t in threats])
-        keys, columns = ["threat", "method"], VERDICT_COLUMNS[:1] + ["threat"] + VERDICT_COLUMNS[1:]
+        keys, columns = ["threat"] + keys, columns[:1] + ["threat"] + columns[1:]
     rows = d.groupby(["task"] + keys, sort=False).agg(**spec).reset_index()
     if rows["task"].nunique() > 1:
         total = d.groupby(keys, sort=False).agg(**spec).reset_index().assign(task="all tasks")

@@ -19,7 +19,8 @@ left out. The sentences count the comparisons whose adjusted decision (`signific
 `rel_drop_significant`; stats.py) goes each way, per method, with the attack families (image,
 embedding, text, joint) they fall in. The comparisons are against the report's reference
 method (finetuning unless it names another), and the sentences name that method; the last
-sentence says how the cells were decided.
+sentence says how the cells were decided. Runs with a training variant (adversarially tuned, from a
+robust base) are counted per method and variant, named with both.
 """
 
 from __future__ import annotations
@@ -27,15 +28,24 @@ from __future__ import annotations
 from collections import Counter
 
 from . import stats
-from .load import REFERENCE, RunData, method_rank, normalise_method
-from .tables import method_name, reference_name
+from .load import REFERENCE, RunData, method_rank, normalise_method, variant_rank
+from .tables import VARIANT, method_label, reference_name
 from .threats import CORRUPTIONS, FROM_BASE, FROM_SIBLING, PUBLIC_BASE, THREATS, WHITE_BOX
 
 
-def _methods(gaps) -> list[str]:
-    """The methods of the gaps in report order (load.method_rank), the others after them by name."""
-    present = list(dict.fromkeys(gaps["method"]))
-    return sorted(present, key=lambda m: (method_rank(m), m))
+def _methods(gaps) -> list[tuple[str, str]]:
+    """The (method, training variant) pairs of the gaps in report order (load.method_rank, then
+    load.variant_rank), the other methods after them by name; the variant is "" for gaps without a
+    "variant" column. Why pairs: an adversarially tuned prompt is counted apart from a clean one."""
+    variants = gaps[VARIANT] if VARIANT in gaps.columns else [""] * len(gaps)
+    present = list(dict.fromkeys(zip(gaps["method"], variants)))
+    return sorted(present, key=lambda k: (method_rank(k[0]), k[0], variant_rank(k[1])))
+
+
+def _of(gaps, key: tuple[str, str]):
+    """The gaps of one (method, variant) (a boolean mask)."""
+    mine = gaps["method"] == key[0]
+    return mine & (gaps[VARIANT] == key[1]) if VARIANT in gaps.columns else mine
 
 
 def _families(rows) -> str:
@@ -43,14 +53,14 @@ def _families(rows) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _cells(gaps, mask, methods: list[str]) -> list[str]:
-    """'prompt tuning in 5 of 66 cells (image 3, embedding 2)' for each method with such cells."""
+def _cells(gaps, mask, methods: list[tuple[str, str]]) -> list[str]:
+    """'prompt tuning in 5 of 66 cells (image 3, embedding 2)' for each (method, variant) with such cells."""
     out = []
-    for m in methods:
-        mine = gaps["method"] == m
+    for key in methods:
+        mine = _of(gaps, key)
         hit = gaps[mine & mask]
         if len(hit):
-            out.append(f"{method_name(m)} in {len(hit)} of {int(mine.sum())} cells ({_families(hit)})")
+            out.append(f"{method_label(*key)} in {len(hit)} of {int(mine.sum())} cells ({_families(hit)})")
     return out
 
 
@@ -97,7 +107,7 @@ def threats(gaps, runs: list[RunData] | None) -> list[str | None]:
     return out
 
 
-def _answer(g, methods: list[str], ref: str, what: str) -> str:
+def _answer(g, methods: list[tuple[str, str]], ref: str, what: str) -> str:
     """One threat's sentence: more robust than `ref` where, less robust where; or that nothing differs."""
     sig = g["significant"].astype(bool)
     more, less = _cells(g, sig & (g["gap"] > 0), methods), _cells(g, sig & (g["gap"] < 0), methods)
@@ -111,14 +121,14 @@ def _answer(g, methods: list[str], ref: str, what: str) -> str:
     return f"{head}: " + "; ".join(parts) + "."
 
 
-def _rel_drop(gaps, methods: list[str], ref: str) -> str:
+def _rel_drop(gaps, methods: list[tuple[str, str]], ref: str) -> str:
     """The relative-drop sentence; `ref` is the reference's display name."""
     rsig = gaps["rel_drop_significant"].astype(bool)
     lead = "With the clean gap taken out (relative drop), "
     sides = []
     for word, mask in (("larger", rsig & (gaps["rel_drop_gap"] < 0)), ("smaller", rsig & (gaps["rel_drop_gap"] > 0))):
-        counts = [(m, int((mask & (gaps["method"] == m)).sum())) for m in methods]
-        named = ", ".join(f"{method_name(m)} in {k}" for m, k in counts if k)
+        counts = [(key, int((mask & _of(gaps, key)).sum())) for key in methods]
+        named = ", ".join(f"{method_label(*key)} in {k}" for key, k in counts if k)
         sides.append(
             f"the degradation is significantly {word} than {ref}'s for {named} cells"
             if named
@@ -158,9 +168,9 @@ def verdict(gaps, summary, correction: str, reference: str = REFERENCE, runs: li
         )
     if len(counted):
         out.append(_rel_drop(counted, methods, ref))
-    tasks = g["task"].nunique()
+    tasks, n = g["task"].nunique(), len({m for m, _ in methods})
     out.append(
-        f"{len(g)} comparisons against {ref} ({len(methods)} method{'s' * (len(methods) > 1)}, {tasks} "
+        f"{len(g)} comparisons against {ref} ({n} method{'s' * (n > 1)}, {tasks} "
         f"task{'s' * (tasks > 1)}, one per attack and eps), each decided by McNemar's exact test (a bootstrap "
         f"test for graded metrics) {_adjustment(correction)}, at the 5% level."
     )

@@ -49,8 +49,10 @@ def write_run(
     answers=("red", "blue"),
     samples: int = 0,
     surrogates: list | None = None,
+    model_meta: dict | None = None,
 ) -> Path:
-    """correct: {eps: [bool per example]}; clean: [bool per example]. Returns the run dir."""
+    """correct: {eps: [bool per example]}; clean: [bool per example]. Returns the run dir. `model_meta`: run.json's
+    model_meta as the engine copies it from the checkpoint (e.g. {"adversarial": {...}, "base_adversarial": {...}})."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     n = len(clean)
@@ -91,6 +93,7 @@ def write_run(
         "checkpoint": {"path": f"/nonexistent/{model}"},
         "status": "complete",
         "summary": [{"metric": "accuracy"}],
+        **({"model_meta": model_meta} if model_meta is not None else {}),
     }
     (path / "run.json").write_text(json.dumps(meta, indent=1))
     lines = []
