@@ -15,6 +15,9 @@
 #                     the committed base of the generative-VLM recipes) and tiny-llava-captions (the same
 #                     model trained on captions only: it cannot answer VQA, so tuning it shows learning) and
 #                     tests/assets/tiny-llava-lora (the recipe's LoRA on tiny-llava, attacked by the tests); ~10 min
+#   make robust-base  rebuild robust_pt/assets/base-small-robust (builtin:base-small-robust): the committed base
+#                     adversarially pretrained on, PGD-3 at 4/255 for 2000 steps of 64 on the pretraining mix
+#                     (the adversarial-tuning study's robust base); ~30 min on 2 cores
 #   make constraints  rewrite constraints.txt with the versions installed in .venv
 #   make clean        build outputs and caches of Python / pytest (keeps .venv and .cache)
 #   make distclean    clean, plus .venv and .cache
@@ -38,7 +41,7 @@ PINNED := torch transformers tokenizers huggingface-hub textattack foolbox peft 
 
 DOGFOOD_OUT ?= .cache/ci-smoke
 
-.PHONY: setup test test-wheel test-kernels demo dogfood constraints clean distclean tiny-llava
+.PHONY: setup test test-wheel test-kernels demo dogfood constraints clean distclean tiny-llava robust-base
 
 setup: $(STAMP)
 	@$(BIN)/robust-pt setup
@@ -70,6 +73,12 @@ test-kernels: setup
 
 demo: setup
 	$(BIN)/robust-pt demo
+
+ROBUST_BASE := robust_pt/assets/base-small-robust
+robust-base: setup
+	$(BIN)/robust-pt pretrain --init builtin:base-small --adversarial pgd --adv-eps 4/255 --adv-steps 3 --steps 2000 \
+	    --lr 3e-4 --threads 2 --out $(ROBUST_BASE) --overwrite
+	rm -rf $(ROBUST_BASE).step*
 
 TINY_INIT := .cache/tiny-llava-init
 tiny-llava: setup

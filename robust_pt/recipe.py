@@ -318,6 +318,39 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         _check_base(base, path)
     else:
         base = str(hf_base)
+    tunings = _tuning_entries(where, raw, path, hf_base, subset, probes)
+    names = [t.name for t in tunings]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: two tuning entries share a name; give each a distinct 'name'")
+    attacks = [
+        a
+        for i, entry in enumerate(raw["attacks"])
+        for a in _attack_entries(where, i, entry, raw, probes, subset, tunings)
+    ]
+    labels = [a.label for a in attacks]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: two attack entries would share a run; give one a distinct 'tag'")
+    return Recipe(
+        name=str(raw.get("name", path.stem)),
+        description=str(raw.get("description", "")),
+        base=base,
+        tasks=tuple(raw["tasks"]),
+        tuning=tuple(tunings),
+        attacks=tuple(attacks),
+        examples=_positive(f"{where}: examples", raw.get("examples", 256)),
+        task_examples=_task_examples(where, raw.get("task_examples"), raw["tasks"]),
+        seed=int(raw.get("seed", 0)),
+        batch_size=_positive(f"{where}: batch_size", raw.get("batch_size", 64)),
+        split=str(raw.get("split", "test")),
+        zoo=raw.get("zoo"),
+        path=path,
+        nproc=_positive(f"{where}: nproc", raw.get("nproc", 1)),
+    )
+
+
+def _tuning_entries(where: str, raw: dict, path: Path, hf_base: Path | None, subset, probes: dict) -> list[TuningEntry]:
+    """The recipe's tuning entries, each validated (an untuned base, or a method with its options, schedule,
+    own base and adversarial settings)."""
     tunings = []
     for i, entry in enumerate(raw["tuning"]):
         if not isinstance(entry, dict) or "method" not in entry:
@@ -346,33 +379,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         t = TuningEntry(name, tc, train, subset(f"tuning[{i}] ({name})", entry.get("tasks")), adv, own_base)
         _check_adversarial(f"{where}: tuning[{i}] ({name})", t, probes, raw["tasks"])
         tunings.append(t)
-    names = [t.name for t in tunings]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{where}: two tuning entries share a name; give each a distinct 'name'")
-    attacks = [
-        a
-        for i, entry in enumerate(raw["attacks"])
-        for a in _attack_entries(where, i, entry, raw, probes, subset, tunings)
-    ]
-    labels = [a.label for a in attacks]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"{where}: two attack entries would share a run; give one a distinct 'tag'")
-    return Recipe(
-        name=str(raw.get("name", path.stem)),
-        description=str(raw.get("description", "")),
-        base=base,
-        tasks=tuple(raw["tasks"]),
-        tuning=tuple(tunings),
-        attacks=tuple(attacks),
-        examples=_positive(f"{where}: examples", raw.get("examples", 256)),
-        task_examples=_task_examples(where, raw.get("task_examples"), raw["tasks"]),
-        seed=int(raw.get("seed", 0)),
-        batch_size=_positive(f"{where}: batch_size", raw.get("batch_size", 64)),
-        split=str(raw.get("split", "test")),
-        zoo=raw.get("zoo"),
-        path=path,
-        nproc=_positive(f"{where}: nproc", raw.get("nproc", 1)),
-    )
+    return tunings
 
 
 def _attack_entries(where: str, i: int, entry, raw: dict, probes: dict, subset, tunings: list) -> list[AttackEntry]:
