@@ -108,7 +108,7 @@ _MODEL_META = (
     "clean_metrics",
     "identity",  # how the checkpoint was made (base hash, task, tuning, schedule)
     "adversarial",  # adversarially tuned: the settings (tuning/adversarial.py)
-    "base",  # the base it was tuned from, as given (builtin:base-small-robust, ...)
+    "tuned_from",  # the built-in base it was tuned from, as given (builtin:base-small-robust, ...)
     "base_adversarial",  # that base's own adversarial settings (a robust base)
     "train_seconds",
 )

@@ -281,7 +281,7 @@ def _tune_locked(
         "answers": test.answers,
         "tuning": tcfg.relevant(),
         **({"adversarial": identity["adversarial"]} if adversarial is not None else {}),
-        "base": str(base),
+        "tuned_from": str(base),  # as given (builtin:NAME or a path); "base" is the delta's verified base
         **({"base_adversarial": base_adv} if (base_adv := ckpt.read_meta(base_dir).get("adversarial")) else {}),
         "identity": identity,
         "train": asdict(tc),

@@ -35,7 +35,7 @@ ADV = {
 }
 TRADES = {**ADV, "loss": "trades", "beta": 6.0}
 EMB = {**ADV, "attack": "emb-pgd", "eps": 0.05, "kind": "embedding", "eps_unit": "rms"}
-ROBUST = {"base_adversarial": ADV, "base": "builtin:base-small-robust"}
+ROBUST = {"base_adversarial": ADV, "tuned_from": "builtin:base-small-robust"}
 
 # adversarially tuned models break less than the clean ones (FT, PT of the golden runs)
 FT_ADV = {E1: right_except({0, 1, 2}), E4: right_except({0, 1, 2, 3, 4, 5})}
@@ -77,7 +77,7 @@ def test_variant_labels_come_from_declared_meta(tmp_path):
         "trades-rb": {"adversarial": TRADES, **ROBUST},
         "rb": ROBUST,
         "emb": {"adversarial": EMB},
-        "none": {"adversarial": None, "base_adversarial": None, "base": "builtin:base-small"},
+        "none": {"adversarial": None, "base_adversarial": None, "tuned_from": "builtin:base-small"},
     }
     want = {
         "plain": "",

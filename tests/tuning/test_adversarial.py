@@ -127,7 +127,7 @@ def test_adversarial_prompt_tuning_changes_the_prompt_and_only_the_prompt(tmp_pa
     changed = [k for k, v in tuned.state_dict().items() if k not in base_state or not torch.equal(v, base_state[k])]
     assert changed and all("prompt" in k for k in changed), changed
     assert meta["adversarial"] == adv.record() and meta["adversarial"]["step_size"] == pytest.approx(1.25 * 4 / 255)
-    assert meta["identity"]["adversarial"] == adv.record() and meta["base"] == "builtin:base-small"
+    assert meta["identity"]["adversarial"] == adv.record() and meta["tuned_from"] == "builtin:base-small"
 
 
 def _pgd_accuracy(model_dir: Path, eps: float, out: Path, n: int = 128) -> tuple[float, float]:
@@ -140,8 +140,10 @@ def _pgd_accuracy(model_dir: Path, eps: float, out: Path, n: int = 128) -> tuple
 
 def test_adversarial_finetuning_is_more_robust_than_its_clean_partner_at_its_eps(tmp_path):
     """60 steps of finetuning from the committed base, clean and against PGD-3 at 8/255, then PGD-10 at 8/255 on
-    128 test questions. Measured (robust accuracy, clean / adversarial): see the margin's comment."""
-    tc = TrainConfig(steps=60, batch_size=32, train_size=3000, eval_size=32, threads=2)
+    128 test questions: robust accuracy 0.500 clean, 0.680 adversarial (clean accuracy 0.81 and 0.75; measured with
+    2 threads), the same under ATEN_CPU_CAPABILITY avx512, avx2 and default, and the test passes on each with 1
+    thread. The margin asked, 8 points, is under half the gain."""
+    tc = TrainConfig(steps=60, batch_size=32, train_size=3000, eval_size=32, threads=1)
     quiet = dict(log=lambda *_: None)
     tune("builtin:base-small", "shapes-vqa", TuningConfig("finetune"), tc, tmp_path / "clean", **quiet)
     tune("builtin:base-small", "shapes-vqa", TuningConfig("finetune"), tc, tmp_path / "adv", **quiet,
@@ -151,27 +153,30 @@ def test_adversarial_finetuning_is_more_robust_than_its_clean_partner_at_its_eps
     assert adv_rob > clean_rob + MARGIN, (adv_rob, clean_rob)
 
 
-MARGIN = 0.10  # set from the measured gain and its spread across kernel paths (below)
+MARGIN = 0.08
 
 
 def test_the_robust_base_is_more_robust_than_the_plain_one_on_every_task(tmp_path):
-    """The committed bases, no training: PGD-10 at 4/255 on each downstream task."""
+    """The committed bases, no training in the run: PGD-10 at 8/255 on 64 examples of each downstream task.
+    Measured (plain -> robust): VQA 0.469 -> 0.703, VE 0.656 -> 0.922, grounding Acc@0.5 0.766 -> 0.906,
+    captioning CIDEr 3.19 -> 4.73, identical under ATEN_CPU_CAPABILITY avx512, avx2 and default; the margins
+    asked are about half of each."""
     import robust_pt as rpt
     from robust_pt.tuning.train import DOWNSTREAM
 
     meta = json.loads((ckpt.checkpoint_dir("builtin:base-small-robust") / "meta.json").read_text())
     assert meta["adversarial"]["eps"] == pytest.approx(4 / 255) and meta["init"] == "builtin:base-small"
+    assert set(ROBUST_BASE_MARGIN) == set(DOWNSTREAM)
     for task in DOWNSTREAM:
         scores = {}
         for name in ("base-small", "base-small-robust"):
-            run = rpt.evaluate(
-                f"builtin:{name}", task, attack="pgd", eps=[4 / 255], limit=48, out=tmp_path / f"{name}-{task}"
-            )
+            out = tmp_path / f"{name}-{task}"
+            run = rpt.evaluate(f"builtin:{name}", task, attack="pgd", eps=[8 / 255], limit=64, out=out, progress=False)
             scores[name] = float(run.summary.iloc[0]["robust"])
         assert scores["base-small-robust"] > scores["base-small"] + ROBUST_BASE_MARGIN[task], (task, scores)
 
 
-ROBUST_BASE_MARGIN: dict = {}  # per task, set from the committed bases' measured gaps (below)
+ROBUST_BASE_MARGIN = {"shapes-vqa": 0.12, "shapes-ve": 0.13, "shapes-ground": 0.07, "shapes-caption": 0.75}
 
 
 @pytest.mark.parametrize(
