@@ -248,12 +248,15 @@ class InnerAttack:
         return [derive_seed(self.seed, "adversarial", step, ex.id) for ex in examples]
 
     def _victim(self):
+        """The engine's victim of this model and task (made once), or None on the pretraining mix (no victim:
+        every target there is text, and the attack ascends the reference's loss)."""
         from ..attacks.victim import make_victim
         from ..tasks.kinds import kind_of
 
-        if kind_of(self.task).victim is None:  # the pretraining mix: every target is text
-            return None
-        return make_victim(self.model, self.task, self.model.device, self.stats)
+        if not hasattr(self, "_made"):
+            has = kind_of(self.task).victim is not None
+            self._made = make_victim(self.model, self.task, self.model.device, self.stats) if has else None
+        return self._made
 
     def images(self, examples: Sequence, x, step: int):
         """x with its first `count` rows replaced by adversarial images (detached)."""
@@ -352,8 +355,9 @@ def adversarial_loss(model, task, inner: InnerAttack | None, examples, images, t
     k = inner.count(len(examples))
     if inner.cfg.loss == "trades":
         e = model.embed(images, texts)
-        e_adv = inner.embeds(examples, e, step) if inner.on_embeddings else None
-        if e_adv is None:
+        if inner.on_embeddings:
+            e_adv = inner.embeds(examples, e, step)
+        else:
             e_adv = model.embed(inner.images(examples, images, step), texts)
         return clean_loss(e) + inner.cfg.beta * trades_term(model, task, e, e_adv, k)
     if inner.on_embeddings:
