@@ -360,6 +360,8 @@ def _tuning_entries(where: str, raw: dict, path: Path, hf_base: Path | None, sub
                 f"{where}: tuning[{i}] (method: none, the untuned base)", entry, {"method", "name", "tasks", "base"}
             )
             if entry.get("base") is not None:
+                if hf_base is not None:
+                    raise ConfigError(f"{where}: tuning[{i}]: an entry's own base is for built-in bases; drop it")
                 _check_base(str(entry["base"]), path)
             tunings.append(
                 TuningEntry(
@@ -556,7 +558,11 @@ def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
         model_meta = meta.get("model_meta") or {}
         tuning = model_meta.get("tuning")
         want = None if t.tuning is None else t.tuning.relevant()
-        edited = want is not None and (tuning != want or model_meta.get("adversarial") != t.declared()["adversarial"])
+        edited = want is not None and (
+            tuning != want
+            or model_meta.get("adversarial") != t.declared()["adversarial"]
+            or not _schedule_kept(model_meta, t, r, task)
+        )
         stale = meta.get("status") != "complete" or edited
         if stale or (meta.get("config") or {}).get("task", {}).get("name") != recorded_task(task):
             raise ConfigError(
@@ -651,10 +657,15 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
         "tuning": (meta.get("model_meta") or {}).get("tuning"),
         "adversarial": (meta.get("model_meta") or {}).get("adversarial"),
     }
-    if t.tuning is None:  # an untuned base: what its own meta says (how it was pretrained, a side file's tuning)
-        want["adversarial"] = have["adversarial"]
+    if t.tuning is None:  # an untuned base: the one its entry names now (how it was pretrained, a side file's tuning)
         if r.hf_base:
-            want["tuning"] = have["tuning"]
+            want["tuning"], want["adversarial"] = have["tuning"], have["adversarial"]
+        else:
+            from .tuning import checkpoint as ckpt
+
+            base = ckpt.read_meta(ckpt.checkpoint_dir(t.base_of(r.base)))
+            want["adversarial"] = base.get("adversarial")
+            want["name"], have["name"] = base.get("name"), (meta.get("model_meta") or {}).get("name")
     entries = {e.name: e for e in r.tuning}
     made = [(meta.get("model_meta"), t)] + [
         (info, entries.get(name)) for name, info in zip(a.surrogate or (), meta.get("surrogates") or [])

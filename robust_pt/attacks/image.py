@@ -76,7 +76,7 @@ def ours(
     alpha = spec.step_size(eps)
     norm = spec.norm
     one_step = m.one_step
-    if one_step and norm == "linf" and not spec.random_start:
+    if one_step and norm == "linf" and not spec.random_start and spec.alpha is None:
         return _fgsm_linf(obj, x0, eps)
     start = x0  # FGSM-RS (one step from a random start) goes on below: one step of spec.step_size(eps)
     if spec.random_start:

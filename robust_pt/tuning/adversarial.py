@@ -33,6 +33,7 @@ from ..errors import ConfigError
 
 LOSSES = ("ce", "trades")
 FAST_RATIO = 1.25  # FGSM-RS's step, in units of eps (Wong et al. 2020)
+BETA = 6.0  # TRADES' default weight (Zhang et al. 2019)
 PGD_REACH = 2.5  # multi-step presets: step size 2.5 eps / steps unless `step_size` says otherwise
 MAX_STEPS = 1000
 
@@ -53,7 +54,7 @@ class AdversarialConfig:
     steps: int | None = None
     step_size: float | None = None
     loss: str = "ce"
-    beta: float = 6.0
+    beta: float = 6.0  # BETA
     ratio: float = 1.0
 
     def __post_init__(self):
@@ -74,6 +75,8 @@ class AdversarialConfig:
             raise ConfigError(f"--adv-loss must be ce or trades, got {self.loss!r}")
         if not _number(self.beta) or self.beta < 0:
             raise ConfigError(f"--adv-beta must be a number >= 0, got {self.beta!r}")
+        if self.loss != "trades" and self.beta != BETA:
+            raise ConfigError("--adv-beta is TRADES' weight; add --adv-loss trades or drop it")
         if not _number(self.ratio) or not 0 < self.ratio <= 1:
             raise ConfigError(f"--adv-ratio must lie in (0, 1] (the share of each batch attacked), got {self.ratio!r}")
         self.spec  # the attack, its eps and its settings are checked now, before any model is read
@@ -93,19 +96,38 @@ class AdversarialConfig:
                 f"{_what(base, m)}"
             )
         validate_eps(base, [self.eps])
-        over: dict = {"early_stop": False}
-        if m.one_step:
-            over.update(random_start=True, alpha=self.step_size or FAST_RATIO * self.eps)
-        else:  # Madry et al.'s rule, 2.5 eps / steps: the preset's own step for its steps (pgd: 10 x eps/4)
-            steps = self.steps or base.steps
-            over.update(steps=steps, alpha=self.step_size or PGD_REACH * self.eps / steps)
-        spec = resolve(base, **over)
+        spec = resolve(base, **self._overrides(base, m))
         if self.loss == "trades" and spec.backend != "ours":
             raise ConfigError(
                 f"--adv-loss trades maximises TRADES' KL term with robust-pt's own PGD; {self.attack} runs on "
                 f"{spec.backend}: use pgd, fgsm or emb-pgd"
             )
         return spec
+
+    def _overrides(self, base, m) -> dict:
+        """The preset's settings for training: no early stop; FGSM-RS for one-step methods; otherwise these steps
+        and a step of 2.5 eps / steps (Madry et al.; the pgd preset's own eps/4 at its 10 steps) where the
+        method has a step size (APGD chooses its own); TRADES always from a random start (its KL has no
+        gradient at the clean input)."""
+        from dataclasses import fields
+
+        declared = {f.name for f in fields(m.params_class)}
+        over: dict = {"early_stop": False}
+        if m.one_step:
+            if self.steps not in (None, 1):
+                raise ConfigError(
+                    f"--adversarial {self.attack} is one step (FGSM-RS); for --adv-steps {self.steps} use pgd"
+                )
+            return {**over, "random_start": True, "alpha": self.step_size or FAST_RATIO * self.eps}
+        steps = self.steps or base.steps
+        over["steps"] = steps
+        if "alpha" in declared:
+            over["alpha"] = self.step_size or PGD_REACH * self.eps / steps
+        elif self.step_size is not None:
+            raise ConfigError(f"--adversarial {self.attack} chooses its own step size; drop --adv-step-size")
+        if self.loss == "trades" and "random_start" in declared:
+            over["random_start"] = True
+        return over
 
     def record(self) -> dict:
         """What the checkpoint's meta and identity record: the settings and the attack they resolve to."""
@@ -242,6 +264,14 @@ class InnerAttack:
         """How many rows of a batch of n are attacked (the first ones: batches are a random permutation)."""
         return max(1, min(n, round(self.cfg.ratio * n)))
 
+    def rows(self, examples: Sequence) -> list[int]:
+        """The rows attacked: the first `count`, less those of a closed task whose answer is no candidate (label
+        -1, real datasets): they have no candidate loss to ascend and train on their clean inputs."""
+        first = range(self.count(len(examples)))
+        if self._victim() is None or self._victim().labels(examples[:1]) is None:
+            return list(first)
+        return [i for i in first if examples[i].label >= 0]
+
     def _seeds(self, examples: Sequence, step: int) -> list[int]:
         from ..attacks.seeds import derive_seed
 
@@ -259,21 +289,18 @@ class InnerAttack:
         return self._made
 
     def images(self, examples: Sequence, x, step: int):
-        """x with its first `count` rows replaced by adversarial images (detached)."""
-        from ..attacks import objectives as ob
+        """x with its attacked `rows` replaced by adversarial images (detached)."""
+        import torch
+
         from ..attacks.image import run_image_attack
 
-        k = self.count(len(examples))
-        exs, x0 = list(examples[:k]), x[:k].detach()
+        rows = self.rows(examples)
+        if not rows:
+            return x.detach()
+        idx = torch.tensor(rows, device=x.device)
+        exs, x0 = [examples[i] for i in rows], x[idx].detach()
         with _attacking(self.model, self.params):
-            v = self._victim()
-            if self.cfg.loss == "trades":
-                clean = v.image_objective(exs)
-                obj = _KL(lambda xs, rows: clean.logits(xs, rows), self._clean_logits(clean, x0))
-            elif v is None:
-                obj = ob.GenerativeImage(self.model, [ex.text for ex in exs], [ex.target for ex in exs])
-            else:
-                obj = v.image_objective(exs)
+            obj = self._objective(exs, lambda clean: _KL(clean.logits, self._clean_logits(clean, [x0])), image=True)
             r = run_image_attack(
                 self.spec,
                 obj,
@@ -286,64 +313,73 @@ class InnerAttack:
                 n_classes=len(self.task.answers or []) or None,
             )
         adv = x.detach().clone()
-        adv[:k] = r.adv.detach()
+        adv[idx] = r.adv.detach()
         self.last = (x0, r.adv.detach())
         return adv
 
-    def _clean_logits(self, obj, x0):
+    def _objective(self, exs: list, trades, image: bool, e0=None):
+        """What the attack ascends on these examples: TRADES' KL (`trades(clean objective)`), else the victim's
+        objective, or on the pretraining mix the reference's loss."""
+        from ..attacks import objectives as ob
+
+        v = self._victim()
+        if self.cfg.loss == "trades":
+            return trades(v.image_objective(exs) if image else v.embeds_objective(exs, e0))
+        if v is not None:
+            return v.image_objective(exs) if image else v.embeds_objective(exs, e0)
+        targets = [ex.target for ex in exs]
+        if image:
+            return ob.GenerativeImage(self.model, [ex.text for ex in exs], targets)
+        return ob.GenerativeEmbeds(self.model, e0.text_mask, targets)
+
+    def _clean_logits(self, obj, xs):
         import torch
 
         with torch.no_grad():
-            return obj.logits([x0], torch.arange(x0.shape[0], device=x0.device))
+            return obj.logits(xs, torch.arange(xs[0].shape[0], device=xs[0].device))
 
     def embeds(self, examples: Sequence, e, step: int):
-        """The live embeddings e with an adversarial perturbation added to their first `count` rows (the
-        perturbation is a constant: gradients reach the tuned parameters through e)."""
+        """The live embeddings e with an adversarial perturbation added to their attacked `rows` (the perturbation
+        is a constant: gradients reach the tuned parameters through e)."""
         import torch
 
-        from ..attacks import objectives as ob
         from ..attacks.embedding import run_embedding_attack
         from ..models.base import Embeds
 
-        k = self.count(len(examples))
-        exs = list(examples[:k])
-        e0 = Embeds(e.image[:k].detach(), e.text[:k].detach(), e.text_mask[:k])
+        rows = self.rows(examples)
+        if not rows:
+            return e
+        idx = torch.tensor(rows, device=e.image.device)
+        exs = [examples[i] for i in rows]
+        e0 = Embeds(e.image[idx].detach(), e.text[idx].detach(), e.text_mask[idx])
         with _attacking(self.model, self.params):
-            v = self._victim()
-            if self.cfg.loss == "trades":
-                clean = v.embeds_objective(exs, e0)
-                obj = _KL(lambda xs, rows: clean.logits(xs, rows), self._clean_embeds_logits(clean, e0))
-            elif v is None:
-                obj = ob.GenerativeEmbeds(self.model, e0.text_mask, [ex.target for ex in exs])
-            else:
-                obj = v.embeds_objective(exs, e0)
+            kl = lambda clean: _KL(clean.logits, self._clean_logits(clean, [e0.image, e0.text]))  # noqa: E731
+            obj = self._objective(exs, kl, image=False, e0=e0)
             r = run_embedding_attack(self.spec, obj, e0, self.cfg.eps, seeds=self._seeds(exs, step), early_stop=False)
-        pad = e.image.new_zeros((e.image.shape[0] - k, *e.image.shape[1:]))
-        pad_t = e.text.new_zeros((e.text.shape[0] - k, *e.text.shape[1:]))
-        d_img = torch.cat([(r.adv.image - e0.image).detach(), pad])
-        d_txt = torch.cat([(r.adv.text - e0.text).detach(), pad_t])
+        d_img, d_txt = torch.zeros_like(e.image), torch.zeros_like(e.text)
+        d_img[idx] = (r.adv.image - e0.image).detach()
+        d_txt[idx] = (r.adv.text - e0.text).detach()
         self.last = (e0, r.adv)
         return Embeds(e.image + d_img, e.text + d_txt, e.text_mask)
 
-    def _clean_embeds_logits(self, obj, e0):
-        import torch
 
-        with torch.no_grad():
-            return obj.logits([e0.image, e0.text], torch.arange(e0.image.shape[0], device=e0.image.device))
-
-
-def trades_term(model, task, e_clean, e_adv, k: int):
-    """beta's term: KL(p(x) || p(x_adv)) over the candidate answers, mean over the k attacked rows (both sides
+def trades_term(model, task, e_clean, e_adv, rows: list[int]):
+    """beta's term: KL(p(x) || p(x_adv)) over the candidate answers, mean over the attacked rows (both sides
     differentiated, as in TRADES)."""
+    import torch
     import torch.nn.functional as F
 
     from ..models.base import Embeds
 
-    def rows(e):
-        return Embeds(e.image[:k], e.text[:k], e.text_mask[:k])
+    if not rows:
+        return e_clean.image.new_zeros(())
+    idx = torch.tensor(rows, device=e_clean.image.device)
 
-    nat = model.candidate_logits_from_embeds(rows(e_clean), task.answers)
-    adv = model.candidate_logits_from_embeds(rows(e_adv), task.answers)
+    def pick(e):
+        return Embeds(e.image[idx], e.text[idx], e.text_mask[idx])
+
+    nat = model.candidate_logits_from_embeds(pick(e_clean), task.answers)
+    adv = model.candidate_logits_from_embeds(pick(e_adv), task.answers)
     return F.kl_div(adv.log_softmax(-1), nat.softmax(-1), reduction="batchmean")
 
 
@@ -352,14 +388,13 @@ def adversarial_loss(model, task, inner: InnerAttack | None, examples, images, t
     attacked rows adversarial (ce), or on the clean batch plus TRADES' term."""
     if inner is None:
         return clean_loss(model.embed(images, texts))
-    k = inner.count(len(examples))
     if inner.cfg.loss == "trades":
         e = model.embed(images, texts)
         if inner.on_embeddings:
             e_adv = inner.embeds(examples, e, step)
         else:
             e_adv = model.embed(inner.images(examples, images, step), texts)
-        return clean_loss(e) + inner.cfg.beta * trades_term(model, task, e, e_adv, k)
+        return clean_loss(e) + inner.cfg.beta * trades_term(model, task, e, e_adv, inner.rows(examples))
     if inner.on_embeddings:
         return clean_loss(inner.embeds(examples, model.embed(images, texts), step))
     return clean_loss(model.embed(inner.images(examples, images, step), texts))

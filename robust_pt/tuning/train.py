@@ -119,6 +119,10 @@ def pretrain(
     from ..tasks import load_task
 
     require_writable_dir(out, "checkpoint directory")  # before the model is built or trained
+    if adversarial is not None:
+        from .adversarial import check_task
+
+        check_task(adversarial, load_task(PRETRAIN_TASK, split="train", limit=1))  # TRADES, library attacks: no
     tc = tc or TrainConfig(steps=12000, batch_size=64)
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)

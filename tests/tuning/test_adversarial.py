@@ -52,7 +52,8 @@ def test_adversarial_images_lie_in_their_ball_and_in_0_1(base, attack, eps, task
 
     task, batch = _batch(task_name)
     apply_method(base, TuningConfig("prompt"))
-    inner = InnerAttack(AdversarialConfig(attack, eps, steps=3, ratio=0.75), base, task, seed=0)
+    steps = None if attack == "fgsm" else 3
+    inner = InnerAttack(AdversarialConfig(attack, eps, steps=steps, ratio=0.75), base, task, seed=0)
     x = images_of(batch)
     params = [p for p in base.parameters() if p.requires_grad]
     base.train()
@@ -214,6 +215,49 @@ def test_bad_adversarial_settings_are_one_line(tmp_path, args, needles):
     )
     if "--task" not in args:
         assert_one_line_error(r, *needles)
+
+
+def test_pretraining_refuses_trades_in_one_line(tmp_path):
+    r = invoke("pretrain", "--init", "builtin:base-small", "--out", tmp_path / "p", "--adversarial", "pgd",
+               "--adv-eps", "4/255", "--adv-loss", "trades")  # fmt: skip
+    assert_one_line_error(r, "no candidate answers")
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        (dict(attack="fgsm", steps=3), "one step"),
+        (dict(attack="pgd", beta=3.0), "--adv-loss trades"),
+        (dict(attack="apgd-ce", step_size=0.01), "chooses its own step size"),
+    ],
+)
+def test_settings_that_would_be_ignored_are_refused(kwargs, needle):
+    from robust_pt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        AdversarialConfig(eps=4 / 255, **kwargs)
+
+
+def test_apgd_trains_with_its_own_step_size_and_trades_starts_at_random():
+    rec = AdversarialConfig("apgd-ce", 4 / 255, steps=5).record()
+    assert rec["steps"] == 5 and rec["attack"] == "apgd-ce"
+    spec = AdversarialConfig("pgd", 4 / 255, loss="trades").spec
+    assert spec.random_start and not spec.early_stop
+
+
+def test_rows_whose_answer_is_no_candidate_are_not_attacked(base):
+    """Real closed datasets label an answer outside the candidates -1: no candidate loss to ascend there."""
+    import dataclasses
+
+    from robust_pt.models.predict import images_of
+
+    task, batch = _batch("shapes-vqa")
+    batch[1] = dataclasses.replace(batch[1], label=-1)
+    inner = InnerAttack(AdversarialConfig("pgd", 8 / 255, steps=2), base, task, seed=0)
+    assert inner.rows(batch) == [0, 2, 3, 4, 5, 6, 7]
+    x = images_of(batch)
+    adv = inner.images(batch, x, step=0)
+    assert torch.equal(adv[1], x[1]) and not torch.equal(adv[0], x[0])
 
 
 def test_the_recipe_key_takes_the_same_settings(tmp_path):
