@@ -39,7 +39,7 @@ RECIPE_KEYS = {
 }
 #: Keys of an attack entry besides the attack's options, which come from the attack methods' registry
 #: (attacks.presets.option_names(); build() then checks them against the entry's method).
-ATTACK_ENTRY_KEYS = frozenset({"attack", "eps", "tag", "examples", "nproc", "tasks", "surrogate"})
+ATTACK_ENTRY_KEYS = frozenset({"attack", "eps", "tag", "examples", "nproc", "tasks", "surrogate", "tuning"})
 _TRAIN_FIELDS = ("steps", "batch_size", "lr", "train_size", "eval_size")
 #: Keys of every tuning entry; each method adds its own options (tuning/registry.py, tuning_keys).
 TUNING_ENTRY_KEYS = frozenset({"method", "name", "tasks", "base", "adversarial", *_TRAIN_FIELDS})
@@ -80,6 +80,7 @@ class AttackEntry:
     nproc: int | None = None  # processes for this attack (default: the recipe's nproc)
     tasks: tuple[str, ...] | None = None  # the recipe's tasks this attack runs on (default: all)
     surrogate: tuple[str, ...] | None = None  # transfer: the tuning entries it is crafted on (several: an ensemble)
+    tuning: tuple[str, ...] | None = None  # the tuning entries it attacks (default: all; an expensive attack on a few)
 
     @property
     def label(self) -> str:
@@ -139,7 +140,7 @@ class Recipe:
             (task, t, a, f"{slug(task)}_{t.name}_{a.label}")
             for task, t in self.checkpoints()
             for a in self.attacks
-            if a.tasks is None or task in a.tasks
+            if (a.tasks is None or task in a.tasks) and (a.tuning is None or t.name in a.tuning)
         ]
 
 
@@ -438,9 +439,23 @@ def _attack_entries(where: str, i: int, entry, raw: dict, probes: dict, subset, 
                 _positive(f"{where}: attacks[{i}] nproc", entry["nproc"]) if "nproc" in entry else None,
                 tasks,
                 source,
+                _entry_names(f"{where}: attacks[{i}] ({entry['attack']}) tuning", entry.get("tuning"), tunings),
             )
         )
     return out
+
+
+def _entry_names(where: str, value, tunings: list) -> tuple[str, ...] | None:
+    """An attack entry's `tuning: [names]`: the tuning entries it runs on (an expensive attack on a few models)."""
+    if value is None:
+        return None
+    names = [t.name for t in tunings]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a non-empty list of tuning entry names, got {value!r}")
+    bad = [v for v in value if v not in names]
+    if bad:
+        raise ConfigError(f"{where}: {bad[0]!r} is not a tuning entry; the entries: {', '.join(names)}")
+    return tuple(value)
 
 
 def _task_examples(where: str, value, tasks: list) -> tuple[tuple[str, int], ...]:

@@ -180,6 +180,21 @@ def test_an_untuned_entry_attacks_the_base_itself_and_attacks_keep_to_their_task
     assert run["checkpoint"]["sha256"] == {ckpt.WEIGHTS: ckpt.sha256_file(base / ckpt.WEIGHTS)}, run["checkpoint"]
 
 
+def test_an_attack_entry_runs_on_the_tuning_entries_it_names(tmp_path, base):
+    """`tuning: [prompt]` on an attack entry: an expensive attack on a few models only."""
+    attacks = [{"attack": "fgsm", "eps": ["8/255"]}, {"attack": "emb-fgsm", "eps": [0.1], "tuning": ["prompt"]}]
+    r = load_recipe(_recipe(tmp_path, base, attacks=attacks))
+    assert sorted(name for *_, name in r.runs()) == [
+        "shapes-vqa_finetune_fgsm",
+        "shapes-vqa_prompt_emb-fgsm",
+        "shapes-vqa_prompt_fgsm",
+    ]
+    for bad, needle in (([], "non-empty list"), (["lora"], "'lora' is not a tuning entry"), ("prompt", "list")):
+        attacks[1]["tuning"] = bad
+        with pytest.raises(ConfigError, match=needle):
+            load_recipe(_recipe(tmp_path, base, attacks=attacks))
+
+
 def test_a_transfer_entry_runs_one_source_per_run_and_crafts_each_source_once(tmp_path, base):
     """`surrogate: [finetune, prompt, finetune+prompt]`: a run per (source, target); the crafted inputs of a
     source are made at its first target and reused by the other (the stats count the crafting passes)."""
