@@ -195,6 +195,34 @@ def test_an_attack_entry_runs_on_the_tuning_entries_it_names(tmp_path, base):
             load_recipe(_recipe(tmp_path, base, attacks=attacks))
 
 
+def test_an_adversarial_entry_trains_on_the_engine_attack_and_the_report_names_its_variant(tmp_path, base):
+    """`adversarial:` in a tuning entry: its checkpoint, its runs' model_meta and the report all say how it was
+    tuned; a second run keeps every run (the settings are part of what "made as the recipe says" means)."""
+    sched = {"steps": 2, "batch_size": 4, "train_size": 16, "eval_size": 8}
+    tuning = [
+        {"method": "finetune", **sched},
+        {
+            "method": "finetune",
+            "name": "finetune-adv",
+            **sched,
+            "adversarial": {"attack": "pgd", "eps": "4/255", "steps": 1},
+        },
+    ]
+    p = _recipe(tmp_path, base, tuning=tuning, attacks=[{"attack": "fgsm", "eps": ["8/255"]}], examples=8)
+    logs: list = []
+    out = run_recipe(p, tmp_path / "rep", log=logs.append)
+    meta = json.loads((tmp_path / "zoo" / "finetune-adv-shapes-vqa" / "meta.json").read_text())
+    assert meta["adversarial"]["steps"] == 1 and meta["identity"]["adversarial"] == meta["adversarial"]
+    run = json.loads((out / "runs" / "shapes-vqa_finetune-adv_fgsm" / "run.json").read_text())
+    assert run["model_meta"]["adversarial"] == meta["adversarial"]
+    import pandas as pd
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["variant"].fillna("")) == ["", "adversarial 4/255"]
+    run_recipe(p, tmp_path / "rep", log=(again := []).append)
+    assert any("2 runs complete" in line for line in again), again
+
+
 def test_a_transfer_entry_runs_one_source_per_run_and_crafts_each_source_once(tmp_path, base):
     """`surrogate: [finetune, prompt, finetune+prompt]`: a run per (source, target); the crafted inputs of a
     source are made at its first target and reused by the other (the stats count the crafting passes)."""
