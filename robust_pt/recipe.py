@@ -680,7 +680,8 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
 
             base = ckpt.read_meta(ckpt.checkpoint_dir(t.base_of(r.base)))
             want["adversarial"] = base.get("adversarial")
-            want["name"], have["name"] = base.get("name"), (meta.get("model_meta") or {}).get("name")
+            want["weights"] = _builtin_sha(t.base_of(r.base))  # a base rebuilt in place (make robust-base): stale
+            have["weights"] = ((meta.get("checkpoint") or {}).get("sha256") or {}).get(ckpt.WEIGHTS)
     entries = {e.name: e for e in r.tuning}
     made = [(meta.get("model_meta"), t)] + [
         (info, entries.get(name)) for name, info in zip(a.surrogate or (), meta.get("surrogates") or [])

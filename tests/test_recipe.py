@@ -180,6 +180,26 @@ def test_an_untuned_entry_attacks_the_base_itself_and_attacks_keep_to_their_task
     assert run["checkpoint"]["sha256"] == {ckpt.WEIGHTS: ckpt.sha256_file(base / ckpt.WEIGHTS)}, run["checkpoint"]
 
 
+def test_runs_of_an_untuned_base_are_redone_when_the_base_is_rebuilt(tmp_path, base):
+    """`method: none` entries: a run is kept only while the base's weights are the ones it attacked; a run of a
+    base rebuilt since is refused in one line (as a tuned entry's run whose schedule changed), never kept."""
+    own = tmp_path / "own-base"
+    shutil.copytree(base, own)
+    p = _recipe(tmp_path, own, tuning=[{"method": "none"}], attacks=[{"attack": "fgsm", "eps": ["8/255"]}], examples=4)
+    run_recipe(p, tmp_path / "rep", log=lambda *_: None)
+    kept: list = []
+    run_recipe(p, tmp_path / "rep", log=kept.append)
+    assert any("1 runs complete" in line for line in kept), kept
+    torch.manual_seed(1)  # the base rebuilt in place: other weights, same name
+    ckpt.save(build("tiny", vocab=list(WORDS) + bin_tokens()), own, {"method": "pretrain", "task": None})
+    from robust_pt.errors import RunDirError
+
+    redone: list = []
+    with pytest.raises(RunDirError, match="different config"):  # not kept, and not overwritten: delete it to redo
+        run_recipe(p, tmp_path / "rep", log=redone.append)
+    assert not any("runs complete" in line for line in redone), redone
+
+
 def test_an_attack_entry_runs_on_the_tuning_entries_it_names(tmp_path, base):
     """`tuning: [prompt]` on an attack entry: an expensive attack on a few models only."""
     attacks = [{"attack": "fgsm", "eps": ["8/255"]}, {"attack": "emb-fgsm", "eps": [0.1], "tuning": ["prompt"]}]
