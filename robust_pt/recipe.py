@@ -65,9 +65,9 @@ class TuningEntry:
     def base_of(self, recipe_base: str) -> str:
         return self.base or recipe_base
 
-    def declared(self) -> dict:
-        """What its checkpoint's meta says beside the method's options (the --only staleness check)."""
-        return {"adversarial": None if self.adversarial is None else self.adversarial.record()}
+    def adversarial_record(self) -> dict | None:
+        """What its checkpoint's meta and its runs' model_meta say of its adversarial tuning (None: clean)."""
+        return None if self.adversarial is None else self.adversarial.record()
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,6 @@ def _tuning_entry(where: str, entry: dict, seed: int, hf: Path | None = None):
         raise ConfigError(f"{where}: unknown key {extra[0]!r}{hint}; allowed keys: {', '.join(sorted(allowed))}")
     hyper = {k: v for k, v in entry.items() if k in spec.option_names}
     sched = {k: v for k, v in entry.items() if k in _TRAIN_FIELDS}
-    if hf and "base" in entry:
-        raise ConfigError(f"{where}: a tuning entry's own base is for built-in bases; on {hf} every entry tunes it")
     try:
         if isinstance(sched.get("lr"), str):  # YAML reads 3e-3 (no dot) as a string
             try:
@@ -209,6 +207,17 @@ def _tuning_entry(where: str, entry: dict, seed: int, hf: Path | None = None):
         return TuningConfig(spec.name, **hyper), TrainConfig(seed=seed, **sched), adv
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+def _own_base(where: str, entry: dict, hf_base: Path | None, path: Path) -> str | None:
+    """A tuning entry's own `base:` (tuned or untuned entries; built-in bases only), checked to exist."""
+    base = entry.get("base")
+    if base is None:
+        return None
+    if hf_base is not None:
+        raise ConfigError(f"{where}: an entry's own base is for built-in bases; on {hf_base} every entry tunes it")
+    _check_base(str(base), path)
+    return str(base)
 
 
 def _check_adversarial(where: str, t: TuningEntry, probes: dict, tasks: list) -> None:
@@ -360,25 +369,20 @@ def _tuning_entries(where: str, raw: dict, path: Path, hf_base: Path | None, sub
             _unknown(
                 f"{where}: tuning[{i}] (method: none, the untuned base)", entry, {"method", "name", "tasks", "base"}
             )
-            if entry.get("base") is not None:
-                if hf_base is not None:
-                    raise ConfigError(f"{where}: tuning[{i}]: an entry's own base is for built-in bases; drop it")
-                _check_base(str(entry["base"]), path)
+            base = _own_base(f"{where}: tuning[{i}]", entry, hf_base, path)
             tunings.append(
                 TuningEntry(
                     str(entry.get("name", "base")),
                     None,
                     None,
                     subset(f"tuning[{i}] (method: none)", entry.get("tasks")),
-                    base=entry.get("base"),
+                    base=base,
                 )
             )
             continue
         tc, train, adv = _tuning_entry(f"{where}: tuning[{i}]", entry, int(raw.get("seed", 0)), hf_base)
         name = entry.get("name", tc.method)
-        own_base = entry.get("base")
-        if own_base is not None:
-            _check_base(str(own_base), path)
+        own_base = _own_base(f"{where}: tuning[{i}] ({name})", entry, hf_base, path)
         t = TuningEntry(name, tc, train, subset(f"tuning[{i}] ({name})", entry.get("tasks")), adv, own_base)
         _check_adversarial(f"{where}: tuning[{i}] ({name})", t, probes, raw["tasks"])
         tunings.append(t)
@@ -575,7 +579,7 @@ def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
         want = None if t.tuning is None else t.tuning.relevant()
         edited = want is not None and (
             tuning != want
-            or model_meta.get("adversarial") != t.declared()["adversarial"]
+            or model_meta.get("adversarial") != t.adversarial_record()
             or not _schedule_kept(model_meta, t, r, task)
         )
         stale = meta.get("status") != "complete" or edited
@@ -659,7 +663,7 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
         "seed": r.seed,
         "batch_size": r.batch_size,
         "tuning": None if t.tuning is None else t.tuning.relevant(),
-        "adversarial": t.declared()["adversarial"],
+        "adversarial": t.adversarial_record(),
     }
     task_cfg = cfg.get("task") or {}
     have = {

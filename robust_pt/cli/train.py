@@ -281,7 +281,7 @@ train = app.command("train")(
     _Command(
         "train",
         _train_signature,
-        lambda **kw: _train(**kw),
+        _train,
         "Tune a base checkpoint on one task with one method; writes a checkpoint directory.\n\n"
         "Each method reads its own options (--prompt-length, --adapter-dim, ...) and ignores the others'; "
         "--adversarial ATTACK tunes on that attack's adversarial inputs (every method).",

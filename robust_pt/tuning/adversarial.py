@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Sequence
 
 from ..errors import ConfigError
@@ -41,20 +42,20 @@ MAX_STEPS = 1000
 @dataclass(frozen=True)
 class AdversarialConfig:
     """`--adversarial ATTACK --adv-eps ... --adv-steps ... --adv-step-size ... --adv-loss ... --adv-beta
-        ... --adv-ratio ...` (a recipe's `adversarial:` mapping has the same keys without the prefix).
+    ... --adv-ratio ...` (a recipe's `adversarial:` mapping has the same keys without the prefix).
 
-        attack: a registered gradient preset (image or embedding kind: pgd, pgd-l2, fgsm, apgd-ce,
-        emb-pgd, emb-fgsm, ...). eps: the ball (pixel units for image attacks, the preset's unit for
-        embedding attacks). steps: the preset's when None; step_size: 2.5 eps / steps (Madry et al.; the pgd
-    preset's eps/4 at its 10 steps), one-step presets 1.25 eps (FGSM-RS).
-        loss: ce or trades; beta: TRADES' weight. ratio: the share of each batch attacked."""
+    attack: a registered gradient preset (image or embedding kind: pgd, pgd-l2, fgsm, apgd-ce, emb-pgd,
+    emb-fgsm, ...). eps: the ball (pixel units for image attacks, the preset's unit for embedding
+    attacks). steps: the preset's when None; step_size: 2.5 eps / steps (Madry et al.; the pgd preset's
+    eps/4 at its 10 steps), one-step presets 1.25 eps (FGSM-RS). loss: ce or trades; beta: TRADES'
+    weight. ratio: the share of each batch attacked. `spec` (the resolved attack) is computed once."""
 
     attack: str
     eps: float
     steps: int | None = None
     step_size: float | None = None
     loss: str = "ce"
-    beta: float = 6.0  # BETA
+    beta: float = BETA
     ratio: float = 1.0
 
     def __post_init__(self):
@@ -81,7 +82,7 @@ class AdversarialConfig:
             raise ConfigError(f"--adv-ratio must lie in (0, 1] (the share of each batch attacked), got {self.ratio!r}")
         self.spec  # the attack, its eps and its settings are checked now, before any model is read
 
-    @property
+    @cached_property
     def spec(self):
         """The AttackSpec the inner maximisation runs: the preset with these steps and step size, no early stop."""
         from ..attacks.methods import get
@@ -134,7 +135,7 @@ class AdversarialConfig:
         spec = self.spec
         return {
             **asdict(self),
-            "steps": 1 if _one_step(spec) else spec.steps,
+            "steps": spec.steps,  # a one-step preset's is 1 (attacks/methods.py _fgsm_check)
             "step_size": spec.step_size(self.eps),
             "beta": self.beta if self.loss == "trades" else None,
             "kind": spec.kind,
@@ -184,12 +185,6 @@ def _what(spec, m) -> str:
     if spec.target:
         return "targeted attack"
     return f"{spec.kind} attack"
-
-
-def _one_step(spec) -> bool:
-    from ..attacks.methods import get
-
-    return get(spec.kind, spec.method).one_step
 
 
 def check_task(cfg: AdversarialConfig | None, task) -> None:
@@ -251,9 +246,16 @@ class InnerAttack:
     """The inner maximisation of one training run: `images(...)` or `embeds(...)` per batch."""
 
     def __init__(self, cfg: AdversarialConfig, model, task, seed: int):
+        from ..attacks.victim import make_victim
+        from ..tasks.kinds import kind_of
+
         self.cfg, self.spec, self.model, self.task, self.seed = cfg, cfg.spec, model, task, seed
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.stats = {"grad_evals": 0, "fwd_evals": 0, "gen_evals": 0}
+        # the engine's victim of this model and task; None on the pretraining mix (no victim: every target there
+        # is text, and the attack ascends the reference's loss)
+        has_victim = kind_of(task).victim is not None
+        self.victim = make_victim(model, task, model.device, self.stats) if has_victim else None
         self.last = None  # the last batch's (clean, adversarial) inputs: tests check the ball
 
     @property
@@ -268,7 +270,7 @@ class InnerAttack:
         """The rows attacked: the first `count`, less those of a closed task whose answer is no candidate (label
         -1, real datasets): they have no candidate loss to ascend and train on their clean inputs."""
         first = range(self.count(len(examples)))
-        if self._victim() is None or self._victim().labels(examples[:1]) is None:
+        if self.victim is None or not self.victim.has_logits:
             return list(first)
         return [i for i in first if examples[i].label >= 0]
 
@@ -276,17 +278,6 @@ class InnerAttack:
         from ..attacks.seeds import derive_seed
 
         return [derive_seed(self.seed, "adversarial", step, ex.id) for ex in examples]
-
-    def _victim(self):
-        """The engine's victim of this model and task (made once), or None on the pretraining mix (no victim:
-        every target there is text, and the attack ascends the reference's loss)."""
-        from ..attacks.victim import make_victim
-        from ..tasks.kinds import kind_of
-
-        if not hasattr(self, "_made"):
-            has = kind_of(self.task).victim is not None
-            self._made = make_victim(self.model, self.task, self.model.device, self.stats) if has else None
-        return self._made
 
     def images(self, examples: Sequence, x, step: int):
         """x with its attacked `rows` replaced by adversarial images (detached)."""
@@ -322,7 +313,7 @@ class InnerAttack:
         objective, or on the pretraining mix the reference's loss."""
         from ..attacks import objectives as ob
 
-        v = self._victim()
+        v = self.victim
         if self.cfg.loss == "trades":
             return trades(v.image_objective(exs) if image else v.embeds_objective(exs, e0))
         if v is not None:

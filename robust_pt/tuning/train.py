@@ -286,7 +286,7 @@ def _tune_locked(
         "tuning": tcfg.relevant(),
         **({"adversarial": identity["adversarial"]} if adversarial is not None else {}),
         "tuned_from": str(base),  # as given (builtin:NAME or a path); "base" is the delta's verified base
-        **({"base_adversarial": base_adv} if (base_adv := ckpt.read_meta(base_dir).get("adversarial")) else {}),
+        **({"base_adversarial": base_adv} if (base_adv := model.meta.get("adversarial")) else {}),  # the base's
         "identity": identity,
         "train": asdict(tc),
         "lr": lr,
