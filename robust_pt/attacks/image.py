@@ -2,9 +2,10 @@
 
 Three backends behind one call, `run_image_attack(spec, objective, x0, eps, ...)`:
 
-* ours: batched PGD / FGSM (L-inf and L2) on robust_pt.attacks.gradient, the fast default.
-  Random starts are drawn per example from a seed of (run seed, example id, eps), so an
-  example's adversarial does not depend on which batch it sits in or on resuming.
+* ours: batched PGD / FGSM (L-inf and L2) on robust_pt.attacks.gradient, the fast default,
+  and APGD, Square and AutoAttack standard (apgd.py, square.py, autoattack.py). Random starts
+  and draws are per example from a seed of (run seed, example id, eps), so an example's
+  adversarial does not depend on which batch it sits in or on resuming.
 * torchattacks: FGSM, PGD, PGDL2, APGD, Square, CW and AutoAttack (with the reference
   settings: 100 iterations and 9 target classes, not torchattacks' defaults of 10 and
   n_classes - 1). Seeded per batch (torch's global generator / the attack's seed).
@@ -300,7 +301,8 @@ def run_image_attack(
             with torch.no_grad():
                 logits = obj.logits([r.xs[0]], torch.arange(x0.shape[0], device=x0.device))
             fwd += x0.shape[0]
-        return ImageResult(r.xs[0], logits, r.steps, None, r.grad_evals, fwd)
+        queries = int(spec.queries) if _method(spec).black_box and spec.queries else None  # the budget, as below
+        return ImageResult(r.xs[0], logits, r.steps, queries, r.grad_evals, fwd)
     if obj.labels is None or classifier is None:
         raise AttackError(
             f"the {spec.backend} backend needs logits over candidates (a closed-answer task "

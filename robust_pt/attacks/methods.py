@@ -264,6 +264,19 @@ def _autoattack_ta(spec, p: AutoAttackParams, ta, model, eps, n_classes, seed):
     return atk
 
 
+def _ours(name: str):
+    """Backend ours of apgd, square and autoattack (attacks/apgd.py, square.py, autoattack.py), imported
+    when first run so that importing this module imports no torch."""
+    from . import apgd, autoattack, square
+
+    return {"apgd": apgd, "square": square, "autoattack": autoattack}[name]
+
+
+def _autoattack_check(spec) -> None:
+    if spec.backend == "ours":  # the versions backend ours runs (torch is imported only then)
+        _ours("autoattack").check(spec)
+
+
 register(
     AttackMethod(
         "pgd",
@@ -296,10 +309,11 @@ register(
         "apgd",
         "image",
         APGDParams,
-        ("torchattacks",),
+        ("torchattacks", "ours"),
         needs_logits=True,
         sanity_roles=("white-box",),
         torchattacks=_apgd_ta,
+        run=lambda *a: _ours("apgd").run(*a),
     )
 )
 register(
@@ -307,13 +321,14 @@ register(
         "square",
         "image",
         SquareParams,
-        ("torchattacks",),
+        ("torchattacks", "ours"),
         needs_logits=True,
         black_box=True,
         default_queries=1000,
         sanity_roles=("black-box",),
         check=_square_check,
         torchattacks=_square_ta,
+        run=lambda *a: _ours("square").run(*a),
     )
 )
 register(
@@ -334,9 +349,11 @@ register(
         "autoattack",
         "image",
         AutoAttackParams,
-        ("torchattacks",),
+        ("torchattacks", "ours"),
         needs_logits=True,
+        check=_autoattack_check,
         torchattacks=_autoattack_ta,
+        run=lambda *a: _ours("autoattack").run(*a),
     )
 )
 # transfer-oriented iterative methods (Dong et al. 2018; Xie et al. 2019), torchattacks' implementations:
