@@ -33,6 +33,7 @@ RECIPE_KEYS = {
     "task_examples",
     "seed",
     "batch_size",
+    "attack_batch",
     "split",
     "zoo",
     "nproc",
@@ -104,6 +105,7 @@ class Recipe:
     path: Path | None = field(default=None, compare=False)
     nproc: int = 1  # processes per attack run (torch.distributed, robust_pt/runtime/distributed.py)
     task_examples: tuple[tuple[str, int], ...] = ()  # examples per task where it differs from `examples`
+    attack_batch: int | str = "auto"  # examples attacked together (EvalRequest.attack_batch); not in a run's identity
 
     @property
     def hf_base(self) -> bool:
@@ -355,7 +357,14 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         zoo=raw.get("zoo"),
         path=path,
         nproc=_positive(f"{where}: nproc", raw.get("nproc", 1)),
+        attack_batch=_attack_batch(where, raw.get("attack_batch", "auto")),
     )
+
+
+def _attack_batch(where: str, value) -> int | str:
+    from .runtime.memory import parse_batch_size
+
+    return parse_batch_size(value, f"{where}: attack_batch")
 
 
 def _tuning_entries(where: str, raw: dict, path: Path, hf_base: Path | None, subset, probes: dict) -> list[TuningEntry]:
@@ -624,6 +633,7 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
             limit=r.examples_for(task, a),
             split=r.split,
             batch_size=r.batch_size,
+            attack_batch=r.attack_batch,
             nproc=a.nproc or r.nproc,
             **_transfer_args(a, task, ckpts, out),
             overrides=dict(a.overrides),

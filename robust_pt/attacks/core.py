@@ -60,6 +60,9 @@ class Bound:
     """A threat model bound to a victim and an attack spec, for one run."""
 
     restarts = 1  # independent tries per example (each from a new random start)
+    # whether an example's outcome is the same whichever examples share its batch (every random draw
+    # seeded per example): the engine then attacks consecutive batches together (engine/loop.py)
+    poolable = False
 
     def __init__(self, threat: "ThreatModel", victim, spec, seed: int):
         self.threat, self.victim, self.spec, self.seed = threat, victim, spec, seed

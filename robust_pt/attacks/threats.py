@@ -38,6 +38,12 @@ class _Gradient(Bound):
     def early_stop(self) -> bool:
         return bool(self.spec.early_stop and self.victim.early_stop_allowed)
 
+    @property
+    def poolable(self) -> bool:
+        """Backend ours draws per example (seeds of run seed, example id, eps, restart); the libraries
+        are seeded per batch, so their outcomes depend on the batch's other examples."""
+        return self.spec.backend == "ours"
+
     def _count(self, r) -> None:
         self.victim.stats["grad_evals"] += r.grad_evals
         self.victim.stats["fwd_evals"] += r.fwd_evals

@@ -38,8 +38,14 @@ def attack_cmd(
     batch_size: str = typer.Option(
         "32",
         "--batch-size",
-        help="Examples per batch (also the resume unit), or auto: probed on CUDA, "
+        help="Examples per stored batch (the resume unit), or auto: probed on CUDA, "
         "32 on CPU; an out-of-memory error halves the examples per pass.",
+    ),
+    attack_batch: str = typer.Option(
+        "auto",
+        "--attack-batch",
+        help="Examples attacked together, or auto: probed for examples per second (at least a batch). "
+        "Batches are pooled only where results do not depend on them (backend ours).",
     ),
     nproc: Optional[int] = typer.Option(
         None,
@@ -127,6 +133,7 @@ def attack_cmd(
             seed=seed,
             out=out,
             batch_size=batch_size,
+            attack_batch=attack_batch,
             limit=limit,
             split=split,
             samples=samples,

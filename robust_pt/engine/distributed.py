@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..runtime import distributed as dd
 from ..runtime.locking import hold
 from ..store import RunStore
-from .loop import Batches, new_ctx, run_batches
+from .loop import Batches, new_ctx, run_batches, window_size
 from .prepare import Prepared, prepare
 from .request import EvalRequest
 from .summary import Run, finish, load_run
@@ -103,6 +103,7 @@ def _attack(where, prep: Prepared, store: RunStore, shard_lock: ExitStack, done:
     total = sum(min(bs, n - s) for _, s in mine)
     work = Batches(todo, n, bs, total=total, done=total - sum(min(bs, n - s) for _, s in todo))
     ctx = new_ctx(prep, store, dd.sample_quota(prep.samples, where))
+    work.window = window_size(ctx, prep, work) if todo else bs
     hooks = [h for h in (on_batch, dd.kill_hook(where)) if h is not None]
     label = f"{prep.model_name} {prep.attack.name} {prep.task.name} [rank 0 of {where.world}]"
 

@@ -9,9 +9,17 @@ order, so a resumed run meets the same batches) sweep.run_batch makes the clean 
 at each eps what the sweep says, lets the victim judge, and the batch's records for all eps
 are appended to records.jsonl together (store.py); an interrupted run resumes at the first
 batch without records. Random starts, library attacks and text attacks are seeded per example
-(attacks/threats.py), so results do not depend on resuming.
+or per batch (attacks/threats.py), so results do not depend on resuming.
 
-Examples are generated or read one batch at a time and a run store with a directory keeps no
+The stored batch is the resume unit; the attack batch is chosen for speed (window_size).
+Iteration-bound attacks (Square's queries, APGD's fixed iterations) cost about the same per
+iteration whatever the batch, so many small batches cost many times one large one. Where an
+example's outcome does not depend on its batch mates (Bound.poolable: every draw seeded per
+example), consecutive stored batches are attacked together as one window (its survivors at
+every eps together) and each batch's records are then stored as before; a run killed inside a
+window resumes at its first batch without records, and gives the same records.
+
+Examples are generated or read one window at a time and a run store with a directory keeps no
 records in memory, so memory during the loop does not grow with the number of examples
 (Run.records, built at the end, does). An out-of-memory error halves the examples per forward
 pass (the batch, its seeds and records stay the same) and retries (runtime/memory.py).
@@ -20,6 +28,7 @@ Distributed runs drive the same loop over each rank's shard (distributed.py).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from contextlib import nullcontext
@@ -110,21 +119,25 @@ def new_ctx(prep: Prepared, store: RunStore, samples: int) -> Ctx:
 # ----------------------------------------------------------------------------- one batch
 
 
-def _run_batch(ctx: Ctx, b: int, start: int, examples: list[Example]) -> tuple[list[dict], int]:
-    """All records (every eps) of batch b; also returns how many survive the largest eps (sweep.py)."""
+def _run_batch(ctx: Ctx, b: int, index: list[int], examples: list[Example], batch_of: list[int]):
+    """All records (every eps) of these examples attacked together; also how many survive the
+    largest eps (sweep.py)."""
     from .sweep import run_batch
 
-    return run_batch(ctx, b, start, examples)
+    return run_batch(ctx, b, index, examples, batch_of)
 
 
-def _attack_batch(ctx: Ctx, b: int, start: int, examples: list[Example]) -> tuple[list[dict], int]:
-    """_run_batch, split into smaller forward passes after an out-of-memory error: the
-    batch (the resume unit, its seeds and records) stays the same, only the examples per
-    pass halve, for this and every later batch. The records keep the unsplit order."""
+def _attack_batch(
+    ctx: Ctx, b: int, index: list[int], examples: list[Example], batch_of: list[int]
+) -> tuple[list[dict], int]:
+    """_run_batch in passes of ctx.chunk examples (the attack batch when it is smaller than a stored
+    batch; halved after an out-of-memory error, for this and every later batch). The stored
+    batches, their seeds and records stay the same; records keep the (eps, index) order."""
     from ..runtime.memory import in_passes
 
     def one_pass(off: int, count: int):
-        return _run_batch(ctx, b, start + off, examples[off : off + count])
+        sl = slice(off, off + count)
+        return _run_batch(ctx, b, index[sl], examples[sl], batch_of[sl])
 
     def shrink(size: int, new: int) -> None:
         ctx.chunk = new
@@ -166,22 +179,91 @@ def _stored_survivors(store: RunStore, eps: float) -> int:
 @dataclass
 class Batches:
     """Which batches a process attacks: (batch, first example) pairs still to do, of `n` examples in
-    batches of `size`; `total` and `done` count this process's examples (its progress line)."""
+    batches of `size`; `total` and `done` count this process's examples (its progress line); up to
+    `window` examples (whole batches, at least one) are attacked together (window_size)."""
 
     todo: list[tuple[int, int]]
     n: int
     size: int
     total: int
     done: int
+    window: int = 0  # 0: one batch at a time
+
+    def windows(self) -> list[list[tuple[int, int]]]:
+        """The todo batches in order, grouped: consecutive ones while they fit `window` examples."""
+        out: list[list[tuple[int, int]]] = []
+        used = 0
+        for b, s in self.todo:
+            k = min(self.size, self.n - s)
+            if out and used + k <= self.window:
+                out[-1].append((b, s))
+                used += k
+            else:
+                out.append([(b, s)])
+                used = k
+        return out
+
+
+def window_size(ctx: Ctx, prep: Prepared, work: Batches) -> int:
+    """Examples attacked together: the stored batch where an outcome depends on its batch mates
+    (Bound.poolable), else --attack-batch N, or probed (auto: examples per second of a gradient pass,
+    memory.probe_throughput; never less than a batch). Smaller than a batch: passes of that size."""
+    from ..runtime import memory
+
+    bs = work.size
+    if not getattr(ctx.bound, "poolable", False):
+        if isinstance(prep.attack_batch, int) and prep.attack_batch != bs:
+            _warn(
+                f"attack batch {prep.attack_batch} ignored: {prep.attack.name} draws its randomness per batch, so "
+                f"each batch of {bs} is attacked alone (--batch-size sets it)"
+            )
+        return bs
+    if isinstance(prep.attack_batch, int):
+        if prep.attack_batch < bs:
+            ctx.chunk = prep.attack_batch
+        return prep.attack_batch
+    left = sum(min(bs, work.n - s) for _, s in work.todo)
+    if left <= bs:
+        return bs
+    key = (json.dumps(prep.config.get("model"), sort_keys=True, default=str), prep.task.name, str(ctx.device))
+    if key not in _PROBED:
+        from .prepare import fits_fn
+
+        _PROBED[key] = memory.probe_throughput(_timed(fits_fn(ctx.model, ctx.vl, ctx.task)), limit=_probe_limit(ctx))
+    return max(bs, min(_PROBED[key], left))
+
+
+_PROBED: dict[tuple, int] = {}  # probe_throughput's answers in this process: (model, task, device) -> examples
+
+
+def _probe_limit(ctx: Ctx) -> int:
+    """The largest attack batch probed: 256 examples on CPU, 1024 on CUDA (out of memory stops sooner)."""
+    return 1024 if ctx.device.type == "cuda" else 256
+
+
+def _timed(fits: Callable[[int], None]) -> Callable[[int], float]:
+    """seconds(b): the median of three timed passes of fits(b), after one untimed warm-up pass."""
+    import statistics
+
+    def seconds(b: int) -> float:
+        fits(b)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fits(b)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    return seconds
 
 
 def run_batches(
     ctx: Ctx, work: Batches, store: RunStore, bar_label: str | None, hooks: Sequence[Callable[[int], None]]
 ) -> None:
-    """Attack these batches in order; each batch's records go to `store`."""
+    """Attack these batches in order, a window of them at a time; each batch's records go to `store`."""
     from ..runtime.progress import progress_bar
 
-    module, t, todo, n, bs = ctx.model, ctx.task, work.todo, work.n, work.size
+    module, todo = ctx.model, work.todo
     was_training = module.training
     module.eval()
     t_start = time.perf_counter()
@@ -191,22 +273,33 @@ def run_batches(
         with bar as advance:
             if advance is not None and work.done:
                 advance(work.done, resumed=work.done)
-            for b, s in todo:
-                # examples are generated (or read) lazily, one batch at a time
-                examples = [t[i] for i in range(s, min(n, s + bs))]
-                recs, surv = _attack_batch(ctx, b, s, examples)
-                store.append_batch(b, recs)
-                del recs, examples
+            for window in work.windows():
+                surv, count = _attack_window(ctx, work, store, window, hooks)
                 survivors += surv
-                ctx.stats["batches_run"] += 1
-                ctx.stats["examples_run"] += min(bs, n - s)
                 if advance is not None:
-                    advance(min(bs, n - s), survivors=f"{survivors}@{eps_label(ctx.eps[-1])}")
-                for hook in hooks:
-                    hook(b)
+                    advance(count, survivors=f"{survivors}@{eps_label(ctx.eps[-1])}")
     finally:
         module.train(was_training)
         ctx.stats["wall_seconds"] = time.perf_counter() - t_start
+
+
+def _attack_window(ctx: Ctx, work: Batches, store: RunStore, window, hooks) -> tuple[int, int]:
+    """Attack the window's batches together and store each batch's records; (survivors, examples)."""
+    t, n, bs = ctx.task, work.n, work.size
+    # examples are generated (or read) lazily, one window at a time
+    index = [i for _, s in window for i in range(s, min(n, s + bs))]
+    batch_of = [b for b, s in window for _ in range(s, min(n, s + bs))]
+    examples = [t[i] for i in index]
+    recs, surv = _attack_batch(ctx, window[0][0], index, examples, batch_of)
+    del examples
+    for b, _ in window:
+        store.append_batch(b, [r for r in recs if r["batch"] == b])
+        ctx.stats["batches_run"] += 1
+        for hook in hooks:
+            hook(b)
+    ctx.stats["examples_run"] += len(index)
+    ctx.stats["attack_batch"] = max(ctx.stats.get("attack_batch", 0), len(index))
+    return surv, len(index)
 
 
 def run_single(prep: Prepared, progress: bool, on_batch) -> Run:
@@ -223,6 +316,7 @@ def run_single(prep: Prepared, progress: bool, on_batch) -> Run:
     todo = [(b, s) for b, s in enumerate(range(0, n, bs)) if b not in store.done]
     work = Batches(todo, n, bs, total=n, done=n - sum(min(bs, n - s) for _, s in todo))
     ctx = new_ctx(prep, store, prep.samples)
+    work.window = window_size(ctx, prep, work) if todo else bs
     label = f"{prep.model_name} {prep.attack.name} {prep.task.name}" if progress else None
     run_batches(ctx, work, store, label, [on_batch] if on_batch is not None else [])
     if prep.out is not None and reorder:  # resumed: put the batches back in order

@@ -53,6 +53,7 @@ class Prepared(Setup):
     info: dict
     model_name: str
     threat: Any = None  # attacks.core.ThreatModel (a TransferThreat around it for transfer runs)
+    attack_batch: int | str = "auto"  # examples attacked together (loop.window_size); not in the fingerprint
 
     @property
     def n(self) -> int:
@@ -362,6 +363,7 @@ def prepare(req: EvalRequest, world: int = 1, device: Any = None) -> Prepared:
         config=config,
         info=info,
         model_name=model_name,
+        attack_batch=req.attack_batch,
     )
 
 

@@ -221,14 +221,18 @@ def _try(
     return new
 
 
-def run_batch(run, b: int, start: int, examples: list) -> tuple[list[dict], int]:
-    """All records (every eps) of batch b; also how many examples survive the largest eps.
+def run_batch(
+    run, b: int, index: list[int], examples: list, batch_of: list[int] | None = None
+) -> tuple[list[dict], int]:
+    """All records (every eps) of these examples, attacked together; also how many survive the largest eps.
 
+    b: the (first) stored batch they belong to, which seeds the library attacks; index: each
+    example's position in the task; batch_of: each example's stored batch (default: all b).
     `run` holds victim, bound (the threat model bound to it), sweep, eps, stats, the sample
     writer and the record defaults (early_stop, backend)."""
     victim, bound, sweep, st = run.victim, run.bound, run.sweep, run.stats
     n = len(examples)
-    index = list(range(start, start + n))
+    batch_of = batch_of or [b] * n
     x0 = images_of(examples, run.device)
     t0 = time.perf_counter()
     bound.start_batch()
@@ -249,7 +253,7 @@ def run_batch(run, b: int, start: int, examples: list) -> tuple[list[dict], int]
             run.save_samples(eps, examples, x0, new)
         for i, ex in enumerate(examples):
             rec = {
-                "batch": b,
+                "batch": batch_of[i],
                 "index": index[i],
                 "id": ex.id,
                 "eps": eps,

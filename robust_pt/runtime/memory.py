@@ -1,8 +1,9 @@
 """Batch sizes and out-of-memory handling: `--batch-size auto`, probing the largest batch
 that fits on a CUDA device, recognising and recovering from an out-of-memory error.
 
-The engine uses these to pick a run's batch size (probe_batch_size, CPU_BATCH) and to
-split a batch into smaller passes after an out-of-memory error (in_passes, is_oom, free_memory).
+The engine uses these to pick a run's batch size (probe_batch_size, CPU_BATCH), its attack
+batch (probe_throughput: the examples attacked together, chosen for examples per second) and
+to split a batch into smaller passes after an out-of-memory error (in_passes, is_oom, free_memory).
 """
 
 from __future__ import annotations
@@ -53,6 +54,35 @@ def probe_batch_size(fits: Callable[[int], None], limit: int, start: int = 1) ->
         raise ConfigError(
             f"even a batch of {max(1, start)} runs out of memory on this device; use a smaller model, "
             f"--device cpu or a GPU with more memory"
+        )
+    return best
+
+
+def probe_throughput(seconds: Callable[[int], float], limit: int, start: int = 8, gain: float = 0.1) -> int:
+    """The batch size past which examples per second stop growing: doubling from `start` (at most
+    `limit`) while the time per example, seconds(b) / b, falls by more than `gain`; an out-of-memory
+    error ends the doubling (the last size that ran is the answer). Other errors propagate."""
+    best, best_per = 0, float("inf")
+    b = max(1, min(start, limit))
+    while True:
+        try:
+            per = seconds(b) / b
+        except Exception as err:  # noqa: BLE001 - only out-of-memory is an answer
+            if not is_oom(err):
+                raise
+            free_memory()
+            break
+        if best and per > best_per * (1 - gain):
+            break
+        best, best_per = b, per
+        if b >= limit:
+            break
+        b = min(b * 2, limit)
+    free_memory()
+    if best == 0:
+        raise ConfigError(
+            f"even {max(1, min(start, limit))} examples attacked together run out of memory on this device; "
+            f"use --attack-batch with a smaller number, a smaller model or --device cpu"
         )
     return best
 

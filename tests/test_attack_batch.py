@@ -1,0 +1,119 @@
+"""The attack batch is chosen for speed and never changes a record.
+
+Stored batches (--batch-size) are the resume unit; the examples attacked together (--attack-batch,
+probed for throughput by default) pool consecutive stored batches where an example's outcome does
+not depend on its batch mates (backend ours), and each stored batch's records stay the same.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import robust_pt as rpt
+from robust_pt.errors import ConfigError
+from robust_pt.runtime import memory
+from tests._cli import assert_one_line_error, invoke
+
+EPS = [2 / 255, 8 / 255]
+N = 24  # three stored batches of 8
+
+
+def _run(model, task, **kw):
+    opts = dict(attack="pgd", eps=EPS, steps=3, batch_size=8, limit=N, progress=False)
+    return rpt.evaluate(model, task, **{**opts, **kw})
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """The same records: every verdict, prediction and stored batch; scores and distances to 1e-4."""
+    key = ["index", "eps"]
+    a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    for col in ("id", "batch", "clean_pred", "pred", "correct", "attacked", "broken_at"):
+        assert a[col].astype(str).tolist() == b[col].astype(str).tolist(), col
+    for col in ("score", "clean_score", "linf", "l2"):
+        np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float), atol=1e-4, err_msg=col)
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(tiny_vqa, vqa_task):
+    return _run(tiny_vqa, vqa_task, attack_batch=8)
+
+
+@pytest.mark.parametrize("attack_batch", [5, 7, 24, "auto"])
+def test_records_do_not_depend_on_the_attack_batch(tiny_vqa, vqa_task, one_at_a_time, attack_batch):
+    run = _run(tiny_vqa, vqa_task, attack_batch=attack_batch)
+    _same(run.records, one_at_a_time.records)
+    assert run.records["broken_at"].notna().any()  # the attack breaks some: the comparison means something
+    assert sorted(run.records["batch"].unique()) == [0, 1, 2]  # --batch-size is still the stored unit
+
+
+def test_pooled_batches_are_attacked_together(tiny_vqa, vqa_task):
+    assert _run(tiny_vqa, vqa_task, attack_batch=24).stats["attack_batch"] == 24
+    assert _run(tiny_vqa, vqa_task, attack_batch=16).stats["attack_batch"] == 16
+    assert _run(tiny_vqa, vqa_task, attack_batch=8).stats["attack_batch"] == 8
+
+
+def test_a_killed_window_resumes_to_the_same_records(tiny_vqa, vqa_task, one_at_a_time, tmp_path):
+    out = tmp_path / "run"
+
+    def stop(b: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_vqa, vqa_task, attack_batch=24, out=out, on_batch=stop)
+    stored = [json.loads(ln) for ln in (out / "records.jsonl").read_text().splitlines() if ln.strip()]
+    # the window's first batch was stored, then the run was killed
+    assert {r["batch"] for r in stored if "batch" in r} == {0}
+    resumed = _run(tiny_vqa, vqa_task, attack_batch=24, out=out)
+    _same(resumed.records, one_at_a_time.records)
+    assert resumed.stats["batches_run"] == 2
+
+
+def test_a_backend_seeded_per_batch_attacks_each_batch_alone(tiny_vqa, vqa_task, capsys, monkeypatch):
+    monkeypatch.delenv("ROBUST_PT_QUIET", raising=False)
+    a = _run(tiny_vqa, vqa_task, backend="torchattacks", attack_batch=24)
+    assert "attacked alone" in capsys.readouterr().err
+    b = _run(tiny_vqa, vqa_task, backend="torchattacks")
+    assert a.stats["attack_batch"] == b.stats["attack_batch"] == 8
+    _same(a.records, b.records)
+
+
+def test_probe_throughput_stops_where_examples_per_second_stop_growing():
+    per_example = {8: 1.0, 16: 0.6, 32: 0.5, 64: 0.48, 128: 0.2}
+    assert memory.probe_throughput(lambda b: per_example[b] * b, limit=128) == 32
+    assert memory.probe_throughput(lambda b: 1.0, limit=128) == 128  # a fixed cost per pass: the largest
+    assert memory.probe_throughput(lambda b: 1.0, limit=20) == 20
+
+
+def test_probe_throughput_out_of_memory_ends_the_doubling():
+    def seconds(b: int) -> float:
+        if b > 16:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+        return 1.0
+
+    assert memory.probe_throughput(seconds, limit=256) == 16
+    with pytest.raises(ConfigError, match="--attack-batch"):
+        memory.probe_throughput(lambda b: (_ for _ in ()).throw(RuntimeError("out of memory")), limit=64)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "lots"])
+def test_a_bad_attack_batch_is_one_line(value, tmp_path):
+    r = invoke("attack", "--model", "builtin:base-small", "--attack", "pgd", "--attack-batch", value)
+    assert_one_line_error(r, "--attack-batch")
+
+
+def test_a_recipe_refuses_a_bad_attack_batch(tmp_path):
+    from robust_pt.recipe import load_recipe
+
+    p = tmp_path / "r.yaml"
+    p.write_text(
+        "name: r\nbase: builtin:base-small\ntasks: [shapes-vqa]\ntuning: [{method: none}]\n"
+        "attacks: [{attack: pgd}]\nattack_batch: 0\n"
+    )
+    with pytest.raises(ConfigError, match="attack_batch"):
+        load_recipe(p)
+    p.write_text(p.read_text().replace("attack_batch: 0", "attack_batch: 96"))
+    assert load_recipe(p).attack_batch == 96
