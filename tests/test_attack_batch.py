@@ -23,7 +23,9 @@ N = 24  # three stored batches of 8
 
 
 def _run(model, task, **kw):
-    opts = dict(attack="pgd", eps=EPS, steps=3, batch_size=8, limit=N, progress=False)
+    opts = dict(attack="pgd", eps=EPS, batch_size=8, limit=N, progress=False)
+    if kw.get("attack", "pgd") == "pgd":
+        opts["steps"] = 3
     return rpt.evaluate(model, task, **{**opts, **kw})
 
 
@@ -48,6 +50,18 @@ def test_records_do_not_depend_on_the_attack_batch(tiny_vqa, vqa_task, one_at_a_
     _same(run.records, one_at_a_time.records)
     assert run.records["broken_at"].notna().any()  # the attack breaks some: the comparison means something
     assert sorted(run.records["batch"].unique()) == [0, 1, 2]  # --batch-size is still the stored unit
+
+
+@pytest.mark.parametrize("attack", ["apgd-ce", "square"])
+def test_library_methods_on_backend_ours_do_not_depend_on_the_attack_batch(tiny_vqa, vqa_task, attack):
+    """APGD and Square of backend ours draw per example, so they pool too (the torchattacks backend cannot)."""
+    kw = dict(attack=attack, backend="ours", **({"steps": 10} if attack == "apgd-ce" else {"queries": 100}))
+    alone = _run(tiny_vqa, vqa_task, attack_batch=8, **kw)
+    for attack_batch in (7, 24):
+        run = _run(tiny_vqa, vqa_task, attack_batch=attack_batch, **kw)
+        assert run.stats["attack_batch"] == attack_batch
+        _same(run.records, alone.records)
+    assert alone.records["broken_at"].notna().any()
 
 
 def test_pooled_batches_are_attacked_together(tiny_vqa, vqa_task):
@@ -75,7 +89,7 @@ def test_a_killed_window_resumes_to_the_same_records(tiny_vqa, vqa_task, one_at_
 def test_a_backend_seeded_per_batch_attacks_each_batch_alone(tiny_vqa, vqa_task, capsys, monkeypatch):
     monkeypatch.delenv("ROBUST_PT_QUIET", raising=False)
     a = _run(tiny_vqa, vqa_task, backend="torchattacks", attack_batch=24)
-    assert "attacked alone" in capsys.readouterr().err
+    assert "attacks each batch of 8 alone" in capsys.readouterr().err
     b = _run(tiny_vqa, vqa_task, backend="torchattacks")
     assert a.stats["attack_batch"] == b.stats["attack_batch"] == 8
     _same(a.records, b.records)
@@ -95,8 +109,26 @@ def test_probe_throughput_out_of_memory_ends_the_doubling():
         return 1.0
 
     assert memory.probe_throughput(seconds, limit=256) == 16
-    with pytest.raises(ConfigError, match="--attack-batch"):
-        memory.probe_throughput(lambda b: (_ for _ in ()).throw(RuntimeError("out of memory")), limit=64)
+    # nothing fits: the stored batch, which the engine's out-of-memory handling then splits into passes
+    assert memory.probe_throughput(lambda b: (_ for _ in ()).throw(RuntimeError("out of memory")), 64, 32) == 32
+    with pytest.raises(ValueError):  # any other error is the caller's
+        memory.probe_throughput(lambda b: (_ for _ in ()).throw(ValueError("bad")), limit=64)
+
+
+def test_auto_is_chosen_once_per_run_and_kept_for_its_resumption(tiny_vqa, vqa_task, one_at_a_time, tmp_path):
+    out = tmp_path / "run"
+
+    def stop(b: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_vqa, vqa_task, out=out, on_batch=stop)
+    chosen = json.loads((out / "run.json").read_text())["attack_batch"]
+    assert chosen >= 8
+    memory._PROBED.clear()  # a new process would probe again; the run keeps what it chose
+    resumed = _run(tiny_vqa, vqa_task, out=out)
+    assert json.loads((out / "run.json").read_text())["attack_batch"] == chosen
+    _same(resumed.records, one_at_a_time.records)
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "lots"])

@@ -287,16 +287,16 @@ def test_recipes_take_nproc(tiny_vqa_dir, tmp_path, monkeypatch):
     ],
 )
 def test_out_of_memory_halves_the_batch_and_retries(tiny_vqa, vqa_task, monkeypatch, error):
-    kw = dict(attack="pgd", eps=[2 / 255, 8 / 255], steps=2, batch_size=4, limit=8, progress=False)
+    kw = dict(attack="pgd", eps=[2 / 255, 8 / 255], steps=2, batch_size=4, attack_batch=4, limit=8, progress=False)
     ref = rpt.evaluate(tiny_vqa, vqa_task, **kw)
     real = engine._run_batch
     calls = []
 
-    def flaky(ctx, b, start, examples):
+    def flaky(ctx, b, index, examples, batch_of):
         calls.append(len(examples))
         if len(calls) == 1:
             raise error
-        return real(ctx, b, start, examples)
+        return real(ctx, b, index, examples, batch_of)
 
     monkeypatch.setattr(engine, "_run_batch", flaky)
     run = rpt.evaluate(tiny_vqa, vqa_task, **kw)

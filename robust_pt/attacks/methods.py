@@ -137,6 +137,9 @@ class AttackMethod:
     aims: bool = False  # takes a target (backend ours)
     resources: tuple[str, ...] = ()  # embeddings, mlm: files it needs (--embeddings, --mlm)
     minimises: bool = False
+    # an example's outcome depends on the other examples of its batch (a set-level objective such as SGA's
+    # reference captions padded to the batch's longest): the engine then never pools batches (engine/loop.py)
+    batch_dependent: bool = False
     default_queries: int | None = None  # a preset that leaves `queries` out gets this budget
     sanity_roles: tuple[str, ...] = ()  # white-box, steps, one-step, black-box (the report's checks)
     check: Callable[[Any], None] | None = None
@@ -398,6 +401,7 @@ register(
         GradientParams,
         ("ours",),
         engine_restarts=True,
+        batch_dependent=True,
         objective=lambda victim, examples: _sga().reference_set(victim, examples),
     )
 )

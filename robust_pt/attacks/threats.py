@@ -41,8 +41,11 @@ class _Gradient(Bound):
     @property
     def poolable(self) -> bool:
         """Backend ours draws per example (seeds of run seed, example id, eps, restart); the libraries
-        are seeded per batch, so their outcomes depend on the batch's other examples."""
-        return self.spec.backend == "ours"
+        are seeded per batch, and a set-level method (AttackMethod.batch_dependent) looks at the batch."""
+        from .methods import get
+
+        m = get(self.spec.kind, self.spec.method)
+        return self.spec.backend == "ours" and not (m is not None and m.batch_dependent)
 
     def _count(self, r) -> None:
         self.victim.stats["grad_evals"] += r.grad_evals

@@ -102,13 +102,14 @@ def _attack(where, prep: Prepared, store: RunStore, shard_lock: ExitStack, done:
     todo = [(b, s) for b, s in mine if b not in done]
     total = sum(min(bs, n - s) for _, s in mine)
     work = Batches(todo, n, bs, total=total, done=total - sum(min(bs, n - s) for _, s in todo))
+    work.mine = mine
     ctx = new_ctx(prep, store, dd.sample_quota(prep.samples, where))
-    work.window = window_size(ctx, prep, work) if todo else bs
     hooks = [h for h in (on_batch, dd.kill_hook(where)) if h is not None]
     label = f"{prep.model_name} {prep.attack.name} {prep.task.name} [rank 0 of {where.world}]"
 
     def step() -> None:
         try:
+            work.window = window_size(ctx, prep, work, store, where.main) if todo else bs
             run_batches(ctx, work, store, label if progress and where.main else None, hooks)
         finally:
             shard_lock.close()  # written: rank 0 may now merge and remove the shards
@@ -123,7 +124,9 @@ def _merge_stats(all_stats: list[dict]) -> dict:
     for st in all_stats:
         for k, v in st.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[k] = max(out.get(k, 0), v) if k in ("wall_seconds", "pass_size") else out.get(k, 0) + v
+                out[k] = (
+                    max(out.get(k, 0), v) if k in ("wall_seconds", "pass_size", "attack_batch") else out.get(k, 0) + v
+                )
     out["world"] = len(all_stats)
     out["ranks"] = all_stats
     return out

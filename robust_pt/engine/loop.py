@@ -15,9 +15,11 @@ The stored batch is the resume unit; the attack batch is chosen for speed (windo
 Iteration-bound attacks (Square's queries, APGD's fixed iterations) cost about the same per
 iteration whatever the batch, so many small batches cost many times one large one. Where an
 example's outcome does not depend on its batch mates (Bound.poolable: every draw seeded per
-example), consecutive stored batches are attacked together as one window (its survivors at
-every eps together) and each batch's records are then stored as before; a run killed inside a
-window resumes at its first batch without records, and gives the same records.
+example), fixed groups of stored batches are attacked together as one window (its survivors
+at every eps together) and each batch's records are then stored as before. The groups do not
+depend on what is already stored, so a run killed inside a window attacks the same group
+again on resumption (storing only what is missing) and gives the same records bit for bit;
+another attack batch gives them to floating point (batched kernels sum in another order).
 
 Examples are generated or read one window at a time and a run store with a directory keeps no
 records in memory, so memory during the loop does not grow with the number of examples
@@ -166,95 +168,75 @@ def _warn(msg: str) -> None:
 
 def _stored_survivors(store: RunStore, eps: float) -> int:
     """Survivors at the last eps among the records an earlier sitting stored (so a resumed run's progress
-    line counts the whole run, not this sitting only): not broken there and not wrong before the attack,
-    as every sweep's survivors() counts them."""
-
-    def at(r) -> bool:
-        e = r.get("eps")
-        return isinstance(e, (int, float)) and abs(float(e) - eps) < 1e-12
-
-    return sum(1 for r in store.records if at(r) and r.get("broken_at") is None and r.get("clean_correct") is not False)
+    line counts the whole run, not this sitting only)."""
+    return _survivors(store.records, eps)
 
 
 @dataclass
 class Batches:
     """Which batches a process attacks: (batch, first example) pairs still to do, of `n` examples in
-    batches of `size`; `total` and `done` count this process's examples (its progress line); up to
-    `window` examples (whole batches, at least one) are attacked together (window_size)."""
+    batches of `size`; `total` and `done` count this process's examples (its progress line). `mine`:
+    every batch this process owns, done or not (default: the todo ones); `window`: examples attacked
+    together (window_size; 0: one batch at a time)."""
 
     todo: list[tuple[int, int]]
     n: int
     size: int
     total: int
     done: int
-    window: int = 0  # 0: one batch at a time
+    window: int = 0
+    mine: list[tuple[int, int]] | None = None
 
     def windows(self) -> list[list[tuple[int, int]]]:
-        """The todo batches in order, grouped: consecutive ones while they fit `window` examples."""
-        out: list[list[tuple[int, int]]] = []
-        used = 0
-        for b, s in self.todo:
-            k = min(self.size, self.n - s)
-            if out and used + k <= self.window:
-                out[-1].append((b, s))
-                used += k
-            else:
-                out.append([(b, s)])
-                used = k
-        return out
+        """This process's batches in fixed groups of window // size (at least one), those with a batch
+        still to do. The groups do not depend on what is done, so a resumed run attacks every example
+        with the same batch mates as an uninterrupted one (its stored batches are attacked again and
+        not stored twice)."""
+        mine = self.mine if self.mine is not None else self.todo
+        k = max(1, self.window // self.size)
+        todo = {b for b, _ in self.todo}
+        groups = [mine[i : i + k] for i in range(0, len(mine), k)]
+        return [g for g in groups if any(b in todo for b, _ in g)]
 
 
-def window_size(ctx: Ctx, prep: Prepared, work: Batches) -> int:
+def window_size(ctx: Ctx, prep: Prepared, work: Batches, store: RunStore, main: bool = True) -> int:
     """Examples attacked together: the stored batch where an outcome depends on its batch mates
-    (Bound.poolable), else --attack-batch N, or probed (auto: examples per second of a gradient pass,
-    memory.probe_throughput; never less than a batch). Smaller than a batch: passes of that size."""
-    from ..runtime import memory
-
+    (Bound.poolable), else --attack-batch N, or auto: the one this run chose at its first sitting
+    (run.json's attack_batch), or probed (memory.probe_throughput from the stored batch up; never
+    less than a batch) and kept in run.json. Smaller than a batch: passes of that size."""
     bs = work.size
     if not getattr(ctx.bound, "poolable", False):
-        if isinstance(prep.attack_batch, int) and prep.attack_batch != bs:
-            _warn(
-                f"attack batch {prep.attack_batch} ignored: {prep.attack.name} draws its randomness per batch, so "
-                f"each batch of {bs} is attacked alone (--batch-size sets it)"
-            )
+        if isinstance(prep.attack_batch, int) and prep.attack_batch != bs and main:
+            _warn(f"--attack-batch {prep.attack_batch} ignored: {prep.attack.name} attacks each batch of {bs} alone")
         return bs
     if isinstance(prep.attack_batch, int):
         if prep.attack_batch < bs:
             ctx.chunk = prep.attack_batch
         return prep.attack_batch
-    left = sum(min(bs, work.n - s) for _, s in work.todo)
-    if left <= bs:
-        return bs
-    key = (json.dumps(prep.config.get("model"), sort_keys=True, default=str), prep.task.name, str(ctx.device))
-    if key not in _PROBED:
-        from .prepare import fits_fn
+    stored = store.meta.get("attack_batch")
+    if isinstance(stored, int) and stored > 0:
+        return stored
+    mine = work.mine if work.mine is not None else work.todo
+    left = sum(min(bs, work.n - s) for _, s in mine)
+    size = bs if left <= bs else max(bs, _probed(ctx, prep, min(_probe_limit(ctx), left), bs))
+    store.set_status(attack_batch=size)
+    return size
 
-        _PROBED[key] = memory.probe_throughput(_timed(fits_fn(ctx.model, ctx.vl, ctx.task)), limit=_probe_limit(ctx))
-    return max(bs, min(_PROBED[key], left))
 
+def _probed(ctx: Ctx, prep: Prepared, limit: int, start: int) -> int:
+    """memory.probe_throughput on a gradient pass of this model and task, once per process."""
+    from ..runtime import memory
+    from .prepare import fits_fn
 
-_PROBED: dict[tuple, int] = {}  # probe_throughput's answers in this process: (model, task, device) -> examples
+    key = (json.dumps(prep.config.get("model"), sort_keys=True, default=str), prep.task.name, str(ctx.device), limit)
+    return memory.probed(
+        key, lambda: memory.probe_throughput(memory.timed(fits_fn(ctx.model, ctx.vl, ctx.task)), limit, start)
+    )
 
 
 def _probe_limit(ctx: Ctx) -> int:
     """The largest attack batch probed: 256 examples on CPU, 1024 on CUDA (out of memory stops sooner)."""
     return 1024 if ctx.device.type == "cuda" else 256
-
-
-def _timed(fits: Callable[[int], None]) -> Callable[[int], float]:
-    """seconds(b): the median of three timed passes of fits(b), after one untimed warm-up pass."""
-    import statistics
-
-    def seconds(b: int) -> float:
-        fits(b)
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            fits(b)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-    return seconds
 
 
 def run_batches(
@@ -284,22 +266,32 @@ def run_batches(
 
 
 def _attack_window(ctx: Ctx, work: Batches, store: RunStore, window, hooks) -> tuple[int, int]:
-    """Attack the window's batches together and store each batch's records; (survivors, examples)."""
+    """Attack the window's batches together and store the records of each one not yet stored;
+    (survivors at the largest eps, examples) of those."""
     t, n, bs = ctx.task, work.n, work.size
     # examples are generated (or read) lazily, one window at a time
     index = [i for _, s in window for i in range(s, min(n, s + bs))]
     batch_of = [b for b, s in window for _ in range(s, min(n, s + bs))]
     examples = [t[i] for i in index]
-    recs, surv = _attack_batch(ctx, window[0][0], index, examples, batch_of)
+    recs, _ = _attack_batch(ctx, window[0][0], index, examples, batch_of)
     del examples
-    for b, _ in window:
+    todo = {b for b, _ in work.todo}  # a distributed rank's store does not hold what other stores hold
+    stored = [b for b, _ in window if b in todo]
+    for b in stored:
         store.append_batch(b, [r for r in recs if r["batch"] == b])
         ctx.stats["batches_run"] += 1
         for hook in hooks:
             hook(b)
-    ctx.stats["examples_run"] += len(index)
-    ctx.stats["attack_batch"] = max(ctx.stats.get("attack_batch", 0), len(index))
-    return surv, len(index)
+    kept = [r for r in recs if r["batch"] in todo]
+    ctx.stats["examples_run"] += len({r["index"] for r in kept})
+    ctx.stats["attack_batch"] = max(ctx.stats.get("attack_batch", 0), min(ctx.chunk or len(index), len(index)))
+    return _survivors(kept, ctx.eps[-1]), len({r["index"] for r in kept})
+
+
+def _survivors(records: list[dict], eps: float) -> int:
+    """Examples not broken at eps and not wrong before the attack (every sweep's survivors() counts them)."""
+    at = [r for r in records if isinstance(r.get("eps"), (int, float)) and abs(float(r["eps"]) - eps) < 1e-12]
+    return sum(1 for r in at if r.get("broken_at") is None and r.get("clean_correct") is not False)
 
 
 def run_single(prep: Prepared, progress: bool, on_batch) -> Run:
@@ -315,8 +307,9 @@ def run_single(prep: Prepared, progress: bool, on_batch) -> Run:
     n, bs = prep.n, prep.batch_size
     todo = [(b, s) for b, s in enumerate(range(0, n, bs)) if b not in store.done]
     work = Batches(todo, n, bs, total=n, done=n - sum(min(bs, n - s) for _, s in todo))
+    work.mine = [(b, s) for b, s in enumerate(range(0, n, bs))]
     ctx = new_ctx(prep, store, prep.samples)
-    work.window = window_size(ctx, prep, work) if todo else bs
+    work.window = window_size(ctx, prep, work, store) if todo else bs
     label = f"{prep.model_name} {prep.attack.name} {prep.task.name}" if progress else None
     run_batches(ctx, work, store, label, [on_batch] if on_batch is not None else [])
     if prep.out is not None and reorder:  # resumed: put the batches back in order

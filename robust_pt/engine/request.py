@@ -37,11 +37,13 @@ OPTIONS_DOC = """\
       power of two whose forward+backward fits), 32 on CPU, the stored one when resuming.
       An out-of-memory error halves the examples per forward pass and retries the batch.
     attack_batch: examples attacked together, or "auto": probed for throughput (examples per
-      second of a gradient pass, doubling while it gains 10%), never fewer than a batch. Where
-      an example's result does not depend on its batch mates (per-example seeds: backend ours,
-      text attacks, corruptions) consecutive batches are pooled into one attack batch, their
-      survivors attacked together at every eps, and each batch's records stored as before;
-      otherwise (library backends seeded per batch, transfer) every batch is attacked alone.
+      second of a gradient pass, doubling from a batch while it gains 10%) at a run's first
+      sitting and kept in run.json for its resumption. Where an example's outcome does not
+      depend on its batch mates (backend ours: every draw seeded per example) fixed groups of
+      batches are attacked together, their survivors pooled at every eps, and each batch's
+      records stored as before (the same to floating point whatever the attack batch: pin it
+      for bit-identical reruns); library backends seeded per batch, set-level methods (SGA),
+      text, joint and transfer attacks attack each batch alone.
     limit, split, task_seed: attack only the first `limit` examples of the task's `split`
       (generated tasks: drawn with `task_seed`).
     samples: adversarial PNGs saved per eps in the run directory.

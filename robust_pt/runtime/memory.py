@@ -60,8 +60,9 @@ def probe_batch_size(fits: Callable[[int], None], limit: int, start: int = 1) ->
 
 def probe_throughput(seconds: Callable[[int], float], limit: int, start: int = 8, gain: float = 0.1) -> int:
     """The batch size past which examples per second stop growing: doubling from `start` (at most
-    `limit`) while the time per example, seconds(b) / b, falls by more than `gain`; an out-of-memory
-    error ends the doubling (the last size that ran is the answer). Other errors propagate."""
+    `limit`) while the time per example, seconds(b) / b, falls by more than `gain`. An out-of-memory
+    error ends the doubling; the answer is the last size that ran (`start` if none did: the caller's
+    out-of-memory handling, in_passes, takes it from there). Other errors propagate."""
     best, best_per = 0, float("inf")
     b = max(1, min(start, limit))
     while True:
@@ -70,7 +71,6 @@ def probe_throughput(seconds: Callable[[int], float], limit: int, start: int = 8
         except Exception as err:  # noqa: BLE001 - only out-of-memory is an answer
             if not is_oom(err):
                 raise
-            free_memory()
             break
         if best and per > best_per * (1 - gain):
             break
@@ -79,12 +79,35 @@ def probe_throughput(seconds: Callable[[int], float], limit: int, start: int = 8
             break
         b = min(b * 2, limit)
     free_memory()
-    if best == 0:
-        raise ConfigError(
-            f"even {max(1, min(start, limit))} examples attacked together run out of memory on this device; "
-            f"use --attack-batch with a smaller number, a smaller model or --device cpu"
-        )
-    return best
+    return best or max(1, min(start, limit))
+
+
+_PROBED: dict = {}
+
+
+def probed(key, probe: Callable[[], int]) -> int:
+    """probe()'s answer for `key` (model, task, device, limit), measured once per process: a recipe's or
+    the demo's runs of one model share one measurement."""
+    if key not in _PROBED:
+        _PROBED[key] = probe()
+    return _PROBED[key]
+
+
+def timed(run: Callable[[int], None], repeats: int = 3) -> Callable[[int], float]:
+    """seconds(b): the median of `repeats` timed calls of run(b), after one untimed warm-up call."""
+    import statistics
+    import time
+
+    def seconds(b: int) -> float:
+        run(b)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(b)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    return seconds
 
 
 def parse_batch_size(value: Any, name: str = "batch size") -> int | str:
