@@ -25,9 +25,13 @@ REPORTS = {  # name -> (run directories, extra options)
     "corruptions": (["reports/corruptions/runs"], []),
     "transfer": (["reports/transfer/runs"], []),
     "tiny-llava": (["reports/tiny-llava/runs"], []),
+    "adversarial-tuning": (["reports/adversarial-tuning/runs"], []),
 }
 DATE = re.compile(r" on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}")  # the date line's only moving part
-TITLES = {"apt-vs-prompt": "robust-pt: ofa-pt-robustness, APT against deep prompt tuning"}
+TITLES = {
+    "apt-vs-prompt": "robust-pt: ofa-pt-robustness, APT against deep prompt tuning",
+    "against-clean": "robust-pt: adversarial-tuning, each adversarially tuned model against its clean partner",
+}
 
 
 def _apt_vs_prompt() -> list[str]:
@@ -59,6 +63,7 @@ def rebuild(name: str, runs: list[str], title: str, extra: list[str], out: Path)
 def main(argv: list[str]) -> int:
     jobs = {k: v for k, v in REPORTS.items()}
     jobs["ofa-pt-robustness/apt-vs-prompt"] = (_apt_vs_prompt(), ["--reference", "prompt"])
+    jobs["adversarial-tuning/against-clean"] = (["reports/adversarial-tuning/runs"], ["--reference", "clean"])
     wanted = argv or list(jobs)
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:

@@ -414,14 +414,18 @@ def transfer_heatmap(frame, task: str, attack: str, path: Path) -> Path:
     eps_all = sorted(set(d["eps"].round(12)))
     _, targets0, _ = matrix(frame, task, attack, eps_all[0])
     sources0 = list(dict.fromkeys(d["source"]))
-    fig = _figure(2.4 + 0.95 * len(targets0) * len(eps_all) + 0.5 * len(eps_all), 1.9 + 0.42 * len(sources0))
+    wide = len(targets0) > 8  # many targets (one method tuned several ways): one eps per row, not side by side
+    if wide:
+        fig = _figure(2.4 + 0.62 * len(targets0), (2.6 + 0.42 * len(sources0)) * len(eps_all))
+    else:
+        fig = _figure(2.4 + 0.95 * len(targets0) * len(eps_all) + 0.5 * len(eps_all), 1.9 + 0.42 * len(sources0))
     fig.set_layout_engine("constrained")
     for k, e in enumerate(eps_all):
         sources, targets, cells = matrix(frame, task, attack, e)
         vals = np.array(
             [[100 * cells[(s, t)]["robust"] if (s, t) in cells else np.nan for t in targets] for s in sources]
         )
-        ax = fig.add_subplot(1, len(eps_all), k + 1)
+        ax = fig.add_subplot(len(eps_all), 1, k + 1) if wide else fig.add_subplot(1, len(eps_all), k + 1)
         im = ax.imshow(vals, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
         for i, src in enumerate(sources):
             for j, tgt in enumerate(targets):
@@ -430,11 +434,11 @@ def transfer_heatmap(frame, task: str, attack: str, path: Path) -> Path:
                 if src == tgt:
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
         ax.set_xticks(range(len(targets)), [method_name(t) for t in targets], rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(range(len(sources)), [_source_name(s) for s in sources] if k == 0 else [], fontsize=8)
+        ax.set_yticks(range(len(sources)), [_source_name(s) for s in sources] if k == 0 or wide else [], fontsize=8)
         lab = d[np.isclose(d["eps"].to_numpy(float), e, rtol=0, atol=1e-12)]["eps_label"].iloc[0]
         ax.set_title(f"eps={lab}", fontsize=9)
         ax.set_xlabel("target (judged)", fontsize=8)
-        if k == 0:
+        if k == 0 or wide:
             ax.set_ylabel("source (crafted on)", fontsize=8)
     fig.colorbar(im, ax=fig.axes, shrink=0.9, label=f"robust {metric_axis(d['metric'].iloc[0])}")
     fig.suptitle(f"{task}: {attack} transfer matrix (outlined: white-box)", fontsize=10)

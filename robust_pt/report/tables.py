@@ -99,6 +99,10 @@ def with_variant(columns: list[str]) -> list[str]:
 
 
 def method_name(method: str) -> str:
+    """The display name of a method, or of "method (variant)" (a transfer matrix's column)."""
+    base, sep, variant = method.partition(" (")
+    if method not in METHOD_NAMES and sep and base in METHOD_NAMES:
+        return f"{METHOD_NAMES[base]} ({variant}"
     return METHOD_NAMES.get(method, method)
 
 

@@ -102,7 +102,7 @@ def transfer_frame(runs: list[RunData], summary):
                     "eps_label": s["eps_label"],
                     "metric": s["metric"],
                     "source": r.source,
-                    "target": r.method,
+                    "target": target_key(r),
                     "model": r.model,
                     "n": int(s["n"]),
                     "clean": float(s["clean"]),
@@ -115,6 +115,12 @@ def transfer_frame(runs: list[RunData], summary):
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def target_key(run: RunData) -> str:
+    """A target's column: its method, with its training variant where it has one ("finetune (robust base)"),
+    so that one method tuned four ways is four columns, not one cell overwritten three times."""
+    return f"{run.method} ({run.variant})" if run.variant else run.method
 
 
 def _at(summary_rows, eps: float) -> float:
@@ -142,7 +148,7 @@ def order(name: str) -> tuple:
     from .load import method_rank
 
     parts = name.split("+")
-    return (len(parts) > 1, [(p != PUBLIC_BASE, method_rank(p), p) for p in parts])
+    return (len(parts) > 1, [(p != PUBLIC_BASE, method_rank(p.partition(" (")[0]), p) for p in parts])
 
 
 def groups(frame) -> list[tuple[str, str, list[float]]]:
