@@ -30,13 +30,15 @@ def _run(model, task, **kw):
 
 
 def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    """The same records: every verdict, prediction and stored batch; scores and distances to 1e-4."""
+    """The same records: every verdict, prediction and stored batch; scores to 1e-4; perturbation sizes to
+    1e-3. Batched kernels sum in another order for another batch, and under ATen's default kernels one
+    APGD pixel step of 10 went the other way at a near-zero gradient: one l2 of 48 moved by 5e-4 (0.08%)."""
     key = ["index", "eps"]
     a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
     for col in ("id", "batch", "clean_pred", "pred", "correct", "attacked", "broken_at"):
         assert a[col].astype(str).tolist() == b[col].astype(str).tolist(), col
-    for col in ("score", "clean_score", "linf", "l2"):
-        np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float), atol=1e-4, err_msg=col)
+    for col, tol in (("score", 1e-4), ("clean_score", 1e-4), ("linf", 1e-3), ("l2", 1e-3)):
+        np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float), atol=tol, err_msg=col)
 
 
 @pytest.fixture(scope="module")
