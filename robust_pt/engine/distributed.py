@@ -101,8 +101,7 @@ def _attack(where, prep: Prepared, store: RunStore, shard_lock: ExitStack, done:
     mine = [(b, b * bs) for b in dd.shard(prep.n_batches(), where)]
     todo = [(b, s) for b, s in mine if b not in done]
     total = sum(min(bs, n - s) for _, s in mine)
-    work = Batches(todo, n, bs, total=total, done=total - sum(min(bs, n - s) for _, s in todo))
-    work.mine = mine
+    work = Batches(todo, n, bs, total=total, done=total - sum(min(bs, n - s) for _, s in todo), mine=mine)
     ctx = new_ctx(prep, store, dd.sample_quota(prep.samples, where))
     hooks = [h for h in (on_batch, dd.kill_hook(where)) if h is not None]
     label = f"{prep.model_name} {prep.attack.name} {prep.task.name} [rank 0 of {where.world}]"

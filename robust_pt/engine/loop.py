@@ -176,26 +176,25 @@ def _stored_survivors(store: RunStore, eps: float) -> int:
 class Batches:
     """Which batches a process attacks: (batch, first example) pairs still to do, of `n` examples in
     batches of `size`; `total` and `done` count this process's examples (its progress line). `mine`:
-    every batch this process owns, done or not (default: the todo ones); `window`: examples attacked
-    together (window_size; 0: one batch at a time)."""
+    every batch this process owns, done or not; `window`: examples attacked together (window_size;
+    0: one batch at a time)."""
 
     todo: list[tuple[int, int]]
     n: int
     size: int
     total: int
     done: int
+    mine: list[tuple[int, int]]
     window: int = 0
-    mine: list[tuple[int, int]] | None = None
 
     def windows(self) -> list[list[tuple[int, int]]]:
         """This process's batches in fixed groups of window // size (at least one), those with a batch
         still to do. The groups do not depend on what is done, so a resumed run attacks every example
         with the same batch mates as an uninterrupted one (its stored batches are attacked again and
         not stored twice)."""
-        mine = self.mine if self.mine is not None else self.todo
         k = max(1, self.window // self.size)
         todo = {b for b, _ in self.todo}
-        groups = [mine[i : i + k] for i in range(0, len(mine), k)]
+        groups = [self.mine[i : i + k] for i in range(0, len(self.mine), k)]
         return [g for g in groups if any(b in todo for b, _ in g)]
 
 
@@ -216,8 +215,7 @@ def window_size(ctx: Ctx, prep: Prepared, work: Batches, store: RunStore, main: 
     stored = store.meta.get("attack_batch")
     if isinstance(stored, int) and stored > 0:
         return stored
-    mine = work.mine if work.mine is not None else work.todo
-    left = sum(min(bs, work.n - s) for _, s in mine)
+    left = sum(min(bs, work.n - s) for _, s in work.mine)
     size = bs if left <= bs else max(bs, _probed(ctx, prep, min(_probe_limit(ctx), left), bs))
     store.set_status(attack_batch=size)
     return size
@@ -283,9 +281,10 @@ def _attack_window(ctx: Ctx, work: Batches, store: RunStore, window, hooks) -> t
         for hook in hooks:
             hook(b)
     kept = [r for r in recs if r["batch"] in todo]
-    ctx.stats["examples_run"] += len({r["index"] for r in kept})
+    count = len({r["index"] for r in kept})
+    ctx.stats["examples_run"] += count
     ctx.stats["attack_batch"] = max(ctx.stats.get("attack_batch", 0), min(ctx.chunk or len(index), len(index)))
-    return _survivors(kept, ctx.eps[-1]), len({r["index"] for r in kept})
+    return _survivors(kept, ctx.eps[-1]), count
 
 
 def _survivors(records: list[dict], eps: float) -> int:
@@ -305,9 +304,9 @@ def run_single(prep: Prepared, progress: bool, on_batch) -> Run:
         store = RunStore(prep.out, prep.config, prep.info)
         reorder = True
     n, bs = prep.n, prep.batch_size
-    todo = [(b, s) for b, s in enumerate(range(0, n, bs)) if b not in store.done]
-    work = Batches(todo, n, bs, total=n, done=n - sum(min(bs, n - s) for _, s in todo))
-    work.mine = [(b, s) for b, s in enumerate(range(0, n, bs))]
+    mine = list(enumerate(range(0, n, bs)))
+    todo = [(b, s) for b, s in mine if b not in store.done]
+    work = Batches(todo, n, bs, total=n, done=n - sum(min(bs, n - s) for _, s in todo), mine=mine)
     ctx = new_ctx(prep, store, prep.samples)
     work.window = window_size(ctx, prep, work, store) if todo else bs
     label = f"{prep.model_name} {prep.attack.name} {prep.task.name}" if progress else None
