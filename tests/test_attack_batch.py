@@ -54,14 +54,23 @@ def test_records_do_not_depend_on_the_attack_batch(tiny_vqa, vqa_task, one_at_a_
     assert sorted(run.records["batch"].unique()) == [0, 1, 2]  # --batch-size is still the stored unit
 
 
-@pytest.mark.parametrize("attack", ["apgd-ce", "square"])
+OURS = {
+    "apgd-ce": {"steps": 10},
+    "square": {"queries": 100},
+    "autoattack": {"steps": 4, "target_classes": 2, "queries": 30},
+}
+
+
+@pytest.mark.parametrize("attack", list(OURS))
 def test_library_methods_on_backend_ours_do_not_depend_on_the_attack_batch(tiny_vqa, vqa_task, attack):
-    """APGD and Square of backend ours draw per example, so they pool too (the torchattacks backend cannot)."""
-    kw = dict(attack=attack, backend="ours", **({"steps": 10} if attack == "apgd-ce" else {"queries": 100}))
+    """APGD, Square and AutoAttack of backend ours draw per example, so they pool too (the torchattacks
+    backend cannot); AutoAttack's FAB-T points, kept across eps within a window, too."""
+    kw = dict(attack=attack, backend="ours", **OURS[attack])
     alone = _run(tiny_vqa, vqa_task, attack_batch=8, **kw)
-    for attack_batch in (7, 24):
+    for attack_batch in (7, 24, "auto"):
         run = _run(tiny_vqa, vqa_task, attack_batch=attack_batch, **kw)
-        assert run.stats["attack_batch"] == attack_batch
+        if attack_batch != "auto":
+            assert run.stats["attack_batch"] == attack_batch
         _same(run.records, alone.records)
     assert alone.records["broken_at"].notna().any()
 
@@ -102,6 +111,48 @@ def test_probe_throughput_stops_where_examples_per_second_stop_growing():
     assert memory.probe_throughput(lambda b: per_example[b] * b, limit=128) == 32
     assert memory.probe_throughput(lambda b: 1.0, limit=128) == 128  # a fixed cost per pass: the largest
     assert memory.probe_throughput(lambda b: 1.0, limit=20) == 20
+
+
+def test_an_iteration_bound_probe_keeps_doubling_while_the_cost_per_example_stays_flat():
+    per_example = {8: 1.0, 16: 0.6, 32: 0.5, 64: 0.52, 128: 0.6, 256: 0.9}
+    assert memory.probe_throughput(lambda b: per_example[b] * b, limit=256) == 32
+    # flat: 64 and 128 cost at most 25% more per example than the best (32); 256 costs 80% more
+    assert memory.probe_throughput(lambda b: per_example[b] * b, limit=256, flat=True) == 128
+    # and only while the next size fits in memory
+    assert memory.probe_throughput(lambda b: per_example[b] * b, limit=256, flat=True, room=lambda b: b <= 64) == 64
+
+
+def test_cpu_room_extrapolates_the_measured_rise_in_memory(monkeypatch):
+    held, peak, free = [1000], [1000], 9000
+    monkeypatch.setattr(memory, "_rss", lambda: held[0])
+    monkeypatch.setattr(memory, "_peak_rss", lambda: peak[0])
+    monkeypatch.setattr(memory, "_available", lambda: free)
+    room = memory.CpuRoom(share=0.5)  # fits: held + need <= 0.5 * (held + available) = 5000
+    assert room(10**6)  # nothing measured yet: no reason to refuse
+
+    def fits(b: int) -> None:
+        peak[0] = max(peak[0], held[0] + 10 * b)  # a pass of b examples needs 10 b bytes
+
+    room.measure(fits)(100)
+    held[0] = 2000  # the allocator kept what the pass used: a repeat raises the peak no further
+    room.measure(lambda b: None)(100)
+    held[0] = 1000
+    assert room.rise == 1000
+    assert room(400) and not room(401)  # 1000 + 10 * 400 = 5000
+
+
+def test_windows_are_as_few_and_as_even_as_the_attack_batch_allows():
+    from robust_pt.engine.loop import Batches
+
+    def sizes(n: int, bs: int, window: int) -> list[int]:
+        mine = list(enumerate(range(0, n, bs)))
+        work = Batches(mine, n, bs, n, 0, mine, window)
+        return [sum(min(bs, n - s) for _, s in g) for g in work.windows()]
+
+    assert sizes(300, 32, 300) == [300]  # 10 batches, the last of 12: one window
+    assert sizes(300, 32, 256) == [160, 140]  # not 256 and 44
+    assert sizes(300, 32, 100) == [96, 96, 96, 12]  # never more than the attack batch
+    assert sizes(64, 32, 0) == [32, 32]
 
 
 def test_probe_throughput_out_of_memory_ends_the_doubling():

@@ -226,7 +226,7 @@ def test_shared_images_keep_their_own_questions(tiny_vqa, vqa_task):
 
     obj = Spy(tiny_vqa, texts, vqa_task.answers, y)
     r = run_image_attack(
-        build("apgd-ce", steps=2).spec,
+        build("apgd-ce", steps=2, backend="torchattacks").spec,  # a library backend, which calls subsets
         obj,
         x,
         8 / 255,

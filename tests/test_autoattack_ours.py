@@ -219,6 +219,47 @@ def test_robust_accuracy_agrees_with_torchattacks(eps, digits):
     assert not bool((robust["autoattack", "ours"] & ~robust["apgd-ce", "ours"]).any())
 
 
+def test_fab_t_runs_once_per_example_across_eps(digits):
+    """FAB-T without a random start never reads eps: what it found at a smaller eps decides a larger one
+    exactly as a fresh run would, and nothing runs again."""
+    from robust_pt.attacks import autoattack as aa
+    from robust_pt.attacks.tally import Tally
+
+    net, x, y = digits
+    obj = ClassifierImage(net, y)
+
+    def fab(eps: float, memos):
+        t = Tally(obj, x, "autoattack")
+        aa._fab_stage(t, obj, eps, "linf", 10, 3, memos)
+        return t
+
+    alone = fab(0.15, None)
+    memos = [{} for _ in range(len(x))]
+    small = fab(0.05, memos)
+    again = fab(0.15, memos)
+    assert again.grad_evals == 0 and small.grad_evals > 0
+    assert int(small.fooled.sum()) < int(alone.fooled.sum()) < len(x)  # the larger ball takes in more of its points
+    assert torch.equal(again.fooled, alone.fooled)
+    assert (again.adv - alone.adv)[alone.fooled].abs().max() <= 1e-6
+    assert torch.equal(again.logits.argmax(-1), alone.logits.argmax(-1))
+
+
+def test_the_engine_keeps_fab_t_points_across_eps(digits):
+    """A sweep runs FAB-T's iterations on each example once: at the larger eps, the examples still
+    standing after APGD spend no FAB steps."""
+    net, x, y = digits
+    kw = dict(attack="autoattack", backend="ours", steps=6, target_classes=2, queries=10, progress=False)
+    sweep = rpt.evaluate(net, (x, y), eps=[0.05, 0.06], **kw).records
+    alone = rpt.evaluate(net, (x, y), eps=[0.06], **kw).records
+    at = sweep[(sweep["eps"] == 0.06) & sweep["attacked"]]
+    ref = alone[alone["index"].isin(at["index"])].set_index("index").loc[at["index"]]
+    robust = at["correct"].to_numpy()
+    assert robust.sum() > 5
+    # the same examples spend FAB's 2 x 6 steps less in the sweep than alone (APGD's 3 x 6 only)
+    assert (ref["steps"].to_numpy()[robust] - at["steps"].to_numpy()[robust] == 12).all()
+    assert (at["correct"].to_numpy() == ref["correct"].to_numpy()).all()
+
+
 def test_square_queries_only_the_examples_standing(digits):
     net, x, y = digits
     spec = _spec("square")

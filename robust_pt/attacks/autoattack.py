@@ -9,6 +9,12 @@ at least what APGD-CE alone breaks), derive_seed(seed, "apgd-t", k) for the k-th
 derive_seed(seed, "square", 0). FAB-T is torchattacks' FAB run target by target with one
 restart, which has no random start (it starts at the clean image) and works row by row, so it is
 deterministic and independent of the batch; it sees the objective's logits through `_Rows`.
+Without a random start FAB never reads eps either: its point for an example and a target is the
+same at every eps, and only whether it lies inside the ball changes. So in a sweep each
+example's FAB-T run on each target is done once (the threat model keeps it in the example's
+memo for the batch, methods.AttackMethod.remembers) and at a larger eps only its size is
+compared with the new ball: the verdicts are a fresh run's, the steps counted are those spent
+at this eps (none for a point found at a smaller one).
 
 The reference's settings: APGD-CE with `steps` iterations and one restart; APGD-T on the
 `target_classes` most likely wrong classes at the clean image (k-th largest logit, k = 2..T+1),
@@ -98,20 +104,73 @@ class _Rows(nn.Module):
         return self.obj.logits([x], rows)
 
 
-def _fab_targeted(obj, rows, x0, y, eps, *, norm: str, steps: int, k: int, classes: int) -> Found:
-    """FAB-T's run on the k-th most likely class: only its points inside the ball count."""
+def _fab_targeted(obj, rows, x0, y, *, norm: str, steps: int, k: int, classes: int):
+    """FAB-T's run on the k-th most likely class: (its points, the logits there, their sizes, the
+    gradient and forward passes). Without a random start FAB never reads eps: its points are the
+    same at every eps, and only which of them lie inside the ball depends on it."""
     net = _Rows(obj, x0, rows)
     ta_norm = "Linf" if norm == "linf" else "L2"
-    fab = _fab_class()(net, norm=ta_norm, eps=eps, steps=steps, n_restarts=1, multi_targeted=True, n_classes=classes)
+    fab = _fab_class()(net, norm=ta_norm, steps=steps, n_restarts=1, multi_targeted=True, n_classes=classes)
     fab.target_class = k  # what FAB's own loop over targets sets before each targeted run
     with torch.no_grad():
         adv = fab.attack_single_run_targeted(x0, y, use_rand_start=False).to(x0.dtype)
         logits = obj.logits([adv], rows)
     d = (adv - x0).flatten(1)
     size = d.abs().amax(1) if norm == "linf" else l2_norm(d)
-    fooled = wrong(logits, y) & (size <= eps)
-    m = rows.numel()
-    return Found(adv, logits, fooled, torch.full((m,), steps, dtype=torch.long), net.grad_evals, net.fwd_evals + m)
+    size = torch.where(wrong(logits, y), size, torch.full_like(size, float("inf")))  # not adversarial: no size
+    return adv, logits, size, net.grad_evals, net.fwd_evals + rows.numel()
+
+
+def _fab_stage(t: Tally, obj, eps: float, norm: str, steps: int, targets: int, memos) -> None:
+    """FAB-T on each target, each on the examples still standing. With `memos` (one dict per example,
+    kept for the batch across eps) each example's run on a target is done once: at a larger eps only
+    the size of the point it found is compared with the new ball."""
+    for k in range(2, targets + 2):
+        rows = t.todo()
+        if rows.numel() == 0:
+            return
+        key = ("fab-t", k)
+        fresh = [j for j, i in enumerate(rows.tolist()) if memos is None or key not in memos[i]]
+        m = rows.numel()
+        adv, logits = t.x0[rows].clone(), t.logits[rows].clone()
+        size = torch.full((m,), float("inf"), device=t.x0.device)
+        steps_of = torch.zeros(m, dtype=torch.long)
+        grads = fwds = 0
+        if fresh:
+            f = torch.tensor(fresh, dtype=torch.long, device=rows.device)
+            r = rows[f]
+            a, lg, sz, grads, fwds = _fab_targeted(
+                obj, r, t.x0[r], t.y[r], norm=norm, steps=steps, k=k, classes=t.classes
+            )
+            adv[f], logits[f], size[f] = a, lg.to(logits.dtype), sz
+            steps_of[f.cpu()] = steps
+            if memos is not None:
+                _remember(memos, r, key, a, lg, sz)
+        if memos is not None:
+            for j, i in enumerate(rows.tolist()):
+                hit = memos[i][key]
+                size[j] = hit["size"]
+                if hit["adv"] is not None:
+                    adv[j], logits[j] = hit["adv"], hit["logits"]
+        fooled = size <= eps
+        t.merge(rows, Found(adv, logits, fooled, steps_of, grads, fwds), everything=False)
+
+
+def _remember(memos, rows: torch.Tensor, key, adv, logits, size) -> None:
+    """Each example's FAB-T point on this target: its size always, the point itself only when it is
+    adversarial and smaller than every earlier target's (at any eps that takes it in, an earlier target
+    with a smaller point has already fooled the example, so a larger one is never used)."""
+    for j, i in enumerate(rows.tolist()):
+        best = memos[i].get("fab-t-smallest", float("inf"))
+        s = float(size[j])
+        keep = s < best
+        memos[i][key] = {
+            "size": s,
+            "adv": adv[j].clone() if keep else None,
+            "logits": logits[j].clone() if keep else None,
+        }
+        if keep:
+            memos[i]["fab-t-smallest"] = s
 
 
 def _apgd_stages(t: Tally, obj, eps: float, norm: str, steps: int, targets: int, seeds, early_stop: bool) -> None:
@@ -128,19 +187,17 @@ def _apgd_stages(t: Tally, obj, eps: float, norm: str, steps: int, targets: int,
         t.merge(rows, apgd_run(obj, rows, t.x0[rows], t.y[rows], eps, **how), everything=k is None)
 
 
-def run(spec, p, obj: Objective, x0: torch.Tensor, eps: float, seeds: list[int], early_stop: bool) -> AscentResult:
-    """Backend ours of method autoattack (version standard)."""
+def run(
+    spec, p, obj: Objective, x0: torch.Tensor, eps: float, seeds: list[int], early_stop: bool, memos=None
+) -> AscentResult:
+    """Backend ours of method autoattack (version standard). memos: one dict per example that the
+    threat model keeps for the batch across eps (FAB-T's points, found once per example)."""
     check(spec)
     t = Tally(obj, x0, spec.name)
     need_classes(spec.name, t.classes, 4, "AutoAttack's APGD-T (the targeted DLR loss)", "use apgd-ce, square or pgd")
     targets = max(1, min(p.target_classes, t.classes - 1))
     _apgd_stages(t, obj, eps, spec.norm, p.steps, targets, seeds, early_stop)
-    for k in range(2, targets + 2):
-        rows = t.todo()
-        if rows.numel() == 0:
-            return t.result()
-        f = _fab_targeted(obj, rows, x0[rows], t.y[rows], eps, norm=spec.norm, steps=p.steps, k=k, classes=t.classes)
-        t.merge(rows, f, everything=False)
+    _fab_stage(t, obj, eps, spec.norm, p.steps, targets, memos)
     rows = t.todo()
     if rows.numel():
         how = dict(norm=spec.norm, queries=int(p.queries or REFERENCE_QUERIES), p_init=SQUARE_P_INIT, loss="margin")

@@ -67,13 +67,14 @@ def project(x: torch.Tensor, x0: torch.Tensor, eps: float, norm: str) -> torch.T
 
 
 def ours(
-    spec: AttackSpec, obj: Objective, x0: torch.Tensor, eps: float, seeds: list[int], early_stop: bool
+    spec: AttackSpec, obj: Objective, x0: torch.Tensor, eps: float, seeds: list[int], early_stop: bool, memos=None
 ) -> AscentResult:
     """Batched PGD / FGSM with torchattacks' arithmetic (see module docstring), or the method's own
-    `run` (methods.AttackMethod.run)."""
+    `run` (methods.AttackMethod.run; memos to a method that `remembers`)."""
     m = _method(spec)
     if m.run is not None:
-        return m.run(spec, m.params(spec), obj, x0, eps, seeds, early_stop)
+        extra = {"memos": memos} if m.remembers else {}
+        return m.run(spec, m.params(spec), obj, x0, eps, seeds, early_stop, **extra)
     alpha = spec.step_size(eps)
     norm = spec.norm
     one_step = m.one_step
@@ -269,6 +270,13 @@ def _library_adv(spec, obj, x0, eps, rows, batch_seed, classifier, n_classes) ->
     return adv
 
 
+def _memos(spec: AttackSpec, cache: dict | None, ids: list | None) -> list[dict] | None:
+    """One dict per example, kept in the batch's cache across eps, for a method that `remembers`."""
+    if cache is None or ids is None or not _method(spec).remembers:
+        return None
+    return [cache.setdefault(("memo", *i) if isinstance(i, tuple) else ("memo", i), {}) for i in ids]
+
+
 def run_image_attack(
     spec: AttackSpec,
     obj: Objective,
@@ -291,11 +299,12 @@ def run_image_attack(
     the batch to logits (the objectives' `classifier` method), or an nn.Module.
     minimal, ids (a method that `minimises`, such as CW): a cache of each example's minimal
     perturbation by example id; an example found there is not attacked again, only its
-    adversarial projected onto this eps ball.
+    adversarial projected onto this eps ball. The same cache holds, by example id, the memo of
+    a method that `remembers` (AutoAttack's FAB-T points, backend ours).
     """
     es = spec.early_stop if early_stop is None else early_stop
     if spec.backend == "ours":
-        r = ours(spec, obj, x0, eps, seeds, es)
+        r = ours(spec, obj, x0, eps, seeds, es, _memos(spec, minimal, ids))
         logits, fwd = r.logits, r.fwd_evals
         if logits is None and obj.labels is not None:  # a method's own `run` may leave them to us
             with torch.no_grad():

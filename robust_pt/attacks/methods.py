@@ -14,6 +14,11 @@ backends that implement it with how each builds it, and what it needs or is:
 * black_box: its budget is queries, not gradient steps (Square); `--steps` sets `queries`;
 * minimises: it finds each example's minimal perturbation (CW), so it runs once per example
   and the threat model projects that result onto each eps ball;
+* remembers (backend ours): part of its work does not depend on eps (AutoAttack's FAB-T without
+  a random start), so its `run` also takes `memos`, one dict per example that the threat model
+  keeps for the batch across eps, and does that work once per example;
+* iteration_bound: a fixed number of iterations per batch whatever its examples (APGD's steps,
+  Square's queries), so the engine attacks as many examples together as fit (engine/loop.py);
 * engine_restarts: the engine runs its restarts (our PGD) instead of the library;
 * aims: our loop can ascend a target's objective instead (attacks/targeted.py, `target:`);
 * resources: what it reads from a path the user gives (text recipes: embeddings, mlm);
@@ -137,6 +142,8 @@ class AttackMethod:
     aims: bool = False  # takes a target (backend ours)
     resources: tuple[str, ...] = ()  # embeddings, mlm: files it needs (--embeddings, --mlm)
     minimises: bool = False
+    remembers: bool = False
+    iteration_bound: bool = False
     # an example's outcome depends on the other examples of its batch (a set-level objective such as SGA's
     # reference captions padded to the batch's longest): the engine then never pools batches (engine/loop.py)
     batch_dependent: bool = False
@@ -314,6 +321,7 @@ register(
         APGDParams,
         ("torchattacks", "ours"),
         needs_logits=True,
+        iteration_bound=True,
         sanity_roles=("white-box",),
         torchattacks=_apgd_ta,
         run=lambda *a: _ours("apgd").run(*a),
@@ -327,6 +335,7 @@ register(
         ("torchattacks", "ours"),
         needs_logits=True,
         black_box=True,
+        iteration_bound=True,
         default_queries=1000,
         sanity_roles=("black-box",),
         check=_square_check,
@@ -354,9 +363,11 @@ register(
         AutoAttackParams,
         ("torchattacks", "ours"),
         needs_logits=True,
+        remembers=True,
+        iteration_bound=True,
         check=_autoattack_check,
         torchattacks=_autoattack_ta,
-        run=lambda *a: _ours("autoattack").run(*a),
+        run=lambda *a, **k: _ours("autoattack").run(*a, **k),
     )
 )
 # transfer-oriented iterative methods (Dong et al. 2018; Xie et al. 2019), torchattacks' implementations:

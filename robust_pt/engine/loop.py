@@ -188,14 +188,26 @@ class Batches:
     window: int = 0
 
     def windows(self) -> list[list[tuple[int, int]]]:
-        """This process's batches in fixed groups of window // size (at least one), those with a batch
-        still to do. The groups do not depend on what is done, so a resumed run attacks every example
-        with the same batch mates as an uninterrupted one (its stored batches are attacked again and
-        not stored twice)."""
-        k = max(1, self.window // self.size)
+        """This process's batches in fixed groups of at most `window` examples (at least one batch), as
+        few groups as that allows and of sizes as even as batches allow (10 batches of 32 at 256 a
+        window: two of 5, not 8 and 2, since an iteration-bound attack costs a small window about what
+        it costs a full one); those with a batch still to do. The groups do not depend on what is done, so a resumed run
+        attacks every example with the same batch mates as an uninterrupted one (its stored batches
+        are attacked again and not stored twice)."""
         todo = {b for b, _ in self.todo}
-        groups = [self.mine[i : i + k] for i in range(0, len(self.mine), k)]
+        groups = self._groups(max(self.window, self.size))
         return [g for g in groups if any(b in todo for b, _ in g)]
+
+    def _groups(self, most: int) -> list[list[tuple[int, int]]]:
+        """The fewest groups of equally many consecutive batches with at most `most` examples each."""
+        mine = self.mine
+        examples = sum(min(self.size, self.n - s) for _, s in mine)
+        for count in range(max(1, -(-examples // most)), len(mine) + 1):
+            k = -(-len(mine) // count)
+            groups = [mine[i : i + k] for i in range(0, len(mine), k)]
+            if all(sum(min(self.size, self.n - s) for _, s in g) <= most for g in groups):
+                return groups
+        return [[b] for b in mine]
 
 
 def window_size(ctx: Ctx, prep: Prepared, work: Batches, store: RunStore, main: bool = True) -> int:
@@ -216,25 +228,41 @@ def window_size(ctx: Ctx, prep: Prepared, work: Batches, store: RunStore, main: 
     if isinstance(stored, int) and stored > 0:
         return stored
     left = sum(min(bs, work.n - s) for _, s in work.mine)
-    size = bs if left <= bs else max(bs, _probed(ctx, prep, min(_probe_limit(ctx), left), bs))
+    flat = _iteration_bound(prep)
+    size = bs if left <= bs else max(bs, _probed(ctx, prep, min(_probe_limit(ctx, flat), left), bs, flat))
     store.set_status(attack_batch=size)
     return size
 
 
-def _probed(ctx: Ctx, prep: Prepared, limit: int, start: int) -> int:
-    """memory.probe_throughput on a gradient pass of this model and task, once per process."""
+def _iteration_bound(prep: Prepared) -> bool:
+    """The method pays a fixed number of iterations per window (methods.AttackMethod.iteration_bound)."""
+    from ..attacks.methods import get
+
+    spec = prep.attack.spec
+    m = get(spec.kind, spec.method)
+    return bool(m is not None and m.iteration_bound)
+
+
+def _probed(ctx: Ctx, prep: Prepared, limit: int, start: int, flat: bool) -> int:
+    """memory.probe_throughput on a gradient pass of this model and task, once per process; flat (an
+    iteration-bound method): as large as costs no more per example and fits in memory."""
     from ..runtime import memory
     from .prepare import fits_fn
 
-    key = (json.dumps(prep.config.get("model"), sort_keys=True, default=str), prep.task.name, str(ctx.device), limit)
-    return memory.probed(
-        key, lambda: memory.probe_throughput(memory.timed(fits_fn(ctx.model, ctx.vl, ctx.task)), limit, start)
-    )
+    def probe() -> int:
+        fits = fits_fn(ctx.model, ctx.vl, ctx.task)
+        room = memory.CpuRoom() if ctx.device.type == "cpu" else None
+        seconds = memory.timed(room.measure(fits) if room else fits)
+        return memory.probe_throughput(seconds, limit, start, flat=flat, room=room)
+
+    model = json.dumps(prep.config.get("model"), sort_keys=True, default=str)
+    return memory.probed((model, prep.task.name, str(ctx.device), limit, flat), probe)
 
 
-def _probe_limit(ctx: Ctx) -> int:
-    """The largest attack batch probed: 256 examples on CPU, 1024 on CUDA (out of memory stops sooner)."""
-    return 1024 if ctx.device.type == "cuda" else 256
+def _probe_limit(ctx: Ctx, flat: bool = False) -> int:
+    """The largest attack batch probed: 256 examples on CPU (1024 for an iteration-bound method, whose
+    probe asks memory.CpuRoom before each doubling), 1024 on CUDA (out of memory stops sooner)."""
+    return 1024 if ctx.device.type == "cuda" or flat else 256
 
 
 def run_batches(

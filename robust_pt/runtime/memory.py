@@ -58,11 +58,24 @@ def probe_batch_size(fits: Callable[[int], None], limit: int, start: int = 1) ->
     return best
 
 
-def probe_throughput(seconds: Callable[[int], float], limit: int, start: int = 8, gain: float = 0.1) -> int:
+def probe_throughput(
+    seconds: Callable[[int], float],
+    limit: int,
+    start: int = 8,
+    gain: float = 0.1,
+    flat: bool = False,
+    room: Callable[[int], bool] | None = None,
+    flat_gain: float = 0.25,
+) -> int:
     """The batch size past which examples per second stop growing: doubling from `start` (at most
-    `limit`) while the time per example, seconds(b) / b, falls by more than `gain`. An out-of-memory
-    error ends the doubling; the answer is the last size that ran (`start` if none did: the caller's
-    out-of-memory handling, in_passes, takes it from there). Other errors propagate."""
+    `limit`) while the time per example, seconds(b) / b, falls by more than `gain`. flat: also while
+    it stays within `flat_gain` of the best seen (an attack that pays a fixed cost per iteration of
+    a batch, such as Square's bookkeeping, which this pass does not time, gains from any larger
+    batch that costs about the same per example; the margin is wide because one timing is noisy).
+    room(b): whether a pass of b examples fits in memory (CpuRoom), asked before each doubling. An
+    out-of-memory error ends the doubling; the answer is the last size that ran (`start` if none
+    did: the caller's out-of-memory handling, in_passes, takes it from there). Other errors
+    propagate."""
     best, best_per = 0, float("inf")
     b = max(1, min(start, limit))
     while True:
@@ -72,14 +85,85 @@ def probe_throughput(seconds: Callable[[int], float], limit: int, start: int = 8
             if not is_oom(err):
                 raise
             break
-        if best and per > best_per * (1 - gain):
+        if best and per > best_per * (1 - gain) and not (flat and per <= best_per * (1 + flat_gain)):
             break
-        best, best_per = b, per
-        if b >= limit:
+        best, best_per = b, min(per, best_per)
+        nxt = min(b * 2, limit)
+        if b >= limit or (room is not None and not room(nxt)):
             break
-        b = min(b * 2, limit)
+        b = nxt
     free_memory()
     return best or max(1, min(start, limit))
+
+
+class CpuRoom:
+    """On CPU, whether a larger pass fits in memory, from the passes measured so far.
+
+    Why: a CPU has no out-of-memory error to stop a probe (the kernel's OOM killer ends the
+    process), so the probe asks before it doubles. `measure(fn)` wraps a pass and records how far
+    the process's peak resident memory rose above what it held before the pass; a pass of b
+    examples is taken to need that rise times b / (the measured pass's examples), and fits if that,
+    added to what the process holds, stays within `share` of what it holds plus what the machine
+    has available. A heuristic: the peak is the process's peak so far (an earlier, higher peak
+    makes the rise look larger), and memory the allocator kept from a smaller pass is counted as
+    held. Where the numbers cannot be read (not Linux), every size fits as before.
+    """
+
+    def __init__(self, share: float = 0.5):
+        self.share, self.rise, self.size = share, None, 0
+
+    def measure(self, fn: Callable[[int], Any]) -> Callable[[int], Any]:
+        def run(b: int):
+            before = _rss()
+            out = fn(b)
+            peak = _peak_rss()
+            if before is not None and peak is not None and b >= self.size:
+                # the first pass at a size raises memory, repeats reuse what the allocator kept: the largest rise
+                rise = max(0, peak - before)
+                self.rise = rise if b > self.size or self.rise is None else max(self.rise, rise)
+                self.size = b
+            return out
+
+        return run
+
+    def __call__(self, b: int) -> bool:
+        held, free = _rss(), _available()
+        if self.rise is None or held is None or free is None or not self.size:
+            return True
+        return held + self.rise * b / self.size <= self.share * (held + free)
+
+
+def _rss() -> int | None:
+    """This process's resident memory in bytes (Linux), else None."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _peak_rss() -> int | None:
+    """This process's peak resident memory in bytes so far (Linux reports KiB), else None."""
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (ImportError, OSError, ValueError):
+        return None
+
+
+def _available() -> int | None:
+    """The machine's available memory in bytes (Linux /proc/meminfo), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 _PROBED: dict = {}
