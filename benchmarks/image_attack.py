@@ -14,7 +14,7 @@ Measured in one run, on one model (default: the demo prompt-tuned VQA checkpoint
 (b) our wall time divided by the floor: the forward+backward and forward-only example
     passes our engine actually performed, times the measured cost of one of each at the
     same batch size (target: <= 1.2; the rest is bookkeeping, I/O and batch shrinkage);
-(c) the default attack batch (probed: `--attack-batch auto`) against attacking one stored
+(c) the default attack batch (`--attack-batch auto`; on CPU a PGD run keeps the stored batch) against attacking one stored
     batch at a time (`--attack-batch` = the batch size, the engine before attack batches):
     the one-batch time divided by the default's (target: >= 1, no slower).
 
@@ -190,7 +190,7 @@ def main(argv=None) -> dict:
     print(f"(b) our wall time / floor = {t_ours:.1f} s / {floor:.1f} s = {t_ours / floor:.2f} (target <= 1.2)")
     same = single.summary.sort_values("eps")["robust"].round(6).tolist() == s["robust"].round(6).tolist()
     print(
-        f"(c) one stored batch at a time {t_single:.1f} s / default attack batch (probed: "
+        f"(c) one stored batch at a time {t_single:.1f} s / default attack batch (auto: "
         f"{st.get('attack_batch', args.batch_size)}) {t_ours:.1f} s = {t_single / t_ours:.2f}x (target >= 1); "
         f"robust accuracy {'the same' if same else 'DIFFERENT'}"
     )

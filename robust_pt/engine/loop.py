@@ -214,7 +214,8 @@ def window_size(ctx: Ctx, prep: Prepared, work: Batches, store: RunStore, main: 
     """Examples attacked together: the stored batch where an outcome depends on its batch mates
     (Bound.poolable), else --attack-batch N, or auto: the one this run chose at its first sitting
     (run.json's attack_batch), or probed (memory.probe_throughput from the stored batch up; never
-    less than a batch) and kept in run.json. Smaller than a batch: passes of that size."""
+    less than a batch; on CPU only for an iteration-bound method, else the stored batch) and kept
+    in run.json. Smaller than a batch: passes of that size."""
     bs = work.size
     if not getattr(ctx.bound, "poolable", False):
         if isinstance(prep.attack_batch, int) and prep.attack_batch != bs and main:
@@ -229,7 +230,12 @@ def window_size(ctx: Ctx, prep: Prepared, work: Batches, store: RunStore, main: 
         return stored
     left = sum(min(bs, work.n - s) for _, s in work.mine)
     flat = _iteration_bound(prep)
-    size = bs if left <= bs else max(bs, _probed(ctx, prep, min(_probe_limit(ctx, flat), left), bs, flat))
+    if left <= bs or (ctx.device.type == "cpu" and not flat):
+        # on CPU a gradient pass stops gaining past a few dozen examples: the probe cost the demo's
+        # PGD and FGSM runs 20 s (176 s against 156 s) and chose the stored batch anyway
+        size = bs
+    else:
+        size = max(bs, _probed(ctx, prep, min(_probe_limit(ctx, flat), left), bs, flat))
     store.set_status(attack_batch=size)
     return size
 
