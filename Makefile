@@ -1,7 +1,7 @@
 # robust-pt developer tasks.
 #
 #   make setup        create .venv, install robust-pt (editable, [dev]) with the tested pins in
-#                     constraints.txt, torchattacks (--no-deps), and the offline NLTK data (robust-pt setup).
+#                     constraints.txt, torchattacks and ART (--no-deps), and the offline NLTK data (robust-pt setup).
 #                     Idempotent: re-runs only what changed (a few seconds when nothing did).
 #   make test         setup, then ruff (lint + format check, rules in pyproject.toml) and the test suite, offline
 #   make test-wheel   the pip user's path (tests/test_wheel.py): the built wheel in a fresh venv outside the
@@ -33,6 +33,9 @@ PYTEST_ARGS ?=
 # Not a dependency in pyproject.toml: its metadata pulls torchvision and an old requests
 # that break the environment. Nothing in it imports torchvision.
 TORCHATTACKS := torchattacks==3.5.1
+# Test-only: IBM ART's randomized smoothing, the reference tests/test_certify.py checks our certificates against
+# (pure Python; its dependencies are already here, and --no-deps keeps pip from touching them).
+ART := adversarial-robustness-toolbox==1.20.1
 
 # What constraints.txt pins (besides the comments at its top).
 PINNED := torch transformers tokenizers huggingface-hub textattack foolbox peft safetensors \
@@ -50,9 +53,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The slow part (pip) runs only when the venv is new or the packaging files changed.
-$(STAMP): pyproject.toml setup.py constraints.txt | $(BIN)/python
+$(STAMP): pyproject.toml setup.py constraints.txt Makefile | $(BIN)/python
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	$(PIP) install -q --no-deps $(TORCHATTACKS)
+	$(PIP) install -q --no-deps $(ART)
 	@touch $@
 
 test: setup

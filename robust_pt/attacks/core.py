@@ -4,6 +4,7 @@ Why: the engine must run any kind of attack (image, embedding, text, joint, and 
 transfer from a surrogate or natural corruptions) without knowing which. A threat model
 declares
 
+* `zero_eps`: eps 0 is a level of its own (certification: radius 0), not refused;
 * `needs`: what it needs from the victim: "vl" (a vision-language model), "text" (a
   question to rewrite), "embeddings", "logits" (logits over candidate answers);
 * `nested`: whether its eps sets are nested (an adversarial found at eps1 lies inside
@@ -145,6 +146,7 @@ class ThreatModel:
     # presets of a registered (not built-in) kind: the methods it runs and the eps units it takes
     methods: tuple[str, ...] = ()
     eps_units: tuple[str, ...] = ("pixel",)
+    zero_eps = False  # eps 0 is a level of its own (certification: radius 0), not refused
 
     def check_spec(self, spec) -> None:
         """Validate a preset of this kind (built-in kinds are checked by presets.check_spec)."""
@@ -178,6 +180,7 @@ BUILTIN = {
     "joint": "robust_pt.attacks.threats:JOINT",
     "corruption": "robust_pt.attacks.corruptions:CORRUPTION",
     "text-corruption": "robust_pt.attacks.text.corruptions:TEXT_CORRUPTION",
+    "certify": "robust_pt.attacks.certify:CERTIFY",
 }
 #: A torch-free copy of what the built-in threat models declare where they differ from ThreatModel's defaults
 #: (each class sets its own): reports derive the declarations of runs written before run.json held them without
@@ -189,6 +192,7 @@ BUILTIN_DECLARES: dict[str, dict] = {
     "joint": {"perturbs": "image+text", "image_only": False},
     "corruption": {"nested": False, "access": "corruption"},
     "text-corruption": {"nested": False, "access": "corruption", "perturbs": "text", "image_only": False},
+    "certify": {"access": "certified"},
 }
 DECLARED = ("nested", "access", "perturbs", "image_only", "huge")
 _registered: dict[str, ThreatModel] = {}

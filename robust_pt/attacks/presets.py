@@ -226,16 +226,18 @@ def _threat_of(kind: str):
 
 
 def validate_eps(spec: AttackSpec, eps: Iterable[float]) -> list[float]:
-    """Sorted, de-duplicated eps list; AttackError for eps <= 0 or (L-inf pixels) eps > 1, and what the
-    threat model of any other kind refuses (corruption: severities 1-5)."""
+    """Sorted, de-duplicated eps list; AttackError for eps <= 0 (0 where the threat model declares
+    `zero_eps`) or (L-inf pixels) eps > 1, and what the threat model of any other kind refuses
+    (corruption: severities 1-5; certification: negative radii)."""
     vals = sorted(set(float(e) for e in eps))
     if not vals:
         raise AttackError(f"no eps given for attack {spec.name} and its preset has no default; pass --eps")
     threat = _threat_of(spec.kind) if spec.kind not in KINDS else None
     if threat is not None:
         threat.check_eps(spec, vals)
+    zero_ok = bool(getattr(threat, "zero_eps", False))  # certification: radius 0 is the smoothed accuracy
     for e in vals:
-        if e <= 0:
+        if e < 0 or (e == 0 and not zero_ok):
             raise AttackError(f"eps must be > 0, got {e:g}")
         if spec.kind == "text" and e > 1:
             raise AttackError(
@@ -345,6 +347,8 @@ def check_spec(spec: AttackSpec) -> AttackSpec:
         threat.check_spec(spec)
         if (m := method_of(spec.kind, spec.method)) is not None:
             _check_params(spec, m)
+            if m.check is not None:
+                m.check(spec)  # the combinations this method refuses
         return _check_budgets(spec)
     known = tuple(dict.fromkeys(n for k in KINDS for n in _methods.names(k)))  # live: registered since import
     if spec.method not in known:

@@ -99,6 +99,14 @@ def attack_cmd(
     target_box: Optional[str] = typer.Option(
         None, "--target-box", help="Targeted attack (grounding): the box x0,y0,x1,y1 (pixels) to produce."
     ),
+    sigma: Optional[float] = typer.Option(
+        None, "--sigma", help="Randomized smoothing (--attack smoothing): the noise scale sigma."
+    ),
+    settings: Optional[list[str]] = typer.Option(
+        None,
+        "--set",
+        help="Any setting of the attack's method, KEY=VALUE (repeatable): --set n=1000 --set alpha=0.001.",
+    ),
     crafted: Optional[Path] = typer.Option(
         None,
         "--crafted",
@@ -124,6 +132,8 @@ def attack_cmd(
             "embeddings": str(embeddings.expanduser().resolve()) if embeddings else None,
             "mlm": str(mlm.expanduser().resolve()) if mlm else None,
             "target": _one_target(target, target_text, target_box),
+            "sigma": sigma,
+            **_settings(settings or []),
         }
         req = EvalRequest(
             model,
@@ -166,6 +176,17 @@ def attack_cmd(
     )
     print_summary(run.summary, title=f"{first['model']} on {first['task']}: {first['attack']}{how}")
     typer.echo(f"run directory: {run.path}")
+
+
+def _settings(items: list[str]) -> dict:
+    """--set KEY=VALUE ... as overrides (typed and checked against the method's parameters when read)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE (a setting of the attack's method), got {item!r}")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
 
 
 def _with_default_dirs(req):
