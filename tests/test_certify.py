@@ -162,3 +162,19 @@ def test_smoothing_refuses_generation_tasks(task):
 def test_python_refusals():
     with pytest.raises(AttackError, match="L2"):
         build("smoothing", norm="linf")
+
+
+def test_the_noise_batch_is_how_fast_not_what(engine_run, tmp_path):
+    """`batch` (noisy copies per pass) is out of the run fingerprint: a run resumes under another one."""
+    run, (net, x, y, kw) = engine_run
+
+    def stop(b: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # killed after its first stored batch
+        rpt.evaluate(net, (x, y), batch_size=4, out=tmp_path / "run", batch=400, on_batch=stop, **kw)
+    again = rpt.evaluate(net, (x, y), batch_size=4, out=tmp_path / "run", batch=7, **kw)  # resumes, adds the rest
+    assert again.stats["batches_run"] == 1 and len(again.records) == len(run.records)
+    cols = ["index", "eps", "correct", "top_count"]
+    a = run.records[cols].sort_values(["index", "eps"]).reset_index(drop=True)
+    assert a.equals(again.records[cols].sort_values(["index", "eps"]).reset_index(drop=True))

@@ -32,10 +32,12 @@ def setting(
     max: float | None = None,  # noqa: A002
     choices: tuple[str, ...] | None = None,
     path: bool = False,
+    speed: bool = False,
 ) -> Any:
     """A parameter field with its default and what fits: `min` <= v, `above` < v, v <= `max`,
-    v in `choices`; `path`: a file or folder, resolved to an absolute path ("" means none)."""
-    meta = {"min": min, "above": above, "max": max, "choices": choices, "path": path}
+    v in `choices`; `path`: a file or folder, resolved to an absolute path ("" means none);
+    `speed`: it changes how fast, not what (out of the run fingerprint, so a resumed run may change it)."""
+    meta = {"min": min, "above": above, "max": max, "choices": choices, "path": path, "speed": speed}
     return field(default=default, metadata={k: v for k, v in meta.items() if v is not None and v is not False})
 
 

@@ -179,8 +179,11 @@ def legacy_identity(spec: AttackSpec) -> dict:
     for key in TEXT_KEYS:
         if d[key] in ("", None):
             d.pop(key)
-    if spec.settings:
-        d["settings"] = dict(spec.settings)
+    method = _methods.get(spec.kind, spec.method)
+    speed = {f.name for f in fields(method.params_class) if f.metadata.get("speed")} if method else set()
+    settings = {k: v for k, v in spec.settings if k not in speed}  # params.setting(speed=True): not what, how fast
+    if settings:
+        d["settings"] = settings
     return d
 
 
