@@ -43,7 +43,7 @@ RECIPE_KEYS = {
 ATTACK_ENTRY_KEYS = frozenset({"attack", "eps", "tag", "examples", "nproc", "tasks", "surrogate", "tuning"})
 _TRAIN_FIELDS = ("steps", "batch_size", "lr", "train_size", "eval_size")
 #: Keys of every tuning entry; each method adds its own options (tuning/registry.py, tuning_keys).
-TUNING_ENTRY_KEYS = frozenset({"method", "name", "tasks", "base", "adversarial", *_TRAIN_FIELDS})
+TUNING_ENTRY_KEYS = frozenset({"method", "name", "tasks", "base", "adversarial", "noise_sigma", *_TRAIN_FIELDS})
 #: Keys of a tuning entry's `adversarial:` mapping (tuning/adversarial.py AdversarialConfig; the CLI's --adv-*).
 ADVERSARIAL_KEYS = ("attack", "eps", "steps", "step_size", "loss", "beta", "ratio")
 
@@ -62,6 +62,7 @@ class TuningEntry:
     tasks: tuple[str, ...] | None = None  # the recipe's tasks it is tuned on (default: all)
     adversarial: Any = None  # an AdversarialConfig: tuned on the engine's attacks (tuning/adversarial.py)
     base: str | None = None  # the base it is tuned from, where not the recipe's (built-in bases)
+    noise_sigma: float | None = None  # tuned on x + N(0, sigma^2) (tuning/noise.py), for randomized smoothing
 
     def base_of(self, recipe_base: str) -> str:
         return self.base or recipe_base
@@ -171,11 +172,12 @@ def _adversarial(value):
 
 
 def _tuning_entry(where: str, entry: dict, seed: int, hf: Path | None = None):
-    """(tuning config, train config, adversarial config) of one tuning entry: a TuningConfig and a TrainConfig,
-    or on a Hugging Face base (`hf`, its directory) an HFTrainConfig (method, options and schedule) and None;
-    unknown keys, bad values and a method that cannot tune that base: one line."""
+    """(tuning config, train config, adversarial config, noise sigma) of one tuning entry: a TuningConfig and a
+    TrainConfig, or on a Hugging Face base (`hf`, its directory) an HFTrainConfig (method, options and schedule)
+    and None; unknown keys, bad values and a method that cannot tune that base: one line."""
     from .tuning import registry
     from .tuning.config import TrainConfig, TuningConfig
+    from .tuning.noise import check_sigma
 
     find = registry.hf_method if hf else registry.builtin_method
     try:
@@ -200,13 +202,15 @@ def _tuning_entry(where: str, entry: dict, seed: int, hf: Path | None = None):
             except ValueError:
                 raise ConfigError(f"lr must be a number, got {sched['lr']!r}") from None
         adv = _adversarial(entry.get("adversarial"))
+        noise = check_sigma(entry.get("noise_sigma"), adv, "noise_sigma")
         if hf:
             from .models.loading import architecture_of
             from .tuning.hf_train import HFTrainConfig, check_method
 
             check_method(spec.name, architecture_of(Path(hf)), hf)  # before any entry trains
-            return HFTrainConfig(method=spec.name, seed=seed, options=hyper, adversarial=adv, **sched), None, adv
-        return TuningConfig(spec.name, **hyper), TrainConfig(seed=seed, **sched), adv
+            cfg = HFTrainConfig(method=spec.name, seed=seed, options=hyper, adversarial=adv, noise_sigma=noise, **sched)
+            return cfg, None, adv, noise
+        return TuningConfig(spec.name, **hyper), TrainConfig(seed=seed, **sched), adv, noise
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
 
@@ -389,10 +393,10 @@ def _tuning_entries(where: str, raw: dict, path: Path, hf_base: Path | None, sub
                 )
             )
             continue
-        tc, train, adv = _tuning_entry(f"{where}: tuning[{i}]", entry, int(raw.get("seed", 0)), hf_base)
+        tc, train, adv, noise = _tuning_entry(f"{where}: tuning[{i}]", entry, int(raw.get("seed", 0)), hf_base)
         name = entry.get("name", tc.method)
         own_base = _own_base(f"{where}: tuning[{i}] ({name})", entry, hf_base, path)
-        t = TuningEntry(name, tc, train, subset(f"tuning[{i}] ({name})", entry.get("tasks")), adv, own_base)
+        t = TuningEntry(name, tc, train, subset(f"tuning[{i}] ({name})", entry.get("tasks")), adv, own_base, noise)
         _check_adversarial(f"{where}: tuning[{i}] ({name})", t, probes, raw["tasks"])
         tunings.append(t)
     return tunings
@@ -589,6 +593,7 @@ def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
         edited = want is not None and (
             tuning != want
             or model_meta.get("adversarial") != t.adversarial_record()
+            or model_meta.get("noise_sigma") != t.noise_sigma
             or not _schedule_kept(model_meta, t, r, task)
         )
         stale = meta.get("status") != "complete" or edited
@@ -674,6 +679,7 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
         "batch_size": r.batch_size,
         "tuning": None if t.tuning is None else t.tuning.relevant(),
         "adversarial": t.adversarial_record(),
+        "noise_sigma": t.noise_sigma,
     }
     task_cfg = cfg.get("task") or {}
     have = {
@@ -685,6 +691,7 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
         "batch_size": cfg.get("batch_size"),
         "tuning": (meta.get("model_meta") or {}).get("tuning"),
         "adversarial": (meta.get("model_meta") or {}).get("adversarial"),
+        "noise_sigma": (meta.get("model_meta") or {}).get("noise_sigma"),
     }
     if t.tuning is None:  # an untuned base: the one its entry names now (how it was pretrained, a side file's tuning)
         if r.hf_base:

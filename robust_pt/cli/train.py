@@ -187,6 +187,15 @@ def _train_signature():
         opt("threads", int, typer.Option(2)),
         opt("overwrite", bool, typer.Option(False, help="Replace a different checkpoint in --out.")),
         opt("device", str, typer.Option("auto", help="Hugging Face bases: auto, cpu, cuda or cuda:N.")),
+        opt(
+            "noise_sigma",
+            Optional[float],
+            typer.Option(
+                None,
+                help="Train on x + N(0, sigma^2) (Gaussian data augmentation, for randomized smoothing: "
+                "--attack smoothing --sigma at the same value); every method, not with --adversarial.",
+            ),
+        ),
         *_adv_params(),
     ]
     return inspect.Signature(params)
@@ -235,11 +244,13 @@ def _train(
     from ..tuning import registry
     from ..tuning.config import TrainConfig, TuningConfig
     from ..tuning.hf_train import is_hf_dir
+    from ..tuning.noise import check_sigma
     from ..tuning.train import tune
 
     try:
         require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
         adversarial = adversarial_config(options)
+        noise_sigma = check_sigma(options.pop("noise_sigma", None), adversarial)
     except RobustPTError as err:
         fail(err)
 
@@ -261,7 +272,12 @@ def _train(
         try:
             spec = registry.hf_method(method)
             cfg = HFTrainConfig(
-                method=method, **schedule, device=device, options=own(spec.hf.options), adversarial=adversarial
+                method=method,
+                **schedule,
+                device=device,
+                options=own(spec.hf.options),
+                adversarial=adversarial,
+                noise_sigma=noise_sigma,
             )
             meta = train_hf(base, task, cfg, out, overwrite=overwrite)
         except RobustPTError as err:
@@ -271,7 +287,10 @@ def _train(
     try:
         spec = registry.builtin_method(method)
         tcfg = TuningConfig(method, **own(spec.option_names))
-        meta = tune(base, task, tcfg, TrainConfig(**schedule), out, overwrite=overwrite, adversarial=adversarial)
+        meta = tune(
+            base, task, tcfg, TrainConfig(**schedule), out, overwrite=overwrite, adversarial=adversarial,
+            noise_sigma=noise_sigma,
+        )  # fmt: skip
     except RobustPTError as err:
         fail(err)
     _print_metrics({str(out): meta})

@@ -111,6 +111,7 @@ _MODEL_META = (
     "adversarial",  # adversarially tuned: the settings (tuning/adversarial.py)
     "tuned_from",  # the built-in base it was tuned from, as given (builtin:base-small-robust, ...)
     "base_adversarial",  # that base's own adversarial settings (a robust base)
+    "noise_sigma",  # tuned on noisy inputs (tuning/noise.py): its sigma
     "train_seconds",
 )
 

@@ -101,7 +101,7 @@ class RunData:
     source: str | None = None  # transfer runs: the surrogate(s) crafted on ("finetune", "finetune+prompt")
     attack_base: str = ""  # the label before settings are added (attack_labels): "pgd", "pgd from pretrain"
     declares: dict = field(default_factory=dict)  # what the run declares (attacks/declarations.py)
-    adversarial: str = ""  # how its checkpoint was adversarially tuned ("adversarial 4/255"), "" for clean tuning
+    adversarial: str = ""  # how its checkpoint was tuned beyond clean: "adversarial 4/255", "noise 0.25"; "" if clean
     robust_base: bool = False  # tuned from an adversarially pretrained base (model_meta.base_adversarial)
 
     @property
@@ -371,7 +371,8 @@ def training_variant(meta: dict) -> tuple[str, bool]:
     """(adversarial label, robust base) of a run: what run.json's model_meta declares about how the checkpoint
     was trained (engine/prepare.py copies it from the checkpoint's meta), never guessed from a model's or a
     directory's name. The label is tuning/adversarial.py's ("adversarial 4/255"); a record it cannot read still
-    says the checkpoint was trained adversarially ("adversarial")."""
+    says the checkpoint was trained adversarially ("adversarial"). A checkpoint tuned on noisy inputs
+    (tuning/noise.py) is the variant "noise 0.25" in the same place."""
     from ..tuning.adversarial import label
 
     mm = meta.get("model_meta")
@@ -384,6 +385,11 @@ def training_variant(meta: dict) -> tuple[str, bool]:
             name = label(adv) or "adversarial"
         except (KeyError, TypeError, ValueError):
             name = "adversarial"
+    sigma = mm.get("noise_sigma")
+    if not name and isinstance(sigma, (int, float)) and sigma > 0:  # Gaussian data augmentation (tuning/noise.py)
+        from ..tuning.noise import label as noise_label
+
+        name = noise_label(float(sigma))
     base = mm.get("base_adversarial")
     return name, bool(isinstance(base, dict) and base)
 

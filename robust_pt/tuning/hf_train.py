@@ -83,9 +83,13 @@ class HFTrainConfig:
     device: str = "auto"
     options: Any = None  # None: the method's defaults
     adversarial: Any = None  # an AdversarialConfig (tuning/adversarial.py): tune on the engine's attacks
+    noise_sigma: float | None = None  # Gaussian data augmentation (tuning/noise.py)
 
     def __post_init__(self):
+        from .noise import check_sigma
+
         spec = registry.hf_method(self.method)
+        object.__setattr__(self, "noise_sigma", check_sigma(self.noise_sigma, self.adversarial))
         for name in ("steps", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -116,6 +120,7 @@ class HFTrainConfig:
             **self.method_options(),
             **{k: getattr(self, k) for k in _SCHEDULE_TAIL},
             **({"adversarial": self.adversarial.record()} if self.adversarial is not None else {}),
+            **({"noise_sigma": self.noise_sigma} if self.noise_sigma else {}),
         }
 
     def relevant(self) -> dict:
@@ -196,8 +201,9 @@ def _tunable(arch: str, cfg: HFTrainConfig, net):
     return pm, pm
 
 
-def _loss(model, arch: str, task, batch, answerable, inner=None, step: int = 0) -> torch.Tensor | None:
-    """The batch's training loss (on its adversarial inputs with `inner`, tuning/adversarial.py)."""
+def _loss(model, arch: str, task, batch, answerable, inner=None, step: int = 0, noise=(None, 0)):
+    """The batch's training loss (on its adversarial inputs with `inner`, tuning/adversarial.py; on noisy
+    ones with noise = (sigma, seed), tuning/noise.py), or None."""
     from ..models.predict import images_of
     from ..tasks.kinds import kind_of
     from .adversarial import adversarial_loss
@@ -216,7 +222,9 @@ def _loss(model, arch: str, task, batch, answerable, inner=None, step: int = 0) 
         def loss(e):
             return model.sequence_loss_from_embeds(e, targets).mean()
 
-    images = images_of(batch, model.device)
+    from .noise import noisy
+
+    images = noisy(images_of(batch, model.device), noise[0], noise[1], step)
     return adversarial_loss(model, task, inner, batch, images, [ex.text for ex in batch], loss, step)
 
 
@@ -327,7 +335,7 @@ def _fit(model, arch: str, task, cfg: HFTrainConfig, answerable, lr: float) -> l
                 order, pos = rng.permutation(n), 0
             batch = [task[int(i)] for i in order[pos : pos + bs]]
             pos += bs
-            loss = _loss(model, arch, task, batch, answerable, inner, step)
+            loss = _loss(model, arch, task, batch, answerable, inner, step, (cfg.noise_sigma, cfg.seed))
             if loss is not None:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -411,6 +419,7 @@ def _meta(cfg: HFTrainConfig, out: Path, identity: dict, task_name: str, train_t
         "identity": identity,
         "tuning": cfg.relevant(),
         **({"adversarial": cfg.adversarial.record()} if cfg.adversarial is not None else {}),
+        **({"noise_sigma": cfg.noise_sigma} if cfg.noise_sigma else {}),
         "lr": run["lr"],
         "train": cfg.record(),
         "clean_metrics": run["metrics"],

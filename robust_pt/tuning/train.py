@@ -51,10 +51,12 @@ def _fit(
     save_every: int = 0,
     on_checkpoint=None,
     adversarial=None,
+    noise_sigma: float | None = None,
 ) -> list[float]:
     """Optimise the trainable parameters of `model` on `task` (on adversarial inputs with `adversarial`, an
-    AdversarialConfig); returns the loss curve."""
+    AdversarialConfig; on noisy ones with `noise_sigma`, tuning/noise.py); returns the loss curve."""
     from .adversarial import InnerAttack, adversarial_loss
+    from .noise import noisy
 
     torch.manual_seed(tc.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -79,7 +81,7 @@ def _fit(
                 task,
                 inner,
                 batch,
-                images_of(batch, dev),
+                noisy(images_of(batch, dev), noise_sigma, tc.seed, step),
                 [ex.text for ex in batch],
                 lambda e: model.sequence_loss_from_embeds(e, targets).mean(),
                 step,
@@ -209,14 +211,19 @@ def tune(
     log=print,
     replace_stale: bool = False,
     adversarial=None,
+    noise_sigma: float | None = None,
 ) -> dict:
     """Tune a base checkpoint on a downstream task with one method; save and evaluate it.
 
     replace_stale: `out` is a cache entry; one made from another base or config is retrained.
-    adversarial: an AdversarialConfig (tuning/adversarial.py): tune on the engine's attacks."""
+    adversarial: an AdversarialConfig (tuning/adversarial.py): tune on the engine's attacks.
+    noise_sigma: tune on x + N(0, sigma^2) (tuning/noise.py), for randomized smoothing."""
     from ..tasks import load_task
     from ..tasks.named import training_mix
     from .adversarial import check_task
+    from .noise import check_sigma
+
+    noise_sigma = check_sigma(noise_sigma, adversarial)
 
     require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
     torch.set_num_threads(tc.threads)
@@ -235,6 +242,7 @@ def tune(
         "tuning": tcfg.relevant(),
         "train": asdict(tc),
         **({"adversarial": adversarial.record()} if adversarial is not None else {}),
+        **({"noise_sigma": noise_sigma} if noise_sigma else {}),
     }
     # one builder per checkpoint directory: a second (another recipe sharing this zoo entry)
     # waits, then finds the finished checkpoint and reuses it; it never reads a half-written one
@@ -273,8 +281,12 @@ def _tune_locked(
     counts = parameter_counts(model)
     t0 = time.time()
     lr = tc.lr or tcfg.spec.lr
-    label = f"{tcfg.method}{' ' + adversarial.label() if adversarial else ''} {task_name}"
-    losses = _fit(model, train_task, tc, lr, label, log, adversarial=adversarial)
+    from .noise import label as noise_label
+
+    sigma = identity.get("noise_sigma")  # Gaussian data augmentation (tuning/noise.py)
+    how = adversarial.label() if adversarial else noise_label(sigma)
+    label = f"{tcfg.method}{' ' + how if how else ''} {task_name}"
+    losses = _fit(model, train_task, tc, lr, label, log, adversarial=adversarial, noise_sigma=sigma)
     test = load_task(task_name, split="test", seed=tc.seed, limit=tc.eval_size, size=size)
     metrics = evaluate_clean(model, test)
     meta = {
@@ -285,6 +297,7 @@ def _tune_locked(
         "answers": test.answers,
         "tuning": tcfg.relevant(),
         **({"adversarial": identity["adversarial"]} if adversarial is not None else {}),
+        **({"noise_sigma": sigma} if sigma else {}),
         "tuned_from": str(base),  # as given (builtin:NAME or a path); "base" is the delta's verified base
         **({"base_adversarial": base_adv} if (base_adv := model.meta.get("adversarial")) else {}),  # the base's
         "identity": identity,

@@ -50,7 +50,7 @@ def build_zoo(recipe, log=print, only: set | None = None) -> dict[tuple[str, str
         # `zoo:` directory is the user's, and a different checkpoint there is refused
         meta = tune(
             t.base_of(recipe.base), task, t.tuning, t.train, d, log=log, replace_stale=not recipe.zoo,
-            adversarial=t.adversarial,
+            adversarial=t.adversarial, noise_sigma=t.noise_sigma,
         )  # fmt: skip
         out[(task, t.name)] = (d, meta)
     return out
