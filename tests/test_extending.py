@@ -59,7 +59,7 @@ def test_a_registered_kind_validates_its_presets(tmp_path):
     unknown.write_text(PRESET.replace("kind: noise", "kind: fog"))
     with pytest.raises(
         AttackError,
-        match="unknown kind 'fog'; use one of image, embedding, text, joint, corruption, noise, text-corruption",
+        match="unknown kind .fog.; use one of image, embedding, text, joint, certify, corruption, noise, text-corruption",
     ):
         rpt.evaluate(None, None, attack=str(unknown))
 

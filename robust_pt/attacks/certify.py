@@ -19,8 +19,8 @@ not clipped to [0, 1]: as in the paper and ART, the base classifier sees x + e.
 
 The convention every robust-pt attack uses holds here too: an example the model gets wrong on
 the clean image counts as not robust and is not certified. Records carry the smoothed
-prediction, its certified radius, pA, the top class's count among the n copies and whether the
-example abstained. PREDICT (a binomial test between the two most frequent classes) is `predict`.
+prediction, its certified radius, pA, the top class's count among the n copies, whether the
+example abstained and whether the smoothed answer is right whatever its radius (top_correct). PREDICT (a binomial test between the two most frequent classes) is `predict`.
 """
 
 from __future__ import annotations
@@ -223,12 +223,12 @@ class _SmoothingBound(Bound):
             memo.update({examples[i].id: c for i, c in zip(todo, certs)})
         certs = [memo[ex.id] for ex in examples]
         preds = [c.top for c in certs]
-        scores = self.victim.scores(examples, index, preds)
-        scores = np.where([c.certified_at(eps) for c in certs], scores, 0.0)  # not certified here: not robust
+        raw = self.victim.scores(examples, index, preds)
+        scores = np.where([c.certified_at(eps) for c in certs], raw, 0.0)  # not certified here: not robust
         zeros = np.zeros(len(examples))
-        return Outcome(
-            preds, scores, zeros, zeros, zeros.astype(np.int64), p.n0 + p.n, extra=[c.fields() for c in certs]
-        )
+        # top_correct: the smoothed classifier's answer is right, whatever its radius (the report's average radius)
+        extra = [{**c.fields(), "top_correct": bool(v >= 0.5)} for c, v in zip(certs, raw)]
+        return Outcome(preds, scores, zeros, zeros, zeros.astype(np.int64), p.n0 + p.n, extra=extra)
 
 
 class Certify(ThreatModel):
@@ -237,7 +237,14 @@ class Certify(ThreatModel):
     name = "certify"
     needs = frozenset({"logits"})
     logits_reason = "needs logits over candidate answers (randomized smoothing certifies a classifier over them)"
-    record_fields = {"certified_radius": None, "p_lower": None, "top_count": None, "samples": None, "abstain": None}
+    record_fields = {
+        "certified_radius": None,
+        "p_lower": None,
+        "top_count": None,
+        "samples": None,
+        "abstain": None,
+        "top_correct": None,
+    }
     methods = ("smoothing",)
     eps_units = ("pixel",)
     zero_eps = True

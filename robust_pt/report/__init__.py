@@ -58,6 +58,7 @@ class Report:
     reference: str = REFERENCE  # the method every other method's gaps are against
     corruptions: Any = None  # pandas.DataFrame, corruption.COLUMNS: per corruption and mean over severities
     transfer: Any = None  # pandas.DataFrame, transfer.COLUMNS: the transfer matrix (None without transfer runs)
+    certified: Any = None  # pandas.DataFrame, certified.COLUMNS: per certification run (randomized smoothing)
 
     def to_dict(self) -> dict:
         from .document import as_plain
@@ -106,6 +107,7 @@ class Report:
                 "figures": {f"{k[0]}:{k[1]}": v for k, v in self.figures.items()},
                 **self._corruption_rows(),
                 **({"transfer": self.transfer.to_dict(orient="records")} if self._has_transfer() else {}),
+                **({"certified": self.certified.to_dict(orient="records")} if self._has_certified() else {}),
             }
         )
 
@@ -115,6 +117,9 @@ class Report:
 
     def _has_transfer(self) -> bool:
         return self.transfer is not None and len(self.transfer) > 0
+
+    def _has_certified(self) -> bool:
+        return self.certified is not None and len(self.certified) > 0
 
     def _corruption_rows(self) -> dict:
         """summary.json's "corruptions" (only in reports with corruption runs: the others stay as they were)."""
@@ -223,6 +228,7 @@ def build(
         columns=["check", "description", "task", "model", "method", "status", "detail"],
     )
     warnings = [w for r in data for w in r.warnings()]
+    from .certified import certified_frame
     from .corruption import corruption_frame
     from .transfer import transfer_frame
 
@@ -244,6 +250,7 @@ def build(
         reference=reference,
         corruptions=corruption_frame(data, reference, n_boot, seed),
         transfer=transfer_frame(data, summary),
+        certified=certified_frame(data, n_boot, seed),
     )
     if out is not None:
         write(rep, Path(out), figures=figures, gallery=gallery)
@@ -259,6 +266,7 @@ REPORT_FILES = (
     "summary.json",
     "transfer.csv",
     "corruptions.csv",
+    "certified.csv",
 )
 
 
@@ -306,6 +314,15 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
                     rep.transfer, task, attack, figdir / f"transfer_{_safe(task)}_{_safe(attack)}.png"
                 )
                 rep.figures[(MATRIX, f"{task}: {attack}")] = str(p.relative_to(out))
+        if rep._has_certified():
+            certified_attacks = set(rep.certified["attack"])
+            for task in dict.fromkeys(rep.certified["task"]):
+                d = s[s["attack"].isin(certified_attacks)]
+                axis = {r.attack: r.eps_axis for r in rep.runs}
+                p = plots.metric_vs_eps(
+                    d, task, figdir / f"certified_{_safe(task)}.png", axis, f"certified {d['metric'].iloc[0]} (%)"
+                )
+                rep.figures[("certified", task)] = str(p.relative_to(out))
         c = rep.corruptions
         if c is not None and len(c) and c["rce"].notna().any():
             p = plots.rce(c, figdir / "rce.png")
@@ -336,6 +353,9 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
     if rep.corruptions is not None and len(rep.corruptions):
         files["corruptions.csv"] = out / "corruptions.csv"
         rep.corruptions.to_csv(files["corruptions.csv"], index=False)
+    if rep._has_certified():
+        files["certified.csv"] = out / "certified.csv"
+        rep.certified.to_csv(files["certified.csv"], index=False)
     files["summary.tex"].write_text(latex.render(rep))
     files["summary.json"].write_text(json.dumps(rep.to_dict(), indent=1))
     files.update({f"figures/{Path(v).name}": out / v for v in rep.figures.values()})

@@ -416,6 +416,7 @@ def build_document(report) -> Document:
 
     _add_transfer(doc, report)
     _add_corruptions(doc, report)
+    _add_certified(doc, report)
     if key != "metric_vs_eps":
         _add_figures(
             doc,
@@ -544,6 +545,49 @@ def _add_corruptions(doc: Document, report) -> None:
         headers = ["Model", "Method", "Kind", "Corruption", "Severities", f"Clean {metric}",
                    f"Corrupted {metric} [95% CI]", f"rCE vs {ref} [95% CI]"]  # fmt: skip
         doc.add(Heading(3, f"{task}: corruptions"), Table(headers, rows, caption=f"{task}: natural corruptions"))
+
+
+def _add_certified(doc: Document, report) -> None:
+    """Certified robustness: per certification run the average certified radius, the abstention rate, the
+    certified accuracy at radius 0, and the certified accuracy vs radius figure per task."""
+    c = report.certified
+    if c is None or not len(c):
+        return
+    doc.add(Heading(2, "Certified robustness"))
+    doc.add(
+        Para(
+            "Randomized smoothing (Cohen et al. 2019): certified accuracy at radius r is the share of examples "
+            "whose smoothed classifier is right with a certified L2 radius of at least r (a lower bound no attack "
+            "can break; an example wrong on the clean image counts as not certified). ACR: the average certified "
+            "radius, 0 where the smoothed classifier is wrong or abstains, with its 95% bootstrap interval; "
+            "abstained: the share of clean-correct examples where CERTIFY abstained; the largest radius n "
+            "samples can certify is sigma Phi^-1(alpha^(1/n)). The certified accuracy at each radius, with its "
+            "interval and the gaps, is in each task's tables above.",
+            "note",
+        )
+    )
+    for task in dict.fromkeys(c["task"]):
+        d = c[c["task"] == task]
+        rows = [
+            [
+                r["model"],
+                who(r["method"], r["model"], r["variant"] or ""),
+                f"{r['sigma']:g}" if r["sigma"] == r["sigma"] and r["sigma"] is not None else "",
+                str(r["samples"]),
+                points(r["clean"]),
+                points(r["certified_at_0"]) if r["certified_at_0"] == r["certified_at_0"] else "",
+                f"{r['acr']:.3f} [{r['acr_lo']:.3f}, {r['acr_hi']:.3f}]",
+                points(r["abstain"]) if r["abstain"] == r["abstain"] else "",
+                f"{r['max_radius']:.3f}" if r["max_radius"] == r["max_radius"] else "",
+            ]
+            for _, r in d.iterrows()
+        ]
+        headers = ["Model", "Method", "sigma", "n", "Clean (%)", "Certified at 0 (%)", "ACR [95% CI]", "Abstained (%)",
+                   "Largest radius"]  # fmt: skip
+        doc.add(Heading(3, f"{task}: certified"), Table(headers, rows, caption=f"{task}: randomized smoothing"))
+        fig = report.figures.get(("certified", task))
+        if fig:
+            doc.add(Image(fig, f"{task}: certified accuracy vs radius", f"{task}: certified accuracy vs L2 radius"))
 
 
 def _add_transfer(doc: Document, report) -> None:

@@ -166,7 +166,9 @@ class RunData:
 
     @property
     def eps_axis(self) -> str:
-        """What a plot calls its eps axis: severities for a unit of severities, else eps."""
+        """What a plot calls its eps axis: severities for a unit of severities, the radius of a certification, else eps."""
+        if self.declares.get("access") == "certified":
+            return "certified L2 radius"
         return "severity (0: clean)" if self.eps_unit == "severity" else "eps"
 
     @property

@@ -190,16 +190,19 @@ def _widen_for_legend(fig, handles: list, fontsize: int = 9) -> None:
 
 
 def _eps_line(ax, dm, colour: str, label: str, style: dict, alpha: float) -> None:
-    """One (method, model): clean at eps = 0, then the robust metric per eps; the 95% CI shaded."""
-    x = np.concatenate([[0.0], dm["eps"].to_numpy(float)])
-    y = 100 * np.concatenate([[dm["clean"].iloc[0]], dm["robust"].to_numpy(float)])
-    lo = 100 * np.concatenate([[dm["clean_lo"].iloc[0]], dm["robust_lo"].to_numpy(float)])
-    hi = 100 * np.concatenate([[dm["clean_hi"].iloc[0]], dm["robust_hi"].to_numpy(float)])
+    """One (method, model): clean at eps = 0, then the robust metric per eps; the 95% CI shaded. A run whose
+    eps include 0 (a certification's radius 0) has its own value there, and the clean point is left out."""
+    own = bool(len(dm)) and float(dm["eps"].min()) == 0.0
+    first = [] if own else [0.0]
+    x = np.concatenate([first, dm["eps"].to_numpy(float)])
+    y = 100 * np.concatenate([[] if own else [dm["clean"].iloc[0]], dm["robust"].to_numpy(float)])
+    lo = 100 * np.concatenate([[] if own else [dm["clean_lo"].iloc[0]], dm["robust_lo"].to_numpy(float)])
+    hi = 100 * np.concatenate([[] if own else [dm["clean_hi"].iloc[0]], dm["robust_hi"].to_numpy(float)])
     ax.plot(x, y, ms=4, color=colour, label=label, **style)
     ax.fill_between(x, lo, hi, color=colour, alpha=alpha, linewidth=0)
 
 
-def _eps_axis(ax, da, title: str, axis: dict | None = None) -> None:
+def _eps_axis(ax, da, title: str, axis: dict | None = None, ylabel: str | None = None) -> None:
     ticks = sorted(set(da["eps"].round(12)))
     names = {round(e, 12): lab for e, lab in zip(da["eps"], da["eps_label"])}
     if ticks and ticks[0] > 0 and ticks[-1] / ticks[0] > 16:  # e.g. 1/255 ... 128/255: keep small eps apart
@@ -207,23 +210,25 @@ def _eps_axis(ax, da, title: str, axis: dict | None = None) -> None:
     top = float(np.nanmax(100 * da[["clean_hi", "robust_hi"]].to_numpy(float))) if len(da) else math.nan
     ax.set_ylim(0, max(5.0, 1.05 * top) if math.isfinite(top) else 100.0)
     if len(ticks) <= 8:
-        ax.set_xticks([0.0] + ticks)
-        ax.set_xticklabels(["0"] + [names[t] for t in ticks], rotation=30, fontsize=8)
+        rest = [t for t in ticks if t != 0]  # 0 is always there (clean, or a certification's radius 0)
+        ax.set_xticks([0.0] + rest)
+        ax.set_xticklabels(["0"] + [names[t] for t in rest], rotation=30, fontsize=8)
     ax.set_title(title, fontsize=10)
     names = {(axis or {}).get(a, "eps") for a in da["attack"]} if "attack" in da.columns else set()
     ax.set_xlabel(names.pop() if len(names) == 1 else "eps")
-    ax.set_ylabel(metric_axis(da["metric"].iloc[0] if len(da) else "metric"))
+    ax.set_ylabel(ylabel or metric_axis(da["metric"].iloc[0] if len(da) else "metric"))
     ax.grid(alpha=0.3)
 
 
-def metric_vs_eps(summary, task: str, path: Path, axis: dict | None = None) -> Path:
+def metric_vs_eps(summary, task: str, path: Path, axis: dict | None = None, ylabel: str | None = None) -> Path:
     """Robust metric (points) vs eps for one task, one panel per attack. Colours follow method_colours (as in
     the degradation bars); several models of one method differ by line style and marker; one legend.
-    `axis`: the x-axis title of each attack (RunData.eps_axis), "eps" where it does not say."""
-    return _save(metric_vs_eps_figure(summary, task, axis), path)
+    `axis`: the x-axis title of each attack (RunData.eps_axis), "eps" where it does not say; `ylabel`: the
+    y-axis title where not the metric's (certified accuracy)."""
+    return _save(metric_vs_eps_figure(summary, task, axis, ylabel), path)
 
 
-def metric_vs_eps_figure(summary, task: str, axis: dict | None = None):
+def metric_vs_eps_figure(summary, task: str, axis: dict | None = None, ylabel: str | None = None):
     """The figure of metric_vs_eps(), unsaved (tests read its lines)."""
     d = summary[summary["task"] == task]
     attacks = list(dict.fromkeys(d["attack"]))
@@ -243,7 +248,7 @@ def metric_vs_eps_figure(summary, task: str, axis: dict | None = None):
             dm = da[(da["method"] == key[0]) & (da["model"] == key[1])].sort_values("eps")
             if len(dm):
                 _eps_line(ax, dm, colours[series(*key)], labels[key], styles[key], 0.15 / per[series(*key)])
-        _eps_axis(ax, da, f"{task}: {attack}", axis)
+        _eps_axis(ax, da, f"{task}: {attack}", axis, ylabel)
         for h in ax.get_lines():
             handles.setdefault(h.get_label(), h)
     order = [handles[labels[key]] for key in styles if labels[key] in handles]

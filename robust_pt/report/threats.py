@@ -8,8 +8,9 @@ WHITE_BOX = "white-box and query attacks on the model itself"
 FROM_BASE = "transferred from the public base"
 FROM_SIBLING = "transferred from a tuned sibling"
 CORRUPTIONS = "natural corruptions"
+CERTIFIED = "certified by randomized smoothing (a lower bound: no attack can do better)"
 #: the order of the verdict's sentences
-THREATS = (WHITE_BOX, FROM_BASE, FROM_SIBLING, CORRUPTIONS)
+THREATS = (WHITE_BOX, FROM_BASE, FROM_SIBLING, CORRUPTIONS, CERTIFIED)
 #: the method label of the public base (the pretrained, untuned checkpoint tuning/train.py writes): as
 #: REFERENCE names the reference method, this names the source the transfer threat is measured from
 PUBLIC_BASE = "pretrain"

@@ -10,7 +10,8 @@ from attack names:
 * transferred from the public base: crafted on the untuned base only (every surrogate's method
   is the pretrained base) and judged on models that are not among the surrogates;
 * transferred from a tuned sibling: crafted on other tuned models (or an ensemble with them);
-* corruptions: natural corruptions (corruption.corruption_runs), not attacks at all.
+* corruptions: natural corruptions (corruption.corruption_runs), not attacks at all;
+* certified: randomized smoothing (certified.is_certified), a lower bound rather than an attack.
 
 A cell where the reference (or the method compared with it) is itself among the surrogates is
 a white-box attack on that model set against a transfer attack on the other: it says nothing
@@ -30,7 +31,7 @@ from collections import Counter
 from . import stats
 from .load import REFERENCE, RunData, method_rank, normalise_method, variant_rank
 from .tables import VARIANT, method_label, reference_name
-from .threats import CORRUPTIONS, FROM_BASE, FROM_SIBLING, PUBLIC_BASE, THREATS, WHITE_BOX
+from .threats import CERTIFIED, CORRUPTIONS, FROM_BASE, FROM_SIBLING, PUBLIC_BASE, THREATS, WHITE_BOX
 
 
 def _methods(gaps) -> list[tuple[str, str]]:
@@ -83,10 +84,13 @@ def _among_surrogates(run: RunData) -> bool:
 def threat(run: RunData, ref: RunData | None) -> str | None:
     """The threat one comparison (run against the reference run `ref`) measures; None where one of the two
     models was among the surrogates while the other was not (a white-box attack against a transfer one)."""
+    from .certified import is_certified
     from .corruption import corruption_runs
 
     if corruption_runs([run]):
         return CORRUPTIONS
+    if is_certified(run):
+        return CERTIFIED
     if not run.source:
         return WHITE_BOX
     if _among_surrogates(run) or (ref is not None and _among_surrogates(ref)):
