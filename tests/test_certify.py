@@ -4,6 +4,8 @@ independence, agreement with IBM ART, and the refusals."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,18 @@ def test_the_noise_batch_is_how_fast_not_what(engine_run, tmp_path):
     cols = ["index", "eps", "correct", "top_count"]
     a = run.records[cols].sort_values(["index", "eps"]).reset_index(drop=True)
     assert a.equals(again.records[cols].sort_values(["index", "eps"]).reset_index(drop=True))
+
+
+def test_the_command_line_certifies_and_its_report_has_the_figure(tmp_path):
+    run, rep = tmp_path / "run", tmp_path / "report"
+    r = invoke("attack", "--model", "builtin:base-small", "--task", "shapes-vqa", "--attack", "smoothing",
+               "--eps", "0,0.25,0.5", "--sigma", "0.25", "--set", "n=40", "--set", "n0=10", "--limit", "6",
+               "--out", run)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines() if '"eps"' in line]
+    assert {rec["eps"] for rec in records} == {0.0, 0.25, 0.5}
+    assert all(rec["samples"] == 40 for rec in records if rec["attacked"])
+    r = invoke("report", str(run), "--out", rep, "--gallery", "0")
+    assert r.exit_code == 0, r.output
+    assert (rep / "figures" / "certified_shapes-vqa.png").exists() and (rep / "certified.csv").exists()
+    assert "## Certified robustness" in (rep / "report.md").read_text()
