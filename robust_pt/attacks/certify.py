@@ -21,22 +21,27 @@ The convention every robust-pt attack uses holds here too: an example the model 
 the clean image counts as not robust and is not certified. Records carry the smoothed
 prediction, its certified radius, pA, the top class's count among the n copies, whether the
 example abstained and whether the smoothed answer is right whatever its radius (top_correct). PREDICT (a binomial test between the two most frequent classes) is `predict`.
+
+This module imports torch only when it certifies, so presets and recipes naming `smoothing` are
+checked without it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import AttackError
 from . import methods
 from .core import Bound, Outcome, ThreatModel
 from .params import setting
 from .seeds import derive_seed
+
+if TYPE_CHECKING:  # torch is imported where it certifies (module docstring)
+    import torch
 
 BLOCK = 100  # noisy copies of one example drawn from one seed (the unit of batch independence)
 
@@ -124,6 +129,8 @@ def class_counts(
 ) -> torch.Tensor:
     """(m, K) counts of the base classifier's predictions on `num` noisy copies x0[i] + N(0, sigma^2 I) of
     each example; logits_of(images, rows) -> (len(rows), K). Copies go `batch` to a forward pass."""
+    import torch
+
     m = x0.shape[0]
     counts: torch.Tensor | None = None  # (m, K), once the first pass says K
     buf_x: list[torch.Tensor] = []

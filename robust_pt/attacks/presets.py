@@ -213,7 +213,15 @@ def keys_of(m) -> tuple[str, ...]:
 
 
 def option_names() -> tuple[str, ...]:
-    """Every key an override or a recipe attack entry may set for some method."""
+    """Every key an override or a recipe attack entry may set for some method (the built-in kinds beyond
+    KINDS register theirs when imported: certification's sigma, n0, n; none of them imports torch)."""
+    import importlib
+
+    from .core import BUILTIN
+
+    for kind, where in BUILTIN.items():
+        if kind not in KINDS:
+            importlib.import_module(where.split(":")[0])
     return tuple(k for k in COMMON_KEYS if k not in DEFINING) + _methods.setting_names()
 
 

@@ -502,8 +502,10 @@ LABEL_FREE = ("eps", "description", "path")
 
 
 def attack_settings(spec: dict) -> dict:
-    """The settings that make an attack what it is: its spec without the eps grid and the prose."""
-    return {k: v for k, v in spec.items() if k not in LABEL_FREE}
+    """The settings that make an attack what it is: its spec without the eps grid and the prose, a method's
+    own settings (`settings`) side by side with the others (labels read "smoothing[sigma=0.25]")."""
+    own = spec.get("settings") if isinstance(spec.get("settings"), dict) else {}
+    return {**{k: v for k, v in spec.items() if k not in LABEL_FREE and k != "settings"}, **own}
 
 
 def _same(a, b) -> bool:
