@@ -29,7 +29,7 @@ checked without it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -64,7 +64,7 @@ ALPHA = 0.001  # the paper's
 def params(spec) -> SmoothingParams:
     """The smoothing parameters of a preset, alpha defaulted."""
     p = methods.get("certify", "smoothing").params(spec)
-    return p if p.alpha is not None else SmoothingParams(p.sigma, p.n0, p.n, ALPHA, p.batch)
+    return p if p.alpha is not None else replace(p, alpha=ALPHA)
 
 
 def _check(spec) -> None:
@@ -162,6 +162,10 @@ def class_counts(
     return counts
 
 
+#: what a certification record adds (None where the example was not certified: wrong on the clean image)
+RECORD_FIELDS = ("certified_radius", "p_lower", "top_count", "samples", "abstain", "top_correct")
+
+
 @dataclass
 class Certificate:
     """One example's CERTIFY: its top class, pA, the top class's count of n, its radius (None: abstained)."""
@@ -180,13 +184,8 @@ class Certificate:
         return self.radius is not None and self.radius >= r
 
     def fields(self) -> dict:
-        return {
-            "certified_radius": self.radius,
-            "p_lower": self.p_lower,
-            "top_count": self.top_count,
-            "samples": self.n,
-            "abstain": self.abstain,
-        }
+        """Its record fields (RECORD_FIELDS but top_correct, which the victim judges)."""
+        return dict(zip(RECORD_FIELDS, (self.radius, self.p_lower, self.top_count, self.n, self.abstain)))
 
 
 def certify(logits_of, x0: torch.Tensor, seeds: Sequence[int], p: SmoothingParams) -> list[Certificate]:
@@ -233,8 +232,9 @@ class _SmoothingBound(Bound):
         raw = self.victim.scores(examples, index, preds)
         scores = np.where([c.certified_at(eps) for c in certs], raw, 0.0)  # not certified here: not robust
         zeros = np.zeros(len(examples))
-        # top_correct: the smoothed classifier's answer is right, whatever its radius (the report's average radius)
-        extra = [{**c.fields(), "top_correct": bool(v >= 0.5)} for c, v in zip(certs, raw)]
+        # top_correct: the victim's verdict on the smoothed answer, whatever its radius (the report's average radius)
+        right = self.victim.clean_correct(raw)
+        extra = [{**c.fields(), "top_correct": ok} for c, ok in zip(certs, right)]
         return Outcome(preds, scores, zeros, zeros, zeros.astype(np.int64), p.n0 + p.n, extra=extra)
 
 
@@ -244,14 +244,7 @@ class Certify(ThreatModel):
     name = "certify"
     needs = frozenset({"logits"})
     logits_reason = "needs logits over candidate answers (randomized smoothing certifies a classifier over them)"
-    record_fields = {
-        "certified_radius": None,
-        "p_lower": None,
-        "top_count": None,
-        "samples": None,
-        "abstain": None,
-        "top_correct": None,
-    }
+    record_fields = dict.fromkeys(RECORD_FIELDS)
     methods = ("smoothing",)
     eps_units = ("pixel",)
     zero_eps = True

@@ -244,13 +244,12 @@ def _train(
     from ..tuning import registry
     from ..tuning.config import TrainConfig, TuningConfig
     from ..tuning.hf_train import is_hf_dir
-    from ..tuning.noise import check_sigma
     from ..tuning.train import tune
 
+    noise_sigma = options.pop("noise_sigma", None)  # checked where it is used: tune() and HFTrainConfig
     try:
         require_writable_dir(out, "checkpoint directory")  # before the base is read or trained
         adversarial = adversarial_config(options)
-        noise_sigma = check_sigma(options.pop("noise_sigma", None), adversarial)
     except RobustPTError as err:
         fail(err)
 

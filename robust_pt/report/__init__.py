@@ -296,8 +296,8 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
         for old in figdir.glob("*.png"):
             old.unlink()
         s = rep.summary
+        axis = {r.attack: r.eps_axis for r in rep.runs}
         for task in dict.fromkeys(s["task"]):
-            axis = {r.attack: r.eps_axis for r in rep.runs}
             p = plots.metric_vs_eps(s, task, figdir / f"metric-vs-eps_{_safe(task)}.png", axis)
             rep.figures[("metric_vs_eps", task)] = str(p.relative_to(out))
         transferred = {r.attack for r in rep.runs if r.source}  # drawn as transfer heatmaps instead
@@ -315,12 +315,11 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
                 )
                 rep.figures[(MATRIX, f"{task}: {attack}")] = str(p.relative_to(out))
         if rep._has_certified():
-            certified_attacks = set(rep.certified["attack"])
+            d = s[s["attack"].isin(set(rep.certified["attack"]))]
             for task in dict.fromkeys(rep.certified["task"]):
-                d = s[s["attack"].isin(certified_attacks)]
-                axis = {r.attack: r.eps_axis for r in rep.runs}
+                metric = d[d["task"] == task]["metric"].iloc[0]
                 p = plots.metric_vs_eps(
-                    d, task, figdir / f"certified_{_safe(task)}.png", axis, f"certified {d['metric'].iloc[0]} (%)"
+                    d, task, figdir / f"certified_{_safe(task)}.png", axis, f"certified {metric} (%)"
                 )
                 rep.figures[("certified", task)] = str(p.relative_to(out))
         c = rep.corruptions
