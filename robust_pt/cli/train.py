@@ -88,6 +88,15 @@ def _pretrain_signature():
             opt("out", Path, typer.Option(..., help="Output checkpoint directory.")),
             opt("preset", str, typer.Option("small", help="Model size: tiny or small.")),
             opt(
+                "arch",
+                str,
+                typer.Option(
+                    "ofa",
+                    help="ofa: the miniature OFA on the multi-task mix; clip: the miniature CLIP, contrastively "
+                    "on ShapesWorld image-caption pairs (builtin:clip-small).",
+                ),
+            ),
+            opt(
                 "init",
                 Optional[str],
                 typer.Option(None, help="Continue from this pretrained base (e.g. builtin:base-small; its size)."),
@@ -104,23 +113,33 @@ def _pretrain_signature():
     )
 
 
-def _pretrain(out, preset, init, steps, batch_size, lr, seed, threads, eval_size, overwrite, **adv):
+def _pretrain(out, preset, arch, init, steps, batch_size, lr, seed, threads, eval_size, overwrite, **adv):
+    from ..errors import ConfigError
     from ..outputs import require_writable_dir
+    from ..tuning.clip_pretrain import pretrain_clip
     from ..tuning.config import TrainConfig
     from ..tuning.train import pretrain as run_pretrain
 
     try:
+        if arch not in ("ofa", "clip"):
+            raise ConfigError(f"unknown --arch {arch!r}; choose ofa or clip")
         require_writable_dir(out, "checkpoint directory")
         adversarial = adversarial_config(adv)
-        meta = run_pretrain(
-            out,
-            preset,
-            TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads),
-            overwrite=overwrite,
-            eval_size=eval_size,
-            init=init,
-            adversarial=adversarial,
-        )
+        if arch == "clip" and (init is not None or adversarial is not None):
+            raise ConfigError("--arch clip pretrains from scratch; --init and --adversarial are for --arch ofa")
+        if arch == "clip":
+            tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
+            meta = pretrain_clip(out, preset, tc, overwrite=overwrite, eval_size=eval_size)
+        else:
+            meta = run_pretrain(
+                out,
+                preset,
+                TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads),
+                overwrite=overwrite,
+                eval_size=eval_size,
+                init=init,
+                adversarial=adversarial,
+            )
     except RobustPTError as err:
         fail(err)
     _print_metrics(

@@ -28,6 +28,7 @@ from ..models.base import VLModel
 from ..models.predict import images_of
 from ..runtime.devices import module_device as _device
 from ..tasks.base import Example, Task
+from ..tasks.kinds import refusal
 from .request import EvalRequest, surrogate_list
 
 # ----------------------------------------------------------------------------- what a run attacks with
@@ -225,7 +226,8 @@ def _named_task(model: VLModel, task: str, trained, split: str, limit: int | Non
 
     if named.lookup(task) is None:
         load_task(task, split=split, limit=1)  # raises the one-line "unknown task" error
-    if trained and task != trained:
+    source = named.lookup(task)
+    if trained and task != trained and not (source is not None and _other_classes(source.kind, trained)):
         raise TaskError(
             f"model {model.display_name} was tuned on {trained}, not {task}; attack it on "
             f"--task {trained} or pass a checkpoint tuned on {task}"
@@ -238,7 +240,7 @@ def _named_task(model: VLModel, task: str, trained, split: str, limit: int | Non
 def _given_task(model: VLModel, t: Task, trained, limit: int | None) -> Task:
     if t.image_size != model.image_size and t.at_size is not None:  # loaded without a size: the model's
         t = t.at_size(model.image_size, getattr(model, "resize_mode", None))
-    if trained and t.name != trained:
+    if trained and t.name != trained and not _other_classes(t.kind, trained):
         raise TaskError(
             f"model {model.display_name} was tuned on {trained}, not {t.name}; attack it on "
             f"{trained} or pass a checkpoint tuned on {t.name}"
@@ -248,13 +250,20 @@ def _given_task(model: VLModel, t: Task, trained, limit: int | None) -> Task:
     return t
 
 
+def _other_classes(kind: str, trained: str) -> bool:
+    """A model tuned on one task of an open-class kind may be evaluated on another of that kind (zero-shot to
+    new classes: base-to-novel)."""
+    from ..tasks import named
+    from ..tasks.kinds import get
+
+    source = named.lookup(trained)
+    return get(kind).open_classes and source is not None and source.kind == kind
+
+
 def _check_served(model: VLModel, t: Task) -> None:
-    kinds = getattr(model, "task_kinds", None)  # Hugging Face models say which task kinds they serve
-    if kinds is not None and t.kind not in kinds:
-        raise TaskError(
-            f"{getattr(model, 'architecture', None) or model.display_name} cannot serve the {t.kind} task "
-            f"{t.name}; it serves {', '.join(kinds)} tasks"
-        )
+    why = refusal(model, t)  # the kinds a model serves, and what a task's kind needs of a model
+    if why is not None:
+        raise TaskError(why)
     if t.image_size != model.image_size:
         raise TaskError(
             f"task {t.name} has {t.image_size}px images but the model expects {model.image_size}px; "

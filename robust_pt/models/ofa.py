@@ -56,7 +56,7 @@ class OFAConfig:
         d = asdict(self)
         d["vocab"] = list(self.vocab)
         d["stem_channels"] = list(self.stem_channels)
-        d["architecture"] = "mini-ofa"
+        d["architecture"] = MiniOFA.architecture
         return d
 
     @classmethod
@@ -187,6 +187,8 @@ def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
 class MiniOFA(VLModel):
     """The built-in unified encoder-decoder (see module docstring)."""
 
+    architecture = "mini-ofa"
+
     def __init__(self, cfg: OFAConfig, meta: dict | None = None):
         super().__init__()
         self.cfg = cfg
@@ -223,6 +225,13 @@ class MiniOFA(VLModel):
             # vectors drown the word identity and the model barely reads its question
             nn.init.normal_(emb.weight, std=0.02)
         self.prompt: nn.Module | None = None  # set by a tuning method (tuning/prompt.py): layer prefixes
+
+    def layer_groups(self) -> dict[str, list[nn.Module]]:
+        """Its transformer layers by tower (where tuning methods put their modules: APT's depth)."""
+        return {"encoder": list(self.encoder), "decoder": list(self.decoder)}
+
+    def all_layers(self) -> list[nn.Module]:
+        return [layer for group in self.layer_groups().values() for layer in group]
 
     # ---------------------------------------------------------------- embeddings
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..errors import TaskError
-from . import named
+from . import classify, named  # noqa: F401  (classify registers the zero-shot classification tasks)
 from .base import CAPTION, CLOSED, GROUND, MIXED, Example, Task
 from .shapes_tasks import VE_ANSWERS, VQA_ANSWERS, ShapesTask
 

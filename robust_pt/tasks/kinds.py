@@ -57,6 +57,11 @@ class TaskKind:
     gen_len: how many tokens a generative victim generates for an answer (a box: 5).
     target: what a targeted attack (attacks/targeted.py) aims at on it: "answer" (one of its candidate
       answers), "box" (a box x0,y0,x1,y1 in pixels), "text" (a text to generate), or None (no target).
+    needs: (model attribute, what it means) a model must have (true) to serve its tasks, e.g.
+      ("fills_class_prompts", "a dual encoder ..."): zero-shot classification needs a text encoder
+      that reads class names in prompts; None: every model.
+    open_classes: a model tuned on one of its tasks may be evaluated on another of them (new classes:
+      the zero-shot protocol), not only on the task it was tuned on.
     """
 
     name: str
@@ -71,6 +76,8 @@ class TaskKind:
     run_scorer: Callable[[Any], "RunScorer"] | None = None
     gen_len: int = 24
     target: str | None = None
+    needs: tuple[str, str] | None = None
+    open_classes: bool = False
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -83,6 +90,13 @@ class TaskKind:
             raise TaskError(f"task kind {self.name}: early stopping needs a binary verdict")
         if self.victim == "closed" and not self.candidates:
             raise TaskError(f"task kind {self.name}: a closed-answer victim needs candidates=True")
+
+    def refuses(self, model) -> str | None:
+        """Why `model` cannot serve this kind's tasks (one line), or None when it can."""
+        if self.needs is None or getattr(model, self.needs[0], False):
+            return None
+        arch = getattr(model, "architecture", None) or type(model).__name__
+        return f"{self.name} tasks need {self.needs[1]}; {arch} is not one"
 
     @property
     def binary(self) -> bool:
@@ -121,6 +135,16 @@ def get(name: str) -> TaskKind:
     if name not in _kinds:
         raise TaskError(f"unknown task kind {name!r}; registered kinds: {', '.join(_kinds)}")
     return _kinds[name]
+
+
+def refusal(model, task) -> str | None:
+    """Why `model` cannot serve `task` (one line), or None: the kinds the model says it serves (Hugging Face
+    families, the built-in CLIP), then what the task's kind needs of a model."""
+    kinds = getattr(model, "task_kinds", None)
+    if kinds is not None and task.kind not in kinds:
+        arch = getattr(model, "architecture", None) or model.display_name
+        return f"{arch} cannot serve the {task.kind} task {task.name}; it serves {', '.join(kinds)} tasks"
+    return kind_of(task).refuses(model)
 
 
 def names() -> tuple[str, ...]:

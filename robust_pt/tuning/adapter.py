@@ -21,14 +21,14 @@ class AdapterOptions:
 def add_adapters(model, r: int) -> None:
     from .layers import Bottleneck
 
-    for layer in list(model.encoder) + list(model.decoder):
+    for layer in model.all_layers():
         layer.adapter = Bottleneck(model.cfg.d_model, r)
 
 
 def apply(model, o: AdapterOptions) -> None:
     freeze(model)
     add_adapters(model, o.adapter_dim)
-    for layer in list(model.encoder) + list(model.decoder):
+    for layer in model.all_layers():
         for p in layer.adapter.parameters():
             p.requires_grad_(True)
 

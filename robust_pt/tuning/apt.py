@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from .methods import freeze
 from .registry import Factor, HFContext, OnHF, TuningMethod, register
 
-DEPTHS = ("encoder", "decoder", "both")
+DEPTHS = ("encoder", "decoder", "both", "image", "text")  # encoder/decoder: the OFA's; image/text: the CLIP's
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,16 @@ class APTOptions:
 
 
 def apply(model, o: APTOptions) -> None:
-    """Freeze the MiniOFA and give every self-attention of the chosen depth an APT module."""
+    """Freeze the model and give every self-attention of the chosen depth (a tower, or both) an APT module."""
     from .layers import ApproximatePrompt
 
+    groups = model.layer_groups()
+    if o.apt_depth != "both" and o.apt_depth not in groups:
+        raise ConfigError(
+            f"APT depth {o.apt_depth!r}: a {model.architecture} base has {', '.join(groups)} or both; pick one"
+        )
     freeze(model)
-    layers = (list(model.encoder) if o.apt_depth in ("encoder", "both") else []) + (
-        list(model.decoder) if o.apt_depth in ("decoder", "both") else []
-    )
+    layers = model.all_layers() if o.apt_depth == "both" else groups[o.apt_depth]
     for layer in layers:
         layer.self_attn.post = ApproximatePrompt(model.cfg.d_model, o.apt_prompts, o.apt_rank, o.apt_dropout)
         for p in layer.self_attn.post.parameters():

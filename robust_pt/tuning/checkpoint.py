@@ -219,7 +219,6 @@ def read_meta(path: str | Path) -> dict:
 
 def load(path: str | Path, _depth: int = 0):
     """Load a built-in checkpoint directory (tuned ones on top of their verified base)."""
-    from ..models.ofa import MiniOFA, OFAConfig
     from .config import TuningConfig
     from .methods import apply_method
 
@@ -241,7 +240,7 @@ def load(path: str | Path, _depth: int = 0):
     cfg_dict = _read_json(path / CONFIG)
     tensors = read_tensors(path / WEIGHTS)
     if "base" not in meta:
-        model = MiniOFA(OFAConfig.from_dict(cfg_dict), meta)
+        model = build_from_config(cfg_dict, meta, path / CONFIG)
         _load_state(model, tensors, path, strict=True)
     else:
         if _depth > 3:
@@ -274,6 +273,22 @@ def load(path: str | Path, _depth: int = 0):
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def build_from_config(cfg: dict, meta: dict, where: Path):
+    """A fresh built-in model of the architecture config.json names (mini-ofa when it names none)."""
+    from ..models.miniclip import ARCHITECTURE as CLIP
+    from ..models.miniclip import ClipConfig, MiniCLIP
+    from ..models.ofa import MiniOFA, OFAConfig
+
+    arch = cfg.get("architecture", MiniOFA.architecture)
+    if arch == CLIP:
+        return MiniCLIP(ClipConfig.from_dict(cfg), meta)
+    if arch != MiniOFA.architecture:
+        raise CheckpointError(
+            f"{where} names architecture {arch!r}; robust-pt's built-in models are {MiniOFA.architecture} and {CLIP}"
+        )
+    return MiniOFA(OFAConfig.from_dict(cfg), meta)
 
 
 def _load_state(model, tensors: dict, path: Path, strict: bool) -> None:

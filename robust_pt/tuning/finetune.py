@@ -5,11 +5,16 @@ trains the whole transformers model and saves it with save_pretrained (hf_train.
 
 from __future__ import annotations
 
+from .methods import freeze
 from .registry import REFERENCE, NoOptions, OnHF, TuningMethod, register
 
 
 def apply(model, options: NoOptions) -> None:
-    for p in model.parameters():
+    """Every weight; on a dual encoder (mini-clip) every weight of the image tower (TeCoA's finetuning)."""
+    image = getattr(model, "image_parameters", None)
+    if image is not None:
+        freeze(model)
+    for p in image() if image is not None else model.parameters():
         p.requires_grad_(True)
 
 

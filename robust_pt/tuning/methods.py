@@ -8,6 +8,8 @@ tensors are loaded (tuning/checkpoint.py).
 
 from __future__ import annotations
 
+from .registry import builtin_methods
+
 
 def freeze(model) -> None:
     """No parameter of `model` requires grad (a method then unfreezes its own)."""
@@ -15,8 +17,22 @@ def freeze(model) -> None:
         p.requires_grad_(False)
 
 
+def check_architecture(spec, model) -> None:
+    """One line when the method cannot tune this built-in architecture (CoOp on the OFA, OFA-PT on the CLIP)."""
+    from ..errors import ConfigError
+
+    arch = getattr(model, "architecture", "mini-ofa")
+    if arch not in spec.architectures:
+        fits = [m.name for m in builtin_methods() if arch in m.architectures]
+        raise ConfigError(
+            f"tuning method {spec.name} tunes {' and '.join(spec.architectures)} bases, not this {arch} base; "
+            f"on {arch} use one of {', '.join(fits)}"
+        )
+
+
 def apply_method(model, tcfg) -> None:
     """Mutate `model` in place so that exactly the method's parameters require grad (tcfg: TuningConfig)."""
+    check_architecture(tcfg.spec, model)
     tcfg.spec.apply(model, tcfg.options)
     model.meta["tuning"] = tcfg.relevant()
 

@@ -89,6 +89,7 @@ METHOD = register(
         factors=FACTORS,
         colour="#d62728",
         aliases=("pt", "prompt-tuning", "prompttuning"),
+        architectures=("mini-ofa",),
         help="OFA-PT deep prompt tuning: prefix keys/values in every layer, backbone frozen",
     )
 )

@@ -40,7 +40,18 @@ from typing import Any, Callable, Iterator
 from ..errors import ConfigError
 
 REFERENCE = "finetune"  # what every other method is compared against
-BUILTIN = ("finetune", "prompt", "adapter", "bitfit", "lora", "ia3", "apt")  # robust_pt/tuning/<name>.py, in this order
+BUILTIN = (
+    "finetune",
+    "prompt",
+    "adapter",
+    "bitfit",
+    "lora",
+    "ia3",
+    "apt",
+    "coop",
+    "vpt",
+    "maple",
+)  # robust_pt/tuning/<name>.py, in this order
 # names an option may not take: the training schedule, recipe-entry and CLI keys every method shares
 RESERVED = frozenset(
     {
@@ -149,6 +160,8 @@ class TuningMethod:
     colour: str | None = None  # fixed colour in every figure, and a fixed place (registration order) in every
     #                            table and figure after finetuning; None: an extra colour, after those, by name
     aliases: tuple[str, ...] = ()  # other spellings in run names written by other tools ("pt", "ft")
+    # the built-in architectures `apply` tunes (models/ofa.py's mini-ofa, models/miniclip.py's mini-clip)
+    architectures: tuple[str, ...] = ("mini-ofa", "mini-clip")
     help: str = ""  # one line for `robust-pt train --help`
 
     def __post_init__(self):
@@ -332,9 +345,13 @@ def hf_method(name: str) -> TuningMethod:
         raise ConfigError(
             f"unknown method {name!r} for a Hugging Face base; choose one of "
             f"{', '.join(x.name for x in hf_methods())}"
-            + (f" ({' and '.join(only)} are built-in-model methods)" if only else "")
+            + (f" ({_and(only)} are built-in-model methods)" if only else "")
         )
     return m
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def report_order() -> list[str]:

@@ -22,11 +22,12 @@ from ..models.predict import evaluate_clean, images_of, task_loss_embeds
 from ..outputs import require_writable_dir
 from ..runtime.locking import hold
 from ..runtime.progress import progress_bar
+from ..tasks.kinds import refusal
 from ..tasks.shapes_tasks import DOWNSTREAM  # noqa: F401  (re-exported: the tasks a pretrained base is scored on)
 from ..tasks.shapes_tasks import PRETRAIN_MIX as PRETRAIN_TASK
 from . import checkpoint as ckpt
 from .config import PRETRAIN_LR, TrainConfig, TuningConfig
-from .methods import apply_method, parameter_counts
+from .methods import apply_method, check_architecture, parameter_counts
 
 
 def _schedule(opt, steps: int, warmup: float):
@@ -38,6 +39,15 @@ def _schedule(opt, steps: int, warmup: float):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, steps - w))))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def _objective(model, task, batch):
+    """What a training step minimises on embeddings: the answer text's token loss, or, for a model that
+    scores rather than writes its answers (a dual encoder), the cross-entropy over the task's candidates."""
+    if getattr(model, "trains_on_answer_text", True):
+        targets = [ex.target for ex in batch]
+        return lambda e: model.sequence_loss_from_embeds(e, targets).mean()
+    return lambda e: task_loss_embeds(model, task, e, batch).mean()
 
 
 def _fit(
@@ -75,7 +85,6 @@ def _fit(
                 order, pos = rng.permutation(n), 0
             batch = [task[int(i)] for i in order[pos : pos + tc.batch_size]]
             pos += tc.batch_size
-            targets = [ex.target for ex in batch]
             loss = adversarial_loss(
                 model,
                 task,
@@ -83,7 +92,7 @@ def _fit(
                 batch,
                 noisy(images_of(batch, dev), noise_sigma, tc.seed, step),
                 [ex.text for ex in batch],
-                lambda e: model.sequence_loss_from_embeds(e, targets).mean(),
+                _objective(model, task, batch),
                 step,
             )
             opt.zero_grad(set_to_none=True)
@@ -234,6 +243,10 @@ def tune(
     model = ckpt.load(base_dir)  # validates the base before any work
     size = model.image_size
     train_task = load_task(task_name, split="train", seed=tc.seed, limit=tc.train_size, size=size)
+    why = refusal(model, train_task)
+    if why is not None:
+        raise TaskError(why)
+    check_architecture(tcfg.spec, model)
     check_task(adversarial, train_task)
     identity = {
         "kind": "tune",

@@ -32,6 +32,7 @@ from tests._cli import assert_one_line_error, invoke
 VOCAB = list(WORDS) + bin_tokens()
 BUILTIN = [m.name for m in registry.builtin_methods()]
 HF = [m.name for m in registry.hf_methods()]
+OFA = [m.name for m in registry.builtin_methods() if "mini-ofa" in m.architectures]
 FAST = ["--steps", 1, "--batch-size", 4, "--train-size", 8, "--eval-size", 4, "--threads", 1]
 
 
@@ -58,15 +59,16 @@ def _logits(model):
 
 
 def test_registry_lists_the_methods_in_report_order():
-    assert BUILTIN == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt"]
+    assert BUILTIN == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt", "coop", "vpt", "maple"]
     assert HF == ["finetune", "prompt", "lora", "ia3", "apt"]
-    assert registry.report_order() == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt"]
+    assert registry.report_order() == BUILTIN
+    assert OFA == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt"]
     assert registry.get("prompt").prompt_like and registry.get("apt").prompt_like
     assert not registry.get("lora").prompt_like
     assert not registry.get(registry.REFERENCE).delta and all(registry.get(m).delta for m in BUILTIN[1:])
 
 
-@pytest.mark.parametrize("method", BUILTIN)
+@pytest.mark.parametrize("method", OFA)
 def test_every_builtin_method_trains_a_step_and_round_trips(base, tmp_path, method):
     spec = registry.get(method)
     model = ckpt.load(base)
@@ -268,7 +270,7 @@ def test_toy_method_in_reports(toy, tmp_path):
     from tests.report.helpers import write_run
 
     assert METHOD_NAMES["toy"] == "the toy method" == method_name("toy") and plots.PALETTE["toy"] == "#000000"
-    assert registry.report_order()[-1] == "toy" and method_rank("toy") == 6 and method_rank("ia3") == 99
+    assert registry.report_order()[-1] == "toy" and method_rank("toy") == len(BUILTIN) and method_rank("ia3") == 99
     rng = np.random.default_rng(0)
     clean = [True] * 30
     paths = [
@@ -360,7 +362,7 @@ def test_unknown_methods_and_options_are_refused_with_one_line(base, tmp_path):
     with pytest.raises(
         ConfigError,
         match="unknown method 'bitfit' for a Hugging Face base; choose one of finetune, "
-        "prompt, lora, ia3, apt .adapter and bitfit are built-in-model methods.",
+        "prompt, lora, ia3, apt .adapter, bitfit, coop, vpt and maple are built-in-model methods.",
     ):
         HFTrainConfig(method="bitfit")
     from robust_pt.recipe import load_recipe

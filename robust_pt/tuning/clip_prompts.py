@@ -1,0 +1,85 @@
+"""The nn.Modules the CLIP prompt learners set as `MiniCLIP.prompter` (imported only when one is applied).
+
+Kept apart from the method modules (coop.py, vpt.py, maple.py), which the CLI and the
+reports import to learn the methods' names and options without loading torch. What a
+prompter may define, and where the model calls it, is in models/miniclip.py's docstring.
+
+* Context (CoOp, Zhou et al. 2022): n learned word vectors in place of the template, one
+  context shared by every class ("unified"), the class name at the end, the middle or the front.
+* VisualPrompts (VPT, Jia et al. 2022): P learned tokens after the image encoder's CLS;
+  shallow: given to the first layer only; deep: each layer gets its own.
+* Maple (Khattak et al. 2023): a CoOp context for the text encoder's first layer, deep text
+  prompts that replace it in the next layers up to `depth`, and in each of those layers visual
+  prompts that are a learned linear map of that layer's text prompts (the coupling).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _words(model, init: str, n: int) -> torch.Tensor:
+    """(n, d) start of a context: the embeddings of `init`'s words (n of them), else N(0, 0.02)."""
+    if init:
+        ids = torch.tensor(model.tok.encode(init), dtype=torch.long)
+        return model.embed_tokens.weight[ids].detach().clone()
+    return torch.randn(n, model.cfg.d_model) * 0.02
+
+
+class Context(nn.Module):
+    """CoOp's learned context: `context(batch)` gives (B, n[+1], d) with a hole where the class goes."""
+
+    def __init__(self, model, n: int, position: str, init: str):
+        super().__init__()
+        self.ctx = nn.Parameter(_words(model, init, n))
+        self.position = position
+
+    def context(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n, d = self.ctx.shape
+        hole = self.ctx.new_zeros(1, d)
+        cut = {"end": n, "middle": n // 2, "front": 0}[self.position]
+        seq = torch.cat([self.ctx[:cut], hole, self.ctx[cut:]]) if cut < n else self.ctx
+        mask = torch.ones(seq.shape[0], dtype=torch.bool, device=seq.device)
+        if cut < n:
+            mask[cut] = False
+        return seq.expand(batch, -1, -1), mask.expand(batch, -1)
+
+
+class VisualPrompts(nn.Module):
+    """VPT: `visual(batch)` gives each image layer's prompt tokens (B, P, d), or None where the last ones stay."""
+
+    def __init__(self, model, tokens: int, deep: bool):
+        super().__init__()
+        layers = len(model.image_layers)
+        self.prompts = nn.Parameter(torch.randn(layers if deep else 1, tokens, model.cfg.d_model) * 0.02)
+        self.layers = layers
+
+    def visual(self, batch: int) -> list:
+        out = [p.expand(batch, -1, -1) for p in self.prompts]
+        return out + [None] * (self.layers - len(out))
+
+
+class Maple(nn.Module):
+    """MaPLe's coupled prompts, in the first `depth` layers of both encoders."""
+
+    def __init__(self, model, n: int, depth: int, init: str):
+        super().__init__()
+        d = model.cfg.d_model
+        self.ctx = nn.Parameter(_words(model, init, n))  # the text encoder's first-layer prompts
+        self.deep = nn.Parameter(torch.randn(depth - 1, n, d) * 0.02)  # its layers 1 .. depth-1
+        self.couple = nn.ModuleList(nn.Linear(d, d) for _ in range(depth))  # text prompts -> visual prompts
+        self.image_layers, self.text_layers = len(model.image_layers), len(model.text_layers)
+
+    def context(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = torch.ones(self.ctx.shape[0], dtype=torch.bool, device=self.ctx.device)
+        return self.ctx.expand(batch, -1, -1), mask.expand(batch, -1)  # the class name goes at the end
+
+    def text(self, batch: int) -> list:
+        out = [None] + [p.expand(batch, -1, -1) for p in self.deep]
+        return out + [None] * (self.text_layers - len(out))
+
+    def visual(self, batch: int) -> list:
+        layers = [self.ctx, *self.deep]
+        out = [f(p).expand(batch, -1, -1) for f, p in zip(self.couple, layers)]
+        return out + [None] * (self.image_layers - len(out))

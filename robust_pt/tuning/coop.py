@@ -1,0 +1,64 @@
+"""CoOp, context optimisation (Zhou et al. 2022, arXiv 2109.01134): the prompt template becomes n learned
+word vectors, one context for every class (unified), the class name at the end, middle or front.
+
+Built-in dual encoder (mini-clip) only: the backbone is frozen and only the context trains and
+is saved (plus the base's hash); the module is tuning/clip_prompts.py's Context. It starts as
+the embeddings of --coop-init's words (CoOp's "a photo of a"; here the pretraining captions'
+"a picture of a"), or at random with --coop-init "". Learned on base classes, the same context
+reads any class name: evaluate it on novel classes (the base-to-novel protocol).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .methods import freeze
+from .registry import Factor, TuningMethod, register
+
+POSITIONS = ("end", "middle", "front")
+
+
+@dataclass(frozen=True)
+class CoopOptions:
+    coop_context: int = field(default=4, metadata={"help": "CoOp: learned context words n"})
+    coop_position: str = field(default="end", metadata={"help": "CoOp: where the class name goes: end, middle, front"})
+    coop_init: str = field(
+        default="a picture of a", metadata={"help": 'CoOp: words the context starts from ("": at random)'}
+    )
+
+    def __post_init__(self):
+        if isinstance(self.coop_context, bool) or not isinstance(self.coop_context, int) or self.coop_context <= 0:
+            raise ConfigError(f"coop context must be a positive integer, got {self.coop_context!r}")
+        if self.coop_position not in POSITIONS:
+            raise ConfigError(f"unknown coop position {self.coop_position!r}; choose one of {', '.join(POSITIONS)}")
+        words = self.coop_init.split()
+        if words and len(words) != self.coop_context:
+            raise ConfigError(
+                f"coop init {self.coop_init!r} has {len(words)} words but coop context is {self.coop_context}; "
+                f"give as many words as context vectors, or --coop-init ''"
+            )
+
+
+def apply(model, o: CoopOptions) -> None:
+    from .clip_prompts import Context
+
+    freeze(model)
+    model.prompter = Context(model, o.coop_context, o.coop_position, o.coop_init)
+    model.prompter.ctx.requires_grad_(True)
+
+
+METHOD = register(
+    TuningMethod(
+        "coop",
+        "CoOp",
+        CoopOptions,
+        apply=apply,
+        lr=2e-3,
+        prompt_like=True,
+        factors=(Factor("coop_context", "CoOp context length"),),
+        colour="#8c564b",
+        architectures=("mini-clip",),
+        help="CoOp: learned context words in place of the prompt template (dual encoders), backbone frozen",
+    )
+)

@@ -1,0 +1,53 @@
+"""VPT, visual prompt tuning (Jia et al. 2022, arXiv 2203.12119): learned tokens after the image encoder's
+CLS token, given to its first layer only (shallow) or a new set to every layer (deep).
+
+Built-in dual encoder (mini-clip) only; the backbone is frozen and only the prompt tokens
+train and are saved (tuning/clip_prompts.py's VisualPrompts). The text side is untouched,
+so a VPT model reads any class name through its hand-written template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .methods import freeze
+from .registry import Factor, TuningMethod, register
+
+DEPTHS = ("shallow", "deep")
+
+
+@dataclass(frozen=True)
+class VPTOptions:
+    vpt_tokens: int = field(default=8, metadata={"help": "VPT: prompt tokens per layer"})
+    vpt_depth: str = field(default="deep", metadata={"help": "VPT: shallow (first layer) or deep (every layer)"})
+
+    def __post_init__(self):
+        if isinstance(self.vpt_tokens, bool) or not isinstance(self.vpt_tokens, int) or self.vpt_tokens <= 0:
+            raise ConfigError(f"vpt tokens must be a positive integer, got {self.vpt_tokens!r}")
+        if self.vpt_depth not in DEPTHS:
+            raise ConfigError(f"unknown vpt depth {self.vpt_depth!r}; choose one of {', '.join(DEPTHS)}")
+
+
+def apply(model, o: VPTOptions) -> None:
+    from .clip_prompts import VisualPrompts
+
+    freeze(model)
+    model.prompter = VisualPrompts(model, o.vpt_tokens, o.vpt_depth == "deep")
+    model.prompter.prompts.requires_grad_(True)
+
+
+METHOD = register(
+    TuningMethod(
+        "vpt",
+        "VPT",
+        VPTOptions,
+        apply=apply,
+        lr=1e-2,
+        prompt_like=True,
+        factors=(Factor("vpt_tokens", "VPT prompt tokens"), Factor("vpt_depth", "VPT depth")),
+        colour="#e377c2",
+        architectures=("mini-clip",),
+        help="VPT: learned tokens in the image encoder (dual encoders), backbone frozen",
+    )
+)
