@@ -14,6 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
@@ -227,6 +228,8 @@ def _named_task(model: VLModel, task: str, trained, split: str, limit: int | Non
     if named.lookup(task) is None:
         load_task(task, split=split, limit=1)  # raises the one-line "unknown task" error
     source = named.lookup(task)
+    if source is not None:  # a model that cannot serve the task's kind at all says so first
+        _refuse(model, SimpleNamespace(name=task, kind=source.kind))
     if trained and task != trained and not (source is not None and _other_classes(source.kind, trained)):
         raise TaskError(
             f"model {model.display_name} was tuned on {trained}, not {task}; attack it on "
@@ -240,6 +243,7 @@ def _named_task(model: VLModel, task: str, trained, split: str, limit: int | Non
 def _given_task(model: VLModel, t: Task, trained, limit: int | None) -> Task:
     if t.image_size != model.image_size and t.at_size is not None:  # loaded without a size: the model's
         t = t.at_size(model.image_size, getattr(model, "resize_mode", None))
+    _refuse(model, t)
     if trained and t.name != trained and not _other_classes(t.kind, trained):
         raise TaskError(
             f"model {model.display_name} was tuned on {trained}, not {t.name}; attack it on "
@@ -260,10 +264,14 @@ def _other_classes(kind: str, trained: str) -> bool:
     return get(kind).open_classes and source is not None and source.kind == kind
 
 
-def _check_served(model: VLModel, t: Task) -> None:
+def _refuse(model: VLModel, t) -> None:
     why = refusal(model, t)  # the kinds a model serves, and what a task's kind needs of a model
     if why is not None:
         raise TaskError(why)
+
+
+def _check_served(model: VLModel, t: Task) -> None:
+    _refuse(model, t)
     if t.image_size != model.image_size:
         raise TaskError(
             f"task {t.name} has {t.image_size}px images but the model expects {model.image_size}px; "

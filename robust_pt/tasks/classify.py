@@ -110,7 +110,7 @@ class ShapesClassTask(Task):
         if not 0 <= i < self.num_examples:
             raise IndexError(f"example {i} out of range for {self.name}/{self.split} of {self.num_examples}")
         rng = np.random.default_rng([self.seed, self.split_code, self.task_code, i])
-        scene, name, refs = self._draw(rng)
+        scene, name, refs = self._draw(rng, i)
         return Example(
             id=f"{self.name}:{self.split}:{self.seed}:{i}",
             image=scene.image,
@@ -121,19 +121,17 @@ class ShapesClassTask(Task):
             qtype=self.source,
         )
 
-    def _draw(self, rng):
+    def _draw(self, rng, index: int):
         if self.source == "pairs":
             scene = generate_scene(rng, self.image_size)
             refs = captions(rng, scene)
             return scene, refs[0], refs
-        if self.source == "count":
-            scene = generate_scene(rng, self.image_size)
+        if self.source == "count":  # balanced: example i asks for i % 4 + 1 objects (a full scene may hold fewer)
+            scene = generate_scene(rng, self.image_size, n_objects=index % len(COUNT_CLASSES) + 1)
             return scene, COUNT_CLASSES[len(scene.objects) - 1], ()
-        while True:  # uniform over the class set: redraw scenes whose object is not in it
-            scene = generate_scene(rng, self.image_size, n_objects=1)
-            o = scene.objects[0]
-            if f"{o.colour} {o.shape}" in self.answers:
-                return scene, f"{o.colour} {o.shape}", ()
+        name = self.answers[index % len(self.answers)]  # balanced: example i shows class i % K
+        scene = generate_scene(rng, self.image_size, n_objects=1, first=tuple(name.split()))
+        return scene, name, ()
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[list[Example]]:
         for s in range(start, len(self), batch_size):

@@ -179,9 +179,14 @@ def _place(
 
 
 def generate_scene(
-    rng: np.random.Generator, size: int = 64, n_objects: int | None = None, min_objects: int = 1
+    rng: np.random.Generator,
+    size: int = 64,
+    n_objects: int | None = None,
+    min_objects: int = 1,
+    first: tuple[str, str] | None = None,
 ) -> Scene:
-    """Draw one scene from `rng`. n_objects: fixed count (1-4), else uniform in [min_objects, 4]."""
+    """Draw one scene from `rng`. n_objects: fixed count (1-4), else uniform in [min_objects, 4].
+    first: (colour, shape) of the first object (a class set's scene); the draws are the same either way."""
     if size < 16:
         raise ValueError(f"image size {size} is too small; use at least 16")
     if n_objects is None:
@@ -193,6 +198,8 @@ def generate_scene(
     for _ in range(n_objects):
         k_shape, k_colour, k_size = rng.integers(0, (len(SHAPES), len(COLOURS), len(SIZES))).tolist()
         shape, colour, size_name = SHAPES[k_shape], COLOURS[k_colour], SIZES[k_size]
+        if first is not None and not objects:
+            colour, shape = first
         centre = None
         for s_name in (size_name, "small") if size_name == "large" else (size_name,):
             radius = shape_radius(s_name, size)

@@ -1,0 +1,157 @@
+"""Zero-shot classification: the ShapesWorld class sets, what the kind asks of a model, base-to-novel
+evaluation, and the CLI path a user takes (train a learner on base classes, attack it on novel ones)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from robust_pt.attacks import build
+from robust_pt.attacks.image import run_image_attack
+from robust_pt.attacks.objectives import ClosedImage
+from robust_pt.errors import TaskError
+from robust_pt.models.predict import images_of
+from robust_pt.tasks import load_task
+from robust_pt.tasks.classify import BASE_CLASSES, NOVEL_CLASSES, OBJECT_CLASSES, check_classes, check_template
+from robust_pt.tasks.kinds import declarations
+from robust_pt.tasks.vocab import COLOURS, SHAPES
+from tests._cli import assert_one_line_error, invoke
+
+
+def test_base_and_novel_are_disjoint_halves_sharing_every_word():
+    assert set(BASE_CLASSES) | set(NOVEL_CLASSES) == set(OBJECT_CLASSES) and len(OBJECT_CLASSES) == 15
+    assert not set(BASE_CLASSES) & set(NOVEL_CLASSES) and (len(BASE_CLASSES), len(NOVEL_CLASSES)) == (8, 7)
+    for half in (BASE_CLASSES, NOVEL_CLASSES):
+        words = {w for name in half for w in name.split()}
+        assert set(COLOURS) | set(SHAPES) <= words
+
+
+@pytest.mark.parametrize("name", ["shapes-objects", "shapes-objects-base", "shapes-objects-novel", "shapes-counting"])
+def test_class_sets_label_what_the_scene_shows(name):
+    task = load_task(name, split="val", limit=120, size=48)
+    assert task.kind == "classify" and task.metric == "accuracy"
+    exs = [task[i] for i in range(len(task))]
+    assert all(task.answers[ex.label] == ex.target and "{}" in ex.text for ex in exs)
+    counts = Counter(ex.target for ex in exs)
+    assert set(counts) == set(task.answers) and max(counts.values()) <= min(counts.values()) + 2  # balanced
+    again = load_task(name, split="val", limit=3, size=48)
+    assert all(again[i].image.tobytes() == task[i].image.tobytes() for i in range(3))
+    decl = declarations(task)
+    assert decl["kind"] == "classify" and decl["candidates"] == len(task.answers) and decl["text_label"] == "Prompt"
+
+
+def test_object_scenes_hold_the_one_object_their_label_names():
+    task = load_task("shapes-objects-novel", split="test", limit=30, size=48)
+    import numpy as np
+
+    from robust_pt.tasks.shapes import COLOUR_RGB
+
+    for i in range(30):
+        ex = task[i]
+        colour = ex.target.split()[0]
+        rgb = np.array(COLOUR_RGB[colour])[:, None, None]
+        assert (np.abs(ex.image - rgb).max(0) < 0.2).sum() > 20  # the named colour is painted
+
+
+@pytest.mark.parametrize(
+    "names, needle",
+    [([], "empty"), (["red circle", ""], "empty"), (["red circle", "Red Circle"], "appears twice")],
+)
+def test_bad_class_lists_are_refused(names, needle):
+    with pytest.raises(TaskError, match=needle):
+        check_classes(names, "classnames.txt")
+
+
+def test_a_template_holds_one_slot():
+    assert check_template("a {}", "t") == "a {}"
+    for bad in ("a picture", "{} and {}"):
+        with pytest.raises(TaskError, match="exactly one"):
+            check_template(bad, "t")
+
+
+def test_pgd_on_the_dual_encoder_stays_in_its_ball():
+    from robust_pt.models.miniclip import build as build_clip
+    from robust_pt.tasks.vocab import WORDS
+
+    torch.manual_seed(0)
+    model = build_clip("tiny", vocab=WORDS).eval()
+    task = load_task("shapes-objects-base", split="val", limit=6, size=48)
+    exs = [task[i] for i in range(6)]
+    x, y = images_of(exs), torch.tensor([ex.label for ex in exs])
+    obj = ClosedImage(model, [ex.text for ex in exs], task.answers, y)
+    eps = 8 / 255
+    r = run_image_attack(build("pgd", steps=3).spec, obj, x, eps, seeds=list(range(6)), batch_seed=0)
+    assert float(r.adv.min()) >= 0 and float(r.adv.max()) <= 1
+    assert float((r.adv - x).abs().max()) <= eps + 1e-6
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    """A tiny CLIP base made by the CLI (a few contrastive steps: only the plumbing is tested)."""
+    out = tmp_path_factory.mktemp("clipcli") / "base"
+    r = invoke("pretrain", "--arch", "clip", "--preset", "tiny", "--steps", 4, "--batch-size", 16,
+               "--eval-size", 8, "--threads", 1, "--out", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["architecture"] == "mini-clip" and set(meta["clean_metrics"]) >= {"shapes-objects-novel"}
+    return out
+
+
+def test_train_on_base_classes_then_attack_novel_ones(clip_dir, tmp_path):
+    """The issue's two commands: a coop learner tuned on base classes is attacked on novel classes."""
+    ck, run = tmp_path / "coop", tmp_path / "run"
+    r = invoke("train", "--base", clip_dir, "--task", "shapes-objects-base", "--method", "coop", "--steps", 3,
+               "--batch-size", 8, "--eval-size", 16, "--threads", 1, "--out", ck)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    meta = json.loads((ck / "meta.json").read_text())
+    assert meta["method"] == "coop" and meta["answers"] == list(BASE_CLASSES) and meta["trainable_params"] == 4 * 64
+    r = invoke("attack", "--model", ck, "--task", "shapes-objects-novel", "--attack", "pgd", "--eps", "4/255",
+               "--limit", 8, "--out", run)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((run / "run.json").read_text())["config"]
+    assert cfg["task"]["name"] == "shapes-objects-novel" and cfg["task"]["kind"] == "classify"
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    assert len({r["id"] for r in records if "id" in r}) == 8
+    assert all(r["linf"] <= 4 / 255 + 1e-6 for r in records if "linf" in r)
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["train", "--base", "builtin:base-small", "--task", "shapes-objects-base", "--method", "lora"],
+         ["classify tasks need a dual encoder", "mini-ofa is not one"]),
+        (["attack", "--model", "builtin:base-small", "--task", "shapes-counting", "--attack", "pgd"],
+         ["classify tasks need a dual encoder"]),
+        (["train", "--base", "CLIP", "--task", "shapes-vqa", "--method", "coop"],
+         ["mini-clip cannot serve the closed task shapes-vqa"]),
+        (["train", "--base", "CLIP", "--task", "shapes-objects", "--method", "prompt"],
+         ["tuning method prompt tunes mini-ofa bases"]),
+        (["train", "--base", "CLIP", "--task", "shapes-objects", "--method", "coop", "--coop-init", "a picture"],
+         ["coop init 'a picture' has 2 words but coop context is 4"]),
+        (["pretrain", "--arch", "clip", "--init", "builtin:base-small"], ["--arch clip pretrains from scratch"]),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line(clip_dir, tmp_path, args, needles):
+    args = [clip_dir if a == "CLIP" else a for a in args]
+    assert_one_line_error(invoke(*args, "--out", tmp_path / "out"), *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_vqa_model_is_still_not_attacked_on_another_task(tiny_vqa_dir, tmp_path):
+    """Open classes are the classify kind's: a VQA model on VE is refused as before."""
+    r = invoke("attack", "--model", tiny_vqa_dir, "--task", "shapes-ve", "--attack", "pgd", "--out", tmp_path / "r")
+    assert_one_line_error(r, "was tuned on shapes-vqa, not shapes-ve")
+
+
+def test_the_kind_refuses_models_without_a_text_encoder_for_classes(tiny_vqa):
+    from robust_pt.tasks.kinds import refusal
+
+    task = load_task("shapes-objects", split="val", limit=2, size=tiny_vqa.image_size)
+    assert "need a dual encoder" in refusal(tiny_vqa, task)
+    with pytest.raises(TaskError, match="need a dual encoder"):
+        import robust_pt
+
+        robust_pt.evaluate(tiny_vqa, task=task, attack="fgsm", eps=[2 / 255])  # before its own task is asked
