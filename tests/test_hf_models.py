@@ -167,6 +167,25 @@ def test_wrappers_compute_what_transformers_computes(zoo, models):
         assert torch.allclose(ours, ref, atol=1e-4), (name, ours, ref)
 
 
+def test_clip_classifies_with_the_class_name_in_the_template(models, zoo):
+    """Zero-shot classification on a Hugging Face CLIP: the class name goes into the template's {} (on
+    embeddings, as an embedding attack sees it); the logits are CLIPModel's on the written-out texts."""
+    from transformers import AutoProcessor, CLIPModel
+
+    img = pil_image()
+    x = pixels(img)
+    proc = AutoProcessor.from_pretrained(zoo["clip"])
+    net = CLIPModel.from_pretrained(str(zoo["clip"])).eval()
+    names = ["red circle", "blue square", "yellow"]
+    for template in ("a photo of a {} here", "a photo of a {}"):
+        texts = [template.replace("{}", n) for n in names]
+        enc = proc(images=img, text=texts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            ref = net(**enc).logits_per_image
+            ours = models["clip"].candidate_logits(x, [template], names)
+        assert torch.allclose(ours, ref, atol=1e-4), (template, ours, ref)
+
+
 def test_generation_and_sequence_loss(models):
     x = torch.rand(2, 3, 32, 32)
     blip = models["blip"]

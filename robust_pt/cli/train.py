@@ -125,11 +125,11 @@ def _pretrain(out, preset, arch, init, steps, batch_size, lr, seed, threads, eva
             raise ConfigError(f"unknown --arch {arch!r}; choose ofa or clip")
         require_writable_dir(out, "checkpoint directory")
         adversarial = adversarial_config(adv)
-        if arch == "clip" and (init is not None or adversarial is not None):
-            raise ConfigError("--arch clip pretrains from scratch; --init and --adversarial are for --arch ofa")
         if arch == "clip":
             tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
-            meta = pretrain_clip(out, preset, tc, overwrite=overwrite, eval_size=eval_size)
+            meta = pretrain_clip(
+                out, preset, tc, overwrite=overwrite, eval_size=eval_size, init=init, adversarial=adversarial
+            )
         else:
             meta = run_pretrain(
                 out,

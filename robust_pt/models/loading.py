@@ -263,7 +263,7 @@ class HFFamily(ModelFamily):
     mode crop); `size_divisor`: the size is rounded down to the processor's size_divisor; `size_rule`:
     a function of the processor config and the model config that gives the size robust-pt pins
     a processor that would tile or vary the resolution to. What it supports (the module
-    docstring): task_kinds, label_head, prompt_tuning, attention_site, peft_targets."""
+    docstring): task_kinds, label_head, prompt_tuning, attention_site, class_prompts, peft_targets."""
 
     name: str
     architecture: str
@@ -279,6 +279,9 @@ class HFFamily(ModelFamily):
     label_head: bool = False  # answers with a classifier over config.id2label (its class grows it: `grow_head`)
     prompt_tuning: PromptTuning | None = None  # None: peft's prompt tuning would not prepend its tokens here
     attention_site: AttentionSite | None = None  # None: no place for a method that follows each attention
+    # a dual encoder that reads class names in prompt templates (classify tasks, CoOp): the attribute path of its
+    # text token embedding (where a learned context lives); None: not one
+    class_prompts: str | None = None
 
     @property
     def recognised_by(self) -> str:  # type: ignore[override]

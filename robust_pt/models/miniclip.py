@@ -39,10 +39,10 @@ from torch import nn
 
 from .base import Embeds, VLModel
 from .ofa import _MEAN, _STD, EncoderLayer, _conv, sincos_2d
+from .templates import fill, slots, split_template  # noqa: F401  (slots: re-exported)
 from .tokenizer import WordTokenizer
 
 ARCHITECTURE = "mini-clip"
-SLOT = "{}"  # where a template takes its class name
 
 
 @dataclass(frozen=True)
@@ -80,28 +80,6 @@ PRESETS = {
     "tiny": dict(image_size=48, d_model=64, n_heads=4, image_layers=2, text_layers=2, ffn=128, stem_channels=(16, 32)),
     "small": dict(image_size=48, d_model=128, n_heads=4, image_layers=3, text_layers=3, ffn=512),
 }
-
-
-def split_template(text: str) -> tuple[str, str, bool]:
-    """(words before the class, words after it, whether the text has a slot "{}")."""
-    if SLOT not in text:
-        return text, "", False
-    before, _, after = text.partition(SLOT)
-    return before, after.replace(SLOT, " "), True
-
-
-def slots(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(slot index, length including the hole, whether there is a hole), each (B,), from a text mask.
-
-    The hole is the first False position followed by a True one; without one the slot is the
-    first padding position (the class name goes at the end)."""
-    B, T = mask.shape
-    pos = torch.arange(T, device=mask.device)
-    length = torch.where(mask, pos + 1, torch.zeros_like(pos)).amax(1)  # one past the last real token
-    inner = (~mask) & (pos[None] < length[:, None])
-    has = inner.any(1)
-    first = torch.where(inner, pos, torch.full_like(pos, T)).amin(1)
-    return torch.where(has, first, length), length, has
 
 
 class MiniCLIP(VLModel):
@@ -223,28 +201,8 @@ class MiniCLIP(VLModel):
         """Every template of the batch with every class name in its hole, then <eos>.
 
         Returns sequences (B*K, T', d), their masks and the <eos> positions (B*K,)."""
-        B, T, d = text.shape
-        ids, clen = self._name_ids(names, text.device)
-        K, M = ids.shape
-        cemb = self.embed_tokens(ids)  # (K, M, d)
-        eos = self.embed_tokens.weight[self.tok.eos_id]
-        slot, length, hole = slots(mask)
-        rest = length - slot - hole.long()  # template words after the slot
-        end = slot[:, None] + clen[None, :] + rest[:, None]  # (B, K): where <eos> goes
-        width = int(end.max()) + 1
-        t = torch.arange(width, device=text.device)[None, None, :]  # (1, 1, W)
-        s, c = slot[:, None, None], clen[None, :, None]
-        in_head = t < s
-        in_name = (t >= s) & (t < s + c)
-        in_tail = (t >= s + c) & (t < end[..., None])
-        src = torch.where(in_head, t, t - c + hole.long()[:, None, None]).clamp(0, T - 1)  # (B, K, W)
-        words = text[torch.arange(B, device=text.device)[:, None, None], src]  # (B, K, W, d)
-        name = cemb[torch.arange(K, device=text.device)[None, :, None], (t - s).clamp(0, M - 1)]
-        seq = torch.where((in_head | in_tail)[..., None], words, torch.zeros_like(words))
-        seq = torch.where(in_name[..., None], name, seq)
-        seq = torch.where((t == end[..., None])[..., None], eos.expand_as(seq), seq)
-        keep = t <= end[..., None]
-        return seq.reshape(B * K, width, d), keep.reshape(B * K, width), end.reshape(-1)
+        ids, lengths = self._name_ids(names, text.device)
+        return fill(text, mask, self.embed_tokens(ids), lengths, self.embed_tokens.weight[self.tok.eos_id])
 
     def text_features(self, seq: torch.Tensor, mask: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
         """(N, embed_dim) unit text features of composed sequences, read at their <eos>."""

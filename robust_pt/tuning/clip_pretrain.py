@@ -6,6 +6,11 @@ not from a task's target text. The pairs are `shapes-pairs` (tasks/classify.py):
 1-4 objects from the pretraining seed stream, each with 3-5 templated captions; every step
 takes one of them per scene, at random. What the base learned is scored as zero-shot
 accuracy on the classification tasks (no tuning), and written into its meta.json.
+
+The robust base (builtin:clip-small-robust) continues from the plain one TeCoA-style (Mao et
+al. 2023): the image tower alone trains, on images the engine's attack (PGD) made to
+mismatch their captions, against the frozen text tower's features of the batch's distinct
+captions (image-to-text cross-entropy: the captions are the classes).
 """
 
 from __future__ import annotations
@@ -40,7 +45,24 @@ def contrastive_loss(model, images: torch.Tensor, texts: list[str]) -> torch.Ten
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
-def _fit(model, pairs, tc: TrainConfig, lr: float, log, on_checkpoint) -> list[float]:
+def adversarial_loss(model, images: torch.Tensor, texts: list[str], adversarial, seeds: list[int]) -> torch.Tensor:
+    """TeCoA's loss: image-to-caption cross-entropy on images attacked (within adversarial.eps) to mismatch."""
+    from ..attacks.image import run_image_attack
+    from ..attacks.objectives import ClosedImage
+    from .adversarial import _attacking
+
+    names = sorted(set(texts))
+    labels = torch.tensor([names.index(t) for t in texts], device=images.device)
+    prompts = ["{}"] * len(texts)  # the caption is the whole text
+    params = [p for p in model.parameters() if p.requires_grad]
+    with _attacking(model, params):
+        obj = ClosedImage(model, prompts, names, labels)
+        r = run_image_attack(adversarial.spec, obj, images, adversarial.eps, seeds=seeds, batch_seed=seeds[0],
+                             early_stop=False, classifier=obj.classifier, n_classes=len(names))  # fmt: skip
+    return F.cross_entropy(model.candidate_logits(r.adv.detach(), prompts, names), labels)
+
+
+def _fit(model, pairs, tc: TrainConfig, lr: float, log, on_checkpoint, adversarial=None) -> list[float]:
     from .train import _schedule
 
     torch.manual_seed(tc.seed)
@@ -50,14 +72,20 @@ def _fit(model, pairs, tc: TrainConfig, lr: float, log, on_checkpoint) -> list[f
     rng = np.random.default_rng(tc.seed)
     order, pos, losses = rng.permutation(len(pairs)), 0, []
     model.train()
-    with progress_bar("pretrain clip", total=tc.steps, unit="steps") as advance:
+    label = "pretrain clip" + (f" {adversarial.label()}" if adversarial is not None else "")
+    with progress_bar(label, total=tc.steps, unit="steps") as advance:
         for step in range(tc.steps):
             if pos + tc.batch_size > len(pairs):
                 order, pos = rng.permutation(len(pairs)), 0
             batch = [pairs[int(i)] for i in order[pos : pos + tc.batch_size]]
             pos += tc.batch_size
             texts = [ex.refs[int(rng.integers(len(ex.refs)))] for ex in batch]
-            loss = contrastive_loss(model, images_of(batch, model.device), texts)
+            x = images_of(batch, model.device)
+            if adversarial is None:
+                loss = contrastive_loss(model, x, texts)
+            else:
+                seeds = [int(s) for s in rng.integers(0, 2**31, len(batch))]
+                loss = adversarial_loss(model, x, texts, adversarial, seeds)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -85,25 +113,25 @@ def zero_shot(model, eval_size: int, seed: int) -> dict:
 
 def pretrain_clip(
     out: Path, preset: str = "small", tc: TrainConfig | None = None, overwrite: bool = False, eval_size: int = 300,
-    log=print,
+    log=print, init: str | Path | None = None, adversarial=None,
 ) -> dict:  # fmt: skip
-    """Pretrain a MiniCLIP contrastively on ShapesWorld pairs and save it as a base checkpoint."""
-    from ..models.miniclip import build
+    """Pretrain a MiniCLIP contrastively on ShapesWorld pairs and save it as a base checkpoint.
+
+    init + adversarial (an AdversarialConfig): continue from the plain base TeCoA-style (module docstring)."""
     from ..tasks import load_task
-    from ..tasks.vocab import WORDS
 
     require_writable_dir(out, "checkpoint directory")
     tc = tc or TrainConfig(steps=6000, batch_size=128)
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
-    model = build(preset, vocab=WORDS)
+    model, start = _start(preset, init, adversarial)
     arch = {k: v for k, v in model.cfg.to_dict().items() if k != "vocab"}
-    identity = {"kind": "pretrain", "preset": preset, "model": arch, "train": asdict(tc), "data": PAIRS}
+    identity = {"kind": "pretrain", "preset": preset, "model": arch, "train": asdict(tc), "data": PAIRS, **start}
     if ckpt.check_out_dir(out, identity, overwrite):
         log(f"reusing {out} (same pretraining config)")
         return ckpt.load(out).meta
     pairs = load_task(PAIRS, split="train", seed=tc.seed, size=model.image_size)
-    name = f"clip-{preset}"
+    name = out.name if init is not None else f"clip-{preset}"
 
     def snapshot(step: int) -> None:  # a usable (partial) base while a long pretraining runs
         model.meta = {"method": "pretrain", "name": name, "partial_step": step, "identity": None}
@@ -111,7 +139,7 @@ def pretrain_clip(
         model.train()
 
     t0 = time.time()
-    losses = _fit(model, pairs, tc, tc.lr or CLIP_LR, log, snapshot)
+    losses = _fit(model, pairs, tc, tc.lr or CLIP_LR, log, snapshot, adversarial)
     meta = {
         "method": "pretrain",
         "name": name,
@@ -119,6 +147,7 @@ def pretrain_clip(
         "architecture": model.architecture,
         "task": None,
         "identity": identity,
+        **({"adversarial": start["adversarial"], "init": str(init)} if adversarial is not None else {}),
         "train": asdict(tc),
         "seed": tc.seed,
         "version": __version__,
@@ -130,3 +159,29 @@ def pretrain_clip(
     model.meta = meta
     ckpt.save(model, out, meta)
     return meta
+
+
+def _start(preset: str, init, adversarial) -> tuple:
+    """(model, identity part): a fresh MiniCLIP, or the base `init` with its image tower trainable (adversarial)."""
+    from ..errors import ConfigError
+    from ..models.miniclip import build
+    from ..tasks.vocab import WORDS
+    from .methods import freeze
+
+    if (init is None) != (adversarial is None):
+        raise ConfigError(
+            "--arch clip: --init BASE and --adversarial go together (the robust base continues the plain)"
+        )
+    if init is None:
+        return build(preset, vocab=WORDS), {}
+    if adversarial.loss != "ce" or adversarial.ratio != 1.0 or adversarial.spec.kind != "image":
+        raise ConfigError("--arch clip --adversarial: an image attack with --adv-loss ce on every pair (TeCoA's)")
+    d = ckpt.checkpoint_dir(init)
+    model = ckpt.load(d)
+    if getattr(model, "architecture", None) != "mini-clip" or model.meta.get("method") != "pretrain":
+        raise ConfigError(f"--init {init} is not a pretrained mini-clip base (e.g. builtin:clip-small)")
+    model.meta = {}
+    freeze(model)
+    for p in model.image_parameters():  # TeCoA: the image tower learns, the text tower stays
+        p.requires_grad_(True)
+    return model, {"init_sha256": ckpt.sha256_file(d / ckpt.WEIGHTS), "adversarial": adversarial.record()}

@@ -19,20 +19,24 @@ import torch
 from torch import nn
 
 
+def start(table: torch.Tensor, ids: list[int] | None, n: int) -> torch.Tensor:
+    """(n, d) start of a context: rows `ids` of a token-embedding table (CoOp's "a photo of a"), else N(0, 0.02)."""
+    if ids:
+        return table[torch.tensor(ids, dtype=torch.long)].detach().clone().float()
+    return torch.randn(n, table.shape[1]) * 0.02
+
+
 def _words(model, init: str, n: int) -> torch.Tensor:
-    """(n, d) start of a context: the embeddings of `init`'s words (n of them), else N(0, 0.02)."""
-    if init:
-        ids = torch.tensor(model.tok.encode(init), dtype=torch.long)
-        return model.embed_tokens.weight[ids].detach().clone()
-    return torch.randn(n, model.cfg.d_model) * 0.02
+    """The built-in CLIP's context start from `init`'s words."""
+    return start(model.embed_tokens.weight, model.tok.encode(init) if init else None, n)
 
 
 class Context(nn.Module):
     """CoOp's learned context: `context(batch)` gives (B, n[+1], d) with a hole where the class goes."""
 
-    def __init__(self, model, n: int, position: str, init: str):
+    def __init__(self, ctx: torch.Tensor, position: str):
         super().__init__()
-        self.ctx = nn.Parameter(_words(model, init, n))
+        self.ctx = nn.Parameter(ctx)
         self.position = position
 
     def context(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

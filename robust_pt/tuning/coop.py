@@ -1,8 +1,10 @@
 """CoOp, context optimisation (Zhou et al. 2022, arXiv 2109.01134): the prompt template becomes n learned
 word vectors, one context for every class (unified), the class name at the end, middle or front.
 
-Built-in dual encoder (mini-clip) only: the backbone is frozen and only the context trains and
-is saved (plus the base's hash); the module is tuning/clip_prompts.py's Context. It starts as
+Built-in dual encoder (mini-clip): the backbone is frozen and only the context trains and is
+saved (plus the base's hash); the module is tuning/clip_prompts.py's Context. Hugging Face
+dual encoders (a family that declares `class_prompts`: CLIP): the same module, attached to the
+transformers model and saved as a robust-pt delta on the base (models/hf/delta.py). It starts as
 the embeddings of --coop-init's words (CoOp's "a photo of a"; here the pretraining captions'
 "a picture of a"), or at random with --coop-init "". Learned on base classes, the same context
 reads any class name: evaluate it on novel classes (the base-to-novel protocol).
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .methods import freeze
-from .registry import Factor, TuningMethod, register
+from .registry import Factor, HFContext, OnHF, TuningMethod, register
 
 POSITIONS = ("end", "middle", "front")
 
@@ -41,11 +43,30 @@ class CoopOptions:
 
 
 def apply(model, o: CoopOptions) -> None:
-    from .clip_prompts import Context
+    from .clip_prompts import Context, _words
 
     freeze(model)
-    model.prompter = Context(model, o.coop_context, o.coop_position, o.coop_init)
+    model.prompter = Context(_words(model, o.coop_init, o.coop_context), o.coop_position)
     model.prompter.ctx.requires_grad_(True)
+
+
+def attach_hf(o: CoopOptions, ctx: HFContext) -> None:
+    """A dual encoder's family names its text token embedding (HFFamily.class_prompts); the context starts from
+    --coop-init's tokens there and is attached as `coop` (models/hf/clip.py reads it in place of the template)."""
+    import operator
+
+    from .clip_prompts import Context, start
+
+    table = operator.attrgetter(ctx.family.class_prompts)(ctx.net).weight
+    ids = ctx.tokenizer(o.coop_init, add_special_tokens=False)["input_ids"] if o.coop_init else None
+    if ids is not None and len(ids) != o.coop_context:
+        raise ConfigError(
+            f"coop init {o.coop_init!r} is {len(ids)} tokens for this base's tokenizer but coop context is "
+            f"{o.coop_context}; give --coop-context {len(ids)}, or --coop-init ''"
+        )
+    freeze(ctx.net)
+    ctx.net.coop = Context(start(table, ids, o.coop_context), o.coop_position)
+    ctx.net.coop.ctx.requires_grad_(True)
 
 
 METHOD = register(
@@ -55,10 +76,14 @@ METHOD = register(
         CoopOptions,
         apply=apply,
         lr=2e-3,
+        hf=OnHF(
+            lr=2e-3, options=("coop_context", "coop_position", "coop_init"), attach=attach_hf, needs="class_prompts"
+        ),  # fmt: skip
         prompt_like=True,
         factors=(Factor("coop_context", "CoOp context length"),),
         colour="#8c564b",
         architectures=("mini-clip",),
+        task_kinds=("classify",),
         help="CoOp: learned context words in place of the prompt template (dual encoders), backbone frozen",
     )
 )

@@ -179,7 +179,7 @@ def _full_method() -> str:
     return next((m.name for m in registry.hf_methods() if m.hf.full), registry.REFERENCE)
 
 
-def _tunable(arch: str, cfg: HFTrainConfig, net):
+def _tunable(arch: str, cfg: HFTrainConfig, net, tok=None):
     """(the module to train, its PeftModel or None): every weight (full), peft's model with the method's
     peft config, or `net` with the method's own modules attached (tuning/<method>.py)."""
     from ..models.hf.delta import context
@@ -190,7 +190,7 @@ def _tunable(arch: str, cfg: HFTrainConfig, net):
             p.requires_grad_(True)
         return net, None
     if hf.attach is not None:
-        hf.attach(cfg.options, context(arch, net))
+        hf.attach(cfg.options, context(arch, net, tok))
         return net, None
     import peft
 
@@ -476,10 +476,11 @@ def train_hf(
         )
     from .adversarial import check_task
 
+    cfg.spec.check_task(train_task)
     check_task(cfg.adversarial, train_task)
     added = _fit_head(family, net, train_task, cfg, task_name)
     torch.manual_seed(cfg.seed)
-    trained_net, pm = _tunable(arch, cfg, net)
+    trained_net, pm = _tunable(arch, cfg, net, tok)
     trained = [n for n, p in net.named_parameters() if p.requires_grad]  # what a delta keeps
     model = wrap(arch, trained_net, tok, ip, {"method": cfg.method})
     model.to(dev)

@@ -60,6 +60,7 @@ METHOD = register(
         factors=(Factor("maple_depth", "MaPLe depth"),),
         colour="#bcbd22",
         architectures=("mini-clip",),
+        task_kinds=("classify",),
         help="MaPLe: coupled prompts in the text and image encoders (dual encoders), backbone frozen",
     )
 )

@@ -110,6 +110,7 @@ class HFContext:
     net: Any
     targets: Mapping[str, list[str]]
     family: Any  # models/loading.py's HFFamily of `arch` (models/hf/delta.py's context builds all of this)
+    tokenizer: Any = None  # the base's tokenizer (a method that starts from words: CoOp's context)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ class TuningMethod:
     aliases: tuple[str, ...] = ()  # other spellings in run names written by other tools ("pt", "ft")
     # the built-in architectures `apply` tunes (models/ofa.py's mini-ofa, models/miniclip.py's mini-clip)
     architectures: tuple[str, ...] = ("mini-ofa", "mini-clip")
+    # the task kinds it tunes for (CoOp replaces the prompt template: a VQA question would be lost); None: every kind
+    task_kinds: tuple[str, ...] | None = None
     help: str = ""  # one line for `robust-pt train --help`
 
     def __post_init__(self):
@@ -197,6 +200,14 @@ class TuningMethod:
         ]
         if extra:
             raise ConfigError(f"tuning method {self.name}: {extra[0]!r} is not one of its options")
+
+    def check_task(self, task) -> None:
+        """One line when the method cannot tune for `task`'s kind (CoOp on a VQA task)."""
+        if self.task_kinds is not None and task.kind not in self.task_kinds:
+            raise ConfigError(
+                f"tuning method {self.name} learns a prompt in place of the task's text, so it tunes for "
+                f"{' or '.join(self.task_kinds)} tasks, not the {task.kind} task {task.name}"
+            )
 
     @property
     def option_names(self) -> tuple[str, ...]:

@@ -247,6 +247,7 @@ def tune(
     if why is not None:
         raise TaskError(why)
     check_architecture(tcfg.spec, model)
+    tcfg.spec.check_task(train_task)
     check_task(adversarial, train_task)
     identity = {
         "kind": "tune",

@@ -131,8 +131,9 @@ def test_every_clip_learner_trains_a_step_and_round_trips(clip_base, tmp_path, m
 @pytest.mark.parametrize("position", ["end", "middle", "front"])
 def test_coop_context_puts_the_class_where_asked(clip, position):
     from robust_pt.tuning.clip_prompts import Context
+    from robust_pt.tuning.clip_prompts import _words as context_start
 
-    ctx = Context(clip, 4, position, "a picture of a")
+    ctx = Context(context_start(clip, "a picture of a", 4), position)
     text, mask = ctx.context(1)
     seq, keep, _ = clip.compose(text, mask, ["red circle"])
     expect = {

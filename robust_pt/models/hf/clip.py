@@ -1,8 +1,13 @@
-"""CLIP (CLIPModel): image-text matching as classification over candidate texts. Candidate k
-of an example with question text q is the text "q c_k" (q alone may be a prompt such as
-"a photo of a"); its logit is CLIP's scaled cosine similarity to the image. Images are
-centre-cropped as its processor does (resize mode crop). No peft task type prepends prompt
-tokens in CLIP's forward, so it declares no prompt tuning.
+"""CLIP (CLIPModel): image-text matching as classification over candidate texts.
+
+Closed-answer tasks: candidate k of an example with question text q is the text "q c_k"; zero-shot
+classification (tasks/classify.py): the class name goes into the template's "{}" ("a photo of a
+{}." -> "a photo of a dog."), composed on embeddings as the built-in CLIP does
+(models/templates.py), so the hole survives embedding attacks. The logit is CLIP's scaled cosine
+similarity to the image, read at the text's <eos>. Images are centre-cropped as its processor does
+(resize mode crop). No peft task type prepends prompt tokens in CLIP's forward, so it declares no
+peft prompt tuning; CoOp's learned context (tuning/coop.py) replaces the template instead
+(`hf.coop`, attached by the method).
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import TaskError
+from ...tasks.classify import CLASSIFY
 from ..loading import HFFamily, PeftTargets, register
+from ..templates import fill, split_template
 from .base import CLOSED, HFVLModel, _f32
 
 FAMILY = register(
@@ -21,7 +28,8 @@ FAMILY = register(
         f"{__name__}:ClipMatch",
         PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "fc2"), ia3_feedforward=("fc2",)),
         crop=True,
-        task_kinds=(CLOSED,),
+        task_kinds=(CLOSED, CLASSIFY),
+        class_prompts="text_model.embeddings.token_embedding",
     )
 )
 
@@ -31,6 +39,7 @@ class ClipMatch(HFVLModel):
 
     family = FAMILY
     max_candidate_tokens = 16
+    fills_class_prompts = True  # zero-shot classification (tasks/classify.py)
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -47,15 +56,27 @@ class ClipMatch(HFVLModel):
             return _f32(self.hf.vision_model.embeddings(x))
 
     def embed_text(self, texts):
-        """[bos] + question tokens (no eos: the candidate and eos follow in candidate_logits)."""
+        """[bos] + the text's tokens, with a hole (mask False) where a template's "{}" was; no eos: the
+        candidate and eos are written in by candidate_logits. A CoOp context, when attached, replaces it."""
+        coop = getattr(self.hf, "coop", None)
+        if coop is not None:
+            text, mask = coop.context(len(texts))
+            bos = self.hf.text_model.embeddings.token_embedding.weight[self.bos_id]
+            ones = torch.ones(len(texts), 1, dtype=torch.bool, device=mask.device)
+            return torch.cat([bos.expand(len(texts), 1, -1), text], 1), torch.cat([ones, mask], 1)
         limit = self.max_pos - self.max_candidate_tokens - 1 - self.n_prompt_tokens
-        rows = [[self.bos_id] + self.tokenizer(t, add_special_tokens=False)["input_ids"][: limit - 1] for t in texts]
+        rows = []
+        for t in texts:
+            before, after, slotted = split_template(t)
+            head = self.tokenizer(before.strip(), add_special_tokens=False)["input_ids"] if before.strip() else []
+            tail = self.tokenizer(after.strip(), add_special_tokens=False)["input_ids"] if after.strip() else []
+            rows.append(([self.bos_id] + head + ([None] + tail if slotted else []))[: limit - 1])
         T = max(len(r) for r in rows)
         ids = torch.full((len(rows), T), self.eos_id, dtype=torch.long)
         mask = torch.zeros(len(rows), T, dtype=torch.bool)
         for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = True
+            ids[i, : len(r)] = torch.tensor([self.eos_id if x is None else x for x in r])
+            mask[i, : len(r)] = torch.tensor([x is not None for x in r])
         ids, mask = ids.to(self.device), mask.to(self.device)
         return _f32(self.hf.text_model.embeddings.token_embedding(ids)), mask
 
@@ -67,44 +88,30 @@ class ClipMatch(HFVLModel):
         return F.normalize(_f32(f), dim=-1)
 
     def _candidates(self, candidates):
+        """Token ids (K, M) of the candidates (padded) and their lengths (K,), cached."""
         key = tuple(candidates)
         if key not in self._cand_cache:
             rows = [
-                self.tokenizer(c, add_special_tokens=False)["input_ids"][: self.max_candidate_tokens] + [self.eos_id]
+                self.tokenizer(c, add_special_tokens=False)["input_ids"][: self.max_candidate_tokens] or [self.eos_id]
                 for c in candidates
             ]
-            M = max(len(r) for r in rows)
-            ids = torch.full((len(rows), M), self.eos_id, dtype=torch.long)
-            lens = torch.tensor([len(r) for r in rows])
+            ids = torch.full((len(rows), max(len(r) for r in rows)), self.eos_id, dtype=torch.long)
             for i, r in enumerate(rows):
                 ids[i, : len(r)] = torch.tensor(r)
-            self._cand_cache[key] = (ids, lens)
+            self._cand_cache[key] = (ids, torch.tensor([len(r) for r in rows]))
         ids, lens = self._cand_cache[key]
         return ids.to(self.device), lens.to(self.device)
 
     def text_features(self, text: torch.Tensor, mask: torch.Tensor, candidates) -> torch.Tensor:
-        """(B, K, d) normalised features of the texts "<question tokens> <candidate tokens> <eos>"."""
+        """(B, K, d) normalised features of each text with each candidate written in (models/templates.py)."""
         from transformers.modeling_attn_mask_utils import _create_4d_causal_attention_mask, _prepare_4d_attention_mask
 
         text, mask = self._with_prompts(text, mask)
-        B, Nt, d = text.shape
+        B = text.shape[0]
         cids, clens = self._candidates(candidates)
-        K, M = cids.shape
-        cemb = _f32(self.hf.text_model.embeddings.token_embedding(cids))  # (K, M, d)
-        L = mask.long().sum(1)  # question lengths (B,); real tokens are left-aligned
-        T = Nt + M
-        t = torch.arange(T, device=text.device)
-        rel = t[None, None, :] - L[:, None, None]  # (B, 1, T): position inside the candidate part
-        in_q = (t[None, :] < L[:, None])[:, None, :, None]  # (B, 1, T, 1)
-        in_c = (rel >= 0) & (rel < clens[None, :, None])  # (B, K, T)
-        qpart = F.pad(text, (0, 0, 0, T - Nt))[:, None]  # (B, 1, T, d)
-        relk = rel.clamp(0, M - 1).expand(B, K, T)
-        cpart = cemb[torch.arange(K, device=text.device)[None, :, None], relk]  # (B, K, T, d)
-        seq = torch.where(in_q, qpart, torch.where(in_c[..., None], cpart, torch.zeros_like(cpart)))
-        seq = seq.reshape(B * K, T, d)
-        attn = (t[None, None, :] < (L[:, None] + clens[None, :])[..., None]).reshape(B * K, T)
-        eos_pos = (L[:, None] + clens[None, :] - 1).reshape(-1)
-        if T > self.max_pos:  # the longest question + candidate would not fit: drop trailing padding
+        emb = self.hf.text_model.embeddings.token_embedding
+        seq, attn, eos_pos = fill(text, mask, _f32(emb(cids)), clens, _f32(emb.weight[self.eos_id]))
+        if seq.shape[1] > self.max_pos:  # the longest text + candidate would not fit: drop trailing padding
             if int(eos_pos.max()) >= self.max_pos:
                 raise TaskError(f"question + candidate longer than CLIP's {self.max_pos} text positions")
             seq, attn = seq[:, : self.max_pos], attn[:, : self.max_pos]
@@ -117,7 +124,7 @@ class ClipMatch(HFVLModel):
             h = tm.final_layer_norm(h)
             pooled = h[torch.arange(h.shape[0], device=h.device), eos_pos]
             f = self.hf.text_projection(pooled)
-        return F.normalize(_f32(f), dim=-1).view(B, K, -1)
+        return F.normalize(_f32(f), dim=-1).view(B, len(candidates), -1)
 
     def candidate_logits_from_embeds(self, embeds, candidates):
         img = self.image_features(embeds.image)  # (B, d)

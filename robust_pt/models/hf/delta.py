@@ -34,7 +34,7 @@ def is_delta_dir(path: Path) -> bool:
     return (Path(path) / DELTA_CONFIG).exists()
 
 
-def context(arch: str, net):
+def context(arch: str, net, tokenizer=None):
     """What a method's peft config or `attach` may read (tuning/registry.py's HFContext)."""
     from ...tuning.registry import HFContext
     from ..loading import hf_family
@@ -42,7 +42,7 @@ def context(arch: str, net):
     family = hf_family(arch)
     t = family.peft_targets
     targets = {"lora": list(t.lora), "ia3": list(t.ia3), "ia3_feedforward": list(t.ia3_feedforward)}
-    return HFContext(arch, net, targets, family)
+    return HFContext(arch, net, targets, family, tokenizer)
 
 
 def base_digest(base_dir: Path) -> str:
@@ -147,7 +147,7 @@ def load_delta(path: str | Path, *, base: Any = None, device: Any = None, precis
     net, tok, ip = load_transformers(base_dir, arch)
     try:
         options = method.make_options(cfg.get("options") or {}, where=str(path / DELTA_CONFIG))
-        method.hf.attach(options, context(arch, net))
+        method.hf.attach(options, context(arch, net, tok))
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
     _load_tensors(net, path)
