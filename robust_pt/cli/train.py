@@ -437,3 +437,24 @@ def _print_metrics(rows: dict) -> None:
             str(meta.get("train_seconds", "")),
         )
     Console(width=max(120, Console().width)).print(table)
+
+
+import_app = typer.Typer(no_args_is_help=True, help="Turn checkpoints made by other tools into robust-pt ones.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("coop")
+def import_coop_cmd(
+    checkpoint: Path = typer.Argument(..., help="A CoOp prompt learner saved by Dassl (model.pth.tar-N)."),
+    base: Path = typer.Option(..., help="The Hugging Face CLIP directory it was trained on."),
+    out: Path = typer.Option(..., help="Output directory (a CoOp delta on --base)."),
+    position: str = typer.Option("end", help="Where its class token went: end, middle or front (CoOp's default end)."),
+):
+    """Import a CoOp context (read with torch.load(weights_only=True) only) onto a Hugging Face CLIP."""
+    from ..tuning.coop_import import import_coop
+
+    try:
+        meta = import_coop(checkpoint, base, out, position)
+    except RobustPTError as err:
+        fail(err)
+    typer.echo(f"wrote {out}: CoOp context of {meta['tuning']['coop_context']} tokens on {base}")

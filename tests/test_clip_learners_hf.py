@@ -1,0 +1,99 @@
+"""Prompt learners on a Hugging Face CLIP: CoOp trains there, and a CoOp checkpoint in the Dassl layout imports
+(weights-only reading, nothing else trusted) and gives the logits computed by hand from its context."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import robust_pt
+from robust_pt.tasks import load_task
+from tests._cli import assert_one_line_error, invoke
+
+
+@pytest.fixture(scope="module")
+def hf_clip(tmp_path_factory):
+    from robust_pt.tasks.shapes_tasks import PRETRAIN_ANSWERS
+    from robust_pt.testing.hf_tiny import save_tiny
+
+    return save_tiny("clip", tmp_path_factory.mktemp("hfclip") / "clip", answers=PRETRAIN_ANSWERS)
+
+
+def _dassl(path, ctx, d, extra=None):
+    """A file laid out as Dassl's save_checkpoint writes a CoOp prompt learner."""
+    state = {"ctx": ctx, "token_prefix": torch.randn(15, 1, d), "token_suffix": torch.randn(15, 72, d)}
+    torch.save({"state_dict": state, "epoch": 50, "optimizer": {"state": {}, "param_groups": []}, **(extra or {})},
+               str(path))  # fmt: skip
+    return path
+
+
+def _by_hand(net, tok, x_pixels, ctx, names):
+    """[bos] + context + name + eos through CLIP's text transformer, read at eos; scaled cosine to the image."""
+    from transformers.modeling_attn_mask_utils import _create_4d_causal_attention_mask
+
+    tm, emb = net.text_model, net.text_model.embeddings.token_embedding
+    feats = []
+    for name in names:
+        ids = tok(name, add_special_tokens=False)["input_ids"]
+        seq = torch.cat([emb.weight[[tok.bos_token_id]], ctx, emb.weight[ids], emb.weight[[tok.eos_token_id]]])[None]
+        h = tm.embeddings(inputs_embeds=seq)
+        causal = _create_4d_causal_attention_mask(seq.shape[:2], h.dtype, device=h.device)
+        h = tm.final_layer_norm(tm.encoder(inputs_embeds=h, causal_attention_mask=causal).last_hidden_state)
+        feats.append(net.text_projection(h[0, -1]))
+    txt = torch.nn.functional.normalize(torch.stack(feats), dim=-1)
+    img = torch.nn.functional.normalize(net.get_image_features(pixel_values=x_pixels), dim=-1)
+    return net.logit_scale.exp() * img @ txt.t()
+
+
+def test_a_dassl_coop_checkpoint_imports_and_gives_the_hand_computed_logits(hf_clip, tmp_path):
+    from transformers import AutoTokenizer, CLIPModel
+
+    net = CLIPModel.from_pretrained(str(hf_clip)).eval()
+    tok = AutoTokenizer.from_pretrained(str(hf_clip))
+    d = net.text_model.embeddings.token_embedding.weight.shape[1]
+    torch.manual_seed(0)
+    ctx = torch.randn(4, d) * 0.5
+    out = tmp_path / "imported"
+    r = invoke("import", "coop", _dassl(tmp_path / "model.pth.tar-50", ctx, d), "--base", hf_clip, "--out", out)
+    assert r.exit_code == 0, r.output
+    model = robust_pt.load_model(out)
+    task = load_task("shapes-objects-novel", split="test", limit=3, size=model.image_size)
+    x = torch.stack([torch.from_numpy(task[i].image) for i in range(3)])
+    with torch.no_grad():
+        ours = model.candidate_logits(x, [task[i].text for i in range(3)], task.answers)
+        ref = _by_hand(net, tok, model.normalize(x), ctx, task.answers)
+    assert torch.allclose(ours, ref, atol=1e-4), (ours, ref)
+    assert model.meta["method"] == "coop" and json.loads((out / "robust_pt.json").read_text())["method"] == "coop"
+
+
+class Payload:  # anything that is not a tensor or plain container: it would need unpickling
+    pass
+
+
+@pytest.mark.parametrize(
+    "make, needles",
+    [
+        (lambda p, d: _dassl(p, torch.randn(4, d + 8), d + 8), ["context is 40 wide", "text embeddings are 32"]),
+        (lambda p, d: _dassl(p, torch.randn(4, d), d, {"extra": Payload()}), ["needs unpickling", "Payload"]),
+        (lambda p, d: _dassl(p, torch.randn(15, 4, d), d), ["class-specific contexts"]),
+        (lambda p, d: p.write_bytes(b"not a checkpoint") and p, ["is not a torch checkpoint"]),
+    ],
+)
+def test_a_coop_file_of_the_wrong_shape_or_needing_pickle_is_refused(hf_clip, tmp_path, make, needles):
+    path = make(tmp_path / "model.pth.tar-1", 32)
+    r = invoke("import", "coop", path, "--base", hf_clip, "--out", tmp_path / "out")
+    assert_one_line_error(r, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_coop_trains_on_a_hugging_face_clip_and_refuses_a_vqa_task(hf_clip, tmp_path):
+    out = tmp_path / "coop"
+    r = invoke("train", "--base", hf_clip, "--task", "shapes-objects-base", "--method", "coop", "--steps", 3,
+               "--batch-size", 8, "--eval-size", 8, "--threads", 1, "--out", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    model = robust_pt.load_model(out)
+    assert model.meta["method"] == "coop" and model.hf.coop.ctx.shape[0] == 4  # "a picture of a": 4 tokens
+    r = invoke("train", "--base", hf_clip, "--task", "shapes-vqa", "--method", "coop", "--out", tmp_path / "x")
+    assert_one_line_error(r, "tunes for classify tasks, not the closed task shapes-vqa")
