@@ -97,3 +97,20 @@ def test_coop_trains_on_a_hugging_face_clip_and_refuses_a_vqa_task(hf_clip, tmp_
     assert model.meta["method"] == "coop" and model.hf.coop.ctx.shape[0] == 4  # "a picture of a": 4 tokens
     r = invoke("train", "--base", hf_clip, "--task", "shapes-vqa", "--method", "coop", "--out", tmp_path / "x")
     assert_one_line_error(r, "tunes for classify tasks, not the closed task shapes-vqa")
+
+
+@pytest.mark.parametrize("method", ["coop", "vpt", "lora", "finetune"])
+def test_the_learners_train_on_a_hugging_face_clip_and_reload(hf_clip, tmp_path, method):
+    """Each trains a few steps on base classes, reloads to the same logits on novel classes, and differs from
+    the untuned base there (the learned tensors are read)."""
+    out = tmp_path / method
+    r = invoke("train", "--base", hf_clip, "--task", "shapes-objects-base", "--method", method, "--steps", 3,
+               "--batch-size", 8, "--eval-size", 8, "--lr", 0.05, "--threads", 1, "--out", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    tuned, again, base = robust_pt.load_model(out), robust_pt.load_model(out), robust_pt.load_model(hf_clip)
+    task = load_task("shapes-objects-novel", split="test", limit=4, size=tuned.image_size)
+    x = torch.stack([torch.from_numpy(task[i].image) for i in range(4)])
+    texts = [task[i].text for i in range(4)]
+    with torch.no_grad():
+        a, b, c = (m.candidate_logits(x, texts, task.answers) for m in (tuned, again, base))
+    assert torch.equal(a, b) and not torch.allclose(a, c, atol=1e-4)

@@ -53,10 +53,9 @@ class Context(nn.Module):
 class VisualPrompts(nn.Module):
     """VPT: `visual(batch)` gives each image layer's prompt tokens (B, P, d), or None where the last ones stay."""
 
-    def __init__(self, model, tokens: int, deep: bool):
+    def __init__(self, layers: int, tokens: int, width: int, deep: bool):
         super().__init__()
-        layers = len(model.image_layers)
-        self.prompts = nn.Parameter(torch.randn(layers if deep else 1, tokens, model.cfg.d_model) * 0.02)
+        self.prompts = nn.Parameter(torch.randn(layers if deep else 1, tokens, width) * 0.02)
         self.layers = layers
 
     def visual(self, batch: int) -> list:

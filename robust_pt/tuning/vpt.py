@@ -1,8 +1,9 @@
 """VPT, visual prompt tuning (Jia et al. 2022, arXiv 2203.12119): learned tokens after the image encoder's
 CLS token, given to its first layer only (shallow) or a new set to every layer (deep).
 
-Built-in dual encoder (mini-clip) only; the backbone is frozen and only the prompt tokens
-train and are saved (tuning/clip_prompts.py's VisualPrompts). The text side is untouched,
+Built-in dual encoder (mini-clip) and Hugging Face CLIP; the backbone is frozen and only the
+prompt tokens train and are saved (tuning/clip_prompts.py's VisualPrompts; on CLIP a robust-pt
+delta on the base). The text side is untouched,
 so a VPT model reads any class name through its hand-written template.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .methods import freeze
-from .registry import Factor, TuningMethod, register
+from .registry import Factor, HFContext, OnHF, TuningMethod, register
 
 DEPTHS = ("shallow", "deep")
 
@@ -33,8 +34,19 @@ def apply(model, o: VPTOptions) -> None:
     from .clip_prompts import VisualPrompts
 
     freeze(model)
-    model.prompter = VisualPrompts(model, o.vpt_tokens, o.vpt_depth == "deep")
+    model.prompter = VisualPrompts(len(model.image_layers), o.vpt_tokens, model.cfg.d_model, o.vpt_depth == "deep")
     model.prompter.prompts.requires_grad_(True)
+
+
+def attach_hf(o: VPTOptions, ctx: HFContext) -> None:
+    """The same tokens in a Hugging Face dual encoder's vision transformer, attached as `vpt` (models/hf/clip.py
+    writes them after CLS, layer by layer)."""
+    from .clip_prompts import VisualPrompts
+
+    vc = ctx.net.config.vision_config
+    freeze(ctx.net)
+    ctx.net.vpt = VisualPrompts(vc.num_hidden_layers, o.vpt_tokens, vc.hidden_size, o.vpt_depth == "deep")
+    ctx.net.vpt.prompts.requires_grad_(True)
 
 
 METHOD = register(
@@ -44,6 +56,7 @@ METHOD = register(
         VPTOptions,
         apply=apply,
         lr=1e-2,
+        hf=OnHF(lr=1e-2, options=("vpt_tokens", "vpt_depth"), attach=attach_hf, needs="class_prompts"),
         prompt_like=True,
         factors=(Factor("vpt_tokens", "VPT prompt tokens"), Factor("vpt_depth", "VPT depth")),
         colour="#e377c2",

@@ -82,8 +82,16 @@ class ClipMatch(HFVLModel):
 
     def image_features(self, image_tokens: torch.Tensor) -> torch.Tensor:
         vm = self.hf.vision_model
+        vpt = getattr(self.hf, "vpt", None)  # VPT's prompt tokens (tuning/vpt.py): written after CLS per layer
         with self._amp():
-            h = vm.encoder(inputs_embeds=vm.pre_layrnorm(image_tokens)).last_hidden_state
+            if vpt is None:
+                h = vm.encoder(inputs_embeds=vm.pre_layrnorm(image_tokens)).last_hidden_state
+            else:
+                h, n = vm.pre_layrnorm(image_tokens), 0
+                for layer, p in zip(vm.encoder.layers, vpt.visual(h.shape[0])):
+                    if p is not None:
+                        h, n = torch.cat([h[:, :1], p.to(h.dtype), h[:, 1 + n :]], 1), p.shape[1]
+                    h = layer(h, None, None)[0]
             f = self.hf.visual_projection(vm.post_layernorm(h[:, 0, :]))
         return F.normalize(_f32(f), dim=-1)
 
