@@ -94,12 +94,12 @@ def test_coop_trains_on_a_hugging_face_clip_and_refuses_a_vqa_task(hf_clip, tmp_
                "--batch-size", 8, "--eval-size", 8, "--threads", 1, "--out", out)  # fmt: skip
     assert r.exit_code == 0, r.output
     model = robust_pt.load_model(out)
-    assert model.meta["method"] == "coop" and model.hf.coop.ctx.shape[0] == 4  # "a picture of a": 4 tokens
+    assert model.meta["method"] == "coop" and model.hf.prompter.ctx.shape[0] == 4  # "a picture of a": 4 tokens
     r = invoke("train", "--base", hf_clip, "--task", "shapes-vqa", "--method", "coop", "--out", tmp_path / "x")
     assert_one_line_error(r, "tunes for classify tasks, not the closed task shapes-vqa")
 
 
-@pytest.mark.parametrize("method", ["coop", "vpt", "lora", "finetune"])
+@pytest.mark.parametrize("method", ["coop", "vpt", "maple", "lora", "finetune"])
 def test_the_learners_train_on_a_hugging_face_clip_and_reload(hf_clip, tmp_path, method):
     """Each trains a few steps on base classes, reloads to the same logits on novel classes, and differs from
     the untuned base there (the learned tensors are read)."""

@@ -66,13 +66,13 @@ class VisualPrompts(nn.Module):
 class Maple(nn.Module):
     """MaPLe's coupled prompts, in the first `depth` layers of both encoders."""
 
-    def __init__(self, model, n: int, depth: int, init: str):
+    def __init__(self, ctx: torch.Tensor, depth: int, image_width: int, image_layers: int, text_layers: int):
         super().__init__()
-        d = model.cfg.d_model
-        self.ctx = nn.Parameter(_words(model, init, n))  # the text encoder's first-layer prompts
+        n, d = ctx.shape
+        self.ctx = nn.Parameter(ctx)  # the text encoder's first-layer prompts
         self.deep = nn.Parameter(torch.randn(depth - 1, n, d) * 0.02)  # its layers 1 .. depth-1
-        self.couple = nn.ModuleList(nn.Linear(d, d) for _ in range(depth))  # text prompts -> visual prompts
-        self.image_layers, self.text_layers = len(model.image_layers), len(model.text_layers)
+        self.couple = nn.ModuleList(nn.Linear(d, image_width) for _ in range(depth))  # text -> visual prompts
+        self.image_layers, self.text_layers = image_layers, text_layers
 
     def context(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         mask = torch.ones(self.ctx.shape[0], dtype=torch.bool, device=self.ctx.device)

@@ -52,7 +52,7 @@ def apply(model, o: CoopOptions) -> None:
 
 def attach_hf(o: CoopOptions, ctx: HFContext) -> None:
     """A dual encoder's family names its text token embedding (HFFamily.class_prompts); the context starts from
-    --coop-init's tokens there and is attached as `coop` (models/hf/clip.py reads it in place of the template)."""
+    --coop-init's tokens there and is attached as `prompter` (models/hf/clip.py reads it in place of the template)."""
     import operator
 
     from .clip_prompts import Context, start
@@ -65,8 +65,8 @@ def attach_hf(o: CoopOptions, ctx: HFContext) -> None:
             f"{o.coop_context}; give --coop-context {len(ids)}, or --coop-init ''"
         )
     freeze(ctx.net)
-    ctx.net.coop = Context(start(table, ids, o.coop_context), o.coop_position)
-    ctx.net.coop.ctx.requires_grad_(True)
+    ctx.net.prompter = Context(start(table, ids, o.coop_context), o.coop_position)
+    ctx.net.prompter.ctx.requires_grad_(True)
 
 
 METHOD = register(

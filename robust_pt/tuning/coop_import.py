@@ -85,9 +85,9 @@ def import_coop(checkpoint: Path, base: Path, out: Path, position: str = "end") 
         {"coop_context": int(ctx.shape[0]), "coop_position": position, "coop_init": ""}, where="robust-pt import coop"
     )
     method.hf.attach(options, context(arch, net, tok))
-    net.coop.ctx.data.copy_(ctx)
+    net.prompter.ctx.data.copy_(ctx)
     tuning = method.relevant(options)
-    save_delta({"coop.ctx": net.coop.ctx}, out, method="coop", options={k: v for k, v in tuning.items() if k != "method"},
+    save_delta({"prompter.ctx": net.prompter.ctx}, out, method="coop", options={k: v for k, v in tuning.items() if k != "method"},
                arch=arch, base_dir=Path(base))  # fmt: skip
     meta = {"method": "coop", "tuning": tuning, "imported_from": str(Path(checkpoint).resolve()), "task": None}
     (out / "robust_pt.json").write_text(json.dumps(meta, indent=1))

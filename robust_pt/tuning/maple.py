@@ -1,7 +1,8 @@
 """MaPLe, multi-modal prompt learning (Khattak et al. 2023, arXiv 2210.03117): prompts in both encoders,
 coupled: each layer's visual prompts are a learned linear map of that layer's text prompts.
 
-Built-in dual encoder (mini-clip) only; the backbone is frozen. The text encoder's first
+Built-in dual encoder (mini-clip) and Hugging Face CLIP (a robust-pt delta on the base); the
+backbone is frozen. The text encoder's first
 layer reads a CoOp-style context (class name at the end); its next layers, up to
 --maple-depth, replace those positions with their own prompts; the image encoder gets the
 coupled prompts after CLS in the same layers (tuning/clip_prompts.py's Maple).
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .methods import freeze
-from .registry import Factor, TuningMethod, register
+from .registry import Factor, HFContext, OnHF, TuningMethod, register
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,43 @@ class MapleOptions:
 
 
 def apply(model, o: MapleOptions) -> None:
-    from .clip_prompts import Maple
+    from .clip_prompts import Maple, _words
 
-    layers = min(len(model.image_layers), len(model.text_layers))
-    if o.maple_depth > layers:
-        raise ConfigError(f"maple depth {o.maple_depth} exceeds the base's {layers} layers per encoder")
+    image, text = len(model.image_layers), len(model.text_layers)
+    _check_depth(o, image, text)
     freeze(model)
-    model.prompter = Maple(model, o.maple_context, o.maple_depth, o.maple_init)
+    ctx = _words(model, o.maple_init, o.maple_context)
+    model.prompter = Maple(ctx, o.maple_depth, model.cfg.d_model, image, text)
     for p in model.prompter.parameters():
+        p.requires_grad_(True)
+
+
+def _check_depth(o: MapleOptions, image: int, text: int) -> None:
+    if o.maple_depth > min(image, text):
+        raise ConfigError(f"maple depth {o.maple_depth} exceeds the base's {min(image, text)} layers per encoder")
+
+
+def attach_hf(o: MapleOptions, ctx: HFContext) -> None:
+    """The same prompts in a Hugging Face dual encoder (HFFamily.class_prompts), attached as `prompter`; the
+    first text prompts start from --maple-init's tokens of the base's tokenizer."""
+    import operator
+
+    from .clip_prompts import Maple, start
+
+    cfg = ctx.net.config
+    image, text = cfg.vision_config.num_hidden_layers, cfg.text_config.num_hidden_layers
+    _check_depth(o, image, text)
+    table = operator.attrgetter(ctx.family.class_prompts)(ctx.net).weight
+    ids = ctx.tokenizer(o.maple_init, add_special_tokens=False)["input_ids"] if o.maple_init else None
+    if ids is not None and len(ids) != o.maple_context:
+        raise ConfigError(
+            f"maple init {o.maple_init!r} is {len(ids)} tokens for this base's tokenizer but maple context is "
+            f"{o.maple_context}; give --maple-context {len(ids)}, or --maple-init ''"
+        )
+    freeze(ctx.net)
+    ctx.net.prompter = Maple(start(table, ids, o.maple_context), o.maple_depth, cfg.vision_config.hidden_size,
+                             image, text)  # fmt: skip
+    for p in ctx.net.prompter.parameters():
         p.requires_grad_(True)
 
 
@@ -56,6 +86,9 @@ METHOD = register(
         MapleOptions,
         apply=apply,
         lr=3e-3,
+        hf=OnHF(
+            lr=3e-3, options=("maple_context", "maple_depth", "maple_init"), attach=attach_hf, needs="class_prompts"
+        ),  # fmt: skip
         prompt_like=True,
         factors=(Factor("maple_depth", "MaPLe depth"),),
         colour="#bcbd22",

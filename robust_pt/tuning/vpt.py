@@ -39,14 +39,14 @@ def apply(model, o: VPTOptions) -> None:
 
 
 def attach_hf(o: VPTOptions, ctx: HFContext) -> None:
-    """The same tokens in a Hugging Face dual encoder's vision transformer, attached as `vpt` (models/hf/clip.py
+    """The same tokens in a Hugging Face dual encoder's vision transformer, attached as `prompter` (models/hf/clip.py
     writes them after CLS, layer by layer)."""
     from .clip_prompts import VisualPrompts
 
     vc = ctx.net.config.vision_config
     freeze(ctx.net)
-    ctx.net.vpt = VisualPrompts(vc.num_hidden_layers, o.vpt_tokens, vc.hidden_size, o.vpt_depth == "deep")
-    ctx.net.vpt.prompts.requires_grad_(True)
+    ctx.net.prompter = VisualPrompts(vc.num_hidden_layers, o.vpt_tokens, vc.hidden_size, o.vpt_depth == "deep")
+    ctx.net.prompter.prompts.requires_grad_(True)
 
 
 METHOD = register(

@@ -6,8 +6,9 @@ classification (tasks/classify.py): the class name goes into the template's "{}"
 (models/templates.py), so the hole survives embedding attacks. The logit is CLIP's scaled cosine
 similarity to the image, read at the text's <eos>. Images are centre-cropped as its processor does
 (resize mode crop). No peft task type prepends prompt tokens in CLIP's forward, so it declares no
-peft prompt tuning; CoOp's learned context (tuning/coop.py) replaces the template instead
-(`hf.coop`, attached by the method).
+peft prompt tuning; the CLIP prompt learners attach a `prompter` to the transformers model instead,
+read as the built-in CLIP reads its own (models/miniclip.py's docstring): CoOp's context replaces
+the template, VPT's tokens follow CLS in the vision layers, MaPLe does both and adds deep text prompts.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ class ClipMatch(HFVLModel):
     def embed_text(self, texts):
         """[bos] + the text's tokens, with a hole (mask False) where a template's "{}" was; no eos: the
         candidate and eos are written in by candidate_logits. A CoOp context, when attached, replaces it."""
-        coop = getattr(self.hf, "coop", None)
-        if coop is not None:
-            text, mask = coop.context(len(texts))
+        context = getattr(getattr(self.hf, "prompter", None), "context", None)
+        if context is not None:
+            text, mask = context(len(texts))
             bos = self.hf.text_model.embeddings.token_embedding.weight[self.bos_id]
             ones = torch.ones(len(texts), 1, dtype=torch.bool, device=mask.device)
             return torch.cat([bos.expand(len(texts), 1, -1), text], 1), torch.cat([ones, mask], 1)
@@ -82,13 +83,13 @@ class ClipMatch(HFVLModel):
 
     def image_features(self, image_tokens: torch.Tensor) -> torch.Tensor:
         vm = self.hf.vision_model
-        vpt = getattr(self.hf, "vpt", None)  # VPT's prompt tokens (tuning/vpt.py): written after CLS per layer
+        visual = getattr(getattr(self.hf, "prompter", None), "visual", None)  # VPT's, MaPLe's: after CLS, per layer
         with self._amp():
-            if vpt is None:
+            if visual is None:
                 h = vm.encoder(inputs_embeds=vm.pre_layrnorm(image_tokens)).last_hidden_state
             else:
                 h, n = vm.pre_layrnorm(image_tokens), 0
-                for layer, p in zip(vm.encoder.layers, vpt.visual(h.shape[0])):
+                for layer, p in zip(vm.encoder.layers, visual(h.shape[0])):
                     if p is not None:
                         h, n = torch.cat([h[:, :1], p.to(h.dtype), h[:, 1 + n :]], 1), p.shape[1]
                     h = layer(h, None, None)[0]
@@ -128,7 +129,14 @@ class ClipMatch(HFVLModel):
             h = tm.embeddings(inputs_embeds=seq)
             causal = _create_4d_causal_attention_mask(attn.shape, h.dtype, device=h.device)
             am = _prepare_4d_attention_mask(attn.long(), h.dtype)
-            h = tm.encoder(inputs_embeds=h, attention_mask=am, causal_attention_mask=causal).last_hidden_state
+            deep = getattr(getattr(self.hf, "prompter", None), "text", None)  # MaPLe's deep prompts, after <bos>
+            if deep is None:
+                h = tm.encoder(inputs_embeds=h, attention_mask=am, causal_attention_mask=causal).last_hidden_state
+            else:
+                for i, (layer, p) in enumerate(zip(tm.encoder.layers, deep(h.shape[0]))):
+                    if p is not None and i > 0:
+                        h = torch.cat([h[:, :1], p.to(h.dtype), h[:, 1 + p.shape[1] :]], 1)
+                    h = layer(h, am, causal)[0]
             h = tm.final_layer_norm(h)
             pooled = h[torch.arange(h.shape[0], device=h.device), eos_pos]
             f = self.hf.text_projection(pooled)
