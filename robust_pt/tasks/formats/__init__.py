@@ -8,6 +8,7 @@
 | snli-ve | `snli_ve_<split>.jsonl` (dev for val; one JSON object a line: Flickr30K_ID, sentence2, gold_label) and the Flickr30k images (`<id>.jpg` in `DIR/flickr30k_images/`, `DIR/Flickr30K/flickr30k_images/`, `DIR/images/` or DIR) | closed; accuracy |
 | refcoco, refcoco+, refcocog | `refs(<split_by>).json` (the distributed `.p` converted once; pickles are refused), `instances.json`, and the COCO train2014 images (`DIR/images/train2014/`, `DIR/train2014/`, `DIR/images/` or DIR) | ground; Acc@0.5 |
 | coco-captions | `dataset_coco.json` (Karpathy split) and the COCO images (`DIR/<filepath>/<filename>`, `DIR/images/...` or DIR) | caption; CIDEr-D, BLEU-4 |
+| imagefolder | one folder of images per class (`DIR/<split>/<folder>/` or `DIR/<folder>/`), optional `classnames.txt` ("<folder> <class name>" lines, CoOp's) and `template.txt` (default "a photo of a {}.") | classify; accuracy (imagefolder.py) |
 
 Conventions:
 
@@ -56,7 +57,7 @@ from ...errors import TaskError
 
 # isort: off
 # each registers its format, in the order they are listed
-from . import vqav2, snli_ve, refcoco, coco_captions  # noqa: F401
+from . import vqav2, snli_ve, refcoco, coco_captions, imagefolder  # noqa: F401
 
 # isort: on
 from .common import (
