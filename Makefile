@@ -18,6 +18,10 @@
 #   make robust-base  rebuild robust_pt/assets/base-small-robust (builtin:base-small-robust): the committed base
 #                     adversarially pretrained on, PGD-3 at 4/255 for 2000 steps of 64 on the pretraining mix
 #                     (the adversarial-tuning study's robust base); ~30 min on 2 cores
+#   make clip-base    rebuild robust_pt/assets/clip-small (builtin:clip-small): the miniature CLIP pretrained
+#                     contrastively on ShapesWorld image-caption pairs (6000 steps of 128); ~30 min on 2 cores
+#   make clip-robust-base  rebuild robust_pt/assets/clip-small-robust (builtin:clip-small-robust): clip-small's
+#                     image tower adversarially finetuned TeCoA-style, PGD-3 at 4/255 on the pairs
 #   make constraints  rewrite constraints.txt with the versions installed in .venv
 #   make clean        build outputs and caches of Python / pytest (keeps .venv and .cache)
 #   make distclean    clean, plus .venv and .cache
@@ -44,7 +48,8 @@ PINNED := torch transformers tokenizers huggingface-hub textattack foolbox peft 
 
 DOGFOOD_OUT ?= .cache/ci-smoke
 
-.PHONY: setup test test-wheel test-kernels demo dogfood constraints clean distclean tiny-llava robust-base
+.PHONY: setup test test-wheel test-kernels demo dogfood constraints clean distclean tiny-llava robust-base \
+        clip-base clip-robust-base
 
 setup: $(STAMP)
 	@$(BIN)/robust-pt setup
@@ -83,6 +88,18 @@ robust-base: setup
 	$(BIN)/robust-pt pretrain --init builtin:base-small --adversarial pgd --adv-eps 4/255 --adv-steps 3 --steps 2000 \
 	    --lr 3e-4 --threads 2 --out $(ROBUST_BASE) --overwrite
 	rm -rf $(ROBUST_BASE).step*
+
+CLIP_BASE := robust_pt/assets/clip-small
+clip-base: setup
+	$(BIN)/robust-pt pretrain --arch clip --preset small --steps 6000 --batch-size 128 --threads 2 \
+	    --out $(CLIP_BASE) --overwrite
+	rm -rf $(CLIP_BASE).step*
+
+CLIP_ROBUST := robust_pt/assets/clip-small-robust
+clip-robust-base: setup
+	$(BIN)/robust-pt pretrain --arch clip --init builtin:clip-small --adversarial pgd --adv-eps 4/255 --adv-steps 3 \
+	    --steps 1000 --batch-size 128 --lr 3e-4 --threads 2 --out $(CLIP_ROBUST) --overwrite
+	rm -rf $(CLIP_ROBUST).step*
 
 TINY_INIT := .cache/tiny-llava-init
 tiny-llava: setup

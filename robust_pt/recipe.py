@@ -18,7 +18,7 @@ import functools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import CheckpointError, ConfigError
 
@@ -37,6 +37,7 @@ RECIPE_KEYS = {
     "split",
     "zoo",
     "nproc",
+    "evaluate_on",
 }
 #: Keys of an attack entry besides the attack's options, which come from the attack methods' registry
 #: (attacks.presets.option_names(); build() then checks them against the entry's method).
@@ -90,6 +91,17 @@ class AttackEntry:
         return self.attack + (f"-{self.tag}" if self.tag else "") + source
 
 
+class Run(NamedTuple):
+    """One attack run of a recipe: the task it attacks, the tuning and attack entries, its directory name,
+    and the task the model was tuned on (another only with `evaluate_on`: novel classes)."""
+
+    task: str
+    tuning: TuningEntry
+    attack: AttackEntry
+    name: str
+    trained: str
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -107,6 +119,13 @@ class Recipe:
     nproc: int = 1  # processes per attack run (torch.distributed, robust_pt/runtime/distributed.py)
     task_examples: tuple[tuple[str, int], ...] = ()  # examples per task where it differs from `examples`
     attack_batch: int | str = "auto"  # examples attacked together (EvalRequest.attack_batch); not in a run's identity
+    # tuned task -> the tasks its models are attacked on, where not itself (zero-shot classification: base and
+    # novel classes); a run on another task is named by that task
+    evaluate_on: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def attacked_on(self, task: str) -> tuple[str, ...]:
+        """The tasks the models tuned on `task` are attacked on."""
+        return dict(self.evaluate_on).get(task, (task,))
 
     @property
     def hf_base(self) -> bool:
@@ -135,13 +154,14 @@ class Recipe:
             raise ConfigError(f"recipe {self.name} has no tuning entry {bad[0]!r}; its entries: {', '.join(have)}")
         return replace(self, tuning=[t for t in self.tuning if t.name in names])
 
-    def runs(self) -> list[tuple[str, TuningEntry, AttackEntry, str]]:
-        """Every attack run, as (task, tuning entry, attack entry, run directory name)."""
+    def runs(self) -> list[Run]:
+        """Every attack run (an attack entry's `tasks` name tuned tasks)."""
         from .tasks.named import slug
 
         return [
-            (task, t, a, f"{slug(task)}_{t.name}_{a.label}")
+            Run(on, t, a, f"{slug(on)}_{t.name}_{a.label}", task)
             for task, t in self.checkpoints()
+            for on in self.attacked_on(task)
             for a in self.attacks
             if (a.tasks is None or task in a.tasks) and (a.tuning is None or t.name in a.tuning)
         ]
@@ -335,6 +355,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     else:
         base = str(hf_base)
     tunings = _tuning_entries(where, raw, path, hf_base, subset, probes)
+    if hf_base is None:
+        _check_fits(where, base, tunings, raw["tasks"], probes)
     names = [t.name for t in tunings]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: two tuning entries share a name; give each a distinct 'name'")
@@ -362,7 +384,32 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path=path,
         nproc=_positive(f"{where}: nproc", raw.get("nproc", 1)),
         attack_batch=_attack_batch(where, raw.get("attack_batch", "auto")),
+        evaluate_on=_evaluate_on(where, raw.get("evaluate_on"), raw["tasks"], probes, str(raw.get("split", "test"))),
     )
+
+
+def _evaluate_on(where: str, value, tasks: list, probes: dict, split: str) -> tuple:
+    """`evaluate_on: {TUNED_TASK: [TASK, ...]}`: tasks of a kind with open classes (zero-shot classification),
+    none of them another task the recipe tunes on (its runs would share a name); else one line."""
+    from .tasks.kinds import get as task_kind
+
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(v, list) and v for v in value.values()):
+        raise ConfigError(f"{where}: evaluate_on must map a recipe task to a non-empty list of tasks")
+    out = []
+    for task, targets in value.items():
+        if task not in tasks:
+            raise ConfigError(f"{where}: evaluate_on: {task!r} is not one of the recipe's tasks ({', '.join(tasks)})")
+        extra = _probe_tasks(where, [t for t in targets if t not in probes], split)
+        for t in targets:
+            kind = (probes.get(t) or extra[t]).kind
+            if t != task and (t in tasks or kind != probes[task].kind or not task_kind(kind).open_classes):
+                why = "is tuned on itself" if t in tasks else f"is not a {probes[task].kind} task with open classes"
+                raise ConfigError(f"{where}: evaluate_on: {task} -> {t}: {t} {why}; a model is attacked on its "
+                                  f"own task, or on another class set of a zero-shot classification task")  # fmt: skip
+        out.append((task, tuple(dict.fromkeys(targets))))
+    return tuple(out)
 
 
 def _attack_batch(where: str, value) -> int | str:
@@ -525,6 +572,33 @@ def _hf_base(base: str, recipe_path: Path) -> Path | None:
     return None
 
 
+def _check_fits(where: str, base: str, tunings: list, tasks: list, probes: dict) -> None:
+    """Each built-in tuning entry's method tunes its base's architecture, for each of its tasks' kinds, and the
+    base serves them (CoOp on the OFA, a classification task on the OFA: one line before any work)."""
+    from .models.miniclip import MiniCLIP
+    from .models.ofa import MiniOFA
+    from .tasks.kinds import refusal
+    from .tuning import checkpoint as ckpt
+
+    classes = {MiniOFA.architecture: MiniOFA, MiniCLIP.architecture: MiniCLIP}
+    for t in tunings:
+        own = t.base_of(base)
+        config = ckpt.checkpoint_dir(own) / ckpt.CONFIG
+        arch = (ckpt._read_json(config) if config.exists() else {}).get("architecture", MiniOFA.architecture)
+        model = classes.get(arch)
+        for task in t.tasks or tasks:
+            why = refusal(model, probes[task]) if model is not None else None
+            if why is None and t.tuning is not None and arch not in t.tuning.spec.architectures:
+                why = f"tuning method {t.tuning.method} tunes {' and '.join(t.tuning.spec.architectures)} bases"
+            if why is None and t.tuning is not None:
+                try:
+                    t.tuning.spec.check_task(probes[task])
+                except ConfigError as err:
+                    why = str(err)
+            if why is not None:
+                raise ConfigError(f"{where}: tuning entry {t.name} on {task} (base {own}, {arch}): {why}")
+
+
 def _check_base(base: str, recipe_path: Path) -> None:
     from .tuning import checkpoint as ckpt
 
@@ -582,7 +656,7 @@ def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
 
     mine = {t.name for t in part.tuning}
     found = []
-    for task, t, _a, name in r.runs():
+    for task, t, _a, name, trained in r.runs():
         p = runs_dir / name
         if t.name in mine or not (p / "run.json").exists():
             continue
@@ -594,7 +668,7 @@ def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
             tuning != want
             or model_meta.get("adversarial") != t.adversarial_record()
             or model_meta.get("noise_sigma") != t.noise_sigma
-            or not _schedule_kept(model_meta, t, r, task)
+            or not _schedule_kept(model_meta, t, r, trained)
         )
         stale = meta.get("status") != "complete" or edited
         if stale or (meta.get("config") or {}).get("task", {}).get("name") != recorded_task(task):
@@ -618,18 +692,18 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
     runs_dir = out / "runs"
     t0 = time.time()
     others = _other_runs(r, part, runs_dir, log) if part is not r else None
-    kept = {name for task, t, a, name in part.runs() if _finished(r, task, t, a, runs_dir / name)}
+    kept = {run.name for run in part.runs() if _finished(r, run, runs_dir / run.name)}
     if kept:
         log(f"[{r.name}] {len(kept)} runs complete in {runs_dir} and made as the recipe says: kept as they are")
     ckpts = build_zoo(part, log=log, only=_needed(part, kept))
     log(f"[{r.name}] checkpoints ready after {time.time() - t0:.0f} s")
-    for task, t, a, name in part.runs():
+    for task, t, a, name, trained in part.runs():
         run = runs_dir / name
         if name in kept:
             continue
         t1 = time.time()
         request = EvalRequest(
-            ckpts[(task, t.name)][0],
+            ckpts[(trained, t.name)][0],
             task,
             attack=a.attack,
             eps=None if a.eps is None else list(a.eps),
@@ -640,21 +714,21 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
             batch_size=r.batch_size,
             attack_batch=r.attack_batch,
             nproc=a.nproc or r.nproc,
-            **_transfer_args(a, task, ckpts, out),
+            **_transfer_args(a, trained, ckpts, out),
             overrides=dict(a.overrides),
         )
         execute(request, progress=True)
         log(f"[{r.name}] {run.name}: {time.time() - t1:.0f} s")
-    run_paths = [runs_dir / name for *_, name in r.runs()]
+    run_paths = [runs_dir / run.name for run in r.runs()]
     if others is not None:  # --only: the selected entries' runs and the others' that are there, in recipe order
-        keep = set(others) | {runs_dir / name for *_, name in part.runs()}
+        keep = set(others) | {runs_dir / run.name for run in part.runs()}
         run_paths = [p for p in run_paths if p in keep]
     build(run_paths, out, allow_mixed=len(r.tasks) > 1, title=f"robust-pt: {r.name}")
     log(f"[{r.name}] finished in {time.time() - t0:.0f} s; report in {out}")
     return out
 
 
-def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -> bool:
+def _finished(r: Recipe, which: Run, run: Path) -> bool:
     """A complete run made with this entry's tuning, attack, eps, examples, seed and batch size (and, for runs
     whose run.json records the checkpoint's identity, its training schedule), whose checkpoint (absent from
     a fresh clone) need not be rebuilt to resume it. Older runs do not record the schedule: a run of an
@@ -664,6 +738,7 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
     from .attacks import build
     from .attacks.transfer import CRAFTING
 
+    task, t, a = which.task, which.tuning, which.attack
     try:
         meta = json.loads((run / "run.json").read_text())
     except (OSError, ValueError):
@@ -707,7 +782,9 @@ def _finished(r: Recipe, task: str, t: TuningEntry, a: AttackEntry, run: Path) -
     made = [(meta.get("model_meta"), t)] + [
         (info, entries.get(name)) for name, info in zip(a.surrogate or (), meta.get("surrogates") or [])
     ]
-    as_made = all(_schedule_kept(info, e, r, task) for info, e in made)  # the target's checkpoint and surrogates'
+    as_made = all(
+        _schedule_kept(info, e, r, which.trained) for info, e in made
+    )  # the target's checkpoint and surrogates'
     return meta.get("status") == "complete" and have == want and as_made
 
 
@@ -758,9 +835,9 @@ def _sha_cached(path: str, mtime: int, size: int) -> str:
 def _needed(r: Recipe, kept: set) -> set:
     """The (task, tuning entry) checkpoints the runs still to do need: their targets and surrogates."""
     out = set()
-    for task, t, a, name in r.runs():
+    for _task, t, a, name, trained in r.runs():
         if name not in kept:
-            out |= {(task, t.name)} | {(task, s) for s in a.surrogate or ()}
+            out |= {(trained, t.name)} | {(trained, s) for s in a.surrogate or ()}
     return out
 
 

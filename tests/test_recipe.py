@@ -204,7 +204,7 @@ def test_an_attack_entry_runs_on_the_tuning_entries_it_names(tmp_path, base):
     """`tuning: [prompt]` on an attack entry: an expensive attack on a few models only."""
     attacks = [{"attack": "fgsm", "eps": ["8/255"]}, {"attack": "emb-fgsm", "eps": [0.1], "tuning": ["prompt"]}]
     r = load_recipe(_recipe(tmp_path, base, attacks=attacks))
-    assert sorted(name for *_, name in r.runs()) == [
+    assert sorted(run.name for run in r.runs()) == [
         "shapes-vqa_finetune_fgsm",
         "shapes-vqa_prompt_emb-fgsm",
         "shapes-vqa_prompt_fgsm",

@@ -23,7 +23,7 @@ def _expected_runs(recipe) -> dict[str, dict]:
     from robust_pt.attacks import build as build_attack
 
     want = {}
-    for task, _t, a, name in recipe.runs():
+    for task, _t, a, name, _trained in recipe.runs():
         eps = a.eps if a.eps is not None else build_attack(a.attack, **dict(a.overrides)).eps_grid(None)
         want[name] = {"task": task, "n": recipe.examples_for(task, a), "eps": [round(float(e), 10) for e in eps]}
     return want
@@ -98,7 +98,7 @@ def test_the_committed_runs_would_resume_as_the_same_attack(name):
     from robust_pt.attacks.transfer import CRAFTING
 
     recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
-    for _task, _t, a, run in recipe.runs():
+    for _task, _t, a, run, _trained in recipe.runs():
         meta = json.loads((ROOT / "reports" / name / "runs" / run / "run.json").read_text())
         transfer = CRAFTING if a.surrogate else {}  # transfer runs craft with every step
         spec = build_attack(a.attack, **{**dict(a.overrides), **transfer}).spec

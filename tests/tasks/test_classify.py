@@ -155,3 +155,59 @@ def test_the_kind_refuses_models_without_a_text_encoder_for_classes(tiny_vqa):
         import robust_pt
 
         robust_pt.evaluate(tiny_vqa, task=task, attack="fgsm", eps=[2 / 255])  # before its own task is asked
+
+
+def _recipe(tmp_path, evaluate_on, tasks=("shapes-objects-base",), base=None):
+    import yaml
+
+    from robust_pt.models.miniclip import build as build_clip
+    from robust_pt.tasks.vocab import WORDS
+    from robust_pt.tuning import checkpoint as ckpt
+
+    if base is None:
+        base = tmp_path / "clip-base"
+        ckpt.save(build_clip("tiny", vocab=WORDS), base, {"method": "pretrain", "name": "clip-tiny"})
+    p = tmp_path / "clip.yaml"
+    p.write_text(yaml.safe_dump({
+        "base": str(base), "tasks": list(tasks), "evaluate_on": evaluate_on,
+        "tuning": [{"method": "coop", "steps": 2}], "attacks": ["pgd"],
+    }))  # fmt: skip
+    return p
+
+
+def test_a_recipe_attacks_models_tuned_on_base_classes_on_novel_ones(tmp_path):
+    from robust_pt.recipe import load_recipe
+
+    r = load_recipe(_recipe(tmp_path, {"shapes-objects-base": ["shapes-objects-base", "shapes-objects-novel"]}))
+    runs = {run.name: (run.task, run.trained) for run in r.runs()}
+    assert runs == {
+        "shapes-objects-base_coop_pgd": ("shapes-objects-base", "shapes-objects-base"),
+        "shapes-objects-novel_coop_pgd": ("shapes-objects-novel", "shapes-objects-base"),
+    }
+    assert r.checkpoints() == [("shapes-objects-base", r.tuning[0])]  # one model, two class sets
+
+
+@pytest.mark.parametrize(
+    "evaluate_on, tasks, needle",
+    [
+        ({"shapes-objects-base": ["shapes-vqa"]}, None, "is not a classify task with open classes"),
+        ({"shapes-objects": ["shapes-objects-novel"]}, None, "is not one of the recipe's tasks"),
+        ({"shapes-objects-base": ["shapes-objects-novel"]}, ("shapes-objects-base", "shapes-objects-novel"),
+         "is tuned on itself"),
+        ({"shapes-objects-base": []}, None, "non-empty list"),
+    ],
+)  # fmt: skip
+def test_a_bad_evaluate_on_is_one_line(tmp_path, evaluate_on, tasks, needle):
+    from robust_pt.errors import ConfigError
+    from robust_pt.recipe import load_recipe
+
+    with pytest.raises(ConfigError, match=needle):
+        load_recipe(_recipe(tmp_path, evaluate_on, tasks or ("shapes-objects-base",)))
+
+
+def test_a_recipe_refuses_a_learner_or_task_its_base_cannot_take(tmp_path):
+    from robust_pt.errors import ConfigError
+    from robust_pt.recipe import load_recipe
+
+    with pytest.raises(ConfigError, match="tuning entry coop on shapes-objects-base .*mini-ofa.*need a dual encoder"):
+        load_recipe(_recipe(tmp_path, None, base="builtin:base-small"))

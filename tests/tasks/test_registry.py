@@ -34,7 +34,7 @@ def test_every_format_and_named_task_declares_a_registered_kind():
         assert kinds.get(formats.lookup(name).kind)
     for name in named.names():
         assert kinds.get(named.lookup(name).kind)
-    assert formats.FORMATS == ("vqav2", "snli-ve", "refcoco", "refcoco+", "refcocog", "coco-captions")
+    assert formats.FORMATS == ("vqav2", "snli-ve", "refcoco", "refcoco+", "refcocog", "coco-captions", "imagefolder")
     # what the report calls the instruction text comes from the registration, not the name
     ve = load_task("shapes-ve", limit=2, size=32)
     assert kinds.declarations(ve)["text_label"] == "Hypothesis"
@@ -48,7 +48,7 @@ def test_a_recipe_accepts_a_real_dataset_format(tmp_path):
     task = f"vqav2:{root}"
     r = load_recipe(_recipe(tmp_path, ["shapes-vqa", task], split="val"))
     assert r.tasks == ("shapes-vqa", task)
-    dirs = [name for *_, name in r.runs()]
+    dirs = [run.name for run in r.runs()]
     assert dirs[0] == "shapes-vqa_base_fgsm"  # named tasks' run directories as before
     assert dirs[1] == "vqav2-vqa-data_base_fgsm" and "/" not in dirs[1] and ":" not in dirs[1]
     assert recorded_task(task) == "vqav2" and recorded_task("shapes-vqa") == "shapes-vqa"
