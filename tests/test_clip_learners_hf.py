@@ -1,5 +1,6 @@
-"""Prompt learners on a Hugging Face CLIP: CoOp trains there, and a CoOp checkpoint in the Dassl layout imports
-(weights-only reading, nothing else trusted) and gives the logits computed by hand from its context."""
+"""Prompt learners on Hugging Face dual encoders (CLIP, SigLIP): zero-shot logits equal the transformers model's,
+every learner trains and reloads there, and a CoOp checkpoint in the Dassl layout imports (weights-only reading,
+nothing else trusted) and gives the logits computed by hand from its context."""
 
 from __future__ import annotations
 
@@ -13,12 +14,43 @@ from robust_pt.tasks import load_task
 from tests._cli import assert_one_line_error, invoke
 
 
-@pytest.fixture(scope="module")
-def hf_clip(tmp_path_factory):
+def _tiny(tmp_path_factory, arch):
     from robust_pt.tasks.shapes_tasks import PRETRAIN_ANSWERS
     from robust_pt.testing.hf_tiny import save_tiny
 
-    return save_tiny("clip", tmp_path_factory.mktemp("hfclip") / "clip", answers=PRETRAIN_ANSWERS)
+    return save_tiny(arch, tmp_path_factory.mktemp(arch) / arch, answers=PRETRAIN_ANSWERS)
+
+
+@pytest.fixture(scope="module")
+def hf_clip(tmp_path_factory):
+    return _tiny(tmp_path_factory, "clip")
+
+
+@pytest.fixture(scope="module", params=["clip", "siglip"])
+def hf_dual(request, tmp_path_factory):
+    return _tiny(tmp_path_factory, request.param)
+
+
+def test_siglip_classifies_as_siglipmodel_does(tmp_path_factory):
+    """SigLIP: no <bos>, texts padded to full length and read at the last position, attention-pooled image, a
+    logit bias; the logits equal SiglipModel's logits_per_image on the written-out texts."""
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoProcessor, SiglipModel
+
+    path = _tiny(tmp_path_factory, "siglip")
+    model, net = robust_pt.load_model(path), SiglipModel.from_pretrained(str(path)).eval()
+    proc = AutoProcessor.from_pretrained(str(path))
+    img = Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    names = ["red circle", "blue square", "yellow"]
+    for template in ("a photo of a {} here", "a photo of a {}"):
+        enc = proc(images=img, text=[template.replace("{}", n) for n in names], return_tensors="pt",
+                   padding="max_length", max_length=32)  # fmt: skip
+        with torch.no_grad():
+            ref = net(**enc).logits_per_image
+            ours = model.candidate_logits(x, [template], names)
+        assert torch.allclose(ours, ref, atol=1e-4), (template, ours, ref)
 
 
 def _dassl(path, ctx, d, extra=None):
@@ -100,10 +132,11 @@ def test_coop_trains_on_a_hugging_face_clip_and_refuses_a_vqa_task(hf_clip, tmp_
 
 
 @pytest.mark.parametrize("method", ["coop", "vpt", "maple", "lora", "finetune"])
-def test_the_learners_train_on_a_hugging_face_clip_and_reload(hf_clip, tmp_path, method):
+def test_the_learners_train_on_a_hugging_face_dual_encoder_and_reload(hf_dual, tmp_path, method):
     """Each trains a few steps on base classes, reloads to the same logits on novel classes, and differs from
     the untuned base there (the learned tensors are read)."""
     out = tmp_path / method
+    hf_clip = hf_dual
     r = invoke("train", "--base", hf_clip, "--task", "shapes-objects-base", "--method", method, "--steps", 3,
                "--batch-size", 8, "--eval-size", 8, "--lr", 0.05, "--threads", 1, "--out", out)  # fmt: skip
     assert r.exit_code == 0, r.output

@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 from ..errors import ConfigError
 
-ARCHS = ("vilt", "blip", "clip")
+ARCHS = ("vilt", "blip", "clip", "siglip")
 _SPECIALS_BERT = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -99,6 +99,42 @@ def clip_tokenizer(words: Sequence[str], folder: Path):
     for f in ("vocab.json", "merges.txt"):
         (folder / f).unlink(missing_ok=True)
     return fast
+
+
+def siglip_tokenizer(words: Sequence[str]):
+    """A PreTrainedTokenizerFast laid out as SigLIP's: lower case, word pieces, "</s>" appended, "<pad>" padding
+    (SigLIP pads every text to its full length and reads the last position)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    tokens = ["<pad>", "</s>", "<unk>"] + chars + ["##" + c for c in chars] + [w for w in words]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=32,
+        model_input_names=["input_ids"],  # as SigLIP's tokenizer: no attention mask (the model reads the pads)
+    )
+
+
+def _siglip(tok, image_size: int, patch_size: int, hidden: int, layers: int, heads: int):
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    common = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=heads)
+    text = dict(vocab_size=len(tok), max_position_embeddings=32, pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id, **common)  # fmt: skip
+    vision = dict(image_size=image_size, patch_size=patch_size, **common)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
+    ip = SiglipImageProcessor(size={"height": image_size, "width": image_size})
+    return model, SiglipProcessor(image_processor=ip, tokenizer=tok)
 
 
 def _vilt(tok, answers: list[str], image_size: int, patch_size: int, hidden: int, layers: int, heads: int):
@@ -196,7 +232,7 @@ def build_tiny(
     seed: int = 0,
     tmp: Path | None = None,
 ):
-    """(model, processor) of a tiny random `arch` (vilt, blip or clip) built from a config."""
+    """(model, processor) of a tiny random `arch` (vilt, blip, clip or siglip) built from a config."""
     import tempfile
 
     import torch
@@ -210,6 +246,8 @@ def build_tiny(
         model, processor = _vilt(bert_tokenizer(vocab_words), list(answers), *dims)
     elif arch == "blip":
         model, processor = _blip(bert_tokenizer(vocab_words, extra_special=["[DEC]"]), *dims)
+    elif arch == "siglip":
+        model, processor = _siglip(siglip_tokenizer(vocab_words), *dims)
     else:
         with tempfile.TemporaryDirectory() as d:
             tok = clip_tokenizer(vocab_words, Path(tmp or d) / "clip-tokenizer")

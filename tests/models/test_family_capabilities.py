@@ -1,7 +1,7 @@
 """What each Hugging Face family declares, pinned: the peft target modules of every family (the lists
 and the modules they reach in a tiny build) are exactly those of the adapters trained before the
-families declared their capabilities (tests/models/peft_targets.json, computed at 50a409f), so a
-saved adapter and a re-run train the same modules."""
+families declared their capabilities (tests/models/peft_targets.json, computed at 50a409f; SigLIP's
+when its family was added), so a saved adapter and a re-run train the same modules."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_what_each_family_supports():
     site = loading.AttentionSite("ViltAttention", "classifier")
     assert got.pop("vilt") == (True, "SEQ_CLS", site, ("closed",))
     assert got.pop("blip") == (False, None, None, every)
-    assert got.pop("clip") == (False, None, None, ("closed",))
+    assert got.pop("clip") == got.pop("siglip") == (False, None, None, ("closed", "classify"))
     assert set(got.values()) == {(False, "CAUSAL_LM", None, every)}  # the generative ones
     for f in loading.hf_families():  # the class takes its architecture and kinds from its family
         assert (f.model_class.architecture, f.model_class.task_kinds) == (f.architecture, f.task_kinds)

@@ -14,7 +14,12 @@ from robust_pt.errors import CheckpointError, ConfigError
 from robust_pt.models import loading
 from robust_pt.models.loading import HFFamily, PeftTargets, detect, families, hf_family, register
 
-HF = {"vilt": "ViltForQuestionAnswering", "blip": "BlipForQuestionAnswering", "clip": "CLIPModel"}
+HF = {
+    "vilt": "ViltForQuestionAnswering",
+    "blip": "BlipForQuestionAnswering",
+    "clip": "CLIPModel",
+    "siglip": "SiglipModel",
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +115,7 @@ def test_image_settings_come_from_the_saved_processor(dirs):
         m = loading.load_model(dirs[name], device="cpu")
         assert (m.image_size, m.resize_mode, m.pixel_scale) == (s.size, s.resize, s.scale), name
         assert m.pixel_mean.flatten().tolist() == pytest.approx(list(s.mean)), name
-    assert got == {"vilt": (32, "squash"), "blip": (32, "squash"), "clip": (32, "crop")}
+    assert got == {"vilt": (32, "squash"), "blip": (32, "squash"), "clip": (32, "crop"), "siglip": (32, "squash")}
     vilt = hf_family(HF["vilt"])
     assert vilt.input_size({"size": {"shortest_edge": 100}, "size_divisor": 32}, None) == (96, "squash")
     with pytest.raises(CheckpointError, match="non-square processor size 32x48"):
