@@ -272,6 +272,10 @@ def _refuse(model: VLModel, t) -> None:
 
 def _check_served(model: VLModel, t: Task) -> None:
     _refuse(model, t)
+    classes = getattr(model, "class_refusal", None)  # a model that scores only some class names (a linear probe)
+    why = classes(t.answers) if classes is not None and t.answers else None
+    if why is not None:
+        raise TaskError(why)
     if t.image_size != model.image_size:
         raise TaskError(
             f"task {t.name} has {t.image_size}px images but the model expects {model.image_size}px; "

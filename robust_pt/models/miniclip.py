@@ -131,6 +131,11 @@ class MiniCLIP(VLModel):
         modules = [self.stem, self.image_ln_in, self.image_layers, self.image_ln_out, self.image_proj]
         return [self.cls, self.image_pos] + [p for m in modules for p in m.parameters()]
 
+    def class_refusal(self, names) -> str | None:
+        """Why it cannot score these class names (a linear probe's own classes only), or None."""
+        refusal = getattr(self.prompter, "refusal", None)
+        return None if refusal is None else refusal(names)
+
     # ---------------------------------------------------------------- embeddings
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
@@ -247,6 +252,9 @@ class MiniCLIP(VLModel):
     def candidate_logits_from_embeds(self, e: Embeds, candidates: Sequence[str]) -> torch.Tensor:
         """(B, K) scaled cosine similarity of each image to its template with each class name."""
         img = self.image_features(e.image)
+        head = getattr(self.prompter, "head", None)  # a linear probe scores its own classes from the image alone
+        if head is not None:
+            return head(img, candidates)
         txt = self.class_features(e.text, e.text_mask, candidates)
         return self.scale * torch.einsum("bd,bkd->bk", img, txt)
 

@@ -63,6 +63,34 @@ class VisualPrompts(nn.Module):
         return out + [None] * (self.layers - len(out))
 
 
+class LinearHead(nn.Module):
+    """A linear probe's head: `head(features, names)` scores the classes it was trained for, only those."""
+
+    def __init__(self, classes: list[str], width: int):
+        super().__init__()
+        self.classes = list(classes)
+        self.weight = nn.Parameter(torch.zeros(len(classes), width))
+        self.bias = nn.Parameter(torch.zeros(len(classes)))
+
+    def refusal(self, names) -> str | None:
+        """Why it cannot score these class names (one line), or None."""
+        if list(names) == self.classes:
+            return None
+        shown = ", ".join(self.classes[:4]) + (", ..." if len(self.classes) > 4 else "")
+        return (
+            f"a linear probe scores the {len(self.classes)} classes it was trained on ({shown}), not these; "
+            f"evaluate it on its own class set"
+        )
+
+    def head(self, features: torch.Tensor, names) -> torch.Tensor:
+        why = self.refusal(names)
+        if why is not None:
+            from ..errors import TaskError
+
+            raise TaskError(why)
+        return features @ self.weight.t() + self.bias
+
+
 class Maple(nn.Module):
     """MaPLe's coupled prompts, in the first `depth` layers of both encoders."""
 

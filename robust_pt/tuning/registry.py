@@ -51,6 +51,7 @@ BUILTIN = (
     "coop",
     "vpt",
     "maple",
+    "linear_probe",
 )  # robust_pt/tuning/<name>.py, in this order
 # names an option may not take: the training schedule, recipe-entry and CLI keys every method shares
 RESERVED = frozenset(
@@ -165,6 +166,9 @@ class TuningMethod:
     architectures: tuple[str, ...] = ("mini-ofa", "mini-clip")
     # the task kinds it tunes for (CoOp replaces the prompt template: a VQA question would be lost); None: every kind
     task_kinds: tuple[str, ...] | None = None
+    # (options, the task's answers) -> options: a method whose modules are sized by the task's classes (a linear
+    # probe) takes them into its options, so the checkpoint records them; None: options as given
+    task_classes: Callable[[Any, Any], Any] | None = None
     help: str = ""  # one line for `robust-pt train --help`
 
     def __post_init__(self):

@@ -248,6 +248,8 @@ def tune(
         raise TaskError(why)
     check_architecture(tcfg.spec, model)
     tcfg.spec.check_task(train_task)
+    if tcfg.spec.task_classes is not None:  # a head sized by the task's classes records them (linear probe)
+        tcfg = TuningConfig(tcfg.method, options=tcfg.spec.task_classes(tcfg.options, train_task.answers))
     check_task(adversarial, train_task)
     identity = {
         "kind": "tune",

@@ -98,11 +98,12 @@ def test_one_shared_template_is_encoded_once_with_the_same_logits(clip):
 def test_every_clip_learner_trains_a_step_and_round_trips(clip_base, tmp_path, method):
     spec = registry.get(method)
     model = ckpt.load(clip_base)
-    tcfg = TuningConfig(method)
+    task = load_task("shapes-objects-base", split="train", limit=8, size=48)
+    own = {"probe_classes": "|".join(task.answers)} if spec.task_classes is not None else {}  # a linear probe's
+    tcfg = TuningConfig(method, **own)
     apply_method(model, tcfg)
     counts = parameter_counts(model)
     assert 0 < counts["trainable_fraction"] < (0.8 if method == "finetune" else 0.5)
-    task = load_task("shapes-objects-base", split="train", limit=8, size=48)
     batch = [task[i] for i in range(8)]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

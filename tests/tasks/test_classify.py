@@ -131,7 +131,7 @@ def test_train_on_base_classes_then_attack_novel_ones(clip_dir, tmp_path):
          ["tuning method prompt tunes mini-ofa bases"]),
         (["train", "--base", "CLIP", "--task", "shapes-objects", "--method", "coop", "--coop-init", "a picture"],
          ["coop init 'a picture' has 2 words but coop context is 4"]),
-        (["pretrain", "--arch", "clip", "--init", "builtin:base-small"], ["--arch clip pretrains from scratch"]),
+        (["pretrain", "--arch", "clip", "--init", "builtin:base-small"], ["--init BASE and --adversarial go together"]),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line(clip_dir, tmp_path, args, needles):
@@ -211,3 +211,25 @@ def test_a_recipe_refuses_a_learner_or_task_its_base_cannot_take(tmp_path):
 
     with pytest.raises(ConfigError, match="tuning entry coop on shapes-objects-base .*mini-ofa.*need a dual encoder"):
         load_recipe(_recipe(tmp_path, None, base="builtin:base-small"))
+
+
+def test_a_linear_probe_scores_its_own_classes_only(clip_dir, tmp_path):
+    """Its head is sized by the task's classes, recorded in its options; novel classes are refused in one line."""
+    import robust_pt
+
+    ck = tmp_path / "probe"
+    r = invoke("train", "--base", clip_dir, "--task", "shapes-objects-base", "--method", "linear-probe",
+               "--steps", 3, "--batch-size", 8, "--eval-size", 8, "--threads", 1, "--out", ck)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    meta = json.loads((ck / "meta.json").read_text())
+    assert meta["tuning"]["probe_classes"].split("|") == list(BASE_CLASSES)
+    assert meta["trainable_params"] == len(BASE_CLASSES) * (64 + 1)
+    model = robust_pt.load_model(ck)
+    task = load_task("shapes-objects-base", split="test", limit=4, size=48)
+    x = images_of([task[i] for i in range(4)])
+    with torch.no_grad():
+        assert model.candidate_logits(x, [task[0].text] * 4, task.answers).shape == (4, len(BASE_CLASSES))
+    r = invoke("attack", "--model", ck, "--task", "shapes-objects-novel", "--attack", "pgd", "--limit", 4,
+               "--out", tmp_path / "run")  # fmt: skip
+    assert_one_line_error(r, "a linear probe scores the 8 classes it was trained on")
+    assert not (tmp_path / "run").exists()  # refused before the run directory is written

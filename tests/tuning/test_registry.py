@@ -33,6 +33,8 @@ VOCAB = list(WORDS) + bin_tokens()
 BUILTIN = [m.name for m in registry.builtin_methods()]
 HF = [m.name for m in registry.hf_methods()]
 OFA = [m.name for m in registry.builtin_methods() if "mini-ofa" in m.architectures]
+# the Hugging Face methods a ViLT takes (the CLIP prompt learners: tests/test_clip_learners_hf.py)
+VILT = [m.name for m in registry.hf_methods() if m.hf.needs != "class_prompts"]
 FAST = ["--steps", 1, "--batch-size", 4, "--train-size", 8, "--eval-size", 4, "--threads", 1]
 
 
@@ -59,8 +61,9 @@ def _logits(model):
 
 
 def test_registry_lists_the_methods_in_report_order():
-    assert BUILTIN == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt", "coop", "vpt", "maple"]
-    assert HF == ["finetune", "prompt", "lora", "ia3", "apt"]
+    assert BUILTIN == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt", "coop", "vpt", "maple", "linear-probe"]
+    assert HF == ["finetune", "prompt", "lora", "ia3", "apt", "coop", "vpt", "maple"]
+    assert VILT == ["finetune", "prompt", "lora", "ia3", "apt"]
     assert registry.report_order() == BUILTIN
     assert OFA == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt"]
     assert registry.get("prompt").prompt_like and registry.get("apt").prompt_like
@@ -103,7 +106,7 @@ def vilt(tmp_path_factory):
     return save_tiny("vilt", tmp_path_factory.mktemp("reg-hf") / "vilt", answers=PRETRAIN_ANSWERS)
 
 
-@pytest.mark.parametrize("method", HF)
+@pytest.mark.parametrize("method", VILT)
 def test_every_hf_method_trains_a_step(vilt, tmp_path, method):
     from robust_pt.tuning.hf_train import HFTrainConfig, train_hf
 
@@ -362,7 +365,7 @@ def test_unknown_methods_and_options_are_refused_with_one_line(base, tmp_path):
     with pytest.raises(
         ConfigError,
         match="unknown method 'bitfit' for a Hugging Face base; choose one of finetune, "
-        "prompt, lora, ia3, apt .adapter, bitfit, coop, vpt and maple are built-in-model methods.",
+        "prompt, lora, ia3, apt, coop, vpt, maple .adapter, bitfit and linear-probe are built-in-model methods.",
     ):
         HFTrainConfig(method="bitfit")
     from robust_pt.recipe import load_recipe
