@@ -663,7 +663,7 @@ def _other_runs(r: Recipe, part: Recipe, runs_dir: Path, log) -> list[Path]:
         meta = json.loads((p / "run.json").read_text())
         model_meta = meta.get("model_meta") or {}
         tuning = model_meta.get("tuning")
-        want = None if t.tuning is None else t.tuning.relevant()
+        want = tuning_record(t, trained)
         edited = want is not None and (
             tuning != want
             or model_meta.get("adversarial") != t.adversarial_record()
@@ -752,7 +752,7 @@ def _finished(r: Recipe, which: Run, run: Path) -> bool:
         "eps": atk.eps_grid(None if a.eps is None else list(a.eps)),
         "seed": r.seed,
         "batch_size": r.batch_size,
-        "tuning": None if t.tuning is None else t.tuning.relevant(),
+        "tuning": tuning_record(t, which.trained),
         "adversarial": t.adversarial_record(),
         "noise_sigma": t.noise_sigma,
     }
@@ -786,6 +786,21 @@ def _finished(r: Recipe, which: Run, run: Path) -> bool:
         _schedule_kept(info, e, r, which.trained) for info, e in made
     )  # the target's checkpoint and surrogates'
     return meta.get("status") == "complete" and have == want and as_made
+
+
+def tuning_record(t: TuningEntry, trained: str) -> dict | None:
+    """What the checkpoint of entry `t` tuned on `trained` records as its tuning: the entry's method and options,
+    with the task's classes where the method is sized by them (a linear probe; tuning/train.py fills them)."""
+    if t.tuning is None:
+        return None
+    from .tasks import load_task
+    from .tuning.config import TuningConfig
+
+    spec = t.tuning.spec
+    if spec.task_classes is None or not isinstance(t.tuning, TuningConfig):  # a Hugging Face entry: as it is
+        return t.tuning.relevant()
+    answers = load_task(trained, split="test", limit=1).answers or []
+    return spec.relevant(spec.task_classes(t.tuning.options, answers))
 
 
 def _schedule_kept(info: dict | None, entry: TuningEntry | None, r: Recipe | None = None, task: str = "") -> bool:

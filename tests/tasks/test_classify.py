@@ -233,3 +233,21 @@ def test_a_linear_probe_scores_its_own_classes_only(clip_dir, tmp_path):
                "--out", tmp_path / "run")  # fmt: skip
     assert_one_line_error(r, "a linear probe scores the 8 classes it was trained on")
     assert not (tmp_path / "run").exists()  # refused before the run directory is written
+
+
+def test_a_recipe_knows_what_a_linear_probe_checkpoint_records(tmp_path):
+    """A recipe entry of a method sized by its task's classes expects the classes the checkpoint records, so its
+    finished runs are kept, not redone."""
+    import yaml
+
+    from robust_pt.recipe import load_recipe, tuning_record
+    from robust_pt.tuning.train import tune
+
+    p = _recipe(tmp_path, None)
+    raw = yaml.safe_load(p.read_text())
+    raw["tuning"] = [{"method": "linear-probe", "steps": 2, "batch_size": 4, "eval_size": 4}]
+    p.write_text(yaml.safe_dump(raw))
+    r = load_recipe(p)
+    entry = r.tuning[0]
+    meta = tune(r.base, "shapes-objects-base", entry.tuning, entry.train, tmp_path / "probe", log=lambda *_: None)
+    assert meta["tuning"] == tuning_record(entry, "shapes-objects-base") and meta["tuning"]["probe_classes"]
