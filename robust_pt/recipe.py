@@ -365,6 +365,9 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         for i, entry in enumerate(raw["attacks"])
         for a in _attack_entries(where, i, entry, raw, probes, subset, tunings)
     ]
+    if raw.get("evaluate_on") and any(a.surrogate for a in attacks):
+        raise ConfigError(f"{where}: transfer attacks (surrogate) run on the task their surrogates were tuned on; "
+                          f"evaluate_on and a transfer entry do not go together yet")  # fmt: skip
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: two attack entries would share a run; give one a distinct 'tag'")
@@ -409,6 +412,10 @@ def _evaluate_on(where: str, value, tasks: list, probes: dict, split: str) -> tu
                 raise ConfigError(f"{where}: evaluate_on: {task} -> {t}: {t} {why}; a model is attacked on its "
                                   f"own task, or on another class set of a zero-shot classification task")  # fmt: skip
         out.append((task, tuple(dict.fromkeys(targets))))
+    named_twice = [t for t in {t for _, ts in out for t in ts} if sum(t in ts for _, ts in out) > 1]
+    if named_twice:
+        raise ConfigError(f"{where}: evaluate_on: {named_twice[0]} is listed under two tuned tasks; their runs would "
+                          f"share a name, so list it under one")  # fmt: skip
     return tuple(out)
 
 
@@ -723,7 +730,7 @@ def _run_locked(r: Recipe, part: Recipe, out: Path, log) -> Path:
     if others is not None:  # --only: the selected entries' runs and the others' that are there, in recipe order
         keep = set(others) | {runs_dir / run.name for run in part.runs()}
         run_paths = [p for p in run_paths if p in keep]
-    build(run_paths, out, allow_mixed=len(r.tasks) > 1, title=f"robust-pt: {r.name}")
+    build(run_paths, out, allow_mixed=len({run.task for run in r.runs()}) > 1, title=f"robust-pt: {r.name}")
     log(f"[{r.name}] finished in {time.time() - t0:.0f} s; report in {out}")
     return out
 
@@ -755,6 +762,7 @@ def _finished(r: Recipe, which: Run, run: Path) -> bool:
         "tuning": tuning_record(t, which.trained),
         "adversarial": t.adversarial_record(),
         "noise_sigma": t.noise_sigma,
+        "trained": None if t.tuning is None else recorded_task(which.trained),
     }
     task_cfg = cfg.get("task") or {}
     have = {
@@ -767,6 +775,7 @@ def _finished(r: Recipe, which: Run, run: Path) -> bool:
         "tuning": (meta.get("model_meta") or {}).get("tuning"),
         "adversarial": (meta.get("model_meta") or {}).get("adversarial"),
         "noise_sigma": (meta.get("model_meta") or {}).get("noise_sigma"),
+        "trained": None if t.tuning is None else recorded_task((meta.get("model_meta") or {}).get("task") or task),
     }
     if t.tuning is None:  # an untuned base: the one its entry names now (how it was pretrained, a side file's tuning)
         if r.hf_base:

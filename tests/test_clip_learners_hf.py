@@ -62,14 +62,16 @@ def _dassl(path, ctx, d, extra=None):
 
 
 def _by_hand(net, tok, x_pixels, ctx, names):
-    """[bos] + context + name + eos through CLIP's text transformer, read at eos; scaled cosine to the image."""
+    """[bos] + context + name + "." + eos through CLIP's text transformer, read at eos; scaled cosine to the image."""
     from transformers.modeling_attn_mask_utils import _create_4d_causal_attention_mask
 
     tm, emb = net.text_model, net.text_model.embeddings.token_embedding
     feats = []
     for name in names:
         ids = tok(name, add_special_tokens=False)["input_ids"]
-        seq = torch.cat([emb.weight[[tok.bos_token_id]], ctx, emb.weight[ids], emb.weight[[tok.eos_token_id]]])[None]
+        dot = tok(".", add_special_tokens=False)["input_ids"]  # Dassl's prompts end "<class name> ."
+        parts = [emb.weight[[tok.bos_token_id]], ctx, emb.weight[ids], emb.weight[dot], emb.weight[[tok.eos_token_id]]]
+        seq = torch.cat(parts)[None]
         h = tm.embeddings(inputs_embeds=seq)
         causal = _create_4d_causal_attention_mask(seq.shape[:2], h.dtype, device=h.device)
         h = tm.final_layer_norm(tm.encoder(inputs_embeds=h, causal_attention_mask=causal).last_hidden_state)

@@ -257,10 +257,10 @@ def _given_task(model: VLModel, t: Task, trained, limit: int | None) -> Task:
 def _other_classes(kind: str, trained: str) -> bool:
     """A model tuned on one task of an open-class kind may be evaluated on another of that kind (zero-shot to
     new classes: base-to-novel)."""
-    from ..tasks import named
+    from ..tasks import formats, named
     from ..tasks.kinds import get
 
-    source = named.lookup(trained)
+    source = named.lookup(trained) or (formats.lookup(named.dataset_spec(trained)[0]) if ":" in trained else None)
     return get(kind).open_classes and source is not None and source.kind == kind
 
 
@@ -344,6 +344,19 @@ def _check_attack_fits(atk: Attack, sources: list, victim, t: Task) -> None:
         )
 
 
+WORD_ATTACKS = ("text", "joint", "text-corruption")  # threats that change the words of the instruction
+
+
+def _check_reads_text(atk: Attack, module) -> None:
+    """A model whose learned prompt replaces the text it is given (CoOp, MaPLe, a linear probe) has no words a
+    text attack could change: refused in one line rather than reported as perfectly robust."""
+    if atk.kind in WORD_ATTACKS and not getattr(module, "reads_text", True):
+        raise AttackError(
+            f"{atk.describe()} changes the words of the prompt, but {getattr(module, 'display_name', 'this model')} "
+            f"reads a learned prompt instead of them; attack its image (or its prompt's embeddings with emb-pgd)"
+        )
+
+
 def prepare(req: EvalRequest, world: int = 1, device: Any = None) -> Prepared:
     """Load the model and task, build and check the attack, fix the run's config (no writes).
     `device`: this rank's device, where it differs from the request's (distributed runs)."""
@@ -361,6 +374,7 @@ def prepare(req: EvalRequest, world: int = 1, device: Any = None) -> Prepared:
     victim = victim_class(module, t)
     threat.check_task(atk, victim, t)
     _check_attack_fits(atk, sources, victim, t)
+    _check_reads_text(atk, module)
     check_world(world, len(t))
     batch_size = req.batch_size
     if batch_size == "auto":

@@ -131,6 +131,11 @@ class MiniCLIP(VLModel):
         modules = [self.stem, self.image_ln_in, self.image_layers, self.image_ln_out, self.image_proj]
         return [self.cls, self.image_pos] + [p for m in modules for p in m.parameters()]
 
+    @property
+    def reads_text(self) -> bool:
+        """Whether it reads the words it is given (a learned context or a linear probe replaces them)."""
+        return not (hasattr(self.prompter, "context") or hasattr(self.prompter, "head"))
+
     def class_refusal(self, names) -> str | None:
         """Why it cannot score these class names (a linear probe's own classes only), or None."""
         refusal = getattr(self.prompter, "refusal", None)
@@ -193,6 +198,8 @@ class MiniCLIP(VLModel):
     def _name_ids(self, names: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
         """Word ids (K, M) of the class names (padded) and their lengths (K,), cached."""
         key = tuple(names)
+        if key not in self._names and len(self._names) > 64:  # contrastive batches: a new caption set each step
+            self._names.clear()
         if key not in self._names:
             rows = [self.tok.encode(n)[: self.cfg.max_text_len // 2] or [self.tok.unk_id] for n in names]
             ids = torch.full((len(rows), max(len(r) for r in rows)), self.tok.pad_id, dtype=torch.long)
@@ -253,8 +260,8 @@ class MiniCLIP(VLModel):
         """(B, K) scaled cosine similarity of each image to its template with each class name."""
         img = self.image_features(e.image)
         head = getattr(self.prompter, "head", None)  # a linear probe scores its own classes from the image alone
-        if head is not None:
-            return head(img, candidates)
+        if head is not None:  # the text stays in the graph with no effect, so embedding attacks get a zero gradient
+            return head(img, candidates) + 0.0 * e.text.sum()
         txt = self.class_features(e.text, e.text_mask, candidates)
         return self.scale * torch.einsum("bd,bkd->bk", img, txt)
 

@@ -32,21 +32,23 @@ def _words(model, init: str, n: int) -> torch.Tensor:
 
 
 class Context(nn.Module):
-    """CoOp's learned context: `context(batch)` gives (B, n[+1], d) with a hole where the class goes."""
+    """CoOp's learned context: `context(batch)` gives (B, n + 1 [+ s], d) with a hole where the class goes.
 
-    def __init__(self, ctx: torch.Tensor, position: str):
+    suffix (s, d): fixed word embeddings after everything, before <eos> (CoOp's Dassl prompts end in
+    "."; rebuilt from the base, never saved)."""
+
+    def __init__(self, ctx: torch.Tensor, position: str, suffix: torch.Tensor | None = None):
         super().__init__()
         self.ctx = nn.Parameter(ctx)
         self.position = position
+        self.register_buffer("suffix", ctx.new_zeros(0, ctx.shape[1]) if suffix is None else suffix, persistent=False)
 
     def context(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         n, d = self.ctx.shape
-        hole = self.ctx.new_zeros(1, d)
         cut = {"end": n, "middle": n // 2, "front": 0}[self.position]
-        seq = torch.cat([self.ctx[:cut], hole, self.ctx[cut:]]) if cut < n else self.ctx
+        seq = torch.cat([self.ctx[:cut], self.ctx.new_zeros(1, d), self.ctx[cut:], self.suffix.to(self.ctx.dtype)])
         mask = torch.ones(seq.shape[0], dtype=torch.bool, device=seq.device)
-        if cut < n:
-            mask[cut] = False
+        mask[cut] = False  # the hole (at the very end, it reads as padding: the name goes there all the same)
         return seq.expand(batch, -1, -1), mask.expand(batch, -1)
 
 

@@ -28,6 +28,9 @@ class CoopOptions:
     coop_init: str = field(
         default="a picture of a", metadata={"help": 'CoOp: words the context starts from ("": at random)'}
     )
+    coop_suffix: str = field(
+        default="", metadata={"help": 'CoOp: fixed words at the end of the prompt (the authors\' Dassl prompts: ".")'}
+    )
 
     def __post_init__(self):
         if isinstance(self.coop_context, bool) or not isinstance(self.coop_context, int) or self.coop_context <= 0:
@@ -46,7 +49,8 @@ def apply(model, o: CoopOptions) -> None:
     from .clip_prompts import Context, _words
 
     freeze(model)
-    model.prompter = Context(_words(model, o.coop_init, o.coop_context), o.coop_position)
+    suffix = model.embed_tokens.weight[model.tok.encode(o.coop_suffix)].detach() if o.coop_suffix else None
+    model.prompter = Context(_words(model, o.coop_init, o.coop_context), o.coop_position, suffix)
     model.prompter.ctx.requires_grad_(True)
 
 
@@ -65,7 +69,9 @@ def attach_hf(o: CoopOptions, ctx: HFContext) -> None:
             f"{o.coop_context}; give --coop-context {len(ids)}, or --coop-init ''"
         )
     freeze(ctx.net)
-    ctx.net.prompter = Context(start(table, ids, o.coop_context), o.coop_position)
+    tail = ctx.tokenizer(o.coop_suffix, add_special_tokens=False)["input_ids"] if o.coop_suffix else []
+    suffix = table[tail].detach().float() if tail else None
+    ctx.net.prompter = Context(start(table, ids, o.coop_context), o.coop_position, suffix)
     ctx.net.prompter.ctx.requires_grad_(True)
 
 
@@ -77,8 +83,11 @@ METHOD = register(
         apply=apply,
         lr=2e-3,
         hf=OnHF(
-            lr=2e-3, options=("coop_context", "coop_position", "coop_init"), attach=attach_hf, needs="class_prompts"
-        ),  # fmt: skip
+            lr=2e-3,
+            options=("coop_context", "coop_position", "coop_init", "coop_suffix"),
+            attach=attach_hf,
+            needs="class_prompts",
+        ),
         prompt_like=True,
         factors=(Factor("coop_context", "CoOp context length"),),
         colour="#8c564b",

@@ -5,8 +5,9 @@ Why: most CoOp contexts in circulation were trained with the authors' Dassl code
 with torch.save, that is a pickle. robust-pt never unpickles: the file is read with
 `torch.load(weights_only=True)`, which accepts tensors and plain containers only, and anything
 else is refused. Only the context is taken; token_prefix / token_suffix are the frozen
-embeddings of "<sos>" and of ". <eos>" around the class name, which robust-pt rebuilds from
-the base (so a tampered prefix cannot change what the model reads). The result is a CoOp delta
+embeddings of "<sos>" and of "<class name> . <eos>" around it, which robust-pt rebuilds from
+the base (so a tampered prefix cannot change what the model reads): the prompt is
+"<sos> context <class name> . <eos>" as CoOp's (coop_suffix "."). The result is a CoOp delta
 on the base (tuning/coop.py, models/hf/delta.py), loaded and attacked like one trained here.
 """
 
@@ -82,7 +83,8 @@ def import_coop(checkpoint: Path, base: Path, out: Path, position: str = "end") 
             f"pass the CLIP it was trained on"
         )
     options = method.make_options(
-        {"coop_context": int(ctx.shape[0]), "coop_position": position, "coop_init": ""}, where="robust-pt import coop"
+        {"coop_context": int(ctx.shape[0]), "coop_position": position, "coop_init": "", "coop_suffix": "."},
+        where="robust-pt import coop",
     )
     method.hf.attach(options, context(arch, net, tok))
     net.prompter.ctx.data.copy_(ctx)

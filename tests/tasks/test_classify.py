@@ -251,3 +251,61 @@ def test_a_recipe_knows_what_a_linear_probe_checkpoint_records(tmp_path):
     entry = r.tuning[0]
     meta = tune(r.base, "shapes-objects-base", entry.tuning, entry.train, tmp_path / "probe", log=lambda *_: None)
     assert meta["tuning"] == tuning_record(entry, "shapes-objects-base") and meta["tuning"]["probe_classes"]
+
+
+def test_a_recipe_with_evaluate_on_runs_resumes_and_reports(tmp_path):
+    """One tuned task, two attacked class sets: the report holds both (tasks are mixed), a second run keeps
+    every finished run."""
+    import yaml
+
+    from robust_pt.recipe import run_recipe
+
+    p = _recipe(tmp_path, {"shapes-objects-base": ["shapes-objects-base", "shapes-objects-novel"]})
+    raw = yaml.safe_load(p.read_text())
+    raw.update(examples=4, batch_size=4, zoo=str(tmp_path / "zoo"),
+               tuning=[{"method": "coop", "steps": 2, "batch_size": 4, "eval_size": 4}],
+               attacks=[{"attack": "pgd", "eps": ["2/255"], "steps": 2}])  # fmt: skip
+    p.write_text(yaml.safe_dump(raw))
+    out = run_recipe(p, tmp_path / "report", log=lambda *_: None)
+    runs = sorted(d.name for d in (out / "runs").iterdir())
+    assert runs == ["shapes-objects-base_coop_pgd", "shapes-objects-novel_coop_pgd"]
+    cfg = json.loads((out / "runs" / runs[1] / "run.json").read_text())
+    assert (
+        cfg["config"]["task"]["name"] == "shapes-objects-novel" and cfg["model_meta"]["task"] == "shapes-objects-base"
+    )
+    said = []
+    run_recipe(p, tmp_path / "report", log=said.append)
+    assert any("2 runs complete" in s for s in said), said
+
+
+@pytest.mark.parametrize(
+    "patch, needle",
+    [
+        ({"tasks": ["shapes-objects-base", "shapes-counting"],
+          "evaluate_on": {"shapes-objects-base": ["shapes-objects"], "shapes-counting": ["shapes-objects"]}},
+         "listed under two tuned tasks"),
+        ({"attacks": [{"attack": "pgd", "surrogate": ["coop"]}]}, "evaluate_on and a transfer entry"),
+    ],
+)  # fmt: skip
+def test_evaluate_on_refuses_shared_run_names_and_transfer(tmp_path, patch, needle):
+    import yaml
+
+    from robust_pt.errors import ConfigError
+    from robust_pt.recipe import load_recipe
+
+    p = _recipe(tmp_path, {"shapes-objects-base": ["shapes-objects-novel"]})
+    raw = yaml.safe_load(p.read_text())
+    raw.update(patch)
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=needle):
+        load_recipe(p)
+
+
+def test_a_word_attack_on_a_learned_prompt_is_refused(clip_dir, tmp_path):
+    ck = tmp_path / "coop"
+    r = invoke("train", "--base", clip_dir, "--task", "shapes-objects-base", "--method", "coop", "--steps", 1,
+               "--batch-size", 4, "--eval-size", 4, "--threads", 1, "--out", ck)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = invoke("attack", "--model", ck, "--attack", "deepwordbug", "--limit", 2, "--out", tmp_path / "run")
+    assert_one_line_error(r, "reads a learned prompt instead of them")
+    assert not (tmp_path / "run").exists()

@@ -72,6 +72,11 @@ class ClipMatch(HFVLModel):
         self._cand_cache: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
+    def reads_text(self) -> bool:
+        """Whether it reads the words it is given (a learned context replaces them: CoOp, MaPLe)."""
+        return not hasattr(getattr(self.hf, "prompter", None), "context")
+
+    @property
     def lead_ids(self) -> list[int]:
         """Tokens every text starts with (CLIP's <bos>)."""
         return [self.bos_id]

@@ -30,12 +30,19 @@ def _split_root(root: Path, split: str) -> Path:
     return root
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as err:
+        raise TaskError(f"imagefolder: cannot read {path} as UTF-8 text ({type(err).__name__}); save it as UTF-8")
+
+
 def _names(root: Path, folders: list[str]) -> list[str]:
     path = root / "classnames.txt"
     if not path.exists():
         return check_classes([f.replace("_", " ") for f in folders], f"imagefolder {root}")
     table = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(_read(path).splitlines(), 1):
         if line.strip():
             folder, _, name = line.strip().partition(" ")
             table[folder] = name.strip()
@@ -52,7 +59,7 @@ def load_imagefolder(root: Path, split: str, limit: int | None, seed: int, size:
     if not folders:
         raise TaskError(f"imagefolder: {base} holds no class folders; put each class's images in DIR/<split>/<class>/")
     answers = _names(root, folders)
-    template = (root / "template.txt").read_text().strip() if (root / "template.txt").exists() else TEMPLATE
+    template = _read(root / "template.txt").strip() if (root / "template.txt").exists() else TEMPLATE
     check_template(template, str(root / "template.txt"))
     files = [
         (k, p) for k, f in enumerate(folders) for p in sorted((base / f).iterdir()) if p.suffix.lower() in SUFFIXES
