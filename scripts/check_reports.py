@@ -26,6 +26,7 @@ REPORTS = {  # name -> (run directories, extra options)
     "transfer": (["reports/transfer/runs"], []),
     "tiny-llava": (["reports/tiny-llava/runs"], []),
     "adversarial-tuning": (["reports/adversarial-tuning/runs"], []),
+    "certified": (["reports/certified/runs"], []),
 }
 DATE = re.compile(r" on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}")  # the date line's only moving part
 TITLES = {

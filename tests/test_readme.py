@@ -231,6 +231,7 @@ ANSWER_ROWS = {
     "tiny LLaVA, emb-fgsm": ("tiny-llava", {"embedding"}, False),
     # rows of models tuned one way, against finetuning tuned the same way (the report's training variant)
     "adversarially tuned (PGD-3": ("adversarial-tuning", {"image", "embedding"}, False, "adversarial 4/255"),
+    "certified by randomized smoothing": ("certified", {"certify"}, False, "noise 0.5"),
     "adversarially tuned from the robust base": (
         "adversarial-tuning",
         {"image", "embedding"},

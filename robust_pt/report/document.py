@@ -481,15 +481,23 @@ def _add_key_figure(doc: Document, report) -> str:
     if ("rce", "all") in figs:
         doc.add(Image(figs[("rce", "all")], "relative corruption error", _rce_caption(report)))
         return "rce"
+    certified = set(report.certified["task"]) if report.certified is not None and len(report.certified) else set()
     for task in dict.fromkeys(report.summary["task"]):
         fig = figs.get(("metric_vs_eps", task))
         if fig:
-            doc.add(Image(fig, _EPS_ALT.format(task), _EPS_CAPTION.format(task)))
+            only = task in certified and set(report.summary.loc[report.summary["task"] == task, "attack"]) <= set(
+                report.certified.loc[report.certified["task"] == task, "attack"]
+            )  # every run of the task certifies: its eps are radii, its eps 0 the smoothed classifier
+            caption = _CERTIFIED_CAPTION if only else _EPS_CAPTION
+            doc.add(Image(fig, _EPS_ALT.format(task), caption.format(task)))
     return "metric_vs_eps"
 
 
 _EPS_ALT = "{}: robust metric vs eps"
 _EPS_CAPTION = "{}: robust metric vs eps (clean at eps=0), 95% CI shaded"
+_CERTIFIED_CAPTION = (
+    "{}: certified accuracy vs certified L2 radius (at radius 0: the smoothed classifier's accuracy), 95% CI shaded"
+)
 
 
 _MATRIX_CAPTION = (

@@ -15,7 +15,15 @@ from robust_pt.recipe import load_recipe
 from robust_pt.report import build
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ["prompt-factors", "ofa-pt-robustness", "corruptions", "transfer", "tiny-llava", "adversarial-tuning"]
+COMMITTED = [
+    "prompt-factors",
+    "ofa-pt-robustness",
+    "corruptions",
+    "transfer",
+    "tiny-llava",
+    "adversarial-tuning",
+    "certified",
+]
 
 
 def _expected_runs(recipe) -> dict[str, dict]:
