@@ -19,7 +19,7 @@
 #                     adversarially pretrained on, PGD-3 at 4/255 for 2000 steps of 64 on the pretraining mix
 #                     (the adversarial-tuning study's robust base); ~30 min on 2 cores
 #   make clip-base    rebuild robust_pt/assets/clip-small (builtin:clip-small): the miniature CLIP pretrained
-#                     contrastively on ShapesWorld image-caption pairs (5000 steps of 128); ~30 min on 2 cores
+#                     contrastively on ShapesWorld image-caption pairs (3000 steps of 128); ~25 min on 2 cores
 #   make clip-robust-base  rebuild robust_pt/assets/clip-small-robust (builtin:clip-small-robust): clip-small's
 #                     image tower adversarially finetuned TeCoA-style, PGD-3 at 4/255 on the pairs
 #   make constraints  rewrite constraints.txt with the versions installed in .venv
@@ -91,7 +91,7 @@ robust-base: setup
 
 CLIP_BASE := robust_pt/assets/clip-small
 clip-base: setup
-	$(BIN)/robust-pt pretrain --arch clip --preset small --steps 5000 --batch-size 128 --threads 2 \
+	$(BIN)/robust-pt pretrain --arch clip --preset small --steps 3000 --batch-size 128 --threads 2 \
 	    --out $(CLIP_BASE) --overwrite
 	rm -rf $(CLIP_BASE).step*
 
