@@ -37,12 +37,29 @@ class CoopOptions:
             raise ConfigError(f"coop context must be a positive integer, got {self.coop_context!r}")
         if self.coop_position not in POSITIONS:
             raise ConfigError(f"unknown coop position {self.coop_position!r}; choose one of {', '.join(POSITIONS)}")
-        words = self.coop_init.split()
-        if words and len(words) != self.coop_context:
-            raise ConfigError(
-                f"coop init {self.coop_init!r} has {len(words)} words but coop context is {self.coop_context}; "
-                f"give as many words as context vectors, or --coop-init ''"
-            )
+        check_init("coop", self.coop_init, self.coop_context)
+
+
+def check_init(method: str, init: str, n: int) -> None:
+    """The words a learned context starts from number its tokens (CoOp's, MaPLe's)."""
+    words = init.split()
+    if words and len(words) != n:
+        raise ConfigError(
+            f"{method} init {init!r} has {len(words)} words but {method} context is {n}; give as many words as "
+            f"context vectors, or --{method}-init ''"
+        )
+
+
+def hf_init_ids(method: str, ctx: HFContext, init: str, n: int) -> list[int] | None:
+    """The base tokenizer's ids of the words a context starts from (None: at random); one line when they are
+    not n tokens there."""
+    ids = ctx.tokenizer(init, add_special_tokens=False)["input_ids"] if init else None
+    if ids is not None and len(ids) != n:
+        raise ConfigError(
+            f"{method} init {init!r} is {len(ids)} tokens for this base's tokenizer but {method} context is {n}; "
+            f"give --{method}-context {len(ids)}, or --{method}-init ''"
+        )
+    return ids
 
 
 def apply(model, o: CoopOptions) -> None:
@@ -62,12 +79,7 @@ def attach_hf(o: CoopOptions, ctx: HFContext) -> None:
     from .clip_prompts import Context, start
 
     table = operator.attrgetter(ctx.family.class_prompts)(ctx.net).weight
-    ids = ctx.tokenizer(o.coop_init, add_special_tokens=False)["input_ids"] if o.coop_init else None
-    if ids is not None and len(ids) != o.coop_context:
-        raise ConfigError(
-            f"coop init {o.coop_init!r} is {len(ids)} tokens for this base's tokenizer but coop context is "
-            f"{o.coop_context}; give --coop-context {len(ids)}, or --coop-init ''"
-        )
+    ids = hf_init_ids("coop", ctx, o.coop_init, o.coop_context)
     freeze(ctx.net)
     tail = ctx.tokenizer(o.coop_suffix, add_special_tokens=False)["input_ids"] if o.coop_suffix else []
     suffix = table[tail].detach().float() if tail else None

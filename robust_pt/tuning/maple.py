@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from .coop import check_init, hf_init_ids
 from .methods import freeze
 from .registry import Factor, HFContext, OnHF, TuningMethod, register
 
@@ -30,12 +31,7 @@ class MapleOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {v!r}")
-        words = self.maple_init.split()
-        if words and len(words) != self.maple_context:
-            raise ConfigError(
-                f"maple init {self.maple_init!r} has {len(words)} words but maple context is {self.maple_context}; "
-                f"give as many words as prompt tokens, or --maple-init ''"
-            )
+        check_init("maple", self.maple_init, self.maple_context)
 
 
 def apply(model, o: MapleOptions) -> None:
@@ -66,12 +62,7 @@ def attach_hf(o: MapleOptions, ctx: HFContext) -> None:
     image, text = cfg.vision_config.num_hidden_layers, cfg.text_config.num_hidden_layers
     _check_depth(o, image, text)
     table = operator.attrgetter(ctx.family.class_prompts)(ctx.net).weight
-    ids = ctx.tokenizer(o.maple_init, add_special_tokens=False)["input_ids"] if o.maple_init else None
-    if ids is not None and len(ids) != o.maple_context:
-        raise ConfigError(
-            f"maple init {o.maple_init!r} is {len(ids)} tokens for this base's tokenizer but maple context is "
-            f"{o.maple_context}; give --maple-context {len(ids)}, or --maple-init ''"
-        )
+    ids = hf_init_ids("maple", ctx, o.maple_init, o.maple_context)
     freeze(ctx.net)
     ctx.net.prompter = Maple(start(table, ids, o.maple_context), o.maple_depth, cfg.vision_config.hidden_size,
                              image, text)  # fmt: skip
