@@ -98,7 +98,7 @@ clip-base: setup
 CLIP_ROBUST := robust_pt/assets/clip-small-robust
 clip-robust-base: setup
 	$(BIN)/robust-pt pretrain --arch clip --init builtin:clip-small --adversarial pgd --adv-eps 4/255 --adv-steps 3 \
-	    --steps 1000 --batch-size 128 --lr 3e-4 --threads 2 --out $(CLIP_ROBUST) --overwrite
+	    --steps 500 --batch-size 128 --lr 3e-4 --threads 2 --out $(CLIP_ROBUST) --overwrite
 	rm -rf $(CLIP_ROBUST).step*
 
 TINY_INIT := .cache/tiny-llava-init

@@ -62,3 +62,16 @@ def test_adversarial_coop_is_more_robust_than_clean_coop_at_its_eps(tmp_path):
                                  out=tmp_path / f"run-{name}", progress=False)  # fmt: skip
         robust[name] = float(run.summary["robust"].iloc[0])
     assert robust["adversarial"] >= robust["clean"] + 0.04, robust
+
+
+def test_the_committed_robust_base_resists_pgd_and_keeps_its_zero_shot(tmp_path):
+    """builtin:clip-small-robust (the image tower adversarially finetuned on the pairs, PGD-3 at 4/255, 500 steps):
+    measured on 200 novel-class test examples, clean 100% for both bases, PGD-10 at 8/255 91.5% robust vs 24.5%
+    plain; the test asks for 30 points. Not re-measured across kernel paths: the margin is 67 points."""
+    robust = {}
+    for base in ("builtin:clip-small", "builtin:clip-small-robust"):
+        run = robust_pt.evaluate(base, task="shapes-objects-novel", attack="pgd", eps=[8 / 255], limit=200,
+                                 out=tmp_path / base.split(":")[1], progress=False)  # fmt: skip
+        assert float(run.summary["clean"].iloc[0]) >= 0.9, base
+        robust[base] = float(run.summary["robust"].iloc[0])
+    assert robust["builtin:clip-small-robust"] >= robust["builtin:clip-small"] + 0.30, robust
