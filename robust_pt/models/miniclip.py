@@ -30,7 +30,7 @@ else written for their Linear layers, applies unchanged.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Embeds, VLModel
-from .ofa import _MEAN, _STD, EncoderLayer, _conv, sincos_2d
+from .ofa import _MEAN, _STD, EncoderLayer, _conv, config_dict, config_from, sincos_2d
 from .templates import fill, slots, split_template  # noqa: F401  (slots: re-exported)
 from .tokenizer import WordTokenizer
 
@@ -62,18 +62,11 @@ class ClipConfig:
     dropout: float = 0.0
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["vocab"] = list(self.vocab)
-        d["stem_channels"] = list(self.stem_channels)
-        d["architecture"] = ARCHITECTURE
-        return d
+        return config_dict(self, ARCHITECTURE)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClipConfig":
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        d["vocab"] = tuple(d.get("vocab", ()))
-        d["stem_channels"] = tuple(d.get("stem_channels", (32, 64)))
-        return cls(**d)
+        return config_from(cls, d)
 
 
 PRESETS = {

@@ -53,18 +53,28 @@ class OFAConfig:
     image_pos: str = "learned"
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["vocab"] = list(self.vocab)
-        d["stem_channels"] = list(self.stem_channels)
-        d["architecture"] = MiniOFA.architecture
-        return d
+        return config_dict(self, MiniOFA.architecture)
 
     @classmethod
     def from_dict(cls, d: dict) -> "OFAConfig":
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        d["vocab"] = tuple(d.get("vocab", ()))
-        d["stem_channels"] = tuple(d.get("stem_channels", (32, 64)))
-        return cls(**d)
+        return config_from(cls, d)
+
+
+def config_dict(cfg, architecture: str) -> dict:
+    """A built-in model's config as config.json stores it (lists for tuples, its architecture named)."""
+    d = asdict(cfg)
+    d["vocab"] = list(cfg.vocab)
+    d["stem_channels"] = list(cfg.stem_channels)
+    d["architecture"] = architecture
+    return d
+
+
+def config_from(cls, d: dict):
+    """A built-in model's config dataclass `cls` from config.json (unknown keys, e.g. architecture, ignored)."""
+    d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+    d["vocab"] = tuple(d.get("vocab", ()))
+    d["stem_channels"] = tuple(d.get("stem_channels", (32, 64)))
+    return cls(**d)
 
 
 PRESETS = {

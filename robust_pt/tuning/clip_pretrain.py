@@ -63,7 +63,7 @@ def adversarial_loss(model, images: torch.Tensor, texts: list[str], adversarial,
 
 
 def _fit(model, pairs, tc: TrainConfig, lr: float, log, on_checkpoint, adversarial=None) -> list[float]:
-    from .train import _schedule
+    from .train import _schedule, optimise
 
     torch.manual_seed(tc.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -86,13 +86,7 @@ def _fit(model, pairs, tc: TrainConfig, lr: float, log, on_checkpoint, adversari
             else:
                 seeds = [int(s) for s in rng.integers(0, 2**31, len(batch))]
                 loss = adversarial_loss(model, x, texts, adversarial, seeds)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            advance(1, loss=f"{np.mean(losses[-50:]):.3f}")
+            optimise(loss, opt, sched, params, losses, advance)
             if (step + 1) % 250 == 0:
                 log(f"pretrain clip step {step + 1}/{tc.steps} loss {np.mean(losses[-250:]):.4f}")
             if (step + 1) % 1000 == 0 and step + 1 < tc.steps:

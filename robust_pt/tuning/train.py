@@ -41,6 +41,17 @@ def _schedule(opt, steps: int, warmup: float):
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
+def optimise(loss, opt, sched, params, losses: list, advance) -> None:
+    """One optimiser step on `loss` (gradients clipped at norm 1), the schedule advanced, the loss recorded."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    losses.append(float(loss.detach()))
+    advance(1, loss=f"{np.mean(losses[-50:]):.3f}")
+
+
 def _objective(model, task, batch):
     """What a training step minimises on embeddings: the answer text's token loss, or, for a model that
     scores rather than writes its answers (a dual encoder), the cross-entropy over the task's candidates."""
@@ -95,13 +106,7 @@ def _fit(
                 _objective(model, task, batch),
                 step,
             )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            advance(1, loss=f"{np.mean(losses[-50:]):.3f}")
+            optimise(loss, opt, sched, params, losses, advance)
             if on_checkpoint and save_every and (step + 1) % save_every == 0 and step + 1 < tc.steps:
                 on_checkpoint(step + 1)
             if log_every and (step + 1) % log_every == 0:
