@@ -155,16 +155,24 @@ class Recipe:
         return replace(self, tuning=[t for t in self.tuning if t.name in names])
 
     def runs(self) -> list[Run]:
-        """Every attack run (an attack entry's `tasks` name tuned tasks)."""
+        """Every attack run (an attack entry's `tasks` name tuned tasks). A model whose classes are fixed by its
+        tuning (a linear probe) is attacked on its own task only: it has no zero-shot to other class sets."""
         from .tasks.named import slug
 
         return [
             Run(on, t, a, f"{slug(on)}_{t.name}_{a.label}", task)
             for task, t in self.checkpoints()
             for on in self.attacked_on(task)
+            if on == task or not _closed_classes(t)
             for a in self.attacks
             if (a.tasks is None or task in a.tasks) and (a.tuning is None or t.name in a.tuning)
         ]
+
+
+def _closed_classes(t: TuningEntry) -> bool:
+    """Whether the entry's method scores only the classes it was tuned on (TuningMethod.task_classes)."""
+    spec = getattr(t.tuning, "spec", None)
+    return spec is not None and spec.task_classes is not None
 
 
 def tuning_keys(method: str, hf: bool = False) -> set[str]:
@@ -365,9 +373,6 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         for i, entry in enumerate(raw["attacks"])
         for a in _attack_entries(where, i, entry, raw, probes, subset, tunings)
     ]
-    if raw.get("evaluate_on") and any(a.surrogate for a in attacks):
-        raise ConfigError(f"{where}: transfer attacks (surrogate) run on the task their surrogates were tuned on; "
-                          f"evaluate_on and a transfer entry do not go together yet")  # fmt: skip
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: two attack entries would share a run; give one a distinct 'tag'")

@@ -38,6 +38,7 @@ from torch import nn
 
 from ..errors import AttackError
 from ..runtime.devices import module_device
+from ..tasks.open_classes import other_classes
 from .core import Bound, Outcome, ThreatModel
 
 #: attack kinds that can be crafted on a surrogate; embedding and joint take a single surrogate
@@ -103,11 +104,15 @@ def check_surrogate(s: Surrogate, target: nn.Module, task, vl: bool) -> None:
             f"transfer needs the same input size (use a surrogate built for {target.image_size}px)"
         )
     trained = m.trained_task
-    if trained and trained != task.name:
+    if trained and trained != task.name and not other_classes(task.kind, trained):
         raise AttackError(
             f"surrogate {s.label} was tuned on {trained}, not {task.name}, so its answer list differs; "
             f"use a surrogate tuned on {task.name} or an untuned base"
         )
+    refusal = getattr(m, "class_refusal", None)  # a zero-shot surrogate reads any class name; a linear probe not
+    why = refusal(task.answers) if refusal is not None and task.answers else None
+    if why is not None:
+        raise AttackError(f"surrogate {s.label}: {why}")
     if task.answers and hasattr(m, "candidate_index"):  # a fixed label head (Hugging Face ViLT)
         missing = [a for a, i in zip(task.answers, m.candidate_index(task.answers).tolist()) if i < 0]
         if missing:

@@ -30,6 +30,7 @@ from ..models.predict import images_of
 from ..runtime.devices import module_device as _device
 from ..tasks.base import Example, Task
 from ..tasks.kinds import refusal
+from ..tasks.open_classes import other_classes
 from .request import EvalRequest, surrogate_list
 
 # ----------------------------------------------------------------------------- what a run attacks with
@@ -230,7 +231,7 @@ def _named_task(model: VLModel, task: str, trained, split: str, limit: int | Non
     source = named.lookup(task)
     if source is not None:  # a model that cannot serve the task's kind at all says so first
         _refuse(model, SimpleNamespace(name=task, kind=source.kind))
-    if trained and task != trained and not (source is not None and _other_classes(source.kind, trained)):
+    if trained and task != trained and not (source is not None and other_classes(source.kind, trained)):
         raise TaskError(
             f"model {model.display_name} was tuned on {trained}, not {task}; attack it on "
             f"--task {trained} or pass a checkpoint tuned on {task}"
@@ -244,7 +245,7 @@ def _given_task(model: VLModel, t: Task, trained, limit: int | None) -> Task:
     if t.image_size != model.image_size and t.at_size is not None:  # loaded without a size: the model's
         t = t.at_size(model.image_size, getattr(model, "resize_mode", None))
     _refuse(model, t)
-    if trained and t.name != trained and not _other_classes(t.kind, trained):
+    if trained and t.name != trained and not other_classes(t.kind, trained):
         raise TaskError(
             f"model {model.display_name} was tuned on {trained}, not {t.name}; attack it on "
             f"{trained} or pass a checkpoint tuned on {t.name}"
@@ -252,16 +253,6 @@ def _given_task(model: VLModel, t: Task, trained, limit: int | None) -> Task:
     if limit is not None and limit < len(t):
         t = _Limited(t, limit)
     return t
-
-
-def _other_classes(kind: str, trained: str) -> bool:
-    """A model tuned on one task of an open-class kind may be evaluated on another of that kind (zero-shot to
-    new classes: base-to-novel)."""
-    from ..tasks import formats, named
-    from ..tasks.kinds import get
-
-    source = named.lookup(trained) or (formats.lookup(named.dataset_spec(trained)[0]) if ":" in trained else None)
-    return get(kind).open_classes and source is not None and source.kind == kind
 
 
 def _refuse(model: VLModel, t) -> None:

@@ -254,28 +254,57 @@ def test_a_recipe_knows_what_a_linear_probe_checkpoint_records(tmp_path):
 
 
 def test_a_recipe_with_evaluate_on_runs_resumes_and_reports(tmp_path):
-    """One tuned task, two attacked class sets: the report holds both (tasks are mixed), a second run keeps
-    every finished run."""
+    """One tuned task, two attacked class sets: the report holds both (tasks are mixed), transfer from the
+    untuned base crafts on the attacked classes, a linear probe (its own classes only) is attacked on base
+    classes alone, and a second run keeps every finished run."""
     import yaml
 
     from robust_pt.recipe import run_recipe
 
     p = _recipe(tmp_path, {"shapes-objects-base": ["shapes-objects-base", "shapes-objects-novel"]})
     raw = yaml.safe_load(p.read_text())
+    schedule = {"steps": 2, "batch_size": 4, "eval_size": 4}
     raw.update(examples=4, batch_size=4, zoo=str(tmp_path / "zoo"),
-               tuning=[{"method": "coop", "steps": 2, "batch_size": 4, "eval_size": 4}],
-               attacks=[{"attack": "pgd", "eps": ["2/255"], "steps": 2}])  # fmt: skip
+               tuning=[{"method": "none", "name": "base"}, {"method": "coop", **schedule},
+                       {"method": "linear-probe", **schedule}],
+               attacks=[{"attack": "pgd", "eps": ["2/255"], "steps": 2},
+                        {"attack": "pgd", "eps": ["8/255"], "steps": 2, "surrogate": ["base"]}])  # fmt: skip
     p.write_text(yaml.safe_dump(raw))
     out = run_recipe(p, tmp_path / "report", log=lambda *_: None)
     runs = sorted(d.name for d in (out / "runs").iterdir())
-    assert runs == ["shapes-objects-base_coop_pgd", "shapes-objects-novel_coop_pgd"]
-    cfg = json.loads((out / "runs" / runs[1] / "run.json").read_text())
+    assert runs == sorted(
+        f"{task}_{model}_{attack}"
+        for task in ("shapes-objects-base", "shapes-objects-novel")
+        for model in ("base", "coop", "linear-probe")
+        for attack in ("pgd", "pgd-from-base")
+        if not (model == "linear-probe" and task.endswith("novel"))
+    )
+    cfg = json.loads((out / "runs" / "shapes-objects-novel_coop_pgd" / "run.json").read_text())
     assert (
         cfg["config"]["task"]["name"] == "shapes-objects-novel" and cfg["model_meta"]["task"] == "shapes-objects-base"
     )
+    transfer = json.loads((out / "runs" / "shapes-objects-novel_coop_pgd-from-base" / "run.json").read_text())
+    assert transfer["config"]["task"]["name"] == "shapes-objects-novel" and transfer["surrogates"]
     said = []
     run_recipe(p, tmp_path / "report", log=said.append)
-    assert any("2 runs complete" in s for s in said), said
+    assert any(f"{len(runs)} runs complete" in s for s in said), said
+
+
+def test_a_surrogate_tuned_on_base_classes_crafts_on_novel_ones_and_a_probe_cannot(clip_dir, tmp_path):
+    """Transfer on an open-class task: a prompt learner tuned on base classes reads novel class names, so it is
+    a surrogate there; a linear probe scores its own classes only and is refused in one line."""
+    for method in ("coop", "linear-probe"):
+        r = invoke("train", "--base", clip_dir, "--task", "shapes-objects-base", "--method", method, "--steps", 2,
+                   "--batch-size", 4, "--eval-size", 4, "--threads", 1, "--out", tmp_path / method)  # fmt: skip
+        assert r.exit_code == 0, r.output
+    args = ["attack", "--model", tmp_path / "coop", "--task", "shapes-objects-novel", "--attack", "pgd",
+            "--eps", "8/255", "--limit", 4]  # fmt: skip
+    r = invoke(*args, "--surrogate", tmp_path / "coop", "--out", tmp_path / "ok")
+    assert r.exit_code == 0, r.output
+    run = json.loads((tmp_path / "ok" / "run.json").read_text())
+    assert run["status"] == "complete" and run["config"]["task"]["name"] == "shapes-objects-novel"
+    r = invoke(*args, "--surrogate", tmp_path / "linear-probe", "--out", tmp_path / "no")
+    assert_one_line_error(r, "a linear probe scores the 8 classes it was trained on")
 
 
 @pytest.mark.parametrize(
@@ -284,10 +313,9 @@ def test_a_recipe_with_evaluate_on_runs_resumes_and_reports(tmp_path):
         ({"tasks": ["shapes-objects-base", "shapes-counting"],
           "evaluate_on": {"shapes-objects-base": ["shapes-objects"], "shapes-counting": ["shapes-objects"]}},
          "listed under two tuned tasks"),
-        ({"attacks": [{"attack": "pgd", "surrogate": ["coop"]}]}, "evaluate_on and a transfer entry"),
     ],
 )  # fmt: skip
-def test_evaluate_on_refuses_shared_run_names_and_transfer(tmp_path, patch, needle):
+def test_evaluate_on_refuses_shared_run_names(tmp_path, patch, needle):
     import yaml
 
     from robust_pt.errors import ConfigError
