@@ -59,6 +59,7 @@ class Report:
     corruptions: Any = None  # pandas.DataFrame, corruption.COLUMNS: per corruption and mean over severities
     transfer: Any = None  # pandas.DataFrame, transfer.COLUMNS: the transfer matrix (None without transfer runs)
     certified: Any = None  # pandas.DataFrame, certified.COLUMNS: per certification run (randomized smoothing)
+    base_novel: Any = None  # pandas.DataFrame, base_novel.COLUMNS: base / novel classes and their harmonic mean
 
     def to_dict(self) -> dict:
         from .document import as_plain
@@ -108,6 +109,7 @@ class Report:
                 **self._corruption_rows(),
                 **({"transfer": self.transfer.to_dict(orient="records")} if self._has_transfer() else {}),
                 **({"certified": self.certified.to_dict(orient="records")} if self._has_certified() else {}),
+                **({"base_novel": self.base_novel.to_dict(orient="records")} if self._has_base_novel() else {}),
             }
         )
 
@@ -120,6 +122,9 @@ class Report:
 
     def _has_certified(self) -> bool:
         return self.certified is not None and len(self.certified) > 0
+
+    def _has_base_novel(self) -> bool:
+        return self.base_novel is not None and len(self.base_novel) > 0
 
     def _corruption_rows(self) -> dict:
         """summary.json's "corruptions" (only in reports with corruption runs: the others stay as they were)."""
@@ -228,6 +233,7 @@ def build(
         columns=["check", "description", "task", "model", "method", "status", "detail"],
     )
     warnings = [w for r in data for w in r.warnings()]
+    from .base_novel import base_novel_frame
     from .certified import certified_frame
     from .corruption import corruption_frame
     from .transfer import transfer_frame
@@ -251,6 +257,7 @@ def build(
         corruptions=corruption_frame(data, reference, n_boot, seed),
         transfer=transfer_frame(data, summary),
         certified=certified_frame(data, n_boot, seed),
+        base_novel=base_novel_frame(data, summary),
     )
     if out is not None:
         write(rep, Path(out), figures=figures, gallery=gallery)
@@ -267,6 +274,7 @@ REPORT_FILES = (
     "transfer.csv",
     "corruptions.csv",
     "certified.csv",
+    "base_novel.csv",
 )
 
 
@@ -355,6 +363,9 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
     if rep._has_certified():
         files["certified.csv"] = out / "certified.csv"
         rep.certified.to_csv(files["certified.csv"], index=False)
+    if rep._has_base_novel():
+        files["base_novel.csv"] = out / "base_novel.csv"
+        rep.base_novel.to_csv(files["base_novel.csv"], index=False)
     files["summary.tex"].write_text(latex.render(rep))
     files["summary.json"].write_text(json.dumps(rep.to_dict(), indent=1))
     files.update({f"figures/{Path(v).name}": out / v for v in rep.figures.values()})

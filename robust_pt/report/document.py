@@ -404,6 +404,7 @@ def build_document(report) -> Document:
     for w in report.warnings:
         doc.add(Para(f"Warning: {w}", "warning"))
     _add_findings(doc, report)
+    _add_base_novel(doc, report)
     transferred = {r.attack for r in report.runs if r.source}  # shown in the transfer matrix instead
     for task in tasks:
         doc.add(Heading(2, task))
@@ -553,6 +554,56 @@ def _add_corruptions(doc: Document, report) -> None:
         headers = ["Model", "Method", "Kind", "Corruption", "Severities", f"Clean {metric}",
                    f"Corrupted {metric} [95% CI]", f"rCE vs {ref} [95% CI]"]  # fmt: skip
         doc.add(Heading(3, f"{task}: corruptions"), Table(headers, rows, caption=f"{task}: natural corruptions"))
+
+
+def _threat_name(attack: str, eps_label: str) -> str:
+    return f"{attack} at {eps_label}" if eps_label else attack
+
+
+def _add_base_novel(doc: Document, report) -> None:
+    """Base-to-novel classes: the harmonic mean of base and novel accuracy per model under every threat all the
+    models met, then per threat clean and robust accuracy on base classes, novel classes and their HM."""
+    bn = report.base_novel
+    if bn is None or not len(bn):
+        return
+    bn = bn[bn["kind"] != "corruption"]  # corruptions: their own section (the CSV holds them)
+    doc.add(Heading(2, "Base-to-novel classes"))
+    doc.add(
+        Para(
+            "Each model is tuned on the base classes and attacked on them and, zero-shot, on the novel classes "
+            "(CoCoOp's base-to-novel protocol); HM is the harmonic mean 2BN/(B+N) of base and novel accuracy. A "
+            "linear probe scores only its own classes, so it has no novel-class rows. Each side's interval and "
+            "the gaps are in the per-task tables below; base_novel.csv holds every threat, corruptions included.",
+            "note",
+        )
+    )
+    for (base, novel), d in bn.groupby(["base_task", "novel_task"], sort=False):
+        threats = list(dict.fromkeys(zip(d["attack"], d["eps_label"])))
+        models = list(dict.fromkeys(zip(d["model"], d["method"], d["variant"])))
+        full = [t for t in threats if len(d[(d["attack"] == t[0]) & (d["eps_label"] == t[1])]) == len(models)]
+        hm = {(r["model"], r["attack"], r["eps_label"]): r for _, r in d.iterrows()}
+        first = {m: next(r for k, r in hm.items() if k[0] == m) for m, _, _ in models}
+        rows = [
+            [m, who(meth, m, v), points(first[m]["hm_clean"])] + [points(hm[(m, a, e)]["hm_robust"]) for a, e in full]
+            for m, meth, v in models
+        ]
+        headers = ["Model", "Method", "HM clean"] + [f"HM {_threat_name(a, e)}" for a, e in full]
+        doc.add(Heading(3, f"{base} to {novel}: harmonic mean"),
+                Table(headers, rows, caption=f"harmonic mean of {base} and {novel} accuracy (%)"))  # fmt: skip
+        for a, e in threats:
+            t = d[(d["attack"] == a) & (d["eps_label"] == e)]
+            rows = [
+                [r["model"], who(r["method"], r["model"], r["variant"])]
+                + [
+                    points(r[c])
+                    for c in ("base_clean", "novel_clean", "hm_clean", "base_robust", "novel_robust", "hm_robust")
+                ]  # fmt: skip
+                for _, r in t.iterrows()
+            ]
+            headers = ["Model", "Method", "Base clean", "Novel clean", "HM clean", "Base robust", "Novel robust",
+                       "HM robust"]  # fmt: skip
+            name = _threat_name(a, e)
+            doc.add(Heading(3, f"{base} to {novel}: {name}"), Table(headers, rows, caption=f"{name} (%)"))
 
 
 def _add_certified(doc: Document, report) -> None:

@@ -103,6 +103,7 @@ class RunData:
     declares: dict = field(default_factory=dict)  # what the run declares (attacks/declarations.py)
     adversarial: str = ""  # how its checkpoint was tuned beyond clean: "adversarial 4/255", "noise 0.25"; "" if clean
     robust_base: bool = False  # tuned from an adversarially pretrained base (model_meta.base_adversarial)
+    trained: str = ""  # the task its checkpoint was tuned on (model_meta.task), "" for an untuned model
 
     @property
     def variant(self) -> str:
@@ -461,6 +462,9 @@ def load_run(path: str | Path) -> RunData:
         declares=declares,
         adversarial=adversarial,
         robust_base=robust_base,
+        trained=str((meta.get("model_meta") or {}).get("task") or "")
+        if isinstance(meta.get("model_meta"), dict)
+        else "",
     )
 
 

@@ -285,6 +285,7 @@ def test_a_recipe_with_evaluate_on_runs_resumes_and_reports(tmp_path):
     )
     transfer = json.loads((out / "runs" / "shapes-objects-novel_coop_pgd-from-base" / "run.json").read_text())
     assert transfer["config"]["task"]["name"] == "shapes-objects-novel" and transfer["surrogates"]
+    _check_base_novel(out)
     said = []
     run_recipe(p, tmp_path / "report", log=said.append)
     assert any(f"{len(runs)} runs complete" in s for s in said), said
@@ -337,3 +338,33 @@ def test_a_word_attack_on_a_learned_prompt_is_refused(clip_dir, tmp_path):
     r = invoke("attack", "--model", ck, "--attack", "deepwordbug", "--limit", 2, "--out", tmp_path / "run")
     assert_one_line_error(r, "reads a learned prompt instead of them")
     assert not (tmp_path / "run").exists()
+
+
+def _check_base_novel(out):
+    """The report pairs each model's base-class and novel-class runs (the untuned base too) with their harmonic
+    mean, in base_novel.csv, summary.json and the document."""
+    import pandas as pd
+
+    from robust_pt.report.base_novel import harmonic
+
+    bn = pd.read_csv(out / "base_novel.csv")
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(bn["model"]) == {"clip-base", "coop-shapes-objects-base"}  # the linear probe: no novel classes
+    assert set(bn["base_task"]) == {"shapes-objects-base"} and set(bn["novel_task"]) == {"shapes-objects-novel"}
+    assert len(bn) == 2 * 2  # two models x two threats (pgd at 2/255, pgd from base at 8/255)
+    for _, r in bn.iterrows():
+        for side, task in (("base", "shapes-objects-base"), ("novel", "shapes-objects-novel")):
+            row = summary[
+                (summary["task"] == task) & (summary["model"] == r["model"]) & (summary["attack"] == r["attack"])
+            ]
+            assert row["robust"].item() == pytest.approx(r[f"{side}_robust"])
+        assert r["hm_robust"] == pytest.approx(harmonic(r["base_robust"], r["novel_robust"]))
+    assert json.loads((out / "summary.json").read_text())["base_novel"]
+    assert "Base-to-novel classes" in (out / "report.md").read_text()
+
+
+def test_the_harmonic_mean_of_base_and_novel():
+    from robust_pt.report.base_novel import harmonic
+
+    assert harmonic(1.0, 0.5) == pytest.approx(2 / 3) and harmonic(0.0, 0.0) == 0.0 and harmonic(0.8, 0.0) == 0.0
+    assert harmonic(float("nan"), 0.5) != harmonic(float("nan"), 0.5)  # unknown stays unknown
