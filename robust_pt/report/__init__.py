@@ -354,18 +354,12 @@ def write(rep: Report, out: Path, figures: bool = True, gallery: int = 6) -> dic
     files["report.html"].write_text(html.render(doc, out))
     rep.summary.to_csv(files["summary.csv"], index=False)
     rep.gaps.to_csv(files["gaps.csv"], index=False)
-    if rep._has_transfer():
-        files["transfer.csv"] = out / "transfer.csv"
-        rep.transfer.to_csv(files["transfer.csv"], index=False)
-    if rep.corruptions is not None and len(rep.corruptions):
-        files["corruptions.csv"] = out / "corruptions.csv"
-        rep.corruptions.to_csv(files["corruptions.csv"], index=False)
-    if rep._has_certified():
-        files["certified.csv"] = out / "certified.csv"
-        rep.certified.to_csv(files["certified.csv"], index=False)
-    if rep._has_base_novel():
-        files["base_novel.csv"] = out / "base_novel.csv"
-        rep.base_novel.to_csv(files["base_novel.csv"], index=False)
+    optional = (("transfer.csv", rep.transfer), ("corruptions.csv", rep.corruptions),
+                ("certified.csv", rep.certified), ("base_novel.csv", rep.base_novel))  # fmt: skip
+    for name, frame in optional:  # written only where the report has them
+        if frame is not None and len(frame):
+            files[name] = out / name
+            frame.to_csv(files[name], index=False)
     files["summary.tex"].write_text(latex.render(rep))
     files["summary.json"].write_text(json.dumps(rep.to_dict(), indent=1))
     files.update({f"figures/{Path(v).name}": out / v for v in rep.figures.values()})

@@ -415,9 +415,8 @@ def build_document(report) -> Document:
             doc.add(Heading(3, f"Gaps against {ref}"), gap_table(g, task, report.reference))
         doc.add(Heading(3, "Attack details"), details_table(s, task, {str(r.path): r.eps_unit for r in report.runs}))
 
-    _add_transfer(doc, report)
-    _add_corruptions(doc, report)
-    _add_certified(doc, report)
+    for add in (_add_transfer, _add_corruptions, _add_certified):
+        add(doc, report)
     if key != "metric_vs_eps":
         _add_figures(
             doc,
