@@ -133,7 +133,7 @@ def test_coop_trains_on_a_hugging_face_clip_and_refuses_a_vqa_task(hf_clip, tmp_
     assert_one_line_error(r, "tunes for classify tasks, not the closed task shapes-vqa")
 
 
-@pytest.mark.parametrize("method", ["coop", "vpt", "maple", "lora", "finetune"])
+@pytest.mark.parametrize("method", ["coop", "vpt", "maple", "apt", "lora", "finetune"])
 def test_the_learners_train_on_a_hugging_face_dual_encoder_and_reload(hf_dual, tmp_path, method):
     """Each trains a few steps on base classes, reloads to the same logits on novel classes, and differs from
     the untuned base there (the learned tensors are read)."""
@@ -149,3 +149,39 @@ def test_the_learners_train_on_a_hugging_face_dual_encoder_and_reload(hf_dual, t
     with torch.no_grad():
         a, b, c = (m.candidate_logits(x, texts, task.answers) for m in (tuned, again, base))
     assert torch.equal(a, b) and not torch.allclose(a, c, atol=1e-4)
+
+
+def test_a_linear_probe_trains_on_a_hugging_face_dual_encoder_and_scores_its_own_classes(hf_dual, tmp_path):
+    """Its head is sized by the task's classes (recorded in the delta's options), reloads to the same logits, and
+    a run on novel classes is refused in one line."""
+    out = tmp_path / "probe"
+    r = invoke("train", "--base", hf_dual, "--task", "shapes-objects-base", "--method", "linear-probe", "--steps", 3,
+               "--batch-size", 8, "--eval-size", 8, "--lr", 0.05, "--threads", 1, "--out", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    tuned, again = robust_pt.load_model(out), robust_pt.load_model(out)
+    task = load_task("shapes-objects-base", split="test", limit=4, size=tuned.image_size)
+    x = torch.stack([torch.from_numpy(task[i].image) for i in range(4)])
+    with torch.no_grad():
+        a, b = (m.candidate_logits(x, [task[i].text for i in range(4)], task.answers) for m in (tuned, again))
+    assert a.shape == (4, len(task.answers)) and torch.equal(a, b) and a.abs().sum() > 0  # trained off zero
+    assert not tuned.reads_text
+    r = invoke("attack", "--model", out, "--task", "shapes-objects-novel", "--attack", "pgd", "--limit", 2,
+               "--out", tmp_path / "run")  # fmt: skip
+    assert_one_line_error(r, "a linear probe scores the 8 classes it was trained on")
+
+
+@pytest.mark.parametrize("depth, tower", [("image", "vision_model"), ("text", "text_model")])
+def test_apt_on_a_hugging_face_clip_follows_the_attentions_of_the_tower_its_depth_names(hf_clip, tmp_path, depth,
+                                                                                         tower):  # fmt: skip
+    out = tmp_path / depth
+    r = invoke("train", "--base", hf_clip, "--task", "shapes-objects-base", "--method", "apt", "--apt-depth", depth,
+               "--steps", 2, "--batch-size", 8, "--eval-size", 8, "--threads", 1, "--out", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    net = robust_pt.load_model(out).hf
+    with_apt = [n for n, m in net.named_modules() if hasattr(m, "apt") and type(m).__name__ == "CLIPAttention"]
+    assert with_apt and all(n.startswith(tower) for n in with_apt)
+    layers = (net.config.vision_config if tower == "vision_model" else net.config.text_config).num_hidden_layers
+    assert len(with_apt) == layers
+    r = invoke("train", "--base", hf_clip, "--task", "shapes-objects-base", "--method", "apt", "--apt-depth",
+               "encoder", "--steps", 2, "--out", tmp_path / "bad")  # fmt: skip
+    assert_one_line_error(r, "APT depth 'encoder'", "image, text or both")

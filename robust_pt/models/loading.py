@@ -86,10 +86,12 @@ class PromptTuning:
 class AttentionSite:
     """Where a method that follows each attention (APT, tuning/apt.py) attaches: `attention`, the class
     name of the attention modules whose output it rewrites; `head`, the model attribute holding the
-    head that trains with it."""
+    head that trains with it ("": none, a dual encoder); `towers`, (depth name, submodule) pairs of a
+    model with several encoders (CLIP's image and text), so a method may follow the attentions of one."""
 
     attention: str
-    head: str
+    head: str = ""
+    towers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ same module after the output of every attention the base's family declares
 (HFFamily.attention_site: ViLT's ViltAttention, after the output projection, on the
 layer-normed tokens that entered it, where the authors put it), plus the head it names,
 as in their runs; saved as delta_model.safetensors + delta_config.json on top of the base
-(models/hf/delta.py). A family that declares no attention site is refused.
+(models/hf/delta.py). CLIP and SigLIP declare their attentions and their two towers, so
+`apt_depth` image, text or both picks them there (no head trains: a dual encoder has none). A
+family that declares no attention site is refused.
 """
 
 from __future__ import annotations
@@ -75,22 +77,34 @@ def _after_attention(module, args, kwargs, output):
 
 
 def attach_hf(o: APTOptions, ctx: HFContext) -> None:
-    """Freeze the transformers model, add an APT module after each of its attentions, unfreeze the head."""
+    """Freeze the transformers model, add an APT module after each of its attentions (of the towers the depth
+    names, on a dual encoder), unfreeze the head the family names."""
     from .layers import ApproximatePrompt
 
     site = ctx.family.attention_site
     if site is None:
         raise ConfigError(f"--method apt: the {ctx.family.name} family declares no attention site; use lora or ia3")
     freeze(ctx.net)
-    d = ctx.net.config.hidden_size
-    for module in ctx.net.modules():
-        if type(module).__name__ == site.attention and not hasattr(module, "apt"):  # attached once only
-            module.apt = ApproximatePrompt(d, o.apt_prompts, o.apt_rank, o.apt_dropout)
+    for name, module in _attentions(ctx.net, site, o.apt_depth):
+        if not hasattr(module, "apt"):  # attached once only
+            width = getattr(module, "embed_dim", None) or ctx.net.config.hidden_size  # a dual encoder's tower's
+            module.apt = ApproximatePrompt(width, o.apt_prompts, o.apt_rank, o.apt_dropout)
             module.register_forward_hook(_after_attention, with_kwargs=True)
             for p in module.apt.parameters():
                 p.requires_grad_(True)
-    for p in getattr(ctx.net, site.head).parameters():
-        p.requires_grad_(True)
+    if site.head:
+        for p in getattr(ctx.net, site.head).parameters():
+            p.requires_grad_(True)
+
+
+def _attentions(net, site, depth: str) -> list:
+    """(name, module) of the attentions APT follows: every one, or on a model with towers those of the depth."""
+    towers = dict(site.towers)
+    if depth != "both" and depth not in towers:
+        have = f"{', '.join(towers)} or both" if towers else "both only (one stack of layers)"
+        raise ConfigError(f"APT depth {depth!r}: this Hugging Face base takes {have}; pick one")
+    prefix = towers.get(depth, "")
+    return [(n, m) for n, m in net.named_modules() if type(m).__name__ == site.attention and n.startswith(prefix)]
 
 
 METHOD = register(
@@ -102,7 +116,7 @@ METHOD = register(
         lr=3e-3,
         hf=OnHF(
             lr=5e-4,
-            options=("apt_prompts", "apt_rank", "apt_dropout"),
+            options=("apt_prompts", "apt_depth", "apt_rank", "apt_dropout"),
             attach=attach_hf,
             needs="attention_site",
         ),

@@ -435,6 +435,19 @@ def _meta(cfg: HFTrainConfig, out: Path, identity: dict, task_name: str, train_t
     }
 
 
+def _with_task_classes(cfg: HFTrainConfig, task_name: str) -> HFTrainConfig:
+    """A method whose head is sized by the task's classes (a linear probe) gets them in its options, so they
+    are in the identity and the saved delta's config (robust_pt/tuning/train.py does the same)."""
+    from dataclasses import replace
+
+    from ..tasks import load_task
+
+    if cfg.spec.task_classes is None:
+        return cfg
+    answers = load_task(task_name, split="train", limit=1).answers or []
+    return replace(cfg, options=cfg.spec.task_classes(cfg.options, answers))
+
+
 def train_hf(
     base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Path, overwrite: bool = False, log=print
 ) -> dict:
@@ -451,6 +464,7 @@ def train_hf(
     arch = _check_base_dir(base, base_dir)
     family = hf_family(arch)
     check_method(cfg.method, arch, base)
+    cfg = _with_task_classes(cfg, task_name)
     if training_mix(task_name) and not family.generative:
         raise TaskError(
             f"{task_name} is a pretraining mix, which only generative bases train on (every example's "

@@ -1,6 +1,7 @@
 """Linear probe: a linear classifier on the frozen image features of a dual encoder (CLIP's linear-probe baseline).
 
-Built-in dual encoder (mini-clip) only. The head scores the classes of the task it is trained
+On the built-in dual encoder (mini-clip) and on Hugging Face CLIP and SigLIP (the head on the
+projected image features, saved as a robust-pt delta). The head scores the classes of the task it is trained
 on, and only those: its class list is part of the method's options (`probe_classes`, filled in
 from the task by `robust-pt train`, so it is in the checkpoint's meta and identity), and a probe
 asked to score other class names (novel classes) is refused in one line, where every prompt
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .methods import freeze
-from .registry import TuningMethod, register
+from .registry import OnHF, TuningMethod, register
 
 SEP = "|"
 
@@ -50,6 +51,19 @@ def apply(model, o: LinearProbeOptions) -> None:
         p.requires_grad_(True)
 
 
+def attach_hf(o: LinearProbeOptions, ctx) -> None:
+    """The same head on a Hugging Face dual encoder's projected image features (models/hf/clip.py reads it)."""
+    from .clip_prompts import LinearHead
+
+    if not o.classes:
+        raise ConfigError("linear probe: no classes; train it on a classification task (robust-pt train --task ...)")
+    freeze(ctx.net)
+    cfg = ctx.net.config  # the image feature's width: CLIP's projection, SigLIP's vision width (no projection)
+    ctx.net.prompter = LinearHead(o.classes, getattr(cfg, "projection_dim", None) or cfg.vision_config.hidden_size)
+    for p in ctx.net.prompter.parameters():
+        p.requires_grad_(True)
+
+
 METHOD = register(
     TuningMethod(
         "linear-probe",
@@ -57,6 +71,7 @@ METHOD = register(
         LinearProbeOptions,
         apply=apply,
         lr=1e-2,
+        hf=OnHF(lr=1e-2, options=("probe_classes",), attach=attach_hf, needs="class_prompts"),
         colour="#7f7f7f",
         architectures=("mini-clip",),
         task_kinds=("classify",),

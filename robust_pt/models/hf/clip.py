@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ...errors import TaskError
 from ...tasks.classify import CLASSIFY
-from ..loading import HFFamily, PeftTargets, register
+from ..loading import AttentionSite, HFFamily, PeftTargets, register
 from ..templates import fill, split_template
 from .base import CLOSED, HFVLModel, _f32
 
@@ -31,6 +31,7 @@ FAMILY = register(
         crop=True,
         task_kinds=(CLOSED, CLASSIFY),
         class_prompts="text_model.embeddings.token_embedding",
+        attention_site=AttentionSite("CLIPAttention", towers=(("image", "vision_model"), ("text", "text_model"))),
     )
 )
 
@@ -73,8 +74,15 @@ class ClipMatch(HFVLModel):
 
     @property
     def reads_text(self) -> bool:
-        """Whether it reads the words it is given (a learned context replaces them: CoOp, MaPLe)."""
-        return not hasattr(getattr(self.hf, "prompter", None), "context")
+        """Whether it reads the words it is given (a learned context replaces them: CoOp, MaPLe; a linear
+        probe reads none)."""
+        prompter = getattr(self.hf, "prompter", None)
+        return not (hasattr(prompter, "context") or hasattr(prompter, "head"))
+
+    def class_refusal(self, names) -> str | None:
+        """Why it cannot score these class names (a linear probe's own classes only), or None."""
+        refusal = getattr(getattr(self.hf, "prompter", None), "refusal", None)
+        return None if refusal is None else refusal(names)
 
     @property
     def lead_ids(self) -> list[int]:
@@ -184,6 +192,9 @@ class ClipMatch(HFVLModel):
 
     def candidate_logits_from_embeds(self, embeds, candidates):
         img = self.image_features(embeds.image)  # (B, d)
+        head = getattr(getattr(self.hf, "prompter", None), "head", None)  # a linear probe: its classes, no text
+        if head is not None:  # the text stays in the graph with no effect (embedding attacks: a zero gradient)
+            return head(img, candidates) + 0.0 * embeds.text.float().sum()
         txt = self.text_features(embeds.text, embeds.text_mask, candidates)  # (B, K, d)
         scale = self.hf.logit_scale.exp().float()
         bias = getattr(self.hf, "logit_bias", None)  # SigLIP's

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ...tasks.classify import CLASSIFY
-from ..loading import HFFamily, PeftTargets, register
+from ..loading import AttentionSite, HFFamily, PeftTargets, register
 from .base import CLOSED
 from .clip import ClipMatch
 
@@ -26,6 +26,7 @@ FAMILY = register(
         PeftTargets(lora=("q_proj", "v_proj"), ia3=("k_proj", "v_proj", "fc2"), ia3_feedforward=("fc2",)),
         task_kinds=(CLOSED, CLASSIFY),
         class_prompts="text_model.embeddings.token_embedding",
+        attention_site=AttentionSite("SiglipAttention", towers=(("image", "vision_model"), ("text", "text_model"))),
     )
 )
 
