@@ -33,7 +33,10 @@ DEPTHS = ("encoder", "decoder", "both", "image", "text")  # encoder/decoder: the
 class APTOptions:
     apt_prompts: int = field(default=16, metadata={"help": "APT prompt count M per layer (the paper's runs: 200)"})
     apt_depth: str = field(
-        default="both", metadata={"help": "built-in model: layers with APT, encoder, decoder or both (ViLT: all)"}
+        default="both",
+        metadata={
+            "help": "layers with APT: encoder, decoder or both (OFA); image, text or both (CLIP, SigLIP); ViLT: all"
+        },
     )
     apt_rank: int = field(default=4, metadata={"help": "rank of APT's low-rank update of the prompt keys"})
     apt_dropout: float = field(
