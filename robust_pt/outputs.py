@@ -65,3 +65,11 @@ def require_writable_file(path: str | Path, what: str = "output file", option: s
         return p
     _creatable(p, what, option)
     return p
+
+
+def usual_mode(tmp: str | Path) -> None:
+    """Give a file made by tempfile.mkstemp (mode 600) the mode open() would have: 666 less the umask, so a
+    checkpoint or run written by an atomic replace is as readable to others as any file the user writes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)

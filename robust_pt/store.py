@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import RunDirError
+from .outputs import usual_mode
 from .runformat import FORMAT, MARKER, RECORDS, RUN_JSON, SAMPLES, SUMMARY, read_records  # noqa: F401  (the run's file names)
 
 
@@ -85,6 +86,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        usual_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -298,6 +300,7 @@ def write_spans(dest: Path, spans: list[BatchSpan]) -> None:
                 out.write(span_bytes(sp, handles[sp.path]))
             out.flush()
             os.fsync(out.fileno())
+        usual_mode(tmp)
         os.replace(tmp, dest)
     finally:
         for h in handles.values():

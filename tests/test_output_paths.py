@@ -221,3 +221,25 @@ def test_helpers_refuse_an_unwritable_parent(tmp_path, monkeypatch):
         require_writable_file(tmp_path / "new.json")
     with pytest.raises(OutputPathError, match="is not writable"):
         require_writable_dir(tmp_path)
+
+
+def test_checkpoints_and_runs_are_written_with_the_usual_mode(tmp_path):
+    """Files written through a temporary file and an atomic replace get 666 less the umask, as open() gives,
+    not mkstemp's 600 (a checkpoint made by root was unreadable to other users)."""
+    import os
+    import stat
+
+    import robust_pt
+    from robust_pt.models.miniclip import build as build_clip
+    from robust_pt.tasks.vocab import WORDS
+    from robust_pt.tuning import checkpoint as ckpt
+
+    old = os.umask(0o022)
+    try:
+        ckpt.save(build_clip("tiny", vocab=WORDS), tmp_path / "ck", {"method": "pretrain", "name": "clip-tiny"})
+        model = robust_pt.load_model(tmp_path / "ck")
+        robust_pt.evaluate(model, task="shapes-objects", attack="fgsm", eps=[2 / 255], limit=2, out=tmp_path / "run")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "ck").iterdir()] + [tmp_path / "run" / n for n in ("run.json", "records.jsonl")]
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o644 for p in files}

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import CheckpointError
+from ..outputs import usual_mode
 
 FORMAT = "robust-pt-checkpoint/1"
 WEIGHTS, CONFIG, META = "model.safetensors", "config.json", "meta.json"
@@ -155,6 +156,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        usual_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
