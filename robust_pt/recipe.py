@@ -156,16 +156,18 @@ class Recipe:
 
     def runs(self) -> list[Run]:
         """Every attack run (an attack entry's `tasks` name tuned tasks). A model whose classes are fixed by its
-        tuning (a linear probe) is attacked on its own task only: it has no zero-shot to other class sets."""
+        tuning (a linear probe) is attacked, and crafts transfer inputs, on its own task only: it has no zero-shot
+        to other class sets."""
         from .tasks.named import slug
 
+        named = {e.name: e for e in self.tuning}
         return [
             Run(on, t, a, f"{slug(on)}_{t.name}_{a.label}", task)
             for task, t in self.checkpoints()
             for on in self.attacked_on(task)
-            if on == task or not _closed_classes(t)
             for a in self.attacks
             if (a.tasks is None or task in a.tasks) and (a.tuning is None or t.name in a.tuning)
+            if on == task or not any(_closed_classes(e) for e in [t, *(named.get(s) for s in a.surrogate or ())] if e)
         ]
 
 
@@ -811,8 +813,12 @@ def tuning_record(t: TuningEntry, trained: str) -> dict | None:
     from .tuning.config import TuningConfig
 
     spec = t.tuning.spec
-    if spec.task_classes is None or not isinstance(t.tuning, TuningConfig):  # a Hugging Face entry: as it is
+    if spec.task_classes is None:
         return t.tuning.relevant()
+    if not isinstance(t.tuning, TuningConfig):  # a Hugging Face entry: train_hf fills them the same way
+        from .tuning.hf_train import with_task_classes
+
+        return with_task_classes(t.tuning, trained).relevant()
     answers = load_task(trained, split="test", limit=1).answers or []
     return spec.relevant(spec.task_classes(t.tuning.options, answers))
 
@@ -826,7 +832,10 @@ def _schedule_kept(info: dict | None, entry: TuningEntry | None, r: Recipe | Non
         same_base = r is None or (
             identity.get("base") == r.base and identity.get("base_sha256") == _weights_sha(r.base)
         )
-        return identity.get("config") == entry.tuning.identity() and identity.get("task") in (task, None) and same_base
+        from .tuning.hf_train import with_task_classes
+
+        made_as = with_task_classes(entry.tuning, task).identity() if task else entry.tuning.identity()
+        return identity.get("config") == made_as and identity.get("task") in (task, None) and same_base
     made = identity.get("train")
     if made is None or entry is None or entry.train is None:
         return True

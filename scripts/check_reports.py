@@ -27,6 +27,7 @@ REPORTS = {  # name -> (run directories, extra options)
     "tiny-llava": (["reports/tiny-llava/runs"], []),
     "adversarial-tuning": (["reports/adversarial-tuning/runs"], []),
     "certified": (["reports/certified/runs"], []),
+    "clip-prompt-learning": (["reports/clip-prompt-learning/runs"], []),
 }
 DATE = re.compile(r" on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}")  # the date line's only moving part
 TITLES = {

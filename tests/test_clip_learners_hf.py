@@ -185,3 +185,22 @@ def test_apt_on_a_hugging_face_clip_follows_the_attentions_of_the_tower_its_dept
     r = invoke("train", "--base", hf_clip, "--task", "shapes-objects-base", "--method", "apt", "--apt-depth",
                "encoder", "--steps", 2, "--out", tmp_path / "bad")  # fmt: skip
     assert_one_line_error(r, "APT depth 'encoder'", "image, text or both")
+
+
+def test_a_recipe_keeps_its_finished_runs_of_a_hugging_face_linear_probe(hf_clip, tmp_path):
+    """The probe's classes are filled from the task on the recipe's side as train_hf fills them, so a second
+    run keeps every finished run instead of redoing them."""
+    import yaml
+
+    from robust_pt.recipe import run_recipe
+
+    p = tmp_path / "probe.yaml"
+    p.write_text(yaml.safe_dump({
+        "base": str(hf_clip), "tasks": ["shapes-objects-base"], "examples": 4, "batch_size": 4,
+        "zoo": str(tmp_path / "zoo"), "tuning": [{"method": "linear-probe", "steps": 2, "batch_size": 4, "eval_size": 4}],
+        "attacks": [{"attack": "pgd", "eps": ["2/255"], "steps": 2}],
+    }))  # fmt: skip
+    run_recipe(p, tmp_path / "report", log=lambda *_: None)
+    said = []
+    run_recipe(p, tmp_path / "report", log=said.append)
+    assert any("1 runs complete" in s for s in said), said

@@ -6,8 +6,8 @@ FAP) reports in: a prompt learner tuned on base classes is judged on them and ze
 ones, and the harmonic mean HM = 2 B N / (B + N) rewards a model only when both hold. The per-task
 tables already give each side with its interval; what they do not give is the pairing. A run is a
 novel-class run when its model was tuned on another task of the same open-class kind (RunData.trained,
-from run.json's model_meta); its base task is that one. Untuned models (zero-shot) are paired on the
-same two tasks. Corruption runs are in the CSV and left to the corruptions section in the document.
+from run.json's model_meta); its base task is that one, and only models tuned on it are paired there.
+Untuned models (zero-shot) attacked on both join every pair. Corruption runs are in the CSV and left to the corruptions section in the document.
 """
 
 from __future__ import annotations
@@ -37,13 +37,21 @@ COLUMNS = [
 ]
 
 
-def task_pairs(runs: list[RunData]) -> dict[str, str]:
-    """novel task -> the base task its models were tuned on (from runs whose model was tuned elsewhere)."""
-    pairs = {}
+def task_pairs(runs: list[RunData]) -> dict[tuple[str, str], set[str]]:
+    """(base task, novel task) -> the models tuned on the base task and attacked on the novel one; untuned
+    models (zero-shot) attacked on both join every pair."""
+    from ..tasks.named import dataset_spec
+
+    def recorded_task(task: str) -> str:  # what run.json records for a dataset "NAME:DIR": its format's NAME
+        spec = dataset_spec(task)
+        return spec[0] if spec else task
+
+    pairs: dict[tuple[str, str], set[str]] = {}
     for r in runs:
-        if r.trained and r.trained != r.task and r.task_kind == "classify":
-            pairs.setdefault(r.task, r.trained)
-    return pairs
+        if r.trained and recorded_task(r.trained) != r.task and r.task_kind == "classify":
+            pairs.setdefault((recorded_task(r.trained), r.task), set()).add(r.model)
+    untuned = {r.model for r in runs if not r.trained}
+    return {pair: models | untuned for pair, models in pairs.items()}
 
 
 def harmonic(b: float, n: float) -> float:
@@ -62,9 +70,11 @@ def base_novel_frame(runs: list[RunData], summary):
         return None
     s = summary if "variant" in summary.columns else summary.assign(variant="")
     keys = ["model", "method", "variant", "attack", "eps"]
+    s = s.drop_duplicates(["task"] + keys)  # one row per threat (the report labels differing attacks apart)
     rows = []
-    for novel, base in pairs.items():
-        both = s[s["task"] == base].merge(s[s["task"] == novel], on=keys, suffixes=("_b", "_n"))
+    for (base, novel), models in pairs.items():
+        mine = s[s["model"].isin(models)]
+        both = mine[mine["task"] == base].merge(mine[mine["task"] == novel], on=keys, suffixes=("_b", "_n"))
         for _, r in both.iterrows():
             rows.append({
                 "base_task": base, "novel_task": novel, **{k: r[k] for k in keys}, "kind": r["kind_b"],

@@ -565,7 +565,9 @@ def _add_base_novel(doc: Document, report) -> None:
     bn = report.base_novel
     if bn is None or not len(bn):
         return
-    bn = bn[bn["kind"] != "corruption"]  # corruptions: their own section (the CSV holds them)
+    bn = bn[~bn["kind"].isin(["corruption", "text-corruption"])]  # their own section (the CSV holds them)
+    if not len(bn):
+        return
     doc.add(Heading(2, "Base-to-novel classes"))
     doc.add(
         Para(
@@ -579,7 +581,10 @@ def _add_base_novel(doc: Document, report) -> None:
     for (base, novel), d in bn.groupby(["base_task", "novel_task"], sort=False):
         threats = list(dict.fromkeys(zip(d["attack"], d["eps_label"])))
         models = list(dict.fromkeys(zip(d["model"], d["method"], d["variant"])))
-        full = [t for t in threats if len(d[(d["attack"] == t[0]) & (d["eps_label"] == t[1])]) == len(models)]
+        met = {
+            t: set(zip(*(g[c] for c in ("model", "method", "variant")))) for t, g in d.groupby(["attack", "eps_label"])
+        }
+        full = [t for t in threats if met[t] >= set(models)]  # every model met it
         hm = {(r["model"], r["attack"], r["eps_label"]): r for _, r in d.iterrows()}
         first = {m: next(r for k, r in hm.items() if k[0] == m) for m, _, _ in models}
         rows = [

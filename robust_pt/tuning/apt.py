@@ -106,8 +106,15 @@ def _attentions(net, site, depth: str) -> list:
     if depth != "both" and depth not in towers:
         have = f"{', '.join(towers)} or both" if towers else "both only (one stack of layers)"
         raise ConfigError(f"APT depth {depth!r}: this Hugging Face base takes {have}; pick one")
-    prefix = towers.get(depth, "")
-    return [(n, m) for n, m in net.named_modules() if type(m).__name__ == site.attention and n.startswith(prefix)]
+    prefix = towers[depth] + "." if depth in towers else ""
+    found = [
+        (n, m)
+        for n, m in net.named_modules()
+        if any(c.__name__ == site.attention for c in type(m).__mro__) and n.startswith(prefix)  # SDPA subclasses too
+    ]
+    if not found:
+        raise ConfigError(f"--method apt: no {site.attention} in this model to follow; use lora")
+    return found
 
 
 METHOD = register(
@@ -119,7 +126,8 @@ METHOD = register(
         lr=3e-3,
         hf=OnHF(
             lr=5e-4,
-            options=("apt_prompts", "apt_depth", "apt_rank", "apt_dropout"),
+            options=("apt_prompts", "apt_rank", "apt_dropout", "apt_depth"),
+            later=("apt_depth",),  # CLIP's towers (ViLT's APT checkpoints, made before, keep their identity)
             attach=attach_hf,
             needs="attention_site",
         ),

@@ -110,8 +110,15 @@ class HFTrainConfig:
         return registry.get(self.method)
 
     def method_options(self) -> dict:
-        """The options the method reads on Hugging Face bases, with their values."""
-        return {k: getattr(self.options, k) for k in self.spec.hf.options}
+        """The options the method reads on Hugging Face bases, with their values (an option it came to read
+        later, `hf.later`, only where it is not at its default: checkpoints made before keep their identity)."""
+        hf = self.spec.hf
+        default = self.spec.make_options({})
+        return {
+            k: getattr(self.options, k)
+            for k in hf.options
+            if k not in hf.later or getattr(self.options, k) != getattr(default, k)
+        }
 
     def identity(self) -> dict:
         """What makes a re-run reuse the directory: the schedule and the options the method reads."""
@@ -435,7 +442,7 @@ def _meta(cfg: HFTrainConfig, out: Path, identity: dict, task_name: str, train_t
     }
 
 
-def _with_task_classes(cfg: HFTrainConfig, task_name: str) -> HFTrainConfig:
+def with_task_classes(cfg: HFTrainConfig, task_name: str) -> HFTrainConfig:
     """A method whose head is sized by the task's classes (a linear probe) gets them in its options, so they
     are in the identity and the saved delta's config (robust_pt/tuning/train.py does the same)."""
     from dataclasses import replace
@@ -464,12 +471,12 @@ def train_hf(
     arch = _check_base_dir(base, base_dir)
     family = hf_family(arch)
     check_method(cfg.method, arch, base)
-    cfg = _with_task_classes(cfg, task_name)
     if training_mix(task_name) and not family.generative:
         raise TaskError(
             f"{task_name} is a pretraining mix, which only generative bases train on (every example's "
             f"target is text there); tune {arch} on one task (e.g. shapes-vqa)"
         )
+    cfg = with_task_classes(cfg, task_name)
     dev = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -135,6 +135,7 @@ class OnHF:
     attach: Callable[[Any, HFContext], None] | None = None
     needs: str | None = None  # an HFFamily capability: "prompt_tuning", "attention_site", "label_head"
     check: Callable[[str], None] | None = None  # (architecture) -> None, or a one-line ConfigError
+    later: tuple[str, ...] = ()  # options read since a later version: recorded only away from their default
 
     def __post_init__(self):
         if self.peft_config is not None and self.attach is not None:

@@ -23,6 +23,7 @@ COMMITTED = [
     "tiny-llava",
     "adversarial-tuning",
     "certified",
+    "clip-prompt-learning",
 ]
 
 
@@ -69,6 +70,14 @@ def test_the_committed_report_tables_are_what_its_committed_runs_give(name):
         cols = ["task", "attack", "eps", "source", "target", "n", "robust", "white_box"]
         old = pd.read_csv(root / "transfer.csv")[cols].sort_values(cols[:5]).reset_index(drop=True)
         new = rep.transfer[cols].sort_values(cols[:5]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(old, new, check_dtype=False)
+    if (root / "base_novel.csv").exists():  # base / novel classes and their harmonic mean, cell by cell
+        import pandas as pd
+
+        cols = ["base_task", "novel_task", "model", "attack", "eps", "base_n", "novel_n", "base_robust",
+                "novel_robust", "hm_robust"]  # fmt: skip
+        old = pd.read_csv(root / "base_novel.csv")[cols].sort_values(cols[:5]).reset_index(drop=True)
+        new = rep.base_novel[cols].sort_values(cols[:5]).reset_index(drop=True)
         pd.testing.assert_frame_equal(old, new, check_dtype=False)
 
 

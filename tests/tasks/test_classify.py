@@ -368,3 +368,47 @@ def test_the_harmonic_mean_of_base_and_novel():
 
     assert harmonic(1.0, 0.5) == pytest.approx(2 / 3) and harmonic(0.0, 0.0) == 0.0 and harmonic(0.8, 0.0) == 0.0
     assert harmonic(float("nan"), 0.5) != harmonic(float("nan"), 0.5)  # unknown stays unknown
+
+
+def test_a_linear_probe_crafts_transfer_inputs_on_its_own_classes_only(tmp_path):
+    """A transfer entry whose surrogate is a linear probe has no novel-class runs (it could not craft there), where
+    the same attack from the untuned base has them for every target."""
+    import yaml
+
+    from robust_pt.recipe import load_recipe
+
+    p = _recipe(tmp_path, {"shapes-objects-base": ["shapes-objects-base", "shapes-objects-novel"]})
+    raw = yaml.safe_load(p.read_text())
+    raw.update(tuning=[{"method": "none", "name": "base"}, {"method": "coop"}, {"method": "linear-probe"}],
+               attacks=[{"attack": "pgd", "surrogate": ["base", "linear-probe"]}])  # fmt: skip
+    p.write_text(yaml.safe_dump(raw))
+    names = {run.name for run in load_recipe(p).runs()}
+    assert {n for n in names if n.startswith("shapes-objects-novel")} == {
+        "shapes-objects-novel_base_pgd-from-base",
+        "shapes-objects-novel_coop_pgd-from-base",
+    }
+    assert "shapes-objects-base_coop_pgd-from-linear-probe" in names
+
+
+def test_base_to_novel_pairs_each_model_with_the_task_it_was_tuned_on():
+    """A model tuned on B and attacked on N pairs (B, N); one tuned on N and attacked on B pairs (N, B); untuned
+    models join both; a model never attacked on the other task has no row."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from robust_pt.report.base_novel import base_novel_frame, task_pairs
+
+    B, N = "shapes-objects-base", "shapes-objects-novel"
+    runs = [SimpleNamespace(model=m, trained=tr, task=t, task_kind="classify")
+            for m, tr, t in [("cB", B, B), ("cB", B, N), ("fN", N, N), ("fN", N, B), ("z", "", B), ("z", "", N),
+                             ("only", B, B)]]  # fmt: skip
+    assert task_pairs(runs) == {(B, N): {"cB", "z"}, (N, B): {"fN", "z"}}
+    summary = pd.DataFrame([
+        {"task": r.task, "model": r.model, "method": "coop", "attack": "pgd", "eps": 0.1, "kind": "image",
+         "eps_label": "x", "n": 4, "clean": 1.0, "robust": 0.5 if r.task == B else 0.25} for r in runs
+    ])  # fmt: skip
+    bn = base_novel_frame(runs, summary)
+    got = sorted(zip(bn["base_task"], bn["model"], bn["base_robust"], bn["novel_robust"]))
+    assert got == [(B, "cB", 0.5, 0.25), (B, "z", 0.5, 0.25), (N, "fN", 0.25, 0.5), (N, "z", 0.25, 0.5)]
+    assert bn["hm_robust"].tolist() == pytest.approx([1 / 3] * 4)
