@@ -403,8 +403,8 @@ def build_document(report) -> Document:
     )
     for w in report.warnings:
         doc.add(Para(f"Warning: {w}", "warning"))
+    _add_base_novel(doc, report)  # a base-to-novel study's answer: before the per-method counts
     _add_findings(doc, report)
-    _add_base_novel(doc, report)
     transferred = {r.attack for r in report.runs if r.source}  # shown in the transfer matrix instead
     for task in tasks:
         doc.add(Heading(2, task))
