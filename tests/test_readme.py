@@ -291,3 +291,27 @@ def test_the_answer_table_matches_the_committed_reports():
             assert got == (verdict, less, len(mine), more), (
                 f"{where}: the report says {(verdict, less, len(mine), more)}"
             )
+
+
+def test_the_clip_sentence_is_what_the_committed_report_says():
+    """The answer's CLIP numbers (APGD-DLR at 8/255, harmonic mean of base and novel classes) and its "one cell
+    each" are base_novel.csv's and gaps.csv's, so a regenerated report cannot leave the front page behind."""
+    import pandas as pd
+
+    root = ROOT / "reports" / "clip-prompt-learning"
+    text = " ".join(README.read_text().split())
+    bn = pd.read_csv(root / "base_novel.csv")
+    bn = bn[bn["attack"] == "apgd-ce"].assign(entry=lambda d: d["model"].str.replace("-shapes-objects-base", ""))
+    hm = dict(zip(bn["entry"], 100 * bn["hm_robust"]))
+    learners = ("coop", "vpt", "maple", "apt")
+    plain = [hm[f"{m}{v}"] for m in learners for v in ("", "-adv")]
+    robust = [hm[f"{m}{v}"] for m in learners for v in ("-rb", "-adv-rb")]
+    assert f"keep {min(plain):.1f} to {max(plain):.1f}% from the plain base" in text
+    assert f"TeCoA {hm['finetune-adv']:.1f}%" in text
+    assert f"every one {min(robust):.1f} to {max(robust):.1f}% from the robust base" in text
+    gaps = pd.read_csv(root / "gaps.csv").fillna({"variant": ""})
+    own = ~gaps["attack"].str.contains(" from ") & ~gaps["attack"].isin(["gaussian-noise", "defocus-blur", "contrast"])
+    more = gaps[own & (gaps["variant"] == "") & (gaps["significant"]) & (gaps["gap"] > 0)]
+    assert "that CoOp, VPT and APT keep (one cell each)" in text
+    assert [int((more["method"] == m).sum()) for m in ("coop", "vpt", "apt")] == [1, 1, 1]
+    assert set(more.loc[more["method"].isin(["coop", "vpt", "apt"]), "task"]) == {"shapes-objects-novel"}
