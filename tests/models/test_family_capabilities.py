@@ -63,7 +63,10 @@ def test_what_each_family_supports():
     site = loading.AttentionSite("ViltAttention", "classifier")
     assert got.pop("vilt") == (True, "SEQ_CLS", site, ("closed",))
     assert got.pop("blip") == (False, None, None, every)
-    assert got.pop("clip") == got.pop("siglip") == (False, None, None, ("closed", "classify"))
+    towers = (("image", "vision_model"), ("text", "text_model"))  # APT on one tower or both (tuning/apt.py)
+    for name, attention in (("clip", "CLIPAttention"), ("siglip", "SiglipAttention")):
+        site = loading.AttentionSite(attention, towers=towers)
+        assert got.pop(name) == (False, None, site, ("closed", "classify"))
     assert set(got.values()) == {(False, "CAUSAL_LM", None, every)}  # the generative ones
     for f in loading.hf_families():  # the class takes its architecture and kinds from its family
         assert (f.model_class.architecture, f.model_class.task_kinds) == (f.architecture, f.task_kinds)
@@ -93,7 +96,10 @@ def test_tuning_asks_the_family_not_the_name(monkeypatch):
         check_method(method, "AbleVilt", "base")
         if method in ("lora", "ia3", "finetune"):
             check_method(method, "PlainVilt", "base")
-    with pytest.raises(ConfigError, match=r"apt supports ViltForQuestionAnswering, AbleVilt among .*not PlainVilt"):
+    with pytest.raises(
+        ConfigError,
+        match=r"apt supports ViltForQuestionAnswering, CLIPModel, SiglipModel, AbleVilt among .*not PlainVilt",
+    ):
         check_method("apt", "PlainVilt", "base")
     with pytest.raises(ConfigError, match=r"prompt supports ViltForQuestionAnswering, Llava.*AbleVilt .*no prompt"):
         check_method("prompt", "PlainVilt", "base")
