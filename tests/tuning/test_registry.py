@@ -62,7 +62,7 @@ def _logits(model):
 
 def test_registry_lists_the_methods_in_report_order():
     assert BUILTIN == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt", "coop", "vpt", "maple", "linear-probe"]
-    assert HF == ["finetune", "prompt", "lora", "ia3", "apt", "coop", "vpt", "maple"]
+    assert HF == ["finetune", "prompt", "lora", "ia3", "apt", "coop", "vpt", "maple", "linear-probe"]
     assert VILT == ["finetune", "prompt", "lora", "ia3", "apt"]
     assert registry.report_order() == BUILTIN
     assert OFA == ["finetune", "prompt", "adapter", "bitfit", "lora", "apt"]
@@ -125,7 +125,7 @@ def test_every_hf_method_trains_a_step(vilt, tmp_path, method):
         "seed",
         "train_size",
         "eval_size",
-        *spec.hf.options,
+        *(o for o in spec.hf.options if o not in spec.hf.later),  # a later option at its default: not recorded
     }
     saved = (
         "model.safetensors"
@@ -365,7 +365,7 @@ def test_unknown_methods_and_options_are_refused_with_one_line(base, tmp_path):
     with pytest.raises(
         ConfigError,
         match="unknown method 'bitfit' for a Hugging Face base; choose one of finetune, "
-        "prompt, lora, ia3, apt, coop, vpt, maple .adapter, bitfit and linear-probe are built-in-model methods.",
+        "prompt, lora, ia3, apt, coop, vpt, maple, linear-probe .adapter and bitfit are built-in-model methods.",
     ):
         HFTrainConfig(method="bitfit")
     from robust_pt.recipe import load_recipe
