@@ -280,11 +280,10 @@ def _positive(where: str, v) -> int:
 
 
 def recorded_task(task: str) -> str:
-    """The task name a run of a recipe's task records in run.json (a dataset "NAME:DIR": its format's NAME)."""
-    from .tasks.named import dataset_spec
+    """The task name a run of a recipe's task records in run.json (tasks/named.py's recorded_task)."""
+    from .tasks.named import recorded_task as recorded
 
-    spec = dataset_spec(task)
-    return spec[0] if spec else task
+    return recorded(task)
 
 
 def _probe_tasks(where: str, tasks: list, split: str) -> dict:
@@ -809,18 +808,9 @@ def tuning_record(t: TuningEntry, trained: str) -> dict | None:
     with the task's classes where the method is sized by them (a linear probe; tuning/train.py fills them)."""
     if t.tuning is None:
         return None
-    from .tasks import load_task
-    from .tuning.config import TuningConfig
+    from .tuning.config import with_task_classes
 
-    spec = t.tuning.spec
-    if spec.task_classes is None:
-        return t.tuning.relevant()
-    if not isinstance(t.tuning, TuningConfig):  # a Hugging Face entry: train_hf fills them the same way
-        from .tuning.hf_train import with_task_classes
-
-        return with_task_classes(t.tuning, trained).relevant()
-    answers = load_task(trained, split="test", limit=1).answers or []
-    return spec.relevant(spec.task_classes(t.tuning.options, answers))
+    return with_task_classes(t.tuning, trained).relevant()  # train and train_hf fill them the same way
 
 
 def _schedule_kept(info: dict | None, entry: TuningEntry | None, r: Recipe | None = None, task: str = "") -> bool:
@@ -832,7 +822,7 @@ def _schedule_kept(info: dict | None, entry: TuningEntry | None, r: Recipe | Non
         same_base = r is None or (
             identity.get("base") == r.base and identity.get("base_sha256") == _weights_sha(r.base)
         )
-        from .tuning.hf_train import with_task_classes
+        from .tuning.config import with_task_classes
 
         made_as = with_task_classes(entry.tuning, task).identity() if task else entry.tuning.identity()
         return identity.get("config") == made_as and identity.get("task") in (task, None) and same_base

@@ -7,7 +7,8 @@ ones, and the harmonic mean HM = 2 B N / (B + N) rewards a model only when both 
 tables already give each side with its interval; what they do not give is the pairing. A run is a
 novel-class run when its model was tuned on another task of the same open-class kind (RunData.trained,
 from run.json's model_meta); its base task is that one, and only models tuned on it are paired there.
-Untuned models (zero-shot) attacked on both join every pair. Corruption runs are in the CSV and left to the corruptions section in the document.
+Untuned models (zero-shot) attacked on both join every pair. Corruption runs are in the CSV and left
+to the corruptions section in the document.
 """
 
 from __future__ import annotations
@@ -40,11 +41,7 @@ COLUMNS = [
 def task_pairs(runs: list[RunData]) -> dict[tuple[str, str], set[str]]:
     """(base task, novel task) -> the models tuned on the base task and attacked on the novel one; untuned
     models (zero-shot) attacked on both join every pair."""
-    from ..tasks.named import dataset_spec
-
-    def recorded_task(task: str) -> str:  # what run.json records for a dataset "NAME:DIR": its format's NAME
-        spec = dataset_spec(task)
-        return spec[0] if spec else task
+    from ..tasks.named import recorded_task
 
     pairs: dict[tuple[str, str], set[str]] = {}
     for r in runs:

@@ -462,9 +462,7 @@ def load_run(path: str | Path) -> RunData:
         declares=declares,
         adversarial=adversarial,
         robust_base=robust_base,
-        trained=str((meta.get("model_meta") or {}).get("task") or "")
-        if isinstance(meta.get("model_meta"), dict)
-        else "",
+        trained=str(meta["model_meta"].get("task") or "") if isinstance(meta.get("model_meta"), dict) else "",
     )
 
 

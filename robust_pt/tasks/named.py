@@ -71,6 +71,12 @@ def dataset_spec(task: str) -> tuple[str, str] | None:
     return name.strip().lower(), path
 
 
+def recorded_task(task: str) -> str:
+    """The task name a run records in run.json (a dataset "NAME:DIR": its format's NAME)."""
+    spec = dataset_spec(task)
+    return spec[0] if spec else task
+
+
 def slug(task: str) -> str:
     """A task as a file name part: a named task as it is; a dataset "NAME:DIR" as NAME-<DIR's last part>
     (run and checkpoint directories of recipes)."""

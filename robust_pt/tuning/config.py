@@ -71,3 +71,23 @@ class TrainConfig:
     def __post_init__(self):
         if self.steps <= 0 or self.batch_size <= 0:
             raise ConfigError("steps and batch size must be positive integers")
+
+
+def with_classes(cfg, answers):
+    """`cfg` (a TuningConfig or a Hugging Face HFTrainConfig) with a method sized by its task's classes (a linear
+    probe, TuningMethod.task_classes) given them in its options, so they are in the checkpoint's identity and
+    meta; any other method's as it is."""
+    from dataclasses import replace
+
+    if cfg.spec.task_classes is None:
+        return cfg
+    return replace(cfg, options=cfg.spec.task_classes(cfg.options, list(answers or [])))
+
+
+def with_task_classes(cfg, task_name: str):
+    """with_classes with the classes of `task_name` (its train split, as training reads them)."""
+    if cfg.spec.task_classes is None:
+        return cfg
+    from ..tasks import load_task
+
+    return with_classes(cfg, load_task(task_name, split="train", limit=1).answers)

@@ -113,7 +113,7 @@ class HFTrainConfig:
         """The options the method reads on Hugging Face bases, with their values (an option it came to read
         later, `hf.later`, only where it is not at its default: checkpoints made before keep their identity)."""
         hf = self.spec.hf
-        default = self.spec.make_options({})
+        default = self.spec.make_options({}) if hf.later else None
         return {
             k: getattr(self.options, k)
             for k in hf.options
@@ -442,19 +442,6 @@ def _meta(cfg: HFTrainConfig, out: Path, identity: dict, task_name: str, train_t
     }
 
 
-def with_task_classes(cfg: HFTrainConfig, task_name: str) -> HFTrainConfig:
-    """A method whose head is sized by the task's classes (a linear probe) gets them in its options, so they
-    are in the identity and the saved delta's config (robust_pt/tuning/train.py does the same)."""
-    from dataclasses import replace
-
-    from ..tasks import load_task
-
-    if cfg.spec.task_classes is None:
-        return cfg
-    answers = load_task(task_name, split="train", limit=1).answers or []
-    return replace(cfg, options=cfg.spec.task_classes(cfg.options, answers))
-
-
 def train_hf(
     base: str | Path, task_name: str, cfg: HFTrainConfig, out: str | Path, overwrite: bool = False, log=print
 ) -> dict:
@@ -476,6 +463,8 @@ def train_hf(
             f"{task_name} is a pretraining mix, which only generative bases train on (every example's "
             f"target is text there); tune {arch} on one task (e.g. shapes-vqa)"
         )
+    from .config import with_task_classes
+
     cfg = with_task_classes(cfg, task_name)
     dev = resolve_device(cfg.device)
     if cfg.threads:

@@ -26,7 +26,7 @@ from ..tasks.kinds import refusal
 from ..tasks.shapes_tasks import DOWNSTREAM  # noqa: F401  (re-exported: the tasks a pretrained base is scored on)
 from ..tasks.shapes_tasks import PRETRAIN_MIX as PRETRAIN_TASK
 from . import checkpoint as ckpt
-from .config import PRETRAIN_LR, TrainConfig, TuningConfig
+from .config import PRETRAIN_LR, TrainConfig, TuningConfig, with_classes
 from .methods import apply_method, check_architecture, parameter_counts
 
 
@@ -253,8 +253,7 @@ def tune(
         raise TaskError(why)
     check_architecture(tcfg.spec, model)
     tcfg.spec.check_task(train_task)
-    if tcfg.spec.task_classes is not None:  # a head sized by the task's classes records them (linear probe)
-        tcfg = TuningConfig(tcfg.method, options=tcfg.spec.task_classes(tcfg.options, train_task.answers))
+    tcfg = with_classes(tcfg, train_task.answers)  # a head sized by the task's classes records them (linear probe)
     check_task(adversarial, train_task)
     identity = {
         "kind": "tune",
